@@ -1,0 +1,249 @@
+//! `keel-lab bench raft`: committed writes/s and latency at 1, 16 and 64 clients,
+//! and leader failover time, for Keel and etcd in one run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_proto::keel::keel_client::KeelClient;
+use keel_proto::keel::AddHostRequest;
+use rand::Rng;
+use tonic::transport::Channel;
+
+use super::etcd::Etcd;
+use super::load::{closed_loop, median_min_max, LoadResult};
+use crate::cluster::{Cluster, Spec};
+
+/// Benchmark settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RaftBench {
+    /// The keel binary (release build).
+    #[arg(long)]
+    pub keel_bin: Option<PathBuf>,
+    /// Seconds per concurrency level.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Failover trials per system.
+    #[arg(long, default_value_t = 10)]
+    pub trials: usize,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub clients: Vec<usize>,
+    /// Keel and etcd heartbeat interval, ms.
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Keel's election timeout range, ms (min; max is twice min, as etcd randomises).
+    #[arg(long, default_value_t = 150)]
+    pub keel_election_ms: u64,
+    /// etcd's --election-timeout, ms.
+    #[arg(long, default_value_t = 300)]
+    pub etcd_election_ms: u64,
+}
+
+const VALUE_BYTES: usize = 256;
+
+fn value() -> String {
+    "v".repeat(VALUE_BYTES)
+}
+
+async fn keel_clients(c: &Cluster, n: usize) -> anyhow::Result<Vec<KeelClient<Channel>>> {
+    let ids = c.running();
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(KeelClient::connect(c.url(ids[i % ids.len()])).await?);
+    }
+    Ok(out)
+}
+
+async fn keel_write(
+    mut client: KeelClient<Channel>,
+    client_no: usize,
+    seq: u64,
+    timeout: Duration,
+) -> bool {
+    let r: [u8; 4] = rand::thread_rng().gen();
+    let mut req = tonic::Request::new(AddHostRequest {
+        name: format!("b{client_no}-{seq}-{}", rand::thread_rng().gen::<u32>()),
+        addr: format!(
+            "10.{}.{}.{}:{}",
+            r[0],
+            r[1],
+            r[2],
+            1024 + u16::from(r[3]) * 200 + (seq % 200) as u16
+        ),
+        zone: "a".into(),
+        labels: [("v".to_string(), value())].into(),
+        client_token: String::new(),
+    });
+    req.set_timeout(timeout);
+    client.add_host(req).await.is_ok()
+}
+
+/// Run the whole comparison and print it.
+pub async fn run(b: RaftBench) -> anyhow::Result<()> {
+    let keel_bin = match &b.keel_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("keel"),
+    };
+    anyhow::ensure!(
+        keel_bin.exists(),
+        "no keel binary at {}; build it with `cargo build --release`",
+        keel_bin.display()
+    );
+    super::pin_self(0);
+    let keel_election = (b.keel_election_ms, b.keel_election_ms * 2);
+    println!("# Raft write path: Keel vs etcd, 3 members on loopback, members pinned to CPU 1, load on CPU 0");
+    println!(
+        "# value {VALUE_BYTES} B, fsync on; Keel heartbeat/election {}/{}-{} ms; etcd heartbeat/election {}/{} ms (etcd randomises up to 2x)",
+        b.heartbeat_ms, keel_election.0, keel_election.1, b.heartbeat_ms, b.etcd_election_ms
+    );
+
+    let spec = Spec::new(&keel_bin, 3)
+        .wrapped(&["taskset", "-c", "1"])
+        .args(&[
+            "--heartbeat-ms",
+            &b.heartbeat_ms.to_string(),
+            "--election-timeout-min-ms",
+            &keel_election.0.to_string(),
+            "--election-timeout-max-ms",
+            &keel_election.1.to_string(),
+            "--snapshot-logs",
+            "100000",
+        ]);
+    let mut keel = Cluster::start(spec).await?;
+    let mut keel_load = Vec::new();
+    for &n in &b.clients {
+        let clients = Arc::new(keel_clients(&keel, n).await?);
+        let r = closed_loop(n, Duration::from_secs(b.seconds), move |i, seq| {
+            let c = clients[i].clone();
+            async move { keel_write(c, i, seq, Duration::from_secs(5)).await }
+        })
+        .await;
+        keel_load.push(r);
+    }
+    let keel_failover = keel_failovers(&mut keel, b.trials).await?;
+    drop(keel);
+
+    let mut etcd = Etcd::start(b.heartbeat_ms, b.etcd_election_ms, Some(1)).await?;
+    let mut etcd_load = Vec::new();
+    for &n in &b.clients {
+        let mut clients = Vec::new();
+        for _ in 0..n {
+            clients.push(etcd_client::Client::connect(etcd.endpoints(), None).await?);
+        }
+        let clients = Arc::new(clients);
+        let r = closed_loop(n, Duration::from_secs(b.seconds), move |i, seq| {
+            let mut c = clients[i].kv_client();
+            async move {
+                c.put(format!("b{i:03}{seq:04}"), value(), None)
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        etcd_load.push(r);
+    }
+    let etcd_failover = etcd_failovers(&mut etcd, b.trials).await?;
+    drop(etcd);
+
+    println!();
+    println!("| clients | Keel writes/s | Keel p50 / p99 ms | etcd writes/s | etcd p50 / p99 ms | Keel/etcd throughput |");
+    println!("|---|---|---|---|---|---|");
+    for (i, n) in b.clients.iter().enumerate() {
+        let (k, e): (LoadResult, LoadResult) = (keel_load[i], etcd_load[i]);
+        println!(
+            "| {n} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.2}x |{}",
+            k.per_sec,
+            k.p50_ms,
+            k.p99_ms,
+            e.per_sec,
+            e.p50_ms,
+            e.p99_ms,
+            k.per_sec / e.per_sec,
+            if k.errors + e.errors > 0 {
+                format!(" (errors: keel {}, etcd {})", k.errors, e.errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let (km, kmin, kmax) = median_min_max(&keel_failover);
+    let (em, emin, emax) = median_min_max(&etcd_failover);
+    println!();
+    println!(
+        "| leader failover ({} trials) | median s | min s | max s |",
+        b.trials
+    );
+    println!("|---|---|---|---|");
+    println!("| Keel | {km:.3} | {kmin:.3} | {kmax:.3} |");
+    println!("| etcd | {em:.3} | {emin:.3} | {emax:.3} |");
+    println!("| Keel/etcd | {:.2}x | | |", km / em);
+    Ok(())
+}
+
+/// Time from kill -9 of the leader to the first successful write through another node.
+async fn keel_failovers(c: &mut Cluster, trials: usize) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for _ in 0..trials {
+        let leader = c.wait_leader(Duration::from_secs(30)).await?;
+        let other = *c
+            .running()
+            .iter()
+            .find(|&&id| id != leader)
+            .expect("a follower");
+        let client = KeelClient::connect(c.url(other)).await?;
+        // Kill at a random phase of the heartbeat cycle.
+        let phase = rand::thread_rng().gen_range(0..100);
+        tokio::time::sleep(Duration::from_millis(phase)).await;
+        c.kill(leader);
+        let t = Instant::now();
+        let mut seq = 0;
+        while !keel_write(client.clone(), 999, seq, Duration::from_millis(20)).await {
+            seq += 1;
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(30),
+                "no write succeeded 30 s after the kill"
+            );
+        }
+        out.push(t.elapsed().as_secs_f64());
+        c.launch(leader)?;
+        // Let the restarted node catch up before the next trial.
+        c.wait_for(
+            Duration::from_secs(30),
+            "the restarted node to catch up",
+            || async {
+                let s = c.node_status(leader).await?;
+                Ok((s["leader"].as_u64().is_some()).then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(out)
+}
+
+async fn etcd_failovers(e: &mut Etcd, trials: usize) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for _ in 0..trials {
+        let leader = e.leader().await?;
+        let other = (leader + 1) % e.members.len();
+        let mut client =
+            etcd_client::Client::connect([e.members[other].client_url.as_str()], None).await?;
+        let phase = rand::thread_rng().gen_range(0..100);
+        tokio::time::sleep(Duration::from_millis(phase)).await;
+        e.kill(leader);
+        let t = Instant::now();
+        loop {
+            let put = client.put("failover", "x", None);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(20), put).await {
+                break;
+            }
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(30),
+                "no etcd put succeeded 30 s after the kill"
+            );
+        }
+        out.push(t.elapsed().as_secs_f64());
+        e.restart(leader).await?;
+    }
+    Ok(out)
+}

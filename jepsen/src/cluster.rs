@@ -1,0 +1,371 @@
+//! A real cluster of `keel server` processes on loopback, with fault controls.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::ports::free_port;
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The `keel` binary.
+    pub bin: PathBuf,
+    /// Initial members.
+    pub nodes: u64,
+    /// Extra `keel server` flags for every node.
+    pub extra_args: Vec<String>,
+    /// A command the server runs under, e.g. `taskset -c 1`.
+    pub wrapper: Vec<String>,
+}
+
+impl Spec {
+    /// `nodes` members started from `bin`, with default settings.
+    pub fn new(bin: impl Into<PathBuf>, nodes: u64) -> Self {
+        Self {
+            bin: bin.into(),
+            nodes,
+            extra_args: Vec::new(),
+            wrapper: Vec::new(),
+        }
+    }
+
+    /// Run every server under `wrapper` (e.g. `taskset -c 1`).
+    pub fn wrapped(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Add `keel server` flags.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+}
+
+/// One member process.
+pub struct Node {
+    /// Node id.
+    pub id: u64,
+    /// host:port of its public API.
+    pub api_addr: String,
+    /// host:port of its Raft transport.
+    pub raft_addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    bootstrap: bool,
+    child: Option<Child>,
+}
+
+/// A running cluster; every process is killed when it is dropped.
+pub struct Cluster {
+    spec: Spec,
+    /// Cluster name the nodes run with.
+    pub name: String,
+    dir: tempfile::TempDir,
+    nodes: BTreeMap<u64, Node>,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Start `spec.nodes` members as a new cluster and wait for a leader.
+    pub async fn start(spec: Spec) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("keel-cluster-").tempdir()?;
+        let mut cluster = Cluster {
+            spec: spec.clone(),
+            name: "lab".into(),
+            dir,
+            nodes: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        };
+        for id in 1..=spec.nodes {
+            cluster.define(id, true);
+        }
+        for id in 1..=spec.nodes {
+            cluster.launch(id)?;
+        }
+        cluster.wait_leader(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    fn define(&mut self, id: u64, bootstrap: bool) {
+        let node = Node {
+            id,
+            api_addr: format!("127.0.0.1:{}", free_port()),
+            raft_addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            bootstrap,
+            child: None,
+        };
+        self.nodes.insert(id, node);
+    }
+
+    fn server_args(&self, id: u64) -> Vec<String> {
+        let node = &self.nodes[&id];
+        let mut args = vec![
+            "server".to_string(),
+            "--id".into(),
+            id.to_string(),
+            "--cluster-name".into(),
+            self.name.clone(),
+            "--data-dir".into(),
+            node.data_dir.display().to_string(),
+            "--raft-addr".into(),
+            node.raft_addr.clone(),
+            "--api-addr".into(),
+            node.api_addr.clone(),
+        ];
+        if node.bootstrap {
+            for peer in self.nodes.values().filter(|n| n.bootstrap) {
+                args.push("--peer".into());
+                args.push(format!("{}={},{}", peer.id, peer.raft_addr, peer.api_addr));
+            }
+        }
+        args.extend(self.spec.extra_args.iter().cloned());
+        args
+    }
+
+    /// Start (or restart) node `id`'s process.
+    pub fn launch(&mut self, id: u64) -> anyhow::Result<()> {
+        let args = self.server_args(id);
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let mut cmd = match self.spec.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&self.spec.bin);
+                c
+            }
+            None => Command::new(&self.spec.bin),
+        };
+        let child = cmd
+            .args(&args)
+            .env("KEEL_LOG", "info,openraft=warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.spec.bin.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Run `keel server` for node `id` in the foreground with `args` replacing its flags' tail,
+    /// and return its exit status and output (for start-up refusals).
+    pub fn run_to_exit(&self, args: &[String]) -> anyhow::Result<(bool, String)> {
+        let out = Command::new(&self.spec.bin).args(args).output()?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    }
+
+    /// The flags node `id` runs with.
+    pub fn args_of(&self, id: u64) -> Vec<String> {
+        self.server_args(id)
+    }
+
+    /// Define and start a new node that will be added to the running cluster.
+    pub fn launch_joiner(&mut self, id: u64) -> anyhow::Result<()> {
+        self.define(id, false);
+        self.launch(id)
+    }
+
+    /// kill -9 node `id`.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Forget node `id` after killing it.
+    pub fn discard(&mut self, id: u64) {
+        self.kill(id);
+        self.nodes.remove(&id);
+    }
+
+    /// Member ids this fixture knows.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Member ids whose processes are running.
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Node `id`.
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[&id]
+    }
+
+    /// Base URL of node `id`'s API.
+    pub fn url(&self, id: u64) -> String {
+        format!("http://{}", self.nodes[&id].api_addr)
+    }
+
+    /// Where the cluster keeps its files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// GET `path` on node `id`: (HTTP status, JSON body).
+    pub async fn get(&self, id: u64, path: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url(id)))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// POST JSON to `path` on node `id`.
+    pub async fn post(&self, id: u64, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url(id)))
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// POST raw bytes with a JSON content type (for malformed-input tests).
+    pub async fn post_raw(&self, id: u64, path: &str, body: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url(id)))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// DELETE `path` on node `id`.
+    pub async fn delete(&self, id: u64, path: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.url(id)))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Node `id`'s own view (no quorum needed).
+    pub async fn node_status(&self, id: u64) -> anyhow::Result<Value> {
+        let (code, v) = self.get(id, "/v1/node").await?;
+        if code != 200 {
+            bail!("node {id} status answered {code}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// Wait until some running node is leader with its leader services announced; return its id.
+    pub async fn wait_leader(&self, within: Duration) -> anyhow::Result<u64> {
+        self.wait_for(within, "a leader with running leader services", || async {
+            for id in self.running() {
+                let Ok((200, s)) = self.get(id, "/v1/cluster/status").await else {
+                    continue;
+                };
+                let leader = s["leader"].as_u64();
+                let services = s["leader_services"]["node_id"].as_u64();
+                let services_term = s["leader_services"]["term"].as_u64();
+                if leader.is_some() && leader == services && services_term == s["term"].as_u64() {
+                    return Ok(leader);
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Poll `probe` every 50 ms until it yields a value or `within` passes.
+    pub async fn wait_for<T, F, Fut>(
+        &self,
+        within: Duration,
+        what: &str,
+        mut probe: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+    {
+        let deadline = Instant::now() + within;
+        let mut last_err = None;
+        loop {
+            match probe().await {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => last_err = Some(e),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {within:?} waiting for {what}{}\n{}",
+                    last_err
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default(),
+                    self.log_tails()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of every node's log, for failure reports.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for n in self.nodes.values() {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            out.push_str(&format!(
+                "--- node {} log ({}) ---\n{}\n",
+                n.id,
+                n.log.display(),
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            self.kill(id);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails());
+        }
+    }
+}

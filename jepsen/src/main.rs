@@ -1,0 +1,34 @@
+//! `keel-lab`: the cluster lab's command line.
+
+use clap::{Parser, Subcommand};
+use keel_jepsen::bench;
+
+#[derive(Parser)]
+#[command(
+    name = "keel-lab",
+    about = "Keel's cluster lab: whole-cluster benchmarks and fault runs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Benchmarks that compare Keel with a peer in one run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Raft write path and leader failover, against etcd.
+    Raft(bench::raft::RaftBench),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Bench(BenchCmd::Raft(b)) => bench::raft::run(b).await,
+    }
+}

@@ -1,0 +1,214 @@
+//! `keel.v1` over gRPC: converts wire types at the edge and calls the service layer.
+
+use keel_proto::keel as pb;
+use keel_proto::keel::keel_server::Keel;
+use keel_raft_store::{Host, Job};
+use tonic::{Request, Response, Status};
+
+use super::service::{AddHostRequest, AddNodeRequest, Api, ClusterStatus, SubmitNoopRequest};
+
+/// The gRPC face of [`Api`].
+pub struct GrpcApi {
+    api: Api,
+}
+
+impl GrpcApi {
+    /// Serve `api`.
+    pub fn new(api: Api) -> Self {
+        Self { api }
+    }
+}
+
+fn host(h: Host) -> pb::Host {
+    pb::Host {
+        name: h.name,
+        addr: h.addr,
+        zone: h.zone,
+        labels: h.labels.into_iter().collect(),
+        health: serde_json::to_value(h.health)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        draining: h.draining,
+        added_at_ms: h.added_at_ms,
+    }
+}
+
+fn operation(j: Job) -> pb::Operation {
+    let (kind, params) = (
+        j.kind.name().to_string(),
+        serde_json::to_string(&j.kind).unwrap_or_default(),
+    );
+    pb::Operation {
+        id: j.id,
+        kind,
+        state: serde_json::to_value(j.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        request_id: j.request_id.unwrap_or_default(),
+        submitted_at_ms: j.submitted_at_ms,
+        finished_at_ms: j.finished_at_ms.unwrap_or(0),
+        claims: j
+            .claims
+            .into_iter()
+            .map(|c| pb::Claim {
+                term: c.term,
+                node_id: c.node_id,
+                at_ms: c.at_ms,
+            })
+            .collect(),
+        completed_term: j.completed_term.unwrap_or(0),
+        error: j.error.unwrap_or_default(),
+        params_json: params,
+    }
+}
+
+fn cluster(s: ClusterStatus) -> pb::ClusterStatusResponse {
+    let services = s.leader_services.unwrap_or_default();
+    pb::ClusterStatusResponse {
+        cluster_name: s.cluster_name,
+        leader_id: s.leader.unwrap_or(0),
+        term: s.term,
+        members: s
+            .members
+            .into_iter()
+            .map(|m| {
+                let st = m.status.unwrap_or_default();
+                pb::Member {
+                    id: m.id,
+                    raft_addr: m.raft_addr,
+                    api_addr: m.api_addr,
+                    role: if m.error.is_some() {
+                        "unreachable".into()
+                    } else {
+                        st.role
+                    },
+                    reachable: m.error.is_none(),
+                    term: st.term,
+                    last_log_index: st.last_log_index,
+                    applied_index: st.applied_index,
+                    lag: m.lag.unwrap_or(0),
+                    error: m.error.unwrap_or_default(),
+                }
+            })
+            .collect(),
+        leader_services_node: services.node_id,
+        leader_services_term: services.term,
+        leader_services_since_ms: services.since_ms,
+    }
+}
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[tonic::async_trait]
+impl Keel for GrpcApi {
+    async fn add_host(
+        &self,
+        req: Request<pb::AddHostRequest>,
+    ) -> Result<Response<pb::AddHostResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .api
+            .add_host(AddHostRequest {
+                name: r.name,
+                addr: r.addr,
+                zone: r.zone,
+                labels: r.labels.into_iter().collect(),
+                client_token: opt(r.client_token),
+            })
+            .await?;
+        Ok(Response::new(pb::AddHostResponse {
+            host: Some(host(out.host)),
+            created: out.created,
+        }))
+    }
+
+    async fn list_hosts(
+        &self,
+        _: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        let hosts = self.api.list_hosts().await?.into_iter().map(host).collect();
+        Ok(Response::new(pb::ListHostsResponse { hosts }))
+    }
+
+    async fn remove_host(
+        &self,
+        req: Request<pb::RemoveHostRequest>,
+    ) -> Result<Response<pb::RemoveHostResponse>, Status> {
+        self.api.remove_host(&req.into_inner().name).await?;
+        Ok(Response::new(pb::RemoveHostResponse { removed: true }))
+    }
+
+    async fn submit_noop(
+        &self,
+        req: Request<pb::SubmitNoopRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let r = req.into_inner();
+        let job = self
+            .api
+            .submit_noop(SubmitNoopRequest {
+                work_ms: r.work_ms,
+                request_id: opt(r.request_id),
+            })
+            .await?;
+        Ok(Response::new(operation(job)))
+    }
+
+    async fn list_operations(
+        &self,
+        _: Request<pb::ListOperationsRequest>,
+    ) -> Result<Response<pb::ListOperationsResponse>, Status> {
+        let operations = self
+            .api
+            .list_jobs()
+            .await?
+            .into_iter()
+            .map(operation)
+            .collect();
+        Ok(Response::new(pb::ListOperationsResponse { operations }))
+    }
+
+    async fn describe_operation(
+        &self,
+        req: Request<pb::DescribeOperationRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        Ok(Response::new(operation(
+            self.api.describe_job(&req.into_inner().id).await?,
+        )))
+    }
+
+    async fn cluster_status(
+        &self,
+        _: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(cluster(self.api.cluster_status().await?)))
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let r = req.into_inner();
+        let s = self
+            .api
+            .add_node(AddNodeRequest {
+                id: r.id,
+                raft_addr: r.raft_addr,
+                api_addr: r.api_addr,
+            })
+            .await?;
+        Ok(Response::new(cluster(s)))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(cluster(
+            self.api.remove_node(req.into_inner().id).await?,
+        )))
+    }
+}

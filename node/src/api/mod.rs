@@ -1,0 +1,33 @@
+//! The public API: gRPC `keel.v1` and HTTP/JSON on one port, over one service layer.
+
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod routing;
+pub mod service;
+pub mod validate;
+
+use std::sync::Arc;
+
+use keel_proto::keel::keel_server::KeelServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::NodeCtx;
+
+/// Serve the public API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<NodeCtx>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let api = service::Api::new(node);
+    // gRPC requests are routed by path, so both protocols share the port.
+    let app = http::router(api.clone()).route_service(
+        "/keel.v1.Keel/*rest",
+        KeelServer::new(grpc::GrpcApi::new(api)),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

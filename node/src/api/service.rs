@@ -1,0 +1,338 @@
+//! The service layer under both gRPC and HTTP: validation, then a command or a read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_raft_store::{
+    Command, Host, Job, JobKind, KeelNode, LeaderServices, NodeId, Proposal, Response,
+};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::validate;
+use crate::clock::now_ms;
+use crate::server::peer::{MembershipChange, NodeStatus};
+use crate::server::NodeCtx;
+
+/// `hosts add` input.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddHostRequest {
+    /// Unique host name (a DNS label).
+    pub name: String,
+    /// host:port of its host manager.
+    pub addr: String,
+    /// Zone (a DNS label).
+    pub zone: String,
+    /// Operator labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Retry token.
+    #[serde(default)]
+    pub client_token: Option<String>,
+}
+
+/// A host and whether this call created it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddHostResponse {
+    /// The host.
+    pub host: Host,
+    /// False when it already existed as asked.
+    pub created: bool,
+}
+
+/// `ops noop` input.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitNoopRequest {
+    /// How long the leader works on it.
+    #[serde(default)]
+    pub work_ms: u64,
+    /// Retry id.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// `cluster add-node` input.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddNodeRequest {
+    /// New node id.
+    pub id: NodeId,
+    /// Its internal Raft address.
+    pub raft_addr: String,
+    /// Its public API address.
+    pub api_addr: String,
+}
+
+/// One member as `cluster status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Internal address.
+    pub raft_addr: String,
+    /// API address.
+    pub api_addr: String,
+    /// Voter (or learner).
+    pub voter: bool,
+    /// Its own view, when it answered.
+    pub status: Option<NodeStatus>,
+    /// Entries behind the leader's log, as the leader sees it.
+    pub lag: Option<u64>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+/// The whole cluster as seen through this node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Cluster name.
+    pub cluster_name: String,
+    /// Current leader.
+    pub leader: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Every member.
+    pub members: Vec<MemberStatus>,
+    /// Who runs the leader services, since when.
+    pub leader_services: Option<LeaderServices>,
+}
+
+/// The API's operations, shared by gRPC and HTTP.
+#[derive(Clone)]
+pub struct Api {
+    node: Arc<NodeCtx>,
+}
+
+fn unexpected(r: Response) -> ApiError {
+    match r {
+        Response::Rejected { rejection } => rejection.into(),
+        other => ApiError::Internal(format!("unexpected result from the store: {other:?}")),
+    }
+}
+
+impl Api {
+    /// The API of `node`.
+    pub fn new(node: Arc<NodeCtx>) -> Self {
+        Self { node }
+    }
+
+    /// This node's own status, answered locally (for readiness checks).
+    pub fn node_status(&self) -> NodeStatus {
+        self.node.status()
+    }
+
+    async fn commit(&self, command: Command) -> Result<Response, ApiError> {
+        self.node
+            .write(Proposal {
+                at_ms: now_ms(),
+                command,
+            })
+            .await
+    }
+
+    /// Register a host.
+    pub async fn add_host(&self, req: AddHostRequest) -> Result<AddHostResponse, ApiError> {
+        validate::dns_label("host name", &req.name)?;
+        validate::host_port("host address", &req.addr)?;
+        validate::dns_label("zone", &req.zone)?;
+        validate::labels(&req.labels)?;
+        match self
+            .commit(Command::AddHost {
+                name: req.name,
+                addr: req.addr,
+                zone: req.zone,
+                labels: req.labels,
+                client_token: req.client_token.filter(|t| !t.is_empty()),
+            })
+            .await?
+        {
+            Response::Host { host, created } => Ok(AddHostResponse { host, created }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// All hosts, by name.
+    pub async fn list_hosts(&self) -> Result<Vec<Host>, ApiError> {
+        self.node
+            .read(|s| s.hosts.values().cloned().collect())
+            .await
+    }
+
+    /// Deregister a host.
+    pub async fn remove_host(&self, name: &str) -> Result<Host, ApiError> {
+        validate::dns_label("host name", name)?;
+        match self
+            .commit(Command::RemoveHost { name: name.into() })
+            .await?
+        {
+            Response::HostRemoved { host } => Ok(host),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Queue a diagnostic job.
+    pub async fn submit_noop(&self, req: SubmitNoopRequest) -> Result<Job, ApiError> {
+        if req.work_ms > 3_600_000 {
+            return Err(ApiError::InvalidArgument(
+                "work_ms must be at most 3600000 (one hour)".into(),
+            ));
+        }
+        let job_id = uuid::Uuid::now_v7().to_string();
+        // Without a client id the job id is the retry key, so internal retries stay idempotent.
+        let request_id = req
+            .request_id
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| job_id.clone());
+        match self
+            .commit(Command::SubmitJob {
+                job_id,
+                request_id: Some(request_id),
+                kind: JobKind::Noop {
+                    work_ms: req.work_ms,
+                },
+            })
+            .await?
+        {
+            Response::Job { job, .. } => Ok(job),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// All jobs, oldest first.
+    pub async fn list_jobs(&self) -> Result<Vec<Job>, ApiError> {
+        self.node.read(|s| s.jobs.values().cloned().collect()).await
+    }
+
+    /// One job.
+    pub async fn describe_job(&self, id: &str) -> Result<Job, ApiError> {
+        self.node
+            .read(|s| s.jobs.get(id).cloned())
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "operation {id:?} does not exist; `keel ops list` shows them"
+                ))
+            })
+    }
+
+    /// Every member's state, asking each over the internal transport.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
+        let (cluster_name, leader_services) = self
+            .node
+            .read(|s| {
+                (
+                    s.cluster.as_ref().map(|c| c.name.clone()),
+                    s.leader_services.clone(),
+                )
+            })
+            .await?;
+        let members = self.node.members();
+        let statuses = futures::future::join_all(
+            members
+                .iter()
+                .map(|(id, (node, _))| self.member_status(*id, node)),
+        )
+        .await;
+        let leader_id = statuses
+            .iter()
+            .filter_map(|s| s.as_ref().ok())
+            .find(|s| s.role == "leader")
+            .map(|s| s.id);
+        let leader = statuses
+            .iter()
+            .filter_map(|s| s.as_ref().ok())
+            .find(|s| Some(s.id) == leader_id);
+        let leader_last = leader.map(|l| l.last_log_index);
+        let matched: BTreeMap<NodeId, u64> = leader
+            .map(|l| l.replication.iter().copied().collect())
+            .unwrap_or_default();
+        let term = statuses
+            .iter()
+            .filter_map(|s| s.as_ref().ok())
+            .map(|s| s.term)
+            .max()
+            .unwrap_or(0);
+        let members = members
+            .into_iter()
+            .zip(statuses)
+            .map(|((id, (node, voter)), status)| {
+                let lag =
+                    leader_last.and_then(|last| matched.get(&id).map(|m| last.saturating_sub(*m)));
+                let (status, error) = match status {
+                    Ok(s) => (Some(s), None),
+                    Err(e) => (None, Some(e)),
+                };
+                MemberStatus {
+                    id,
+                    raft_addr: node.raft_addr,
+                    api_addr: node.api_addr,
+                    voter,
+                    status,
+                    lag,
+                    error,
+                }
+            })
+            .collect();
+        Ok(ClusterStatus {
+            cluster_name: cluster_name.unwrap_or_else(|| self.node.config.cluster_name.clone()),
+            leader: leader_id,
+            term,
+            members,
+            leader_services,
+        })
+    }
+
+    async fn member_status(&self, id: NodeId, node: &KeelNode) -> Result<NodeStatus, String> {
+        if id == self.node.id {
+            return Ok(self.node.status());
+        }
+        let peers = &self.node.peers;
+        let mut client = peers.client(&node.raft_addr).map_err(|e| e.to_string())?;
+        let req = peers.request(keel_proto::raft::StatusRequest {}, Duration::from_secs(1));
+        let reply = tokio::time::timeout(Duration::from_secs(1), client.status(req))
+            .await
+            .map_err(|_| "no answer within 1 s".to_string())?
+            .map_err(|s| format!("unreachable: {}", s.message()))?;
+        keel_raft_store::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())
+    }
+
+    /// Add a control node: as a learner until caught up, then as a voter.
+    pub async fn add_node(&self, req: AddNodeRequest) -> Result<ClusterStatus, ApiError> {
+        if req.id == 0 {
+            return Err(ApiError::InvalidArgument(
+                "node id 0 is reserved; use 1 or more".into(),
+            ));
+        }
+        validate::host_port("raft address", &req.raft_addr)?;
+        validate::host_port("API address", &req.api_addr)?;
+        if let Some((node, _)) = self.node.members().get(&req.id) {
+            if node.raft_addr != req.raft_addr || node.api_addr != req.api_addr {
+                return Err(ApiError::Conflict(format!(
+                    "node {} is already a member at {}; remove it first or use a new id",
+                    req.id, node
+                )));
+            }
+        }
+        self.node
+            .change_membership(MembershipChange::AddNode {
+                id: req.id,
+                node: KeelNode {
+                    raft_addr: req.raft_addr,
+                    api_addr: req.api_addr,
+                },
+            })
+            .await?;
+        self.cluster_status().await
+    }
+
+    /// Remove a control node.
+    pub async fn remove_node(&self, id: NodeId) -> Result<ClusterStatus, ApiError> {
+        self.node
+            .change_membership(MembershipChange::RemoveNode { id })
+            .await?;
+        self.cluster_status().await
+    }
+}

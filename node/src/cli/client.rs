@@ -1,0 +1,76 @@
+//! The CLI's HTTP client for the public API.
+
+use anyhow::{anyhow, bail};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Talks to one Keel API address.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `addr` (e.g. `http://127.0.0.1:7080`).
+    pub fn new(addr: &str) -> Self {
+        let base = if addr.contains("://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{}", addr.trim_end_matches('/'))
+        };
+        Self {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+        let resp = req.send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach Keel at {}: {e}; is `keel dev` running, and is KEEL_ADDR (or --keel-addr) right?",
+                self.base
+            )
+        })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let detail = body
+                .get("detail")
+                .and_then(|d| d.as_str())
+                .unwrap_or("no detail given");
+            let retry = if body.get("retryable").and_then(|r| r.as_bool()) == Some(true) {
+                " (retryable)"
+            } else {
+                ""
+            };
+            bail!("{detail}{retry} [HTTP {}]", status.as_u16());
+        }
+        Ok(body)
+    }
+
+    /// GET `path` as JSON.
+    pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// POST `body` to `path`.
+    pub async fn post<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// DELETE `path`.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+}
+
+/// Decode an API answer into a typed value.
+pub fn typed<T: DeserializeOwned>(v: serde_json::Value) -> anyhow::Result<T> {
+    serde_json::from_value(v).map_err(|e| anyhow!("unexpected answer from the server: {e}"))
+}

@@ -1,0 +1,447 @@
+//! The `keel` command line: subcommands, each a thin call to the API or a role to run.
+
+pub mod client;
+mod output;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keel_raft_store::{Host, Job};
+
+use self::client::{typed, Client};
+use self::output::{table, time, Format};
+use crate::api::service::{
+    AddHostRequest, AddHostResponse, AddNodeRequest, ClusterStatus, SubmitNoopRequest,
+};
+use crate::server::config::ServerArgs;
+
+/// Keel: a self-hosted relational-database control plane.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, about)]
+struct Cli {
+    /// API address of any control node (`--addr` belongs to the commands that register addresses).
+    #[arg(
+        long,
+        global = true,
+        env = "KEEL_ADDR",
+        default_value = "http://127.0.0.1:7080"
+    )]
+    keel_addr: String,
+    /// Output format for list, describe and status commands.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one control node.
+    Server(ServerArgs),
+    /// Run a whole local cluster on this machine.
+    Dev(crate::dev::DevArgs),
+    /// Data hosts.
+    #[command(subcommand)]
+    Hosts(HostsCmd),
+    /// Long-running operations (jobs on the replicated queue).
+    #[command(subcommand)]
+    Ops(OpsCmd),
+    /// The control cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum HostsCmd {
+    /// Register a data host's host manager.
+    Add {
+        /// Unique host name.
+        #[arg(long)]
+        name: String,
+        /// host:port of its host manager.
+        #[arg(long)]
+        addr: String,
+        /// Zone it is in.
+        #[arg(long)]
+        zone: String,
+        /// Operator label KEY=VALUE (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Retry token: repeating a call with it returns the first result.
+        #[arg(long)]
+        client_token: Option<String>,
+    },
+    /// List hosts.
+    List,
+    /// Deregister a host.
+    Remove {
+        /// Host name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OpsCmd {
+    /// List operations.
+    List,
+    /// Show one operation.
+    Describe {
+        /// Operation id.
+        id: String,
+    },
+    /// Queue a diagnostic job the leader completes after WORK_MS (exercises the queue).
+    Noop {
+        /// How long the work takes.
+        #[arg(long, default_value_t = 0)]
+        work_ms: u64,
+        /// Retry id: repeating a call with it returns the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCmd {
+    /// Every member: role, term, log, applied index, lag; and who runs the leader services.
+    #[command(alias = "members")]
+    Status,
+    /// Add a control node (started with no --peer) as learner, then voter.
+    AddNode {
+        /// New node id (never reuse one).
+        #[arg(long)]
+        id: u64,
+        /// Its internal Raft address.
+        #[arg(long)]
+        raft_addr: String,
+        /// Its public API address.
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Remove a control node.
+    RemoveNode {
+        /// Node id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("label {s:?} is not KEY=VALUE"))
+}
+
+/// A client for the API at `addr`.
+pub fn api_client(addr: &str) -> Client {
+    Client::new(addr)
+}
+
+/// Parse the command line and run it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.keel_addr);
+    let out = cli.output;
+    match cli.command {
+        Cmd::Server(args) => {
+            init_logs();
+            let config = args.resolve()?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            crate::server::run(config, shutdown).await
+        }
+        Cmd::Dev(args) => crate::dev::run(args).await,
+        Cmd::Hosts(cmd) => hosts(&client, out, cmd).await,
+        Cmd::Ops(cmd) => ops(&client, out, cmd).await,
+        Cmd::Cluster(cmd) => cluster(&client, out, cmd).await,
+    }
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+pub async fn stop_on_signal(token: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    token.cancel();
+}
+
+fn print(
+    out: Format,
+    value: &serde_json::Value,
+    render: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    match out {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Table => println!("{}", render()?),
+    }
+    Ok(())
+}
+
+fn host_rows(hosts: &[Host]) -> String {
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.name.clone(),
+                h.addr.clone(),
+                h.zone.clone(),
+                serde_json::to_value(h.health)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                if h.draining {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                time(Some(h.added_at_ms)),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "ADDR", "ZONE", "HEALTH", "DRAINING", "ADDED"],
+        &rows,
+    )
+}
+
+async fn hosts(client: &Client, out: Format, cmd: HostsCmd) -> anyhow::Result<()> {
+    match cmd {
+        HostsCmd::Add {
+            name,
+            addr,
+            zone,
+            labels,
+            client_token,
+        } => {
+            let req = AddHostRequest {
+                name,
+                addr,
+                zone,
+                labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+                client_token,
+            };
+            let v = client.post("/v1/hosts", &req).await?;
+            let r: AddHostResponse = typed(v.clone())?;
+            print(out, &v, || {
+                let verb = if r.created {
+                    "registered"
+                } else {
+                    "already registered"
+                };
+                Ok(format!(
+                    "Host {} ({}, zone {}) {verb}.",
+                    r.host.name, r.host.addr, r.host.zone
+                ))
+            })
+        }
+        HostsCmd::List => {
+            let v = client.get("/v1/hosts").await?;
+            print(out, &v, || Ok(host_rows(&typed::<Vec<Host>>(v.clone())?)))
+        }
+        HostsCmd::Remove { name } => {
+            let v = client.delete(&format!("/v1/hosts/{name}")).await?;
+            print(out, &v, || Ok(format!("Host {name} removed.")))
+        }
+    }
+}
+
+fn job_state(j: &Job) -> String {
+    serde_json::to_value(j.state)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
+    match cmd {
+        OpsCmd::List => {
+            let v = client.get("/v1/ops").await?;
+            print(out, &v, || {
+                let jobs: Vec<Job> = typed(v.clone())?;
+                let rows: Vec<Vec<String>> = jobs
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.id.clone(),
+                            j.kind.name().into(),
+                            job_state(j),
+                            time(Some(j.submitted_at_ms)),
+                            time(j.finished_at_ms),
+                            j.current_claim().map_or("-".into(), |c| {
+                                format!("node {} term {}", c.node_id, c.term)
+                            }),
+                        ]
+                    })
+                    .collect();
+                Ok(table(
+                    &["ID", "KIND", "STATE", "SUBMITTED", "FINISHED", "CLAIM"],
+                    &rows,
+                ))
+            })
+        }
+        OpsCmd::Describe { id } => {
+            let v = client.get(&format!("/v1/ops/{id}")).await?;
+            print(out, &v, || {
+                let j: Job = typed(v.clone())?;
+                let mut s = format!(
+                    "Operation {}\n  kind:      {}\n  params:    {}\n  state:     {}\n  submitted: {}\n  finished:  {}\n",
+                    j.id,
+                    j.kind.name(),
+                    serde_json::to_string(&j.kind)?,
+                    job_state(&j),
+                    time(Some(j.submitted_at_ms)),
+                    time(j.finished_at_ms)
+                );
+                if let Some(e) = &j.error {
+                    s.push_str(&format!("  error:     {e}\n"));
+                }
+                s.push_str("  claims:\n");
+                for c in &j.claims {
+                    s.push_str(&format!(
+                        "    term {} by node {} at {}\n",
+                        c.term,
+                        c.node_id,
+                        time(Some(c.at_ms))
+                    ));
+                }
+                Ok(s.trim_end().to_string())
+            })
+        }
+        OpsCmd::Noop {
+            work_ms,
+            request_id,
+        } => {
+            let v = client
+                .post(
+                    "/v1/ops/noop",
+                    &SubmitNoopRequest {
+                        work_ms,
+                        request_id,
+                    },
+                )
+                .await?;
+            print(out, &v, || {
+                let j: Job = typed(v.clone())?;
+                Ok(format!("Operation {} queued ({}).", j.id, job_state(&j)))
+            })
+        }
+    }
+}
+
+fn status_table(s: &ClusterStatus) -> String {
+    let rows: Vec<Vec<String>> = s
+        .members
+        .iter()
+        .map(|m| {
+            let st = m.status.as_ref();
+            let role = match (st, m.voter) {
+                (None, _) => "unreachable".to_string(),
+                (Some(st), true) => st.role.clone(),
+                (Some(st), false) => format!("{} (learner)", st.role),
+            };
+            vec![
+                m.id.to_string(),
+                role,
+                st.map_or("-".into(), |s| s.term.to_string()),
+                st.map_or("-".into(), |s| s.last_log_index.to_string()),
+                st.map_or("-".into(), |s| s.applied_index.to_string()),
+                m.lag.map_or("-".into(), |l| l.to_string()),
+                m.raft_addr.clone(),
+                m.api_addr.clone(),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "cluster {}  leader {}  term {}\n",
+        s.cluster_name,
+        s.leader.map_or("none".into(), |l| l.to_string()),
+        s.term
+    );
+    out.push_str(&table(
+        &[
+            "ID", "ROLE", "TERM", "LAST LOG", "APPLIED", "LAG", "RAFT", "API",
+        ],
+        &rows,
+    ));
+    match &s.leader_services {
+        Some(ls) => out.push_str(&format!(
+            "\nleader services: node {} (term {}) since {}",
+            ls.node_id,
+            ls.term,
+            time(Some(ls.since_ms))
+        )),
+        None => out.push_str("\nleader services: not started yet"),
+    }
+    for m in s.members.iter().filter(|m| m.error.is_some()) {
+        out.push_str(&format!(
+            "\nnode {}: {}",
+            m.id,
+            m.error.as_deref().unwrap_or_default()
+        ));
+    }
+    out
+}
+
+async fn cluster(client: &Client, out: Format, cmd: ClusterCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        ClusterCmd::Status => client.get("/v1/cluster/status").await?,
+        ClusterCmd::AddNode {
+            id,
+            raft_addr,
+            api_addr,
+        } => client
+            .post(
+                "/v1/cluster/nodes",
+                &AddNodeRequest {
+                    id,
+                    raft_addr,
+                    api_addr,
+                },
+            )
+            .await
+            .context("adding the node failed")?,
+        ClusterCmd::RemoveNode { id } => client
+            .delete(&format!("/v1/cluster/nodes/{id}"))
+            .await
+            .context("removing the node failed")?,
+    };
+    print(out, &v, || Ok(status_table(&typed(v.clone())?)))
+}

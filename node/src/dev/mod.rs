@@ -1,0 +1,177 @@
+//! `keel dev`: a whole local cluster on this machine, as separate processes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::server::config::{PeerSpec, ServerConfig};
+
+/// `keel dev` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Where the cluster keeps data, configs and logs [default: ~/.local/share/keel/dev].
+    #[arg(long, env = "KEEL_DEV_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Start from empty data instead of reusing the last run's.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Control nodes to run (3 or 5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub nodes: u64,
+}
+
+/// Fixed ports: node N serves its API on 7079+N and Raft on 7089+N.
+fn node_config(dir: &Path, id: u64, nodes: u64) -> ServerConfig {
+    let peer = |i: u64| PeerSpec {
+        id: i,
+        raft_addr: format!("127.0.0.1:{}", 7089 + i),
+        api_addr: format!("127.0.0.1:{}", 7079 + i),
+    };
+    let me = peer(id);
+    ServerConfig {
+        id,
+        cluster_name: "keel-dev".into(),
+        data_dir: dir.join(format!("node-{id}")),
+        raft_addr: me.raft_addr,
+        api_addr: me.api_addr,
+        initial_members: (1..=nodes).map(peer).collect(),
+        ..ServerConfig::default()
+    }
+}
+
+fn default_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("keel/dev")
+}
+
+/// Start the cluster, wait until it serves, and run until Ctrl-C.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or_else(default_dir);
+    if args.fresh && dir.exists() {
+        if !dir.join("node-1.toml").exists() && dir.read_dir()?.next().is_some() {
+            bail!("--fresh would delete {}, which does not look like a keel dev directory; remove it yourself", dir.display());
+        }
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find the keel binary")?;
+
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for id in 1..=args.nodes {
+        let config = node_config(&dir, id, args.nodes);
+        let path = dir.join(format!("node-{id}.toml"));
+        std::fs::write(&path, toml::to_string(&config)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("node-{id}.log")))?;
+        let child = Command::new(&exe)
+            .arg("server")
+            .arg("--config")
+            .arg(&path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start control node {id}"))?;
+        children.push((id, child));
+    }
+
+    let api = "http://127.0.0.1:7080";
+    if let Err(e) = wait_ready(api, &mut children).await {
+        stop(&mut children).await;
+        return Err(e.context(format!(
+            "the dev cluster did not start; see the logs in {}",
+            dir.display()
+        )));
+    }
+
+    println!(
+        "Keel dev cluster is running: {} control nodes (cluster keel-dev).",
+        args.nodes
+    );
+    println!("Data, configs and logs: {}", dir.display());
+    for id in 1..=args.nodes {
+        println!(
+            "  node {id}: API http://127.0.0.1:{}  raft 127.0.0.1:{}",
+            7079 + id,
+            7089 + id
+        );
+    }
+    println!();
+    println!("Point the CLI at it:");
+    println!();
+    println!("    export KEEL_ADDR={api}");
+    println!();
+    println!("Then try `keel cluster status`. Press Ctrl-C to stop; run `keel dev` again to reuse the data (--fresh to start empty).");
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::cli::stop_on_signal(shutdown.clone()));
+    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = watch.tick() => {
+                for (id, child) in &mut children {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        eprintln!("warning: control node {id} exited ({status}); see {}", dir.join(format!("node-{id}.log")).display());
+                    }
+                }
+                children.retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
+            }
+        }
+    }
+    println!("Stopping the dev cluster…");
+    stop(&mut children).await;
+    println!("Stopped. Data kept in {}.", dir.display());
+    Ok(())
+}
+
+async fn wait_ready(api: &str, children: &mut [(u64, Child)]) -> anyhow::Result<()> {
+    let client = crate::cli::api_client(api);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (id, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("control node {id} exited during start-up ({status})");
+            }
+        }
+        if let Ok(v) = client.get("/v1/cluster/status").await {
+            let ready = v.get("leader").is_some_and(|l| !l.is_null())
+                && v.get("leader_services").is_some_and(|l| !l.is_null());
+            if ready {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no leader was elected within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGTERM every node, then SIGKILL those still running after 10 s.
+async fn stop(children: &mut [(u64, Child)]) {
+    for (_, child) in children.iter() {
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+    }
+    for (id, child) in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("control node {id} did not stop in 10 s; killing it");
+            let _ = child.kill().await;
+        }
+    }
+}

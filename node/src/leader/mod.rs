@@ -1,0 +1,129 @@
+//! The leader services: started when this node leads, stopped the moment it does not.
+//!
+//! A node runs them only while it is the leader *and* a quorum has
+//! acknowledged it within the minimum election timeout — a leader partitioned
+//! away stops before the others can elect a successor. Each term gets fresh
+//! services under one cancellation token; nothing is carried across terms.
+
+pub mod sweeper;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_raft_store::{Command, Proposal, Response};
+use openraft::ServerState;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::server::on_leader;
+use crate::server::NodeCtx;
+
+/// What a running term of leader services needs.
+#[derive(Clone)]
+pub struct Term {
+    /// The node.
+    pub node: Arc<NodeCtx>,
+    /// The term these services act in; stamped on every claim.
+    pub term: u64,
+    /// Cancelled when leadership is lost.
+    pub cancel: CancellationToken,
+}
+
+impl Term {
+    /// Commit `command` as this term's leader. Fails if leadership is gone.
+    pub async fn commit(&self, command: Command) -> Result<Response, String> {
+        let proposal = Proposal {
+            at_ms: now_ms(),
+            command,
+        };
+        let write = on_leader::write(&self.node.raft, proposal);
+        tokio::select! {
+            _ = self.cancel.cancelled() => Err("leadership lost".into()),
+            r = tokio::time::timeout(Duration::from_millis(self.node.config.leader_wait_ms), write) => match r {
+                Err(_) => Err("commit timed out".into()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Ok(Ok(resp)) => Ok(resp),
+            },
+        }
+    }
+}
+
+/// Whether this node should run the leader services now, and in which term.
+fn leading_term(node: &NodeCtx) -> Option<u64> {
+    let m = node.raft.metrics().borrow().clone();
+    let lease_ok = m
+        .millis_since_quorum_ack
+        .is_some_and(|ms| ms < node.config.election_timeout_min_ms);
+    (m.state == ServerState::Leader && m.current_leader == Some(node.id) && lease_ok)
+        .then_some(m.current_term)
+}
+
+/// Watch leadership and start/stop the services until `shutdown`.
+pub async fn run(node: Arc<NodeCtx>, shutdown: CancellationToken) {
+    let mut metrics = node.raft.metrics();
+    let tick = Duration::from_millis(node.config.heartbeat_ms.max(10) / 2);
+    let mut running: Option<Term> = None;
+    loop {
+        let want = leading_term(&node);
+        match (&running, want) {
+            (Some(t), Some(term)) if t.term == term => {}
+            (current, want) => {
+                if let Some(t) = current {
+                    tracing::info!(
+                        term = t.term,
+                        "Leadership lost or lease expired; stopping the leader services."
+                    );
+                    t.cancel.cancel();
+                    running = None;
+                }
+                if let Some(term) = want {
+                    let t = Term {
+                        node: node.clone(),
+                        term,
+                        cancel: shutdown.child_token(),
+                    };
+                    tracing::info!(term, "This node leads; starting the leader services.");
+                    tokio::spawn(services(t.clone()));
+                    running = Some(t);
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = metrics.changed() => {}
+            // The lease can expire without any metrics change.
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+    if let Some(t) = running {
+        t.cancel.cancel();
+    }
+}
+
+/// The services of one term: announce, initialise the cluster record, then sweep.
+async fn services(t: Term) {
+    match t
+        .commit(Command::StartLeaderServices {
+            node_id: t.node.id,
+            term: t.term,
+        })
+        .await
+    {
+        Ok(Response::Rejected { rejection }) => {
+            tracing::warn!(term = t.term, %rejection, "A newer leader exists; not starting the leader services.");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(term = t.term, error = %e, "Could not announce the leader services.");
+            return;
+        }
+        Ok(_) => {}
+    }
+    if t.node.state.read(|a| a.state.cluster.is_none()) {
+        let name = t.node.config.cluster_name.clone();
+        if let Err(e) = t.commit(Command::InitCluster { name }).await {
+            tracing::warn!(error = %e, "Could not record the cluster configuration.");
+        }
+    }
+    sweeper::run(t).await;
+}

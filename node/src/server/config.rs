@@ -1,0 +1,256 @@
+//! `keel server` configuration: a TOML file, overridden by flags and `KEEL_*` variables.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// A member of the initial cluster, as `ID=RAFT_ADDR,API_ADDR` on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSpec {
+    /// Node id.
+    pub id: u64,
+    /// Internal Raft address.
+    pub raft_addr: String,
+    /// Public API address.
+    pub api_addr: String,
+}
+
+impl std::str::FromStr for PeerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || {
+            format!("peer {s:?} is not of the form ID=RAFT_ADDR,API_ADDR (e.g. 2=127.0.0.1:7091,127.0.0.1:7081)")
+        };
+        let (id, addrs) = s.split_once('=').ok_or_else(err)?;
+        let (raft, api) = addrs.split_once(',').ok_or_else(err)?;
+        Ok(PeerSpec {
+            id: id.trim().parse().map_err(|_| err())?,
+            raft_addr: raft.trim().to_string(),
+            api_addr: api.trim().to_string(),
+        })
+    }
+}
+
+/// Everything one control node needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's id, unique in the cluster and never reused.
+    pub id: u64,
+    /// Cluster name; a data directory of another cluster is refused.
+    pub cluster_name: String,
+    /// Where RocksDB keeps the log, vote and snapshots.
+    pub data_dir: PathBuf,
+    /// Internal address for `keel.raft.v1`.
+    pub raft_addr: String,
+    /// Public API address (gRPC and HTTP/JSON on one port).
+    pub api_addr: String,
+    /// Members of a new cluster; empty when this node will be added to a running one.
+    pub initial_members: Vec<PeerSpec>,
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomised election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomised election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_logs: u64,
+    /// Log entries kept behind the latest snapshot (so slightly lagging followers need no snapshot).
+    pub keep_logs: u64,
+    /// How long a call waits for a leader before failing as retryable.
+    pub leader_wait_ms: u64,
+    /// Jobs the sweeper runs at once.
+    pub max_running_jobs: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            cluster_name: "keel".into(),
+            data_dir: PathBuf::from("keel-data"),
+            raft_addr: "127.0.0.1:7090".into(),
+            api_addr: "127.0.0.1:7080".into(),
+            initial_members: Vec::new(),
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            snapshot_logs: 10_000,
+            keep_logs: 1_000,
+            leader_wait_ms: 5_000,
+            max_running_jobs: 64,
+        }
+    }
+}
+
+/// `keel server` flags; each overrides the config file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "KEEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Node id.
+    #[arg(long, env = "KEEL_ID")]
+    pub id: Option<u64>,
+    /// Cluster name.
+    #[arg(long, env = "KEEL_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "KEEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Internal Raft address (host:port).
+    #[arg(long, env = "KEEL_RAFT_ADDR")]
+    pub raft_addr: Option<String>,
+    /// Public API address (host:port).
+    #[arg(long, env = "KEEL_API_ADDR")]
+    pub api_addr: Option<String>,
+    /// Initial member ID=RAFT_ADDR,API_ADDR; repeat for each (this node included) to bootstrap.
+    #[arg(long = "peer", value_name = "ID=RAFT,API")]
+    pub peers: Vec<PeerSpec>,
+    /// Heartbeat interval in ms.
+    #[arg(long, env = "KEEL_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in ms.
+    #[arg(long, env = "KEEL_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Maximum election timeout in ms.
+    #[arg(long, env = "KEEL_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Log entries between snapshots.
+    #[arg(long, env = "KEEL_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+    /// Log entries kept behind a snapshot.
+    #[arg(long, env = "KEEL_KEEP_LOGS")]
+    pub keep_logs: Option<u64>,
+    /// How long calls wait for a leader, in ms.
+    #[arg(long, env = "KEEL_LEADER_WAIT_MS")]
+    pub leader_wait_ms: Option<u64>,
+}
+
+impl ServerArgs {
+    /// Merge the file (if any) with the flags and check the result.
+    pub fn resolve(&self) -> anyhow::Result<ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => load(path)?,
+            None => ServerConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
+        }
+        set!(
+            id,
+            cluster_name,
+            data_dir,
+            raft_addr,
+            api_addr,
+            heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            snapshot_logs,
+            keep_logs,
+            leader_wait_ms
+        );
+        if !self.peers.is_empty() {
+            c.initial_members = self.peers.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<ServerConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+impl ServerConfig {
+    /// Refuse configurations that cannot work, saying how to fix them.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.id == 0 {
+            bail!("node id 0 is reserved; use 1 or more");
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms * 2
+            || self.election_timeout_max_ms <= self.election_timeout_min_ms
+        {
+            bail!(
+                "timeouts must satisfy heartbeat*2 < election min < election max (got {}/{}/{} ms)",
+                self.heartbeat_ms,
+                self.election_timeout_min_ms,
+                self.election_timeout_max_ms
+            );
+        }
+        if !self.initial_members.is_empty() && !self.initial_members.iter().any(|p| p.id == self.id)
+        {
+            bail!("--peer lists the initial members but not this node (id {}); list every member, this one included", self.id);
+        }
+        if let Some(p) = self.initial_members.iter().find(|p| p.id == self.id) {
+            if p.raft_addr != self.raft_addr || p.api_addr != self.api_addr {
+                bail!(
+                    "--peer {}={},{} disagrees with this node's --raft-addr {} / --api-addr {}",
+                    p.id,
+                    p.raft_addr,
+                    p.api_addr,
+                    self.raft_addr,
+                    self.api_addr
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// openraft's configuration for these settings.
+    pub fn raft_config(&self) -> anyhow::Result<openraft::Config> {
+        let config = openraft::Config {
+            cluster_name: self.cluster_name.clone(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            // JSON-encoded chunks must fit the transport's message limit.
+            snapshot_max_chunk_size: 1024 * 1024,
+            ..Default::default()
+        };
+        Ok(config.validate()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_specs_parse_and_explain_mistakes() {
+        let p: PeerSpec = "2=127.0.0.1:7091,127.0.0.1:7081".parse().unwrap();
+        assert_eq!(p.id, 2);
+        assert_eq!(p.api_addr, "127.0.0.1:7081");
+        assert!("2=127.0.0.1:7091"
+            .parse::<PeerSpec>()
+            .unwrap_err()
+            .contains("ID=RAFT_ADDR,API_ADDR"));
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_timeouts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "id = 3\ncluster_name = \"x\"\nheartbeat_ms = 60\n").unwrap();
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            cluster_name: Some("y".into()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            (c.id, c.cluster_name.as_str(), c.heartbeat_ms),
+            (3, "y", 60)
+        );
+        std::fs::write(&path, "heartbeat_ms = 200\n").unwrap();
+        assert!(args.resolve().is_err());
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        assert!(args.resolve().is_err());
+    }
+}

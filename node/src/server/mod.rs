@@ -1,0 +1,192 @@
+//! `keel server`: one control node — Raft, the public API and the leader services.
+
+pub mod config;
+pub mod on_leader;
+pub mod peer;
+pub mod raft_network;
+pub mod raft_service;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use keel_proto::raft::raft_server::RaftServer;
+use keel_raft_store::state_machine::StateHandle;
+use keel_raft_store::{Identity, KeelNode, NodeId, Raft};
+use openraft::ServerState;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use self::config::ServerConfig;
+use self::peer::{NodeStatus, Peers, MAX_MESSAGE_BYTES};
+
+/// What every part of a running control node shares.
+pub struct NodeCtx {
+    /// This node's id.
+    pub id: NodeId,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// Read handle on the applied state.
+    pub state: StateHandle,
+    /// Channels to the other control nodes.
+    pub peers: Peers,
+    /// The configuration it runs with.
+    pub config: ServerConfig,
+}
+
+impl NodeCtx {
+    /// This node's own view of its Raft state (no quorum needed).
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Follower => "follower",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        NodeStatus {
+            id: self.id,
+            role: role.into(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
+            snapshots_installed: self.state.snapshots_installed(),
+            replication: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, l)| (*id, l.map_or(0, |l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+
+    /// Members in the current membership config: id → (node, is voter).
+    pub fn members(&self) -> BTreeMap<NodeId, (KeelNode, bool)> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: Vec<NodeId> = m.membership().voter_ids().collect();
+        m.membership()
+            .nodes()
+            .map(|(id, node)| (*id, (node.clone(), voters.contains(id))))
+            .collect()
+    }
+}
+
+/// Run one control node until `shutdown` is cancelled.
+pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let identity = Identity {
+        cluster: config.cluster_name.clone(),
+        node_id: config.id,
+    };
+    let store = keel_raft_store::open(&config.data_dir, &identity)
+        .with_context(|| format!("node {} refuses to start", config.id))?;
+
+    // Bind first, so a port clash fails the start instead of a later call.
+    let raft_listener = TcpListener::bind(&config.raft_addr)
+        .await
+        .with_context(|| format!("cannot listen on raft address {}", config.raft_addr))?;
+    let api_listener = TcpListener::bind(&config.api_addr)
+        .await
+        .with_context(|| format!("cannot listen on API address {}", config.api_addr))?;
+
+    let peers = Peers::new(&config.cluster_name);
+    let raft = Raft::new(
+        config.id,
+        Arc::new(config.raft_config()?),
+        raft_network::Network::new(peers.clone()),
+        store.log_store,
+        store.state_machine,
+    )
+    .await
+    .map_err(|e| anyhow!("Raft failed to start: {e}"))?;
+
+    let ctx = Arc::new(NodeCtx {
+        id: config.id,
+        raft: raft.clone(),
+        state: store.state,
+        peers,
+        config: config.clone(),
+    });
+
+    let raft_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftServer::new(raft_service::RaftService::new(ctx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(raft_listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    let raft_task = tokio::spawn(raft_server);
+
+    bootstrap(&raft, &config).await?;
+
+    let api_task = tokio::spawn(crate::api::serve(
+        api_listener,
+        ctx.clone(),
+        shutdown.clone(),
+    ));
+    let leader_task = tokio::spawn(crate::leader::run(ctx.clone(), shutdown.clone()));
+    tracing::info!(
+        node = config.id,
+        raft = %config.raft_addr,
+        api = %config.api_addr,
+        data = %config.data_dir.display(),
+        "Control node is serving."
+    );
+
+    shutdown.cancelled().await;
+    tracing::info!(node = config.id, "Shutting down.");
+    let _ = leader_task.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    raft.shutdown()
+        .await
+        .map_err(|e| anyhow!("Raft did not stop cleanly: {e}"))?;
+    let _ = tokio::time::timeout(Duration::from_secs(5), raft_task).await;
+    Ok(())
+}
+
+/// Initialise a new cluster when this node is one of its initial members and has no log yet.
+async fn bootstrap(raft: &Raft, config: &ServerConfig) -> anyhow::Result<()> {
+    if config.initial_members.is_empty() || raft.is_initialized().await? {
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, KeelNode> = config
+        .initial_members
+        .iter()
+        .map(|p| {
+            (
+                p.id,
+                KeelNode {
+                    raft_addr: p.raft_addr.clone(),
+                    api_addr: p.api_addr.clone(),
+                },
+            )
+        })
+        .collect();
+    // Every initial member writes the same first entry, so any of them may do it.
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!(
+            "Initialised a new cluster of {} members.",
+            config.initial_members.len()
+        ),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => {}
+        Err(e) => return Err(anyhow!("cannot initialise the cluster: {e}")),
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The `keel.raft.v1` server: openraft's RPCs plus calls forwarded from followers.
+
+use std::sync::Arc;
+
+use keel_proto::raft::raft_server::Raft as RaftRpc;
+use keel_proto::raft::{Payload, ReadIndexRequest, StatusRequest};
+use keel_raft_store::{codec, Proposal, TypeConfig};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::{Request, Response, Status};
+
+use super::on_leader;
+use super::peer::{MembershipChange, CLUSTER_HEADER};
+use super::NodeCtx;
+
+/// Serves this node's half of the control-node transport.
+pub struct RaftService {
+    node: Arc<NodeCtx>,
+}
+
+impl RaftService {
+    /// Serve `node`.
+    pub fn new(node: Arc<NodeCtx>) -> Self {
+        Self { node }
+    }
+
+    fn open<T: DeserializeOwned>(&self, req: Request<Payload>) -> Result<T, Status> {
+        self.check_cluster(req.metadata())?;
+        codec::decode(&req.into_inner().data)
+            .map_err(|e| Status::invalid_argument(format!("unreadable internal message: {e}")))
+    }
+
+    fn check_cluster(&self, meta: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let theirs = meta
+            .get(CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if theirs != self.node.peers.cluster() {
+            return Err(Status::failed_precondition(format!(
+                "this node belongs to cluster {:?}, not {theirs:?}",
+                self.node.peers.cluster()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    Ok(Response::new(Payload {
+        data: codec::encode(value),
+    }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = self.open(req)?;
+        reply(&self.node.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: VoteRequest<u64> = self.open(req)?;
+        reply(&self.node.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = self.open(req)?;
+        reply(&self.node.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let proposal: Proposal = self.open(req)?;
+        reply(&on_leader::write(&self.node.raft, proposal).await)
+    }
+
+    async fn change_membership(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let change: MembershipChange = self.open(req)?;
+        reply(&on_leader::change_membership(&self.node.raft, change).await)
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<ReadIndexRequest>,
+    ) -> Result<Response<Payload>, Status> {
+        self.check_cluster(req.metadata())?;
+        reply(&on_leader::read_index(&self.node.raft).await)
+    }
+
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<Payload>, Status> {
+        self.check_cluster(req.metadata())?;
+        reply(&self.node.status())
+    }
+}

@@ -1,0 +1,56 @@
+//! Integration tests: real `keel server` processes on loopback.
+
+mod bad_input;
+mod cluster_faults;
+mod membership;
+mod sweeper;
+
+use std::time::Duration;
+
+use keel_jepsen::cluster::{Cluster, Spec};
+use serde_json::{json, Value};
+
+/// The `keel` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keel")
+}
+
+/// A 3-node cluster with default settings plus `args`.
+pub async fn cluster(args: &[&str]) -> Cluster {
+    Cluster::start(Spec::new(bin(), 3).args(args))
+        .await
+        .expect("cluster starts")
+}
+
+/// A host registration body.
+pub fn host(i: usize) -> Value {
+    json!({"name": format!("h{i}"), "addr": format!("10.1.{}.{}:7300", i / 250, i % 250), "zone": "a"})
+}
+
+/// Host names node `id` has applied, read through its own API.
+pub async fn host_names(
+    c: &Cluster,
+    id: u64,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let (code, v) = c.get(id, "/v1/hosts").await?;
+    anyhow::ensure!(code == 200, "node {id} answered {code}: {v}");
+    Ok(v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect())
+}
+
+/// Wait until node `id` has every host in `want`.
+pub async fn wait_has_hosts(c: &Cluster, id: u64, want: &std::collections::BTreeSet<String>) {
+    c.wait_for(
+        Duration::from_secs(60),
+        &format!("node {id} to hold every acknowledged host"),
+        || async {
+            let have = host_names(c, id).await?;
+            Ok(want.is_subset(&have).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+}

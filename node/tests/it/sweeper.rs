@@ -1,0 +1,103 @@
+//! Jobs claimed by a deposed leader are taken over by the next one, never lost, never run twice at once.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeper_claims_survive_a_leader_kill() {
+    let mut c = cluster(&[]).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let other = *c.ids().iter().find(|&&id| id != leader).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let body = json!({"work_ms": 2000, "request_id": format!("req-{i}")});
+        let (code, job) = c.post(other, "/v1/ops/noop", &body).await.unwrap();
+        assert_eq!(code, 200, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    // A retried submit returns the original job.
+    let (_, again) = c
+        .post(
+            other,
+            "/v1/ops/noop",
+            &json!({"work_ms": 2000, "request_id": "req-0"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again["id"], ids[0].as_str());
+
+    c.wait_for(
+        Duration::from_secs(20),
+        "every job to be claimed",
+        || async {
+            let (_, jobs) = c.get(other, "/v1/ops").await?;
+            Ok(jobs
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|j| j["state"] == "running")
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    c.kill(leader);
+
+    let jobs: Vec<Value> = c
+        .wait_for(Duration::from_secs(60), "every job to finish", || async {
+            let (code, jobs) = c.get(other, "/v1/ops").await?;
+            if code != 200 {
+                return Ok(None);
+            }
+            let jobs = jobs.as_array().unwrap().clone();
+            Ok(jobs
+                .iter()
+                .all(|j| j["state"] == "succeeded")
+                .then_some(jobs))
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(jobs.len(), ids.len(), "no job lost or duplicated");
+    let mut taken_over = 0;
+    for j in &jobs {
+        let terms: Vec<u64> = j["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["term"].as_u64().unwrap())
+            .collect();
+        assert!(
+            terms.windows(2).all(|w| w[0] < w[1]),
+            "claim terms strictly increase: {j}"
+        );
+        assert_eq!(
+            j["completed_term"].as_u64(),
+            terms.last().copied(),
+            "completed by the claim in force: {j}"
+        );
+        let nodes: Vec<u64> = j["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["node_id"].as_u64().unwrap())
+            .collect();
+        if terms.len() > 1 {
+            taken_over += 1;
+            assert_eq!(nodes[0], leader, "first claim was the killed leader's: {j}");
+            assert_ne!(
+                *nodes.last().unwrap(),
+                leader,
+                "completed by another node: {j}"
+            );
+        }
+    }
+    assert_eq!(
+        taken_over,
+        jobs.len(),
+        "every job was mid-run at the kill and was taken over"
+    );
+}

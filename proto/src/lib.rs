@@ -1,0 +1,13 @@
+//! Keel's wire protocols, generated from `proto/*.proto`. No logic lives here.
+
+/// The public API (`keel.v1`).
+pub mod keel {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("keel.v1");
+}
+
+/// The control-node transport (`keel.raft.v1`).
+pub mod raft {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("keel.raft.v1");
+}

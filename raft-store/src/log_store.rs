@@ -1,0 +1,214 @@
+//! The Raft log and vote in RocksDB.
+//!
+//! Entries live in the `log` column family keyed by big-endian index, so
+//! RocksDB's order is log order. Appends and votes are written with fsync
+//! before openraft is told they are durable: an acknowledged write survives
+//! kill -9.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use crate::codec;
+use crate::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+pub(crate) const CF_LOG: &str = "log";
+pub(crate) const CF_META: &str = "meta";
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// openraft's log storage over a shared RocksDB handle.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_logs(&e).into()
+}
+
+fn synced() -> WriteOptions {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    opts
+}
+
+impl LogStore {
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        Self { db }
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self.db.get_cf(self.cf(CF_META), key).map_err(read_err)? {
+            None => Ok(None),
+            Some(bytes) => codec::decode(&bytes).map(Some).map_err(read_err),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<(), StorageError> {
+        let opts = if sync {
+            synced()
+        } else {
+            WriteOptions::default()
+        };
+        self.db
+            .put_cf_opt(self.cf(CF_META), key, codec::encode(value), &opts)
+            .map_err(write_err)
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_LOG), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, value) = item.map_err(read_err)?;
+                let entry: Entry = codec::decode(&value).map_err(read_err)?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_LOG),
+            IteratorMode::From(&index_key(start), Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(read_err)?;
+            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                read_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "log key is not 8 bytes",
+                ))
+            })?);
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(codec::decode(&value).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let last = self.last_entry_log_id()?.or(last_purged);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.put_meta(KEY_VOTE, vote, true).map_err(|_| {
+            StorageIOError::write_vote(&std::io::Error::other("vote write failed")).into()
+        })
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not synced: losing it only means re-learning the commit index from the leader.
+        self.put_meta(KEY_COMMITTED, &committed, false)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_LOG);
+        for entry in entries {
+            batch.put_cf(cf, index_key(entry.log_id.index), codec::encode(&entry));
+        }
+        let result = self
+            .db
+            .write_opt(batch, &synced())
+            .map_err(std::io::Error::other);
+        let failed = result
+            .as_ref()
+            .err()
+            .map(|e| write_err(std::io::Error::other(e.to_string())));
+        callback.log_io_completed(result);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let from = index_key(log_id.index);
+        let to = index_key(u64::MAX);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_LOG), from, to);
+        // delete_range excludes its end key.
+        batch.delete_cf(self.cf(CF_LOG), to);
+        self.db.write_opt(batch, &synced()).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Record the purge point first: a crash between the two leaves extra entries, never a gap.
+        self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_LOG), index_key(0), index_key(log_id.index + 1));
+        self.db.write(batch).map_err(write_err)
+    }
+}

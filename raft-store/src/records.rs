@@ -1,0 +1,355 @@
+//! The typed tables of the admin store. Every record is serde with defaults so
+//! a newer node reads what an older one wrote.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, stamped by the proposer.
+pub type Millis = u64;
+
+/// The cluster's own configuration, written once at bootstrap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// Name every node of this cluster is configured with.
+    pub name: String,
+    /// When the cluster was initialised.
+    pub created_at_ms: Millis,
+}
+
+/// A customer account (tenancy arrives with the security work; the table exists now).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Account {
+    /// Unique account name.
+    pub name: String,
+    /// When it was created.
+    pub created_at_ms: Millis,
+}
+
+/// What the monitor last observed of a host manager.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostHealth {
+    /// Not probed yet.
+    #[default]
+    Unknown,
+    /// Answering health checks.
+    Healthy,
+    /// Failed K consecutive health checks.
+    Unreachable,
+}
+
+/// Capacity a host manager reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostCapacity {
+    /// Instances it can run.
+    pub instance_slots: u32,
+    /// Disk it can allocate to volumes.
+    pub disk_gib: u64,
+}
+
+/// A data host, registered by the operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Host {
+    /// Unique host name.
+    pub name: String,
+    /// host:port of its host manager.
+    pub addr: String,
+    /// Zone (data centre) it is in.
+    pub zone: String,
+    /// Operator labels.
+    pub labels: BTreeMap<String, String>,
+    /// Last observed health.
+    pub health: HostHealth,
+    /// No new placements while set.
+    pub draining: bool,
+    /// Reported capacity.
+    pub capacity: HostCapacity,
+    /// When it was registered.
+    pub added_at_ms: Millis,
+}
+
+/// Lifecycle status of a database (shared/PRODUCT.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatabaseStatus {
+    /// Being provisioned.
+    #[default]
+    Creating,
+    /// Serving.
+    Available,
+    /// Applying a modification.
+    Modifying,
+    /// Taking a backup.
+    BackingUp,
+    /// Moving the primary.
+    FailingOver,
+    /// Replacing a failed instance.
+    Recovering,
+    /// Stopping to hibernate.
+    Hibernating,
+    /// Stopped, data kept.
+    Hibernated,
+    /// Starting from hibernation.
+    Resuming,
+    /// Being removed.
+    Deleting,
+    /// Failed; see the reason.
+    Failed,
+}
+
+/// What the customer asked a database to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSpec {
+    /// Engine name, e.g. `postgres`.
+    pub engine: String,
+    /// Engine major version.
+    pub engine_version: String,
+    /// Instance class.
+    pub class: String,
+    /// Allocated storage.
+    pub storage_gib: u32,
+    /// Requested zone, if any.
+    pub zone: Option<String>,
+    /// Master user name.
+    pub master_user: String,
+    /// Customer tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Where a database is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Endpoint {
+    /// Host name of the primary.
+    pub host: String,
+    /// Address of the primary's host.
+    pub addr: String,
+    /// Port, kept for the database's whole life.
+    pub port: u16,
+}
+
+/// A customer database: desired spec and what is known to run, kept apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Database {
+    /// Unique name (a DNS label).
+    pub name: String,
+    /// Desired spec.
+    pub spec: DatabaseSpec,
+    /// Lifecycle status.
+    pub status: DatabaseStatus,
+    /// Why it failed, when it did.
+    pub status_reason: Option<String>,
+    /// Current endpoint.
+    pub endpoint: Option<Endpoint>,
+    /// Its instances.
+    pub instances: Vec<String>,
+    /// Fencing generation, bumped before any promote or endpoint move.
+    pub generation: u64,
+    /// When it was created.
+    pub created_at_ms: Millis,
+}
+
+/// The role of an instance in its database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceRole {
+    /// Takes writes.
+    #[default]
+    Primary,
+    /// Synchronous standby.
+    Standby,
+    /// Readable replica.
+    Replica,
+}
+
+/// One running engine process of a database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Instance {
+    /// Unique id.
+    pub id: String,
+    /// Database it belongs to.
+    pub database: String,
+    /// Role.
+    pub role: InstanceRole,
+    /// Host it runs on.
+    pub host: String,
+    /// Port on that host.
+    pub port: u16,
+}
+
+/// What a job asks the leader to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum JobKind {
+    /// A diagnostic job: the leader works on it for `work_ms` and completes it.
+    /// It exercises the queue, claims and takeover without touching a host.
+    Noop {
+        /// How long the work takes.
+        #[serde(default)]
+        work_ms: u64,
+    },
+}
+
+impl JobKind {
+    /// Short name shown in listings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobKind::Noop { .. } => "noop",
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    /// Waiting for the sweeper.
+    #[default]
+    Pending,
+    /// A leader has claimed it and is running it.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+}
+
+impl JobState {
+    /// Whether the job is finished.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+/// A committed claim of a job by a leader in a term.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Claim {
+    /// The claiming leader's Raft term.
+    pub term: u64,
+    /// The claiming leader.
+    pub node_id: u64,
+    /// When it claimed.
+    pub at_ms: Millis,
+}
+
+/// A request on the replicated queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Unique id (time-ordered).
+    pub id: String,
+    /// The client's request id, for idempotent retries.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// What to do.
+    pub kind: JobKind,
+    /// Where it is.
+    #[serde(default)]
+    pub state: JobState,
+    /// When it was submitted.
+    #[serde(default)]
+    pub submitted_at_ms: Millis,
+    /// Every claim, in order; terms strictly increase.
+    #[serde(default)]
+    pub claims: Vec<Claim>,
+    /// Term of the claim that completed it.
+    #[serde(default)]
+    pub completed_term: Option<u64>,
+    /// When it finished.
+    #[serde(default)]
+    pub finished_at_ms: Option<Millis>,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Job {
+    /// The claim in force, if any.
+    pub fn current_claim(&self) -> Option<&Claim> {
+        self.claims.last()
+    }
+}
+
+/// State of a workflow or task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepState {
+    /// Not started.
+    #[default]
+    Pending,
+    /// In progress.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Gave up.
+    Failed,
+    /// Undone after a later failure.
+    Compensated,
+}
+
+/// One step a host manager performs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Task {
+    /// Unique id; host managers are idempotent by it.
+    pub id: String,
+    /// What it does.
+    pub name: String,
+    /// Target host.
+    pub host: String,
+    /// Attempts so far.
+    pub attempt: u32,
+    /// Where it is.
+    pub state: StepState,
+    /// Outcome detail.
+    pub result: Option<String>,
+}
+
+/// The tasks a job became.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Workflow {
+    /// Unique id.
+    pub id: String,
+    /// The job it came from.
+    pub job_id: String,
+    /// Ordered tasks.
+    pub tasks: Vec<Task>,
+    /// Where it is.
+    pub state: StepState,
+}
+
+/// What happened, for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the event stream (the log index that produced it).
+    pub seq: u64,
+    /// When.
+    pub at_ms: Millis,
+    /// What kind of thing happened, e.g. `host-added`.
+    pub kind: String,
+    /// What it happened to, e.g. a host or job id.
+    pub subject: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// Which node runs the leader services, since when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LeaderServices {
+    /// The leader.
+    pub node_id: u64,
+    /// Its term.
+    pub term: u64,
+    /// When it started them.
+    pub since_ms: Millis,
+}

@@ -1,0 +1,624 @@
+//! The admin store's tables and the deterministic apply of commands.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Proposal, Rejection, Response};
+use crate::records::*;
+
+/// Events kept for `keel events`; older ones are dropped first.
+pub const EVENTS_KEPT: usize = 10_000;
+
+/// Every table Keel replicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminState {
+    /// Cluster configuration, once initialised.
+    pub cluster: Option<ClusterConfig>,
+    /// Accounts by name.
+    pub accounts: BTreeMap<String, Account>,
+    /// Hosts by name.
+    pub hosts: BTreeMap<String, Host>,
+    /// Databases by name.
+    pub databases: BTreeMap<String, Database>,
+    /// Instances by id.
+    pub instances: BTreeMap<String, Instance>,
+    /// Jobs by id (ids are time-ordered).
+    pub jobs: BTreeMap<String, Job>,
+    /// Workflows by id.
+    pub workflows: BTreeMap<String, Workflow>,
+    /// Recent events, oldest first.
+    pub events: VecDeque<Event>,
+    /// Idempotency keys: client token or request id → the id of what it made.
+    pub idempotency: BTreeMap<String, String>,
+    /// Who runs the leader services.
+    pub leader_services: Option<LeaderServices>,
+    /// Derived: host name by address. Rebuilt by [`AdminState::reindex`], never stored.
+    #[serde(skip)]
+    host_by_addr: BTreeMap<String, String>,
+}
+
+impl AdminState {
+    /// Rebuild the derived indexes after loading the tables from a snapshot.
+    pub fn reindex(&mut self) {
+        self.host_by_addr = self
+            .hosts
+            .values()
+            .map(|h| (h.addr.clone(), h.name.clone()))
+            .collect();
+    }
+
+    /// Apply one proposal committed at log `index`. Deterministic: reads only its arguments.
+    pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Response {
+        let at = proposal.at_ms;
+        match &proposal.command {
+            Command::InitCluster { name } => self.init_cluster(index, at, name),
+            Command::AddHost {
+                name,
+                addr,
+                zone,
+                labels,
+                client_token,
+            } => self.add_host(index, at, name, addr, zone, labels, client_token.as_deref()),
+            Command::RemoveHost { name } => self.remove_host(index, at, name),
+            Command::SubmitJob {
+                job_id,
+                request_id,
+                kind,
+            } => self.submit_job(index, at, job_id, request_id.as_deref(), kind),
+            Command::ClaimJob {
+                job_id,
+                term,
+                node_id,
+            } => self.claim_job(index, at, job_id, *term, *node_id),
+            Command::CompleteJob {
+                job_id,
+                term,
+                error,
+            } => self.complete_job(index, at, job_id, *term, error.as_deref()),
+            Command::StartLeaderServices { node_id, term } => {
+                self.start_leader_services(index, at, *node_id, *term)
+            }
+        }
+    }
+
+    fn event(&mut self, seq: u64, at_ms: Millis, kind: &str, subject: &str, message: String) {
+        self.events.push_back(Event {
+            seq,
+            at_ms,
+            kind: kind.to_string(),
+            subject: subject.to_string(),
+            message,
+        });
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+    }
+
+    fn init_cluster(&mut self, index: u64, at: Millis, name: &str) -> Response {
+        match &self.cluster {
+            Some(existing) if existing.name == name => Response::Cluster {
+                config: existing.clone(),
+            },
+            Some(existing) => conflict(format!(
+                "the cluster is already initialised as {:?}; it cannot be renamed to {name:?}",
+                existing.name
+            )),
+            None => {
+                let config = ClusterConfig {
+                    name: name.to_string(),
+                    created_at_ms: at,
+                };
+                self.cluster = Some(config.clone());
+                self.event(
+                    index,
+                    at,
+                    "cluster-initialised",
+                    name,
+                    format!("Cluster {name} was initialised."),
+                );
+                Response::Cluster { config }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_host(
+        &mut self,
+        index: u64,
+        at: Millis,
+        name: &str,
+        addr: &str,
+        zone: &str,
+        labels: &BTreeMap<String, String>,
+        client_token: Option<&str>,
+    ) -> Response {
+        let token_key = client_token.map(|t| format!("add-host/{t}"));
+        if let Some(key) = &token_key {
+            if let Some(made) = self.idempotency.get(key) {
+                return match self.hosts.get(made) {
+                    Some(host) => Response::Host {
+                        host: host.clone(),
+                        created: false,
+                    },
+                    None => conflict(format!(
+                        "client token {:?} was used for host {made:?}, which has since been removed; use a new token",
+                        client_token.unwrap_or_default()
+                    )),
+                };
+            }
+        }
+        if let Some(existing) = self.hosts.get(name) {
+            if existing.addr == addr && existing.zone == zone && &existing.labels == labels {
+                return Response::Host {
+                    host: existing.clone(),
+                    created: false,
+                };
+            }
+            return conflict(format!(
+                "host {name:?} already exists with address {} in zone {}; remove it first or choose another name",
+                existing.addr, existing.zone
+            ));
+        }
+        if let Some(other) = self.host_by_addr.get(addr) {
+            return conflict(format!(
+                "address {addr} is already registered as host {other:?}; each host manager is registered once"
+            ));
+        }
+        let host = Host {
+            name: name.to_string(),
+            addr: addr.to_string(),
+            zone: zone.to_string(),
+            labels: labels.clone(),
+            added_at_ms: at,
+            ..Host::default()
+        };
+        self.hosts.insert(name.to_string(), host.clone());
+        self.host_by_addr.insert(addr.to_string(), name.to_string());
+        if let Some(key) = token_key {
+            self.idempotency.insert(key, name.to_string());
+        }
+        self.event(
+            index,
+            at,
+            "host-added",
+            name,
+            format!("Host {name} ({addr}, zone {zone}) was registered."),
+        );
+        Response::Host {
+            host,
+            created: true,
+        }
+    }
+
+    fn remove_host(&mut self, index: u64, at: Millis, name: &str) -> Response {
+        if let Some(instance) = self.instances.values().find(|i| i.host == name) {
+            return conflict(format!(
+                "host {name:?} still runs instance {} of database {}; move or delete it first",
+                instance.id, instance.database
+            ));
+        }
+        match self.hosts.remove(name) {
+            Some(host) => {
+                self.host_by_addr.remove(&host.addr);
+                self.event(
+                    index,
+                    at,
+                    "host-removed",
+                    name,
+                    format!("Host {name} was deregistered."),
+                );
+                Response::HostRemoved { host }
+            }
+            None => not_found("host", name),
+        }
+    }
+
+    fn submit_job(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        request_id: Option<&str>,
+        kind: &JobKind,
+    ) -> Response {
+        let key = request_id.map(|r| format!("submit-job/{r}"));
+        if let Some(existing) = key.as_ref().and_then(|k| self.idempotency.get(k)) {
+            if let Some(job) = self.jobs.get(existing) {
+                return Response::Job {
+                    job: job.clone(),
+                    created: false,
+                };
+            }
+        }
+        if self.jobs.contains_key(job_id) {
+            return conflict(format!(
+                "job id {job_id} is already taken; retry with a fresh id"
+            ));
+        }
+        let job = Job {
+            id: job_id.to_string(),
+            request_id: request_id.map(str::to_string),
+            kind: kind.clone(),
+            state: JobState::Pending,
+            submitted_at_ms: at,
+            claims: Vec::new(),
+            completed_term: None,
+            finished_at_ms: None,
+            error: None,
+        };
+        self.jobs.insert(job_id.to_string(), job.clone());
+        if let Some(key) = key {
+            self.idempotency.insert(key, job_id.to_string());
+        }
+        self.event(
+            index,
+            at,
+            "job-submitted",
+            job_id,
+            format!("Job {job_id} ({}) was queued.", kind.name()),
+        );
+        Response::Job { job, created: true }
+    }
+
+    /// The newest term any leader has announced or claimed with.
+    fn term_in_force(&self, job: &Job) -> u64 {
+        let services = self.leader_services.as_ref().map_or(0, |s| s.term);
+        services.max(job.current_claim().map_or(0, |c| c.term))
+    }
+
+    fn claim_job(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        term: u64,
+        node_id: u64,
+    ) -> Response {
+        let Some(job) = self.jobs.get(job_id) else {
+            return not_found("job", job_id);
+        };
+        if job.state.is_terminal() {
+            return conflict(format!(
+                "job {job_id} is already {:?}; it cannot be claimed",
+                job.state
+            ));
+        }
+        let in_force = self.term_in_force(job);
+        if term < in_force {
+            return stale(job_id, in_force, term);
+        }
+        if job.current_claim().is_some_and(|c| c.term == term) {
+            return Response::Job {
+                job: job.clone(),
+                created: false,
+            };
+        }
+        let taken_over = job.current_claim().cloned();
+        let job = self.jobs.get_mut(job_id).expect("checked above");
+        job.claims.push(Claim {
+            term,
+            node_id,
+            at_ms: at,
+        });
+        job.state = JobState::Running;
+        let job = job.clone();
+        let message = match taken_over {
+            Some(old) => format!(
+                "Job {job_id} was taken over by node {node_id} in term {term} from node {} (term {}).",
+                old.node_id, old.term
+            ),
+            None => format!("Job {job_id} was claimed by node {node_id} in term {term}."),
+        };
+        self.event(index, at, "job-claimed", job_id, message);
+        Response::Job {
+            job,
+            created: false,
+        }
+    }
+
+    fn complete_job(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        term: u64,
+        error: Option<&str>,
+    ) -> Response {
+        let Some(job) = self.jobs.get(job_id) else {
+            return not_found("job", job_id);
+        };
+        if job.state.is_terminal() {
+            // A retried completion from the same claim is a repeat, not a second run.
+            if job.completed_term == Some(term) {
+                return Response::Job {
+                    job: job.clone(),
+                    created: false,
+                };
+            }
+            return conflict(format!(
+                "job {job_id} was already completed in term {:?}",
+                job.completed_term
+            ));
+        }
+        let in_force = self.term_in_force(job);
+        let held = job.current_claim().map(|c| c.term);
+        if held != Some(term) || term < in_force {
+            return stale(job_id, in_force, term);
+        }
+        let job = self.jobs.get_mut(job_id).expect("checked above");
+        job.state = if error.is_some() {
+            JobState::Failed
+        } else {
+            JobState::Succeeded
+        };
+        job.error = error.map(str::to_string);
+        job.completed_term = Some(term);
+        job.finished_at_ms = Some(at);
+        let job = job.clone();
+        let (kind, message) = match error {
+            None => ("job-succeeded", format!("Job {job_id} succeeded.")),
+            Some(e) => ("job-failed", format!("Job {job_id} failed: {e}")),
+        };
+        self.event(index, at, kind, job_id, message);
+        Response::Job {
+            job,
+            created: false,
+        }
+    }
+
+    fn start_leader_services(
+        &mut self,
+        index: u64,
+        at: Millis,
+        node_id: u64,
+        term: u64,
+    ) -> Response {
+        if let Some(current) = &self.leader_services {
+            if current.term > term {
+                return Response::Rejected {
+                    rejection: Rejection::StaleTerm {
+                        job_id: String::new(),
+                        current_term: current.term,
+                        given_term: term,
+                    },
+                };
+            }
+        }
+        self.leader_services = Some(LeaderServices {
+            node_id,
+            term,
+            since_ms: at,
+        });
+        self.event(
+            index,
+            at,
+            "leader-services-started",
+            &node_id.to_string(),
+            format!("Node {node_id} runs the leader services from term {term}."),
+        );
+        Response::Done
+    }
+}
+
+fn conflict(message: String) -> Response {
+    Response::Rejected {
+        rejection: Rejection::Conflict { message },
+    }
+}
+
+fn not_found(kind: &str, name: &str) -> Response {
+    Response::Rejected {
+        rejection: Rejection::NotFound {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        },
+    }
+}
+
+fn stale(job_id: &str, current_term: u64, given_term: u64) -> Response {
+    Response::Rejected {
+        rejection: Rejection::StaleTerm {
+            job_id: job_id.to_string(),
+            current_term,
+            given_term,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(state: &mut AdminState, index: u64, command: Command) -> Response {
+        state.apply(
+            index,
+            &Proposal {
+                at_ms: 1000 + index,
+                command,
+            },
+        )
+    }
+
+    fn add_host(name: &str, addr: &str, token: Option<&str>) -> Command {
+        Command::AddHost {
+            name: name.into(),
+            addr: addr.into(),
+            zone: "a".into(),
+            labels: BTreeMap::new(),
+            client_token: token.map(Into::into),
+        }
+    }
+
+    fn submit(id: &str, request: Option<&str>) -> Command {
+        Command::SubmitJob {
+            job_id: id.into(),
+            request_id: request.map(Into::into),
+            kind: JobKind::Noop { work_ms: 0 },
+        }
+    }
+
+    fn claim(id: &str, term: u64) -> Command {
+        Command::ClaimJob {
+            job_id: id.into(),
+            term,
+            node_id: term,
+        }
+    }
+
+    fn complete(id: &str, term: u64) -> Command {
+        Command::CompleteJob {
+            job_id: id.into(),
+            term,
+            error: None,
+        }
+    }
+
+    fn rejected(r: &Response) -> bool {
+        matches!(r, Response::Rejected { .. })
+    }
+
+    #[test]
+    fn add_host_is_idempotent_by_name_and_token_and_refuses_conflicts() {
+        let mut s = AdminState::default();
+        assert!(matches!(
+            apply(&mut s, 1, add_host("h1", "10.0.0.1:7300", Some("t"))),
+            Response::Host { created: true, .. }
+        ));
+        assert!(matches!(
+            apply(&mut s, 2, add_host("h1", "10.0.0.1:7300", None)),
+            Response::Host { created: false, .. }
+        ));
+        assert!(matches!(
+            apply(&mut s, 3, add_host("h1", "10.0.0.1:7300", Some("t"))),
+            Response::Host { created: false, .. }
+        ));
+        assert!(
+            rejected(&apply(&mut s, 4, add_host("h1", "10.0.0.2:7300", None))),
+            "same name, other address"
+        );
+        assert!(
+            rejected(&apply(&mut s, 5, add_host("h2", "10.0.0.1:7300", None))),
+            "same address, other name"
+        );
+        assert_eq!(s.hosts.len(), 1);
+        assert!(matches!(
+            apply(&mut s, 6, Command::RemoveHost { name: "h1".into() }),
+            Response::HostRemoved { .. }
+        ));
+        assert!(rejected(&apply(
+            &mut s,
+            7,
+            Command::RemoveHost { name: "h1".into() }
+        )));
+    }
+
+    #[test]
+    fn submit_is_idempotent_by_request_id() {
+        let mut s = AdminState::default();
+        apply(&mut s, 1, submit("j1", Some("r1")));
+        match apply(&mut s, 2, submit("j2", Some("r1"))) {
+            Response::Job { job, created } => {
+                assert_eq!(job.id, "j1");
+                assert!(!created);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(s.jobs.len(), 1);
+    }
+
+    #[test]
+    fn claims_only_move_forward_in_term_and_stale_completions_are_refused() {
+        let mut s = AdminState::default();
+        apply(&mut s, 1, submit("j", None));
+        assert!(!rejected(&apply(&mut s, 2, claim("j", 3))));
+        assert!(
+            rejected(&apply(&mut s, 3, claim("j", 2))),
+            "older term cannot claim"
+        );
+        assert!(
+            !rejected(&apply(&mut s, 4, claim("j", 5))),
+            "newer term takes over"
+        );
+        assert!(
+            rejected(&apply(&mut s, 5, complete("j", 3))),
+            "deposed leader cannot complete"
+        );
+        assert!(!rejected(&apply(&mut s, 6, complete("j", 5))));
+        assert!(
+            !rejected(&apply(&mut s, 7, complete("j", 5))),
+            "a repeated completion is a repeat"
+        );
+        assert!(
+            rejected(&apply(&mut s, 8, claim("j", 9))),
+            "finished jobs are not claimed"
+        );
+        let job = &s.jobs["j"];
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(
+            job.claims.iter().map(|c| c.term).collect::<Vec<_>>(),
+            vec![3, 5]
+        );
+        assert_eq!(job.completed_term, Some(5));
+    }
+
+    #[test]
+    fn a_claim_older_than_the_leader_services_term_is_refused() {
+        let mut s = AdminState::default();
+        apply(&mut s, 1, submit("j", None));
+        apply(
+            &mut s,
+            2,
+            Command::StartLeaderServices {
+                node_id: 2,
+                term: 7,
+            },
+        );
+        assert!(rejected(&apply(&mut s, 3, claim("j", 6))));
+        assert!(!rejected(&apply(&mut s, 4, claim("j", 7))));
+    }
+
+    #[test]
+    fn apply_is_deterministic() {
+        let commands = vec![
+            add_host("h", "a:1", None),
+            submit("j", Some("r")),
+            claim("j", 1),
+            complete("j", 1),
+        ];
+        let run = || {
+            let mut s = AdminState::default();
+            for (i, c) in commands.iter().enumerate() {
+                apply(&mut s, i as u64, c.clone());
+            }
+            s
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn reindex_restores_the_address_check_after_a_snapshot() {
+        let mut s = AdminState::default();
+        apply(&mut s, 1, add_host("h1", "10.0.0.1:7300", None));
+        let mut loaded: AdminState =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        loaded.reindex();
+        assert_eq!(loaded, s);
+        assert!(rejected(&apply(
+            &mut loaded,
+            2,
+            add_host("h2", "10.0.0.1:7300", None)
+        )));
+    }
+
+    #[test]
+    fn events_are_bounded() {
+        let mut s = AdminState::default();
+        for i in 0..(EVENTS_KEPT as u64 + 5) {
+            apply(&mut s, i, submit(&format!("j{i}"), None));
+        }
+        assert_eq!(s.events.len(), EVENTS_KEPT);
+        assert_eq!(s.events.front().unwrap().seq, 5);
+    }
+}

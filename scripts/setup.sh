@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what building and testing Keel needs on a fresh Debian machine, and
+# nothing that is already there. Safe to run any number of times.
+#   scripts/setup.sh          build + test needs
+#   scripts/setup.sh --bench  also the peers the benchmarks compare against
+set -euo pipefail
+
+want=()
+need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || want+=("$1"); }
+
+need_pkg clang          # bindgen for rocksdb's bindings
+need_pkg libclang-dev
+need_pkg g++            # rocksdb itself is C++
+need_pkg make
+need_pkg protobuf-compiler  # protoc for tonic-build (ours and etcd-client's)
+if [[ "${1:-}" == "--bench" ]]; then
+  need_pkg etcd-server  # the Raft peer for `keel-lab bench raft`
+  need_pkg etcd-client
+fi
+
+if ((${#want[@]})); then
+  echo "setup: installing ${want[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || true   # a stale index is still usable for packages it already lists
+  apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo is missing; install Rust (https://rustup.rs) and re-run" >&2
+  exit 1
+fi
