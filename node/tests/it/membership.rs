@@ -29,12 +29,23 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
+    let targets: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![1, 2, 3]));
     let writer = {
-        let (c, stop, acked, next) = (c.clone(), stop.clone(), acked.clone(), next.clone());
+        let (c, stop, acked, next, targets) = (
+            c.clone(),
+            stop.clone(),
+            acked.clone(),
+            next.clone(),
+            targets.clone(),
+        );
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                if let Ok((200, _)) = c.post(1 + (i as u64 % 3), "/v1/hosts", &host(i)).await {
+                let target = {
+                    let t = targets.lock().unwrap();
+                    t[i % t.len()]
+                };
+                if let Ok((200, _)) = c.post(target, "/v1/hosts", &host(i)).await {
                     acked.lock().unwrap().insert(format!("h{i}"));
                 }
             }
@@ -84,6 +95,16 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
     )
     .await
     .unwrap();
+    // A removed node says so at once instead of waiting for a leader it will never have.
+    let (code, body) = c
+        .post(remove[0], "/v1/hosts", &host(1_000_000))
+        .await
+        .unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("not a member"),
+        "{body}"
+    );
 
     // Writes continue on the shrunk cluster.
     let before = acked.lock().unwrap().len();
