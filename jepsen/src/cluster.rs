@@ -83,9 +83,7 @@ impl Cluster {
             name: "lab".into(),
             dir,
             nodes: BTreeMap::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
         };
         for id in 1..=spec.nodes {
             cluster.define(id, true);
@@ -138,14 +136,8 @@ impl Cluster {
     /// Start (or restart) node `id`'s process.
     pub fn launch(&mut self, id: u64) -> anyhow::Result<()> {
         let args = self.server_args(id);
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)?;
+        let node = self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
         let mut cmd = match self.spec.wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -199,6 +191,23 @@ impl Cluster {
         }
     }
 
+    /// Freeze node `id` (SIGSTOP): to the others it looks partitioned away.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// Thaw node `id` (SIGCONT).
+    pub fn resume(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, sig: i32) {
+        if let Some(child) = self.nodes.get(&id).and_then(|n| n.child.as_ref()) {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+    }
+
     /// Forget node `id` after killing it.
     pub fn discard(&mut self, id: u64) {
         self.kill(id);
@@ -236,11 +245,7 @@ impl Cluster {
 
     /// GET `path` on node `id`: (HTTP status, JSON body).
     pub async fn get(&self, id: u64, path: &str) -> anyhow::Result<(u16, Value)> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url(id)))
-            .send()
-            .await?;
+        let resp = self.http.get(format!("{}{path}", self.url(id))).send().await?;
         let status = resp.status().as_u16();
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
@@ -272,11 +277,7 @@ impl Cluster {
 
     /// DELETE `path` on node `id`.
     pub async fn delete(&self, id: u64, path: &str) -> anyhow::Result<(u16, Value)> {
-        let resp = self
-            .http
-            .delete(format!("{}{path}", self.url(id)))
-            .send()
-            .await?;
+        let resp = self.http.delete(format!("{}{path}", self.url(id))).send().await?;
         let status = resp.status().as_u16();
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
@@ -310,12 +311,7 @@ impl Cluster {
     }
 
     /// Poll `probe` every 50 ms until it yields a value or `within` passes.
-    pub async fn wait_for<T, F, Fut>(
-        &self,
-        within: Duration,
-        what: &str,
-        mut probe: F,
-    ) -> anyhow::Result<T>
+    pub async fn wait_for<T, F, Fut>(&self, within: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
@@ -331,9 +327,7 @@ impl Cluster {
             if Instant::now() > deadline {
                 bail!(
                     "timed out after {within:?} waiting for {what}{}\n{}",
-                    last_err
-                        .map(|e| format!(" (last error: {e})"))
-                        .unwrap_or_default(),
+                    last_err.map(|e| format!(" (last error: {e})")).unwrap_or_default(),
                     self.log_tails()
                 );
             }
@@ -362,6 +356,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for id in self.ids() {
+            self.resume(id);
             self.kill(id);
         }
         if std::thread::panicking() {

@@ -45,10 +45,13 @@ pub enum Command {
         #[serde(default)]
         client_token: Option<String>,
     },
-    /// Deregister a data host.
+    /// Deregister a data host; idempotent by request id.
     RemoveHost {
         /// Host name.
         name: String,
+        /// Request id stamped by the proposer, so a retried removal is a repeat.
+        #[serde(default)]
+        request_id: Option<String>,
     },
     /// Put a job on the queue; idempotent by request id.
     SubmitJob {

@@ -53,32 +53,18 @@ impl LogStore {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("column family created at open")
+        self.db.cf_handle(name).expect("column family created at open")
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.db.get_cf(self.cf(CF_META), key).map_err(read_err)? {
             None => Ok(None),
             Some(bytes) => codec::decode(&bytes).map(Some).map_err(read_err),
         }
     }
 
-    fn put_meta<T: serde::Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-        sync: bool,
-    ) -> Result<(), StorageError> {
-        let opts = if sync {
-            synced()
-        } else {
-            WriteOptions::default()
-        };
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<(), StorageError> {
+        let opts = if sync { synced() } else { WriteOptions::default() };
         self.db
             .put_cf_opt(self.cf(CF_META), key, codec::encode(value), &opts)
             .map_err(write_err)
@@ -147,9 +133,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote, true).map_err(|_| {
-            StorageIOError::write_vote(&std::io::Error::other("vote write failed")).into()
-        })
+        self.put_meta(KEY_VOTE, vote, true)
+            .map_err(|_| StorageIOError::write_vote(&std::io::Error::other("vote write failed")).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -165,11 +150,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -179,10 +160,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(cf, index_key(entry.log_id.index), codec::encode(&entry));
         }
-        let result = self
-            .db
-            .write_opt(batch, &synced())
-            .map_err(std::io::Error::other);
+        let result = self.db.write_opt(batch, &synced()).map_err(std::io::Error::other);
         let failed = result
             .as_ref()
             .err()

@@ -42,11 +42,7 @@ pub struct AdminState {
 impl AdminState {
     /// Rebuild the derived indexes after loading the tables from a snapshot.
     pub fn reindex(&mut self) {
-        self.host_by_addr = self
-            .hosts
-            .values()
-            .map(|h| (h.addr.clone(), h.name.clone()))
-            .collect();
+        self.host_by_addr = self.hosts.values().map(|h| (h.addr.clone(), h.name.clone())).collect();
     }
 
     /// Apply one proposal committed at log `index`. Deterministic: reads only its arguments.
@@ -61,25 +57,17 @@ impl AdminState {
                 labels,
                 client_token,
             } => self.add_host(index, at, name, addr, zone, labels, client_token.as_deref()),
-            Command::RemoveHost { name } => self.remove_host(index, at, name),
+            Command::RemoveHost { name, request_id } => self.remove_host(index, at, name, request_id.as_deref()),
             Command::SubmitJob {
                 job_id,
                 request_id,
                 kind,
             } => self.submit_job(index, at, job_id, request_id.as_deref(), kind),
-            Command::ClaimJob {
-                job_id,
-                term,
-                node_id,
-            } => self.claim_job(index, at, job_id, *term, *node_id),
-            Command::CompleteJob {
-                job_id,
-                term,
-                error,
-            } => self.complete_job(index, at, job_id, *term, error.as_deref()),
-            Command::StartLeaderServices { node_id, term } => {
-                self.start_leader_services(index, at, *node_id, *term)
+            Command::ClaimJob { job_id, term, node_id } => self.claim_job(index, at, job_id, *term, *node_id),
+            Command::CompleteJob { job_id, term, error } => {
+                self.complete_job(index, at, job_id, *term, error.as_deref())
             }
+            Command::StartLeaderServices { node_id, term } => self.start_leader_services(index, at, *node_id, *term),
         }
     }
 
@@ -186,13 +174,20 @@ impl AdminState {
             name,
             format!("Host {name} ({addr}, zone {zone}) was registered."),
         );
-        Response::Host {
-            host,
-            created: true,
-        }
+        Response::Host { host, created: true }
     }
 
-    fn remove_host(&mut self, index: u64, at: Millis, name: &str) -> Response {
+    fn remove_host(&mut self, index: u64, at: Millis, name: &str, request_id: Option<&str>) -> Response {
+        let key = request_id.map(|r| format!("remove-host/{r}"));
+        if let Some(removed) = key.as_ref().and_then(|k| self.idempotency.get(k)) {
+            // A repeat of a removal that already happened: report it again, touch nothing.
+            return Response::HostRemoved {
+                host: Host {
+                    name: removed.clone(),
+                    ..Host::default()
+                },
+            };
+        }
         if let Some(instance) = self.instances.values().find(|i| i.host == name) {
             return conflict(format!(
                 "host {name:?} still runs instance {} of database {}; move or delete it first",
@@ -202,6 +197,9 @@ impl AdminState {
         match self.hosts.remove(name) {
             Some(host) => {
                 self.host_by_addr.remove(&host.addr);
+                if let Some(key) = key {
+                    self.idempotency.insert(key, name.to_string());
+                }
                 self.event(
                     index,
                     at,
@@ -233,9 +231,7 @@ impl AdminState {
             }
         }
         if self.jobs.contains_key(job_id) {
-            return conflict(format!(
-                "job id {job_id} is already taken; retry with a fresh id"
-            ));
+            return conflict(format!("job id {job_id} is already taken; retry with a fresh id"));
         }
         let job = Job {
             id: job_id.to_string(),
@@ -268,22 +264,12 @@ impl AdminState {
         services.max(job.current_claim().map_or(0, |c| c.term))
     }
 
-    fn claim_job(
-        &mut self,
-        index: u64,
-        at: Millis,
-        job_id: &str,
-        term: u64,
-        node_id: u64,
-    ) -> Response {
+    fn claim_job(&mut self, index: u64, at: Millis, job_id: &str, term: u64, node_id: u64) -> Response {
         let Some(job) = self.jobs.get(job_id) else {
             return not_found("job", job_id);
         };
         if job.state.is_terminal() {
-            return conflict(format!(
-                "job {job_id} is already {:?}; it cannot be claimed",
-                job.state
-            ));
+            return conflict(format!("job {job_id} is already {:?}; it cannot be claimed", job.state));
         }
         let in_force = self.term_in_force(job);
         if term < in_force {
@@ -312,20 +298,10 @@ impl AdminState {
             None => format!("Job {job_id} was claimed by node {node_id} in term {term}."),
         };
         self.event(index, at, "job-claimed", job_id, message);
-        Response::Job {
-            job,
-            created: false,
-        }
+        Response::Job { job, created: false }
     }
 
-    fn complete_job(
-        &mut self,
-        index: u64,
-        at: Millis,
-        job_id: &str,
-        term: u64,
-        error: Option<&str>,
-    ) -> Response {
+    fn complete_job(&mut self, index: u64, at: Millis, job_id: &str, term: u64, error: Option<&str>) -> Response {
         let Some(job) = self.jobs.get(job_id) else {
             return not_found("job", job_id);
         };
@@ -362,19 +338,10 @@ impl AdminState {
             Some(e) => ("job-failed", format!("Job {job_id} failed: {e}")),
         };
         self.event(index, at, kind, job_id, message);
-        Response::Job {
-            job,
-            created: false,
-        }
+        Response::Job { job, created: false }
     }
 
-    fn start_leader_services(
-        &mut self,
-        index: u64,
-        at: Millis,
-        node_id: u64,
-        term: u64,
-    ) -> Response {
+    fn start_leader_services(&mut self, index: u64, at: Millis, node_id: u64, term: u64) -> Response {
         if let Some(current) = &self.leader_services {
             if current.term > term {
                 return Response::Rejected {
@@ -503,15 +470,24 @@ mod tests {
             "same address, other name"
         );
         assert_eq!(s.hosts.len(), 1);
+        let remove = |r: Option<&str>| Command::RemoveHost {
+            name: "h1".into(),
+            request_id: r.map(Into::into),
+        };
         assert!(matches!(
-            apply(&mut s, 6, Command::RemoveHost { name: "h1".into() }),
+            apply(&mut s, 6, remove(Some("r"))),
             Response::HostRemoved { .. }
         ));
-        assert!(rejected(&apply(
-            &mut s,
-            7,
-            Command::RemoveHost { name: "h1".into() }
-        )));
+        assert!(
+            rejected(&apply(&mut s, 7, remove(None))),
+            "a new removal of an absent host"
+        );
+        apply(&mut s, 8, add_host("h1", "10.0.0.1:7300", None));
+        assert!(
+            matches!(apply(&mut s, 9, remove(Some("r"))), Response::HostRemoved { .. }),
+            "a retry is a repeat"
+        );
+        assert!(s.hosts.contains_key("h1"), "and does not remove the re-added host");
     }
 
     #[test]
@@ -533,14 +509,8 @@ mod tests {
         let mut s = AdminState::default();
         apply(&mut s, 1, submit("j", None));
         assert!(!rejected(&apply(&mut s, 2, claim("j", 3))));
-        assert!(
-            rejected(&apply(&mut s, 3, claim("j", 2))),
-            "older term cannot claim"
-        );
-        assert!(
-            !rejected(&apply(&mut s, 4, claim("j", 5))),
-            "newer term takes over"
-        );
+        assert!(rejected(&apply(&mut s, 3, claim("j", 2))), "older term cannot claim");
+        assert!(!rejected(&apply(&mut s, 4, claim("j", 5))), "newer term takes over");
         assert!(
             rejected(&apply(&mut s, 5, complete("j", 3))),
             "deposed leader cannot complete"
@@ -556,10 +526,7 @@ mod tests {
         );
         let job = &s.jobs["j"];
         assert_eq!(job.state, JobState::Succeeded);
-        assert_eq!(
-            job.claims.iter().map(|c| c.term).collect::<Vec<_>>(),
-            vec![3, 5]
-        );
+        assert_eq!(job.claims.iter().map(|c| c.term).collect::<Vec<_>>(), vec![3, 5]);
         assert_eq!(job.completed_term, Some(5));
     }
 
@@ -567,14 +534,7 @@ mod tests {
     fn a_claim_older_than_the_leader_services_term_is_refused() {
         let mut s = AdminState::default();
         apply(&mut s, 1, submit("j", None));
-        apply(
-            &mut s,
-            2,
-            Command::StartLeaderServices {
-                node_id: 2,
-                term: 7,
-            },
-        );
+        apply(&mut s, 2, Command::StartLeaderServices { node_id: 2, term: 7 });
         assert!(rejected(&apply(&mut s, 3, claim("j", 6))));
         assert!(!rejected(&apply(&mut s, 4, claim("j", 7))));
     }
@@ -601,15 +561,10 @@ mod tests {
     fn reindex_restores_the_address_check_after_a_snapshot() {
         let mut s = AdminState::default();
         apply(&mut s, 1, add_host("h1", "10.0.0.1:7300", None));
-        let mut loaded: AdminState =
-            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let mut loaded: AdminState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         loaded.reindex();
         assert_eq!(loaded, s);
-        assert!(rejected(&apply(
-            &mut loaded,
-            2,
-            add_host("h2", "10.0.0.1:7300", None)
-        )));
+        assert!(rejected(&apply(&mut loaded, 2, add_host("h2", "10.0.0.1:7300", None))));
     }
 
     #[test]

@@ -7,12 +7,10 @@
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
-};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
 use rocksdb::{WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -45,6 +43,8 @@ struct StoredSnapshot {
 
 struct Shared {
     applied: RwLock<Applied>,
+    /// Serialises snapshot writes: a build racing an install must not overwrite a newer snapshot.
+    snapshot_write: Mutex<()>,
     applied_index: watch::Sender<u64>,
     snapshots_installed: AtomicU64,
     snapshots_built: AtomicU64,
@@ -63,10 +63,7 @@ impl StateHandle {
     }
 
     fn lock(&self) -> RwLockReadGuard<'_, Applied> {
-        self.shared
-            .applied
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        self.shared.applied.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Index of the last applied entry (0 before any).
@@ -110,11 +107,10 @@ impl StateMachine {
         let applied = match db.get_cf(db.cf_handle(CF_SM).expect("cf"), KEY_SNAPSHOT)? {
             None => Applied::default(),
             Some(bytes) => {
-                let stored: StoredSnapshot =
-                    codec::decode(&bytes).map_err(|e| crate::StoreError::Decode {
-                        key: "sm/snapshot".into(),
-                        reason: e.to_string(),
-                    })?;
+                let stored: StoredSnapshot = codec::decode(&bytes).map_err(|e| crate::StoreError::Decode {
+                    key: "sm/snapshot".into(),
+                    reason: e.to_string(),
+                })?;
                 codec::decode(&stored.data).map_err(|e| crate::StoreError::Decode {
                     key: "sm/snapshot data".into(),
                     reason: e.to_string(),
@@ -128,6 +124,7 @@ impl StateMachine {
         let handle = StateHandle {
             shared: Arc::new(Shared {
                 applied: RwLock::new(applied),
+                snapshot_write: Mutex::new(()),
                 applied_index: tx,
                 snapshots_installed: AtomicU64::new(0),
                 snapshots_built: AtomicU64::new(0),
@@ -142,40 +139,37 @@ impl StateMachine {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
-        self.handle
-            .shared
-            .applied
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+        self.handle.shared.applied.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn store_snapshot(
-        &self,
-        meta: &SnapshotMeta<NodeId, KeelNode>,
-        data: &[u8],
-    ) -> Result<(), StorageError> {
-        store_snapshot(&self.db, meta, data)
+    fn store_snapshot(&self, meta: &SnapshotMeta<NodeId, KeelNode>, data: &[u8]) -> Result<(), StorageError> {
+        store_snapshot(&self.db, &self.handle, meta, data)
     }
 }
 
+/// Persist a snapshot unless a newer one is already stored.
 fn store_snapshot(
     db: &DB,
+    handle: &StateHandle,
     meta: &SnapshotMeta<NodeId, KeelNode>,
     data: &[u8],
 ) -> Result<(), StorageError> {
+    let _guard = handle.shared.snapshot_write.lock().unwrap_or_else(|p| p.into_inner());
+    let cf = db.cf_handle(CF_SM).expect("cf");
+    if let Some(bytes) = db.get_cf(cf, KEY_SNAPSHOT).map_err(snap_err)? {
+        let stored: StoredSnapshot = codec::decode(&bytes).map_err(snap_err)?;
+        if stored.meta.last_log_id > meta.last_log_id {
+            return Ok(());
+        }
+    }
     let stored = StoredSnapshot {
         meta: meta.clone(),
         data: data.to_vec(),
     };
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
-    db.put_cf_opt(
-        db.cf_handle(CF_SM).expect("cf"),
-        KEY_SNAPSHOT,
-        codec::encode(&stored),
-        &opts,
-    )
-    .map_err(snap_err)
+    db.put_cf_opt(cf, KEY_SNAPSHOT, codec::encode(&stored), &opts)
+        .map_err(snap_err)
 }
 
 /// Builds snapshots of the applied state.
@@ -189,12 +183,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (data, last_applied, membership) = self
             .handle
             .read(|a| (codec::encode(a), a.last_applied, a.membership.clone()));
-        let built = self
-            .handle
-            .shared
-            .snapshots_built
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
+        let built = self.handle.shared.snapshots_built.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{built}", l.leader_id.term, l.index),
             None => format!("0-0-{built}"),
@@ -204,7 +193,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: membership,
             snapshot_id,
         };
-        store_snapshot(&self.db, &meta, &data)?;
+        store_snapshot(&self.db, &self.handle, &meta, &data)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -215,9 +204,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership<NodeId, KeelNode>), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<NodeId, KeelNode>), StorageError> {
         Ok(self.handle.read(|a| (a.last_applied, a.membership.clone())))
     }
 
@@ -233,9 +220,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::Done,
-                    EntryPayload::Normal(proposal) => {
-                        applied.state.apply(entry.log_id.index, &proposal)
-                    }
+                    EntryPayload::Normal(proposal) => applied.state.apply(entry.log_id.index, &proposal),
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m);
                         Response::Done
@@ -274,10 +259,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store_snapshot(meta, &data)?;
         let index = incoming.last_applied.map_or(0, |l| l.index);
         *self.write() = incoming;
-        self.handle
-            .shared
-            .snapshots_installed
-            .fetch_add(1, Ordering::Relaxed);
+        self.handle.shared.snapshots_installed.fetch_add(1, Ordering::Relaxed);
         self.handle.shared.applied_index.send_replace(index);
         Ok(())
     }

@@ -40,8 +40,7 @@ pub fn open(dir: &Path, identity: &Identity) -> Result<OpenedStore, StoreError> 
     // A torn record at the WAL's tail was never acknowledged; anything else corrupt must stop us.
     opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     opts.set_paranoid_checks(true);
-    let cfs =
-        [CF_LOG, CF_META, CF_SM].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let cfs = [CF_LOG, CF_META, CF_SM].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|source| StoreError::Open {
         path: dir.display().to_string(),
         source,
@@ -84,10 +83,7 @@ fn verify_log(db: &DB) -> Result<(), StoreError> {
     for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
         let (key, value) = item?;
         codec::decode::<crate::Entry>(&value).map_err(|e| StoreError::Decode {
-            key: format!(
-                "log/{}",
-                u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]))
-            ),
+            key: format!("log/{}", u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]))),
             reason: e.to_string(),
         })?;
     }

@@ -29,11 +29,7 @@ pub struct Etcd {
 
 impl Etcd {
     /// Start 3 members with these timeouts, pinned to `cpu` if given.
-    pub async fn start(
-        heartbeat_ms: u64,
-        election_ms: u64,
-        cpu: Option<usize>,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(heartbeat_ms: u64, election_ms: u64, cpu: Option<usize>) -> anyhow::Result<Self> {
         if Command::new("etcd").arg("--version").output().is_err() {
             bail!("etcd is not installed; run scripts/setup.sh --bench");
         }
@@ -120,8 +116,7 @@ impl Etcd {
             if m.child.is_none() {
                 continue;
             }
-            let Ok(mut c) = etcd_client::Client::connect([m.client_url.as_str()], None).await
-            else {
+            let Ok(mut c) = etcd_client::Client::connect([m.client_url.as_str()], None).await else {
                 continue;
             };
             if let Ok(s) = c.status().await {
@@ -152,8 +147,7 @@ impl Etcd {
         loop {
             let mut ok = 0;
             for m in &self.members {
-                if let Ok(mut c) = etcd_client::Client::connect([m.client_url.as_str()], None).await
-                {
+                if let Ok(mut c) = etcd_client::Client::connect([m.client_url.as_str()], None).await {
                     if c.status().await.is_ok_and(|s| s.leader() != 0) {
                         ok += 1;
                     }

@@ -55,12 +55,7 @@ async fn keel_clients(c: &Cluster, n: usize) -> anyhow::Result<Vec<KeelClient<Ch
     Ok(out)
 }
 
-async fn keel_write(
-    mut client: KeelClient<Channel>,
-    client_no: usize,
-    seq: u64,
-    timeout: Duration,
-) -> bool {
+async fn keel_write(mut client: KeelClient<Channel>, client_no: usize, seq: u64, timeout: Duration) -> bool {
     let r: [u8; 4] = rand::thread_rng().gen();
     let mut req = tonic::Request::new(AddHostRequest {
         name: format!("b{client_no}-{seq}-{}", rand::thread_rng().gen::<u32>()),
@@ -98,18 +93,16 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
         b.heartbeat_ms, keel_election.0, keel_election.1, b.heartbeat_ms, b.etcd_election_ms
     );
 
-    let spec = Spec::new(&keel_bin, 3)
-        .wrapped(&["taskset", "-c", "1"])
-        .args(&[
-            "--heartbeat-ms",
-            &b.heartbeat_ms.to_string(),
-            "--election-timeout-min-ms",
-            &keel_election.0.to_string(),
-            "--election-timeout-max-ms",
-            &keel_election.1.to_string(),
-            "--snapshot-logs",
-            "100000",
-        ]);
+    let spec = Spec::new(&keel_bin, 3).wrapped(&["taskset", "-c", "1"]).args(&[
+        "--heartbeat-ms",
+        &b.heartbeat_ms.to_string(),
+        "--election-timeout-min-ms",
+        &keel_election.0.to_string(),
+        "--election-timeout-max-ms",
+        &keel_election.1.to_string(),
+        "--snapshot-logs",
+        "100000",
+    ]);
     let mut keel = Cluster::start(spec).await?;
     let mut keel_load = Vec::new();
     for &n in &b.clients {
@@ -134,11 +127,7 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
         let clients = Arc::new(clients);
         let r = closed_loop(n, Duration::from_secs(b.seconds), move |i, seq| {
             let mut c = clients[i].kv_client();
-            async move {
-                c.put(format!("b{i:03}{seq:04}"), value(), None)
-                    .await
-                    .is_ok()
-            }
+            async move { c.put(format!("b{i:03}{seq:04}"), value(), None).await.is_ok() }
         })
         .await;
         etcd_load.push(r);
@@ -147,7 +136,9 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
     drop(etcd);
 
     println!();
-    println!("| clients | Keel writes/s | Keel p50 / p99 ms | etcd writes/s | etcd p50 / p99 ms | Keel/etcd throughput |");
+    println!(
+        "| clients | Keel writes/s | Keel p50 / p99 ms | etcd writes/s | etcd p50 / p99 ms | Keel/etcd throughput |"
+    );
     println!("|---|---|---|---|---|---|");
     for (i, n) in b.clients.iter().enumerate() {
         let (k, e): (LoadResult, LoadResult) = (keel_load[i], etcd_load[i]);
@@ -170,10 +161,7 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
     let (km, kmin, kmax) = median_min_max(&keel_failover);
     let (em, emin, emax) = median_min_max(&etcd_failover);
     println!();
-    println!(
-        "| leader failover ({} trials) | median s | min s | max s |",
-        b.trials
-    );
+    println!("| leader failover ({} trials) | median s | min s | max s |", b.trials);
     println!("|---|---|---|---|");
     println!("| Keel | {km:.3} | {kmin:.3} | {kmax:.3} |");
     println!("| etcd | {em:.3} | {emin:.3} | {emax:.3} |");
@@ -186,11 +174,7 @@ async fn keel_failovers(c: &mut Cluster, trials: usize) -> anyhow::Result<Vec<f6
     let mut out = Vec::new();
     for _ in 0..trials {
         let leader = c.wait_leader(Duration::from_secs(30)).await?;
-        let other = *c
-            .running()
-            .iter()
-            .find(|&&id| id != leader)
-            .expect("a follower");
+        let other = *c.running().iter().find(|&&id| id != leader).expect("a follower");
         let client = KeelClient::connect(c.url(other)).await?;
         // Kill at a random phase of the heartbeat cycle.
         let phase = rand::thread_rng().gen_range(0..100);
@@ -208,14 +192,10 @@ async fn keel_failovers(c: &mut Cluster, trials: usize) -> anyhow::Result<Vec<f6
         out.push(t.elapsed().as_secs_f64());
         c.launch(leader)?;
         // Let the restarted node catch up before the next trial.
-        c.wait_for(
-            Duration::from_secs(30),
-            "the restarted node to catch up",
-            || async {
-                let s = c.node_status(leader).await?;
-                Ok((s["leader"].as_u64().is_some()).then_some(()))
-            },
-        )
+        c.wait_for(Duration::from_secs(30), "the restarted node to catch up", || async {
+            let s = c.node_status(leader).await?;
+            Ok((s["leader"].as_u64().is_some()).then_some(()))
+        })
         .await?;
     }
     Ok(out)
@@ -226,8 +206,7 @@ async fn etcd_failovers(e: &mut Etcd, trials: usize) -> anyhow::Result<Vec<f64>>
     for _ in 0..trials {
         let leader = e.leader().await?;
         let other = (leader + 1) % e.members.len();
-        let mut client =
-            etcd_client::Client::connect([e.members[other].client_url.as_str()], None).await?;
+        let mut client = etcd_client::Client::connect([e.members[other].client_url.as_str()], None).await?;
         let phase = rand::thread_rng().gen_range(0..100);
         tokio::time::sleep(Duration::from_millis(phase)).await;
         e.kill(leader);

@@ -60,21 +60,9 @@ impl ApiError {
                 tonic::Code::InvalidArgument,
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", tonic::Code::NotFound),
-            ApiError::Conflict(_) => (
-                StatusCode::CONFLICT,
-                "conflict",
-                tonic::Code::FailedPrecondition,
-            ),
-            ApiError::Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                tonic::Code::Unavailable,
-            ),
-            ApiError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                tonic::Code::Internal,
-            ),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", tonic::Code::FailedPrecondition),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", tonic::Code::Unavailable),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", tonic::Code::Internal),
         }
     }
 
@@ -94,8 +82,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
-        let status =
-            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(problem)).into_response();
         resp.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,

@@ -105,10 +105,7 @@ fn opt(s: String) -> Option<String> {
 
 #[tonic::async_trait]
 impl Keel for GrpcApi {
-    async fn add_host(
-        &self,
-        req: Request<pb::AddHostRequest>,
-    ) -> Result<Response<pb::AddHostResponse>, Status> {
+    async fn add_host(&self, req: Request<pb::AddHostRequest>) -> Result<Response<pb::AddHostResponse>, Status> {
         let r = req.into_inner();
         let out = self
             .api
@@ -126,10 +123,7 @@ impl Keel for GrpcApi {
         }))
     }
 
-    async fn list_hosts(
-        &self,
-        _: Request<pb::ListHostsRequest>,
-    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+    async fn list_hosts(&self, _: Request<pb::ListHostsRequest>) -> Result<Response<pb::ListHostsResponse>, Status> {
         let hosts = self.api.list_hosts().await?.into_iter().map(host).collect();
         Ok(Response::new(pb::ListHostsResponse { hosts }))
     }
@@ -142,10 +136,7 @@ impl Keel for GrpcApi {
         Ok(Response::new(pb::RemoveHostResponse { removed: true }))
     }
 
-    async fn submit_noop(
-        &self,
-        req: Request<pb::SubmitNoopRequest>,
-    ) -> Result<Response<pb::Operation>, Status> {
+    async fn submit_noop(&self, req: Request<pb::SubmitNoopRequest>) -> Result<Response<pb::Operation>, Status> {
         let r = req.into_inner();
         let job = self
             .api
@@ -161,13 +152,7 @@ impl Keel for GrpcApi {
         &self,
         _: Request<pb::ListOperationsRequest>,
     ) -> Result<Response<pb::ListOperationsResponse>, Status> {
-        let operations = self
-            .api
-            .list_jobs()
-            .await?
-            .into_iter()
-            .map(operation)
-            .collect();
+        let operations = self.api.list_jobs().await?.into_iter().map(operation).collect();
         Ok(Response::new(pb::ListOperationsResponse { operations }))
     }
 
@@ -187,10 +172,7 @@ impl Keel for GrpcApi {
         Ok(Response::new(cluster(self.api.cluster_status().await?)))
     }
 
-    async fn add_node(
-        &self,
-        req: Request<pb::AddNodeRequest>,
-    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+    async fn add_node(&self, req: Request<pb::AddNodeRequest>) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let r = req.into_inner();
         let s = self
             .api
@@ -207,8 +189,6 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        Ok(Response::new(cluster(
-            self.api.remove_node(req.into_inner().id).await?,
-        )))
+        Ok(Response::new(cluster(self.api.remove_node(req.into_inner().id).await?)))
     }
 }

@@ -10,9 +10,8 @@ use super::service::{AddHostRequest, AddNodeRequest, Api, SubmitNoopRequest};
 
 /// A JSON body, or a problem document saying why it is not one.
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v).map_err(|e| {
-        ApiError::InvalidArgument(format!("request body is not valid: {}", e.body_text()))
-    })
+    b.map(|Json(v)| v)
+        .map_err(|e| ApiError::InvalidArgument(format!("request body is not valid: {}", e.body_text())))
 }
 
 type Reply<T> = Result<Json<T>, ApiError>;
@@ -29,9 +28,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/nodes", post(add_node))
         .route("/v1/cluster/nodes/:id", delete(remove_node))
-        .fallback(|| async {
-            ApiError::NotFound("no such API path; see `keel --help` for the operations".into())
-        })
+        .fallback(|| async { ApiError::NotFound("no such API path; see `keel --help` for the operations".into()) })
         .with_state(api)
 }
 
@@ -50,10 +47,7 @@ async fn add_host(
     Ok(Json(api.add_host(body(req)?).await?))
 }
 
-async fn remove_host(
-    State(api): State<Api>,
-    Path(name): Path<String>,
-) -> Reply<keel_raft_store::Host> {
+async fn remove_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<keel_raft_store::Host> {
     Ok(Json(api.remove_host(&name).await?))
 }
 
@@ -68,10 +62,7 @@ async fn submit_noop(
     Ok(Json(api.submit_noop(body(req)?).await?))
 }
 
-async fn describe_op(
-    State(api): State<Api>,
-    Path(id): Path<String>,
-) -> Reply<keel_raft_store::Job> {
+async fn describe_op(State(api): State<Api>, Path(id): Path<String>) -> Reply<keel_raft_store::Job> {
     Ok(Json(api.describe_job(&id).await?))
 }
 
@@ -86,10 +77,7 @@ async fn add_node(
     Ok(Json(api.add_node(body(req)?).await?))
 }
 
-async fn remove_node(
-    State(api): State<Api>,
-    Path(id): Path<String>,
-) -> Reply<super::service::ClusterStatus> {
+async fn remove_node(State(api): State<Api>, Path(id): Path<String>) -> Reply<super::service::ClusterStatus> {
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::InvalidArgument(format!("node id {id:?} is not a number")))?;

@@ -16,17 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::server::NodeCtx;
 
 /// Serve the public API on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    node: Arc<NodeCtx>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, node: Arc<NodeCtx>, shutdown: CancellationToken) -> std::io::Result<()> {
     let api = service::Api::new(node);
     // gRPC requests are routed by path, so both protocols share the port.
-    let app = http::router(api.clone()).route_service(
-        "/keel.v1.Keel/*rest",
-        KeelServer::new(grpc::GrpcApi::new(api)),
-    );
+    let app = http::router(api.clone()).route_service("/keel.v1.Keel/*rest", KeelServer::new(grpc::GrpcApi::new(api)));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use keel_raft_store::{KeelNode, NodeId, Proposal, Response};
+use keel_raft_store::{KeelNode, Proposal, Response};
 use tokio::time::Instant;
 
 use super::error::ApiError;
@@ -39,9 +39,7 @@ impl NodeCtx {
         R: Fn(String, Duration) -> RF,
         RF: Future<Output = Result<Result<T, RemoteFailure>, PeerError>>,
     {
-        if !self.members().contains_key(&self.id)
-            && self.raft.is_initialized().await.unwrap_or(false)
-        {
+        if !self.members().contains_key(&self.id) && self.raft.is_initialized().await.unwrap_or(false) {
             return Err(ApiError::Unavailable(format!(
                 "node {} is not a member of the cluster (it was removed, or has not been added yet); send calls to a member",
                 self.id
@@ -78,11 +76,7 @@ impl NodeCtx {
                     target = Target::Here;
                     last_problem = "no leader is known".into();
                     // Wait for the election to produce a leader, bounded by the deadline.
-                    let _ = tokio::time::timeout(
-                        left.min(Duration::from_millis(50)),
-                        metrics.changed(),
-                    )
-                    .await;
+                    let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), metrics.changed()).await;
                 }
                 Ok(Err(RemoteFailure::Failed {
                     message,
@@ -119,9 +113,7 @@ impl NodeCtx {
                 let (peers, proposal) = (peers.clone(), proposal.clone());
                 async move {
                     peers
-                        .call(&addr, &proposal, left, |mut c, r| async move {
-                            c.forward(r).await
-                        })
+                        .call(&addr, &proposal, left, |mut c, r| async move { c.forward(r).await })
                         .await
                 }
             },
@@ -130,10 +122,7 @@ impl NodeCtx {
     }
 
     /// Wait until this node has applied everything committed before the call, then read.
-    pub async fn read<T>(
-        &self,
-        f: impl FnOnce(&keel_raft_store::AdminState) -> T,
-    ) -> Result<T, ApiError> {
+    pub async fn read<T>(&self, f: impl FnOnce(&keel_raft_store::AdminState) -> T) -> Result<T, ApiError> {
         let peers = self.peers.clone();
         let index = self
             .on_leader(
@@ -155,12 +144,11 @@ impl NodeCtx {
                                 addr: addr.clone(),
                                 reason: s.message().to_string(),
                             }),
-                            Ok(Ok(reply)) => keel_raft_store::codec::decode(
-                                &reply.into_inner().data,
-                            )
-                            .map_err(|e| PeerError::Garbled {
-                                addr,
-                                reason: e.to_string(),
+                            Ok(Ok(reply)) => keel_raft_store::codec::decode(&reply.into_inner().data).map_err(|e| {
+                                PeerError::Garbled {
+                                    addr,
+                                    reason: e.to_string(),
+                                }
                             }),
                         }
                     }
@@ -198,9 +186,12 @@ impl NodeCtx {
                 let (peers, change) = (peers.clone(), change.clone());
                 async move {
                     peers
-                        .call(&addr, &change, left, |mut c, r| async move {
-                            c.change_membership(r).await
-                        })
+                        .call(
+                            &addr,
+                            &change,
+                            left,
+                            |mut c, r| async move { c.change_membership(r).await },
+                        )
                         .await
                 }
             },

@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_raft_store::{
-    Command, Host, Job, JobKind, KeelNode, LeaderServices, NodeId, Proposal, Response,
-};
+use keel_raft_store::{Command, Host, Job, JobKind, KeelNode, LeaderServices, NodeId, Proposal, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -156,18 +154,19 @@ impl Api {
 
     /// All hosts, by name.
     pub async fn list_hosts(&self) -> Result<Vec<Host>, ApiError> {
-        self.node
-            .read(|s| s.hosts.values().cloned().collect())
-            .await
+        self.node.read(|s| s.hosts.values().cloned().collect()).await
     }
 
     /// Deregister a host.
     pub async fn remove_host(&self, name: &str) -> Result<Host, ApiError> {
         validate::dns_label("host name", name)?;
-        match self
-            .commit(Command::RemoveHost { name: name.into() })
-            .await?
-        {
+        // A fresh id per call: retries inside the routing layer repeat it; a new call does not.
+        let request_id = Some(uuid::Uuid::now_v7().to_string());
+        let command = Command::RemoveHost {
+            name: name.into(),
+            request_id,
+        };
+        match self.commit(command).await? {
             Response::HostRemoved { host } => Ok(host),
             other => Err(unexpected(other)),
         }
@@ -190,9 +189,7 @@ impl Api {
             .commit(Command::SubmitJob {
                 job_id,
                 request_id: Some(request_id),
-                kind: JobKind::Noop {
-                    work_ms: req.work_ms,
-                },
+                kind: JobKind::Noop { work_ms: req.work_ms },
             })
             .await?
         {
@@ -211,31 +208,18 @@ impl Api {
         self.node
             .read(|s| s.jobs.get(id).cloned())
             .await?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "operation {id:?} does not exist; `keel ops list` shows them"
-                ))
-            })
+            .ok_or_else(|| ApiError::NotFound(format!("operation {id:?} does not exist; `keel ops list` shows them")))
     }
 
     /// Every member's state, asking each over the internal transport.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         let (cluster_name, leader_services) = self
             .node
-            .read(|s| {
-                (
-                    s.cluster.as_ref().map(|c| c.name.clone()),
-                    s.leader_services.clone(),
-                )
-            })
+            .read(|s| (s.cluster.as_ref().map(|c| c.name.clone()), s.leader_services.clone()))
             .await?;
         let members = self.node.members();
-        let statuses = futures::future::join_all(
-            members
-                .iter()
-                .map(|(id, (node, _))| self.member_status(*id, node)),
-        )
-        .await;
+        let statuses =
+            futures::future::join_all(members.iter().map(|(id, (node, _))| self.member_status(*id, node))).await;
         let leader_id = statuses
             .iter()
             .filter_map(|s| s.as_ref().ok())
@@ -259,8 +243,7 @@ impl Api {
             .into_iter()
             .zip(statuses)
             .map(|((id, (node, voter)), status)| {
-                let lag =
-                    leader_last.and_then(|last| matched.get(&id).map(|m| last.saturating_sub(*m)));
+                let lag = leader_last.and_then(|last| matched.get(&id).map(|m| last.saturating_sub(*m)));
                 let (status, error) = match status {
                     Ok(s) => (Some(s), None),
                     Err(e) => (None, Some(e)),
@@ -302,9 +285,7 @@ impl Api {
     /// Add a control node: as a learner until caught up, then as a voter.
     pub async fn add_node(&self, req: AddNodeRequest) -> Result<ClusterStatus, ApiError> {
         if req.id == 0 {
-            return Err(ApiError::InvalidArgument(
-                "node id 0 is reserved; use 1 or more".into(),
-            ));
+            return Err(ApiError::InvalidArgument("node id 0 is reserved; use 1 or more".into()));
         }
         validate::host_port("raft address", &req.raft_addr)?;
         validate::host_port("API address", &req.api_addr)?;
@@ -330,9 +311,12 @@ impl Api {
 
     /// Remove a control node.
     pub async fn remove_node(&self, id: NodeId) -> Result<ClusterStatus, ApiError> {
-        self.node
-            .change_membership(MembershipChange::RemoveNode { id })
-            .await?;
+        if !self.node.members().contains_key(&id) {
+            return Err(ApiError::NotFound(format!(
+                "node {id} is not a member of this cluster; `keel cluster status` lists the members"
+            )));
+        }
+        self.node.change_membership(MembershipChange::RemoveNode { id }).await?;
         self.cluster_status().await
     }
 }

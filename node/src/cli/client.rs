@@ -33,10 +33,7 @@ impl Client {
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
-            let detail = body
-                .get("detail")
-                .and_then(|d| d.as_str())
-                .unwrap_or("no detail given");
+            let detail = body.get("detail").and_then(|d| d.as_str()).unwrap_or("no detail given");
             let retry = if body.get("retryable").and_then(|r| r.as_bool()) == Some(true) {
                 " (retryable)"
             } else {
@@ -49,24 +46,18 @@ impl Client {
 
     /// GET `path` as JSON.
     pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
     /// POST `body` to `path`.
-    pub async fn post<B: Serialize>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<serde_json::Value> {
+    pub async fn post<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<serde_json::Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
 
     /// DELETE `path`.
     pub async fn delete(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        self.send(self.http.delete(format!("{}{path}", self.base)))
-            .await
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
     }
 }
 

@@ -12,9 +12,7 @@ use keel_raft_store::{Host, Job};
 
 use self::client::{typed, Client};
 use self::output::{table, time, Format};
-use crate::api::service::{
-    AddHostRequest, AddHostResponse, AddNodeRequest, ClusterStatus, SubmitNoopRequest,
-};
+use crate::api::service::{AddHostRequest, AddHostResponse, AddNodeRequest, ClusterStatus, SubmitNoopRequest};
 use crate::server::config::ServerArgs;
 
 /// Keel: a self-hosted relational-database control plane.
@@ -22,12 +20,7 @@ use crate::server::config::ServerArgs;
 #[command(name = "keel", version, about)]
 struct Cli {
     /// API address of any control node (`--addr` belongs to the commands that register addresses).
-    #[arg(
-        long,
-        global = true,
-        env = "KEEL_ADDR",
-        default_value = "http://127.0.0.1:7080"
-    )]
+    #[arg(long, global = true, env = "KEEL_ADDR", default_value = "http://127.0.0.1:7080")]
     keel_addr: String,
     /// Output format for list, describe and status commands.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
@@ -141,10 +134,7 @@ pub fn api_client(addr: &str) -> Client {
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -190,10 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Cancel `token` on SIGINT or SIGTERM.
 pub async fn stop_on_signal(token: tokio_util::sync::CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         return;
     };
     tokio::select! {
@@ -227,19 +214,12 @@ fn host_rows(hosts: &[Host]) -> String {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default(),
-                if h.draining {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
+                if h.draining { "yes".into() } else { "no".into() },
                 time(Some(h.added_at_ms)),
             ]
         })
         .collect();
-    table(
-        &["NAME", "ADDR", "ZONE", "HEALTH", "DRAINING", "ADDED"],
-        &rows,
-    )
+    table(&["NAME", "ADDR", "ZONE", "HEALTH", "DRAINING", "ADDED"], &rows)
 }
 
 async fn hosts(client: &Client, out: Format, cmd: HostsCmd) -> anyhow::Result<()> {
@@ -261,11 +241,7 @@ async fn hosts(client: &Client, out: Format, cmd: HostsCmd) -> anyhow::Result<()
             let v = client.post("/v1/hosts", &req).await?;
             let r: AddHostResponse = typed(v.clone())?;
             print(out, &v, || {
-                let verb = if r.created {
-                    "registered"
-                } else {
-                    "already registered"
-                };
+                let verb = if r.created { "registered" } else { "already registered" };
                 Ok(format!(
                     "Host {} ({}, zone {}) {verb}.",
                     r.host.name, r.host.addr, r.host.zone
@@ -305,16 +281,12 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
                             job_state(j),
                             time(Some(j.submitted_at_ms)),
                             time(j.finished_at_ms),
-                            j.current_claim().map_or("-".into(), |c| {
-                                format!("node {} term {}", c.node_id, c.term)
-                            }),
+                            j.current_claim()
+                                .map_or("-".into(), |c| format!("node {} term {}", c.node_id, c.term)),
                         ]
                     })
                     .collect();
-                Ok(table(
-                    &["ID", "KIND", "STATE", "SUBMITTED", "FINISHED", "CLAIM"],
-                    &rows,
-                ))
+                Ok(table(&["ID", "KIND", "STATE", "SUBMITTED", "FINISHED", "CLAIM"], &rows))
             })
         }
         OpsCmd::Describe { id } => {
@@ -345,18 +317,9 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
                 Ok(s.trim_end().to_string())
             })
         }
-        OpsCmd::Noop {
-            work_ms,
-            request_id,
-        } => {
+        OpsCmd::Noop { work_ms, request_id } => {
             let v = client
-                .post(
-                    "/v1/ops/noop",
-                    &SubmitNoopRequest {
-                        work_ms,
-                        request_id,
-                    },
-                )
+                .post("/v1/ops/noop", &SubmitNoopRequest { work_ms, request_id })
                 .await?;
             print(out, &v, || {
                 let j: Job = typed(v.clone())?;
@@ -396,9 +359,7 @@ fn status_table(s: &ClusterStatus) -> String {
         s.term
     );
     out.push_str(&table(
-        &[
-            "ID", "ROLE", "TERM", "LAST LOG", "APPLIED", "LAG", "RAFT", "API",
-        ],
+        &["ID", "ROLE", "TERM", "LAST LOG", "APPLIED", "LAG", "RAFT", "API"],
         &rows,
     ));
     match &s.leader_services {
@@ -411,11 +372,7 @@ fn status_table(s: &ClusterStatus) -> String {
         None => out.push_str("\nleader services: not started yet"),
     }
     for m in s.members.iter().filter(|m| m.error.is_some()) {
-        out.push_str(&format!(
-            "\nnode {}: {}",
-            m.id,
-            m.error.as_deref().unwrap_or_default()
-        ));
+        out.push_str(&format!("\nnode {}: {}", m.id, m.error.as_deref().unwrap_or_default()));
     }
     out
 }

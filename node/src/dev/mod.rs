@@ -55,7 +55,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let dir = args.dir.unwrap_or_else(default_dir);
     if args.fresh && dir.exists() {
         if !dir.join("node-1.toml").exists() && dir.read_dir()?.next().is_some() {
-            bail!("--fresh would delete {}, which does not look like a keel dev directory; remove it yourself", dir.display());
+            bail!(
+                "--fresh would delete {}, which does not look like a keel dev directory; remove it yourself",
+                dir.display()
+            );
         }
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
@@ -66,8 +69,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for id in 1..=args.nodes {
         let config = node_config(&dir, id, args.nodes);
         let path = dir.join(format!("node-{id}.toml"));
-        std::fs::write(&path, toml::to_string(&config)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, toml::to_string(&config)?).with_context(|| format!("cannot write {}", path.display()))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -144,8 +146,8 @@ async fn wait_ready(api: &str, children: &mut [(u64, Child)]) -> anyhow::Result<
             }
         }
         if let Ok(v) = client.get("/v1/cluster/status").await {
-            let ready = v.get("leader").is_some_and(|l| !l.is_null())
-                && v.get("leader_services").is_some_and(|l| !l.is_null());
+            let ready =
+                v.get("leader").is_some_and(|l| !l.is_null()) && v.get("leader_services").is_some_and(|l| !l.is_null());
             if ready {
                 return Ok(());
             }

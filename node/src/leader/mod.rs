@@ -7,8 +7,9 @@
 
 pub mod sweeper;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_raft_store::{Command, Proposal, Response};
 use openraft::ServerState;
@@ -49,43 +50,73 @@ impl Term {
 }
 
 /// Whether this node should run the leader services now, and in which term.
+///
+/// The lease is best effort: openraft publishes `millis_since_quorum_ack` once
+/// per tick, so we keep a heartbeat's margin below the minimum election
+/// timeout. Safety does not rest on it: claims and completions carry the term
+/// and the state machine refuses stale ones.
 fn leading_term(node: &NodeCtx) -> Option<u64> {
     let m = node.raft.metrics().borrow().clone();
-    let lease_ok = m
-        .millis_since_quorum_ack
-        .is_some_and(|ms| ms < node.config.election_timeout_min_ms);
-    (m.state == ServerState::Leader && m.current_leader == Some(node.id) && lease_ok)
-        .then_some(m.current_term)
+    let lease = node
+        .config
+        .election_timeout_min_ms
+        .saturating_sub(node.config.heartbeat_ms);
+    let lease_ok = m.millis_since_quorum_ack.is_some_and(|ms| ms < lease);
+    (m.state == ServerState::Leader && m.current_leader == Some(node.id) && lease_ok).then_some(m.current_term)
 }
+
+/// Services of one term that are running now.
+struct Running {
+    term: Term,
+    task: tokio::task::JoinHandle<()>,
+    started: Instant,
+}
+
+/// Services that ended on their own (a commit failed) are restarted after this pause.
+const RESTART_PAUSE: Duration = Duration::from_millis(500);
 
 /// Watch leadership and start/stop the services until `shutdown`.
 pub async fn run(node: Arc<NodeCtx>, shutdown: CancellationToken) {
     let mut metrics = node.raft.metrics();
     let tick = Duration::from_millis(node.config.heartbeat_ms.max(10) / 2);
-    let mut running: Option<Term> = None;
+    let mut running: Option<Running> = None;
     loop {
         let want = leading_term(&node);
-        match (&running, want) {
-            (Some(t), Some(term)) if t.term == term => {}
-            (current, want) => {
-                if let Some(t) = current {
+        let keep = match (&running, want) {
+            (Some(r), Some(term)) if r.term.term == term => {
+                !r.task.is_finished() || r.started.elapsed() < RESTART_PAUSE
+            }
+            _ => false,
+        };
+        if !keep {
+            if let Some(r) = running.take() {
+                if want == Some(r.term.term) {
+                    tracing::warn!(
+                        term = r.term.term,
+                        "The leader services stopped on their own; restarting them."
+                    );
+                } else {
                     tracing::info!(
-                        term = t.term,
+                        term = r.term.term,
                         "Leadership lost or lease expired; stopping the leader services."
                     );
-                    t.cancel.cancel();
-                    running = None;
                 }
-                if let Some(term) = want {
-                    let t = Term {
-                        node: node.clone(),
-                        term,
-                        cancel: shutdown.child_token(),
-                    };
-                    tracing::info!(term, "This node leads; starting the leader services.");
-                    tokio::spawn(services(t.clone()));
-                    running = Some(t);
-                }
+                r.term.cancel.cancel();
+                node.services_term.store(0, Ordering::SeqCst);
+            }
+            if let Some(term) = want {
+                let t = Term {
+                    node: node.clone(),
+                    term,
+                    cancel: shutdown.child_token(),
+                };
+                tracing::info!(term, "This node leads; starting the leader services.");
+                node.services_term.store(term, Ordering::SeqCst);
+                running = Some(Running {
+                    task: tokio::spawn(services(t.clone())),
+                    term: t,
+                    started: Instant::now(),
+                });
             }
         }
         tokio::select! {
@@ -95,8 +126,9 @@ pub async fn run(node: Arc<NodeCtx>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(tick) => {}
         }
     }
-    if let Some(t) = running {
-        t.cancel.cancel();
+    if let Some(r) = running {
+        r.term.cancel.cancel();
+        node.services_term.store(0, Ordering::SeqCst);
     }
 }
 

@@ -4,6 +4,10 @@
 //! older term (its leader was deposed). Claims and completions are committed
 //! with our term; the state machine refuses them once a newer term exists, so
 //! a deposed leader can neither claim nor complete.
+//!
+//! Jobs run at least once: a job whose completion did not commit is run again
+//! (by this term after a restart of the services, or by the next leader), so
+//! every job kind must be idempotent.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -45,17 +49,11 @@ pub async fn run(t: Term) {
                 .await;
             match claimed {
                 Ok(Response::Job { job, .. }) => {
-                    running
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(job_id.clone());
+                    running.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.clone());
                     let (t, running) = (t.clone(), running.clone());
                     tokio::spawn(async move {
                         execute(&t, job).await;
-                        running
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&job_id);
+                        running.lock().unwrap_or_else(|p| p.into_inner()).remove(&job_id);
                         drop(permit);
                     });
                 }
@@ -64,7 +62,8 @@ pub async fn run(t: Term) {
                 }
                 Ok(other) => tracing::warn!(job = %job_id, ?other, "Unexpected answer to a claim."),
                 Err(e) => {
-                    tracing::info!(job = %job_id, error = %e, "Claim not committed; the sweeper stops for this term.");
+                    // Ends the services; the lifecycle restarts them if this node still leads.
+                    tracing::info!(job = %job_id, error = %e, "Claim not committed; the sweeper stops.");
                     return;
                 }
             }

@@ -20,9 +20,8 @@ impl std::str::FromStr for PeerSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || {
-            format!("peer {s:?} is not of the form ID=RAFT_ADDR,API_ADDR (e.g. 2=127.0.0.1:7091,127.0.0.1:7081)")
-        };
+        let err =
+            || format!("peer {s:?} is not of the form ID=RAFT_ADDR,API_ADDR (e.g. 2=127.0.0.1:7091,127.0.0.1:7081)");
         let (id, addrs) = s.split_once('=').ok_or_else(err)?;
         let (raft, api) = addrs.split_once(',').ok_or_else(err)?;
         Ok(PeerSpec {
@@ -161,8 +160,7 @@ impl ServerArgs {
 }
 
 fn load(path: &Path) -> anyhow::Result<ServerConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
 }
 
@@ -182,9 +180,11 @@ impl ServerConfig {
                 self.election_timeout_max_ms
             );
         }
-        if !self.initial_members.is_empty() && !self.initial_members.iter().any(|p| p.id == self.id)
-        {
-            bail!("--peer lists the initial members but not this node (id {}); list every member, this one included", self.id);
+        if !self.initial_members.is_empty() && !self.initial_members.iter().any(|p| p.id == self.id) {
+            bail!(
+                "--peer lists the initial members but not this node (id {}); list every member, this one included",
+                self.id
+            );
         }
         if let Some(p) = self.initial_members.iter().find(|p| p.id == self.id) {
             if p.raft_addr != self.raft_addr || p.api_addr != self.api_addr {
@@ -244,10 +244,7 @@ mod tests {
             ..Default::default()
         };
         let c = args.resolve().unwrap();
-        assert_eq!(
-            (c.id, c.cluster_name.as_str(), c.heartbeat_ms),
-            (3, "y", 60)
-        );
+        assert_eq!((c.id, c.cluster_name.as_str(), c.heartbeat_ms), (3, "y", 60));
         std::fs::write(&path, "heartbeat_ms = 200\n").unwrap();
         assert!(args.resolve().is_err());
         std::fs::write(&path, "bogus = 1\n").unwrap();

@@ -7,6 +7,7 @@ pub mod raft_network;
 pub mod raft_service;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct NodeCtx {
     pub peers: Peers,
     /// The configuration it runs with.
     pub config: ServerConfig,
+    /// Term whose leader services run on this node now (0: none).
+    pub services_term: AtomicU64,
 }
 
 impl NodeCtx {
@@ -60,13 +63,10 @@ impl NodeCtx {
             replication: m
                 .replication
                 .as_ref()
-                .map(|r| {
-                    r.iter()
-                        .map(|(id, l)| (*id, l.map_or(0, |l| l.index)))
-                        .collect()
-                })
+                .map(|r| r.iter().map(|(id, l)| (*id, l.map_or(0, |l| l.index))).collect())
                 .unwrap_or_default(),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
+            leader_services_term: Some(self.services_term.load(Ordering::SeqCst)).filter(|t| *t > 0),
         }
     }
 
@@ -117,6 +117,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         state: store.state,
         peers,
         config: config.clone(),
+        services_term: AtomicU64::new(0),
     });
 
     let raft_server = tonic::transport::Server::builder()
@@ -134,11 +135,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
 
     bootstrap(&raft, &config).await?;
 
-    let api_task = tokio::spawn(crate::api::serve(
-        api_listener,
-        ctx.clone(),
-        shutdown.clone(),
-    ));
+    let api_task = tokio::spawn(crate::api::serve(api_listener, ctx.clone(), shutdown.clone()));
     let leader_task = tokio::spawn(crate::leader::run(ctx.clone(), shutdown.clone()));
     tracing::info!(
         node = config.id,
@@ -179,13 +176,8 @@ async fn bootstrap(raft: &Raft, config: &ServerConfig) -> anyhow::Result<()> {
         .collect();
     // Every initial member writes the same first entry, so any of them may do it.
     match raft.initialize(members).await {
-        Ok(()) => tracing::info!(
-            "Initialised a new cluster of {} members.",
-            config.initial_members.len()
-        ),
-        Err(openraft::error::RaftError::APIError(
-            openraft::error::InitializeError::NotAllowed(_),
-        )) => {}
+        Ok(()) => tracing::info!("Initialised a new cluster of {} members.", config.initial_members.len()),
+        Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
         Err(e) => return Err(anyhow!("cannot initialise the cluster: {e}")),
     }
     Ok(())

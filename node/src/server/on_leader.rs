@@ -21,9 +21,7 @@ fn not_leader(leader_id: Option<NodeId>, leader_node: Option<KeelNode>) -> Remot
 
 fn write_failure(e: RaftError<NodeId, ClientWriteError<NodeId, KeelNode>>) -> RemoteFailure {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            not_leader(f.leader_id, f.leader_node)
-        }
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f.leader_id, f.leader_node),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => RemoteFailure::Failed {
             message: format!("the membership change was refused: {c}"),
             retryable: false,
@@ -37,10 +35,7 @@ fn write_failure(e: RaftError<NodeId, ClientWriteError<NodeId, KeelNode>>) -> Re
 
 /// Propose `proposal` here; succeed once it is committed and applied.
 pub async fn write(raft: &Raft, proposal: Proposal) -> Result<Response, RemoteFailure> {
-    raft.client_write(proposal)
-        .await
-        .map(|r| r.data)
-        .map_err(write_failure)
+    raft.client_write(proposal).await.map(|r| r.data).map_err(write_failure)
 }
 
 /// The index a linearizable read must wait for, confirmed with a quorum.
@@ -76,9 +71,7 @@ pub async fn change_membership(raft: &Raft, change: MembershipChange) -> Result<
                 .collect::<BTreeSet<_>>();
             if !voters.contains(&id) {
                 // Blocking: returns once the learner has caught up (by log or snapshot).
-                raft.add_learner(id, node, true)
-                    .await
-                    .map_err(write_failure)?;
+                raft.add_learner(id, node, true).await.map_err(write_failure)?;
                 raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                     .await
                     .map_err(write_failure)?;
@@ -86,12 +79,7 @@ pub async fn change_membership(raft: &Raft, change: MembershipChange) -> Result<
             Ok(())
         }
         MembershipChange::RemoveNode { id } => {
-            let membership = raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .clone();
+            let membership = raft.metrics().borrow().membership_config.membership().clone();
             let is_voter = membership.voter_ids().any(|v| v == id);
             let is_learner = membership.learner_ids().any(|v| v == id);
             if is_voter {
@@ -109,12 +97,8 @@ pub async fn change_membership(raft: &Raft, change: MembershipChange) -> Result<
                 raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
                     .await
                     .map_err(write_failure)?;
-            } else {
-                return Err(RemoteFailure::Failed {
-                    message: format!("node {id} is not a member of this cluster"),
-                    retryable: false,
-                });
             }
+            // Already absent: a retried removal that took effect is a success.
             Ok(())
         }
     }

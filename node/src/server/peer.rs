@@ -83,6 +83,8 @@ pub struct NodeStatus {
     pub replication: Vec<(NodeId, u64)>,
     /// On the leader: ms since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
+    /// The term of the leader services running on this node, if any.
+    pub leader_services_term: Option<u64>,
 }
 
 /// A failed internal call.

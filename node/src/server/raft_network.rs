@@ -2,13 +2,11 @@
 
 use keel_proto::raft::raft_client::RaftClient;
 use keel_raft_store::{KeelNode, NodeId, TypeConfig};
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 
 use super::peer::{PeerError, Peers};
@@ -45,27 +43,16 @@ pub struct Connection {
     addr: String,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<NodeId, KeelNode, RaftError<NodeId, E>>>;
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, KeelNode, RaftError<NodeId, E>>>;
 
 impl Connection {
-    async fn send<Req, Resp, E, F, Fut>(
-        &self,
-        req: &Req,
-        option: &RPCOption,
-        f: F,
-    ) -> RpcResult<Resp, E>
+    async fn send<Req, Resp, E, F, Fut>(&self, req: &Req, option: &RPCOption, f: F) -> RpcResult<Resp, E>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
         E: serde::de::DeserializeOwned + std::error::Error,
-        F: FnOnce(
-            RaftClient<tonic::transport::Channel>,
-            tonic::Request<keel_proto::raft::Payload>,
-        ) -> Fut,
-        Fut: std::future::Future<
-            Output = Result<tonic::Response<keel_proto::raft::Payload>, tonic::Status>,
-        >,
+        F: FnOnce(RaftClient<tonic::transport::Channel>, tonic::Request<keel_proto::raft::Payload>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<keel_proto::raft::Payload>, tonic::Status>>,
     {
         let reply: Result<Resp, RaftError<NodeId, E>> = self
             .peers
@@ -85,10 +72,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        self.send(&rpc, &option, |mut c, r| async move {
-            c.append_entries(r).await
-        })
-        .await
+        self.send(&rpc, &option, |mut c, r| async move { c.append_entries(r).await })
+            .await
     }
 
     async fn install_snapshot(
@@ -96,17 +81,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.send(&rpc, &option, |mut c, r| async move {
-            c.install_snapshot(r).await
-        })
-        .await
+        self.send(&rpc, &option, |mut c, r| async move { c.install_snapshot(r).await })
+            .await
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<NodeId>,
-        option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>> {
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         self.send(&rpc, &option, |mut c, r| async move { c.vote(r).await })
             .await
     }

@@ -31,10 +31,7 @@ impl RaftService {
     }
 
     fn check_cluster(&self, meta: &tonic::metadata::MetadataMap) -> Result<(), Status> {
-        let theirs = meta
-            .get(CLUSTER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let theirs = meta.get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
         if theirs != self.node.peers.cluster() {
             return Err(Status::failed_precondition(format!(
                 "this node belongs to cluster {:?}, not {theirs:?}",
@@ -78,10 +75,7 @@ impl RaftRpc for RaftService {
         reply(&on_leader::change_membership(&self.node.raft, change).await)
     }
 
-    async fn read_index(
-        &self,
-        req: Request<ReadIndexRequest>,
-    ) -> Result<Response<Payload>, Status> {
+    async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<Payload>, Status> {
         self.check_cluster(req.metadata())?;
         reply(&on_leader::read_index(&self.node.raft).await)
     }

@@ -27,16 +27,8 @@ async fn bad_requests_are_refused_and_change_nothing() {
             400,
             "not valid",
         ),
-        (
-            json!({"name": "h2", "addr": "no-port", "zone": "a"}),
-            400,
-            "HOST:PORT",
-        ),
-        (
-            json!({"name": "h2", "addr": "10.0.0.2:7300", "zone": ""}),
-            400,
-            "zone",
-        ),
+        (json!({"name": "h2", "addr": "no-port", "zone": "a"}), 400, "HOST:PORT"),
+        (json!({"name": "h2", "addr": "10.0.0.2:7300", "zone": ""}), 400, "zone"),
         (json!({"name": "h2", "addr": "10.0.0.2:7300"}), 400, "zone"),
         (
             json!({"name": "h2", "addr": "10.0.0.2:7300", "zone": "a", "colour": "red"}),
@@ -155,16 +147,7 @@ async fn the_cli_round_trips_through_any_node() {
     assert!(ok && out.starts_with("NAME") && out.contains("h1"), "{out}");
     let (ok, _, err) = keel(
         1,
-        &[
-            "hosts",
-            "add",
-            "--name",
-            "x_y",
-            "--addr",
-            "1.2.3.4:1",
-            "--zone",
-            "a",
-        ],
+        &["hosts", "add", "--name", "x_y", "--addr", "1.2.3.4:1", "--zone", "a"],
     );
     assert!(!ok && err.contains("not valid"), "{err}");
     let (ok, out, _) = keel(1, &["cluster", "status"]);
@@ -177,29 +160,17 @@ async fn the_cli_round_trips_through_any_node() {
         .to_string();
     c.wait_for(Duration::from_secs(10), "the noop to succeed", || async {
         let (ok, out, _) = keel(3, &["ops", "describe", &id, "--output", "json"]);
-        Ok(
-            (ok && serde_json::from_str::<serde_json::Value>(&out)?["state"] == "succeeded")
-                .then_some(()),
-        )
+        Ok((ok && serde_json::from_str::<serde_json::Value>(&out)?["state"] == "succeeded").then_some(()))
     })
     .await
     .unwrap();
     let (ok, out, _) = keel(3, &["ops", "list"]);
-    assert!(
-        ok && out.contains(&id) && out.contains("succeeded"),
-        "{out}"
-    );
+    assert!(ok && out.contains(&id) && out.contains("succeeded"), "{out}");
     let (ok, _, err) = std::process::Command::new(bin())
         .args(["hosts", "list"])
         .env("KEEL_ADDR", "http://127.0.0.1:1")
         .output()
-        .map(|o| {
-            (
-                o.status.success(),
-                (),
-                String::from_utf8_lossy(&o.stderr).to_string(),
-            )
-        })
+        .map(|o| (o.status.success(), (), String::from_utf8_lossy(&o.stderr).to_string()))
         .unwrap();
     assert!(!ok && err.contains("cannot reach Keel"), "{err}");
 }

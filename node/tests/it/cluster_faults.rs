@@ -12,12 +12,7 @@ use super::{cluster, host, host_names, wait_has_hosts};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_writes_survive_a_leader_kill() {
     let c = Arc::new(tokio::sync::RwLock::new(cluster(&[]).await));
-    let first_leader = c
-        .read()
-        .await
-        .wait_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let first_leader = c.read().await.wait_leader(Duration::from_secs(10)).await.unwrap();
     let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let acked_after_kill = Arc::new(AtomicUsize::new(0));
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -53,11 +48,9 @@ async fn a_thousand_writes_survive_a_leader_kill() {
     // Kill the leader mid-stream.
     c.read()
         .await
-        .wait_for(
-            Duration::from_secs(60),
-            "300 acknowledged writes",
-            || async { Ok((acked.lock().unwrap().len() >= 300).then_some(())) },
-        )
+        .wait_for(Duration::from_secs(60), "300 acknowledged writes", || async {
+            Ok((acked.lock().unwrap().len() >= 300).then_some(()))
+        })
         .await
         .unwrap();
     c.write().await.kill(first_leader);
@@ -74,11 +67,7 @@ async fn a_thousand_writes_survive_a_leader_kill() {
         "writes resumed after the kill"
     );
     let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() >= 900,
-        "most writes were acknowledged ({})",
-        acked.len()
-    );
+    assert!(acked.len() >= 900, "most writes were acknowledged ({})", acked.len());
 
     let mut c = c;
     c.launch(first_leader).unwrap();
@@ -105,11 +94,7 @@ async fn killing_every_node_loses_nothing() {
     }
     c.wait_leader(Duration::from_secs(20)).await.unwrap();
     for id in c.ids() {
-        assert_eq!(
-            host_names(&c, id).await.unwrap(),
-            acked,
-            "node {id} after restart"
-        );
+        assert_eq!(host_names(&c, id).await.unwrap(), acked, "node {id} after restart");
     }
 }
 
@@ -126,14 +111,10 @@ async fn a_lagging_follower_catches_up_by_snapshot() {
         acked.insert(format!("h{i}"));
     }
     // The leader has compacted past everything the follower has.
-    c.wait_for(
-        Duration::from_secs(30),
-        "the leader to purge its log",
-        || async {
-            let s = c.node_status(leader).await?;
-            Ok((s["purged_index"].as_u64().unwrap_or(0) > 250).then_some(()))
-        },
-    )
+    c.wait_for(Duration::from_secs(30), "the leader to purge its log", || async {
+        let s = c.node_status(leader).await?;
+        Ok((s["purged_index"].as_u64().unwrap_or(0) > 250).then_some(()))
+    })
     .await
     .unwrap();
     c.launch(follower).unwrap();

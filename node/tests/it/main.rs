@@ -28,10 +28,7 @@ pub fn host(i: usize) -> Value {
 }
 
 /// Host names node `id` has applied, read through its own API.
-pub async fn host_names(
-    c: &Cluster,
-    id: u64,
-) -> anyhow::Result<std::collections::BTreeSet<String>> {
+pub async fn host_names(c: &Cluster, id: u64) -> anyhow::Result<std::collections::BTreeSet<String>> {
     let (code, v) = c.get(id, "/v1/hosts").await?;
     anyhow::ensure!(code == 200, "node {id} answered {code}: {v}");
     Ok(v.as_array()

@@ -31,13 +31,7 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
     let next = Arc::new(AtomicUsize::new(0));
     let targets: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![1, 2, 3]));
     let writer = {
-        let (c, stop, acked, next, targets) = (
-            c.clone(),
-            stop.clone(),
-            acked.clone(),
-            next.clone(),
-            targets.clone(),
-        );
+        let (c, stop, acked, next, targets) = (c.clone(), stop.clone(), acked.clone(), next.clone(), targets.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let i = next.fetch_add(1, Ordering::SeqCst);
@@ -67,15 +61,9 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
     let leader = c.wait_leader(Duration::from_secs(10)).await.unwrap();
     // Shrink away two members, the current leader among them.
     let remove: Vec<u64> = vec![leader, if leader == 4 { 5 } else { 4 }];
-    let survivor = *[1u64, 2, 3, 5]
-        .iter()
-        .find(|id| !remove.contains(id))
-        .unwrap();
+    let survivor = *[1u64, 2, 3, 5].iter().find(|id| !remove.contains(id)).unwrap();
     for id in &remove {
-        let (code, status) = c
-            .delete(survivor, &format!("/v1/cluster/nodes/{id}"))
-            .await
-            .unwrap();
+        let (code, status) = c.delete(survivor, &format!("/v1/cluster/nodes/{id}")).await.unwrap();
         assert_eq!(code, 200, "remove node {id}: {status}");
     }
     let kept: BTreeSet<u64> = [1u64, 2, 3, 4, 5]
@@ -87,32 +75,23 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
         "three voters with a leader among them",
         || async {
             let (code, status) = c.get(survivor, "/v1/cluster/status").await?;
-            let ok = code == 200
-                && voters(&status) == kept
-                && status["leader"].as_u64().is_some_and(|l| kept.contains(&l));
+            let ok =
+                code == 200 && voters(&status) == kept && status["leader"].as_u64().is_some_and(|l| kept.contains(&l));
             Ok(ok.then_some(()))
         },
     )
     .await
     .unwrap();
     // A removed node says so at once instead of waiting for a leader it will never have.
-    let (code, body) = c
-        .post(remove[0], "/v1/hosts", &host(1_000_000))
-        .await
-        .unwrap();
+    let (code, body) = c.post(remove[0], "/v1/hosts", &host(1_000_000)).await.unwrap();
     assert_eq!(code, 503, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("not a member"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("not a member"), "{body}");
 
     // Writes continue on the shrunk cluster.
     let before = acked.lock().unwrap().len();
-    c.wait_for(
-        Duration::from_secs(20),
-        "writes after the shrink",
-        || async { Ok((acked.lock().unwrap().len() > before + 20).then_some(())) },
-    )
+    c.wait_for(Duration::from_secs(20), "writes after the shrink", || async {
+        Ok((acked.lock().unwrap().len() > before + 20).then_some(()))
+    })
     .await
     .unwrap();
     stop.store(true, Ordering::SeqCst);

@@ -20,28 +20,20 @@ async fn sweeper_claims_survive_a_leader_kill() {
     }
     // A retried submit returns the original job.
     let (_, again) = c
-        .post(
-            other,
-            "/v1/ops/noop",
-            &json!({"work_ms": 2000, "request_id": "req-0"}),
-        )
+        .post(other, "/v1/ops/noop", &json!({"work_ms": 2000, "request_id": "req-0"}))
         .await
         .unwrap();
     assert_eq!(again["id"], ids[0].as_str());
 
-    c.wait_for(
-        Duration::from_secs(20),
-        "every job to be claimed",
-        || async {
-            let (_, jobs) = c.get(other, "/v1/ops").await?;
-            Ok(jobs
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|j| j["state"] == "running")
-                .then_some(()))
-        },
-    )
+    c.wait_for(Duration::from_secs(20), "every job to be claimed", || async {
+        let (_, jobs) = c.get(other, "/v1/ops").await?;
+        Ok(jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["state"] == "running")
+            .then_some(()))
+    })
     .await
     .unwrap();
     c.kill(leader);
@@ -53,10 +45,7 @@ async fn sweeper_claims_survive_a_leader_kill() {
                 return Ok(None);
             }
             let jobs = jobs.as_array().unwrap().clone();
-            Ok(jobs
-                .iter()
-                .all(|j| j["state"] == "succeeded")
-                .then_some(jobs))
+            Ok(jobs.iter().all(|j| j["state"] == "succeeded").then_some(jobs))
         })
         .await
         .unwrap();
@@ -88,11 +77,7 @@ async fn sweeper_claims_survive_a_leader_kill() {
         if terms.len() > 1 {
             taken_over += 1;
             assert_eq!(nodes[0], leader, "first claim was the killed leader's: {j}");
-            assert_ne!(
-                *nodes.last().unwrap(),
-                leader,
-                "completed by another node: {j}"
-            );
+            assert_ne!(*nodes.last().unwrap(), leader, "completed by another node: {j}");
         }
     }
     assert_eq!(
@@ -100,4 +85,40 @@ async fn sweeper_claims_survive_a_leader_kill() {
         jobs.len(),
         "every job was mid-run at the kill and was taken over"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_stops_its_leader_services() {
+    let c = cluster(&[]).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let status = c.node_status(leader).await.unwrap();
+    let term = status["leader_services_term"]
+        .as_u64()
+        .expect("the leader runs its services");
+    let followers: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
+    for &f in &followers {
+        c.pause(f);
+    }
+    // The leader still believes it leads (nobody told it otherwise), but its lease runs out.
+    c.wait_for(
+        Duration::from_secs(5),
+        "the isolated leader to stop its services",
+        || async {
+            let s = c.node_status(leader).await?;
+            Ok(s["leader_services_term"].is_null().then_some(s))
+        },
+    )
+    .await
+    .unwrap();
+    for &f in &followers {
+        c.resume(f);
+    }
+    // The cluster recovers and some leader runs the services again, in a term at least as new.
+    c.wait_for(Duration::from_secs(20), "a leader running its services again", || async {
+        let leader = c.wait_leader(Duration::from_secs(20)).await?;
+        let s = c.node_status(leader).await?;
+        Ok(s["leader_services_term"].as_u64().filter(|t| *t >= term))
+    })
+    .await
+    .unwrap();
 }
