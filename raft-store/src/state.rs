@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn apply_is_deterministic() {
-        let commands = vec![
+        let commands = [
             add_host("h", "a:1", None),
             submit("j", Some("r")),
             claim("j", 1),

@@ -81,7 +81,7 @@ pub async fn run(t: Term) {
 fn claimable(job: &Job, term: u64) -> bool {
     match job.state {
         JobState::Pending => true,
-        JobState::Running => job.current_claim().map_or(true, |c| c.term <= term),
+        JobState::Running => job.current_claim().is_none_or(|c| c.term <= term),
         JobState::Succeeded | JobState::Failed => false,
     }
 }

@@ -114,11 +114,15 @@ async fn a_leader_cut_off_from_its_quorum_stops_its_leader_services() {
         c.resume(f);
     }
     // The cluster recovers and some leader runs the services again, in a term at least as new.
-    c.wait_for(Duration::from_secs(20), "a leader running its services again", || async {
-        let leader = c.wait_leader(Duration::from_secs(20)).await?;
-        let s = c.node_status(leader).await?;
-        Ok(s["leader_services_term"].as_u64().filter(|t| *t >= term))
-    })
+    c.wait_for(
+        Duration::from_secs(20),
+        "a leader running its services again",
+        || async {
+            let leader = c.wait_leader(Duration::from_secs(20)).await?;
+            let s = c.node_status(leader).await?;
+            Ok(s["leader_services_term"].as_u64().filter(|t| *t >= term))
+        },
+    )
     .await
     .unwrap();
 }
