@@ -12,6 +12,7 @@ need_pkg clang          # bindgen for rocksdb's bindings
 need_pkg libclang-dev
 need_pkg g++            # rocksdb itself is C++
 need_pkg make
+need_pkg postgresql     # PostgreSQL 15 server binaries and the postgres OS user (host managers)
 need_pkg protobuf-compiler  # protoc for tonic-build (ours and etcd-client's)
 if [[ "${1:-}" == "--bench" ]]; then
   need_pkg etcd-server  # the Raft peer for `keel-lab bench raft`

@@ -1,12 +1,5 @@
-//! `keel`: the control node, the dev cluster and the CLI in one binary.
-
-mod api;
-mod cli;
-mod clock;
-mod dev;
-mod leader;
-mod server;
+//! `keel`: the control node, host manager, dev cluster and CLI in one binary.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    keel_node::cli::main()
 }

@@ -11,3 +11,9 @@ pub mod raft {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("keel.raft.v1");
 }
+
+/// The host manager protocol (`keel.host.v1`).
+pub mod host {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("keel.host.v1");
+}

@@ -33,6 +33,8 @@ struct Cli {
 enum Cmd {
     /// Run one control node.
     Server(ServerArgs),
+    /// Run the host manager of one data host.
+    Host(crate::host::HostConfig),
     /// Run a whole local cluster on this machine.
     Dev(crate::dev::DevArgs),
     /// Data hosts.
@@ -169,6 +171,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = tokio_util::sync::CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             crate::server::run(config, shutdown).await
+        }
+        Cmd::Host(config) => {
+            init_logs();
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            crate::host::run(config, shutdown).await
         }
         Cmd::Dev(args) => crate::dev::run(args).await,
         Cmd::Hosts(cmd) => hosts(&client, out, cmd).await,

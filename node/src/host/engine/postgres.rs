@@ -1,0 +1,396 @@
+//! PostgreSQL (Debian's postgresql package) as an engine.
+//!
+//! Each instance is a volume directory `<root>/volumes/<id>` holding `data/`.
+//! PostgreSQL refuses to run as root, so every engine command runs as the
+//! `postgres` OS user when the host manager is root. A data directory is made
+//! once per engine version as a template (`initdb` is the slow part) and
+//! copied for each new instance. Instances are started with `pg_ctl`, so they
+//! keep running while the host manager restarts.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+use super::{EngineError, Health, InstanceSpec};
+
+/// The PostgreSQL engine of one host.
+pub struct Postgres {
+    bin_dir: PathBuf,
+    root: PathBuf,
+    run_as: Option<(u32, u32)>,
+    template_lock: Mutex<()>,
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// The major version's binaries: `KEEL_PG_BIN_DIR`, else the newest `/usr/lib/postgresql/*/bin`.
+fn find_bin_dir() -> Result<PathBuf, EngineError> {
+    if let Some(dir) = std::env::var_os("KEEL_PG_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| {
+            EngineError::Unavailable(
+                "PostgreSQL is not installed (no /usr/lib/postgresql); install Debian's postgresql package".into(),
+            )
+        })?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| EngineError::Unavailable("no PostgreSQL server binaries under /usr/lib/postgresql".into()))
+}
+
+/// uid/gid of the `postgres` OS user, when we are root and must switch to it.
+fn postgres_user() -> Result<Option<(u32, u32)>, EngineError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = std::ffi::CString::new("postgres").expect("no NUL");
+    // SAFETY: getpwnam returns a pointer into static storage or NULL; we copy the ids out at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(EngineError::Unavailable(
+            "running as root but there is no `postgres` OS user to run PostgreSQL as".into(),
+        ));
+    }
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    Ok(Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) }))
+}
+
+impl Postgres {
+    /// The engine for a host whose volumes live under `root`.
+    pub fn new(root: &Path) -> Result<Self, EngineError> {
+        Ok(Self {
+            bin_dir: find_bin_dir()?,
+            root: root.to_path_buf(),
+            run_as: postgres_user()?,
+            template_lock: Mutex::new(()),
+        })
+    }
+
+    /// The major version these binaries are.
+    pub fn version(&self) -> String {
+        self.bin_dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|v| v.to_string_lossy().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    /// Volume directory of an instance.
+    pub fn volume(&self, id: &str) -> PathBuf {
+        self.root.join("volumes").join(id)
+    }
+
+    fn data(&self, id: &str) -> PathBuf {
+        self.volume(id).join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(if program.contains('/') {
+            PathBuf::from(program)
+        } else {
+            self.bin_dir.join(program)
+        });
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        // Engine commands must not inherit our working directory (it may be unreadable to postgres).
+        cmd.current_dir("/").stdin(Stdio::null()).kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(&self, what: &str, cmd: &mut Command, stdin: Option<&str>) -> Result<String, EngineError> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().map_err(io(what))?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).await.map_err(io(what))?;
+            drop(pipe);
+        }
+        let out = child.wait_with_output().await.map_err(io(what))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            return Err(EngineError::Command {
+                what: what.to_string(),
+                detail: text.trim().chars().take(2000).collect(),
+            });
+        }
+        Ok(text)
+    }
+
+    fn chown(&self, path: &Path) -> Result<(), EngineError> {
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("chown"))?;
+        }
+        Ok(())
+    }
+
+    /// The template data directory for this version, made on first use.
+    async fn template(&self) -> Result<PathBuf, EngineError> {
+        let _guard = self.template_lock.lock().await;
+        let templates = self.root.join("templates");
+        let done = templates.join(format!("pg{}", self.version()));
+        if done.join("PG_VERSION").exists() {
+            return Ok(done);
+        }
+        std::fs::create_dir_all(&templates).map_err(io("create templates directory"))?;
+        self.chown(&templates)?;
+        let partial = templates.join(format!("pg{}.partial", self.version()));
+        let _ = std::fs::remove_dir_all(&partial);
+        // Trust is only the template's; every instance gets its own pg_hba.conf before it starts.
+        self.run(
+            "initdb",
+            self.command("initdb").arg("-D").arg(&partial).args([
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "-A",
+                "trust",
+            ]),
+            None,
+        )
+        .await?;
+        let conf = partial.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(io("read postgresql.conf"))?;
+        text.push_str("\n# Keel's per-instance settings.\ninclude_if_exists = 'keel.conf'\n");
+        std::fs::write(&conf, text).map_err(io("write postgresql.conf"))?;
+        std::fs::rename(&partial, &done).map_err(io("finish template"))?;
+        Ok(done)
+    }
+
+    /// Create the instance's volume, data directory and master user; idempotent.
+    pub async fn provision(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
+        let volume = self.volume(&spec.id);
+        let marker = volume.join(".provisioned");
+        if marker.exists() {
+            return self.configure(spec);
+        }
+        let template = self.template().await?;
+        // A partial earlier attempt is discarded and redone.
+        let _ = std::fs::remove_dir_all(&volume);
+        std::fs::create_dir_all(&volume).map_err(io("create volume"))?;
+        self.chown(&volume)?;
+        let data = self.data(&spec.id);
+        self.run(
+            "copy template",
+            self.command("/bin/cp").arg("-a").arg(&template).arg(&data),
+            None,
+        )
+        .await?;
+        self.configure(spec)?;
+        let role = quote_ident(&spec.master_user);
+        let verifier = spec.master_verifier.replace('\'', "''");
+        let sql = if spec.master_user == "postgres" {
+            format!("ALTER ROLE {role} PASSWORD '{verifier}';\n")
+        } else {
+            format!("CREATE ROLE {role} SUPERUSER CREATEDB CREATEROLE LOGIN PASSWORD '{verifier}';\n")
+        };
+        // Single-user mode: the role exists before the server ever listens on TCP.
+        self.run(
+            "create master user",
+            self.command("postgres")
+                .arg("--single")
+                .arg("-D")
+                .arg(&data)
+                .arg("postgres"),
+            Some(&sql),
+        )
+        .await?;
+        std::fs::write(&marker, b"").map_err(io("mark provisioned"))?;
+        Ok(())
+    }
+
+    /// Write the instance's settings (`keel.conf`, `pg_hba.conf`); they apply at the next start.
+    pub fn configure(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
+        let data = self.data(&spec.id);
+        let s = &spec.settings;
+        let conf = format!(
+            "# Written by Keel's host manager; changes are overwritten.\n\
+             listen_addresses = '{addr}'\n\
+             port = {port}\n\
+             unix_socket_directories = '{sock}'\n\
+             shared_buffers = '{sb}MB'\n\
+             max_connections = {mc}\n\
+             work_mem = '{wm}MB'\n\
+             effective_cache_size = '{ecs}MB'\n\
+             password_encryption = 'scram-sha-256'\n",
+            addr = spec.listen_addr,
+            port = spec.port,
+            sock = self.volume(&spec.id).display(),
+            sb = s.shared_buffers_mb,
+            mc = s.max_connections,
+            wm = s.work_mem_mb,
+            ecs = s.effective_cache_size_mb,
+        );
+        // Local socket connections are for the host manager (the socket directory is private);
+        // everyone else authenticates with SCRAM over TCP.
+        let hba = "local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n";
+        for (name, text) in [("keel.conf", conf.as_str()), ("pg_hba.conf", hba)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(io("write configuration"))?;
+            self.chown(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the postmaster of this instance is running.
+    pub fn running(&self, id: &str) -> bool {
+        let pid_file = self.data(id).join("postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(pid_file) else {
+            return false;
+        };
+        let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid, 0) == 0 }
+    }
+
+    /// Start the instance and wait until it accepts connections; idempotent.
+    pub async fn start(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
+        if !self.running(&spec.id) {
+            let log = self.volume(&spec.id).join("postgres.log");
+            self.run(
+                "pg_ctl start",
+                self.command("pg_ctl")
+                    .arg("-D")
+                    .arg(self.data(&spec.id))
+                    .arg("-l")
+                    .arg(&log)
+                    .args(["-w", "-t", "60", "start"]),
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                EngineError::Command { what, detail } => EngineError::Command {
+                    what,
+                    detail: format!("{detail}\n{}", tail(&log, 20)),
+                },
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Stop the instance (fast shutdown); idempotent.
+    pub async fn stop(&self, id: &str) -> Result<(), EngineError> {
+        if self.running(id) {
+            self.run(
+                "pg_ctl stop",
+                self.command("pg_ctl")
+                    .arg("-D")
+                    .arg(self.data(id))
+                    .args(["-m", "fast", "-w", "-t", "60", "stop"]),
+                None,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Restart so new settings apply.
+    pub async fn restart(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
+        self.stop(&spec.id).await?;
+        self.start(spec).await
+    }
+
+    /// Stop the instance and delete its volume; idempotent.
+    pub async fn destroy(&self, id: &str) -> Result<(), EngineError> {
+        self.stop(id).await?;
+        match std::fs::remove_dir_all(self.volume(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove volume")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Observe the instance: process, a real SQL round trip, storage used.
+    pub async fn health(&self, spec: &InstanceSpec) -> Health {
+        let used_bytes = dir_size(&self.volume(&spec.id));
+        if !self.running(&spec.id) {
+            return Health {
+                used_bytes,
+                problem: Some("PostgreSQL is not running".into()),
+                ..Health::default()
+            };
+        }
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(self.volume(&spec.id))
+            .port(spec.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(2));
+        let probe = async {
+            let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            client.simple_query("SELECT 1").await.map(|_| ())
+        };
+        match tokio::time::timeout(Duration::from_secs(3), probe).await {
+            Ok(Ok(())) => Health {
+                running: true,
+                accepting: true,
+                used_bytes,
+                problem: None,
+            },
+            Ok(Err(e)) => Health {
+                running: true,
+                accepting: false,
+                used_bytes,
+                problem: Some(format!("SQL probe failed: {e}")),
+            },
+            Err(_) => Health {
+                running: true,
+                accepting: false,
+                used_bytes,
+                problem: Some("SQL probe timed out".into()),
+            },
+        }
+    }
+}
+
+/// A SQL identifier, double-quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}

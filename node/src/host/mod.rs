@@ -1,0 +1,71 @@
+//! `keel host`: the host manager of one data host.
+//!
+//! Serves `keel.host.v1` on an internal address and never calls the control
+//! plane. It runs the tasks the leader sends (provision, start, stop,
+//! configure, restart, destroy), keeps their outcomes in a durable journal so a
+//! re-sent task returns its recorded result, and refuses calls carrying an
+//! older fencing term than it has seen for the instance.
+
+pub mod engine;
+pub mod journal;
+pub mod service;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use keel_proto::host::host_manager_server::HostManagerServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// `keel host` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostConfig {
+    /// Host name, as registered with `keel hosts add`.
+    #[arg(long, env = "KEEL_HOST_NAME")]
+    pub name: String,
+    /// Zone this host is in.
+    #[arg(long, env = "KEEL_HOST_ZONE")]
+    pub zone: String,
+    /// host:port to serve keel.host.v1 on; its host part is where databases listen.
+    #[arg(long, env = "KEEL_HOST_ADDR")]
+    pub addr: String,
+    /// Directory for volumes, templates and the task journal.
+    #[arg(long, env = "KEEL_HOST_ROOT")]
+    pub root: PathBuf,
+    /// Instances this host may run.
+    #[arg(long, env = "KEEL_HOST_INSTANCE_SLOTS", default_value_t = 16)]
+    pub instance_slots: u32,
+    /// Disk this host may allocate to volumes.
+    #[arg(long, env = "KEEL_HOST_DISK_GIB", default_value_t = 100)]
+    pub disk_gib: u64,
+}
+
+/// Run the host manager until `shutdown`.
+pub async fn run(config: HostConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.root)
+        .with_context(|| format!("cannot create host root {}", config.root.display()))?;
+    // The postgres OS user must be able to reach the volumes under the root.
+    std::fs::set_permissions(&config.root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+        .with_context(|| format!("cannot set permissions on {}", config.root.display()))?;
+    let journal = journal::Journal::open(&config.root).context("cannot open the task journal")?;
+    let engine = engine::postgres::Postgres::new(&config.root).context("the PostgreSQL engine is not usable")?;
+    let listener = TcpListener::bind(&config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    tracing::info!(
+        name = %config.name,
+        zone = %config.zone,
+        addr = %config.addr,
+        root = %config.root.display(),
+        postgres = %engine.version(),
+        "Host manager is serving."
+    );
+    let svc = service::HostService::new(config, Arc::new(journal), Arc::new(engine));
+    tonic::transport::Server::builder()
+        .add_service(HostManagerServer::new(svc))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+        .context("host manager server failed")
+}
