@@ -64,8 +64,25 @@ pub struct Node {
     child: Option<Child>,
 }
 
+/// A host manager process.
+pub struct HostProc {
+    /// Host name.
+    pub name: String,
+    /// Zone.
+    pub zone: String,
+    /// host:port it serves keel.host.v1 on.
+    pub addr: String,
+    /// Its root directory (volumes, templates, journal).
+    pub root: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
 /// A running cluster; every process is killed when it is dropped.
 pub struct Cluster {
+    /// Host managers started with [`Cluster::start_hosts`].
+    pub hosts: Vec<HostProc>,
     spec: Spec,
     /// Cluster name the nodes run with.
     pub name: String,
@@ -83,6 +100,7 @@ impl Cluster {
             name: "lab".into(),
             dir,
             nodes: BTreeMap::new(),
+            hosts: Vec::new(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
         };
         for id in 1..=spec.nodes {
@@ -175,6 +193,51 @@ impl Cluster {
     /// The flags node `id` runs with.
     pub fn args_of(&self, id: u64) -> Vec<String> {
         self.server_args(id)
+    }
+
+    /// Start `n` host managers on 127.0.1.1.. in zones a, b, c… and register them through node 1.
+    pub async fn start_hosts(&mut self, n: usize) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        // PostgreSQL runs as the postgres OS user and must reach the volumes.
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711))?;
+        for i in 0..n {
+            let name = format!("h{}", i + 1);
+            let zone = ((b'a' + (i % 26) as u8) as char).to_string();
+            let ip = format!("127.0.1.{}", i + 1);
+            let addr = format!("{ip}:{}", free_port());
+            let root = self.dir.path().join(format!("host-{}", i + 1));
+            let log = self.dir.path().join(format!("host-{}.log", i + 1));
+            let out = std::fs::File::create(&log)?;
+            let child = Command::new(&self.spec.bin)
+                .args(["host", "--name", &name, "--zone", &zone, "--addr", &addr, "--root"])
+                .arg(&root)
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .stdin(Stdio::null())
+                .spawn()?;
+            self.hosts.push(HostProc {
+                name: name.clone(),
+                zone: zone.clone(),
+                addr: addr.clone(),
+                root,
+                log,
+                child: Some(child),
+            });
+            let body = serde_json::json!({"name": name, "addr": addr, "zone": zone});
+            let (code, reply) = self.post(1, "/v1/hosts", &body).await?;
+            if code != 200 {
+                bail!("registering host {name} failed ({code}): {reply}");
+            }
+        }
+        Ok(())
+    }
+
+    /// kill -9 host manager `i` (0-based); its PostgreSQL instances keep running.
+    pub fn kill_host(&mut self, i: usize) {
+        if let Some(mut c) = self.hosts[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Define and start a new node that will be added to the running cluster.
@@ -337,17 +400,18 @@ impl Cluster {
 
     /// The last lines of every node's log, for failure reports.
     pub fn log_tails(&self) -> String {
+        let tail = |label: String, path: &Path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let last = &lines[lines.len().saturating_sub(15)..];
+            format!("--- {label} log ({}) ---\n{}\n", path.display(), last.join("\n"))
+        };
         let mut out = String::new();
         for n in self.nodes.values() {
-            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(15)..];
-            out.push_str(&format!(
-                "--- node {} log ({}) ---\n{}\n",
-                n.id,
-                n.log.display(),
-                tail.join("\n")
-            ));
+            out.push_str(&tail(format!("node {}", n.id), &n.log));
+        }
+        for h in &self.hosts {
+            out.push_str(&tail(format!("host {}", h.name), &h.log));
         }
         out
     }
@@ -355,6 +419,20 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.kill_host(i);
+            // Stop the PostgreSQL instances the host managers started (they outlive their manager).
+            if let Ok(entries) = std::fs::read_dir(self.hosts[i].root.join("volumes")) {
+                for e in entries.flatten() {
+                    if let Ok(pid) = std::fs::read_to_string(e.path().join("data/postmaster.pid")) {
+                        if let Some(pid) = pid.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) {
+                            // SAFETY: SIGQUIT to a postmaster this test started: immediate shutdown.
+                            unsafe { libc::kill(pid, libc::SIGQUIT) };
+                        }
+                    }
+                }
+            }
+        }
         for id in self.ids() {
             self.resume(id);
             self.kill(id);

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{ClusterConfig, Host, Job, JobKind, Millis};
+use crate::records::{
+    ClusterConfig, Database, DatabaseSpec, Host, Job, JobKind, Millis, Modification, StepState, Task, Workflow,
+};
 
 /// A command as proposed: the proposer stamps the time so apply never reads a clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +84,92 @@ pub enum Command {
         #[serde(default)]
         error: Option<String>,
     },
+    /// Record a new database (status `creating`), place its first instance and queue its job.
+    CreateDatabase {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// Client request id, for retries.
+        #[serde(default)]
+        request_id: Option<String>,
+        /// Database name.
+        name: String,
+        /// What was asked for.
+        spec: DatabaseSpec,
+        /// SCRAM verifier of the master password.
+        master_verifier: String,
+        /// Id for the first instance, stamped by the proposer.
+        instance_id: String,
+    },
+    /// Queue a modification of a database.
+    ModifyDatabase {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// Client request id.
+        #[serde(default)]
+        request_id: Option<String>,
+        /// Database name.
+        name: String,
+        /// What changes.
+        modification: Modification,
+    },
+    /// Queue the deletion of a database.
+    DeleteDatabase {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// Client request id.
+        #[serde(default)]
+        request_id: Option<String>,
+        /// Database name.
+        name: String,
+    },
+    /// The leader records the planned tasks of a job's workflow.
+    StartWorkflow {
+        /// Workflow id.
+        workflow_id: String,
+        /// The job it serves.
+        job_id: String,
+        /// The leader's term.
+        term: u64,
+        /// The planned tasks, in order.
+        tasks: Vec<Task>,
+    },
+    /// The leader records a task's progress; the next task starts only after this commits.
+    UpdateTask {
+        /// Workflow id.
+        workflow_id: String,
+        /// Index of the task.
+        index: usize,
+        /// The leader's term.
+        term: u64,
+        /// New state.
+        state: StepState,
+        /// Attempt number (1-based).
+        attempt: u32,
+        /// What the host manager said.
+        #[serde(default)]
+        result: Option<String>,
+    },
+    /// After a failure, the leader appends the tasks that undo the completed ones.
+    CompensateWorkflow {
+        /// Workflow id.
+        workflow_id: String,
+        /// The leader's term.
+        term: u64,
+        /// Why the workflow failed.
+        error: String,
+        /// Undo tasks, in the order they run.
+        tasks: Vec<Task>,
+    },
+    /// The workflow is over: apply its effect on the database and finish the job.
+    FinishWorkflow {
+        /// Workflow id.
+        workflow_id: String,
+        /// The leader's term.
+        term: u64,
+        /// `None` when it succeeded, else why it failed.
+        #[serde(default)]
+        error: Option<String>,
+    },
     /// A new leader announces it runs the leader services.
     StartLeaderServices {
         /// The leader.
@@ -102,6 +190,13 @@ impl Command {
             Command::ClaimJob { .. } => "claim-job",
             Command::CompleteJob { .. } => "complete-job",
             Command::StartLeaderServices { .. } => "start-leader-services",
+            Command::CreateDatabase { .. } => "create-database",
+            Command::ModifyDatabase { .. } => "modify-database",
+            Command::DeleteDatabase { .. } => "delete-database",
+            Command::StartWorkflow { .. } => "start-workflow",
+            Command::UpdateTask { .. } => "update-task",
+            Command::CompensateWorkflow { .. } => "compensate-workflow",
+            Command::FinishWorkflow { .. } => "finish-workflow",
         }
     }
 }
@@ -135,6 +230,20 @@ pub enum Response {
         job: Job,
         /// False for an idempotent repeat.
         created: bool,
+    },
+    /// A database and the job working on it.
+    Database {
+        /// The database as it now is.
+        database: Box<Database>,
+        /// The job queued for it.
+        job: Box<Job>,
+        /// False for an idempotent repeat.
+        created: bool,
+    },
+    /// A workflow as it now is.
+    Workflow {
+        /// The workflow.
+        workflow: Box<Workflow>,
     },
     /// The command was refused; nothing changed.
     Rejected {

@@ -120,6 +120,12 @@ pub struct DatabaseSpec {
     pub master_user: String,
     /// Customer tags.
     pub tags: BTreeMap<String, String>,
+    /// Days of backups kept.
+    pub backup_retention_days: u32,
+    /// Daily backup window, `HH:MM-HH:MM` UTC.
+    pub backup_window: String,
+    /// Weekly maintenance window, `ddd:HH:MM-ddd:HH:MM` UTC.
+    pub maintenance_window: String,
 }
 
 /// Where a database is reached.
@@ -154,6 +160,26 @@ pub struct Database {
     pub generation: u64,
     /// When it was created.
     pub created_at_ms: Millis,
+    /// The operation (job id) working on it now; others are refused until it ends.
+    pub operation: Option<String>,
+    /// A modification waiting for the maintenance window.
+    pub pending: Option<Modification>,
+    /// The master password's SCRAM-SHA-256 verifier (never the password itself).
+    pub master_verifier: String,
+}
+
+/// A change to a database's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Modification {
+    /// New class.
+    pub class: Option<String>,
+    /// New storage (grow only).
+    pub storage_gib: Option<u32>,
+    /// New backup window.
+    pub backup_window: Option<String>,
+    /// New maintenance window.
+    pub maintenance_window: Option<String>,
 }
 
 /// The role of an instance in its database.
@@ -183,6 +209,8 @@ pub struct Instance {
     pub host: String,
     /// Port on that host.
     pub port: u16,
+    /// When it was placed.
+    pub created_at_ms: Millis,
 }
 
 /// What a job asks the leader to do.
@@ -196,6 +224,23 @@ pub enum JobKind {
         #[serde(default)]
         work_ms: u64,
     },
+    /// Provision a database's first instance and make it available.
+    CreateDatabase {
+        /// The database.
+        database: String,
+    },
+    /// Apply a modification to a database.
+    ModifyDatabase {
+        /// The database.
+        database: String,
+        /// What changes.
+        modification: Modification,
+    },
+    /// Stop and remove a database and everything it holds.
+    DeleteDatabase {
+        /// The database.
+        database: String,
+    },
 }
 
 impl JobKind {
@@ -203,6 +248,19 @@ impl JobKind {
     pub fn name(&self) -> &'static str {
         match self {
             JobKind::Noop { .. } => "noop",
+            JobKind::CreateDatabase { .. } => "create-database",
+            JobKind::ModifyDatabase { .. } => "modify-database",
+            JobKind::DeleteDatabase { .. } => "delete-database",
+        }
+    }
+
+    /// The database the job is about, if any.
+    pub fn database(&self) -> Option<&str> {
+        match self {
+            JobKind::Noop { .. } => None,
+            JobKind::CreateDatabase { database }
+            | JobKind::ModifyDatabase { database, .. }
+            | JobKind::DeleteDatabase { database } => Some(database),
         }
     }
 }
@@ -311,6 +369,22 @@ pub struct Task {
     pub state: StepState,
     /// Outcome detail.
     pub result: Option<String>,
+    /// Instance it acts on.
+    pub instance: String,
+    /// When the current attempt started.
+    pub started_at_ms: Option<Millis>,
+    /// When it finished.
+    pub finished_at_ms: Option<Millis>,
+    /// It undoes an earlier task after a failure.
+    pub compensation: bool,
+}
+
+impl Task {
+    /// The id sent to the host manager for the current attempt: a re-send of
+    /// the same attempt is deduplicated there, a new attempt runs afresh.
+    pub fn attempt_id(&self) -> String {
+        format!("{}-a{}", self.id, self.attempt)
+    }
 }
 
 /// The tasks a job became.
@@ -325,6 +399,10 @@ pub struct Workflow {
     pub tasks: Vec<Task>,
     /// Where it is.
     pub state: StepState,
+    /// The database it works on.
+    pub database: String,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// What happened, for the user.

@@ -4,6 +4,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+mod databases;
+mod placement;
+mod workflows;
+
 use crate::command::{Command, Proposal, Rejection, Response};
 use crate::records::*;
 
@@ -68,10 +72,63 @@ impl AdminState {
                 self.complete_job(index, at, job_id, *term, error.as_deref())
             }
             Command::StartLeaderServices { node_id, term } => self.start_leader_services(index, at, *node_id, *term),
+            Command::CreateDatabase {
+                job_id,
+                request_id,
+                name,
+                spec,
+                master_verifier,
+                instance_id,
+            } => self.create_database(
+                index,
+                at,
+                job_id,
+                request_id.as_deref(),
+                name,
+                spec,
+                master_verifier,
+                instance_id,
+            ),
+            Command::ModifyDatabase {
+                job_id,
+                request_id,
+                name,
+                modification,
+            } => self.modify_database(index, at, job_id, request_id.as_deref(), name, modification),
+            Command::DeleteDatabase {
+                job_id,
+                request_id,
+                name,
+            } => self.delete_database(index, at, job_id, request_id.as_deref(), name),
+            Command::StartWorkflow {
+                workflow_id,
+                job_id,
+                term,
+                tasks,
+            } => self.start_workflow(index, at, workflow_id, job_id, *term, tasks),
+            Command::UpdateTask {
+                workflow_id,
+                index: task,
+                term,
+                state,
+                attempt,
+                result,
+            } => self.update_task(at, workflow_id, *task, *term, *state, *attempt, result.as_deref()),
+            Command::CompensateWorkflow {
+                workflow_id,
+                term,
+                error,
+                tasks,
+            } => self.compensate_workflow(workflow_id, *term, error, tasks),
+            Command::FinishWorkflow {
+                workflow_id,
+                term,
+                error,
+            } => self.finish_workflow(index, at, workflow_id, *term, error.as_deref()),
         }
     }
 
-    fn event(&mut self, seq: u64, at_ms: Millis, kind: &str, subject: &str, message: String) {
+    pub(crate) fn event(&mut self, seq: u64, at_ms: Millis, kind: &str, subject: &str, message: String) {
         self.events.push_back(Event {
             seq,
             at_ms,
@@ -221,22 +278,42 @@ impl AdminState {
         request_id: Option<&str>,
         kind: &JobKind,
     ) -> Response {
-        let key = request_id.map(|r| format!("submit-job/{r}"));
-        if let Some(existing) = key.as_ref().and_then(|k| self.idempotency.get(k)) {
-            if let Some(job) = self.jobs.get(existing) {
-                return Response::Job {
-                    job: job.clone(),
-                    created: false,
-                };
-            }
+        if let Some(job) = self.repeat_of(request_id) {
+            return Response::Job {
+                job: job.clone(),
+                created: false,
+            };
         }
+        match self.enqueue(index, at, job_id, request_id, kind.clone()) {
+            Ok(job) => Response::Job { job, created: true },
+            Err(refused) => refused,
+        }
+    }
+
+    /// The job an earlier request with this id made, if any.
+    pub(crate) fn repeat_of(&self, request_id: Option<&str>) -> Option<&Job> {
+        let existing = self.idempotency.get(&format!("submit-job/{}", request_id?))?;
+        self.jobs.get(existing)
+    }
+
+    /// Put a new job on the queue.
+    pub(crate) fn enqueue(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        request_id: Option<&str>,
+        kind: JobKind,
+    ) -> Result<Job, Response> {
         if self.jobs.contains_key(job_id) {
-            return conflict(format!("job id {job_id} is already taken; retry with a fresh id"));
+            return Err(conflict(format!(
+                "job id {job_id} is already taken; retry with a fresh id"
+            )));
         }
         let job = Job {
             id: job_id.to_string(),
             request_id: request_id.map(str::to_string),
-            kind: kind.clone(),
+            kind,
             state: JobState::Pending,
             submitted_at_ms: at,
             claims: Vec::new(),
@@ -245,21 +322,16 @@ impl AdminState {
             error: None,
         };
         self.jobs.insert(job_id.to_string(), job.clone());
-        if let Some(key) = key {
-            self.idempotency.insert(key, job_id.to_string());
+        if let Some(r) = request_id {
+            self.idempotency.insert(format!("submit-job/{r}"), job_id.to_string());
         }
-        self.event(
-            index,
-            at,
-            "job-submitted",
-            job_id,
-            format!("Job {job_id} ({}) was queued.", kind.name()),
-        );
-        Response::Job { job, created: true }
+        let message = format!("Job {job_id} ({}) was queued.", job.kind.name());
+        self.event(index, at, "job-submitted", job_id, message);
+        Ok(job)
     }
 
     /// The newest term any leader has announced or claimed with.
-    fn term_in_force(&self, job: &Job) -> u64 {
+    pub(crate) fn term_in_force(&self, job: &Job) -> u64 {
         let services = self.leader_services.as_ref().map_or(0, |s| s.term);
         services.max(job.current_claim().map_or(0, |c| c.term))
     }
@@ -369,13 +441,13 @@ impl AdminState {
     }
 }
 
-fn conflict(message: String) -> Response {
+pub(crate) fn conflict(message: String) -> Response {
     Response::Rejected {
         rejection: Rejection::Conflict { message },
     }
 }
 
-fn not_found(kind: &str, name: &str) -> Response {
+pub(crate) fn not_found(kind: &str, name: &str) -> Response {
     Response::Rejected {
         rejection: Rejection::NotFound {
             kind: kind.to_string(),
@@ -384,7 +456,7 @@ fn not_found(kind: &str, name: &str) -> Response {
     }
 }
 
-fn stale(job_id: &str, current_term: u64, given_term: u64) -> Response {
+pub(crate) fn stale(job_id: &str, current_term: u64, given_term: u64) -> Response {
     Response::Rejected {
         rejection: Rejection::StaleTerm {
             job_id: job_id.to_string(),

@@ -1,10 +1,11 @@
 //! HTTP/JSON routes over the service layer. Errors are problem JSON.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
+use super::databases::{CreateDatabaseRequest, DatabaseOperation, DatabaseView, ModifyDatabaseRequest, OperationView};
 use super::error::ApiError;
 use super::service::{AddHostRequest, AddNodeRequest, Api, SubmitNoopRequest};
 
@@ -25,6 +26,12 @@ pub fn router(api: Api) -> Router {
         .route("/v1/ops", get(list_ops))
         .route("/v1/ops/noop", post(submit_noop))
         .route("/v1/ops/:id", get(describe_op))
+        .route("/v1/databases", get(list_databases).post(create_database))
+        .route(
+            "/v1/databases/:name",
+            get(describe_database).patch(modify_database).delete(delete_database),
+        )
+        .route("/v1/events", get(events))
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/nodes", post(add_node))
         .route("/v1/cluster/nodes/:id", delete(remove_node))
@@ -62,8 +69,61 @@ async fn submit_noop(
     Ok(Json(api.submit_noop(body(req)?).await?))
 }
 
-async fn describe_op(State(api): State<Api>, Path(id): Path<String>) -> Reply<keel_raft_store::Job> {
-    Ok(Json(api.describe_job(&id).await?))
+async fn describe_op(State(api): State<Api>, Path(id): Path<String>) -> Reply<OperationView> {
+    Ok(Json(api.describe_operation(&id).await?))
+}
+
+async fn list_databases(State(api): State<Api>) -> Reply<Vec<DatabaseView>> {
+    Ok(Json(api.list_databases().await?))
+}
+
+async fn create_database(
+    State(api): State<Api>,
+    req: Result<Json<CreateDatabaseRequest>, JsonRejection>,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.create_database(body(req)?).await?))
+}
+
+async fn describe_database(State(api): State<Api>, Path(name): Path<String>) -> Reply<DatabaseView> {
+    Ok(Json(api.describe_database(&name).await?))
+}
+
+async fn modify_database(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    req: Result<Json<ModifyDatabaseRequest>, JsonRejection>,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.modify_database(&name, body(req)?).await?))
+}
+
+/// Query of `DELETE /v1/databases/{name}`.
+#[derive(serde::Deserialize)]
+struct DeleteQuery {
+    request_id: Option<String>,
+}
+
+async fn delete_database(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.delete_database(&name, q.request_id).await?))
+}
+
+/// Query of `GET /v1/events`.
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    db: Option<String>,
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn events(State(api): State<Api>, Query(q): Query<EventsQuery>) -> Reply<Vec<keel_raft_store::Event>> {
+    Ok(Json(
+        api.events(q.db.as_deref(), q.after, q.limit.unwrap_or(1000).min(10_000))
+            .await?,
+    ))
 }
 
 async fn cluster_status(State(api): State<Api>) -> Reply<super::service::ClusterStatus> {

@@ -1,5 +1,6 @@
 //! The public API: gRPC `keel.v1` and HTTP/JSON on one port, over one service layer.
 
+pub mod databases;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -20,7 +21,9 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeCtx>, shutdown: Cancella
     let api = service::Api::new(node);
     // gRPC requests are routed by path, so both protocols share the port.
     let app = http::router(api.clone()).route_service("/keel.v1.Keel/*rest", KeelServer::new(grpc::GrpcApi::new(api)));
+    // Without TCP_NODELAY small replies wait on delayed ACKs (~40 ms each).
     axum::serve(listener, app)
+        .tcp_nodelay(true)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

@@ -101,7 +101,7 @@ pub struct ClusterStatus {
 /// The API's operations, shared by gRPC and HTTP.
 #[derive(Clone)]
 pub struct Api {
-    node: Arc<NodeCtx>,
+    pub(crate) node: Arc<NodeCtx>,
 }
 
 fn unexpected(r: Response) -> ApiError {
@@ -122,7 +122,7 @@ impl Api {
         self.node.status()
     }
 
-    async fn commit(&self, command: Command) -> Result<Response, ApiError> {
+    pub(crate) async fn commit(&self, command: Command) -> Result<Response, ApiError> {
         self.node
             .write(Proposal {
                 at_ms: now_ms(),

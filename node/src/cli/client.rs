@@ -55,6 +55,12 @@ impl Client {
             .await
     }
 
+    /// PATCH `body` to `path`.
+    pub async fn patch<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<serde_json::Value> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
     /// DELETE `path`.
     pub async fn delete(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         self.send(self.http.delete(format!("{}{path}", self.base))).await

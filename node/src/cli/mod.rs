@@ -1,6 +1,7 @@
 //! The `keel` command line: subcommands, each a thin call to the API or a role to run.
 
 pub mod client;
+mod db;
 mod output;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,18 @@ enum Cmd {
     Host(crate::host::HostConfig),
     /// Run a whole local cluster on this machine.
     Dev(crate::dev::DevArgs),
+    /// Databases.
+    #[command(subcommand)]
+    Db(db::DbCmd),
+    /// What happened: created, available, modified, deleted, failed…
+    Events {
+        /// Only events about this database.
+        #[arg(long)]
+        db: Option<String>,
+        /// Keep printing new events.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Data hosts.
     #[command(subcommand)]
     Hosts(HostsCmd),
@@ -122,7 +135,7 @@ enum ClusterCmd {
     },
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("label {s:?} is not KEY=VALUE"))
@@ -179,6 +192,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::host::run(config, shutdown).await
         }
         Cmd::Dev(args) => crate::dev::run(args).await,
+        Cmd::Db(cmd) => db::run(&client, out, cmd).await,
+        Cmd::Events { db, follow } => db::events(&client, out, db, follow).await,
         Cmd::Hosts(cmd) => hosts(&client, out, cmd).await,
         Cmd::Ops(cmd) => ops(&client, out, cmd).await,
         Cmd::Cluster(cmd) => cluster(&client, out, cmd).await,
@@ -300,13 +315,14 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
         OpsCmd::Describe { id } => {
             let v = client.get(&format!("/v1/ops/{id}")).await?;
             print(out, &v, || {
-                let j: Job = typed(v.clone())?;
+                let op: crate::api::databases::OperationView = typed(v.clone())?;
+                let j = &op.job;
                 let mut s = format!(
                     "Operation {}\n  kind:      {}\n  params:    {}\n  state:     {}\n  submitted: {}\n  finished:  {}\n",
                     j.id,
                     j.kind.name(),
                     serde_json::to_string(&j.kind)?,
-                    job_state(&j),
+                    job_state(j),
                     time(Some(j.submitted_at_ms)),
                     time(j.finished_at_ms)
                 );
@@ -321,6 +337,12 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
                         c.node_id,
                         time(Some(c.at_ms))
                     ));
+                }
+                if op.workflow.is_some() {
+                    s.push_str("  tasks:\n");
+                    for line in db::task_lines(&op) {
+                        s.push_str(&format!("  {line}\n"));
+                    }
                 }
                 Ok(s.trim_end().to_string())
             })

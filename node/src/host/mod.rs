@@ -16,7 +16,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use keel_proto::host::host_manager_server::HostManagerServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 /// `keel host` flags.
@@ -65,7 +64,7 @@ pub async fn run(config: HostConfig, shutdown: CancellationToken) -> anyhow::Res
     let svc = service::HostService::new(config, Arc::new(journal), Arc::new(engine));
     tonic::transport::Server::builder()
         .add_service(HostManagerServer::new(svc))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(crate::server::nodelay(listener), shutdown.cancelled_owned())
         .await
         .context("host manager server failed")
 }

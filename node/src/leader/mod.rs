@@ -5,7 +5,10 @@
 //! away stops before the others can elect a successor. Each term gets fresh
 //! services under one cancellation token; nothing is carried across terms.
 
+pub mod host_client;
+pub mod planner;
 pub mod sweeper;
+pub mod workflow;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,6 +31,8 @@ pub struct Term {
     pub term: u64,
     /// Cancelled when leadership is lost.
     pub cancel: CancellationToken,
+    /// Host manager channels of this term.
+    pub hosts: host_client::HostClients,
 }
 
 impl Term {
@@ -109,6 +114,7 @@ pub async fn run(node: Arc<NodeCtx>, shutdown: CancellationToken) {
                     node: node.clone(),
                     term,
                     cancel: shutdown.child_token(),
+                    hosts: host_client::HostClients::default(),
                 };
                 tracing::info!(term, "This node leads; starting the leader services.");
                 node.services_term.store(term, Ordering::SeqCst);

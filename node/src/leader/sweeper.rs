@@ -16,7 +16,7 @@ use std::time::Duration;
 use keel_raft_store::{Command, Job, JobKind, JobState, Response};
 use tokio::sync::Semaphore;
 
-use super::Term;
+use super::{workflow, Term};
 
 /// Claim and run jobs until the term's services are cancelled.
 pub async fn run(t: Term) {
@@ -94,6 +94,13 @@ async fn execute(t: &Term, job: Job) {
                 _ = tokio::time::sleep(Duration::from_millis(*work_ms)) => None,
             }
         }
+        // Database jobs finish through their workflow, which completes the job when it commits.
+        JobKind::CreateDatabase { .. } | JobKind::ModifyDatabase { .. } | JobKind::DeleteDatabase { .. } => {
+            if let Err(workflow::Abandoned(why)) = workflow::drive(t, &job).await {
+                tracing::info!(job = %job.id, %why, "Stopped driving the workflow; the next leader resumes it.");
+            }
+            return;
+        }
     };
     let done = t
         .commit(Command::CompleteJob {
@@ -103,12 +110,8 @@ async fn execute(t: &Term, job: Job) {
         })
         .await;
     match done {
-        Ok(Response::Job { job, .. }) => {
-            tracing::debug!(job = %job.id, state = ?job.state, "Job finished.")
-        }
-        Ok(Response::Rejected { rejection }) => {
-            tracing::info!(job = %job.id, %rejection, "Completion refused.")
-        }
+        Ok(Response::Job { job, .. }) => tracing::debug!(job = %job.id, state = ?job.state, "Job finished."),
+        Ok(Response::Rejected { rejection }) => tracing::info!(job = %job.id, %rejection, "Completion refused."),
         Ok(_) => {}
         Err(e) => {
             tracing::info!(job = %job.id, error = %e, "Completion not committed; the next leader retakes the job.")

@@ -127,10 +127,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(raft_listener),
-            shutdown.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(nodelay(raft_listener), shutdown.clone().cancelled_owned());
     let raft_task = tokio::spawn(raft_server);
 
     bootstrap(&raft, &config).await?;
@@ -154,6 +151,17 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         .map_err(|e| anyhow!("Raft did not stop cleanly: {e}"))?;
     let _ = tokio::time::timeout(Duration::from_secs(5), raft_task).await;
     Ok(())
+}
+
+/// Accepted connections with TCP_NODELAY: tonic applies its own nodelay setting only to
+/// listeners it binds itself, and Raft's small messages must not wait on delayed ACKs.
+pub fn nodelay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 /// Initialise a new cluster when this node is one of its initial members and has no log yet.

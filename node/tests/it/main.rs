@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cluster_faults;
+mod databases;
 mod host_manager;
 mod membership;
 mod sweeper;

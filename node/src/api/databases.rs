@@ -1,0 +1,463 @@
+//! Database operations of the service layer: validation, SCRAM verifiers, views.
+
+use std::collections::BTreeMap;
+
+use keel_raft_store::{
+    AdminState, Command, Database, DatabaseSpec, DatabaseStatus, Endpoint, Event, Job, Modification, Response, Workflow,
+};
+use rand::distributions::{Alphanumeric, DistString};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::service::Api;
+use super::validate;
+use crate::classes;
+
+/// Engines Keel can run, with their versions.
+pub const ENGINES: [(&str, &str); 1] = [("postgres", "15")];
+
+/// `db create` input.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CreateDatabaseRequest {
+    /// Database name (a DNS label).
+    pub name: String,
+    /// Engine (`postgres`).
+    pub engine: String,
+    /// Engine version (default: the engine's only version).
+    pub engine_version: Option<String>,
+    /// Instance class.
+    pub class: String,
+    /// Allocated storage, GiB.
+    pub storage_gib: u32,
+    /// Zone to place it in (default: least loaded).
+    pub zone: Option<String>,
+    /// Master user name.
+    pub master_user: String,
+    /// Master password; omit to have one generated and returned once.
+    pub master_password: Option<String>,
+    /// Days of backups to keep.
+    pub backup_retention_days: Option<u32>,
+    /// Daily backup window `HH:MM-HH:MM` (UTC).
+    pub backup_window: Option<String>,
+    /// Weekly maintenance window `ddd:HH:MM-ddd:HH:MM` (UTC).
+    pub maintenance_window: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Retry id.
+    pub request_id: Option<String>,
+}
+
+/// `db modify` input.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModifyDatabaseRequest {
+    /// New class.
+    pub class: Option<String>,
+    /// New storage (grow only).
+    pub storage_gib: Option<u32>,
+    /// New backup window.
+    pub backup_window: Option<String>,
+    /// New maintenance window.
+    pub maintenance_window: Option<String>,
+    /// Apply now rather than in the maintenance window.
+    pub apply_immediately: bool,
+    /// Retry id.
+    pub request_id: Option<String>,
+}
+
+/// One instance as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// Instance id.
+    pub id: String,
+    /// primary, standby or replica.
+    pub role: String,
+    /// Host it runs on.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// A database as the API shows it (never the password or its verifier).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseView {
+    /// Name.
+    pub name: String,
+    /// Lifecycle status.
+    pub status: DatabaseStatus,
+    /// Why it failed.
+    pub status_reason: Option<String>,
+    /// What was asked for.
+    pub spec: DatabaseSpec,
+    /// Where to connect.
+    pub endpoint: Option<Endpoint>,
+    /// Its instances.
+    pub instances: Vec<InstanceView>,
+    /// When it was created.
+    pub created_at_ms: u64,
+    /// The operation working on it.
+    pub operation: Option<String>,
+    /// A modification waiting for the maintenance window.
+    pub pending: Option<Modification>,
+}
+
+impl DatabaseView {
+    fn of(db: &Database, state: &AdminState) -> Self {
+        Self {
+            name: db.name.clone(),
+            status: db.status,
+            status_reason: db.status_reason.clone(),
+            spec: db.spec.clone(),
+            endpoint: db.endpoint.clone(),
+            instances: db
+                .instances
+                .iter()
+                .filter_map(|id| state.instances.get(id))
+                .map(|i| InstanceView {
+                    id: i.id.clone(),
+                    role: serde_json::to_value(i.role)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    host: i.host.clone(),
+                    port: i.port,
+                })
+                .collect(),
+            created_at_ms: db.created_at_ms,
+            operation: db.operation.clone(),
+            pending: db.pending.clone(),
+        }
+    }
+}
+
+/// What a mutating database call returns: at once, with the operation to follow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseOperation {
+    /// The database as it now is.
+    pub database: DatabaseView,
+    /// The operation id (`keel ops describe`).
+    pub operation_id: String,
+    /// The generated master password, returned only by the create call that generated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_password: Option<String>,
+}
+
+/// An operation with its workflow's tasks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperationView {
+    /// The job.
+    #[serde(flatten)]
+    pub job: Job,
+    /// Its workflow, once planned.
+    pub workflow: Option<Workflow>,
+}
+
+fn master_user(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.starts_with("pg_");
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(format!(
+            "master user {name:?} is not valid: use 1-63 lowercase letters, digits or '_', starting with a letter or '_', not 'pg_'"
+        )))
+    }
+}
+
+fn password(p: &str) -> Result<(), ApiError> {
+    if (8..=128).contains(&p.chars().count()) && p.chars().all(|c| !c.is_control()) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(
+            "master password must be 8-128 characters with no control characters".into(),
+        ))
+    }
+}
+
+fn window(what: &str, w: &str, weekly: bool) -> Result<(), ApiError> {
+    let part = |p: &str| {
+        let (day, hm) = if weekly {
+            match p.split_once(':') {
+                Some((d, hm)) => (Some(d), hm),
+                None => (None, ""),
+            }
+        } else {
+            (None, p)
+        };
+        let day_ok = day.is_none_or(|d| ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].contains(&d));
+        let hm_ok = hm.split_once(':').is_some_and(|(h, m)| {
+            h.len() == 2
+                && m.len() == 2
+                && h.parse::<u8>().is_ok_and(|h| h < 24)
+                && m.parse::<u8>().is_ok_and(|m| m < 60)
+        });
+        day_ok && hm_ok && (!weekly || day.is_some())
+    };
+    let ok = w.split_once('-').is_some_and(|(a, b)| part(a) && part(b));
+    if ok {
+        Ok(())
+    } else {
+        let form = if weekly {
+            "ddd:HH:MM-ddd:HH:MM, e.g. sun:03:00-sun:04:00"
+        } else {
+            "HH:MM-HH:MM, e.g. 02:00-03:00"
+        };
+        Err(ApiError::InvalidArgument(format!(
+            "{what} {w:?} is not valid: use {form} (UTC)"
+        )))
+    }
+}
+
+fn class(name: &str) -> Result<(), ApiError> {
+    classes::lookup(name).map(|_| ()).ok_or_else(|| {
+        let names: Vec<&str> = classes::CLASSES.iter().map(|c| c.name).collect();
+        ApiError::InvalidArgument(format!(
+            "unknown instance class {name:?}; classes: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// Storage Keel allocates, GiB.
+pub const STORAGE_GIB: std::ops::RangeInclusive<u32> = 1..=16_384;
+
+fn storage(gib: u32) -> Result<(), ApiError> {
+    if STORAGE_GIB.contains(&gib) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(format!(
+            "storage {gib} GiB is out of range: use {} to {} GiB",
+            STORAGE_GIB.start(),
+            STORAGE_GIB.end()
+        )))
+    }
+}
+
+impl Api {
+    fn database_reply(&self, r: Response, master_password: Option<String>) -> Result<DatabaseOperation, ApiError> {
+        match r {
+            Response::Database { database, job, .. } => {
+                let view = self.node.state.read(|a| DatabaseView::of(&database, &a.state));
+                Ok(DatabaseOperation {
+                    database: view,
+                    operation_id: job.id,
+                    master_password,
+                })
+            }
+            Response::Rejected { rejection } => Err(rejection.into()),
+            other => Err(ApiError::Internal(format!(
+                "unexpected result from the store: {other:?}"
+            ))),
+        }
+    }
+
+    /// Create a database: returns at once with the operation id.
+    pub async fn create_database(&self, req: CreateDatabaseRequest) -> Result<DatabaseOperation, ApiError> {
+        validate::dns_label("database name", &req.name)?;
+        let Some((engine, version)) = ENGINES.iter().find(|(e, _)| *e == req.engine) else {
+            return Err(ApiError::InvalidArgument(format!(
+                "unknown engine {:?}; engines: {}",
+                req.engine,
+                ENGINES.iter().map(|(e, _)| *e).collect::<Vec<_>>().join(", ")
+            )));
+        };
+        if let Some(v) = req.engine_version.as_deref().filter(|v| v != version) {
+            return Err(ApiError::InvalidArgument(format!(
+                "{engine} version {v:?} is not offered; versions: {version}"
+            )));
+        }
+        class(&req.class)?;
+        storage(req.storage_gib)?;
+        if let Some(zone) = &req.zone {
+            validate::dns_label("zone", zone)?;
+        }
+        master_user(&req.master_user)?;
+        let retention = req.backup_retention_days.unwrap_or(7);
+        if retention > 35 {
+            return Err(ApiError::InvalidArgument(format!(
+                "backup retention {retention} days is out of range: use 0 to 35"
+            )));
+        }
+        let backup_window = req.backup_window.unwrap_or_else(|| "03:00-04:00".into());
+        window("backup window", &backup_window, false)?;
+        let maintenance_window = req.maintenance_window.unwrap_or_else(|| "sun:04:00-sun:05:00".into());
+        window("maintenance window", &maintenance_window, true)?;
+        validate::labels(&req.tags)?;
+        let generated = req.master_password.is_none();
+        let password_text = match req.master_password {
+            Some(p) => {
+                password(&p)?;
+                p
+            }
+            None => Alphanumeric.sample_string(&mut rand::thread_rng(), 24),
+        };
+        // Only the salted SCRAM verifier travels on: through Raft, to the host, into PostgreSQL.
+        let master_verifier = postgres_protocol::password::scram_sha_256(password_text.as_bytes());
+        let job_id = uuid::Uuid::now_v7().simple().to_string();
+        let request_id = req
+            .request_id
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| job_id.clone());
+        let spec = DatabaseSpec {
+            engine: engine.to_string(),
+            engine_version: version.to_string(),
+            class: req.class,
+            storage_gib: req.storage_gib,
+            zone: req.zone,
+            master_user: req.master_user,
+            tags: req.tags,
+            backup_retention_days: retention,
+            backup_window,
+            maintenance_window,
+        };
+        let command = Command::CreateDatabase {
+            job_id,
+            request_id: Some(request_id),
+            name: req.name,
+            spec,
+            master_verifier,
+            instance_id: uuid::Uuid::now_v7().simple().to_string(),
+        };
+        let r = self.commit(command).await?;
+        self.database_reply(r, generated.then_some(password_text))
+    }
+
+    /// Modify a database.
+    pub async fn modify_database(&self, name: &str, req: ModifyDatabaseRequest) -> Result<DatabaseOperation, ApiError> {
+        validate::dns_label("database name", name)?;
+        if let Some(c) = &req.class {
+            class(c)?;
+        }
+        if let Some(g) = req.storage_gib {
+            storage(g)?;
+        }
+        if let Some(w) = &req.backup_window {
+            window("backup window", w, false)?;
+        }
+        if let Some(w) = &req.maintenance_window {
+            window("maintenance window", w, true)?;
+        }
+        let modification = Modification {
+            class: req.class,
+            storage_gib: req.storage_gib,
+            backup_window: req.backup_window,
+            maintenance_window: req.maintenance_window,
+        };
+        if modification == Modification::default() {
+            return Err(ApiError::InvalidArgument(
+                "nothing to modify: give --class, --storage-gib, --backup-window or --maintenance-window".into(),
+            ));
+        }
+        if !req.apply_immediately {
+            return Err(ApiError::InvalidArgument(
+                "applying in the maintenance window is not available yet; pass apply_immediately (--apply-immediately)"
+                    .into(),
+            ));
+        }
+        let job_id = uuid::Uuid::now_v7().simple().to_string();
+        let request_id = req
+            .request_id
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| job_id.clone());
+        let r = self
+            .commit(Command::ModifyDatabase {
+                job_id,
+                request_id: Some(request_id),
+                name: name.into(),
+                modification,
+            })
+            .await?;
+        self.database_reply(r, None)
+    }
+
+    /// Delete a database.
+    pub async fn delete_database(&self, name: &str, request_id: Option<String>) -> Result<DatabaseOperation, ApiError> {
+        validate::dns_label("database name", name)?;
+        let job_id = uuid::Uuid::now_v7().simple().to_string();
+        let request_id = request_id.filter(|r| !r.is_empty()).unwrap_or_else(|| job_id.clone());
+        let r = self
+            .commit(Command::DeleteDatabase {
+                job_id,
+                request_id: Some(request_id),
+                name: name.into(),
+            })
+            .await?;
+        self.database_reply(r, None)
+    }
+
+    /// All databases.
+    pub async fn list_databases(&self) -> Result<Vec<DatabaseView>, ApiError> {
+        self.node
+            .read(|s| s.databases.values().map(|d| DatabaseView::of(d, s)).collect())
+            .await
+    }
+
+    /// One database.
+    pub async fn describe_database(&self, name: &str) -> Result<DatabaseView, ApiError> {
+        self.node
+            .read(|s| s.databases.get(name).map(|d| DatabaseView::of(d, s)))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("database {name:?} does not exist; `keel db list` shows them")))
+    }
+
+    /// An operation with its workflow.
+    pub async fn describe_operation(&self, id: &str) -> Result<OperationView, ApiError> {
+        self.node
+            .read(|s| {
+                s.jobs.get(id).map(|job| OperationView {
+                    job: job.clone(),
+                    workflow: s.workflows.values().find(|w| w.job_id == id).cloned(),
+                })
+            })
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("operation {id:?} does not exist; `keel ops list` shows them")))
+    }
+
+    /// Events after `after` (a sequence number), optionally for one database, oldest first.
+    pub async fn events(&self, db: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, ApiError> {
+        let db = db.map(str::to_string);
+        self.node
+            .read(move |s| {
+                s.events
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .filter(|e| db.as_deref().is_none_or(|d| e.subject == d))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_users_and_passwords() {
+        assert!(window("w", "02:00-03:00", false).is_ok());
+        assert!(window("w", "sun:04:00-sun:05:00", true).is_ok());
+        for bad in ["2:00-3:00", "24:00-01:00", "02:00", "sun:04:00-sun:05:00"] {
+            assert!(window("w", bad, false).is_err(), "{bad}");
+        }
+        assert!(window("w", "funday:04:00-sun:05:00", true).is_err());
+        assert!(master_user("app_owner").is_ok());
+        for bad in ["", "App", "1app", "pg_admin", "a-b"] {
+            assert!(master_user(bad).is_err(), "{bad}");
+        }
+        assert!(password("short").is_err());
+        assert!(password("long enough").is_ok());
+        assert!(class("tiny")
+            .unwrap_err()
+            .to_string()
+            .contains("micro, small, medium, large"));
+        assert!(storage(0).is_err() && storage(20_000).is_err() && storage(10).is_ok());
+    }
+}

@@ -1,0 +1,352 @@
+//! `keel db …`, `keel events` and operation progress (`--wait`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Subcommand;
+use keel_raft_store::{Event, JobState, StepState};
+
+use super::client::{typed, Client};
+use super::output::{table, time, Format};
+use super::print;
+use crate::api::databases::{
+    CreateDatabaseRequest, DatabaseOperation, DatabaseView, ModifyDatabaseRequest, OperationView,
+};
+
+/// `keel db` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Create a database; prints the operation id at once (or waits with --wait).
+    Create {
+        /// Database name (a DNS label).
+        name: String,
+        /// Engine.
+        #[arg(long, default_value = "postgres")]
+        engine: String,
+        /// Engine version.
+        #[arg(long)]
+        engine_version: Option<String>,
+        /// Instance class: micro, small, medium, large.
+        #[arg(long, default_value = "small")]
+        class: String,
+        /// Allocated storage in GiB.
+        #[arg(long, default_value_t = 10)]
+        storage_gib: u32,
+        /// Zone to place it in.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Master user.
+        #[arg(long, default_value = "keel")]
+        master_user: String,
+        /// Master password (generated and printed once if omitted).
+        #[arg(long, env = "KEEL_MASTER_PASSWORD", hide_env_values = true)]
+        master_password: Option<String>,
+        /// Days of backups kept.
+        #[arg(long)]
+        backup_retention_days: Option<u32>,
+        /// Daily backup window HH:MM-HH:MM (UTC).
+        #[arg(long)]
+        backup_window: Option<String>,
+        /// Weekly maintenance window ddd:HH:MM-ddd:HH:MM (UTC).
+        #[arg(long)]
+        maintenance_window: Option<String>,
+        /// Tag KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_parser = super::parse_label)]
+        tags: Vec<(String, String)>,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List databases.
+    List,
+    /// Show one database.
+    Describe {
+        /// Database name.
+        name: String,
+    },
+    /// Change class, storage or windows.
+    Modify {
+        /// Database name.
+        name: String,
+        /// New class.
+        #[arg(long)]
+        class: Option<String>,
+        /// New storage in GiB (grow only).
+        #[arg(long)]
+        storage_gib: Option<u32>,
+        /// New backup window.
+        #[arg(long)]
+        backup_window: Option<String>,
+        /// New maintenance window.
+        #[arg(long)]
+        maintenance_window: Option<String>,
+        /// Apply now instead of in the maintenance window.
+        #[arg(long)]
+        apply_immediately: bool,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete a database and its data.
+    Delete {
+        /// Database name.
+        name: String,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+fn status(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn endpoint(d: &DatabaseView) -> String {
+    d.endpoint
+        .as_ref()
+        .map_or("-".into(), |e| format!("{}:{}", e.addr, e.port))
+}
+
+/// Run a `keel db` command.
+pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()> {
+    let (v, wait) = match cmd {
+        DbCmd::List => {
+            let v = client.get("/v1/databases").await?;
+            return print(out, &v, || {
+                let dbs: Vec<DatabaseView> = typed(v.clone())?;
+                let rows: Vec<Vec<String>> = dbs
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.name.clone(),
+                            status(&d.status),
+                            d.spec.class.clone(),
+                            format!("{} GiB", d.spec.storage_gib),
+                            d.spec.zone.clone().unwrap_or_else(|| "-".into()),
+                            endpoint(d),
+                            time(Some(d.created_at_ms)),
+                        ]
+                    })
+                    .collect();
+                Ok(table(
+                    &["NAME", "STATUS", "CLASS", "STORAGE", "ZONE", "ENDPOINT", "CREATED"],
+                    &rows,
+                ))
+            });
+        }
+        DbCmd::Describe { name } => {
+            let v = client.get(&format!("/v1/databases/{name}")).await?;
+            return print(out, &v, || Ok(describe(&typed(v.clone())?)));
+        }
+        DbCmd::Create {
+            name,
+            engine,
+            engine_version,
+            class,
+            storage_gib,
+            zone,
+            master_user,
+            master_password,
+            backup_retention_days,
+            backup_window,
+            maintenance_window,
+            tags,
+            wait,
+        } => {
+            let req = CreateDatabaseRequest {
+                name,
+                engine,
+                engine_version,
+                class,
+                storage_gib,
+                zone,
+                master_user,
+                master_password,
+                backup_retention_days,
+                backup_window,
+                maintenance_window,
+                tags: tags.into_iter().collect::<BTreeMap<_, _>>(),
+                request_id: None,
+            };
+            (client.post("/v1/databases", &req).await?, wait)
+        }
+        DbCmd::Modify {
+            name,
+            class,
+            storage_gib,
+            backup_window,
+            maintenance_window,
+            apply_immediately,
+            wait,
+        } => {
+            let req = ModifyDatabaseRequest {
+                class,
+                storage_gib,
+                backup_window,
+                maintenance_window,
+                apply_immediately,
+                request_id: None,
+            };
+            (client.patch(&format!("/v1/databases/{name}"), &req).await?, wait)
+        }
+        DbCmd::Delete { name, wait } => (client.delete(&format!("/v1/databases/{name}")).await?, wait),
+    };
+    let op: DatabaseOperation = typed(v.clone())?;
+    match out {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Format::Table => {
+            println!(
+                "Database {}: {} (operation {}).",
+                op.database.name,
+                status(&op.database.status),
+                op.operation_id
+            );
+            if let Some(p) = &op.master_password {
+                println!("Generated master password (shown once): {p}");
+            }
+        }
+    }
+    if wait {
+        let done = wait_for(client, &op.operation_id, out == Format::Table).await?;
+        if done.job.state == JobState::Failed {
+            bail!(
+                "operation {} failed: {}",
+                op.operation_id,
+                done.job.error.unwrap_or_else(|| "no reason given".into())
+            );
+        }
+        if out == Format::Table {
+            if let Ok(v) = client.get(&format!("/v1/databases/{}", op.database.name)).await {
+                let d: DatabaseView = typed(v)?;
+                println!(
+                    "Database {} is {}; endpoint {}.",
+                    d.name,
+                    status(&d.status),
+                    endpoint(&d)
+                );
+            } else {
+                println!("Database {} is gone.", op.database.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe(d: &DatabaseView) -> String {
+    let mut s = format!(
+        "Database {}\n  status:      {}{}\n  engine:      {} {}\n  class:       {}\n  storage:     {} GiB\n  zone:        {}\n  endpoint:    {}\n  master user: {}\n  backups:     {} days, window {}\n  maintenance: {}\n  created:     {}\n  operation:   {}\n",
+        d.name,
+        status(&d.status),
+        d.status_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        d.spec.engine,
+        d.spec.engine_version,
+        d.spec.class,
+        d.spec.storage_gib,
+        d.spec.zone.as_deref().unwrap_or("-"),
+        endpoint(d),
+        d.spec.master_user,
+        d.spec.backup_retention_days,
+        d.spec.backup_window,
+        d.spec.maintenance_window,
+        time(Some(d.created_at_ms)),
+        d.operation.as_deref().unwrap_or("-"),
+    );
+    if let Some(p) = &d.pending {
+        s.push_str(&format!(
+            "  pending:     {}\n",
+            serde_json::to_string(p).unwrap_or_default()
+        ));
+    }
+    s.push_str("  instances:\n");
+    for i in &d.instances {
+        s.push_str(&format!("    {} {} on {} port {}\n", i.id, i.role, i.host, i.port));
+    }
+    s.trim_end().to_string()
+}
+
+/// Lines describing each task of an operation.
+pub fn task_lines(op: &OperationView) -> Vec<String> {
+    let Some(wf) = &op.workflow else {
+        return vec!["  (not planned yet)".into()];
+    };
+    let n = wf.tasks.len();
+    wf.tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let took = match (t.started_at_ms, t.finished_at_ms) {
+                (Some(a), Some(b)) => format!(" in {:.2}s", b.saturating_sub(a) as f64 / 1000.0),
+                _ => String::new(),
+            };
+            format!(
+                "  [{}/{n}] {}{} on {}: {} (attempt {}){took}{}",
+                i + 1,
+                t.name,
+                if t.compensation { " (undo)" } else { "" },
+                t.host,
+                status(&t.state),
+                t.attempt,
+                t.result
+                    .as_ref()
+                    .filter(|_| t.state == StepState::Failed)
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Poll an operation until it ends, printing task progress as it changes.
+pub async fn wait_for(client: &Client, id: &str, show: bool) -> anyhow::Result<OperationView> {
+    let mut shown: Vec<String> = Vec::new();
+    loop {
+        let op: OperationView = typed(client.get(&format!("/v1/ops/{id}")).await?)?;
+        if show {
+            let lines = task_lines(&op);
+            for (i, line) in lines.iter().enumerate() {
+                if shown.get(i) != Some(line) {
+                    println!("{line}");
+                }
+            }
+            shown = lines;
+        }
+        if op.job.state.is_terminal() {
+            return Ok(op);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `keel events`: print events, and keep printing new ones with `follow`.
+pub async fn events(client: &Client, out: Format, db: Option<String>, follow: bool) -> anyhow::Result<()> {
+    let mut after = 0;
+    loop {
+        let mut path = format!("/v1/events?after={after}");
+        if let Some(d) = &db {
+            path.push_str(&format!("&db={d}"));
+        }
+        let v = client.get(&path).await?;
+        let events: Vec<Event> = typed(v.clone())?;
+        for e in &events {
+            match out {
+                Format::Json => println!("{}", serde_json::to_string(e)?),
+                Format::Table => println!(
+                    "{}  {:<24} {:<34} {}",
+                    time(Some(e.at_ms)),
+                    e.kind,
+                    e.subject,
+                    e.message
+                ),
+            }
+            after = after.max(e.seq);
+        }
+        if !follow {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,231 @@
+//! The planner: which tasks turn a job into the state it asks for. Pure
+//! functions of the admin state, unit-tested without I/O.
+
+use keel_raft_store::{AdminState, Job, JobKind, Modification, Task, Workflow};
+
+use crate::classes;
+use crate::host::engine::InstanceSpec;
+
+/// Host actions a task can ask for, plus `check`, which observes instead of acting.
+pub mod action {
+    /// Create volume, data directory and master user.
+    pub const PROVISION: &str = "provision";
+    /// Start the engine.
+    pub const START: &str = "start";
+    /// Observe that the instance accepts SQL connections.
+    pub const CHECK: &str = "check";
+    /// Rewrite settings and restart.
+    pub const RESTART: &str = "restart";
+    /// Rewrite settings that need no restart.
+    pub const CONFIGURE: &str = "configure";
+    /// Stop and delete the volume.
+    pub const DESTROY: &str = "destroy";
+}
+
+fn task(workflow_id: &str, n: usize, name: &str, host: &str, instance: &str) -> Task {
+    Task {
+        id: format!("{workflow_id}-{n}"),
+        name: name.to_string(),
+        host: host.to_string(),
+        instance: instance.to_string(),
+        ..Task::default()
+    }
+}
+
+/// The tasks of `job`'s workflow, in order.
+pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task>, String> {
+    let name = job.kind.database().ok_or("this job has no database")?;
+    let db = state
+        .databases
+        .get(name)
+        .ok_or_else(|| format!("database {name} no longer exists"))?;
+    let instances: Vec<_> = db.instances.iter().filter_map(|id| state.instances.get(id)).collect();
+    let mut tasks = Vec::new();
+    let mut add = |action: &str, host: &str, instance: &str| {
+        let n = tasks.len();
+        tasks.push(task(workflow_id, n, action, host, instance));
+    };
+    match &job.kind {
+        JobKind::Noop { .. } => return Err("a noop job has no workflow".into()),
+        JobKind::CreateDatabase { .. } => {
+            for i in &instances {
+                add(action::PROVISION, &i.host, &i.id);
+                add(action::START, &i.host, &i.id);
+                add(action::CHECK, &i.host, &i.id);
+            }
+        }
+        JobKind::ModifyDatabase { modification, .. } => {
+            let restart = modification.class.as_ref().is_some_and(|c| *c != db.spec.class);
+            let reconfigure = modification.storage_gib.is_some_and(|g| g != db.spec.storage_gib);
+            for i in &instances {
+                if restart {
+                    add(action::RESTART, &i.host, &i.id);
+                    add(action::CHECK, &i.host, &i.id);
+                } else if reconfigure {
+                    add(action::CONFIGURE, &i.host, &i.id);
+                }
+            }
+        }
+        JobKind::DeleteDatabase { .. } => {
+            for i in &instances {
+                add(action::DESTROY, &i.host, &i.id);
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// The tasks that undo a failed workflow's completed (or possibly started) work, in order.
+pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
+    match job.kind {
+        // A failed create gives back its volume (and, on commit, its port and slot).
+        JobKind::CreateDatabase { .. } => {
+            let mut seen = Vec::new();
+            let mut out = Vec::new();
+            for t in workflow.tasks.iter().filter(|t| t.attempt > 0 && !t.compensation) {
+                if !seen.contains(&t.instance) {
+                    seen.push(t.instance.clone());
+                    let n = workflow.tasks.len() + out.len();
+                    out.push(task(&workflow.id, n, action::DESTROY, &t.host, &t.instance));
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What the host manager needs to run an instance of `job`'s database, after any modification.
+pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str) -> Result<InstanceSpec, String> {
+    let instance = state
+        .instances
+        .get(instance_id)
+        .ok_or_else(|| format!("instance {instance_id} no longer exists"))?;
+    let db = state
+        .databases
+        .get(&instance.database)
+        .ok_or_else(|| format!("database {} no longer exists", instance.database))?;
+    let host = state
+        .hosts
+        .get(&instance.host)
+        .ok_or_else(|| format!("host {} is no longer registered", instance.host))?;
+    let empty = Modification::default();
+    let modification = match &job.kind {
+        JobKind::ModifyDatabase { modification, .. } => modification,
+        _ => &empty,
+    };
+    let class_name = modification.class.as_deref().unwrap_or(&db.spec.class);
+    let class = classes::lookup(class_name).ok_or_else(|| format!("unknown instance class {class_name:?}"))?;
+    Ok(InstanceSpec {
+        id: instance.id.clone(),
+        listen_addr: host
+            .addr
+            .rsplit_once(':')
+            .map_or(host.addr.clone(), |(h, _)| h.to_string()),
+        port: instance.port,
+        settings: class.settings(),
+        storage_gib: modification.storage_gib.unwrap_or(db.spec.storage_gib),
+        master_user: db.spec.master_user.clone(),
+        master_verifier: db.master_verifier.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_raft_store::{Command, DatabaseSpec, Host, HostHealth, Proposal, Response};
+
+    fn state_with_db() -> (AdminState, Job) {
+        let mut s = AdminState::default();
+        s.hosts.insert(
+            "h1".into(),
+            Host {
+                name: "h1".into(),
+                addr: "127.0.1.1:7300".into(),
+                zone: "a".into(),
+                health: HostHealth::Healthy,
+                ..Host::default()
+            },
+        );
+        let spec = DatabaseSpec {
+            engine: "postgres".into(),
+            class: "small".into(),
+            storage_gib: 10,
+            master_user: "app".into(),
+            ..DatabaseSpec::default()
+        };
+        let command = Command::CreateDatabase {
+            job_id: "j1".into(),
+            request_id: None,
+            name: "orders".into(),
+            spec,
+            master_verifier: "v".into(),
+            instance_id: "i1".into(),
+        };
+        let Response::Database { job, .. } = s.apply(1, &Proposal { at_ms: 1, command }) else {
+            panic!()
+        };
+        (s, *job)
+    }
+
+    #[test]
+    fn create_provisions_starts_and_checks_then_undoes_by_destroying() {
+        let (s, job) = state_with_db();
+        let tasks = plan(&s, &job, "w").unwrap();
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["provision", "start", "check"]);
+        assert!(tasks.iter().all(|t| t.host == "h1" && t.instance == "i1"));
+        let mut wf = Workflow {
+            id: "w".into(),
+            tasks,
+            ..Workflow::default()
+        };
+        assert!(compensation(&job, &wf).is_empty(), "nothing ran, nothing to undo");
+        wf.tasks[0].attempt = 1;
+        let undo = compensation(&job, &wf);
+        assert_eq!(undo.len(), 1);
+        assert_eq!((undo[0].name.as_str(), undo[0].id.as_str()), ("destroy", "w-3"));
+        let spec = instance_spec(&s, &job, "i1").unwrap();
+        assert_eq!(
+            (spec.listen_addr.as_str(), spec.port, spec.settings.shared_buffers_mb),
+            ("127.0.1.1", 5432, 128)
+        );
+    }
+
+    #[test]
+    fn modify_restarts_only_for_a_new_class() {
+        let (s, _) = state_with_db();
+        let job = |m: Modification| Job {
+            id: "j2".into(),
+            request_id: None,
+            kind: JobKind::ModifyDatabase {
+                database: "orders".into(),
+                modification: m,
+            },
+            state: Default::default(),
+            submitted_at_ms: 0,
+            claims: vec![],
+            completed_term: None,
+            finished_at_ms: None,
+            error: None,
+        };
+        let bigger = job(Modification {
+            class: Some("medium".into()),
+            ..Modification::default()
+        });
+        let names: Vec<String> = plan(&s, &bigger, "w").unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["restart", "check"]);
+        assert_eq!(
+            instance_spec(&s, &bigger, "i1").unwrap().settings.shared_buffers_mb,
+            512
+        );
+        let windows = job(Modification {
+            backup_window: Some("03:00-04:00".into()),
+            ..Modification::default()
+        });
+        assert!(
+            plan(&s, &windows, "w").unwrap().is_empty(),
+            "a window change needs no host work"
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! Create → available → connect → modify → delete, against real host managers and PostgreSQL;
+//! and every bad input refused with nothing left behind.
+
+use std::time::Duration;
+
+use keel_jepsen::cluster::Cluster;
+use serde_json::{json, Value};
+
+use super::cluster;
+
+const PASSWORD: &str = "s3cret pass word";
+
+async fn wait_op(c: &Cluster, id: &str) -> Value {
+    c.wait_for(
+        Duration::from_secs(120),
+        &format!("operation {id} to finish"),
+        || async {
+            let (code, op) = c.get(2, &format!("/v1/ops/{id}")).await?;
+            anyhow::ensure!(code == 200, "{op}");
+            let done = op["state"] == "succeeded" || op["state"] == "failed";
+            Ok(done.then_some(op))
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host={addr} port={port} user=app password='{PASSWORD}' dbname=postgres connect_timeout=5"),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+fn create_body(name: &str) -> Value {
+    json!({"name": name, "engine": "postgres", "class": "small", "storage_gib": 1,
+           "master_user": "app", "master_password": PASSWORD})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_connect_modify_delete() {
+    let mut c = cluster(&[]).await;
+    c.start_hosts(3).await.unwrap();
+
+    let (code, created) = c.post(1, "/v1/databases", &create_body("orders")).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    assert_eq!(created["database"]["status"], "creating");
+    assert!(
+        created.get("master_password").is_none(),
+        "a given password is never echoed"
+    );
+    let op_id = created["operation_id"].as_str().unwrap().to_string();
+
+    // A delete in the middle of the create is refused with a clear message.
+    let (code, busy) = c.delete(3, "/v1/databases/orders").await.unwrap();
+    assert_eq!(code, 409, "{busy}");
+    assert!(busy["detail"].as_str().unwrap().contains("busy"), "{busy}");
+
+    let op = wait_op(&c, &op_id).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let tasks: Vec<&str> = op["workflow"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["provision", "start", "check"]);
+
+    let (_, db) = c.get(3, "/v1/databases/orders").await.unwrap();
+    assert_eq!(db["status"], "available", "{db}");
+    let addr = db["endpoint"]["addr"].as_str().unwrap().to_string();
+    let port = db["endpoint"]["port"].as_u64().unwrap();
+    assert!(addr.starts_with("127.0.1."), "{db}");
+    assert!(!db.to_string().contains("SCRAM"), "no verifier in API answers");
+
+    let pg = connect(&addr, port).await.expect("connect as the master user");
+    pg.batch_execute("CREATE TABLE t (id int primary key, v text); INSERT INTO t VALUES (1, 'kept')")
+        .await
+        .unwrap();
+    let sb: String = pg.query_one("SHOW shared_buffers", &[]).await.unwrap().get(0);
+    assert_eq!(sb, "128MB");
+    drop(pg);
+
+    let modify = json!({"class": "medium", "apply_immediately": true});
+    let resp = reqwest::Client::new()
+        .patch(format!("{}/v1/databases/orders", c.url(2)))
+        .json(&modify)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let modified: Value = resp.json().await.unwrap();
+    let op = wait_op(&c, modified["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let pg = connect(&addr, port).await.unwrap();
+    let sb: String = pg.query_one("SHOW shared_buffers", &[]).await.unwrap().get(0);
+    assert_eq!(sb, "512MB");
+    let v: String = pg.query_one("SELECT v FROM t WHERE id = 1", &[]).await.unwrap().get(0);
+    assert_eq!(v, "kept");
+    drop(pg);
+    let (_, db) = c.get(1, "/v1/databases/orders").await.unwrap();
+    assert_eq!(db["spec"]["class"], "medium");
+
+    let instance = db["instances"][0]["id"].as_str().unwrap().to_string();
+    let host_name = db["instances"][0]["host"].as_str().unwrap().to_string();
+    let (code, deleted) = c.delete(1, "/v1/databases/orders").await.unwrap();
+    assert_eq!(code, 200, "{deleted}");
+    let op = wait_op(&c, deleted["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    assert!(connect(&addr, port).await.is_err(), "port closed");
+    let host = c.hosts.iter().find(|h| h.name == host_name).unwrap();
+    assert!(!host.root.join("volumes").join(&instance).exists(), "volume gone");
+    let (code, _) = c.get(1, "/v1/databases/orders").await.unwrap();
+    assert_eq!(code, 404);
+
+    // The name is reusable.
+    let (code, again) = c.post(2, "/v1/databases", &create_body("orders")).await.unwrap();
+    assert_eq!(code, 200, "{again}");
+    let op = wait_op(&c, again["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+
+    // The password never reached a log or the Raft store in clear.
+    let mut stack = vec![c.dir().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                let found = bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes());
+                assert!(!found, "password found in clear in {}", p.display());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_database_requests_create_nothing() {
+    let mut c = cluster(&[]).await;
+    // No hosts yet: no capacity anywhere.
+    let (code, p) = c.post(1, "/v1/databases", &create_body("early")).await.unwrap();
+    assert_eq!(code, 409, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("no capacity"), "{p}");
+    c.start_hosts(1).await.unwrap();
+
+    let mut cases = vec![];
+    let mut with = |k: &str, v: Value, want: u16, phrase: &str| {
+        let mut b = create_body("good");
+        b[k] = v;
+        cases.push((b, want, phrase.to_string()));
+    };
+    with("name", json!("Bad_Name"), 400, "not valid");
+    with("engine", json!("oracle"), 400, "unknown engine");
+    with("class", json!("huge"), 400, "unknown instance class");
+    with("storage_gib", json!(0), 400, "out of range");
+    with("storage_gib", json!(100000), 400, "out of range");
+    with("zone", json!("z"), 409, "zone \"z\" has no hosts");
+    with("master_user", json!("pg_x"), 400, "master user");
+    with("master_password", json!("short"), 400, "8-128");
+    with("colour", json!("red"), 400, "colour");
+    for (body, want, phrase) in cases {
+        let (code, problem) = c.post(2, "/v1/databases", &body).await.unwrap();
+        assert_eq!(code, want, "{body} -> {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(&phrase),
+            "{body}: {problem}"
+        );
+    }
+    let (_, dbs) = c.get(3, "/v1/databases").await.unwrap();
+    assert_eq!(dbs, json!([]), "nothing was created");
+    let (_, ops) = c.get(3, "/v1/ops").await.unwrap();
+    assert_eq!(ops, json!([]), "no operation was queued");
+    assert!(
+        !c.hosts[0].root.join("volumes").exists()
+            || std::fs::read_dir(c.hosts[0].root.join("volumes"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+
+    let (code, _) = c.post(1, "/v1/databases", &create_body("dup")).await.unwrap();
+    assert_eq!(code, 200);
+    let (code, p) = c.post(1, "/v1/databases", &create_body("dup")).await.unwrap();
+    assert_eq!(code, 409, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("already exists"), "{p}");
+}

@@ -1,0 +1,270 @@
+//! Applying database commands: create (with placement), modify, delete.
+//!
+//! A database works on one operation at a time: a modify or delete while
+//! another operation runs is refused with the id of the running one.
+
+use super::{conflict, not_found, AdminState};
+use crate::command::Response;
+use crate::records::*;
+
+impl AdminState {
+    fn database_response(&self, job: &Job, created: bool) -> Response {
+        let database = job
+            .kind
+            .database()
+            .and_then(|d| self.databases.get(d))
+            .cloned()
+            .unwrap_or_else(|| Database {
+                name: job.kind.database().unwrap_or_default().to_string(),
+                ..Database::default()
+            });
+        Response::Database {
+            database: Box::new(database),
+            job: Box::new(job.clone()),
+            created,
+        }
+    }
+
+    fn busy(&self, db: &Database) -> Option<Response> {
+        let op = db.operation.as_ref()?;
+        let kind = self.jobs.get(op).map_or("an operation", |j| j.kind.name());
+        Some(conflict(format!(
+            "database {} is busy with {kind} {op}; wait for it (`keel ops describe {op}`) and retry",
+            db.name
+        )))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn create_database(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        request_id: Option<&str>,
+        name: &str,
+        spec: &DatabaseSpec,
+        master_verifier: &str,
+        instance_id: &str,
+    ) -> Response {
+        if let Some(job) = self.repeat_of(request_id) {
+            return self.database_response(&job.clone(), false);
+        }
+        if let Some(existing) = self.databases.get(name) {
+            return conflict(format!(
+                "database {name:?} already exists ({:?}); choose another name or delete it first",
+                existing.status
+            ));
+        }
+        let (host, port) = match self.place(spec.zone.as_deref()) {
+            Ok(p) => p,
+            Err(rejection) => return Response::Rejected { rejection },
+        };
+        let kind = JobKind::CreateDatabase { database: name.into() };
+        let job = match self.enqueue(index, at, job_id, request_id, kind) {
+            Ok(job) => job,
+            Err(refused) => return refused,
+        };
+        self.instances.insert(
+            instance_id.to_string(),
+            Instance {
+                id: instance_id.to_string(),
+                database: name.to_string(),
+                role: InstanceRole::Primary,
+                host: host.clone(),
+                port,
+                created_at_ms: at,
+            },
+        );
+        self.databases.insert(
+            name.to_string(),
+            Database {
+                name: name.to_string(),
+                spec: spec.clone(),
+                status: DatabaseStatus::Creating,
+                instances: vec![instance_id.to_string()],
+                generation: 1,
+                created_at_ms: at,
+                operation: Some(job_id.to_string()),
+                master_verifier: master_verifier.to_string(),
+                ..Database::default()
+            },
+        );
+        let message = format!("Database {name} is being created on host {host}, port {port}.");
+        self.event(index, at, "database-creating", name, message);
+        self.database_response(&job, true)
+    }
+
+    pub(super) fn modify_database(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        request_id: Option<&str>,
+        name: &str,
+        modification: &Modification,
+    ) -> Response {
+        if let Some(job) = self.repeat_of(request_id) {
+            return self.database_response(&job.clone(), false);
+        }
+        let Some(db) = self.databases.get(name) else {
+            return not_found("database", name);
+        };
+        if let Some(refused) = self.busy(db) {
+            return refused;
+        }
+        if db.status != DatabaseStatus::Available {
+            return conflict(format!(
+                "database {name} is {:?}; only an available database can be modified",
+                db.status
+            ));
+        }
+        if let Some(gib) = modification.storage_gib {
+            if gib < db.spec.storage_gib {
+                return conflict(format!(
+                    "storage can only grow: {name} has {} GiB, asked for {gib} GiB",
+                    db.spec.storage_gib
+                ));
+            }
+        }
+        let kind = JobKind::ModifyDatabase {
+            database: name.into(),
+            modification: modification.clone(),
+        };
+        let job = match self.enqueue(index, at, job_id, request_id, kind) {
+            Ok(job) => job,
+            Err(refused) => return refused,
+        };
+        let db = self.databases.get_mut(name).expect("checked above");
+        db.status = DatabaseStatus::Modifying;
+        db.operation = Some(job_id.to_string());
+        self.event(
+            index,
+            at,
+            "database-modifying",
+            name,
+            format!("Database {name} is being modified."),
+        );
+        self.database_response(&job, true)
+    }
+
+    pub(super) fn delete_database(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        request_id: Option<&str>,
+        name: &str,
+    ) -> Response {
+        if let Some(job) = self.repeat_of(request_id) {
+            return self.database_response(&job.clone(), false);
+        }
+        let Some(db) = self.databases.get(name) else {
+            return not_found("database", name);
+        };
+        if let Some(refused) = self.busy(db) {
+            return refused;
+        }
+        let kind = JobKind::DeleteDatabase { database: name.into() };
+        let job = match self.enqueue(index, at, job_id, request_id, kind) {
+            Ok(job) => job,
+            Err(refused) => return refused,
+        };
+        let db = self.databases.get_mut(name).expect("checked above");
+        db.status = DatabaseStatus::Deleting;
+        db.operation = Some(job_id.to_string());
+        self.event(
+            index,
+            at,
+            "database-deleting",
+            name,
+            format!("Database {name} is being deleted."),
+        );
+        self.database_response(&job, true)
+    }
+
+    /// Drop a database's instances, freeing their ports and slots.
+    pub(super) fn release_instances(&mut self, name: &str) {
+        self.instances.retain(|_, i| i.database != name);
+        if let Some(db) = self.databases.get_mut(name) {
+            db.instances.clear();
+            db.endpoint = None;
+        }
+    }
+
+    /// The effect of a finished workflow on its database.
+    pub(super) fn conclude(&mut self, index: u64, at: Millis, kind: &JobKind, error: Option<&str>) {
+        let Some(name) = kind.database().map(str::to_string) else {
+            return;
+        };
+        match (kind, error) {
+            (JobKind::DeleteDatabase { .. }, None) => {
+                self.release_instances(&name);
+                self.databases.remove(&name);
+                self.event(
+                    index,
+                    at,
+                    "database-deleted",
+                    &name,
+                    format!("Database {name} was deleted."),
+                );
+                return;
+            }
+            (JobKind::CreateDatabase { .. }, Some(_)) => self.release_instances(&name),
+            _ => {}
+        }
+        let endpoint = self.primary_endpoint(&name);
+        let Some(db) = self.databases.get_mut(&name) else {
+            return;
+        };
+        db.operation = None;
+        let (kind_name, message) = match (kind, error) {
+            (_, Some(e)) => {
+                db.status = DatabaseStatus::Failed;
+                db.status_reason = Some(e.to_string());
+                ("database-failed", format!("Database {name} failed: {e}"))
+            }
+            (JobKind::CreateDatabase { .. }, None) => {
+                db.status = DatabaseStatus::Available;
+                db.endpoint = endpoint;
+                let at_addr = db
+                    .endpoint
+                    .as_ref()
+                    .map(|e| format!(" at {}:{}", e.addr, e.port))
+                    .unwrap_or_default();
+                ("database-available", format!("Database {name} is available{at_addr}."))
+            }
+            (JobKind::ModifyDatabase { modification, .. }, None) => {
+                if let Some(class) = &modification.class {
+                    db.spec.class = class.clone();
+                }
+                if let Some(gib) = modification.storage_gib {
+                    db.spec.storage_gib = gib;
+                }
+                if let Some(w) = &modification.backup_window {
+                    db.spec.backup_window = w.clone();
+                }
+                if let Some(w) = &modification.maintenance_window {
+                    db.spec.maintenance_window = w.clone();
+                }
+                db.status = DatabaseStatus::Available;
+                ("database-modified", format!("Database {name} was modified."))
+            }
+            _ => return,
+        };
+        self.event(index, at, kind_name, &name, message);
+    }
+
+    fn primary_endpoint(&self, name: &str) -> Option<Endpoint> {
+        let primary = self
+            .instances
+            .values()
+            .find(|i| i.database == name && i.role == InstanceRole::Primary)?;
+        let host = self.hosts.get(&primary.host)?;
+        let addr = host.addr.rsplit_once(':').map_or(host.addr.as_str(), |(h, _)| h);
+        Some(Endpoint {
+            host: host.name.clone(),
+            addr: addr.to_string(),
+            port: primary.port,
+        })
+    }
+}
