@@ -18,6 +18,9 @@ pub struct DevArgs {
     /// Start from empty data instead of reusing the last run's.
     #[arg(long)]
     pub fresh: bool,
+    /// Host managers to run (zones a, b, c…; addresses 127.0.1.1, 127.0.1.2…).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=9))]
+    pub hosts: u64,
     /// Control nodes to run (3 or 5).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
     pub nodes: u64,
@@ -43,6 +46,11 @@ fn node_config(dir: &Path, id: u64, nodes: u64) -> ServerConfig {
 }
 
 fn default_dir() -> PathBuf {
+    // As root, PostgreSQL runs as the postgres user, which cannot enter /root: keep data where it can.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/keel/dev");
+    }
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
@@ -94,6 +102,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             dir.display()
         )));
     }
+    let mut hosts = Vec::new();
+    for i in 1..=args.hosts {
+        match start_host(&exe, &dir, i, api).await {
+            Ok(child) => hosts.push((100 + i, child)),
+            Err(e) => {
+                children.extend(hosts);
+                stop(&mut children).await;
+                return Err(e.context(format!("host manager h{i} did not start; see {}", dir.display())));
+            }
+        }
+    }
+    children.extend(hosts);
 
     println!(
         "Keel dev cluster is running: {} control nodes (cluster keel-dev).",
@@ -107,12 +127,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             7089 + id
         );
     }
+    for i in 1..=args.hosts {
+        println!("  host h{i}: zone {}, databases listen on 127.0.1.{i}", zone(i));
+    }
     println!();
     println!("Point the CLI at it:");
     println!();
     println!("    export KEEL_ADDR={api}");
     println!();
-    println!("Then try `keel cluster status`. Press Ctrl-C to stop; run `keel dev` again to reuse the data (--fresh to start empty).");
+    println!("Then try:");
+    println!();
+    println!("    keel db create demo --master-user app --master-password 'change me please' --wait");
+    println!("    keel db describe demo        # endpoint: address and port for psql");
+    println!();
+    println!("Press Ctrl-C to stop; run `keel dev` again to reuse the data (--fresh to start empty).");
 
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(crate::cli::stop_on_signal(shutdown.clone()));
@@ -123,7 +151,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             _ = watch.tick() => {
                 for (id, child) in &mut children {
                     if let Ok(Some(status)) = child.try_wait() {
-                        eprintln!("warning: control node {id} exited ({status}); see {}", dir.join(format!("node-{id}.log")).display());
+                        let what = if *id > 100 { format!("host manager h{}", *id - 100) } else { format!("control node {id}") };
+                        eprintln!("warning: {what} exited ({status}); see the logs in {}", dir.display());
                     }
                 }
                 children.retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
@@ -134,6 +163,55 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     stop(&mut children).await;
     println!("Stopped. Data kept in {}.", dir.display());
     Ok(())
+}
+
+fn zone(i: u64) -> char {
+    (b'a' + ((i - 1) % 26) as u8) as char
+}
+
+/// Start host manager `i` on 127.0.1.i:7300 and register it (registration is idempotent).
+async fn start_host(exe: &Path, dir: &Path, i: u64, api: &str) -> anyhow::Result<Child> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    let addr = format!("127.0.1.{i}:7300");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("host-{i}.log")))?;
+    let mut child = Command::new(exe)
+        .args([
+            "host",
+            "--name",
+            &format!("h{i}"),
+            "--zone",
+            &zone(i).to_string(),
+            "--addr",
+            &addr,
+            "--stop-instances-on-exit",
+            "--root",
+        ])
+        .arg(dir.join(format!("host-{i}")))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let client = crate::cli::api_client(api);
+    let body = serde_json::json!({"name": format!("h{i}"), "addr": addr, "zone": zone(i).to_string()});
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("host manager h{i} exited during start-up ({status})");
+        }
+        // Registered once the host manager answers; before that, keep trying.
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            client.post("/v1/hosts", &body).await?;
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            bail!("host manager h{i} did not listen on {addr} within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn wait_ready(api: &str, children: &mut [(u64, Child)]) -> anyhow::Result<()> {

@@ -39,6 +39,9 @@ pub struct HostConfig {
     /// Disk this host may allocate to volumes.
     #[arg(long, env = "KEEL_HOST_DISK_GIB", default_value_t = 100)]
     pub disk_gib: u64,
+    /// Stop the instances when the host manager exits cleanly (keel dev); by default they keep running.
+    #[arg(long)]
+    pub stop_instances_on_exit: bool,
 }
 
 /// Run the host manager until `shutdown`.
@@ -61,10 +64,17 @@ pub async fn run(config: HostConfig, shutdown: CancellationToken) -> anyhow::Res
         postgres = %engine.version(),
         "Host manager is serving."
     );
+    let stop_instances = config.stop_instances_on_exit;
     let svc = service::HostService::new(config, Arc::new(journal), Arc::new(engine));
+    svc.restore_instances().await;
     tonic::transport::Server::builder()
-        .add_service(HostManagerServer::new(svc))
+        .add_service(HostManagerServer::new(svc.clone()))
         .serve_with_incoming_shutdown(crate::server::nodelay(listener), shutdown.cancelled_owned())
         .await
-        .context("host manager server failed")
+        .context("host manager server failed")?;
+    // Databases normally outlive their host manager; a local dev cluster stops them with it.
+    if stop_instances {
+        svc.shut_down_instances().await;
+    }
+    Ok(())
 }

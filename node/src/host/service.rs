@@ -18,6 +18,7 @@ use super::HostConfig;
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 
 /// The host manager's gRPC service.
+#[derive(Clone)]
 pub struct HostService {
     config: HostConfig,
     journal: Arc<Journal>,
@@ -61,6 +62,30 @@ impl HostService {
 
     fn spec_path(&self, instance: &str) -> std::path::PathBuf {
         self.engine.volume(instance).join("instance.json")
+    }
+
+    /// Start every provisioned instance that was not stopped on purpose (after a host restart).
+    pub async fn restore_instances(&self) {
+        for spec in self.instances() {
+            if self.engine.stopped_on_purpose(&spec.id) || self.engine.running(&spec.id) {
+                continue;
+            }
+            match self.engine.start(&spec).await {
+                Ok(()) => tracing::info!(instance = %spec.id, "Started an instance that should be running."),
+                Err(e) => {
+                    tracing::warn!(instance = %spec.id, error = %e, "Could not start an instance that should be running.")
+                }
+            }
+        }
+    }
+
+    /// Stop every running instance, keeping what the control plane wants (used when the host shuts down).
+    pub async fn shut_down_instances(&self) {
+        for spec in self.instances() {
+            if let Err(e) = self.engine.shut_down(&spec.id).await {
+                tracing::warn!(instance = %spec.id, error = %e, "Could not stop an instance.");
+            }
+        }
     }
 
     fn instances(&self) -> Vec<InstanceSpec> {
@@ -218,12 +243,7 @@ impl HostManager for HostService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(r.task_id.clone(), rx.clone());
-        let this = Self {
-            config: self.config.clone(),
-            journal: self.journal.clone(),
-            engine: self.engine.clone(),
-            running: self.running.clone(),
-        };
+        let this = self.clone();
         let (task_id, action, instance) = (r.task_id.clone(), r.action.clone(), r.instance_id.clone());
         // The task runs to the end even if the caller gives up waiting; its outcome is journalled.
         tokio::spawn(async move {

@@ -272,6 +272,7 @@ impl Postgres {
 
     /// Start the instance and wait until it accepts connections; idempotent.
     pub async fn start(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
+        let _ = std::fs::remove_file(self.stopped_marker(&spec.id));
         if !self.running(&spec.id) {
             let log = self.volume(&spec.id).join("postgres.log");
             self.run(
@@ -298,6 +299,23 @@ impl Postgres {
 
     /// Stop the instance (fast shutdown); idempotent.
     pub async fn stop(&self, id: &str) -> Result<(), EngineError> {
+        if self.volume(id).exists() {
+            std::fs::write(self.stopped_marker(id), b"").map_err(io("mark stopped"))?;
+        }
+        self.shut_down(id).await
+    }
+
+    /// Whether the control plane asked for this instance to be stopped (else it should run).
+    pub fn stopped_on_purpose(&self, id: &str) -> bool {
+        self.stopped_marker(id).exists()
+    }
+
+    fn stopped_marker(&self, id: &str) -> PathBuf {
+        self.volume(id).join(".stopped")
+    }
+
+    /// Stop the postmaster without changing what the control plane wants (host shutdown).
+    pub async fn shut_down(&self, id: &str) -> Result<(), EngineError> {
         if self.running(id) {
             self.run(
                 "pg_ctl stop",
@@ -314,13 +332,13 @@ impl Postgres {
 
     /// Restart so new settings apply.
     pub async fn restart(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
-        self.stop(&spec.id).await?;
+        self.shut_down(&spec.id).await?;
         self.start(spec).await
     }
 
     /// Stop the instance and delete its volume; idempotent.
     pub async fn destroy(&self, id: &str) -> Result<(), EngineError> {
-        self.stop(id).await?;
+        self.shut_down(id).await?;
         match std::fs::remove_dir_all(self.volume(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove volume")(e)),
             _ => Ok(()),
