@@ -7,6 +7,14 @@ use super::{conflict, not_found, AdminState};
 use crate::command::Response;
 use crate::records::*;
 
+/// Where and by whom an operation is being started.
+struct Start<'a> {
+    index: u64,
+    at: Millis,
+    job_id: &'a str,
+    request_id: Option<&'a str>,
+}
+
 impl AdminState {
     fn database_response(&self, job: &Job, created: bool) -> Response {
         let database = job
@@ -103,48 +111,32 @@ impl AdminState {
         name: &str,
         modification: &Modification,
     ) -> Response {
-        if let Some(job) = self.repeat_of(request_id) {
-            return self.database_response(&job.clone(), false);
-        }
-        let Some(db) = self.databases.get(name) else {
-            return not_found("database", name);
-        };
-        if let Some(refused) = self.busy(db) {
-            return refused;
-        }
-        if db.status != DatabaseStatus::Available {
-            return conflict(format!(
-                "database {name} is {:?}; only an available database can be modified",
-                db.status
-            ));
-        }
-        if let Some(gib) = modification.storage_gib {
-            if gib < db.spec.storage_gib {
-                return conflict(format!(
-                    "storage can only grow: {name} has {} GiB, asked for {gib} GiB",
-                    db.spec.storage_gib
-                ));
-            }
-        }
         let kind = JobKind::ModifyDatabase {
             database: name.into(),
             modification: modification.clone(),
         };
-        let job = match self.enqueue(index, at, job_id, request_id, kind) {
-            Ok(job) => job,
-            Err(refused) => return refused,
+        let allowed = |db: &Database| {
+            if db.status != DatabaseStatus::Available {
+                return Err(format!(
+                    "database {name} is {:?}; only an available database can be modified",
+                    db.status
+                ));
+            }
+            match modification.storage_gib {
+                Some(gib) if gib < db.spec.storage_gib => Err(format!(
+                    "storage can only grow: {name} has {} GiB, asked for {gib} GiB",
+                    db.spec.storage_gib
+                )),
+                _ => Ok(()),
+            }
         };
-        let db = self.databases.get_mut(name).expect("checked above");
-        db.status = DatabaseStatus::Modifying;
-        db.operation = Some(job_id.to_string());
-        self.event(
+        let start = Start {
             index,
             at,
-            "database-modifying",
-            name,
-            format!("Database {name} is being modified."),
-        );
-        self.database_response(&job, true)
+            job_id,
+            request_id,
+        };
+        self.begin(start, name, kind, DatabaseStatus::Modifying, "modified", allowed)
     }
 
     pub(super) fn delete_database(
@@ -155,6 +147,33 @@ impl AdminState {
         request_id: Option<&str>,
         name: &str,
     ) -> Response {
+        let kind = JobKind::DeleteDatabase { database: name.into() };
+        let start = Start {
+            index,
+            at,
+            job_id,
+            request_id,
+        };
+        self.begin(start, name, kind, DatabaseStatus::Deleting, "deleted", |_| Ok(()))
+    }
+
+    /// Start an operation on an existing database: refuse repeats, unknown names, busy
+    /// databases and what `allowed` refuses; else queue the job and move to `status`.
+    fn begin(
+        &mut self,
+        start: Start<'_>,
+        name: &str,
+        kind: JobKind,
+        status: DatabaseStatus,
+        verb: &str,
+        allowed: impl FnOnce(&Database) -> Result<(), String>,
+    ) -> Response {
+        let Start {
+            index,
+            at,
+            job_id,
+            request_id,
+        } = start;
         if let Some(job) = self.repeat_of(request_id) {
             return self.database_response(&job.clone(), false);
         }
@@ -164,21 +183,24 @@ impl AdminState {
         if let Some(refused) = self.busy(db) {
             return refused;
         }
-        let kind = JobKind::DeleteDatabase { database: name.into() };
+        if let Err(why) = allowed(db) {
+            return conflict(why);
+        }
         let job = match self.enqueue(index, at, job_id, request_id, kind) {
             Ok(job) => job,
             Err(refused) => return refused,
         };
         let db = self.databases.get_mut(name).expect("checked above");
-        db.status = DatabaseStatus::Deleting;
+        db.status = status;
         db.operation = Some(job_id.to_string());
-        self.event(
-            index,
-            at,
-            "database-deleting",
-            name,
-            format!("Database {name} is being deleted."),
+        let kind_name = format!(
+            "database-{}",
+            serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
         );
+        self.event(index, at, &kind_name, name, format!("Database {name} is being {verb}."));
         self.database_response(&job, true)
     }
 
