@@ -55,6 +55,13 @@ pub enum Command {
         #[serde(default)]
         request_id: Option<String>,
     },
+    /// Stop (or resume) placing new instances on a host; running instances stay.
+    DrainHost {
+        /// Host name.
+        name: String,
+        /// True to drain, false to take placements again.
+        draining: bool,
+    },
     /// Put a job on the queue; idempotent by request id.
     SubmitJob {
         /// Id stamped by the proposer.
@@ -186,6 +193,7 @@ impl Command {
             Command::InitCluster { .. } => "init-cluster",
             Command::AddHost { .. } => "add-host",
             Command::RemoveHost { .. } => "remove-host",
+            Command::DrainHost { .. } => "drain-host",
             Command::SubmitJob { .. } => "submit-job",
             Command::ClaimJob { .. } => "claim-job",
             Command::CompleteJob { .. } => "complete-job",

@@ -62,6 +62,7 @@ impl AdminState {
                 client_token,
             } => self.add_host(index, at, name, addr, zone, labels, client_token.as_deref()),
             Command::RemoveHost { name, request_id } => self.remove_host(index, at, name, request_id.as_deref()),
+            Command::DrainHost { name, draining } => self.drain_host(index, at, name, *draining),
             Command::SubmitJob {
                 job_id,
                 request_id,
@@ -232,6 +233,25 @@ impl AdminState {
             format!("Host {name} ({addr}, zone {zone}) was registered."),
         );
         Response::Host { host, created: true }
+    }
+
+    fn drain_host(&mut self, index: u64, at: Millis, name: &str, draining: bool) -> Response {
+        let Some(host) = self.hosts.get_mut(name) else {
+            return not_found("host", name);
+        };
+        if host.draining != draining {
+            host.draining = draining;
+            let (kind, message) = if draining {
+                ("host-draining", format!("Host {name} takes no new instances."))
+            } else {
+                ("host-undrained", format!("Host {name} takes new instances again."))
+            };
+            self.event(index, at, kind, name, message);
+        }
+        Response::Host {
+            host: self.hosts[name].clone(),
+            created: false,
+        }
     }
 
     fn remove_host(&mut self, index: u64, at: Millis, name: &str, request_id: Option<&str>) -> Response {
@@ -560,6 +580,34 @@ mod tests {
             "a retry is a repeat"
         );
         assert!(s.hosts.contains_key("h1"), "and does not remove the re-added host");
+    }
+
+    #[test]
+    fn drain_is_idempotent_and_reversible() {
+        let mut s = AdminState::default();
+        apply(&mut s, 1, add_host("h1", "10.0.0.1:7300", None));
+        let drain = |d| Command::DrainHost {
+            name: "h1".into(),
+            draining: d,
+        };
+        apply(&mut s, 2, drain(true));
+        apply(&mut s, 3, drain(true));
+        assert!(s.hosts["h1"].draining);
+        assert_eq!(
+            s.events.iter().filter(|e| e.kind == "host-draining").count(),
+            1,
+            "only transitions are events"
+        );
+        apply(&mut s, 4, drain(false));
+        assert!(!s.hosts["h1"].draining);
+        assert!(rejected(&apply(
+            &mut s,
+            5,
+            Command::DrainHost {
+                name: "nope".into(),
+                draining: true
+            }
+        )));
     }
 
     #[test]

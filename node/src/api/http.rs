@@ -23,6 +23,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/node", get(node_status))
         .route("/v1/hosts", get(list_hosts).post(add_host))
         .route("/v1/hosts/:name", delete(remove_host))
+        .route("/v1/hosts/:name/drain", post(drain_host).delete(undrain_host))
         .route("/v1/ops", get(list_ops))
         .route("/v1/ops/noop", post(submit_noop))
         .route("/v1/ops/:id", get(describe_op))
@@ -56,6 +57,14 @@ async fn add_host(
 
 async fn remove_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<keel_raft_store::Host> {
     Ok(Json(api.remove_host(&name).await?))
+}
+
+async fn drain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<keel_raft_store::Host> {
+    Ok(Json(api.drain_host(&name, true).await?))
+}
+
+async fn undrain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<keel_raft_store::Host> {
+    Ok(Json(api.drain_host(&name, false).await?))
 }
 
 async fn list_ops(State(api): State<Api>) -> Reply<Vec<keel_raft_store::Job>> {

@@ -172,6 +172,21 @@ impl Api {
         }
     }
 
+    /// Stop (or resume) placing new instances on a host.
+    pub async fn drain_host(&self, name: &str, draining: bool) -> Result<Host, ApiError> {
+        validate::dns_label("host name", name)?;
+        match self
+            .commit(Command::DrainHost {
+                name: name.into(),
+                draining,
+            })
+            .await?
+        {
+            Response::Host { host, .. } => Ok(host),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Queue a diagnostic job.
     pub async fn submit_noop(&self, req: SubmitNoopRequest) -> Result<Job, ApiError> {
         if req.work_ms > 3_600_000 {

@@ -83,6 +83,14 @@ enum HostsCmd {
     },
     /// List hosts.
     List,
+    /// Place no new instances on a host (running ones stay); --undo to take placements again.
+    Drain {
+        /// Host name.
+        name: String,
+        /// Take new instances again.
+        #[arg(long)]
+        undo: bool,
+    },
     /// Deregister a host.
     Remove {
         /// Host name.
@@ -274,6 +282,21 @@ async fn hosts(client: &Client, out: Format, cmd: HostsCmd) -> anyhow::Result<()
         HostsCmd::List => {
             let v = client.get("/v1/hosts").await?;
             print(out, &v, || Ok(host_rows(&typed::<Vec<Host>>(v.clone())?)))
+        }
+        HostsCmd::Drain { name, undo } => {
+            let path = format!("/v1/hosts/{name}/drain");
+            let v = if undo {
+                client.delete(&path).await?
+            } else {
+                client.post(&path, &()).await?
+            };
+            print(out, &v, || {
+                Ok(if undo {
+                    format!("Host {name} takes new instances again.")
+                } else {
+                    format!("Host {name} is draining: no new instances are placed on it.")
+                })
+            })
         }
         HostsCmd::Remove { name } => {
             let v = client.delete(&format!("/v1/hosts/{name}")).await?;

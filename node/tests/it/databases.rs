@@ -181,6 +181,15 @@ async fn bad_database_requests_create_nothing() {
                 .is_none()
     );
 
+    // A draining host takes no new database; undrained, it does again.
+    let (code, host) = c.post(2, "/v1/hosts/h1/drain", &json!(null)).await.unwrap();
+    assert_eq!((code, &host["draining"]), (200, &json!(true)), "{host}");
+    let (code, p) = c.post(1, "/v1/databases", &create_body("dup")).await.unwrap();
+    assert_eq!(code, 409, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("no capacity"), "{p}");
+    let (code, host) = c.delete(3, "/v1/hosts/h1/drain").await.unwrap();
+    assert_eq!((code, &host["draining"]), (200, &json!(false)), "{host}");
+
     let (code, _) = c.post(1, "/v1/databases", &create_body("dup")).await.unwrap();
     assert_eq!(code, 200);
     let (code, p) = c.post(1, "/v1/databases", &create_body("dup")).await.unwrap();
