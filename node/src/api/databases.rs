@@ -116,10 +116,7 @@ impl DatabaseView {
                 .filter_map(|id| state.instances.get(id))
                 .map(|i| InstanceView {
                     id: i.id.clone(),
-                    role: serde_json::to_value(i.role)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
+                    role: keel_raft_store::wire_name(&i.role),
                     host: i.host.clone(),
                     port: i.port,
                 })

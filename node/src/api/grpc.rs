@@ -25,10 +25,7 @@ fn host(h: Host) -> pb::Host {
         addr: h.addr,
         zone: h.zone,
         labels: h.labels.into_iter().collect(),
-        health: serde_json::to_value(h.health)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        health: keel_raft_store::wire_name(&h.health),
         draining: h.draining,
         added_at_ms: h.added_at_ms,
     }
@@ -42,10 +39,7 @@ fn operation(j: Job) -> pb::Operation {
     pb::Operation {
         id: j.id,
         kind,
-        state: serde_json::to_value(j.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        state: keel_raft_store::wire_name(&j.state),
         request_id: j.request_id.unwrap_or_default(),
         submitted_at_ms: j.submitted_at_ms,
         finished_at_ms: j.finished_at_ms.unwrap_or(0),

@@ -39,7 +39,7 @@ impl NodeCtx {
         R: Fn(String, Duration) -> RF,
         RF: Future<Output = Result<Result<T, RemoteFailure>, PeerError>>,
     {
-        if !self.members().contains_key(&self.id) && self.raft.is_initialized().await.unwrap_or(false) {
+        if !self.members().contains_key(&self.id) {
             return Err(ApiError::Unavailable(format!(
                 "node {} is not a member of the cluster (it was removed, or has not been added yet); send calls to a member",
                 self.id

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Subcommand;
-use keel_raft_store::{Event, JobState, StepState};
+use keel_raft_store::{wire_name, Event, JobState, StepState};
 
 use super::client::{typed, Client};
 use super::output::{table, time, Format};
@@ -98,13 +98,6 @@ pub enum DbCmd {
     },
 }
 
-fn status(v: &impl serde::Serialize) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 fn endpoint(d: &DatabaseView) -> String {
     d.endpoint
         .as_ref()
@@ -123,7 +116,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                     .map(|d| {
                         vec![
                             d.name.clone(),
-                            status(&d.status),
+                            wire_name(&d.status),
                             d.spec.class.clone(),
                             format!("{} GiB", d.spec.storage_gib),
                             d.spec.zone.clone().unwrap_or_else(|| "-".into()),
@@ -202,7 +195,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             println!(
                 "Database {}: {} (operation {}).",
                 op.database.name,
-                status(&op.database.status),
+                wire_name(&op.database.status),
                 op.operation_id
             );
             if let Some(p) = &op.master_password {
@@ -225,7 +218,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 println!(
                     "Database {} is {}; endpoint {}.",
                     d.name,
-                    status(&d.status),
+                    wire_name(&d.status),
                     endpoint(&d)
                 );
             } else {
@@ -240,7 +233,7 @@ fn describe(d: &DatabaseView) -> String {
     let mut s = format!(
         "Database {}\n  status:      {}{}\n  engine:      {} {}\n  class:       {}\n  storage:     {} GiB\n  zone:        {}\n  endpoint:    {}\n  master user: {}\n  backups:     {} days, window {}\n  maintenance: {}\n  created:     {}\n  operation:   {}\n",
         d.name,
-        status(&d.status),
+        wire_name(&d.status),
         d.status_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
         d.spec.engine,
         d.spec.engine_version,
@@ -288,7 +281,7 @@ pub fn task_lines(op: &OperationView) -> Vec<String> {
                 t.name,
                 if t.compensation { " (undo)" } else { "" },
                 t.host,
-                status(&t.state),
+                wire_name(&t.state),
                 t.attempt,
                 t.result
                     .as_ref()

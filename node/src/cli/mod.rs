@@ -241,10 +241,7 @@ fn host_rows(hosts: &[Host]) -> String {
                 h.name.clone(),
                 h.addr.clone(),
                 h.zone.clone(),
-                serde_json::to_value(h.health)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                keel_raft_store::wire_name(&h.health),
                 if h.draining { "yes".into() } else { "no".into() },
                 time(Some(h.added_at_ms)),
             ]
@@ -306,10 +303,7 @@ async fn hosts(client: &Client, out: Format, cmd: HostsCmd) -> anyhow::Result<()
 }
 
 fn job_state(j: &Job) -> String {
-    serde_json::to_value(j.state)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
+    keel_raft_store::wire_name(&j.state)
 }
 
 async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {

@@ -193,13 +193,7 @@ impl AdminState {
         let db = self.databases.get_mut(name).expect("checked above");
         db.status = status;
         db.operation = Some(job_id.to_string());
-        let kind_name = format!(
-            "database-{}",
-            serde_json::to_value(status)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default()
-        );
+        let kind_name = format!("database-{}", wire_name(&status));
         self.event(index, at, &kind_name, name, format!("Database {name} is being {verb}."));
         self.database_response(&job, true)
     }
