@@ -23,6 +23,24 @@ impl std::fmt::Display for Proposal {
     }
 }
 
+/// The payload of one Raft entry: proposals that arrived together, applied in order.
+///
+/// Batching is what makes the write path cheap under load: one log write,
+/// one replication message and one fsync carry every proposal in the batch.
+/// Apply is atomic per entry, so a reader sees all of a batch or none of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProposalBatch(pub Vec<Proposal>);
+
+impl std::fmt::Display for ProposalBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => write!(f, "batch of {}", many.len()),
+        }
+    }
+}
+
 /// Every state transition of the admin store, one verb-noun variant each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]

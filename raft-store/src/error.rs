@@ -14,6 +14,9 @@ pub enum StoreError {
     /// A RocksDB read or write failed.
     #[error("RocksDB I/O failed: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// A thread the store needs could not be started.
+    #[error("could not start the Raft log flusher thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// A stored value could not be decoded.
     #[error("stored value under {key} is unreadable ({reason}); the data directory is corrupt or from a newer Keel")]
     Decode {

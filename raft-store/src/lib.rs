@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod command;
 pub mod error;
+mod log_flush;
 pub mod log_store;
 pub mod records;
 pub mod state;
@@ -17,7 +18,7 @@ pub mod store;
 
 use std::io::Cursor;
 
-pub use command::{Command, Proposal, Rejection, Response};
+pub use command::{Command, Proposal, ProposalBatch, Rejection, Response};
 pub use error::StoreError;
 pub use records::*;
 pub use state::AdminState;
@@ -44,8 +45,8 @@ impl std::fmt::Display for KeelNode {
 openraft::declare_raft_types!(
     /// Keel's openraft type configuration.
     pub TypeConfig:
-        D = Proposal,
-        R = Response,
+        D = ProposalBatch,
+        R = Vec<Response>,
         NodeId = NodeId,
         Node = KeelNode,
         Entry = openraft::Entry<TypeConfig>,

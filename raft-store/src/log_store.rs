@@ -1,9 +1,9 @@
 //! The Raft log and vote in RocksDB.
 //!
 //! Entries live in the `log` column family keyed by big-endian index, so
-//! RocksDB's order is log order. Appends and votes are written with fsync
-//! before openraft is told they are durable: an acknowledged write survives
-//! kill -9.
+//! RocksDB's order is log order. Votes are written with fsync; appends are
+//! written unsynced and reported durable only after a group WAL sync
+//! (`log_flush`), so an acknowledged write survives kill -9 and power loss.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -14,6 +14,7 @@ use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::codec;
+use crate::log_flush::LogFlusher;
 use crate::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 pub(crate) const CF_LOG: &str = "log";
@@ -27,6 +28,7 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    flusher: LogFlusher,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -48,8 +50,9 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
-        Self { db }
+    pub(crate) fn new(db: Arc<DB>) -> std::io::Result<Self> {
+        let flusher = LogFlusher::start(db.clone())?;
+        Ok(Self { db, flusher })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -160,16 +163,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(cf, index_key(entry.log_id.index), codec::encode(&entry));
         }
-        let result = self.db.write_opt(batch, &synced()).map_err(std::io::Error::other);
-        let failed = result
-            .as_ref()
-            .err()
-            .map(|e| write_err(std::io::Error::other(e.to_string())));
-        callback.log_io_completed(result);
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(()),
+        // Unsynced: the entries are readable at once (replication can start) and
+        // the flusher's group sync makes them durable before openraft counts them.
+        if let Err(e) = self.db.write(batch) {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(write_err(e));
         }
+        self.flusher.after_sync(callback);
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -208,7 +208,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(self.handle.read(|a| (a.last_applied, a.membership.clone())))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -219,11 +219,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for entry in entries {
                 applied.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
-                    EntryPayload::Blank => Response::Done,
-                    EntryPayload::Normal(proposal) => applied.state.apply(entry.log_id.index, &proposal),
+                    EntryPayload::Blank => Vec::new(),
+                    EntryPayload::Normal(batch) => {
+                        let index = entry.log_id.index;
+                        batch.0.iter().map(|p| applied.state.apply(index, p)).collect()
+                    }
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m);
-                        Response::Done
+                        Vec::new()
                     }
                 };
                 responses.push(response);

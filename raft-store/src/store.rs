@@ -71,7 +71,7 @@ pub fn open(dir: &Path, identity: &Identity) -> Result<OpenedStore, StoreError> 
     let db = Arc::new(db);
     let state_machine = StateMachine::open(db.clone())?;
     Ok(OpenedStore {
-        log_store: LogStore::new(db),
+        log_store: LogStore::new(db)?,
         state: state_machine.handle(),
         state_machine,
     })

@@ -33,11 +33,19 @@ pub struct RaftBench {
     #[arg(long, default_value_t = 50)]
     pub heartbeat_ms: u64,
     /// Keel's election timeout range, ms (min; max is twice min, as etcd randomises).
-    #[arg(long, default_value_t = 150)]
+    /// openraft also waits its leader lease (the max) first: 100 gives 300-400 ms of
+    /// silence before an election, against etcd's 300-600 ms at 300.
+    #[arg(long, default_value_t = 100)]
     pub keel_election_ms: u64,
     /// etcd's --election-timeout, ms.
     #[arg(long, default_value_t = 300)]
     pub etcd_election_ms: u64,
+    /// Send every Keel write to the leader (no forwarding hop), to separate its cost.
+    #[arg(long)]
+    pub leader_only: bool,
+    /// Skip etcd (for quick Keel-only profiling; prints no ratios).
+    #[arg(long)]
+    pub keel_only: bool,
 }
 
 const VALUE_BYTES: usize = 256;
@@ -46,8 +54,12 @@ fn value() -> String {
     "v".repeat(VALUE_BYTES)
 }
 
-async fn keel_clients(c: &Cluster, n: usize) -> anyhow::Result<Vec<KeelClient<Channel>>> {
-    let ids = c.running();
+async fn keel_clients(c: &Cluster, n: usize, leader_only: bool) -> anyhow::Result<Vec<KeelClient<Channel>>> {
+    let ids = if leader_only {
+        vec![c.wait_leader(Duration::from_secs(30)).await?]
+    } else {
+        c.running()
+    };
     let mut out = Vec::new();
     for i in 0..n {
         out.push(KeelClient::connect(c.url(ids[i % ids.len()])).await?);
@@ -106,7 +118,7 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
     let mut keel = Cluster::start(spec).await?;
     let mut keel_load = Vec::new();
     for &n in &b.clients {
-        let clients = Arc::new(keel_clients(&keel, n).await?);
+        let clients = Arc::new(keel_clients(&keel, n, b.leader_only).await?);
         let r = closed_loop(n, Duration::from_secs(b.seconds), move |i, seq| {
             let c = clients[i].clone();
             async move { keel_write(c, i, seq, Duration::from_secs(5)).await }
@@ -116,6 +128,18 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
     }
     let keel_failover = keel_failovers(&mut keel, b.trials).await?;
     drop(keel);
+    if b.keel_only {
+        println!("\n| clients | Keel writes/s | Keel p50 / p99 ms |\n|---|---|---|");
+        for (n, k) in b.clients.iter().zip(&keel_load) {
+            println!(
+                "| {n} | {:.0} | {:.2} / {:.2} | errors {}",
+                k.per_sec, k.p50_ms, k.p99_ms, k.errors
+            );
+        }
+        let (km, kmin, kmax) = median_min_max(&keel_failover);
+        println!("\nKeel failover: median {km:.3} s [{kmin:.3}–{kmax:.3}]");
+        return Ok(());
+    }
 
     let mut etcd = Etcd::start(b.heartbeat_ms, b.etcd_election_ms, Some(1)).await?;
     let mut etcd_load = Vec::new();

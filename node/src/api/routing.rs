@@ -104,18 +104,13 @@ impl NodeCtx {
 
     /// Commit `proposal` through the leader and return what apply answered.
     pub async fn write(&self, proposal: Proposal) -> Result<Response, ApiError> {
-        let peers = self.peers.clone();
         self.on_leader(
             "commit the change",
             self.patience(),
-            || on_leader::write(&self.raft, proposal.clone()),
-            |addr, left| {
-                let (peers, proposal) = (peers.clone(), proposal.clone());
-                async move {
-                    peers
-                        .call(&addr, &proposal, left, |mut c, r| async move { c.forward(r).await })
-                        .await
-                }
+            || self.local_writes.submit(proposal.clone()),
+            |addr, _left| {
+                let (queue, proposal) = (self.forwarder(&addr), proposal.clone());
+                async move { Ok(queue.submit(proposal).await) }
             },
         )
         .await

@@ -19,7 +19,6 @@ use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
-use crate::server::on_leader;
 use crate::server::NodeCtx;
 
 /// What a running term of leader services needs.
@@ -42,7 +41,7 @@ impl Term {
             at_ms: now_ms(),
             command,
         };
-        let write = on_leader::write(&self.node.raft, proposal);
+        let write = self.node.local_writes.submit(proposal);
         tokio::select! {
             _ = self.cancel.cancelled() => Err("leadership lost".into()),
             r = tokio::time::timeout(Duration::from_millis(self.node.config.leader_wait_ms), write) => match r {
@@ -57,14 +56,16 @@ impl Term {
 /// Whether this node should run the leader services now, and in which term.
 ///
 /// The lease is best effort: openraft publishes `millis_since_quorum_ack` once
-/// per tick, so we keep a heartbeat's margin below the minimum election
-/// timeout. Safety does not rest on it: claims and completions carry the term
-/// and the state machine refuses stale ones.
+/// per tick, and a follower that heard from the leader waits its leader lease
+/// (the maximum election timeout) plus an election timeout before it stands,
+/// so a lease of the maximum election timeout less a heartbeat ends before any
+/// successor can exist. Safety does not rest on it: claims and completions
+/// carry the term and the state machine refuses stale ones.
 fn leading_term(node: &NodeCtx) -> Option<u64> {
     let m = node.raft.metrics().borrow().clone();
     let lease = node
         .config
-        .election_timeout_min_ms
+        .election_timeout_max_ms
         .saturating_sub(node.config.heartbeat_ms);
     let lease_ok = m.millis_since_quorum_ack.is_some_and(|ms| ms < lease);
     (m.state == ServerState::Leader && m.current_leader == Some(node.id) && lease_ok).then_some(m.current_term)

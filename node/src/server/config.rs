@@ -170,11 +170,11 @@ impl ServerConfig {
         if self.id == 0 {
             bail!("node id 0 is reserved; use 1 or more");
         }
-        if self.election_timeout_min_ms <= self.heartbeat_ms * 2
+        if self.election_timeout_min_ms < self.heartbeat_ms * 2
             || self.election_timeout_max_ms <= self.election_timeout_min_ms
         {
             bail!(
-                "timeouts must satisfy heartbeat*2 < election min < election max (got {}/{}/{} ms)",
+                "timeouts must satisfy heartbeat*2 <= election min < election max (got {}/{}/{} ms)",
                 self.heartbeat_ms,
                 self.election_timeout_min_ms,
                 self.election_timeout_max_ms

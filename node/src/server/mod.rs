@@ -1,5 +1,6 @@
 //! `keel server`: one control node — Raft, the public API and the leader services.
 
+pub mod batcher;
 pub mod config;
 pub mod on_leader;
 pub mod peer;
@@ -20,8 +21,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use self::batcher::Batcher;
 use self::config::ServerConfig;
-use self::peer::{NodeStatus, Peers, MAX_MESSAGE_BYTES};
+use self::peer::{NodeStatus, Peers, RemoteFailure, MAX_MESSAGE_BYTES};
+
+/// Batches a node keeps in flight per destination; more arrivals wait and join the next batch.
+const WRITES_IN_FLIGHT: usize = 2;
 
 /// What every part of a running control node shares.
 pub struct NodeCtx {
@@ -37,9 +42,42 @@ pub struct NodeCtx {
     pub config: ServerConfig,
     /// Term whose leader services run on this node now (0: none).
     pub services_term: AtomicU64,
+    /// Batches writes proposed on this node while it leads.
+    pub local_writes: Batcher,
+    /// Batches writes forwarded to a leader, one queue per leader address.
+    pub forwarded_writes: std::sync::Mutex<std::collections::HashMap<String, Batcher>>,
 }
 
 impl NodeCtx {
+    /// The write queue towards the leader at `addr` (its Raft address).
+    pub fn forwarder(&self, addr: &str) -> Batcher {
+        let mut queues = self.forwarded_writes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = queues.get(addr) {
+            return b.clone();
+        }
+        let (peers, to, patience) = (
+            self.peers.clone(),
+            addr.to_string(),
+            Duration::from_millis(self.config.leader_wait_ms),
+        );
+        let batcher = Batcher::spawn(WRITES_IN_FLIGHT, move |proposals: Vec<keel_raft_store::Proposal>| {
+            let (peers, to) = (peers.clone(), to.clone());
+            async move {
+                peers
+                    .call(&to, &proposals, patience, |mut c, r| async move { c.forward(r).await })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(RemoteFailure::Failed {
+                            message: e.to_string(),
+                            retryable: true,
+                        })
+                    })
+            }
+        });
+        queues.insert(addr.to_string(), batcher.clone());
+        batcher
+    }
+
     /// This node's own view of its Raft state (no quorum needed).
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
@@ -118,6 +156,14 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         peers,
         config: config.clone(),
         services_term: AtomicU64::new(0),
+        local_writes: {
+            let raft = raft.clone();
+            Batcher::spawn(WRITES_IN_FLIGHT, move |proposals| {
+                let raft = raft.clone();
+                async move { on_leader::write(&raft, proposals).await }
+            })
+        },
+        forwarded_writes: Default::default(),
     });
 
     let raft_server = tonic::transport::Server::builder()

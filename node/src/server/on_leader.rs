@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use keel_raft_store::{KeelNode, NodeId, Proposal, Raft, Response};
+use keel_raft_store::{KeelNode, NodeId, Proposal, ProposalBatch, Raft, Response};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
@@ -33,9 +33,12 @@ fn write_failure(e: RaftError<NodeId, ClientWriteError<NodeId, KeelNode>>) -> Re
     }
 }
 
-/// Propose `proposal` here; succeed once it is committed and applied.
-pub async fn write(raft: &Raft, proposal: Proposal) -> Result<Response, RemoteFailure> {
-    raft.client_write(proposal).await.map(|r| r.data).map_err(write_failure)
+/// Propose `proposals` here as one entry; succeed once it is committed and applied.
+pub async fn write(raft: &Raft, proposals: Vec<Proposal>) -> Result<Vec<Response>, RemoteFailure> {
+    raft.client_write(ProposalBatch(proposals))
+        .await
+        .map(|r| r.data)
+        .map_err(write_failure)
 }
 
 /// The index a linearizable read must wait for, confirmed with a quorum.

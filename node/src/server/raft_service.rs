@@ -66,8 +66,8 @@ impl RaftRpc for RaftService {
     }
 
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let proposal: Proposal = self.open(req)?;
-        reply(&on_leader::write(&self.node.raft, proposal).await)
+        let proposals: Vec<Proposal> = self.open(req)?;
+        reply(&on_leader::write(&self.node.raft, proposals).await)
     }
 
     async fn change_membership(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
