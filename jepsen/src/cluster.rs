@@ -207,28 +207,38 @@ impl Cluster {
             let addr = format!("{ip}:{}", free_port());
             let root = self.dir.path().join(format!("host-{}", i + 1));
             let log = self.dir.path().join(format!("host-{}.log", i + 1));
-            let out = std::fs::File::create(&log)?;
-            let child = Command::new(&self.spec.bin)
-                .args(["host", "--name", &name, "--zone", &zone, "--addr", &addr, "--root"])
-                .arg(&root)
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .stdin(Stdio::null())
-                .spawn()?;
             self.hosts.push(HostProc {
                 name: name.clone(),
                 zone: zone.clone(),
                 addr: addr.clone(),
                 root,
                 log,
-                child: Some(child),
+                child: None,
             });
+            self.launch_host(self.hosts.len() - 1)?;
             let body = serde_json::json!({"name": name, "addr": addr, "zone": zone});
             let (code, reply) = self.post(1, "/v1/hosts", &body).await?;
             if code != 200 {
                 bail!("registering host {name} failed ({code}): {reply}");
             }
         }
+        Ok(())
+    }
+
+    /// Start host manager `i` (0-based) again, on its address and root, appending to its log.
+    pub fn launch_host(&mut self, i: usize) -> anyhow::Result<()> {
+        let h = &self.hosts[i];
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
+        let child = Command::new(&self.spec.bin)
+            .args([
+                "host", "--name", &h.name, "--zone", &h.zone, "--addr", &h.addr, "--root",
+            ])
+            .arg(&h.root)
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()?;
+        self.hosts[i].child = Some(child);
         Ok(())
     }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
-    ClusterConfig, Database, DatabaseSpec, Host, Job, JobKind, Millis, Modification, StepState, Task, Workflow,
+    ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, Millis, Modification, StepState, Task,
+    Workflow,
 };
 
 /// A command as proposed: the proposer stamps the time so apply never reads a clock.
@@ -79,6 +80,28 @@ pub enum Command {
         name: String,
         /// True to drain, false to take placements again.
         draining: bool,
+    },
+    /// What the monitor saw of a host manager; proposed only when health or capacity changed.
+    ObserveHost {
+        /// Host name.
+        name: String,
+        /// Whether it answered its health checks.
+        reachable: bool,
+        /// Capacity it reported, when it answered.
+        capacity: Option<HostCapacity>,
+        /// Why it is unreachable, when it is.
+        problem: Option<String>,
+    },
+    /// A database's storage use crossed the full mark, either way.
+    ObserveStorage {
+        /// Database name.
+        database: String,
+        /// Whether it is now full.
+        full: bool,
+        /// Bytes in use.
+        used_bytes: u64,
+        /// Bytes allocated.
+        allocated_bytes: u64,
     },
     /// Put a job on the queue; idempotent by request id.
     SubmitJob {
@@ -212,6 +235,8 @@ impl Command {
             Command::AddHost { .. } => "add-host",
             Command::RemoveHost { .. } => "remove-host",
             Command::DrainHost { .. } => "drain-host",
+            Command::ObserveHost { .. } => "observe-host",
+            Command::ObserveStorage { .. } => "observe-storage",
             Command::SubmitJob { .. } => "submit-job",
             Command::ClaimJob { .. } => "claim-job",
             Command::CompleteJob { .. } => "complete-job",

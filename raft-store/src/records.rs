@@ -106,6 +106,8 @@ pub enum DatabaseStatus {
     Resuming,
     /// Being removed.
     Deleting,
+    /// Serving, but its storage is full: writes fail until storage is grown or data deleted.
+    StorageFull,
     /// Failed; see the reason.
     Failed,
 }

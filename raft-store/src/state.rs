@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 mod databases;
+mod monitor;
 mod placement;
 mod workflows;
 
@@ -63,6 +64,18 @@ impl AdminState {
             } => self.add_host(index, at, name, addr, zone, labels, client_token.as_deref()),
             Command::RemoveHost { name, request_id } => self.remove_host(index, at, name, request_id.as_deref()),
             Command::DrainHost { name, draining } => self.drain_host(index, at, name, *draining),
+            Command::ObserveHost {
+                name,
+                reachable,
+                capacity,
+                problem,
+            } => self.observe_host(index, at, name, *reachable, capacity.as_ref(), problem.as_deref()),
+            Command::ObserveStorage {
+                database,
+                full,
+                used_bytes,
+                allocated_bytes,
+            } => self.observe_storage(index, at, database, *full, *used_bytes, *allocated_bytes),
             Command::SubmitJob {
                 job_id,
                 request_id,

@@ -6,6 +6,7 @@
 //! services under one cancellation token; nothing is carried across terms.
 
 pub mod host_client;
+pub mod monitor;
 pub mod planner;
 pub mod sweeper;
 pub mod workflow;
@@ -164,5 +165,9 @@ async fn services(t: Term) {
             tracing::warn!(error = %e, "Could not record the cluster configuration.");
         }
     }
-    sweeper::run(t).await;
+    // Either ending (a commit failed) ends the term's services; `run` restarts them.
+    tokio::select! {
+        _ = sweeper::run(t.clone()) => {}
+        _ = monitor::run(t) => {}
+    }
 }

@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub leader_wait_ms: u64,
     /// Jobs the sweeper runs at once.
     pub max_running_jobs: usize,
+    /// How often the monitor health-checks every host manager.
+    pub monitor_interval_ms: u64,
+    /// Consecutive failed health checks before a host is marked unreachable.
+    pub unreachable_after: u32,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +84,8 @@ impl Default for ServerConfig {
             keep_logs: 1_000,
             leader_wait_ms: 5_000,
             max_running_jobs: 64,
+            monitor_interval_ms: 1_000,
+            unreachable_after: 3,
         }
     }
 }
@@ -126,6 +132,12 @@ pub struct ServerArgs {
     /// How long calls wait for a leader, in ms.
     #[arg(long, env = "KEEL_LEADER_WAIT_MS")]
     pub leader_wait_ms: Option<u64>,
+    /// Host health-check interval in ms.
+    #[arg(long, env = "KEEL_MONITOR_INTERVAL_MS")]
+    pub monitor_interval_ms: Option<u64>,
+    /// Failed health checks in a row before a host counts as unreachable.
+    #[arg(long, env = "KEEL_UNREACHABLE_AFTER")]
+    pub unreachable_after: Option<u32>,
 }
 
 impl ServerArgs {
@@ -149,7 +161,9 @@ impl ServerArgs {
             election_timeout_max_ms,
             snapshot_logs,
             keep_logs,
-            leader_wait_ms
+            leader_wait_ms,
+            monitor_interval_ms,
+            unreachable_after
         );
         if !self.peers.is_empty() {
             c.initial_members = self.peers.clone();
@@ -179,6 +193,9 @@ impl ServerConfig {
                 self.election_timeout_min_ms,
                 self.election_timeout_max_ms
             );
+        }
+        if self.monitor_interval_ms == 0 || self.unreachable_after == 0 {
+            bail!("--monitor-interval-ms and --unreachable-after must be at least 1");
         }
         if !self.initial_members.is_empty() && !self.initial_members.iter().any(|p| p.id == self.id) {
             bail!(

@@ -5,6 +5,7 @@ mod cluster_faults;
 mod databases;
 mod host_manager;
 mod membership;
+mod monitor;
 mod sweeper;
 
 use std::time::Duration;
