@@ -1,31 +1,11 @@
 //! Create → available → connect → modify → delete, against real host managers and PostgreSQL;
 //! and every bad input refused with nothing left behind.
 
-use std::time::Duration;
-
-use keel_jepsen::cluster::Cluster;
 use serde_json::{json, Value};
 
-use super::cluster;
+use super::{cluster, create_body, wait_op, PASSWORD};
 
-const PASSWORD: &str = "s3cret pass word";
-
-async fn wait_op(c: &Cluster, id: &str) -> Value {
-    c.wait_for(
-        Duration::from_secs(120),
-        &format!("operation {id} to finish"),
-        || async {
-            let (code, op) = c.get(2, &format!("/v1/ops/{id}")).await?;
-            anyhow::ensure!(code == 200, "{op}");
-            let done = op["state"] == "succeeded" || op["state"] == "failed";
-            Ok(done.then_some(op))
-        },
-    )
-    .await
-    .unwrap()
-}
-
-async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(
         &format!("host={addr} port={port} user=app password='{PASSWORD}' dbname=postgres connect_timeout=5"),
         tokio_postgres::NoTls,
@@ -33,11 +13,6 @@ async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_
     .await?;
     tokio::spawn(conn);
     Ok(client)
-}
-
-fn create_body(name: &str) -> Value {
-    json!({"name": name, "engine": "postgres", "class": "small", "storage_gib": 1,
-           "master_user": "app", "master_password": PASSWORD})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

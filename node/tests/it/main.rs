@@ -7,6 +7,7 @@ mod host_manager;
 mod membership;
 mod monitor;
 mod sweeper;
+mod workflow_faults;
 
 use std::time::Duration;
 
@@ -23,6 +24,34 @@ pub async fn cluster(args: &[&str]) -> Cluster {
     Cluster::start(Spec::new(bin(), 3).args(args))
         .await
         .expect("cluster starts")
+}
+
+/// The master password the database tests use.
+pub const PASSWORD: &str = "s3cret pass word";
+
+/// A create-database body for a small 1 GiB PostgreSQL database.
+pub fn create_body(name: &str) -> Value {
+    json!({"name": name, "engine": "postgres", "class": "small", "storage_gib": 1,
+           "master_user": "app", "master_password": PASSWORD})
+}
+
+/// Wait for operation `id` to finish, asking whichever nodes are running.
+pub async fn wait_op(c: &Cluster, id: &str) -> Value {
+    c.wait_for(
+        Duration::from_secs(120),
+        &format!("operation {id} to finish"),
+        || async {
+            for node in c.running() {
+                if let Ok((200, op)) = c.get(node, &format!("/v1/ops/{id}")).await {
+                    let done = op["state"] == "succeeded" || op["state"] == "failed";
+                    return Ok(done.then_some(op));
+                }
+            }
+            Ok(None)
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// A host registration body.
