@@ -10,3 +10,4 @@ pub mod dev;
 pub mod host;
 pub mod leader;
 pub mod server;
+pub mod window;

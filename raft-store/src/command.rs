@@ -160,6 +160,14 @@ pub enum Command {
         /// What changes.
         modification: Modification,
     },
+    /// Record a modification to apply in the database's next maintenance window
+    /// (merged into any already pending).
+    DeferModification {
+        /// Database name.
+        name: String,
+        /// What changes.
+        modification: Modification,
+    },
     /// Queue the deletion of a database.
     DeleteDatabase {
         /// Job id stamped by the proposer.
@@ -243,6 +251,7 @@ impl Command {
             Command::StartLeaderServices { .. } => "start-leader-services",
             Command::CreateDatabase { .. } => "create-database",
             Command::ModifyDatabase { .. } => "modify-database",
+            Command::DeferModification { .. } => "defer-modification",
             Command::DeleteDatabase { .. } => "delete-database",
             Command::StartWorkflow { .. } => "start-workflow",
             Command::UpdateTask { .. } => "update-task",
@@ -297,6 +306,11 @@ pub enum Response {
         workflow: Box<Workflow>,
     },
     /// The command was refused; nothing changed.
+    /// A modification was recorded for the maintenance window; no operation started.
+    Deferred {
+        /// The database, with its pending modification.
+        database: Box<Database>,
+    },
     Rejected {
         /// Why.
         rejection: Rejection,

@@ -109,6 +109,7 @@ impl AdminState {
                 name,
                 modification,
             } => self.modify_database(index, at, job_id, request_id.as_deref(), name, modification),
+            Command::DeferModification { name, modification } => self.defer_modification(index, at, name, modification),
             Command::DeleteDatabase {
                 job_id,
                 request_id,

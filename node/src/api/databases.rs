@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::service::Api;
 use super::validate;
 use crate::classes;
+use crate::window::Window;
 
 /// Engines Keel can run, with their versions.
 pub const ENGINES: [(&str, &str); 1] = [("postgres", "15")];
@@ -133,8 +134,9 @@ impl DatabaseView {
 pub struct DatabaseOperation {
     /// The database as it now is.
     pub database: DatabaseView,
-    /// The operation id (`keel ops describe`).
-    pub operation_id: String,
+    /// The operation id (`keel ops describe`); none when a modification waits for the maintenance window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
     /// The generated master password, returned only by the create call that generated it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub master_password: Option<String>,
@@ -178,37 +180,10 @@ fn password(p: &str) -> Result<(), ApiError> {
 }
 
 fn window(what: &str, w: &str, weekly: bool) -> Result<(), ApiError> {
-    let part = |p: &str| {
-        let (day, hm) = if weekly {
-            match p.split_once(':') {
-                Some((d, hm)) => (Some(d), hm),
-                None => (None, ""),
-            }
-        } else {
-            (None, p)
-        };
-        let day_ok = day.is_none_or(|d| ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].contains(&d));
-        let hm_ok = hm.split_once(':').is_some_and(|(h, m)| {
-            h.len() == 2
-                && m.len() == 2
-                && h.parse::<u8>().is_ok_and(|h| h < 24)
-                && m.parse::<u8>().is_ok_and(|m| m < 60)
-        });
-        day_ok && hm_ok && (!weekly || day.is_some())
-    };
-    let ok = w.split_once('-').is_some_and(|(a, b)| part(a) && part(b));
-    if ok {
-        Ok(())
-    } else {
-        let form = if weekly {
-            "ddd:HH:MM-ddd:HH:MM, e.g. sun:03:00-sun:04:00"
-        } else {
-            "HH:MM-HH:MM, e.g. 02:00-03:00"
-        };
-        Err(ApiError::InvalidArgument(format!(
-            "{what} {w:?} is not valid: use {form} (UTC)"
-        )))
-    }
+    let parsed = if weekly { Window::weekly(w) } else { Window::daily(w) };
+    parsed
+        .map(drop)
+        .map_err(|e| ApiError::InvalidArgument(format!("{what}: {e}")))
 }
 
 fn class(name: &str) -> Result<(), ApiError> {
@@ -243,7 +218,15 @@ impl Api {
                 let view = self.node.state.read(|a| DatabaseView::of(&database, &a.state));
                 Ok(DatabaseOperation {
                     database: view,
-                    operation_id: job.id,
+                    operation_id: Some(job.id),
+                    master_password,
+                })
+            }
+            Response::Deferred { database } => {
+                let view = self.node.state.read(|a| DatabaseView::of(&database, &a.state));
+                Ok(DatabaseOperation {
+                    database: view,
+                    operation_id: None,
                     master_password,
                 })
             }
@@ -351,11 +334,17 @@ impl Api {
                 "nothing to modify: give --class, --storage-gib, --backup-window or --maintenance-window".into(),
             ));
         }
-        if !req.apply_immediately {
-            return Err(ApiError::InvalidArgument(
-                "applying in the maintenance window is not available yet; pass apply_immediately (--apply-immediately)"
-                    .into(),
-            ));
+        // Windows change no instance, so they always apply at once; class and storage wait
+        // for the maintenance window unless asked otherwise.
+        let touches_instances = modification.class.is_some() || modification.storage_gib.is_some();
+        if touches_instances && !req.apply_immediately {
+            let r = self
+                .commit(Command::DeferModification {
+                    name: name.into(),
+                    modification,
+                })
+                .await?;
+            return self.database_reply(r, None);
         }
         let job_id = uuid::Uuid::now_v7().simple().to_string();
         let request_id = req

@@ -192,23 +192,27 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
     match out {
         Format::Json => println!("{}", serde_json::to_string_pretty(&v)?),
         Format::Table => {
-            println!(
-                "Database {}: {} (operation {}).",
-                op.database.name,
-                wire_name(&op.database.status),
-                op.operation_id
-            );
+            match &op.operation_id {
+                Some(id) => println!(
+                    "Database {}: {} (operation {id}).",
+                    op.database.name,
+                    wire_name(&op.database.status)
+                ),
+                None => println!(
+                    "Database {}: modification pending; it will be applied in the maintenance window ({} UTC). Pass --apply-immediately to apply it now.",
+                    op.database.name, op.database.spec.maintenance_window
+                ),
+            }
             if let Some(p) = &op.master_password {
                 println!("Generated master password (shown once): {p}");
             }
         }
     }
-    if wait {
-        let done = wait_for(client, &op.operation_id, out == Format::Table).await?;
+    if let (true, Some(operation_id)) = (wait, &op.operation_id) {
+        let done = wait_for(client, operation_id, out == Format::Table).await?;
         if done.job.state == JobState::Failed {
             bail!(
-                "operation {} failed: {}",
-                op.operation_id,
+                "operation {operation_id} failed: {}",
                 done.job.error.unwrap_or_else(|| "no reason given".into())
             );
         }

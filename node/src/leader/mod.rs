@@ -8,6 +8,7 @@
 pub mod host_client;
 pub mod monitor;
 pub mod planner;
+pub mod scheduler;
 pub mod sweeper;
 pub mod workflow;
 
@@ -168,6 +169,7 @@ async fn services(t: Term) {
     // Either ending (a commit failed) ends the term's services; `run` restarts them.
     tokio::select! {
         _ = sweeper::run(t.clone()) => {}
-        _ = monitor::run(t) => {}
+        _ = monitor::run(t.clone()) => {}
+        _ = scheduler::run(t) => {}
     }
 }

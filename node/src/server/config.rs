@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub monitor_interval_ms: u64,
     /// Consecutive failed health checks before a host is marked unreachable.
     pub unreachable_after: u32,
+    /// How often the scheduler looks for maintenance windows that have opened.
+    pub scheduler_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +88,7 @@ impl Default for ServerConfig {
             max_running_jobs: 64,
             monitor_interval_ms: 1_000,
             unreachable_after: 3,
+            scheduler_interval_ms: 10_000,
         }
     }
 }
@@ -138,6 +141,9 @@ pub struct ServerArgs {
     /// Failed health checks in a row before a host counts as unreachable.
     #[arg(long, env = "KEEL_UNREACHABLE_AFTER")]
     pub unreachable_after: Option<u32>,
+    /// Maintenance-window check interval in ms.
+    #[arg(long, env = "KEEL_SCHEDULER_INTERVAL_MS")]
+    pub scheduler_interval_ms: Option<u64>,
 }
 
 impl ServerArgs {
@@ -163,7 +169,8 @@ impl ServerArgs {
             keep_logs,
             leader_wait_ms,
             monitor_interval_ms,
-            unreachable_after
+            unreachable_after,
+            scheduler_interval_ms
         );
         if !self.peers.is_empty() {
             c.initial_members = self.peers.clone();
@@ -194,8 +201,8 @@ impl ServerConfig {
                 self.election_timeout_max_ms
             );
         }
-        if self.monitor_interval_ms == 0 || self.unreachable_after == 0 {
-            bail!("--monitor-interval-ms and --unreachable-after must be at least 1");
+        if self.monitor_interval_ms == 0 || self.unreachable_after == 0 || self.scheduler_interval_ms == 0 {
+            bail!("--monitor-interval-ms, --unreachable-after and --scheduler-interval-ms must be at least 1");
         }
         if !self.initial_members.is_empty() && !self.initial_members.iter().any(|p| p.id == self.id) {
             bail!(

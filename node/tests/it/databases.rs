@@ -1,6 +1,9 @@
 //! Create → available → connect → modify → delete, against real host managers and PostgreSQL;
 //! and every bad input refused with nothing left behind.
 
+use std::time::Duration;
+
+use keel_jepsen::cluster::Cluster;
 use serde_json::{json, Value};
 
 use super::{cluster, create_body, wait_op, PASSWORD};
@@ -170,4 +173,96 @@ async fn bad_database_requests_create_nothing() {
     let (code, p) = c.post(1, "/v1/databases", &create_body("dup")).await.unwrap();
     assert_eq!(code, 409, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("already exists"), "{p}");
+}
+
+/// A weekly window `ddd:HH:MM-ddd:HH:MM` (UTC) from `from_ms` lasting `minutes`.
+fn weekly_window(from_ms: u64, minutes: u64) -> String {
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let at = |ms: u64| {
+        let minute = ms / 60_000 + 3 * 24 * 60; // 1970-01-01 was a Thursday
+        let (day, in_day) = ((minute / (24 * 60)) % 7, minute % (24 * 60));
+        format!("{}:{:02}:{:02}", DAYS[day as usize], in_day / 60, in_day % 60)
+    };
+    format!("{}-{}", at(from_ms), at(from_ms + minutes * 60_000))
+}
+
+async fn patch(c: &Cluster, node: u64, name: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .patch(format!("{}/v1/databases/{name}", c.url(node)))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modification_waits_for_the_maintenance_window() {
+    let mut c = cluster(&["--scheduler-interval-ms", "200"]).await;
+    c.start_hosts(1).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut body = create_body("mw");
+    body["maintenance_window"] = json!(weekly_window(now + 3 * 86_400_000, 60));
+    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+
+    // Without --apply-immediately a class change is recorded, not applied.
+    let (code, deferred) = patch(&c, 2, "mw", json!({"class": "medium"})).await;
+    assert_eq!(code, 200, "{deferred}");
+    assert!(deferred.get("operation_id").is_none(), "{deferred}");
+    assert_eq!(deferred["database"]["pending"]["class"], "medium", "{deferred}");
+    assert_eq!(deferred["database"]["status"], "available");
+    let (_, db) = c.get(3, "/v1/databases/mw").await.unwrap();
+    let endpoint = (
+        db["endpoint"]["addr"].as_str().unwrap().to_string(),
+        db["endpoint"]["port"].as_u64().unwrap(),
+    );
+    let pg = connect(&endpoint.0, endpoint.1).await.unwrap();
+    let sb: String = pg.query_one("SHOW shared_buffers", &[]).await.unwrap().get(0);
+    assert_eq!(sb, "128MB", "nothing applied outside the window");
+    drop(pg);
+
+    // Moving the window over now (a window change applies at once) lets the scheduler apply it.
+    let (code, moved) = patch(
+        &c,
+        1,
+        "mw",
+        json!({"maintenance_window": weekly_window(now - 300_000, 60)}),
+    )
+    .await;
+    assert_eq!(code, 200, "{moved}");
+    wait_op(&c, moved["operation_id"].as_str().unwrap()).await;
+    let db = c
+        .wait_for(
+            Duration::from_secs(120),
+            "the pending class change to be applied",
+            || async {
+                let (_, db) = c.get(2, "/v1/databases/mw").await?;
+                Ok((db["spec"]["class"] == "medium" && db["status"] == "available").then_some(db))
+            },
+        )
+        .await
+        .unwrap();
+    assert!(db["pending"].is_null(), "{db}");
+    let pg = connect(&endpoint.0, endpoint.1).await.unwrap();
+    let sb: String = pg.query_one("SHOW shared_buffers", &[]).await.unwrap().get(0);
+    assert_eq!(sb, "512MB", "applied in the window");
+    let (_, events) = c.get(1, "/v1/events?db=mw").await.unwrap();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"modification-pending"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "database-modified").count(),
+        2,
+        "{kinds:?}"
+    );
 }

@@ -116,10 +116,10 @@ impl AdminState {
             modification: modification.clone(),
         };
         let allowed = |db: &Database| {
-            if db.status != DatabaseStatus::Available {
+            if !matches!(db.status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
                 return Err(format!(
-                    "database {name} is {:?}; only an available database can be modified",
-                    db.status
+                    "database {name} is {}; only an available (or storage-full) database can be modified",
+                    wire_name(&db.status)
                 ));
             }
             match modification.storage_gib {
@@ -136,7 +136,42 @@ impl AdminState {
             job_id,
             request_id,
         };
-        self.begin(start, name, kind, DatabaseStatus::Modifying, "modified", allowed)
+        let response = self.begin(start, name, kind, DatabaseStatus::Modifying, "modified", allowed);
+        // The pending modification is being applied now (by the scheduler, or asked for at once).
+        if let Some(db) = self.databases.get_mut(name) {
+            if db.pending.as_ref() == Some(modification) && db.operation.as_deref() == Some(job_id) {
+                db.pending = None;
+            }
+        }
+        response
+    }
+
+    pub(super) fn defer_modification(&mut self, index: u64, at: Millis, name: &str, m: &Modification) -> Response {
+        let Some(db) = self.databases.get_mut(name) else {
+            return not_found("database", name);
+        };
+        if let Some(gib) = m.storage_gib {
+            if gib < db.spec.storage_gib {
+                return conflict(format!(
+                    "storage can only grow: {name} has {} GiB, asked for {gib} GiB",
+                    db.spec.storage_gib
+                ));
+            }
+        }
+        let mut pending = db.pending.clone().unwrap_or_default();
+        // A later request overrides the same field of an earlier one.
+        pending.class = m.class.clone().or(pending.class);
+        pending.storage_gib = m.storage_gib.or(pending.storage_gib);
+        pending.backup_window = m.backup_window.clone().or(pending.backup_window);
+        pending.maintenance_window = m.maintenance_window.clone().or(pending.maintenance_window);
+        db.pending = Some(pending);
+        let message = format!(
+            "Database {name} will be modified in its maintenance window ({} UTC).",
+            db.spec.maintenance_window
+        );
+        let database = Box::new(db.clone());
+        self.event(index, at, "modification-pending", name, message);
+        Response::Deferred { database }
     }
 
     pub(super) fn delete_database(
