@@ -5,6 +5,7 @@ use keel_proto::keel::keel_server::Keel;
 use keel_raft_store::{Host, Job};
 use tonic::{Request, Response, Status};
 
+use super::grpc_databases as dbs;
 use super::service::{AddHostRequest, AddNodeRequest, Api, ClusterStatus, SubmitNoopRequest};
 
 /// The gRPC face of [`Api`].
@@ -184,5 +185,66 @@ impl Keel for GrpcApi {
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         Ok(Response::new(cluster(self.api.remove_node(req.into_inner().id).await?)))
+    }
+
+    async fn create_database(
+        &self,
+        req: Request<pb::CreateDatabaseRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let r = dbs::create_request(req.into_inner());
+        Ok(Response::new(dbs::operation(self.api.create_database(r).await?)))
+    }
+
+    async fn modify_database(
+        &self,
+        req: Request<pb::ModifyDatabaseRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let r = req.into_inner();
+        let name = r.name.clone();
+        let out = self.api.modify_database(&name, dbs::modify_request(r)).await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
+    async fn delete_database(
+        &self,
+        req: Request<pb::DeleteDatabaseRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let r = req.into_inner();
+        let out = self.api.delete_database(&r.name, opt(r.request_id)).await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
+    async fn describe_database(
+        &self,
+        req: Request<pb::DescribeDatabaseRequest>,
+    ) -> Result<Response<pb::Database>, Status> {
+        let d = self.api.describe_database(&req.into_inner().name).await?;
+        Ok(Response::new(dbs::database(d)))
+    }
+
+    async fn list_databases(
+        &self,
+        _: Request<pb::ListDatabasesRequest>,
+    ) -> Result<Response<pb::ListDatabasesResponse>, Status> {
+        let databases = self
+            .api
+            .list_databases()
+            .await?
+            .into_iter()
+            .map(dbs::database)
+            .collect();
+        Ok(Response::new(pb::ListDatabasesResponse { databases }))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 1000 } else { r.limit.min(10_000) } as usize;
+        let events = self.api.events(opt(r.db).as_deref(), r.after, limit).await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.into_iter().map(dbs::event).collect(),
+        }))
     }
 }

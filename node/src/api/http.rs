@@ -20,6 +20,7 @@ type Reply<T> = Result<Json<T>, ApiError>;
 /// The `/v1` routes.
 pub fn router(api: Api) -> Router {
     Router::new()
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/node", get(node_status))
         .route("/v1/hosts", get(list_hosts).post(add_host))
         .route("/v1/hosts/:name", delete(remove_host))
@@ -38,6 +39,13 @@ pub fn router(api: Api) -> Router {
         .route("/v1/cluster/nodes/:id", delete(remove_node))
         .fallback(|| async { ApiError::NotFound("no such API path; see `keel --help` for the operations".into()) })
         .with_state(api)
+}
+
+/// The OpenAPI 3 document of these routes (kept beside them; a test checks every path in it is served).
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 async fn node_status(State(api): State<Api>) -> Json<crate::server::peer::NodeStatus> {

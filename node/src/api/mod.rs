@@ -3,6 +3,7 @@
 pub mod databases;
 pub mod error;
 pub mod grpc;
+pub mod grpc_databases;
 pub mod http;
 pub mod routing;
 pub mod service;

@@ -1,0 +1,108 @@
+//! Wire conversions for the database part of `keel.v1` over gRPC.
+
+use keel_proto::keel as pb;
+use keel_raft_store::{wire_name, Event, Modification};
+
+use super::databases::{CreateDatabaseRequest, DatabaseOperation, DatabaseView, ModifyDatabaseRequest};
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn modification(m: Modification) -> pb::Modification {
+    pb::Modification {
+        class: m.class,
+        storage_gib: m.storage_gib,
+        backup_window: m.backup_window,
+        maintenance_window: m.maintenance_window,
+    }
+}
+
+/// A create request from the wire.
+pub fn create_request(r: pb::CreateDatabaseRequest) -> CreateDatabaseRequest {
+    CreateDatabaseRequest {
+        name: r.name,
+        engine: r.engine,
+        engine_version: opt(r.engine_version),
+        class: r.class,
+        storage_gib: r.storage_gib,
+        zone: opt(r.zone),
+        master_user: r.master_user,
+        master_password: opt(r.master_password),
+        backup_retention_days: r.backup_retention_days,
+        backup_window: opt(r.backup_window),
+        maintenance_window: opt(r.maintenance_window),
+        tags: r.tags.into_iter().collect(),
+        request_id: opt(r.request_id),
+    }
+}
+
+/// A modify request from the wire.
+pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
+    let m = r.modification.unwrap_or_default();
+    ModifyDatabaseRequest {
+        class: m.class,
+        storage_gib: m.storage_gib,
+        backup_window: m.backup_window,
+        maintenance_window: m.maintenance_window,
+        apply_immediately: r.apply_immediately,
+        request_id: opt(r.request_id),
+    }
+}
+
+/// A database for the wire.
+pub fn database(d: DatabaseView) -> pb::Database {
+    pb::Database {
+        name: d.name,
+        status: wire_name(&d.status),
+        status_reason: d.status_reason.unwrap_or_default(),
+        engine: d.spec.engine,
+        engine_version: d.spec.engine_version,
+        class: d.spec.class,
+        storage_gib: d.spec.storage_gib,
+        zone: d.spec.zone.unwrap_or_default(),
+        master_user: d.spec.master_user,
+        tags: d.spec.tags.into_iter().collect(),
+        backup_retention_days: d.spec.backup_retention_days,
+        backup_window: d.spec.backup_window,
+        maintenance_window: d.spec.maintenance_window,
+        endpoint: d.endpoint.map(|e| pb::Endpoint {
+            host: e.host,
+            addr: e.addr,
+            port: u32::from(e.port),
+        }),
+        instances: d
+            .instances
+            .into_iter()
+            .map(|i| pb::Instance {
+                id: i.id,
+                role: i.role,
+                host: i.host,
+                port: u32::from(i.port),
+            })
+            .collect(),
+        created_at_ms: d.created_at_ms,
+        operation_id: d.operation.unwrap_or_default(),
+        pending: d.pending.map(modification),
+    }
+}
+
+/// A mutation's answer for the wire.
+pub fn operation(o: DatabaseOperation) -> pb::DatabaseOperation {
+    pb::DatabaseOperation {
+        database: Some(database(o.database)),
+        operation_id: o.operation_id.unwrap_or_default(),
+        master_password: o.master_password.unwrap_or_default(),
+    }
+}
+
+/// An event for the wire.
+pub fn event(e: Event) -> pb::Event {
+    pb::Event {
+        seq: e.seq,
+        at_ms: e.at_ms,
+        kind: e.kind,
+        subject: e.subject,
+        message: e.message,
+    }
+}
