@@ -24,11 +24,14 @@ enum Cmd {
 enum BenchCmd {
     /// Raft write path and leader failover, against etcd.
     Raft(bench::raft::RaftBench),
+    /// Database create/delete latency, against doing it by hand.
+    Db(bench::db::DbBench),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Bench(BenchCmd::Raft(b)) => bench::raft::run(b).await,
+        Cmd::Bench(BenchCmd::Db(b)) => bench::db::run(b).await,
     }
 }

@@ -1,5 +1,6 @@
 //! Whole-cluster benchmarks: Keel side by side with a peer, in one run.
 
+pub mod db;
 pub mod etcd;
 pub mod load;
 pub mod raft;
