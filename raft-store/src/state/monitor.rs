@@ -95,3 +95,97 @@ impl AdminState {
         Response::Done
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Proposal};
+    use crate::records::{Database, Host};
+
+    fn apply(s: &mut AdminState, i: u64, command: Command) -> Response {
+        s.apply(i, &Proposal { at_ms: i, command })
+    }
+
+    fn observe(reachable: bool) -> Command {
+        Command::ObserveHost {
+            name: "h1".into(),
+            reachable,
+            capacity: reachable.then(|| HostCapacity {
+                instance_slots: 8,
+                disk_gib: 100,
+            }),
+            problem: (!reachable).then(|| "connection refused".into()),
+        }
+    }
+
+    fn kinds(s: &AdminState) -> Vec<&str> {
+        s.events.iter().map(|e| e.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn host_transitions_are_events_and_capacity_is_recorded() {
+        let mut s = AdminState::default();
+        s.hosts.insert(
+            "h1".into(),
+            Host {
+                name: "h1".into(),
+                ..Host::default()
+            },
+        );
+        apply(&mut s, 1, observe(true));
+        assert_eq!(s.hosts["h1"].health, HostHealth::Healthy);
+        assert_eq!(s.hosts["h1"].capacity.instance_slots, 8);
+        assert!(kinds(&s).is_empty(), "first contact is not an event");
+        apply(&mut s, 2, observe(false));
+        apply(&mut s, 3, observe(false));
+        assert_eq!(s.hosts["h1"].health, HostHealth::Unreachable);
+        assert_eq!(
+            s.hosts["h1"].capacity.instance_slots, 8,
+            "capacity kept while unreachable"
+        );
+        apply(&mut s, 4, observe(true));
+        assert_eq!(kinds(&s), ["host-unreachable", "host-recovered"]);
+        assert!(matches!(
+            apply(
+                &mut s,
+                5,
+                Command::ObserveHost {
+                    name: "gone".into(),
+                    reachable: true,
+                    capacity: None,
+                    problem: None
+                }
+            ),
+            Response::Rejected { .. }
+        ));
+    }
+
+    #[test]
+    fn storage_full_only_moves_a_database_at_rest() {
+        let mut s = AdminState::default();
+        let db = |status| Database {
+            name: "d".into(),
+            status,
+            ..Database::default()
+        };
+        let mark = |full| Command::ObserveStorage {
+            database: "d".into(),
+            full,
+            used_bytes: 1 << 30,
+            allocated_bytes: 1 << 30,
+        };
+        s.databases.insert("d".into(), db(DatabaseStatus::Modifying));
+        apply(&mut s, 1, mark(true));
+        assert_eq!(
+            s.databases["d"].status,
+            DatabaseStatus::Modifying,
+            "an operation owns the status"
+        );
+        s.databases.insert("d".into(), db(DatabaseStatus::Available));
+        apply(&mut s, 2, mark(true));
+        assert_eq!(s.databases["d"].status, DatabaseStatus::StorageFull);
+        apply(&mut s, 3, mark(false));
+        assert_eq!(s.databases["d"].status, DatabaseStatus::Available);
+        assert_eq!(kinds(&s), ["storage-full", "storage-ok"]);
+    }
+}
