@@ -130,6 +130,7 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
         keel_load.push(r);
     }
     let keel_failover = keel_failovers(&mut keel, b.trials).await?;
+
     drop(keel);
     if b.keel_only {
         println!("\n| clients | Keel writes/s | Keel p50 / p99 ms |\n|---|---|---|");
@@ -208,6 +209,24 @@ async fn keel_failovers(c: &mut Cluster, trials: usize) -> anyhow::Result<Vec<f6
         tokio::time::sleep(Duration::from_millis(phase)).await;
         c.kill(leader);
         let t = Instant::now();
+
+        // Beside the probe, note when a survivor first names a new leader (election vs. the rest).
+        let survivors: Vec<String> = c.running().iter().map(|&id| c.url(id)).collect();
+        let elected = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                for url in &survivors {
+                    if let Ok(r) = http.get(format!("{url}/v1/node")).send().await {
+                        if let Ok(v) = r.json::<serde_json::Value>().await {
+                            if v["role"] == "leader" {
+                                return t.elapsed().as_secs_f64();
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
         let mut seq = 0;
         while !keel_write(client.clone(), 999, seq, Duration::from_millis(20)).await {
             seq += 1;
@@ -217,11 +236,26 @@ async fn keel_failovers(c: &mut Cluster, trials: usize) -> anyhow::Result<Vec<f6
             );
         }
         out.push(t.elapsed().as_secs_f64());
+        let elected = tokio::time::timeout(Duration::from_secs(5), elected).await;
+        eprintln!(
+            "  failover trial: new leader after {:.3} s, first write after {:.3} s ({} probes)",
+            elected.ok().and_then(|r| r.ok()).unwrap_or(f64::NAN),
+            t.elapsed().as_secs_f64(),
+            seq + 1
+        );
         c.launch(leader)?;
-        // Let the restarted node catch up before the next trial.
+        // Steady state before the next trial: the restarted node has the whole log. (A node
+        // still behind can stand first, lose on its log and split the next election; that is
+        // a different measurement.)
         c.wait_for(Duration::from_secs(30), "the restarted node to catch up", || async {
             let s = c.node_status(leader).await?;
-            Ok((s["leader"].as_u64().is_some()).then_some(()))
+            let Some(current) = s["leader"].as_u64().filter(|&l| l != leader) else {
+                return Ok(None);
+            };
+            let l = c.node_status(current).await?;
+            let caught_up = s["last_log_index"].as_u64() >= l["last_log_index"].as_u64()
+                && s["applied_index"].as_u64() >= l["applied_index"].as_u64();
+            Ok(caught_up.then_some(()))
         })
         .await?;
     }
