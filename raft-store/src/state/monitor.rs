@@ -110,7 +110,7 @@ mod tests {
         Command::ObserveHost {
             name: "h1".into(),
             reachable,
-            capacity: reachable.then(|| HostCapacity {
+            capacity: reachable.then_some(HostCapacity {
                 instance_slots: 8,
                 disk_gib: 100,
             }),
