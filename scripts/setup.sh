@@ -14,9 +14,13 @@ need_pkg g++            # rocksdb itself is C++
 need_pkg make
 need_pkg postgresql     # PostgreSQL 15 server binaries and the postgres OS user (host managers)
 need_pkg protobuf-compiler  # protoc for tonic-build (ours and etcd-client's)
+need_pkg dnsutils       # dig, the DNS tests' client
 if [[ "${1:-}" == "--bench" ]]; then
   need_pkg etcd-server  # the Raft peer for `keel-lab bench raft`
   need_pkg etcd-client
+  need_pkg nsd          # DNS peers for `keel-lab bench dns`
+  need_pkg knot
+  need_pkg dnsperf
 fi
 
 if ((${#want[@]})); then

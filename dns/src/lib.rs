@@ -1,68 +1,99 @@
 //! Keel's authoritative DNS for database endpoints.
 //!
 //! `node/` feeds this crate an immutable [`EndpointTable`] built from the
-//! applied admin state; this crate turns it into a zone and serves it. It
-//! knows nothing of Raft and never writes state. The zone and its
-//! hickory-server listener arrive with the DNS issue; the table is the
-//! contract between the two crates.
+//! applied admin state; [`zone`] turns it into hickory records (and a zone
+//! file), [`server`] serves the current zone over UDP and TCP and swaps it
+//! atomically, [`notify`] tells secondaries about a new serial. The crate
+//! knows nothing of Raft and never writes state.
+
+pub mod notify;
+pub mod server;
+pub mod zone;
 
 use std::net::IpAddr;
 
-/// Where one database answers, as DNS will publish it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Endpoint {
-    /// Database name (a DNS label).
-    pub database: String,
-    /// Host name of the primary's host.
+/// Where a database's primary runs, as DNS publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Primary {
+    /// Name of the host running the primary (a DNS label).
     pub host: String,
-    /// Address of the primary's host.
-    pub primary: IpAddr,
-    /// Addresses of readable replicas.
-    pub replicas: Vec<IpAddr>,
+    /// That host's address.
+    pub addr: IpAddr,
     /// The database's port.
     pub port: u16,
-    /// Status text for the TXT record.
+}
+
+/// One database in the zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseEntry {
+    /// Database name (a DNS label).
+    pub name: String,
+    /// Lifecycle status, published as TXT `status=<status>`.
     pub status: String,
+    /// Where to connect; `None` while the database does not serve (its name
+    /// then answers NODATA for A, and TXT says why).
+    pub primary: Option<Primary>,
+    /// Addresses of readable replicas (`<db>.ro` falls back to the primary).
+    pub replicas: Vec<IpAddr>,
 }
 
-/// A consistent view of every endpoint at one applied index.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A control node serving the zone: `ns<id>.<zone>` with glue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nameserver {
+    /// Node id.
+    pub id: u64,
+    /// Address resolvers reach it at.
+    pub addr: IpAddr,
+}
+
+/// A consistent view of the zone's contents at one applied index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointTable {
-    /// The applied log index this table reflects; becomes the SOA serial.
-    pub applied_index: u64,
-    /// Endpoints sorted by database name.
-    pub endpoints: Vec<Endpoint>,
+    /// SOA serial: increases with every committed change that touches the zone.
+    pub serial: u32,
+    /// Control nodes (NS records and glue), by id.
+    pub nameservers: Vec<Nameserver>,
+    /// Databases, by name.
+    pub databases: Vec<DatabaseEntry>,
 }
 
-impl EndpointTable {
-    /// The endpoint of `database`, if it has one.
-    pub fn get(&self, database: &str) -> Option<&Endpoint> {
-        self.endpoints
-            .binary_search_by(|e| e.database.as_str().cmp(database))
-            .ok()
-            .map(|i| &self.endpoints[i])
-    }
+/// How the zone is named and cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneConfig {
+    /// Zone apex, e.g. `db.keel.internal.`.
+    pub origin: String,
+    /// TTL of every record, also the SOA minimum (negative caching).
+    pub ttl: u32,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn looks_up_by_name() {
-        let e = |name: &str| Endpoint {
-            database: name.into(),
-            host: "h1".into(),
-            primary: "127.0.1.1".parse().unwrap(),
-            replicas: vec![],
-            port: 5432,
-            status: "available".into(),
-        };
-        let t = EndpointTable {
-            applied_index: 7,
-            endpoints: vec![e("a"), e("b")],
-        };
-        assert_eq!(t.get("b").unwrap().database, "b");
-        assert!(t.get("c").is_none());
-    }
+/// Why a zone could not be built or served.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The zone name is not a valid DNS name.
+    #[error("zone name {name:?} is not a valid DNS name: {reason}")]
+    BadZone {
+        /// The configured name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A record name built from state is not a valid DNS name (a bug: names are DNS labels).
+    #[error("cannot publish {name:?}: {reason}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// hickory refused the assembled zone.
+    #[error("the zone could not be assembled: {0}")]
+    Zone(String),
+    /// A socket could not be bound or used.
+    #[error("DNS socket on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }

@@ -56,6 +56,8 @@ pub struct Node {
     pub api_addr: String,
     /// host:port of its Raft transport.
     pub raft_addr: String,
+    /// ip:port of its DNS zone (UDP and TCP).
+    pub dns_addr: String,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// Its log file.
@@ -118,6 +120,7 @@ impl Cluster {
             id,
             api_addr: format!("127.0.0.1:{}", free_port()),
             raft_addr: format!("127.0.0.1:{}", free_port()),
+            dns_addr: format!("127.0.0.1:{}", free_port()),
             data_dir: self.dir.path().join(format!("node-{id}")),
             log: self.dir.path().join(format!("node-{id}.log")),
             bootstrap,
@@ -140,6 +143,8 @@ impl Cluster {
             node.raft_addr.clone(),
             "--api-addr".into(),
             node.api_addr.clone(),
+            "--dns-addr".into(),
+            node.dns_addr.clone(),
         ];
         if node.bootstrap {
             for peer in self.nodes.values().filter(|n| n.bootstrap) {

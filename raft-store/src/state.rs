@@ -39,6 +39,8 @@ pub struct AdminState {
     pub idempotency: BTreeMap<String, String>,
     /// Who runs the leader services.
     pub leader_services: Option<LeaderServices>,
+    /// Log index of the last change to what DNS publishes (databases' existence, status, endpoint).
+    pub dns_serial: u64,
     /// Derived: host name by address. Rebuilt by [`AdminState::reindex`], never stored.
     #[serde(skip)]
     host_by_addr: BTreeMap<String, String>,
@@ -52,6 +54,24 @@ impl AdminState {
 
     /// Apply one proposal committed at log `index`. Deterministic: reads only its arguments.
     pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Response {
+        let response = self.dispatch(index, proposal);
+        // Every command that can change a database's existence, status or endpoint moves the
+        // DNS serial, so all nodes publish the same serial for the same zone contents.
+        let touches_zone = matches!(
+            proposal.command,
+            Command::CreateDatabase { .. }
+                | Command::ModifyDatabase { .. }
+                | Command::DeleteDatabase { .. }
+                | Command::FinishWorkflow { .. }
+                | Command::ObserveStorage { .. }
+        );
+        if touches_zone && !matches!(response, Response::Rejected { .. }) {
+            self.dns_serial = index;
+        }
+        response
+    }
+
+    fn dispatch(&mut self, index: u64, proposal: &Proposal) -> Response {
         let at = proposal.at_ms;
         match &proposal.command {
             Command::InitCluster { name } => self.init_cluster(index, at, name),

@@ -34,6 +34,7 @@ pub fn router(api: Api) -> Router {
             get(describe_database).patch(modify_database).delete(delete_database),
         )
         .route("/v1/events", get(events))
+        .route("/v1/dns/zone", get(dns_zone))
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/nodes", post(add_node))
         .route("/v1/cluster/nodes/:id", delete(remove_node))
@@ -46,6 +47,12 @@ const OPENAPI: &str = include_str!("openapi.json");
 
 async fn openapi() -> impl axum::response::IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// The zone this node serves, as a zone file.
+async fn dns_zone(State(api): State<Api>) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let text = api.dns_zone_file()?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/dns; charset=utf-8")], text))
 }
 
 async fn node_status(State(api): State<Api>) -> Json<crate::server::peer::NodeStatus> {

@@ -122,6 +122,15 @@ impl Api {
         self.node.status()
     }
 
+    /// The DNS zone this node serves now, as a zone file.
+    pub fn dns_zone_file(&self) -> Result<String, ApiError> {
+        self.node
+            .zone
+            .current()
+            .map(|z| z.zone_file())
+            .ok_or_else(|| ApiError::Unavailable("this node has not built its DNS zone yet; retry in a moment".into()))
+    }
+
     pub(crate) async fn commit(&self, command: Command) -> Result<Response, ApiError> {
         self.node
             .write(Proposal {

@@ -23,7 +23,8 @@ impl Client {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+    /// Send `req`; a non-2xx answer becomes an error carrying the problem's detail.
+    async fn response(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| {
             anyhow!(
                 "cannot reach Keel at {}: {e}; is `keel dev` running, and is KEEL_ADDR (or --keel-addr) right?",
@@ -31,8 +32,8 @@ impl Client {
             )
         })?;
         let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
+            let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
             let detail = body.get("detail").and_then(|d| d.as_str()).unwrap_or("no detail given");
             let retry = if body.get("retryable").and_then(|r| r.as_bool()) == Some(true) {
                 " (retryable)"
@@ -41,7 +42,24 @@ impl Client {
             };
             bail!("{detail}{retry} [HTTP {}]", status.as_u16());
         }
-        Ok(body)
+        Ok(resp)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .response(req)
+            .await?
+            .json()
+            .await
+            .unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GET `path` as text.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self.response(self.http.get(format!("{}{path}", self.base))).await?;
+        resp.text()
+            .await
+            .map_err(|e| anyhow!("the answer from {} was cut short: {e}", self.base))
     }
 
     /// GET `path` as JSON.

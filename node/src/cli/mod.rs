@@ -59,6 +59,15 @@ enum Cmd {
     /// The control cluster.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// The authoritative DNS zone of database endpoints.
+    #[command(subcommand)]
+    Dns(DnsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum DnsCmd {
+    /// Print the zone the node serves as a standard zone file (for BIND, NSD or Knot).
+    Dump,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +213,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Events { db, follow } => db::events(&client, out, db, follow).await,
         Cmd::Hosts(cmd) => hosts(&client, out, cmd).await,
         Cmd::Ops(cmd) => ops(&client, out, cmd).await,
+        Cmd::Dns(DnsCmd::Dump) => {
+            print!("{}", client.get_text("/v1/dns/zone").await?);
+            Ok(())
+        }
         Cmd::Cluster(cmd) => cluster(&client, out, cmd).await,
     }
 }

@@ -26,7 +26,7 @@ pub struct DevArgs {
     pub nodes: u64,
 }
 
-/// Fixed ports: node N serves its API on 7079+N and Raft on 7089+N.
+/// Fixed ports: node N serves its API on 7079+N, Raft on 7089+N and DNS on 8599+N.
 fn node_config(dir: &Path, id: u64, nodes: u64) -> ServerConfig {
     let peer = |i: u64| PeerSpec {
         id: i,
@@ -41,6 +41,9 @@ fn node_config(dir: &Path, id: u64, nodes: u64) -> ServerConfig {
         raft_addr: me.raft_addr,
         api_addr: me.api_addr,
         initial_members: (1..=nodes).map(peer).collect(),
+        dns_addr: format!("127.0.0.1:{}", 8599 + id),
+        // Short, so a changed endpoint is seen at once while trying things out.
+        dns_ttl: 1,
         ..ServerConfig::default()
     }
 }
@@ -122,9 +125,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("Data, configs and logs: {}", dir.display());
     for id in 1..=args.nodes {
         println!(
-            "  node {id}: API http://127.0.0.1:{}  raft 127.0.0.1:{}",
+            "  node {id}: API http://127.0.0.1:{}  raft 127.0.0.1:{}  DNS 127.0.0.1:{} (UDP and TCP)",
             7079 + id,
-            7089 + id
+            7089 + id,
+            8599 + id
         );
     }
     for i in 1..=args.hosts {
@@ -139,6 +143,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!();
     println!("    keel db create demo --master-user app --master-password 'change me please' --wait");
     println!("    keel db describe demo        # endpoint: address and port for psql");
+    println!("    dig @127.0.0.1 -p 8600 demo.db.keel.internal          # the address, by name");
+    println!("    dig @127.0.0.1 -p 8600 _postgresql._tcp.demo.db.keel.internal SRV   # host and port");
+    println!("    psql \"host=$(dig +short @127.0.0.1 -p 8600 demo.db.keel.internal) port=$(dig +short @127.0.0.1 -p 8600 _postgresql._tcp.demo.db.keel.internal SRV | cut -d' ' -f3) user=app dbname=postgres\"");
     println!();
     println!("Press Ctrl-C to stop; run `keel dev` again to reuse the data (--fresh to start empty).");
 

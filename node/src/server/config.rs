@@ -68,6 +68,16 @@ pub struct ServerConfig {
     pub unreachable_after: u32,
     /// How often the scheduler looks for maintenance windows that have opened.
     pub scheduler_interval_ms: u64,
+    /// UDP and TCP address of the authoritative DNS zone.
+    pub dns_addr: String,
+    /// The zone Keel answers for.
+    pub dns_zone: String,
+    /// TTL of every record, seconds (also the negative-caching time).
+    pub dns_ttl: u32,
+    /// Secondaries (host:port) told by NOTIFY when the zone changes.
+    pub dns_notify: Vec<String>,
+    /// Addresses allowed to transfer the zone (AXFR over TCP).
+    pub dns_allow_transfer: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +99,11 @@ impl Default for ServerConfig {
             monitor_interval_ms: 1_000,
             unreachable_after: 3,
             scheduler_interval_ms: 10_000,
+            dns_addr: "127.0.0.1:8600".into(),
+            dns_zone: "db.keel.internal.".into(),
+            dns_ttl: 5,
+            dns_notify: Vec::new(),
+            dns_allow_transfer: Vec::new(),
         }
     }
 }
@@ -144,6 +159,21 @@ pub struct ServerArgs {
     /// Maintenance-window check interval in ms.
     #[arg(long, env = "KEEL_SCHEDULER_INTERVAL_MS")]
     pub scheduler_interval_ms: Option<u64>,
+    /// DNS address (UDP and TCP), host:port.
+    #[arg(long, env = "KEEL_DNS_ADDR")]
+    pub dns_addr: Option<String>,
+    /// DNS zone, e.g. db.keel.internal.
+    #[arg(long, env = "KEEL_DNS_ZONE")]
+    pub dns_zone: Option<String>,
+    /// DNS record TTL in seconds.
+    #[arg(long, env = "KEEL_DNS_TTL")]
+    pub dns_ttl: Option<u32>,
+    /// A secondary to NOTIFY on changes (host:port); repeat for each.
+    #[arg(long = "dns-notify", value_name = "HOST:PORT")]
+    pub dns_notify: Vec<String>,
+    /// An address allowed to transfer the zone (AXFR); repeat for each.
+    #[arg(long = "dns-allow-transfer", value_name = "IP")]
+    pub dns_allow_transfer: Vec<std::net::IpAddr>,
 }
 
 impl ServerArgs {
@@ -170,8 +200,17 @@ impl ServerArgs {
             leader_wait_ms,
             monitor_interval_ms,
             unreachable_after,
-            scheduler_interval_ms
+            scheduler_interval_ms,
+            dns_addr,
+            dns_zone,
+            dns_ttl
         );
+        if !self.dns_notify.is_empty() {
+            c.dns_notify = self.dns_notify.clone();
+        }
+        if !self.dns_allow_transfer.is_empty() {
+            c.dns_allow_transfer = self.dns_allow_transfer.clone();
+        }
         if !self.peers.is_empty() {
             c.initial_members = self.peers.clone();
         }
@@ -204,6 +243,17 @@ impl ServerConfig {
         if self.monitor_interval_ms == 0 || self.unreachable_after == 0 || self.scheduler_interval_ms == 0 {
             bail!("--monitor-interval-ms, --unreachable-after and --scheduler-interval-ms must be at least 1");
         }
+        if self.dns_addr.parse::<std::net::SocketAddr>().is_err() {
+            bail!("--dns-addr {:?} is not an ip:port address", self.dns_addr);
+        }
+        if let Some(bad) = self
+            .dns_notify
+            .iter()
+            .find(|a| a.parse::<std::net::SocketAddr>().is_err())
+        {
+            bail!("--dns-notify {bad:?} is not an ip:port address");
+        }
+        keel_dns::zone::origin(&self.dns_zone).map_err(|e| anyhow::anyhow!("--dns-zone: {e}"))?;
         if !self.initial_members.is_empty() && !self.initial_members.iter().any(|p| p.id == self.id) {
             bail!(
                 "--peer lists the initial members but not this node (id {}); list every member, this one included",

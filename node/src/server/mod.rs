@@ -2,6 +2,7 @@
 
 pub mod batcher;
 pub mod config;
+pub mod dns_feed;
 pub mod on_leader;
 pub mod peer;
 pub mod raft_network;
@@ -44,6 +45,8 @@ pub struct NodeCtx {
     pub services_term: AtomicU64,
     /// Batches writes proposed on this node while it leads.
     pub local_writes: Batcher,
+    /// The DNS zone this node serves.
+    pub zone: keel_dns::server::ZoneServer,
     /// Batches writes forwarded to a leader, one queue per leader address.
     pub forwarded_writes: std::sync::Mutex<std::collections::HashMap<String, Batcher>>,
 }
@@ -137,6 +140,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let api_listener = TcpListener::bind(&config.api_addr)
         .await
         .with_context(|| format!("cannot listen on API address {}", config.api_addr))?;
+    let dns_addr: std::net::SocketAddr = config.dns_addr.parse().context("--dns-addr")?;
+    let dns_sockets = keel_dns::server::ZoneServer::bind(dns_addr)
+        .await
+        .with_context(|| format!("cannot serve DNS on {dns_addr}; pick another --dns-addr"))?;
 
     let peers = Peers::new(&config.cluster_name);
     let raft = Raft::new(
@@ -164,6 +171,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
             })
         },
         forwarded_writes: Default::default(),
+        zone: keel_dns::server::ZoneServer::new(config.dns_allow_transfer.clone()),
     });
 
     let raft_server = tonic::transport::Server::builder()
@@ -180,10 +188,16 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
 
     let api_task = tokio::spawn(crate::api::serve(api_listener, ctx.clone(), shutdown.clone()));
     let leader_task = tokio::spawn(crate::leader::run(ctx.clone(), shutdown.clone()));
+    let dns_task = {
+        let (zone, stop) = (ctx.zone.clone(), shutdown.clone());
+        tokio::spawn(async move { zone.serve(dns_sockets, stop.cancelled_owned()).await })
+    };
+    tokio::spawn(dns_feed::run(ctx.clone(), ctx.zone.clone(), shutdown.clone()));
     tracing::info!(
         node = config.id,
         raft = %config.raft_addr,
         api = %config.api_addr,
+        dns = %config.dns_addr,
         data = %config.data_dir.display(),
         "Control node is serving."
     );
@@ -191,6 +205,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     shutdown.cancelled().await;
     tracing::info!(node = config.id, "Shutting down.");
     let _ = leader_task.await;
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), dns_task).await {
+        tracing::error!(error = %e, "The DNS server failed.");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     raft.shutdown()
         .await

@@ -4,6 +4,7 @@ mod api_surface;
 mod bad_input;
 mod cluster_faults;
 mod databases;
+mod dns;
 mod host_manager;
 mod membership;
 mod monitor;

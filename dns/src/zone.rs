@@ -1,0 +1,339 @@
+//! The zone's contents, built once from an [`EndpointTable`], then rendered
+//! either as hickory records (to serve) or as a standard zone file (to dump).
+//!
+//! Names (all under the zone apex):
+//! - `<db>` A/AAAA → the primary's host; TXT `status=<status>`
+//! - `<db>.ro` A/AAAA → readable replicas, else the primary; TXT as above
+//! - `_postgresql._tcp.<db>` SRV → `<host>.hosts` and the database's port
+//! - `<host>.hosts` A/AAAA → the host's address
+//! - apex SOA and NS `ns<id>.ns` (with glue) for every control node
+//!
+//! Host and nameserver names live under their own labels (`hosts`, `ns`), so
+//! no database name can collide with them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV, TXT};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RrKey};
+use hickory_server::net::runtime::TokioRuntimeProvider;
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+
+use crate::{DnsError, EndpointTable, ZoneConfig};
+
+/// SOA timers for secondaries: refresh, retry, expire (seconds).
+const SOA_REFRESH: u32 = 60;
+const SOA_RETRY: u32 = 10;
+const SOA_EXPIRE: u32 = 7 * 24 * 3600;
+
+/// One record's data, independent of how it is rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    /// Start of authority.
+    Soa {
+        /// Primary nameserver (relative name).
+        mname: String,
+        /// Responsible mailbox, as a name (relative).
+        rname: String,
+        /// Serial.
+        serial: u32,
+    },
+    /// Nameserver (relative name).
+    Ns(String),
+    /// Address.
+    Addr(IpAddr),
+    /// Service location.
+    Srv {
+        /// Port.
+        port: u16,
+        /// Target (relative name).
+        target: String,
+    },
+    /// Text.
+    Txt(String),
+}
+
+/// One resource record: a name relative to the apex (`""` is the apex) and its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rr {
+    /// Owner, relative to the apex.
+    pub name: String,
+    /// Data.
+    pub data: Data,
+}
+
+/// The zone as a list of records, SOA first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    /// Apex with a trailing dot, lower case.
+    pub origin: String,
+    /// TTL of every record and the negative-caching time.
+    pub ttl: u32,
+    /// SOA serial.
+    pub serial: u32,
+    /// Records, SOA first, then in name order.
+    pub records: Vec<Rr>,
+}
+
+/// The apex in canonical form (lower case, trailing dot), or why it is not a name.
+pub fn origin(name: &str) -> Result<String, DnsError> {
+    let mut o = name.trim().to_ascii_lowercase();
+    if !o.ends_with('.') {
+        o.push('.');
+    }
+    Name::from_ascii(&o).map_err(|e| DnsError::BadZone {
+        name: name.into(),
+        reason: e.to_string(),
+    })?;
+    if o == "." {
+        return Err(DnsError::BadZone {
+            name: name.into(),
+            reason: "Keel will not serve the root zone".into(),
+        });
+    }
+    Ok(o)
+}
+
+fn ns_name(id: u64) -> String {
+    format!("ns{id}.ns")
+}
+
+impl Zone {
+    /// The zone for `table` under `config`.
+    pub fn build(config: &ZoneConfig, table: &EndpointTable) -> Result<Self, DnsError> {
+        let origin = origin(&config.origin)?;
+        let mut records = Vec::new();
+        let first_ns = table.nameservers.iter().map(|n| n.id).min().unwrap_or(1);
+        records.push(Rr {
+            name: String::new(),
+            data: Data::Soa {
+                mname: ns_name(first_ns),
+                rname: "hostmaster".into(),
+                serial: table.serial,
+            },
+        });
+        for ns in &table.nameservers {
+            records.push(Rr {
+                name: String::new(),
+                data: Data::Ns(ns_name(ns.id)),
+            });
+        }
+        for ns in &table.nameservers {
+            records.push(Rr {
+                name: ns_name(ns.id),
+                data: Data::Addr(ns.addr),
+            });
+        }
+        let mut hosts: BTreeMap<&str, IpAddr> = BTreeMap::new();
+        for db in &table.databases {
+            let name = db.name.as_str();
+            let ro = format!("{name}.ro");
+            records.push(Rr {
+                name: name.into(),
+                data: Data::Txt(format!("status={}", db.status)),
+            });
+            records.push(Rr {
+                name: ro.clone(),
+                data: Data::Txt(format!("status={}", db.status)),
+            });
+            let Some(p) = &db.primary else {
+                continue;
+            };
+            hosts.insert(&p.host, p.addr);
+            records.push(Rr {
+                name: name.into(),
+                data: Data::Addr(p.addr),
+            });
+            let readable: BTreeSet<IpAddr> = if db.replicas.is_empty() {
+                [p.addr].into()
+            } else {
+                db.replicas.iter().copied().collect()
+            };
+            for addr in readable {
+                records.push(Rr {
+                    name: ro.clone(),
+                    data: Data::Addr(addr),
+                });
+            }
+            records.push(Rr {
+                name: format!("_postgresql._tcp.{name}"),
+                data: Data::Srv {
+                    port: p.port,
+                    target: format!("{}.hosts", p.host),
+                },
+            });
+        }
+        for (host, addr) in hosts {
+            records.push(Rr {
+                name: format!("{host}.hosts"),
+                data: Data::Addr(addr),
+            });
+        }
+        Ok(Self {
+            origin,
+            ttl: config.ttl,
+            serial: table.serial,
+            records,
+        })
+    }
+
+    fn absolute(&self, relative: &str) -> Result<Name, DnsError> {
+        let text = if relative.is_empty() {
+            self.origin.clone()
+        } else {
+            format!("{relative}.{}", self.origin)
+        };
+        Name::from_ascii(&text).map_err(|e| DnsError::BadName {
+            name: text,
+            reason: e.to_string(),
+        })
+    }
+
+    fn rdata(&self, data: &Data) -> Result<RData, DnsError> {
+        Ok(match data {
+            Data::Soa { mname, rname, serial } => RData::SOA(SOA::new(
+                self.absolute(mname)?,
+                self.absolute(rname)?,
+                *serial,
+                SOA_REFRESH as i32,
+                SOA_RETRY as i32,
+                SOA_EXPIRE as i32,
+                self.ttl,
+            )),
+            Data::Ns(target) => RData::NS(NS(self.absolute(target)?)),
+            Data::Addr(IpAddr::V4(a)) => RData::A(A(*a)),
+            Data::Addr(IpAddr::V6(a)) => RData::AAAA(AAAA(*a)),
+            Data::Srv { port, target } => RData::SRV(SRV::new(0, 0, *port, self.absolute(target)?)),
+            Data::Txt(text) => RData::TXT(TXT::new(vec![text.clone()])),
+        })
+    }
+
+    /// A hickory catalog serving this zone (AXFR allowed: the server checks who asks).
+    pub fn catalog(&self) -> Result<Catalog, DnsError> {
+        let origin = self.absolute("")?;
+        let mut sets: BTreeMap<RrKey, RecordSet> = BTreeMap::new();
+        for rr in &self.records {
+            let record = Record::from_rdata(self.absolute(&rr.name)?, self.ttl, self.rdata(&rr.data)?);
+            sets.entry(RrKey::new(LowerName::from(&record.name), record.record_type()))
+                .or_insert_with(|| RecordSet::new(record.name.clone(), record.record_type(), self.serial))
+                .insert(record, self.serial);
+        }
+        let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+            origin.clone(),
+            sets,
+            ZoneType::Primary,
+            AxfrPolicy::AllowAll,
+        )
+        .map_err(DnsError::Zone)?;
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::from(&origin), vec![Arc::new(handler)]);
+        Ok(catalog)
+    }
+
+    /// The zone as a standard (RFC 1035) zone file, loadable by BIND, NSD or Knot.
+    pub fn zone_file(&self) -> String {
+        let mut out = format!(
+            "; Keel's endpoint zone, serial {}. Generated; do not edit.\n$ORIGIN {}\n$TTL {}\n",
+            self.serial, self.origin, self.ttl
+        );
+        for rr in &self.records {
+            let owner = if rr.name.is_empty() { "@" } else { rr.name.as_str() };
+            let (kind, rdata) = match &rr.data {
+                Data::Soa { mname, rname, serial } => (
+                    "SOA",
+                    format!(
+                        "{mname} {rname} {serial} {SOA_REFRESH} {SOA_RETRY} {SOA_EXPIRE} {}",
+                        self.ttl
+                    ),
+                ),
+                Data::Ns(target) => ("NS", target.clone()),
+                Data::Addr(IpAddr::V4(a)) => ("A", a.to_string()),
+                Data::Addr(IpAddr::V6(a)) => ("AAAA", a.to_string()),
+                Data::Srv { port, target } => ("SRV", format!("0 0 {port} {target}")),
+                Data::Txt(text) => (
+                    "TXT",
+                    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")),
+                ),
+            };
+            let _ = writeln!(out, "{owner}\t{}\tIN\t{kind}\t{rdata}", self.ttl);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DatabaseEntry, Nameserver, Primary};
+
+    fn table() -> EndpointTable {
+        EndpointTable {
+            serial: 42,
+            nameservers: vec![Nameserver {
+                id: 1,
+                addr: "127.0.0.1".parse().unwrap(),
+            }],
+            databases: vec![
+                DatabaseEntry {
+                    name: "orders".into(),
+                    status: "available".into(),
+                    primary: Some(Primary {
+                        host: "h1".into(),
+                        addr: "127.0.1.1".parse().unwrap(),
+                        port: 5433,
+                    }),
+                    replicas: vec![],
+                },
+                DatabaseEntry {
+                    name: "sleepy".into(),
+                    status: "hibernated".into(),
+                    primary: None,
+                    replicas: vec![],
+                },
+            ],
+        }
+    }
+
+    fn config() -> ZoneConfig {
+        ZoneConfig {
+            origin: "DB.Keel.Internal".into(),
+            ttl: 5,
+        }
+    }
+
+    #[test]
+    fn builds_every_record_kind_and_a_loadable_zone_file() {
+        let z = Zone::build(&config(), &table()).unwrap();
+        assert_eq!(z.origin, "db.keel.internal.");
+        let file = z.zone_file();
+        for line in [
+            "$ORIGIN db.keel.internal.",
+            "@\t5\tIN\tSOA\tns1.ns hostmaster 42 60 10 604800 5",
+            "@\t5\tIN\tNS\tns1.ns",
+            "ns1.ns\t5\tIN\tA\t127.0.0.1",
+            "orders\t5\tIN\tA\t127.0.1.1",
+            "orders.ro\t5\tIN\tA\t127.0.1.1",
+            "orders\t5\tIN\tTXT\t\"status=available\"",
+            "_postgresql._tcp.orders\t5\tIN\tSRV\t0 0 5433 h1.hosts",
+            "h1.hosts\t5\tIN\tA\t127.0.1.1",
+            "sleepy\t5\tIN\tTXT\t\"status=hibernated\"",
+        ] {
+            assert!(file.contains(line), "missing {line:?} in\n{file}");
+        }
+        assert!(
+            !file.contains("sleepy\t5\tIN\tA"),
+            "a database that does not serve has no address"
+        );
+        z.catalog().expect("hickory accepts the zone");
+    }
+
+    #[test]
+    fn refuses_bad_zone_names() {
+        for bad in [".", "a..b", "exa mple."] {
+            assert!(origin(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Feeding the DNS zone from the applied state: after every applied change
+//! that touches the zone, build a new endpoint table, swap it in, and NOTIFY
+//! the configured secondaries.
+//!
+//! What a name answers by status: a database that serves (available,
+//! modifying, backing-up, failing-over, storage-full) has A/AAAA and SRV
+//! records; one that does not (creating, hibernating, hibernated, resuming,
+//! recovering, deleting, failed) keeps only its TXT `status=…`, so an address
+//! query gets NODATA and a client fails fast instead of reaching a stopped
+//! port; a deleted one is NXDOMAIN.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use keel_dns::server::ZoneServer;
+use keel_dns::zone::Zone;
+use keel_dns::{DatabaseEntry, EndpointTable, Nameserver, Primary, ZoneConfig};
+use keel_raft_store::{wire_name, AdminState, DatabaseStatus, InstanceRole};
+
+use super::NodeCtx;
+
+/// Whether a database in `status` accepts connections at its endpoint.
+pub fn serves(status: DatabaseStatus) -> bool {
+    matches!(
+        status,
+        DatabaseStatus::Available
+            | DatabaseStatus::Modifying
+            | DatabaseStatus::BackingUp
+            | DatabaseStatus::FailingOver
+            | DatabaseStatus::StorageFull
+    )
+}
+
+/// The endpoint table for `state`, with `nameservers` and `serial`.
+pub fn table(state: &AdminState, nameservers: Vec<Nameserver>, serial: u32) -> EndpointTable {
+    let host_ip = |host: &str| -> Option<IpAddr> {
+        let addr = &state.hosts.get(host)?.addr;
+        let ip = addr.rsplit_once(':').map_or(addr.as_str(), |(ip, _)| ip);
+        ip.trim_matches(['[', ']']).parse().ok()
+    };
+    let databases = state
+        .databases
+        .values()
+        .map(|db| {
+            let primary = db.endpoint.as_ref().filter(|_| serves(db.status)).and_then(|e| {
+                Some(Primary {
+                    host: e.host.clone(),
+                    addr: e.addr.parse().ok().or_else(|| host_ip(&e.host))?,
+                    port: e.port,
+                })
+            });
+            let replicas = db
+                .instances
+                .iter()
+                .filter_map(|id| state.instances.get(id))
+                .filter(|i| i.role == InstanceRole::Replica)
+                .filter_map(|i| host_ip(&i.host))
+                .collect();
+            DatabaseEntry {
+                name: db.name.clone(),
+                status: wire_name(&db.status),
+                primary,
+                replicas,
+            }
+        })
+        .collect();
+    EndpointTable {
+        serial,
+        nameservers,
+        databases,
+    }
+}
+
+/// Control nodes as nameservers: each at the address of its API.
+fn nameservers(node: &NodeCtx) -> Vec<Nameserver> {
+    node.members()
+        .into_iter()
+        .filter_map(|(id, (n, _))| {
+            let addr: SocketAddr = n.api_addr.parse().ok()?;
+            Some(Nameserver { id, addr: addr.ip() })
+        })
+        .collect()
+}
+
+/// The zone configuration of this node.
+pub fn zone_config(node: &NodeCtx) -> ZoneConfig {
+    ZoneConfig {
+        origin: node.config.dns_zone.clone(),
+        ttl: node.config.dns_ttl,
+    }
+}
+
+/// The SOA serial for the state applied here now: the last change to the databases or the members.
+fn serial(node: &NodeCtx) -> u32 {
+    let membership_index = node
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .log_id()
+        .map_or(0, |l| l.index);
+    let dns_serial = node.state.read(|a| a.state.dns_serial);
+    // Serial arithmetic (RFC 1982) wraps, so the low 32 bits of a growing index are a valid serial.
+    (dns_serial.max(membership_index) as u32).max(1)
+}
+
+/// The zone for the state applied here now.
+pub fn current_zone(node: &NodeCtx) -> Result<Zone, keel_dns::DnsError> {
+    let serial = serial(node);
+    let ns = nameservers(node);
+    let t = node.state.read(|a| table(&a.state, ns, serial));
+    Zone::build(&zone_config(node), &t)
+}
+
+/// Keep `server` serving the current zone until the node stops.
+pub async fn run(node: Arc<NodeCtx>, server: ZoneServer, stop: tokio_util::sync::CancellationToken) {
+    let mut applied = node.state.subscribe();
+    let mut membership = node.raft.metrics();
+    let mut served: Option<u32> = None;
+    loop {
+        // Most applied entries do not touch the zone: compare serials before building anything.
+        if served != Some(serial(&node)) {
+            match current_zone(&node).and_then(|zone| {
+                let (serial, origin) = (zone.serial, zone.origin.clone());
+                server.publish(zone).map(|()| (serial, origin))
+            }) {
+                Ok((serial, origin)) => {
+                    served = Some(serial);
+                    for secondary in node.config.dns_notify.iter().filter_map(|s| s.parse().ok()) {
+                        let origin = origin.clone();
+                        tokio::spawn(async move { keel_dns::notify::notify(&origin, secondary).await });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "Cannot serve the new DNS zone; still serving the old one."),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = applied.changed() => if r.is_err() { return },
+            r = membership.changed() => if r.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The authoritative zone, asked with a real client (dig) on every node.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keel_jepsen::cluster::Cluster;
+
+use super::{cluster, create_body, wait_op};
+
+const ZONE: &str = "db.keel.internal";
+
+/// dig against `node`'s DNS address; the whole text output.
+fn dig(c: &Cluster, node: u64, args: &[&str]) -> String {
+    let (ip, port) = c.node(node).dns_addr.rsplit_once(':').unwrap();
+    let out = Command::new("dig")
+        .args([&format!("@{ip}"), "-p", port, "+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig runs (apt-get install dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The records of the answer section, as `name type data` (TTL and class dropped).
+fn answers(output: &str) -> Vec<String> {
+    section(output, "ANSWER")
+}
+
+fn section(output: &str, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in output.lines() {
+        if line.starts_with(";; ") && line.contains("SECTION:") {
+            inside = line.contains(&format!("{name} SECTION"));
+            continue;
+        }
+        if inside {
+            if line.trim().is_empty() {
+                inside = false;
+                continue;
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 5 {
+                out.push(format!("{} {} {}", f[0], f[3], f[4..].join(" ")));
+            }
+        }
+    }
+    out
+}
+
+fn status(output: &str) -> &str {
+    output
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("none")
+}
+
+fn authoritative(output: &str) -> bool {
+    output
+        .lines()
+        .find(|l| l.starts_with(";; flags:"))
+        .is_some_and(|l| l.split(';').nth(2).unwrap_or("").contains(" aa"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_on_every_node_and_exact_negative_answers() {
+    let mut c = cluster(&["--dns-allow-transfer", "127.0.0.1"]).await;
+    c.start_hosts(1).await.unwrap();
+    let (code, created) = c.post(1, "/v1/databases", &create_body("web")).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, db) = c.get(1, "/v1/databases/web").await.unwrap();
+    let (addr, port) = (
+        db["endpoint"]["addr"].as_str().unwrap().to_string(),
+        db["endpoint"]["port"].as_u64().unwrap(),
+    );
+    let name = format!("web.{ZONE}.");
+
+    for node in c.ids() {
+        // Every node converges on the applied state; wait for the database to be published.
+        c.wait_for(Duration::from_secs(10), "the database in this node's zone", || async {
+            Ok(answers(&dig(&c, node, &[&name, "TXT"]))
+                .contains(&format!("{name} TXT \"status=available\""))
+                .then_some(()))
+        })
+        .await
+        .unwrap();
+        let a = dig(&c, node, &[&name, "A"]);
+        assert_eq!(status(&a), "NOERROR", "{a}");
+        assert!(authoritative(&a), "AA bit: {a}");
+        assert_eq!(answers(&a), [format!("{name} A {addr}")], "{a}");
+        assert!(a.contains("EDNS: version: 0"), "EDNS answered: {a}");
+        let srv = dig(&c, node, &[&format!("_postgresql._tcp.{name}"), "SRV"]);
+        assert_eq!(
+            answers(&srv),
+            [format!("_postgresql._tcp.{name} SRV 0 0 {port} h1.hosts.{ZONE}.")],
+            "{srv}"
+        );
+        let ro = dig(&c, node, &[&format!("web.ro.{ZONE}."), "A"]);
+        assert_eq!(
+            answers(&ro),
+            [format!("web.ro.{ZONE}. A {addr}")],
+            "no replicas: the primary: {ro}"
+        );
+        let host = dig(&c, node, &[&format!("h1.hosts.{ZONE}."), "A"]);
+        assert_eq!(answers(&host), [format!("h1.hosts.{ZONE}. A {addr}")], "{host}");
+        let soa = dig(&c, node, &[&format!("{ZONE}."), "SOA"]);
+        assert!(answers(&soa)[0].starts_with(&format!("{ZONE}. SOA ns")), "{soa}");
+        let ns = dig(&c, node, &[&format!("{ZONE}."), "NS"]);
+        let mut ns_names: Vec<String> = answers(&ns)
+            .into_iter()
+            .map(|r| r.rsplit(' ').next().unwrap().to_string())
+            .collect();
+        ns_names.sort();
+        assert_eq!(
+            ns_names,
+            (1..=3).map(|i| format!("ns{i}.ns.{ZONE}.")).collect::<Vec<_>>(),
+            "an NS per control node: {ns}"
+        );
+        let glue = dig(&c, node, &[&format!("ns2.ns.{ZONE}."), "A"]);
+        assert_eq!(answers(&glue), [format!("ns2.ns.{ZONE}. A 127.0.0.1")], "{glue}");
+
+        // Case-insensitive, and the same over TCP.
+        let mixed = dig(&c, node, &[&format!("WeB.Db.KEEL.internal."), "A"]);
+        assert_eq!(answers(&mixed).len(), 1, "{mixed}");
+        let tcp = dig(&c, node, &["+tcp", &name, "A"]);
+        assert_eq!(answers(&tcp), answers(&a), "{tcp}");
+
+        // Negative answers.
+        let nx = dig(&c, node, &[&format!("nope.{ZONE}."), "A"]);
+        assert_eq!(status(&nx), "NXDOMAIN", "{nx}");
+        assert!(authoritative(&nx), "{nx}");
+        assert!(
+            section(&nx, "AUTHORITY").iter().any(|r| r.contains(" SOA ")),
+            "SOA in authority: {nx}"
+        );
+        let nodata = dig(&c, node, &[&name, "AAAA"]);
+        assert_eq!(status(&nodata), "NOERROR", "{nodata}");
+        assert!(answers(&nodata).is_empty(), "{nodata}");
+        assert!(
+            section(&nodata, "AUTHORITY").iter().any(|r| r.contains(" SOA ")),
+            "{nodata}"
+        );
+        let outside = dig(&c, node, &["example.com.", "A"]);
+        assert_eq!(status(&outside), "REFUSED", "{outside}");
+        let outside_rd = dig(&c, node, &["+recurse", "www.example.org.", "A"]);
+        assert_eq!(status(&outside_rd), "REFUSED", "no recursion: {outside_rd}");
+    }
+
+    // Zone transfer: allowed from 127.0.0.1 over TCP, refused from elsewhere.
+    let axfr = dig(&c, 2, &[&format!("{ZONE}."), "AXFR"]);
+    assert!(
+        axfr.contains(&format!("{name}\t")) || axfr.contains(&name),
+        "AXFR carries the zone: {axfr}"
+    );
+    assert_eq!(axfr.matches("\tSOA\t").count(), 2, "SOA first and last: {axfr}");
+    let refused = dig(&c, 2, &["-b", "127.0.0.2", &format!("{ZONE}."), "AXFR"]);
+    assert!(!refused.contains(&name), "AXFR from a stranger is refused: {refused}");
+
+    // A deleted database is NXDOMAIN everywhere; measure how long the change takes to show.
+    let (_, deleted) = c.delete(1, "/v1/databases/web").await.unwrap();
+    let committed = Instant::now();
+    wait_op(&c, deleted["operation_id"].as_str().unwrap()).await;
+    for node in c.ids() {
+        c.wait_for(Duration::from_secs(10), "the deleted name to be NXDOMAIN", || async {
+            Ok((status(&dig(&c, node, &[&name, "A"])) == "NXDOMAIN").then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+    eprintln!(
+        "delete → NXDOMAIN on all nodes within {:?} of the call",
+        committed.elapsed()
+    );
+
+    // keel dns dump prints a zone file with the SOA first.
+    let (ok, dump) = c
+        .run_to_exit(&["dns".into(), "dump".into(), "--keel-addr".into(), c.url(3)])
+        .unwrap();
+    assert!(ok, "{dump}");
+    assert!(dump.contains(&format!("$ORIGIN {ZONE}.")), "{dump}");
+    assert!(
+        dump.lines().any(|l| l.starts_with("@\t") && l.contains("\tSOA\t")),
+        "{dump}"
+    );
+}
