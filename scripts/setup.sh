@@ -15,11 +15,11 @@ need_pkg make
 need_pkg postgresql     # PostgreSQL 15 server binaries and the postgres OS user (host managers)
 need_pkg protobuf-compiler  # protoc for tonic-build (ours and etcd-client's)
 need_pkg dnsutils       # dig, the DNS tests' client
+need_pkg nsd            # a real secondary the DNS tests transfer the zone into
 if [[ "${1:-}" == "--bench" ]]; then
   need_pkg etcd-server  # the Raft peer for `keel-lab bench raft`
   need_pkg etcd-client
-  need_pkg nsd          # DNS peers for `keel-lab bench dns`
-  need_pkg knot
+  need_pkg knot         # DNS peers for `keel-lab bench dns` (with nsd)
   need_pkg dnsperf
 fi
 

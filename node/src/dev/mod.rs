@@ -44,6 +44,8 @@ fn node_config(dir: &Path, id: u64, nodes: u64) -> ServerConfig {
         dns_addr: format!("127.0.0.1:{}", 8599 + id),
         // Short, so a changed endpoint is seen at once while trying things out.
         dns_ttl: 1,
+        // So a local BIND, NSD or Knot can be tried as a secondary.
+        dns_allow_transfer: vec![std::net::IpAddr::from([127, 0, 0, 1])],
         ..ServerConfig::default()
     }
 }

@@ -90,8 +90,8 @@ pub fn zone_config(node: &NodeCtx) -> ZoneConfig {
     }
 }
 
-/// The SOA serial for the state applied here now: the last change to the databases or the members.
-fn serial(node: &NodeCtx) -> u32 {
+/// What the zone's contents depend on: the last change to the databases and to the members.
+fn version(node: &NodeCtx) -> (u64, u64) {
     let membership_index = node
         .raft
         .metrics()
@@ -99,14 +99,19 @@ fn serial(node: &NodeCtx) -> u32 {
         .membership_config
         .log_id()
         .map_or(0, |l| l.index);
-    let dns_serial = node.state.read(|a| a.state.dns_serial);
-    // Serial arithmetic (RFC 1982) wraps, so the low 32 bits of a growing index are a valid serial.
-    (dns_serial.max(membership_index) as u32).max(1)
+    (node.state.read(|a| a.state.dns_serial), membership_index)
+}
+
+/// The SOA serial for a [`version`]: one more than the last change's log index (so a node with
+/// no members yet publishes a lower serial than any real zone). Serial arithmetic (RFC 1982)
+/// wraps, so the low 32 bits of a growing index are a valid serial.
+fn serial((dns_serial, membership_index): (u64, u64)) -> u32 {
+    (dns_serial.max(membership_index) + 1) as u32
 }
 
 /// The zone for the state applied here now.
 pub fn current_zone(node: &NodeCtx) -> Result<Zone, keel_dns::DnsError> {
-    let serial = serial(node);
+    let serial = serial(version(node));
     let ns = nameservers(node);
     let t = node.state.read(|a| table(&a.state, ns, serial));
     Zone::build(&zone_config(node), &t)
@@ -116,16 +121,17 @@ pub fn current_zone(node: &NodeCtx) -> Result<Zone, keel_dns::DnsError> {
 pub async fn run(node: Arc<NodeCtx>, server: ZoneServer, stop: tokio_util::sync::CancellationToken) {
     let mut applied = node.state.subscribe();
     let mut membership = node.raft.metrics();
-    let mut served: Option<u32> = None;
+    let mut served: Option<(u64, u64)> = None;
     loop {
-        // Most applied entries do not touch the zone: compare serials before building anything.
-        if served != Some(serial(&node)) {
+        // Most applied entries do not touch the zone: compare versions before building anything.
+        let now = version(&node);
+        if served != Some(now) {
             match current_zone(&node).and_then(|zone| {
-                let (serial, origin) = (zone.serial, zone.origin.clone());
-                server.publish(zone).map(|()| (serial, origin))
+                let origin = zone.origin.clone();
+                server.publish(zone).map(|()| origin)
             }) {
-                Ok((serial, origin)) => {
-                    served = Some(serial);
+                Ok(origin) => {
+                    served = Some(now);
                     for secondary in node.config.dns_notify.iter().filter_map(|s| s.parse().ok()) {
                         let origin = origin.clone();
                         tokio::spawn(async move { keel_dns::notify::notify(&origin, secondary).await });

@@ -156,7 +156,10 @@ async fn every_record_on_every_node_and_exact_negative_answers() {
     );
     assert_eq!(axfr.matches("\tSOA\t").count(), 2, "SOA first and last: {axfr}");
     let refused = dig(&c, 2, &["-b", "127.0.0.2", &format!("{ZONE}."), "AXFR"]);
-    assert!(!refused.contains(&name), "AXFR from a stranger is refused: {refused}");
+    assert!(
+        !refused.contains(&name) && refused.contains("Transfer failed"),
+        "AXFR from a stranger is refused: {refused}"
+    );
 
     // A deleted database is NXDOMAIN everywhere; measure how long the change takes to show.
     let (_, deleted) = c.delete(1, "/v1/databases/web").await.unwrap();
@@ -183,5 +186,125 @@ async fn every_record_on_every_node_and_exact_negative_answers() {
     assert!(
         dump.lines().any(|l| l.starts_with("@\t") && l.contains("\tSOA\t")),
         "{dump}"
+    );
+}
+
+/// NSD as a secondary of `primary` (ip:port) on a port of its own, killed on drop.
+struct Nsd {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nsd {
+    fn start_on(primary: &str, port: u16) -> Self {
+        let dir = tempfile::Builder::new().prefix("nsd-secondary-").tempdir().unwrap();
+        let d = dir.path().display();
+        let conf = format!(
+            "server:\n  ip-address: 127.0.0.1\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  \
+             pidfile: \"{d}/nsd.pid\"\n  database: \"\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  \
+             xfrdir: \"{d}\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  xfrd-reload-timeout: 0\n  verbosity: 2\n\
+             remote-control:\n  control-enable: no\n\
+             zone:\n  name: {ZONE}\n  zonefile: \"{d}/{ZONE}.zone\"\n  allow-notify: 127.0.0.1 NOKEY\n  \
+             request-xfr: AXFR {} NOKEY\n",
+            primary.replace(':', "@")
+        );
+        let path = dir.path().join("nsd.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nsd")
+            .args(["-d", "-c"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .spawn()
+            .expect("nsd runs (apt-get install nsd)");
+        Self { child, port, dir }
+    }
+
+    fn log(&self) -> String {
+        let d = self.dir.path();
+        std::fs::read_to_string(d.join("nsd.log")).unwrap_or_default()
+            + &std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default()
+    }
+
+    fn dig(&self, args: &[&str]) -> String {
+        let out = Command::new("dig")
+            .args(["@127.0.0.1", "-p", &self.port.to_string(), "+time=2", "+tries=1"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsd_secondary_transfers_the_zone_and_answers_the_same() {
+    let nsd_port = keel_jepsen::ports::free_port();
+    let notify = format!("127.0.0.1:{nsd_port}");
+    let mut c = cluster(&["--dns-allow-transfer", "127.0.0.1", "--dns-notify", &notify]).await;
+    c.start_hosts(1).await.unwrap();
+    let (_, created) = c.post(1, "/v1/databases", &create_body("first")).await.unwrap();
+    let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+
+    // The secondary listens where the cluster was told to NOTIFY.
+    let nsd = Nsd::start_on(&c.node(1).dns_addr, nsd_port);
+
+    let first = format!("first.{ZONE}.");
+    let transferred = c
+        .wait_for(Duration::from_secs(30), "NSD to transfer the zone", || async {
+            Ok((!answers(&nsd.dig(&[&first, "A"])).is_empty()).then_some(()))
+        })
+        .await;
+    assert!(
+        transferred.is_ok(),
+        "{transferred:?}\nNSD log:\n{}\nKeel node 1:\n{}\nNSD:\n{}",
+        nsd.log(),
+        dig(&c, 1, &[&format!("{ZONE}."), "AXFR"]),
+        nsd.dig(&[&first, "A"])
+    );
+    let queries: Vec<Vec<String>> = vec![
+        vec![first.clone(), "A".into()],
+        vec![first.clone(), "TXT".into()],
+        vec![format!("first.ro.{ZONE}."), "A".into()],
+        vec![format!("_postgresql._tcp.{first}"), "SRV".into()],
+        vec![format!("h1.hosts.{ZONE}."), "A".into()],
+        vec![format!("{ZONE}."), "SOA".into()],
+        vec![format!("{ZONE}."), "NS".into()],
+        vec![format!("nope.{ZONE}."), "A".into()],
+        vec![first.clone(), "AAAA".into()],
+    ];
+    for q in &queries {
+        let q: Vec<&str> = q.iter().map(String::as_str).collect();
+        let (ours, theirs) = (dig(&c, 1, &q), nsd.dig(&q));
+        assert_eq!(status(&ours), status(&theirs), "{q:?}\nKeel:\n{ours}\nNSD:\n{theirs}");
+        let (mut a, mut b) = (answers(&ours), answers(&theirs));
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{q:?}\nKeel:\n{ours}\nNSD:\n{theirs}");
+    }
+
+    // A change reaches the secondary by NOTIFY, without waiting for its refresh.
+    let (_, created) = c.post(1, "/v1/databases", &create_body("second")).await.unwrap();
+    let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let committed = Instant::now();
+    let second = format!("second.{ZONE}.");
+    let picked_up = c
+        .wait_for(Duration::from_secs(30), "NSD to pick up the new database", || async {
+            Ok((!answers(&nsd.dig(&[&second, "A"])).is_empty()).then_some(()))
+        })
+        .await;
+    assert!(picked_up.is_ok(), "{picked_up:?}\nNSD log:\n{}", nsd.log());
+    eprintln!(
+        "new database visible on the NSD secondary {:?} after it became available",
+        committed.elapsed()
     );
 }
