@@ -22,7 +22,7 @@ use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 
-use crate::{DnsError, EndpointTable, ZoneConfig};
+use crate::{DatabaseEntry, DnsError, EndpointTable, ZoneConfig};
 
 /// SOA timers for secondaries: refresh, retry, expire (seconds).
 const SOA_REFRESH: u32 = 60;
@@ -101,77 +101,104 @@ fn ns_name(id: u64) -> String {
     format!("ns{id}.ns")
 }
 
+/// The apex records: SOA, NS for every control node, and their glue.
+pub fn apex_records(table: &EndpointTable) -> Vec<Rr> {
+    let mut records = Vec::new();
+    let first_ns = table.nameservers.iter().map(|n| n.id).min().unwrap_or(1);
+    records.push(Rr {
+        name: String::new(),
+        data: Data::Soa {
+            mname: ns_name(first_ns),
+            rname: "hostmaster".into(),
+            serial: table.serial,
+        },
+    });
+    for ns in &table.nameservers {
+        records.push(Rr {
+            name: String::new(),
+            data: Data::Ns(ns_name(ns.id)),
+        });
+    }
+    for ns in &table.nameservers {
+        records.push(Rr {
+            name: ns_name(ns.id),
+            data: Data::Addr(ns.addr),
+        });
+    }
+    records
+}
+
+/// The names a database owns (all its records live at these).
+pub fn database_names(name: &str) -> [String; 3] {
+    [
+        name.to_string(),
+        format!("{name}.ro"),
+        format!("_postgresql._tcp.{name}"),
+    ]
+}
+
+/// One database's records (without its host's address record, see [`host_record`]).
+pub fn database_records(db: &DatabaseEntry) -> Vec<Rr> {
+    let [name, ro, srv] = database_names(&db.name);
+    let mut records = vec![
+        Rr {
+            name: name.clone(),
+            data: Data::Txt(format!("status={}", db.status)),
+        },
+        Rr {
+            name: ro.clone(),
+            data: Data::Txt(format!("status={}", db.status)),
+        },
+    ];
+    let Some(p) = &db.primary else {
+        return records;
+    };
+    records.push(Rr {
+        name,
+        data: Data::Addr(p.addr),
+    });
+    let readable: BTreeSet<IpAddr> = if db.replicas.is_empty() {
+        [p.addr].into()
+    } else {
+        db.replicas.iter().copied().collect()
+    };
+    for addr in readable {
+        records.push(Rr {
+            name: ro.clone(),
+            data: Data::Addr(addr),
+        });
+    }
+    records.push(Rr {
+        name: srv,
+        data: Data::Srv {
+            port: p.port,
+            target: format!("{}.hosts", p.host),
+        },
+    });
+    records
+}
+
+/// The address record of the host a serving database's SRV points at.
+pub fn host_record(db: &DatabaseEntry) -> Option<Rr> {
+    db.primary.as_ref().map(|p| Rr {
+        name: format!("{}.hosts", p.host),
+        data: Data::Addr(p.addr),
+    })
+}
+
 impl Zone {
     /// The zone for `table` under `config`.
     pub fn build(config: &ZoneConfig, table: &EndpointTable) -> Result<Self, DnsError> {
         let origin = origin(&config.origin)?;
-        let mut records = Vec::new();
-        let first_ns = table.nameservers.iter().map(|n| n.id).min().unwrap_or(1);
-        records.push(Rr {
-            name: String::new(),
-            data: Data::Soa {
-                mname: ns_name(first_ns),
-                rname: "hostmaster".into(),
-                serial: table.serial,
-            },
-        });
-        for ns in &table.nameservers {
-            records.push(Rr {
-                name: String::new(),
-                data: Data::Ns(ns_name(ns.id)),
-            });
-        }
-        for ns in &table.nameservers {
-            records.push(Rr {
-                name: ns_name(ns.id),
-                data: Data::Addr(ns.addr),
-            });
-        }
-        let mut hosts: BTreeMap<&str, IpAddr> = BTreeMap::new();
+        let mut records = apex_records(table);
+        let mut hosts: BTreeMap<String, Rr> = BTreeMap::new();
         for db in &table.databases {
-            let name = db.name.as_str();
-            let ro = format!("{name}.ro");
-            records.push(Rr {
-                name: name.into(),
-                data: Data::Txt(format!("status={}", db.status)),
-            });
-            records.push(Rr {
-                name: ro.clone(),
-                data: Data::Txt(format!("status={}", db.status)),
-            });
-            let Some(p) = &db.primary else {
-                continue;
-            };
-            hosts.insert(&p.host, p.addr);
-            records.push(Rr {
-                name: name.into(),
-                data: Data::Addr(p.addr),
-            });
-            let readable: BTreeSet<IpAddr> = if db.replicas.is_empty() {
-                [p.addr].into()
-            } else {
-                db.replicas.iter().copied().collect()
-            };
-            for addr in readable {
-                records.push(Rr {
-                    name: ro.clone(),
-                    data: Data::Addr(addr),
-                });
+            records.extend(database_records(db));
+            if let Some(h) = host_record(db) {
+                hosts.insert(h.name.clone(), h);
             }
-            records.push(Rr {
-                name: format!("_postgresql._tcp.{name}"),
-                data: Data::Srv {
-                    port: p.port,
-                    target: format!("{}.hosts", p.host),
-                },
-            });
         }
-        for (host, addr) in hosts {
-            records.push(Rr {
-                name: format!("{host}.hosts"),
-                data: Data::Addr(addr),
-            });
-        }
+        records.extend(hosts.into_values());
         Ok(Self {
             origin,
             ttl: config.ttl,
@@ -180,7 +207,8 @@ impl Zone {
         })
     }
 
-    fn absolute(&self, relative: &str) -> Result<Name, DnsError> {
+    /// An owner name made absolute under this zone's apex.
+    pub fn absolute(&self, relative: &str) -> Result<Name, DnsError> {
         let text = if relative.is_empty() {
             self.origin.clone()
         } else {
@@ -211,16 +239,23 @@ impl Zone {
         })
     }
 
-    /// A hickory catalog serving this zone (AXFR allowed: the server checks who asks).
-    pub fn catalog(&self) -> Result<Catalog, DnsError> {
-        let origin = self.absolute("")?;
+    /// `records` as hickory record sets keyed for the zone store.
+    pub fn record_sets(&self, records: &[Rr]) -> Result<BTreeMap<RrKey, RecordSet>, DnsError> {
         let mut sets: BTreeMap<RrKey, RecordSet> = BTreeMap::new();
-        for rr in &self.records {
+        for rr in records {
             let record = Record::from_rdata(self.absolute(&rr.name)?, self.ttl, self.rdata(&rr.data)?);
             sets.entry(RrKey::new(LowerName::from(&record.name), record.record_type()))
                 .or_insert_with(|| RecordSet::new(record.name.clone(), record.record_type(), self.serial))
                 .insert(record, self.serial);
         }
+        Ok(sets)
+    }
+
+    /// A hickory zone handler serving this zone, and a catalog holding it (AXFR allowed:
+    /// the server checks who asks).
+    pub fn catalog(&self) -> Result<(Catalog, Arc<InMemoryZoneHandler>), DnsError> {
+        let origin = self.absolute("")?;
+        let sets = self.record_sets(&self.records)?;
         let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
             origin.clone(),
             sets,
@@ -228,9 +263,10 @@ impl Zone {
             AxfrPolicy::AllowAll,
         )
         .map_err(DnsError::Zone)?;
+        let handler = Arc::new(handler);
         let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::from(&origin), vec![Arc::new(handler)]);
-        Ok(catalog)
+        catalog.upsert(LowerName::from(&origin), vec![handler.clone()]);
+        Ok((catalog, handler))
     }
 
     /// The zone as a standard (RFC 1035) zone file, loadable by BIND, NSD or Knot.

@@ -171,7 +171,7 @@ impl Cluster {
         };
         let child = cmd
             .args(&args)
-            .env("KEEL_LOG", "info,openraft=warn")
+            .env("KEEL_LOG", "info,openraft=warn,hickory_server=warn")
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())

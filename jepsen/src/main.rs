@@ -26,6 +26,8 @@ enum BenchCmd {
     Raft(bench::raft::RaftBench),
     /// Database create/delete latency, against doing it by hand.
     Db(bench::db::DbBench),
+    /// Authoritative DNS throughput against NSD and Knot, and commit-to-answer time.
+    Dns(bench::dns::DnsBench),
 }
 
 #[tokio::main]
@@ -33,5 +35,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Bench(BenchCmd::Raft(b)) => bench::raft::run(b).await,
         Cmd::Bench(BenchCmd::Db(b)) => bench::db::run(b).await,
+        Cmd::Bench(BenchCmd::Dns(b)) => bench::dns::run(b).await,
     }
 }

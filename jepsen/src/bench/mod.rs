@@ -1,6 +1,7 @@
 //! Whole-cluster benchmarks: Keel side by side with a peer, in one run.
 
 pub mod db;
+pub mod dns;
 pub mod etcd;
 pub mod load;
 pub mod raft;

@@ -51,7 +51,7 @@ async fn openapi() -> impl axum::response::IntoResponse {
 
 /// The zone this node serves, as a zone file.
 async fn dns_zone(State(api): State<Api>) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let text = api.dns_zone_file()?;
+    let text = api.dns_zone_file().await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/dns; charset=utf-8")], text))
 }
 

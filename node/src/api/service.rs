@@ -123,10 +123,11 @@ impl Api {
     }
 
     /// The DNS zone this node serves now, as a zone file.
-    pub fn dns_zone_file(&self) -> Result<String, ApiError> {
+    pub async fn dns_zone_file(&self) -> Result<String, ApiError> {
         self.node
             .zone
             .current()
+            .await
             .map(|z| z.zone_file())
             .ok_or_else(|| ApiError::Unavailable("this node has not built its DNS zone yet; retry in a moment".into()))
     }

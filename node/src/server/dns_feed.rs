@@ -13,7 +13,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use keel_dns::server::ZoneServer;
-use keel_dns::zone::Zone;
 use keel_dns::{DatabaseEntry, EndpointTable, Nameserver, Primary, ZoneConfig};
 use keel_raft_store::{wire_name, AdminState, DatabaseStatus, InstanceRole};
 
@@ -109,12 +108,10 @@ fn serial((dns_serial, membership_index): (u64, u64)) -> u32 {
     (dns_serial.max(membership_index) + 1) as u32
 }
 
-/// The zone for the state applied here now.
-pub fn current_zone(node: &NodeCtx) -> Result<Zone, keel_dns::DnsError> {
-    let serial = serial(version(node));
+/// The endpoint table for the state applied here now.
+fn current_table(node: &NodeCtx, version: (u64, u64)) -> EndpointTable {
     let ns = nameservers(node);
-    let t = node.state.read(|a| table(&a.state, ns, serial));
-    Zone::build(&zone_config(node), &t)
+    node.state.read(|a| table(&a.state, ns, serial(version)))
 }
 
 /// Keep `server` serving the current zone until the node stops.
@@ -122,18 +119,16 @@ pub async fn run(node: Arc<NodeCtx>, server: ZoneServer, stop: tokio_util::sync:
     let mut applied = node.state.subscribe();
     let mut membership = node.raft.metrics();
     let mut served: Option<(u64, u64)> = None;
+    let config = zone_config(&node);
     loop {
         // Most applied entries do not touch the zone: compare versions before building anything.
         let now = version(&node);
         if served != Some(now) {
-            match current_zone(&node).and_then(|zone| {
-                let origin = zone.origin.clone();
-                server.publish(zone).map(|()| origin)
-            }) {
-                Ok(origin) => {
+            match server.publish(&config, current_table(&node, now)).await {
+                Ok(()) => {
                     served = Some(now);
                     for secondary in node.config.dns_notify.iter().filter_map(|s| s.parse().ok()) {
-                        let origin = origin.clone();
+                        let origin = config.origin.clone();
                         tokio::spawn(async move { keel_dns::notify::notify(&origin, secondary).await });
                     }
                 }
