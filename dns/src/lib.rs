@@ -6,6 +6,7 @@
 //! atomically, [`notify`] tells secondaries about a new serial. The crate
 //! knows nothing of Raft and never writes state.
 
+pub mod indexed;
 pub mod notify;
 pub mod server;
 pub mod zone;

@@ -265,7 +265,10 @@ impl Zone {
         .map_err(DnsError::Zone)?;
         let handler = Arc::new(handler);
         let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::from(&origin), vec![handler.clone()]);
+        catalog.upsert(
+            LowerName::from(&origin),
+            vec![Arc::new(crate::indexed::IndexedZone::new(handler.clone()))],
+        );
         Ok((catalog, handler))
     }
 
