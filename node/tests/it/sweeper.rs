@@ -13,14 +13,14 @@ async fn sweeper_claims_survive_a_leader_kill() {
     let other = *c.ids().iter().find(|&&id| id != leader).unwrap();
     let mut ids = Vec::new();
     for i in 0..30 {
-        let body = json!({"work_ms": 2000, "request_id": format!("req-{i}")});
+        let body = json!({"work_ms": 4000, "request_id": format!("req-{i}")});
         let (code, job) = c.post(other, "/v1/ops/noop", &body).await.unwrap();
         assert_eq!(code, 200, "{job}");
         ids.push(job["id"].as_str().unwrap().to_string());
     }
     // A retried submit returns the original job.
     let (_, again) = c
-        .post(other, "/v1/ops/noop", &json!({"work_ms": 2000, "request_id": "req-0"}))
+        .post(other, "/v1/ops/noop", &json!({"work_ms": 4000, "request_id": "req-0"}))
         .await
         .unwrap();
     assert_eq!(again["id"], ids[0].as_str());
@@ -36,6 +36,25 @@ async fn sweeper_claims_survive_a_leader_kill() {
     })
     .await
     .unwrap();
+    // The leader may have changed since (a slow machine can miss a heartbeat): kill the one
+    // holding the claims now, and remember which jobs it held.
+    let leader = c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let other = *c.ids().iter().find(|&&id| id != leader).unwrap();
+    let (_, before) = c.get(other, "/v1/ops").await.unwrap();
+    let held: Vec<String> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| {
+            j["state"] == "running"
+                && j["claims"]
+                    .as_array()
+                    .and_then(|c| c.last())
+                    .is_some_and(|c| c["node_id"] == leader)
+        })
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!held.is_empty(), "the leader held running jobs at the kill: {before}");
     c.kill(leader);
 
     let jobs: Vec<Value> = c
@@ -74,16 +93,20 @@ async fn sweeper_claims_survive_a_leader_kill() {
             .iter()
             .map(|c| c["node_id"].as_u64().unwrap())
             .collect();
-        if terms.len() > 1 {
+        if held.iter().any(|h| j["id"] == h.as_str()) {
             taken_over += 1;
-            assert_eq!(nodes[0], leader, "first claim was the killed leader's: {j}");
+            assert!(nodes.contains(&leader), "the killed leader had claimed it: {j}");
             assert_ne!(*nodes.last().unwrap(), leader, "completed by another node: {j}");
         }
     }
     assert_eq!(
         taken_over,
-        jobs.len(),
-        "every job was mid-run at the kill and was taken over"
+        held.len(),
+        "every job the killed leader held was taken over"
+    );
+    eprintln!(
+        "{taken_over} of {} jobs were mid-run at the kill and taken over",
+        jobs.len()
     );
 }
 
