@@ -39,15 +39,6 @@ struct Created {
     writable: f64,
 }
 
-fn pct(xs: &[f64], p: f64) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
-}
-
 async fn op_done(c: &Cluster, id: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -222,15 +213,7 @@ impl Floor {
 
 /// Run the whole comparison and print it.
 pub async fn run(b: DbBench) -> anyhow::Result<()> {
-    let keel_bin = match &b.keel_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("keel"),
-    };
-    anyhow::ensure!(
-        keel_bin.exists(),
-        "no keel binary at {}; build it with `cargo build --release`",
-        keel_bin.display()
-    );
+    let keel_bin = super::keel_binary(b.keel_bin.as_deref())?;
 
     println!("# Database create/delete latency: Keel (3 control nodes, 3 host managers) vs by hand, same machine");
     let floor = Floor::new(&b.pg_bin)?;
@@ -259,8 +242,8 @@ pub async fn run(b: DbBench) -> anyhow::Result<()> {
     let deleted_seq = phase(&c, &seq, false, |c, n| async move { delete_one(&c, n).await }).await?;
     let deleted_par = phase(&c, &par, true, |c, n| async move { delete_one(&c, n).await }).await?;
 
-    let floor_copy = pct(&by_copy, 0.5);
-    let floor_initdb = pct(&by_initdb, 0.5);
+    let floor_copy = super::quantile(&by_copy, 0.5);
+    let floor_initdb = super::quantile(&by_initdb, 0.5);
     println!();
     println!(
         "Floor, by hand (median of {}): initdb + start + first INSERT {:.3} s; template copy + start + first INSERT {:.3} s",
@@ -277,10 +260,10 @@ pub async fn run(b: DbBench) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|");
     let row = |label: &str, xs: &[f64]| {
-        let p50 = pct(xs, 0.5);
+        let p50 = super::quantile(xs, 0.5);
         println!(
             "| {label} | {p50:.3} | {:.3} | {:.2}x | {:.2}x |",
-            pct(xs, 0.95),
+            super::quantile(xs, 0.95),
             p50 / floor_copy,
             p50 / floor_initdb
         );

@@ -268,21 +268,9 @@ async fn wait_answering(port: u16, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pct(xs: &[f64], p: f64) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(f64::NAN)
-}
-
 /// Run the whole comparison and print it.
 pub async fn run(b: DnsBench) -> anyhow::Result<()> {
-    let keel_bin = match &b.keel_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("keel"),
-    };
-    anyhow::ensure!(keel_bin.exists(), "no keel binary at {}", keel_bin.display());
+    let keel_bin = super::keel_binary(b.keel_bin.as_deref())?;
     println!(
         "# DNS: one Keel node vs NSD and Knot on the same zone ({} databases); servers on CPU 1, dnsperf on CPU 0",
         b.databases
@@ -436,8 +424,8 @@ pub async fn run(b: DnsBench) -> anyhow::Result<()> {
     println!(
         "Commit → answer on all 3 nodes ({} changes; from the operation read as succeeded): p50 {:.1} ms, p99 {:.1} ms",
         b.changes,
-        pct(&lags, 0.5),
-        pct(&lags, 0.99)
+        super::quantile(&lags, 0.5),
+        super::quantile(&lags, 0.99)
     );
     println!("Note: Knot pins its UDP worker to CPU 0 itself, where dnsperf runs, so its figures are load-sharing.");
     Ok(())

@@ -88,15 +88,7 @@ async fn keel_write(mut client: KeelClient<Channel>, client_no: usize, seq: u64,
 
 /// Run the whole comparison and print it.
 pub async fn run(b: RaftBench) -> anyhow::Result<()> {
-    let keel_bin = match &b.keel_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("keel"),
-    };
-    anyhow::ensure!(
-        keel_bin.exists(),
-        "no keel binary at {}; build it with `cargo build --release`",
-        keel_bin.display()
-    );
+    let keel_bin = super::keel_binary(b.keel_bin.as_deref())?;
     super::pin_self(0);
     let keel_election = (b.keel_election_ms, b.keel_election_ms * 2);
     println!("# Raft write path: Keel vs etcd, 3 members on loopback, members pinned to CPU 1, load on CPU 0");
