@@ -121,28 +121,30 @@ async fn healthy(t: &Term, host: &Seen, report: &HealthReply) -> Result<(), Stri
         })
         .await?;
     }
-    for instance in &report.instances_health {
-        let status = t.node.state.read(|a| {
-            let db = a.state.instances.get(&instance.instance_id)?.database.clone();
-            a.state.databases.get(&db).map(|d| (db, d.status))
-        });
-        let Some((database, status)) = status else {
-            continue;
-        };
-        let was_full = status == DatabaseStatus::StorageFull;
-        if !matches!(status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
-            continue;
-        }
-        let full = storage_full(instance.used_bytes, instance.allocated_bytes, was_full);
-        if full != was_full {
-            t.commit(Command::ObserveStorage {
-                database,
-                full,
-                used_bytes: instance.used_bytes,
-                allocated_bytes: instance.allocated_bytes,
+    // One read of the state for the whole report: it may list thousands of instances.
+    let marks: Vec<Command> = t.node.state.read(|a| {
+        report
+            .instances_health
+            .iter()
+            .filter_map(|instance| {
+                let database = &a.state.instances.get(&instance.instance_id)?.database;
+                let status = a.state.databases.get(database)?.status;
+                if !matches!(status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
+                    return None;
+                }
+                let was_full = status == DatabaseStatus::StorageFull;
+                let full = storage_full(instance.used_bytes, instance.allocated_bytes, was_full);
+                (full != was_full).then(|| Command::ObserveStorage {
+                    database: database.clone(),
+                    full,
+                    used_bytes: instance.used_bytes,
+                    allocated_bytes: instance.allocated_bytes,
+                })
             })
-            .await?;
-        }
+            .collect()
+    });
+    for mark in marks {
+        t.commit(mark).await?;
     }
     Ok(())
 }
