@@ -96,7 +96,12 @@ pub struct Cluster {
 impl Cluster {
     /// Start `spec.nodes` members as a new cluster and wait for a leader.
     pub async fn start(spec: Spec) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("keel-cluster-").tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("keel-cluster-").tempdir()?;
+        // For post-mortems of benchmarks and tests: keep the nodes' data and logs.
+        if std::env::var_os("KEEL_LAB_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping cluster data and logs in {}", dir.path().display());
+        }
         let mut cluster = Cluster {
             spec: spec.clone(),
             name: "lab".into(),
@@ -171,7 +176,10 @@ impl Cluster {
         };
         let child = cmd
             .args(&args)
-            .env("KEEL_LOG", "info,openraft=warn,hickory_server=warn")
+            .env(
+                "KEEL_LOG",
+                std::env::var("KEEL_LAB_LOG").unwrap_or_else(|_| "info,openraft=warn,hickory_server=warn".into()),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())

@@ -149,7 +149,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
     let raft = Raft::new(
         config.id,
         Arc::new(config.raft_config()?),
-        raft_network::Network::new(peers.clone()),
+        raft_network::Network::new(peers.clone(), Duration::from_millis(config.heartbeat_ms)),
         store.log_store,
         store.state_machine,
     )

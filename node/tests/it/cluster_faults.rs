@@ -142,3 +142,42 @@ async fn without_a_majority_calls_fail_retryably() {
         "a read without a quorum is refused, not answered stale: {body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_does_not_depose_the_leader() {
+    // Short timeouts: the restarted node's election timer then fires well inside openraft's
+    // default 500 ms retry pause, which is how this used to go wrong.
+    let mut c = cluster(&["--election-timeout-min-ms", "100", "--election-timeout-max-ms", "200"]).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let term = c.node_status(leader).await.unwrap()["term"].as_u64().unwrap();
+    let follower = *c.ids().iter().find(|&&id| id != leader).unwrap();
+    // Several restarts: each one used to risk an election (see raft_network's backoff).
+    for round in 0..4 {
+        c.kill(follower);
+        let (code, body) = c.post(leader, "/v1/hosts", &host(round)).await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        c.launch(follower).unwrap();
+        // Caught up means it heard from the leader; an election would have come before that.
+        c.wait_for(
+            Duration::from_secs(10),
+            "the restarted follower to catch up",
+            || async {
+                let s = c.node_status(follower).await?;
+                let l = c.node_status(leader).await?;
+                Ok(
+                    (s["leader"].as_u64().is_some() && s["applied_index"].as_u64() >= l["applied_index"].as_u64())
+                        .then_some(()),
+                )
+            },
+        )
+        .await
+        .unwrap();
+        let s = c.node_status(leader).await.unwrap();
+        assert_eq!(
+            (s["role"].as_str(), s["term"].as_u64()),
+            (Some("leader"), Some(term)),
+            "restart {round} of node {follower} changed the leadership: {s}\n{}",
+            c.log_tails()
+        );
+    }
+}
