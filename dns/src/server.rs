@@ -5,6 +5,7 @@
 //! it we allow zone transfers only over TCP and only from configured
 //! addresses, and answer IXFR with NOTIMP so secondaries fall back to AXFR.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::zone::{self, Rr, Zone};
-use crate::{DatabaseEntry, DnsError, EndpointTable, ZoneConfig};
+use crate::{DatabaseEntry, DnsError, EndpointTable, Nameserver, ZoneConfig};
 
 /// Idle time allowed on a TCP connection.
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -34,12 +35,29 @@ pub struct Sockets {
     tcp: TcpListener,
 }
 
-/// What was last published, kept to turn the next table into a small update.
+/// What was last published, kept to turn the next change into a small update.
 struct Published {
     config: ZoneConfig,
-    table: EndpointTable,
+    serial: u32,
+    nameservers: Vec<Nameserver>,
+    databases: BTreeMap<String, DatabaseEntry>,
+    /// Serving databases per host: a host's address record goes when its last one does.
+    host_users: BTreeMap<String, usize>,
     handler: Arc<InMemoryZoneHandler>,
 }
+
+impl Published {
+    fn table(&self) -> EndpointTable {
+        EndpointTable {
+            serial: self.serial,
+            nameservers: self.nameservers.clone(),
+            databases: self.databases.values().cloned().collect(),
+        }
+    }
+}
+
+/// New contents for some databases: `None` removes the database from the zone.
+pub type DatabaseChanges = Vec<(String, Option<DatabaseEntry>)>;
 
 /// The zone being served and who may transfer it; cheap to clone.
 #[derive(Clone)]
@@ -61,32 +79,54 @@ impl ZoneServer {
 
     /// Serve `table` from now on. Readers see the old zone or the new one, never a mix: a
     /// changed configuration or set of nameservers swaps in a whole new zone; otherwise only
-    /// the databases that changed, and the SOA, are replaced under one write lock.
+    /// the databases that differ, and the SOA, are replaced under one write lock.
     pub async fn publish(&self, config: &ZoneConfig, table: EndpointTable) -> Result<(), DnsError> {
         let mut published = self.published.lock().await;
         if let Some(p) = published.as_mut() {
-            if p.config == *config && p.table.nameservers == table.nameservers {
-                update(p, &table).await?;
-                p.table = table;
-                return Ok(());
+            if p.config == *config && p.nameservers == table.nameservers {
+                let changes = differences(&p.databases, table.databases);
+                return apply_changes(p, table.serial, changes).await;
             }
         }
         let zone = Zone::build(config, &table)?;
         let (catalog, handler) = zone.catalog()?;
         self.catalog.store(Arc::new(catalog));
+        let mut host_users = BTreeMap::new();
+        for host in table.databases.iter().filter_map(primary_host) {
+            *host_users.entry(host.to_string()).or_default() += 1;
+        }
         *published = Some(Published {
             config: config.clone(),
-            table,
+            serial: table.serial,
+            nameservers: table.nameservers,
+            databases: table.databases.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            host_users,
             handler,
         });
         Ok(())
+    }
+
+    /// Replace just `changes` and move the SOA to `serial`, as one atomic update. Returns
+    /// `false`, changing nothing, when no zone with this `config` is served yet (publish a
+    /// whole table first).
+    pub async fn publish_changes(
+        &self,
+        config: &ZoneConfig,
+        serial: u32,
+        changes: DatabaseChanges,
+    ) -> Result<bool, DnsError> {
+        let mut published = self.published.lock().await;
+        match published.as_mut() {
+            Some(p) if p.config == *config => apply_changes(p, serial, changes).await.map(|()| true),
+            _ => Ok(false),
+        }
     }
 
     /// The zone being served, if any.
     pub async fn current(&self) -> Option<Zone> {
         let published = self.published.lock().await;
         let p = published.as_ref()?;
-        Zone::build(&p.config, &p.table).ok()
+        Zone::build(&p.config, &p.table()).ok()
     }
 
     /// Bind UDP and TCP on `addr` (before serving, so a clash fails a start, not a later query).
@@ -135,46 +175,67 @@ impl ZoneServer {
     }
 }
 
-/// Replace what changed between `p.table` and `next` in the served zone.
-async fn update(p: &Published, next: &EndpointTable) -> Result<(), DnsError> {
-    let apex = zone_table_apex(next);
+/// The changes that turn `old` into `new`.
+fn differences(old: &BTreeMap<String, DatabaseEntry>, new: Vec<DatabaseEntry>) -> DatabaseChanges {
+    let kept: std::collections::BTreeSet<&str> = new.iter().map(|d| d.name.as_str()).collect();
+    let mut changes: DatabaseChanges = old
+        .keys()
+        .filter(|name| !kept.contains(name.as_str()))
+        .map(|name| (name.clone(), None))
+        .collect();
+    changes.extend(
+        new.into_iter()
+            .filter(|d| old.get(&d.name) != Some(d))
+            .map(|d| (d.name.clone(), Some(d))),
+    );
+    changes
+}
+
+fn primary_host(db: &DatabaseEntry) -> Option<&str> {
+    db.primary.as_ref().map(|p| p.host.as_str())
+}
+
+/// Apply `changes` and the SOA for `serial` to the served zone and to `p`.
+async fn apply_changes(p: &mut Published, serial: u32, changes: DatabaseChanges) -> Result<(), DnsError> {
+    let apex = EndpointTable {
+        serial,
+        nameservers: p.nameservers.clone(),
+        databases: Vec::new(),
+    };
     let zone = Zone::build(&p.config, &apex)?;
-    let (old, new) = (&p.table.databases, &next.databases);
-    let (mut i, mut j) = (0, 0);
-    let mut gone: Vec<&str> = Vec::new();
-    let mut fresh: Vec<&DatabaseEntry> = Vec::new();
-    // Both lists are sorted by name: one merge walk finds what changed.
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) if a.name == b.name => {
-                if a != b {
-                    gone.push(&a.name);
-                    fresh.push(b);
-                }
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a.name < b.name => {
-                gone.push(&a.name);
-                i += 1;
-            }
-            (Some(a), None) => {
-                gone.push(&a.name);
-                i += 1;
-            }
-            (_, Some(b)) => {
-                fresh.push(b);
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    let mut records: Vec<Rr> = fresh.iter().flat_map(|db| zone::database_records(db)).collect();
-    records.extend(fresh.iter().filter_map(|db| zone::host_record(db)));
+    let changes: DatabaseChanges = changes
+        .into_iter()
+        .filter(|(name, entry)| p.databases.get(name) != entry.as_ref())
+        .collect();
+    let fresh = changes.iter().filter_map(|(_, entry)| entry.as_ref());
+    let mut records: Vec<Rr> = fresh.clone().flat_map(zone::database_records).collect();
+    records.extend(fresh.filter_map(zone::host_record));
     records.extend(zone::apex_records(&apex));
     let sets = zone.record_sets(&records)?;
+    // Users per host after the change, for the hosts it touches.
+    let mut host_users: BTreeMap<String, usize> = BTreeMap::new();
+    let mut count = |host: &str, delta: isize| {
+        let users = host_users
+            .entry(host.to_string())
+            .or_insert_with(|| p.host_users.get(host).copied().unwrap_or(0));
+        *users = users.saturating_add_signed(delta);
+    };
+    for (name, entry) in &changes {
+        if let Some(host) = p.databases.get(name).and_then(primary_host) {
+            count(host, -1);
+        }
+        if let Some(host) = entry.as_ref().and_then(primary_host) {
+            count(host, 1);
+        }
+    }
     let mut stale = Vec::new();
-    for name in gone {
+    for host in host_users.iter().filter(|(_, &n)| n == 0).map(|(h, _)| h) {
+        let owner = LowerName::from(zone.absolute(&format!("{host}.hosts"))?);
+        for kind in [RecordType::A, RecordType::AAAA] {
+            stale.push(RrKey::new(owner.clone(), kind));
+        }
+    }
+    for (name, _) in &changes {
         for owner in zone::database_names(name) {
             let owner = LowerName::from(zone.absolute(&owner)?);
             for kind in [RecordType::A, RecordType::AAAA, RecordType::TXT, RecordType::SRV] {
@@ -182,24 +243,30 @@ async fn update(p: &Published, next: &EndpointTable) -> Result<(), DnsError> {
             }
         }
     }
-    // One write lock: queries see the zone before or after, never half of it.
-    let mut store = p.handler.records_mut().await;
-    for key in stale {
-        store.remove(&key);
+    {
+        // One write lock: queries see the zone before or after, never half of it.
+        let mut store = p.handler.records_mut().await;
+        for key in stale {
+            store.remove(&key);
+        }
+        for (key, set) in sets {
+            store.insert(key, Arc::new(set));
+        }
     }
-    for (key, set) in sets {
-        store.insert(key, Arc::new(set));
+    p.serial = serial;
+    for (host, users) in host_users {
+        match users {
+            0 => p.host_users.remove(&host),
+            n => p.host_users.insert(host, n),
+        };
+    }
+    for (name, entry) in changes {
+        match entry {
+            Some(entry) => p.databases.insert(name, entry),
+            None => p.databases.remove(&name),
+        };
     }
     Ok(())
-}
-
-/// Just the apex part of a table (SOA and nameservers).
-fn zone_table_apex(t: &EndpointTable) -> EndpointTable {
-    EndpointTable {
-        serial: t.serial,
-        nameservers: t.nameservers.clone(),
-        databases: Vec::new(),
-    }
 }
 
 #[async_trait::async_trait]
@@ -218,5 +285,101 @@ impl RequestHandler for ZoneServer {
         }
         let catalog = self.catalog.load_full();
         catalog.handle_request::<R, T>(request, response).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Primary;
+
+    fn db(name: &str, status: &str, host: Option<(&str, &str)>) -> DatabaseEntry {
+        DatabaseEntry {
+            name: name.into(),
+            status: status.into(),
+            primary: host.map(|(host, addr)| Primary {
+                host: host.into(),
+                addr: addr.parse().unwrap(),
+                port: 5433,
+            }),
+            replicas: vec![],
+        }
+    }
+
+    fn table(serial: u32, databases: Vec<DatabaseEntry>) -> EndpointTable {
+        EndpointTable {
+            serial,
+            nameservers: vec![Nameserver {
+                id: 1,
+                addr: "127.0.0.1".parse().unwrap(),
+            }],
+            databases,
+        }
+    }
+
+    fn config() -> ZoneConfig {
+        ZoneConfig {
+            origin: "db.keel.internal.".into(),
+            ttl: 5,
+        }
+    }
+
+    async fn records(server: &ZoneServer) -> Vec<(RrKey, Vec<hickory_proto::rr::Record>)> {
+        let published = server.published.lock().await;
+        let handler = published.as_ref().expect("published").handler.clone();
+        let records = handler.records().await;
+        records
+            .iter()
+            .map(|(k, set)| (k.clone(), set.records_without_rrsigs().cloned().collect()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn changes_serve_exactly_what_a_whole_table_would() {
+        let before = vec![
+            db("a", "available", Some(("h1", "10.0.0.1"))),
+            db("b", "available", Some(("h2", "10.0.0.2"))),
+            db("c", "creating", None),
+            db("e", "available", Some(("h1", "10.0.0.1"))),
+        ];
+        let after = vec![
+            db("a", "available", Some(("h3", "10.0.0.3"))),
+            db("c", "available", Some(("h1", "10.0.0.1"))),
+            db("d", "available", Some(("h1", "10.0.0.1"))),
+            db("e", "hibernated", None),
+        ];
+        let changes: DatabaseChanges = vec![
+            ("a".into(), Some(after[0].clone())),
+            ("b".into(), None),
+            ("c".into(), Some(after[1].clone())),
+            ("d".into(), Some(after[2].clone())),
+            ("e".into(), Some(after[3].clone())),
+            ("never-existed".into(), None),
+        ];
+
+        let whole = ZoneServer::new(vec![]);
+        whole.publish(&config(), table(8, after.clone())).await.unwrap();
+        let expected = records(&whole).await;
+
+        let incremental = ZoneServer::new(vec![]);
+        assert!(
+            !incremental
+                .publish_changes(&config(), 8, changes.clone())
+                .await
+                .unwrap(),
+            "nothing to change before a first publish"
+        );
+        incremental.publish(&config(), table(7, before.clone())).await.unwrap();
+        assert!(incremental.publish_changes(&config(), 8, changes).await.unwrap());
+        assert_eq!(records(&incremental).await, expected);
+
+        let diffed = ZoneServer::new(vec![]);
+        diffed.publish(&config(), table(7, before)).await.unwrap();
+        diffed.publish(&config(), table(8, after)).await.unwrap();
+        assert_eq!(records(&diffed).await, expected);
+        // h2 lost its only database; h1 still serves c and d.
+        let names: Vec<String> = expected.iter().map(|(k, _)| k.name().to_string()).collect();
+        assert!(!names.iter().any(|n| n.starts_with("h2.hosts")), "{names:?}");
+        assert!(names.iter().any(|n| n.starts_with("h1.hosts")), "{names:?}");
     }
 }

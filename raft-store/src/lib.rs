@@ -15,6 +15,7 @@ pub mod records;
 pub mod state;
 pub mod state_machine;
 pub mod store;
+pub mod zone_journal;
 
 use std::io::Cursor;
 

@@ -57,18 +57,22 @@ impl AdminState {
         let response = self.dispatch(index, proposal);
         // Every command that can change a database's existence, status or endpoint moves the
         // DNS serial, so all nodes publish the same serial for the same zone contents.
-        let touches_zone = matches!(
-            proposal.command,
-            Command::CreateDatabase { .. }
-                | Command::ModifyDatabase { .. }
-                | Command::DeleteDatabase { .. }
-                | Command::FinishWorkflow { .. }
-                | Command::ObserveStorage { .. }
-        );
-        if touches_zone && !matches!(response, Response::Rejected { .. }) {
+        if !matches!(response, Response::Rejected { .. }) && self.zone_subject(&proposal.command).is_some() {
             self.dns_serial = index;
         }
         response
+    }
+
+    /// The database whose published records `command` (once applied) may have changed.
+    pub fn zone_subject<'a>(&'a self, command: &'a Command) -> Option<&'a str> {
+        match command {
+            Command::CreateDatabase { name, .. }
+            | Command::ModifyDatabase { name, .. }
+            | Command::DeleteDatabase { name, .. } => Some(name),
+            Command::ObserveStorage { database, .. } => Some(database),
+            Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
+            _ => None,
+        }
     }
 
     fn dispatch(&mut self, index: u64, proposal: &Proposal) -> Response {

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::codec;
 use crate::command::Response;
 use crate::state::AdminState;
+use crate::zone_journal::ZoneJournal;
 use crate::{Entry, KeelNode, LogId, NodeId, StorageError, TypeConfig};
 
 pub(crate) const CF_SM: &str = "sm";
@@ -33,6 +34,9 @@ pub struct Applied {
     pub membership: StoredMembership<NodeId, KeelNode>,
     /// The tables.
     pub state: AdminState,
+    /// Node-local: which databases' zone records changed lately (see [`ZoneJournal`]).
+    #[serde(skip)]
+    pub zone_journal: ZoneJournal,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,6 +124,7 @@ impl StateMachine {
         let mut applied = applied;
         applied.state.reindex();
         let index = applied.last_applied.map_or(0, |l| l.index);
+        applied.zone_journal = ZoneJournal::starting_at(index);
         let (tx, _) = watch::channel(index);
         let handle = StateHandle {
             shared: Arc::new(Shared {
@@ -222,7 +227,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => Vec::new(),
                     EntryPayload::Normal(batch) => {
                         let index = entry.log_id.index;
-                        batch.0.iter().map(|p| applied.state.apply(index, p)).collect()
+                        let Applied {
+                            state, zone_journal, ..
+                        } = &mut *applied;
+                        let apply = |p: &crate::Proposal| {
+                            let response = state.apply(index, p);
+                            if !matches!(response, Response::Rejected { .. }) {
+                                if let Some(name) = state.zone_subject(&p.command) {
+                                    zone_journal.record(index, name);
+                                }
+                            }
+                            response
+                        };
+                        batch.0.iter().map(apply).collect()
                     }
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -261,6 +278,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         incoming.state.reindex();
         self.store_snapshot(meta, &data)?;
         let index = incoming.last_applied.map_or(0, |l| l.index);
+        incoming.zone_journal = ZoneJournal::starting_at(index);
         *self.write() = incoming;
         self.handle.shared.snapshots_installed.fetch_add(1, Ordering::Relaxed);
         self.handle.shared.applied_index.send_replace(index);

@@ -12,9 +12,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use keel_dns::server::ZoneServer;
+use keel_dns::server::{DatabaseChanges, ZoneServer};
 use keel_dns::{DatabaseEntry, EndpointTable, Nameserver, Primary, ZoneConfig};
-use keel_raft_store::{wire_name, AdminState, DatabaseStatus, InstanceRole};
+use keel_raft_store::{wire_name, AdminState, Database, DatabaseStatus, InstanceRole};
 
 use super::NodeCtx;
 
@@ -32,41 +32,39 @@ pub fn serves(status: DatabaseStatus) -> bool {
 
 /// The endpoint table for `state`, with `nameservers` and `serial`.
 pub fn table(state: &AdminState, nameservers: Vec<Nameserver>, serial: u32) -> EndpointTable {
+    EndpointTable {
+        serial,
+        nameservers,
+        databases: state.databases.values().map(|db| entry(state, db)).collect(),
+    }
+}
+
+/// What the zone publishes for `db`.
+fn entry(state: &AdminState, db: &Database) -> DatabaseEntry {
     let host_ip = |host: &str| -> Option<IpAddr> {
         let addr = &state.hosts.get(host)?.addr;
         let ip = addr.rsplit_once(':').map_or(addr.as_str(), |(ip, _)| ip);
         ip.trim_matches(['[', ']']).parse().ok()
     };
-    let databases = state
-        .databases
-        .values()
-        .map(|db| {
-            let primary = db.endpoint.as_ref().filter(|_| serves(db.status)).and_then(|e| {
-                Some(Primary {
-                    host: e.host.clone(),
-                    addr: e.addr.parse().ok().or_else(|| host_ip(&e.host))?,
-                    port: e.port,
-                })
-            });
-            let replicas = db
-                .instances
-                .iter()
-                .filter_map(|id| state.instances.get(id))
-                .filter(|i| i.role == InstanceRole::Replica)
-                .filter_map(|i| host_ip(&i.host))
-                .collect();
-            DatabaseEntry {
-                name: db.name.clone(),
-                status: wire_name(&db.status),
-                primary,
-                replicas,
-            }
+    let primary = db.endpoint.as_ref().filter(|_| serves(db.status)).and_then(|e| {
+        Some(Primary {
+            host: e.host.clone(),
+            addr: e.addr.parse().ok().or_else(|| host_ip(&e.host))?,
+            port: e.port,
         })
+    });
+    let replicas = db
+        .instances
+        .iter()
+        .filter_map(|id| state.instances.get(id))
+        .filter(|i| i.role == InstanceRole::Replica)
+        .filter_map(|i| host_ip(&i.host))
         .collect();
-    EndpointTable {
-        serial,
-        nameservers,
-        databases,
+    DatabaseEntry {
+        name: db.name.clone(),
+        status: wire_name(&db.status),
+        primary,
+        replicas,
     }
 }
 
@@ -89,50 +87,99 @@ pub fn zone_config(node: &NodeCtx) -> ZoneConfig {
     }
 }
 
-/// What the zone's contents depend on: the last change to the databases and to the members.
-fn version(node: &NodeCtx) -> (u64, u64) {
-    let membership_index = node
-        .raft
+/// What the zone's contents depend on: the last change to the databases (`dns_serial`) and
+/// the log index of the membership (the nameservers).
+type Version = (u64, u64);
+
+fn membership_index(node: &NodeCtx) -> u64 {
+    node.raft
         .metrics()
         .borrow()
         .membership_config
         .log_id()
-        .map_or(0, |l| l.index);
-    (node.state.read(|a| a.state.dns_serial), membership_index)
+        .map_or(0, |l| l.index)
 }
 
-/// The SOA serial for a [`version`]: one more than the last change's log index (so a node with
+/// The SOA serial for a [`Version`]: one more than the last change's log index (so a node with
 /// no members yet publishes a lower serial than any real zone). Serial arithmetic (RFC 1982)
 /// wraps, so the low 32 bits of a growing index are a valid serial.
-fn serial((dns_serial, membership_index): (u64, u64)) -> u32 {
+fn serial((dns_serial, membership_index): Version) -> u32 {
     (dns_serial.max(membership_index) + 1) as u32
 }
 
-/// The endpoint table for the state applied here now.
-fn current_table(node: &NodeCtx, version: (u64, u64)) -> EndpointTable {
-    let ns = nameservers(node);
-    node.state.read(|a| table(&a.state, ns, serial(version)))
+/// What to publish to move the zone from `served` to the state applied here now.
+enum Update {
+    /// Nothing changed.
+    None,
+    /// Only these databases changed (the journal reaches back to `served`).
+    Changes(Version, DatabaseChanges),
+    /// Rebuild: first publish, new members, or the journal does not reach back far enough.
+    Full(Version, EndpointTable),
 }
 
-/// Keep `server` serving the current zone until the node stops.
+fn next_update(node: &NodeCtx, served: Option<Version>) -> Update {
+    let membership = membership_index(node);
+    let nameservers = nameservers(node);
+    node.state.read(|a| {
+        let now = (a.state.dns_serial, membership);
+        if served == Some(now) {
+            return Update::None;
+        }
+        let changed = served
+            .filter(|&(_, m)| m == membership)
+            .and_then(|(dns, _)| a.zone_journal.changed_since(dns));
+        match changed {
+            Some(names) => Update::Changes(
+                now,
+                names
+                    .into_iter()
+                    .map(|name| {
+                        (
+                            name.to_string(),
+                            a.state.databases.get(name).map(|db| entry(&a.state, db)),
+                        )
+                    })
+                    .collect(),
+            ),
+            None => Update::Full(now, table(&a.state, nameservers, serial(now))),
+        }
+    })
+}
+
+/// Keep `server` serving the current zone until the node stops. Each change costs the
+/// databases it touched, not the size of the zone (see `ZoneJournal`).
 pub async fn run(node: Arc<NodeCtx>, server: ZoneServer, stop: tokio_util::sync::CancellationToken) {
     let mut applied = node.state.subscribe();
     let mut membership = node.raft.metrics();
-    let mut served: Option<(u64, u64)> = None;
+    let mut served: Option<Version> = None;
     let config = zone_config(&node);
     loop {
-        // Most applied entries do not touch the zone: compare versions before building anything.
-        let now = version(&node);
-        if served != Some(now) {
-            match server.publish(&config, current_table(&node, now)).await {
-                Ok(()) => {
-                    served = Some(now);
-                    for secondary in node.config.dns_notify.iter().filter_map(|s| s.parse().ok()) {
-                        let origin = config.origin.clone();
-                        tokio::spawn(async move { keel_dns::notify::notify(&origin, secondary).await });
-                    }
+        let published = match next_update(&node, served) {
+            Update::None => None,
+            Update::Changes(now, changes) => match server.publish_changes(&config, serial(now), changes).await {
+                Ok(true) => Some(Ok(now)),
+                // Nothing served yet to change: publish everything.
+                Ok(false) => match next_update(&node, None) {
+                    Update::Full(now, table) => Some(server.publish(&config, table).await.map(|()| now)),
+                    _ => None,
+                },
+                Err(e) => Some(Err(e)),
+            },
+            Update::Full(now, table) => Some(server.publish(&config, table).await.map(|()| now)),
+        };
+        match published {
+            None => {}
+            Some(Ok(now)) => {
+                served = Some(now);
+                for secondary in node.config.dns_notify.iter().filter_map(|s| s.parse().ok()) {
+                    let origin = config.origin.clone();
+                    tokio::spawn(async move { keel_dns::notify::notify(&origin, secondary).await });
                 }
-                Err(e) => tracing::error!(error = %e, "Cannot serve the new DNS zone; still serving the old one."),
+            }
+            Some(Err(e)) => {
+                // Forget what was served so the next change rebuilds everything.
+                served = None;
+                tracing::error!(error = %e, "Cannot serve the new DNS zone; still serving the old one.");
             }
         }
         tokio::select! {
