@@ -9,6 +9,7 @@
 pub mod indexed;
 pub mod notify;
 pub mod server;
+mod udp;
 pub mod zone;
 
 use std::net::IpAddr;

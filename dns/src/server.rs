@@ -4,6 +4,8 @@
 //! the SOA, REFUSED outside the zone, EDNS, truncation over UDP). In front of
 //! it we allow zone transfers only over TCP and only from configured
 //! addresses, and answer IXFR with NOTIMP so secondaries fall back to AXFR.
+//! UDP is read by our own loop ([`crate::udp`]), which resends hickory's
+//! earlier answer to a repeated query; TCP is hickory's server.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +23,7 @@ use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::udp::{self, AnswerCache};
 use crate::zone::{self, Rr, Zone};
 use crate::{DatabaseEntry, DnsError, EndpointTable, Nameserver, ZoneConfig};
 
@@ -33,6 +36,13 @@ const TCP_QUEUE: usize = 32;
 pub struct Sockets {
     udp: UdpSocket,
     tcp: TcpListener,
+}
+
+impl Sockets {
+    /// The address bound (useful after binding port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
 }
 
 /// What was last published, kept to turn the next change into a small update.
@@ -65,6 +75,8 @@ pub struct ZoneServer {
     catalog: Arc<ArcSwap<Catalog>>,
     published: Arc<tokio::sync::Mutex<Option<Published>>>,
     transfer_from: Arc<Vec<IpAddr>>,
+    /// UDP answers to repeated queries (see [`crate::udp`]); emptied on every change.
+    pub(crate) answers: Arc<AnswerCache>,
 }
 
 impl ZoneServer {
@@ -74,6 +86,7 @@ impl ZoneServer {
             catalog: Arc::new(ArcSwap::from_pointee(Catalog::new())),
             published: Arc::new(tokio::sync::Mutex::new(None)),
             transfer_from: Arc::new(transfer_from),
+            answers: Arc::default(),
         }
     }
 
@@ -85,12 +98,15 @@ impl ZoneServer {
         if let Some(p) = published.as_mut() {
             if p.config == *config && p.nameservers == table.nameservers {
                 let changes = differences(&p.databases, table.databases);
-                return apply_changes(p, table.serial, changes).await;
+                let applied = apply_changes(p, table.serial, changes).await;
+                self.answers.invalidate();
+                return applied;
             }
         }
         let zone = Zone::build(config, &table)?;
         let (catalog, handler) = zone.catalog()?;
         self.catalog.store(Arc::new(catalog));
+        self.answers.invalidate();
         let mut host_users = BTreeMap::new();
         for host in table.databases.iter().filter_map(primary_host) {
             *host_users.entry(host.to_string()).or_default() += 1;
@@ -117,7 +133,11 @@ impl ZoneServer {
     ) -> Result<bool, DnsError> {
         let mut published = self.published.lock().await;
         match published.as_mut() {
-            Some(p) if p.config == *config => apply_changes(p, serial, changes).await.map(|()| true),
+            Some(p) if p.config == *config => {
+                let applied = apply_changes(p, serial, changes).await;
+                self.answers.invalidate();
+                applied.map(|()| true)
+            }
             _ => Ok(false),
         }
     }
@@ -135,10 +155,10 @@ impl ZoneServer {
             addr: addr.to_string(),
             source,
         };
-        Ok(Sockets {
-            udp: UdpSocket::bind(addr).await.map_err(io)?,
-            tcp: TcpListener::bind(addr).await.map_err(io)?,
-        })
+        let udp = UdpSocket::bind(addr).await.map_err(io)?;
+        // The same port for TCP, also when `addr` asked for any free port.
+        let tcp = TcpListener::bind(udp.local_addr().map_err(io)?).await.map_err(io)?;
+        Ok(Sockets { udp, tcp })
     }
 
     /// Answer on `sockets` until `stop` resolves.
@@ -149,11 +169,14 @@ impl ZoneServer {
     ) -> Result<(), DnsError> {
         let addr = sockets.udp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let mut server = Server::new(self.clone());
-        server.register_socket(sockets.udp);
         server.register_listener(sockets.tcp, TCP_IDLE, TCP_QUEUE);
         let token = server.shutdown_token().clone();
         tokio::select! {
             r = server.block_until_done() => r.map_err(|e| DnsError::Io { addr, source: std::io::Error::other(e.to_string()) }),
+            r = udp::serve(sockets.udp, self.clone()) => {
+                token.cancel();
+                r.map_err(|source| DnsError::Io { addr, source })
+            }
             _ = stop => {
                 token.cancel();
                 Ok(())
