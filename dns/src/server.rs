@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Header, Metadata, ResponseCode};
-use hickory_proto::rr::{LowerName, RecordType, RrKey};
+use hickory_proto::rr::{LowerName, Name, Record, RecordType, RrKey};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::net::NetError;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
@@ -29,8 +31,11 @@ use crate::{DatabaseEntry, DnsError, EndpointTable, Nameserver, ZoneConfig};
 
 /// Idle time allowed on a TCP connection.
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection.
-const TCP_QUEUE: usize = 32;
+/// Responses queued per TCP connection. hickory drops what does not fit, and a zone
+/// transfer queues all its messages at once: 1,024 of [`AXFR_MESSAGE_BYTES`] is ~48 MiB.
+const TCP_QUEUE: usize = 1024;
+/// Uncompressed record bytes per AXFR message (a message holds at most 64 KiB).
+const AXFR_MESSAGE_BYTES: usize = 48 * 1024;
 
 /// A bound UDP socket and TCP listener for the zone.
 pub struct Sockets {
@@ -196,6 +201,62 @@ impl ZoneServer {
             _ => None,
         }
     }
+
+    /// The zone as AXFR sends it (SOA, every other record, SOA again), if `request` is an
+    /// allowed AXFR of the zone served here.
+    async fn transfer(&self, request: &Request) -> Option<Vec<Record>> {
+        let info = request.request_info().ok()?;
+        if info.query.query_type() != RecordType::AXFR {
+            return None;
+        }
+        let handler = {
+            let published = self.published.lock().await;
+            let p = published.as_ref()?;
+            if info.query.name() != &LowerName::from(Name::from_ascii(&p.config.origin).ok()?) {
+                return None;
+            }
+            p.handler.clone()
+        };
+        let records = handler.records().await;
+        let soa = records
+            .iter()
+            .find(|(k, _)| k.record_type == RecordType::SOA)?
+            .1
+            .records_without_rrsigs()
+            .next()?
+            .clone();
+        let mut out = vec![soa.clone()];
+        for (_, set) in records.iter().filter(|(k, _)| k.record_type != RecordType::SOA) {
+            out.extend(set.records_without_rrsigs().cloned());
+        }
+        out.push(soa);
+        Some(out)
+    }
+
+    /// Send `records` as a multi-message AXFR: hickory puts a transfer in one message and
+    /// cuts a zone over 64 KiB short (hickory-dns#351).
+    async fn send_transfer<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        records: &[Record],
+        mut response: R,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = true;
+        let mut info = None;
+        for chunk in messages(records) {
+            let none = std::iter::empty::<&Record>;
+            let message = MessageResponseBuilder::from_message_request(request).build(
+                metadata,
+                chunk.iter(),
+                none(),
+                none(),
+                none(),
+            );
+            info = Some(response.send_response(message).await?);
+        }
+        info.ok_or_else(|| NetError::from("empty zone transfer"))
+    }
 }
 
 /// The changes that turn `old` into `new`.
@@ -292,19 +353,52 @@ async fn apply_changes(p: &mut Published, serial: u32, changes: DatabaseChanges)
     Ok(())
 }
 
+/// `records` cut into runs that each fit in one message.
+fn messages(records: &[Record]) -> Vec<&[Record]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    let mut buf = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        buf.clear();
+        // Encoding a plain record cannot fail; were it to, count it as large.
+        let size = match record.emit(&mut BinEncoder::new(&mut buf)) {
+            Ok(()) => buf.len(),
+            Err(_) => AXFR_MESSAGE_BYTES,
+        };
+        if bytes + size > AXFR_MESSAGE_BYTES && i > start {
+            out.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
+/// What to report when an answer could not be sent.
+fn servfail(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: Default::default(),
+    })
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for ZoneServer {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
         if let Some(code) = self.transfer_refused(request) {
             let msg = MessageResponseBuilder::from_message_request(request).error_msg(&request.metadata, code);
-            return response.send_response(msg).await.unwrap_or_else(|_| {
-                let mut m = Metadata::response_from_request(&request.metadata);
-                m.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata: m,
-                    counts: Default::default(),
-                })
-            });
+            return response.send_response(msg).await.unwrap_or_else(|_| servfail(request));
+        }
+        if let Some(records) = self.transfer(request).await {
+            return self
+                .send_transfer(request, &records, response)
+                .await
+                .unwrap_or_else(|_| servfail(request));
         }
         let catalog = self.catalog.load_full();
         catalog.handle_request::<R, T>(request, response).await
