@@ -87,9 +87,15 @@ pub fn zone_config(node: &NodeCtx) -> ZoneConfig {
     }
 }
 
-/// What the zone's contents depend on: the last change to the databases (`dns_serial`) and
-/// the log index of the membership (the nameservers).
-type Version = (u64, u64);
+/// What the zone's contents depend on: the last change to the databases (`dns_serial`), the
+/// log index of the membership, and the nameservers themselves (a node that learns the
+/// initial membership sees its index stay 0, so the index alone misses that change).
+#[derive(Debug, Clone, PartialEq)]
+struct Version {
+    dns_serial: u64,
+    membership_index: u64,
+    nameservers: Vec<Nameserver>,
+}
 
 fn membership_index(node: &NodeCtx) -> u64 {
     node.raft
@@ -103,8 +109,8 @@ fn membership_index(node: &NodeCtx) -> u64 {
 /// The SOA serial for a [`Version`]: one more than the last change's log index (so a node with
 /// no members yet publishes a lower serial than any real zone). Serial arithmetic (RFC 1982)
 /// wraps, so the low 32 bits of a growing index are a valid serial.
-fn serial((dns_serial, membership_index): Version) -> u32 {
-    (dns_serial.max(membership_index) + 1) as u32
+fn serial(v: &Version) -> u32 {
+    (v.dns_serial.max(v.membership_index) + 1) as u32
 }
 
 /// What to publish to move the zone from `served` to the state applied here now.
@@ -117,17 +123,21 @@ enum Update {
     Full(Version, EndpointTable),
 }
 
-fn next_update(node: &NodeCtx, served: Option<Version>) -> Update {
-    let membership = membership_index(node);
+fn next_update(node: &NodeCtx, served: Option<&Version>) -> Update {
+    let membership_index = membership_index(node);
     let nameservers = nameservers(node);
     node.state.read(|a| {
-        let now = (a.state.dns_serial, membership);
-        if served == Some(now) {
+        let now = Version {
+            dns_serial: a.state.dns_serial,
+            membership_index,
+            nameservers,
+        };
+        if served == Some(&now) {
             return Update::None;
         }
         let changed = served
-            .filter(|&(_, m)| m == membership)
-            .and_then(|(dns, _)| a.zone_journal.changed_since(dns));
+            .filter(|s| s.membership_index == now.membership_index && s.nameservers == now.nameservers)
+            .and_then(|s| a.zone_journal.changed_since(s.dns_serial));
         match changed {
             Some(names) => Update::Changes(
                 now,
@@ -141,7 +151,10 @@ fn next_update(node: &NodeCtx, served: Option<Version>) -> Update {
                     })
                     .collect(),
             ),
-            None => Update::Full(now, table(&a.state, nameservers, serial(now))),
+            None => {
+                let table = table(&a.state, now.nameservers.clone(), serial(&now));
+                Update::Full(now, table)
+            }
         }
     })
 }
@@ -154,9 +167,9 @@ pub async fn run(node: Arc<NodeCtx>, server: ZoneServer, stop: tokio_util::sync:
     let mut served: Option<Version> = None;
     let config = zone_config(&node);
     loop {
-        let published = match next_update(&node, served) {
+        let published = match next_update(&node, served.as_ref()) {
             Update::None => None,
-            Update::Changes(now, changes) => match server.publish_changes(&config, serial(now), changes).await {
+            Update::Changes(now, changes) => match server.publish_changes(&config, serial(&now), changes).await {
                 Ok(true) => Some(Ok(now)),
                 // Nothing served yet to change: publish everything.
                 Ok(false) => match next_update(&node, None) {
