@@ -259,19 +259,13 @@ impl ZoneServer {
     }
 }
 
-/// The changes that turn `old` into `new`.
+/// The changes that turn `old` into `new` (entries that stay the same are dropped by
+/// [`apply_changes`]).
 fn differences(old: &BTreeMap<String, DatabaseEntry>, new: Vec<DatabaseEntry>) -> DatabaseChanges {
     let kept: std::collections::BTreeSet<&str> = new.iter().map(|d| d.name.as_str()).collect();
-    let mut changes: DatabaseChanges = old
-        .keys()
-        .filter(|name| !kept.contains(name.as_str()))
-        .map(|name| (name.clone(), None))
-        .collect();
-    changes.extend(
-        new.into_iter()
-            .filter(|d| old.get(&d.name) != Some(d))
-            .map(|d| (d.name.clone(), Some(d))),
-    );
+    let gone = old.keys().filter(|name| !kept.contains(name.as_str()));
+    let mut changes: DatabaseChanges = gone.map(|name| (name.clone(), None)).collect();
+    changes.extend(new.into_iter().map(|d| (d.name.clone(), Some(d))));
     changes
 }
 

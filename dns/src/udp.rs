@@ -237,4 +237,71 @@ mod tests {
         );
         assert!(!cache.answer(&[0, 1, 2], &mut out), "shorter than a header");
     }
+
+    /// A query for `name` A with `id`, built by hand.
+    fn query_for(name: &str, id: u16) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    #[tokio::test]
+    async fn the_serving_loop_keeps_what_it_sent_and_resends_it() {
+        let server = ZoneServer::new(vec![]);
+        let table = crate::EndpointTable {
+            serial: 2,
+            nameservers: vec![crate::Nameserver {
+                id: 1,
+                addr: "127.0.0.1".parse().unwrap(),
+            }],
+            databases: vec![],
+        };
+        let config = crate::ZoneConfig {
+            origin: "db.keel.internal.".into(),
+            ttl: 5,
+        };
+        server.publish(&config, table).await.unwrap();
+        let sockets = ZoneServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = sockets.local_addr().unwrap();
+        let serving = server.clone();
+        tokio::spawn(async move { serving.serve(sockets, std::future::pending()).await });
+
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ask = |id: u16| {
+            let client = &client;
+            async move {
+                client
+                    .send_to(&query_for("ns1.ns.db.keel.internal", id), addr)
+                    .await
+                    .unwrap();
+                let mut buf = [0u8; 512];
+                let n = tokio::time::timeout(std::time::Duration::from_secs(5), client.recv(&mut buf))
+                    .await
+                    .expect("an answer")
+                    .unwrap();
+                buf[..n].to_vec()
+            }
+        };
+        let first = ask(1).await;
+        assert_eq!(u16::from_be_bytes([first[6], first[7]]), 1, "one answer record");
+        // hickory's answer is kept just after it is sent.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut kept = Vec::new();
+        while !server
+            .answers
+            .answer(&query_for("ns1.ns.db.keel.internal", 1), &mut kept)
+        {
+            assert!(std::time::Instant::now() < deadline, "the answer was never kept");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(kept, first, "kept exactly what was sent");
+        let second = ask(2).await;
+        assert_eq!(second[..2], [0, 2]);
+        assert_eq!(second[2..], first[2..], "the repeat is the same answer");
+    }
 }

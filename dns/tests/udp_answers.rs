@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use keel_dns::server::ZoneServer;
 use keel_dns::{DatabaseEntry, EndpointTable, Nameserver, Primary, ZoneConfig};
@@ -140,7 +139,6 @@ async fn repeated_queries_follow_every_change() {
     assert!(out.contains("NXDOMAIN"), "{out}");
 
     // Many distinct queries, each answered, including while changes are published.
-    let start = Instant::now();
     for i in 0..50u32 {
         let name = format!("n{i}");
         let entry = db(&name, 0);
@@ -150,7 +148,6 @@ async fn repeated_queries_follow_every_change() {
             .unwrap();
         let out = ask(&name);
         assert!(out.contains("10.0.0.1"), "{name}: {out}");
-        assert!(start.elapsed() < Duration::from_secs(60));
     }
 }
 

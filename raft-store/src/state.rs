@@ -57,15 +57,19 @@ impl AdminState {
         let response = self.dispatch(index, proposal);
         // Every command that can change a database's existence, status or endpoint moves the
         // DNS serial, so all nodes publish the same serial for the same zone contents.
-        if !matches!(response, Response::Rejected { .. }) && self.zone_subject(&proposal.command).is_some() {
+        if self.zone_change(proposal, &response).is_some() {
             self.dns_serial = index;
         }
         response
     }
 
-    /// The database whose published records `command` (once applied) may have changed.
-    pub fn zone_subject<'a>(&'a self, command: &'a Command) -> Option<&'a str> {
-        match command {
+    /// The database whose published DNS records `proposal`, just applied with `response`,
+    /// may have changed (nothing when it was rejected).
+    pub fn zone_change<'a>(&'a self, proposal: &'a Proposal, response: &Response) -> Option<&'a str> {
+        if matches!(response, Response::Rejected { .. }) {
+            return None;
+        }
+        match &proposal.command {
             Command::CreateDatabase { name, .. }
             | Command::ModifyDatabase { name, .. }
             | Command::DeleteDatabase { name, .. } => Some(name),

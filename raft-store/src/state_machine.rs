@@ -232,10 +232,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         } = &mut *applied;
                         let apply = |p: &crate::Proposal| {
                             let response = state.apply(index, p);
-                            if !matches!(response, Response::Rejected { .. }) {
-                                if let Some(name) = state.zone_subject(&p.command) {
-                                    zone_journal.record(index, name);
-                                }
+                            if let Some(name) = state.zone_change(p, &response) {
+                                zone_journal.record(index, name);
                             }
                             response
                         };
