@@ -35,6 +35,11 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// transfer queues all its messages at once: 1,024 of [`AXFR_MESSAGE_BYTES`] is ~48 MiB.
 const TCP_QUEUE: usize = 1024;
 /// Uncompressed record bytes per AXFR message (a message holds at most 64 KiB).
+/// UDP receive buffer asked for. The default (about 200 KiB) holds only ~2 ms of queries
+/// at 100k qps, so a burst while the loop is descheduled overflows it and queries are
+/// dropped; NSD and Knot also raise theirs. The kernel caps it at `net.core.rmem_max`.
+const UDP_RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
+
 const AXFR_MESSAGE_BYTES: usize = 48 * 1024;
 
 /// A bound UDP socket and TCP listener for the zone.
@@ -161,6 +166,7 @@ impl ZoneServer {
             source,
         };
         let udp = UdpSocket::bind(addr).await.map_err(io)?;
+        raise_receive_buffer(&udp);
         // The same port for TCP, also when `addr` asked for any free port.
         let tcp = TcpListener::bind(udp.local_addr().map_err(io)?).await.map_err(io)?;
         Ok(Sockets { udp, tcp })
@@ -492,5 +498,18 @@ mod tests {
         let names: Vec<String> = expected.iter().map(|(k, _)| k.name().to_string()).collect();
         assert!(!names.iter().any(|n| n.starts_with("h2.hosts")), "{names:?}");
         assert!(names.iter().any(|n| n.starts_with("h1.hosts")), "{names:?}");
+    }
+}
+
+/// Ask for [`UDP_RECEIVE_BUFFER`]. A smaller buffer still works (only bursts suffer), so a
+/// refusal is logged, not fatal.
+fn raise_receive_buffer(udp: &UdpSocket) {
+    let socket = socket2::SockRef::from(udp);
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::warn!("could not raise the DNS UDP receive buffer: {e}");
+    }
+    match socket.recv_buffer_size() {
+        Ok(size) => tracing::debug!(bytes = size, "DNS UDP receive buffer"),
+        Err(e) => tracing::debug!("could not read the DNS UDP receive buffer size: {e}"),
     }
 }
