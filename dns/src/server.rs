@@ -405,6 +405,19 @@ impl RequestHandler for ZoneServer {
     }
 }
 
+/// Ask for [`UDP_RECEIVE_BUFFER`]. A smaller buffer still works (only bursts suffer), so a
+/// refusal is logged, not fatal.
+fn raise_receive_buffer(udp: &UdpSocket) {
+    let socket = socket2::SockRef::from(udp);
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::warn!("could not raise the DNS UDP receive buffer: {e}");
+    }
+    match socket.recv_buffer_size() {
+        Ok(size) => tracing::debug!(bytes = size, "DNS UDP receive buffer"),
+        Err(e) => tracing::debug!("could not read the DNS UDP receive buffer size: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,18 +511,5 @@ mod tests {
         let names: Vec<String> = expected.iter().map(|(k, _)| k.name().to_string()).collect();
         assert!(!names.iter().any(|n| n.starts_with("h2.hosts")), "{names:?}");
         assert!(names.iter().any(|n| n.starts_with("h1.hosts")), "{names:?}");
-    }
-}
-
-/// Ask for [`UDP_RECEIVE_BUFFER`]. A smaller buffer still works (only bursts suffer), so a
-/// refusal is logged, not fatal.
-fn raise_receive_buffer(udp: &UdpSocket) {
-    let socket = socket2::SockRef::from(udp);
-    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
-        tracing::warn!("could not raise the DNS UDP receive buffer: {e}");
-    }
-    match socket.recv_buffer_size() {
-        Ok(size) => tracing::debug!(bytes = size, "DNS UDP receive buffer"),
-        Err(e) => tracing::debug!("could not read the DNS UDP receive buffer size: {e}"),
     }
 }
