@@ -7,6 +7,7 @@ pub mod on_leader;
 pub mod peer;
 pub mod raft_network;
 pub mod raft_service;
+pub mod replication_stream;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

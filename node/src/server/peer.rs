@@ -154,8 +154,15 @@ impl Peers {
 
     /// A request carrying `body` and the cluster name.
     pub fn request<T>(&self, body: T, timeout: Duration) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(body);
+        let mut req = self.stream_request(body);
         req.set_timeout(timeout);
+        req
+    }
+
+    /// A request carrying `body` and the cluster name, without a deadline (for a stream
+    /// that lives as long as its connection; each message has its own timeout).
+    pub fn stream_request<T>(&self, body: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(body);
         if let Ok(v) = self.cluster.parse() {
             req.metadata_mut().insert(CLUSTER_HEADER, v);
         }

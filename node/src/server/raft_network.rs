@@ -1,7 +1,7 @@
 //! openraft's network over `keel.raft.v1`.
 
 use keel_proto::raft::raft_client::RaftClient;
-use keel_raft_store::{KeelNode, NodeId, TypeConfig};
+use keel_raft_store::{codec, KeelNode, NodeId, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use openraft::raft::{
 };
 
 use super::peer::{PeerError, Peers};
+use super::replication_stream::{self, ReplicationStream};
 
 /// Makes one [`Connection`] per target node.
 #[derive(Clone)]
@@ -36,6 +37,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.raft_addr.clone(),
             retry: self.retry,
+            stream: None,
         }
     }
 }
@@ -46,6 +48,8 @@ pub struct Connection {
     target: NodeId,
     addr: String,
     retry: Duration,
+    /// AppendEntries travel here; votes and snapshots are unary calls.
+    stream: Option<ReplicationStream>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, KeelNode, RaftError<NodeId, E>>>;
@@ -59,14 +63,20 @@ impl Connection {
         F: FnOnce(RaftClient<tonic::transport::Channel>, tonic::Request<keel_proto::raft::Payload>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<keel_proto::raft::Payload>, tonic::Status>>,
     {
-        let reply: Result<Resp, RaftError<NodeId, E>> = self
-            .peers
-            .call(&self.addr, req, option.hard_ttl(), f)
-            .await
-            .map_err(|e| match e {
-                PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                PeerError::Garbled { .. } => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let reply = self.peers.call(&self.addr, req, option.hard_ttl(), f).await;
+        self.answer(reply)
+    }
+
+    /// openraft's view of a remote answer: transport failures, then the remote's own error.
+    #[allow(clippy::result_large_err)] // openraft's error type, which the trait returns anyway
+    fn answer<Resp, E: std::error::Error>(
+        &self,
+        reply: Result<Result<Resp, RaftError<NodeId, E>>, PeerError>,
+    ) -> RpcResult<Resp, E> {
+        let reply = reply.map_err(|e| match e {
+            PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            PeerError::Garbled { .. } => RPCError::Network(NetworkError::new(&e)),
+        })?;
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -77,8 +87,21 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        self.send(&rpc, &option, |mut c, r| async move { c.append_entries(r).await })
-            .await
+        let answer = replication_stream::exchange(
+            &mut self.stream,
+            &self.peers,
+            &self.addr,
+            codec::encode(&rpc),
+            option.hard_ttl(),
+        )
+        .await
+        .and_then(|data| {
+            codec::decode(&data).map_err(|e| PeerError::Garbled {
+                addr: self.addr.clone(),
+                reason: e.to_string(),
+            })
+        });
+        self.answer(answer)
     }
 
     async fn install_snapshot(

@@ -1,13 +1,16 @@
 //! The `keel.raft.v1` server: openraft's RPCs plus calls forwarded from followers.
 
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::Stream;
 
 use keel_proto::raft::raft_server::Raft as RaftRpc;
 use keel_proto::raft::{Payload, ReadIndexRequest, StatusRequest};
 use keel_raft_store::{codec, Proposal, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::{de::DeserializeOwned, Serialize};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::on_leader;
 use super::peer::{MembershipChange, CLUSTER_HEADER};
@@ -48,8 +51,42 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
     }))
 }
 
+/// Answers to a [`RaftRpc::replicate`] stream, in request order.
+type Answers = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
+    type ReplicateStream = Answers;
+
+    async fn replicate(&self, req: Request<Streaming<Payload>>) -> Result<Response<Answers>, Status> {
+        self.check_cluster(req.metadata())?;
+        let node = self.node.clone();
+        // Each request is handled when the answer stream is polled, one at a time, so
+        // answers keep request order without ids, a task or a channel.
+        let answers = futures::stream::unfold(Some(req.into_inner()), move |requests| {
+            let node = node.clone();
+            async move {
+                let mut requests = requests?;
+                let payload = match requests.message().await {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) | Err(_) => return None,
+                };
+                match codec::decode::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
+                    Ok(rpc) => {
+                        let answer = codec::encode(&node.raft.append_entries(rpc).await);
+                        Some((Ok(Payload { data: answer }), Some(requests)))
+                    }
+                    // Answer the error, then end the stream.
+                    Err(e) => Some((
+                        Err(Status::invalid_argument(format!("unreadable internal message: {e}"))),
+                        None,
+                    )),
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.open(req)?;
         reply(&self.node.raft.append_entries(rpc).await)
