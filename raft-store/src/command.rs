@@ -29,13 +29,15 @@ impl std::fmt::Display for Proposal {
 /// Batching is what makes the write path cheap under load: one log write,
 /// one replication message and one fsync carry every proposal in the batch.
 /// Apply is atomic per entry, so a reader sees all of a batch or none of it.
+/// Shared (`Arc`) because the log store keeps recent entries in memory and hands
+/// out copies for replication and apply; the encoding is the plain list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ProposalBatch(pub Vec<Proposal>);
+pub struct ProposalBatch(pub std::sync::Arc<[Proposal]>);
 
 impl std::fmt::Display for ProposalBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.as_slice() {
+        match &*self.0 {
             [one] => write!(f, "{one}"),
             many => write!(f, "batch of {}", many.len()),
         }

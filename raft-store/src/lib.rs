@@ -11,6 +11,7 @@ pub mod command;
 pub mod error;
 mod log_flush;
 pub mod log_store;
+mod recent_log;
 pub mod records;
 pub mod state;
 pub mod state_machine;

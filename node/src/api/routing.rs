@@ -39,7 +39,7 @@ impl NodeCtx {
         R: Fn(String, Duration) -> RF,
         RF: Future<Output = Result<Result<T, RemoteFailure>, PeerError>>,
     {
-        if !self.members().contains_key(&self.id) {
+        if !self.is_member(self.id) {
             return Err(ApiError::Unavailable(format!(
                 "node {} is not a member of the cluster (it was removed, or has not been added yet); send calls to a member",
                 self.id
@@ -47,7 +47,8 @@ impl NodeCtx {
         }
         let deadline = Instant::now() + patience;
         let mut target = Target::Here;
-        let mut metrics = self.raft.metrics();
+        // Server metrics change with the leader, not with every append as the full metrics do.
+        let mut metrics = self.raft.server_metrics();
         let mut last_problem = String::from("no leader is known");
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -85,7 +85,8 @@ const RESTART_PAUSE: Duration = Duration::from_millis(500);
 
 /// Watch leadership and start/stop the services until `shutdown`.
 pub async fn run(node: Arc<NodeCtx>, shutdown: CancellationToken) {
-    let mut metrics = node.raft.metrics();
+    // Role and leader changes; the full metrics would wake this loop on every append.
+    let mut metrics = node.raft.server_metrics();
     let tick = Duration::from_millis(node.config.heartbeat_ms.max(10) / 2);
     let mut running: Option<Running> = None;
     loop {

@@ -99,7 +99,7 @@ struct Version {
 
 fn membership_index(node: &NodeCtx) -> u64 {
     node.raft
-        .metrics()
+        .server_metrics()
         .borrow()
         .membership_config
         .log_id()
@@ -123,18 +123,22 @@ enum Update {
     Full(Version, EndpointTable),
 }
 
-fn next_update(node: &NodeCtx, served: Option<&Version>) -> Update {
-    let membership_index = membership_index(node);
-    let nameservers = nameservers(node);
+/// `membership`: the membership's log index and the nameservers it makes.
+fn next_update(node: &NodeCtx, served: Option<&Version>, membership: &(u64, Vec<Nameserver>)) -> Update {
+    let (membership_index, nameservers) = membership;
     node.state.read(|a| {
-        let now = Version {
-            dns_serial: a.state.dns_serial,
-            membership_index,
-            nameservers,
-        };
-        if served == Some(&now) {
+        if served.is_some_and(|s| {
+            s.dns_serial == a.state.dns_serial
+                && s.membership_index == *membership_index
+                && &s.nameservers == nameservers
+        }) {
             return Update::None;
         }
+        let now = Version {
+            dns_serial: a.state.dns_serial,
+            membership_index: *membership_index,
+            nameservers: nameservers.clone(),
+        };
         let changed = served
             .filter(|s| s.membership_index == now.membership_index && s.nameservers == now.nameservers)
             .and_then(|s| a.zone_journal.changed_since(s.dns_serial));
@@ -163,16 +167,18 @@ fn next_update(node: &NodeCtx, served: Option<&Version>) -> Update {
 /// databases it touched, not the size of the zone (see `ZoneJournal`).
 pub async fn run(node: Arc<NodeCtx>, server: ZoneServer, stop: tokio_util::sync::CancellationToken) {
     let mut applied = node.state.subscribe();
-    let mut membership = node.raft.metrics();
+    // Server metrics change with membership and leadership, not with every append.
+    let mut membership_changes = node.raft.server_metrics();
+    let mut membership = (membership_index(&node), nameservers(&node));
     let mut served: Option<Version> = None;
     let config = zone_config(&node);
     loop {
-        let published = match next_update(&node, served.as_ref()) {
+        let published = match next_update(&node, served.as_ref(), &membership) {
             Update::None => None,
             Update::Changes(now, changes) => match server.publish_changes(&config, serial(&now), changes).await {
                 Ok(true) => Some(Ok(now)),
                 // Nothing served yet to change: publish everything.
-                Ok(false) => match next_update(&node, None) {
+                Ok(false) => match next_update(&node, None, &membership) {
                     Update::Full(now, table) => Some(server.publish(&config, table).await.map(|()| now)),
                     _ => None,
                 },
@@ -198,7 +204,12 @@ pub async fn run(node: Arc<NodeCtx>, server: ZoneServer, stop: tokio_util::sync:
         tokio::select! {
             _ = stop.cancelled() => return,
             r = applied.changed() => if r.is_err() { return },
-            r = membership.changed() => if r.is_err() { return },
+            r = membership_changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                membership = (membership_index(&node), nameservers(&node));
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod batcher;
 pub mod config;
 pub mod dns_feed;
+pub mod forward_stream;
 pub mod on_leader;
 pub mod peer;
 pub mod raft_network;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use keel_proto::raft::raft_server::RaftServer;
 use keel_raft_store::state_machine::StateHandle;
-use keel_raft_store::{Identity, KeelNode, NodeId, Raft};
+use keel_raft_store::{codec, Identity, KeelNode, NodeId, Raft};
 use openraft::ServerState;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::batcher::Batcher;
 use self::config::ServerConfig;
-use self::peer::{NodeStatus, Peers, RemoteFailure, MAX_MESSAGE_BYTES};
+use self::peer::{NodeStatus, PeerError, Peers, RemoteFailure, MAX_MESSAGE_BYTES};
 
 /// Batches a node keeps in flight per destination; more arrivals wait and join the next batch.
 const WRITES_IN_FLIGHT: usize = 2;
@@ -59,17 +60,19 @@ impl NodeCtx {
         if let Some(b) = queues.get(addr) {
             return b.clone();
         }
-        let (peers, to, patience) = (
-            self.peers.clone(),
-            addr.to_string(),
-            Duration::from_millis(self.config.leader_wait_ms),
-        );
+        let stream = forward_stream::ForwardStream::spawn(self.peers.clone(), addr.to_string());
+        let patience = Duration::from_millis(self.config.leader_wait_ms);
         let batcher = Batcher::spawn(WRITES_IN_FLIGHT, move |proposals: Vec<keel_raft_store::Proposal>| {
-            let (peers, to) = (peers.clone(), to.clone());
+            let stream = stream.clone();
             async move {
-                peers
-                    .call(&to, &proposals, patience, |mut c, r| async move { c.forward(r).await })
-                    .await
+                let answer = stream.call(codec::encode(&proposals), patience).await;
+                answer
+                    .and_then(|data| {
+                        codec::decode(&data).map_err(|e| PeerError::Garbled {
+                            addr: stream.addr().into(),
+                            reason: e.to_string(),
+                        })
+                    })
                     .unwrap_or_else(|e| {
                         Err(RemoteFailure::Failed {
                             message: e.to_string(),
@@ -112,9 +115,20 @@ impl NodeCtx {
         }
     }
 
+    /// Whether `id` is in the current membership config (voter or learner).
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.raft
+            .server_metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+    }
+
     /// Members in the current membership config: id → (node, is voter).
     pub fn members(&self) -> BTreeMap<NodeId, (KeelNode, bool)> {
-        let m = self.raft.metrics().borrow().membership_config.clone();
+        let m = self.raft.server_metrics().borrow().membership_config.clone();
         let voters: Vec<NodeId> = m.membership().voter_ids().collect();
         m.membership()
             .nodes()

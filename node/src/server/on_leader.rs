@@ -35,7 +35,7 @@ fn write_failure(e: RaftError<NodeId, ClientWriteError<NodeId, KeelNode>>) -> Re
 
 /// Propose `proposals` here as one entry; succeed once it is committed and applied.
 pub async fn write(raft: &Raft, proposals: Vec<Proposal>) -> Result<Vec<Response>, RemoteFailure> {
-    raft.client_write(ProposalBatch(proposals))
+    raft.client_write(ProposalBatch(proposals.into()))
         .await
         .map(|r| r.data)
         .map_err(write_failure)

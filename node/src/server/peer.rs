@@ -88,7 +88,7 @@ pub struct NodeStatus {
 }
 
 /// A failed internal call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PeerError {
     /// The remote could not be reached or did not answer in time.
     #[error("node at {addr} is unreachable: {reason}")]

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 use keel_proto::raft::raft_server::Raft as RaftRpc;
 use keel_proto::raft::{Payload, ReadIndexRequest, StatusRequest};
@@ -13,7 +13,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::on_leader;
-use super::peer::{MembershipChange, CLUSTER_HEADER};
+use super::peer::{MembershipChange, RemoteFailure, CLUSTER_HEADER};
 use super::NodeCtx;
 
 /// Serves this node's half of the control-node transport.
@@ -51,7 +51,10 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
     }))
 }
 
-/// Answers to a [`RaftRpc::replicate`] stream, in request order.
+/// Forwarded batches one follower may have committing at once (its batcher sends fewer).
+const FORWARDED_IN_FLIGHT: usize = 8;
+
+/// Answers to a stream of requests, in request order.
 type Answers = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -102,9 +105,32 @@ impl RaftRpc for RaftService {
         reply(&self.node.raft.install_snapshot(rpc).await)
     }
 
-    async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let proposals: Vec<Proposal> = self.open(req)?;
-        reply(&on_leader::write(&self.node.raft, proposals).await)
+    type ForwardStream = Answers;
+
+    async fn forward(&self, req: Request<Streaming<Payload>>) -> Result<Response<Answers>, Status> {
+        self.check_cluster(req.metadata())?;
+        let node = self.node.clone();
+        let requests = tokio_stream::StreamExt::map_while(req.into_inner(), Result::ok);
+        // Several batches commit at once (the sender bounds how many); `buffered`
+        // answers them in the order they came, which is how the sender matches them.
+        let answers = requests
+            .map(move |payload| {
+                let node = node.clone();
+                async move {
+                    let answer = match codec::decode::<Vec<Proposal>>(&payload.data) {
+                        Ok(proposals) => on_leader::write(&node.raft, proposals).await,
+                        Err(e) => Err(RemoteFailure::Failed {
+                            message: format!("unreadable forwarded write: {e}"),
+                            retryable: false,
+                        }),
+                    };
+                    Ok(Payload {
+                        data: codec::encode(&answer),
+                    })
+                }
+            })
+            .buffered(FORWARDED_IN_FLIGHT);
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn change_membership(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
