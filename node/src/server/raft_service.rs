@@ -1,5 +1,6 @@
 //! The `keel.raft.v1` server: openraft's RPCs plus calls forwarded from followers.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -55,7 +56,25 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<Payload>, Status> {
 const FORWARDED_IN_FLIGHT: usize = 8;
 
 /// Answers to a stream of requests, in request order.
-type Answers = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
+pub type Answers = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
+
+/// Answer each request on a stream with `handle`, up to `in_flight` at once, in the order
+/// the requests came (which is how the sender matches answers to calls). An `Err` answer
+/// ends the stream with that status.
+pub fn answer_in_order<F, Fut>(requests: Streaming<Payload>, in_flight: usize, handle: F) -> Answers
+where
+    F: Fn(Vec<u8>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<u8>, Status>> + Send + 'static,
+{
+    let requests = tokio_stream::StreamExt::map_while(requests, Result::ok);
+    let answers = requests
+        .map(move |payload| {
+            let answer = handle(payload.data);
+            async move { answer.await.map(|data| Payload { data }) }
+        })
+        .buffered(in_flight);
+    Box::pin(answers)
+}
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
@@ -64,30 +83,16 @@ impl RaftRpc for RaftService {
     async fn replicate(&self, req: Request<Streaming<Payload>>) -> Result<Response<Answers>, Status> {
         self.check_cluster(req.metadata())?;
         let node = self.node.clone();
-        // Each request is handled when the answer stream is polled, one at a time, so
-        // answers keep request order without ids, a task or a channel.
-        let answers = futures::stream::unfold(Some(req.into_inner()), move |requests| {
+        // One at a time: the leader sends the next AppendEntries only after this answer.
+        let answers = answer_in_order(req.into_inner(), 1, move |data| {
             let node = node.clone();
             async move {
-                let mut requests = requests?;
-                let payload = match requests.message().await {
-                    Ok(Some(payload)) => payload,
-                    Ok(None) | Err(_) => return None,
-                };
-                match codec::decode::<AppendEntriesRequest<TypeConfig>>(&payload.data) {
-                    Ok(rpc) => {
-                        let answer = codec::encode(&node.raft.append_entries(rpc).await);
-                        Some((Ok(Payload { data: answer }), Some(requests)))
-                    }
-                    // Answer the error, then end the stream.
-                    Err(e) => Some((
-                        Err(Status::invalid_argument(format!("unreadable internal message: {e}"))),
-                        None,
-                    )),
-                }
+                let rpc: AppendEntriesRequest<TypeConfig> = codec::decode(&data)
+                    .map_err(|e| Status::invalid_argument(format!("unreadable internal message: {e}")))?;
+                Ok(codec::encode(&node.raft.append_entries(rpc).await))
             }
         });
-        Ok(Response::new(Box::pin(answers)))
+        Ok(Response::new(answers))
     }
 
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -110,27 +115,20 @@ impl RaftRpc for RaftService {
     async fn forward(&self, req: Request<Streaming<Payload>>) -> Result<Response<Answers>, Status> {
         self.check_cluster(req.metadata())?;
         let node = self.node.clone();
-        let requests = tokio_stream::StreamExt::map_while(req.into_inner(), Result::ok);
-        // Several batches commit at once (the sender bounds how many); `buffered`
-        // answers them in the order they came, which is how the sender matches them.
-        let answers = requests
-            .map(move |payload| {
-                let node = node.clone();
-                async move {
-                    let answer = match codec::decode::<Vec<Proposal>>(&payload.data) {
-                        Ok(proposals) => on_leader::write(&node.raft, proposals).await,
-                        Err(e) => Err(RemoteFailure::Failed {
-                            message: format!("unreadable forwarded write: {e}"),
-                            retryable: false,
-                        }),
-                    };
-                    Ok(Payload {
-                        data: codec::encode(&answer),
-                    })
-                }
-            })
-            .buffered(FORWARDED_IN_FLIGHT);
-        Ok(Response::new(Box::pin(answers)))
+        let answers = answer_in_order(req.into_inner(), FORWARDED_IN_FLIGHT, move |data| {
+            let node = node.clone();
+            async move {
+                let answer = match codec::decode::<Vec<Proposal>>(&data) {
+                    Ok(proposals) => on_leader::write(&node.raft, proposals).await,
+                    Err(e) => Err(RemoteFailure::Failed {
+                        message: format!("unreadable forwarded write: {e}"),
+                        retryable: false,
+                    }),
+                };
+                Ok(codec::encode(&answer))
+            }
+        });
+        Ok(Response::new(answers))
     }
 
     async fn change_membership(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
