@@ -6,6 +6,7 @@ use std::time::Duration;
 use keel_jepsen::cluster::Cluster;
 use serde_json::{json, Value};
 
+use super::dns::dig;
 use super::{cluster, create_body, wait_op, PASSWORD};
 
 pub async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -16,6 +17,20 @@ pub async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, to
     .await?;
     tokio::spawn(conn);
     Ok(client)
+}
+
+/// `<db>`'s address (A) and port (SRV) from `node`'s DNS, once both are published.
+async fn resolve(c: &Cluster, node: u64, db: &str) -> (String, u64) {
+    let name = format!("{db}.db.keel.internal");
+    c.wait_for(Duration::from_secs(10), "the database's A and SRV records", || async {
+        let a = dig(c, node, &["+short", &name]);
+        let srv = dig(c, node, &["+short", &format!("_postgresql._tcp.{name}"), "SRV"]);
+        // SRV data: priority weight port target.
+        let port = srv.split_whitespace().nth(2).and_then(|p| p.parse().ok());
+        Ok(a.lines().next().filter(|l| !l.is_empty()).map(String::from).zip(port))
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,6 +76,30 @@ async fn create_connect_modify_delete() {
     let sb: String = pg.query_one("SHOW shared_buffers", &[]).await.unwrap().get(0);
     assert_eq!(sb, "128MB");
     drop(pg);
+
+    // By name, as the README shows: dig on another node for the address and the SRV port,
+    // then psql (the real client) to what they name.
+    let by_name = resolve(&c, 2, "orders").await;
+    assert_eq!(
+        by_name,
+        (addr.clone(), port),
+        "DNS names where the API says the database runs"
+    );
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "host={} port={} user=app dbname=postgres connect_timeout=5",
+            by_name.0, by_name.1
+        ))
+        .args(["-tAc", "SELECT v FROM t WHERE id = 1"])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .expect("psql runs (the postgresql package installs it)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "kept",
+        "psql by name: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let modify = json!({"class": "medium", "apply_immediately": true});
     let resp = reqwest::Client::new()

@@ -10,7 +10,7 @@ use super::{cluster, create_body, wait_op};
 const ZONE: &str = "db.keel.internal";
 
 /// dig against `node`'s DNS address; the whole text output.
-fn dig(c: &Cluster, node: u64, args: &[&str]) -> String {
+pub fn dig(c: &Cluster, node: u64, args: &[&str]) -> String {
     let (ip, port) = c.node(node).dns_addr.rsplit_once(':').unwrap();
     let out = Command::new("dig")
         .args([&format!("@{ip}"), "-p", port, "+time=2", "+tries=1"])
