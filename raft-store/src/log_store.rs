@@ -25,9 +25,6 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
-/// How often the commit index is written (see `save_committed`).
-const COMMITTED_SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// openraft's log storage over a shared RocksDB handle.
 #[derive(Clone)]
 pub struct LogStore {
@@ -35,8 +32,6 @@ pub struct LogStore {
     flusher: LogFlusher,
     /// The newest entries, so replication and apply need not read them back.
     recent: RecentLog,
-    /// When the commit index was last written.
-    committed_saved: Option<std::time::Instant>,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -64,7 +59,6 @@ impl LogStore {
             db,
             flusher,
             recent: RecentLog::default(),
-            committed_saved: None,
         })
     }
 
@@ -166,16 +160,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Unsynced and at most every COMMITTED_SAVE_EVERY: one RocksDB write per commit on
-        // every member was a measurable share of a write's CPU. A stale (lower) value is
-        // safe: a restart re-applies up to it and learns the rest from the leader.
-        if self
-            .committed_saved
-            .is_some_and(|at| at.elapsed() < COMMITTED_SAVE_EVERY)
-        {
-            return Ok(());
-        }
-        self.committed_saved = Some(std::time::Instant::now());
+        // Every time, before the commit's entries are applied and acknowledged: a leader that
+        // restarts still leading its term takes its read index from this value, so a stale
+        // one would let a linearizable read miss acknowledged writes. (Saving it at most
+        // every 100 ms did exactly that after kill -9 of every node.) Unsynced: kill -9
+        // keeps the OS's copy.
         self.put_meta(KEY_COMMITTED, &committed, false)
     }
 
