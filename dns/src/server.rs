@@ -34,12 +34,11 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Responses queued per TCP connection. hickory drops what does not fit, and a zone
 /// transfer queues all its messages at once: 1,024 of [`AXFR_MESSAGE_BYTES`] is ~48 MiB.
 const TCP_QUEUE: usize = 1024;
-/// Uncompressed record bytes per AXFR message (a message holds at most 64 KiB).
 /// UDP receive buffer asked for. The default (about 200 KiB) holds only ~2 ms of queries
 /// at 100k qps, so a burst while the loop is descheduled overflows it and queries are
 /// dropped; NSD and Knot also raise theirs. The kernel caps it at `net.core.rmem_max`.
 const UDP_RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
-
+/// Uncompressed record bytes per AXFR message (a message holds at most 64 KiB).
 const AXFR_MESSAGE_BYTES: usize = 48 * 1024;
 
 /// A bound UDP socket and TCP listener for the zone.
@@ -421,6 +420,22 @@ fn raise_receive_buffer(udp: &UdpSocket) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_udp_socket_gets_a_larger_receive_buffer() {
+        let sockets = ZoneServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let got = socket2::SockRef::from(&sockets.udp).recv_buffer_size().unwrap();
+        // The kernel caps the request at rmem_max (and reports twice what it grants).
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            got >= UDP_RECEIVE_BUFFER.min(cap),
+            "receive buffer {got} bytes; asked for {UDP_RECEIVE_BUFFER}, rmem_max {cap}"
+        );
+    }
     use crate::Primary;
 
     fn db(name: &str, status: &str, host: Option<(&str, &str)>) -> DatabaseEntry {

@@ -42,6 +42,12 @@ impl Tail {
             self.bytes -= size;
         }
     }
+
+    fn pop_back(&mut self) {
+        if let Some((_, size)) = self.entries.pop_back() {
+            self.bytes -= size;
+        }
+    }
 }
 
 impl RecentLog {
@@ -68,9 +74,7 @@ impl RecentLog {
     pub(crate) fn truncated(&self, index: u64) {
         let mut tail = self.lock();
         while tail.last_index().is_some_and(|last| last >= index) {
-            if let Some((_, size)) = tail.entries.pop_back() {
-                tail.bytes -= size;
-            }
+            tail.pop_back();
         }
     }
 

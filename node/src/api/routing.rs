@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use crate::server::on_leader;
-use crate::server::peer::{MembershipChange, PeerError, RemoteFailure};
+use crate::server::peer::{decode_reply, MembershipChange, PeerError, RemoteFailure};
 use crate::server::NodeCtx;
 
 /// Adding a node waits for it to catch up (by log or snapshot), which outlasts a write.
@@ -128,24 +128,12 @@ impl NodeCtx {
                 |addr, left| {
                     let peers = peers.clone();
                     async move {
-                        let client = peers.client(&addr)?;
+                        let mut client = peers.client(&addr)?;
                         let req = peers.request(keel_proto::raft::ReadIndexRequest {}, left);
-                        let mut client = client;
                         match tokio::time::timeout(left, client.read_index(req)).await {
-                            Err(_) => Err(PeerError::Unreachable {
-                                addr: addr.clone(),
-                                reason: "read index timed out".into(),
-                            }),
-                            Ok(Err(s)) => Err(PeerError::Unreachable {
-                                addr: addr.clone(),
-                                reason: s.message().to_string(),
-                            }),
-                            Ok(Ok(reply)) => keel_raft_store::codec::decode(&reply.into_inner().data).map_err(|e| {
-                                PeerError::Garbled {
-                                    addr,
-                                    reason: e.to_string(),
-                                }
-                            }),
+                            Err(_) => Err(PeerError::unreachable(&addr, "read index timed out")),
+                            Ok(Err(s)) => Err(PeerError::from_status(&addr, &s)),
+                            Ok(Ok(reply)) => decode_reply(&addr, &reply.into_inner().data),
                         }
                     }
                 },

@@ -87,30 +87,45 @@ pub fn zone_config(node: &NodeCtx) -> ZoneConfig {
     }
 }
 
-/// What the zone's contents depend on: the last change to the databases (`dns_serial`), the
-/// log index of the membership, and the nameservers themselves (a node that learns the
-/// initial membership sees its index stay 0, so the index alone misses that change).
+/// What the zone takes from the membership: its log index and the nameservers themselves (a
+/// node that learns the initial membership sees its index stay 0, so the index alone misses
+/// that change).
 #[derive(Debug, Clone, PartialEq)]
-struct Version {
-    dns_serial: u64,
-    membership_index: u64,
+struct Membership {
+    index: u64,
     nameservers: Vec<Nameserver>,
 }
 
-fn membership_index(node: &NodeCtx) -> u64 {
-    node.raft
-        .server_metrics()
-        .borrow()
-        .membership_config
-        .log_id()
-        .map_or(0, |l| l.index)
+impl Membership {
+    /// The membership this node knows now.
+    fn now(node: &NodeCtx) -> Self {
+        let index = node
+            .raft
+            .server_metrics()
+            .borrow()
+            .membership_config
+            .log_id()
+            .map_or(0, |l| l.index);
+        Self {
+            index,
+            nameservers: nameservers(node),
+        }
+    }
+}
+
+/// What the zone's contents depend on: the last change to the databases (`dns_serial`) and
+/// the membership.
+#[derive(Debug, Clone, PartialEq)]
+struct Version {
+    dns_serial: u64,
+    membership: Membership,
 }
 
 /// The SOA serial for a [`Version`]: one more than the last change's log index (so a node with
 /// no members yet publishes a lower serial than any real zone). Serial arithmetic (RFC 1982)
 /// wraps, so the low 32 bits of a growing index are a valid serial.
 fn serial(v: &Version) -> u32 {
-    (v.dns_serial.max(v.membership_index) + 1) as u32
+    (v.dns_serial.max(v.membership.index) + 1) as u32
 }
 
 /// What to publish to move the zone from `served` to the state applied here now.
@@ -123,25 +138,17 @@ enum Update {
     Full(Version, EndpointTable),
 }
 
-/// `membership`: the membership's log index and the nameservers it makes.
-fn next_update(node: &NodeCtx, served: Option<&Version>, membership: &(u64, Vec<Nameserver>)) -> Update {
-    let (membership_index, nameservers) = membership;
+fn next_update(node: &NodeCtx, served: Option<&Version>, membership: &Membership) -> Update {
     node.state.read(|a| {
-        if served.is_some_and(|s| {
-            s.dns_serial == a.state.dns_serial
-                && s.membership_index == *membership_index
-                && &s.nameservers == nameservers
-        }) {
+        let same_membership = served.filter(|s| s.membership == *membership);
+        if same_membership.is_some_and(|s| s.dns_serial == a.state.dns_serial) {
             return Update::None;
         }
         let now = Version {
             dns_serial: a.state.dns_serial,
-            membership_index: *membership_index,
-            nameservers: nameservers.clone(),
+            membership: membership.clone(),
         };
-        let changed = served
-            .filter(|s| s.membership_index == now.membership_index && s.nameservers == now.nameservers)
-            .and_then(|s| a.zone_journal.changed_since(s.dns_serial));
+        let changed = same_membership.and_then(|s| a.zone_journal.changed_since(s.dns_serial));
         match changed {
             Some(names) => Update::Changes(
                 now,
@@ -156,7 +163,7 @@ fn next_update(node: &NodeCtx, served: Option<&Version>, membership: &(u64, Vec<
                     .collect(),
             ),
             None => {
-                let table = table(&a.state, now.nameservers.clone(), serial(&now));
+                let table = table(&a.state, now.membership.nameservers.clone(), serial(&now));
                 Update::Full(now, table)
             }
         }
@@ -169,7 +176,7 @@ pub async fn run(node: Arc<NodeCtx>, server: ZoneServer, stop: tokio_util::sync:
     let mut applied = node.state.subscribe();
     // Server metrics change with membership and leadership, not with every append.
     let mut membership_changes = node.raft.server_metrics();
-    let mut membership = (membership_index(&node), nameservers(&node));
+    let mut membership = Membership::now(&node);
     let mut served: Option<Version> = None;
     let config = zone_config(&node);
     loop {
@@ -208,7 +215,7 @@ pub async fn run(node: Arc<NodeCtx>, server: ZoneServer, stop: tokio_util::sync:
                 if r.is_err() {
                     return;
                 }
-                membership = (membership_index(&node), nameservers(&node));
+                membership = Membership::now(&node);
             }
         }
     }

@@ -40,10 +40,7 @@ impl ForwardStream {
 
     /// Send `data` and wait at most `timeout` for the answer.
     pub async fn call(&self, data: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, PeerError> {
-        let unreachable = |reason: String| PeerError::Unreachable {
-            addr: self.addr.clone(),
-            reason,
-        };
+        let unreachable = |reason: String| PeerError::unreachable(&self.addr, reason);
         let (reply, answer) = oneshot::channel();
         self.calls
             .send((data, reply))
@@ -58,10 +55,7 @@ impl ForwardStream {
 }
 
 async fn run(peers: Peers, addr: String, mut queued: mpsc::UnboundedReceiver<(Vec<u8>, Reply)>) {
-    let failure = |reason: String| PeerError::Unreachable {
-        addr: addr.clone(),
-        reason,
-    };
+    let failure = |reason: &str| PeerError::unreachable(&addr, reason);
     // One pass per stream: opened for the first call after the previous one failed.
     while let Some((data, reply)) = queued.recv().await {
         let (outgoing, requests) = mpsc::unbounded_channel();
@@ -72,7 +66,7 @@ async fn run(peers: Peers, addr: String, mut queued: mpsc::UnboundedReceiver<(Ve
             Ok(mut client) => client
                 .forward(peers.stream_request(UnboundedReceiverStream::new(requests)))
                 .await
-                .map_err(|s| failure(format!("{}: {}", s.code(), s.message()))),
+                .map_err(|s| PeerError::from_status(&addr, &s)),
             Err(e) => Err(e),
         };
         let mut answers = match opened {
@@ -87,8 +81,8 @@ async fn run(peers: Peers, addr: String, mut queued: mpsc::UnboundedReceiver<(Ve
                 call = queued.recv() => match call {
                     Some((data, reply)) => {
                         if outgoing.send(Payload { data }).is_err() {
-                            let _ = reply.send(Err(failure("the forward stream closed".into())));
-                            break failure("the forward stream closed".into());
+                            let _ = reply.send(Err(failure("the forward stream closed")));
+                            break failure("the forward stream closed");
                         }
                         waiting.push_back(reply);
                     }
@@ -100,8 +94,8 @@ async fn run(peers: Peers, addr: String, mut queued: mpsc::UnboundedReceiver<(Ve
                             let _ = reply.send(Ok(payload.data));
                         }
                     }
-                    Ok(None) => break failure("the forward stream ended".into()),
-                    Err(s) => break failure(format!("{}: {}", s.code(), s.message())),
+                    Ok(None) => break failure("the forward stream ended"),
+                    Err(s) => break PeerError::from_status(&addr, &s),
                 },
             }
         };

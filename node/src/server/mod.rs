@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::batcher::Batcher;
 use self::config::ServerConfig;
-use self::peer::{NodeStatus, PeerError, Peers, RemoteFailure, MAX_MESSAGE_BYTES};
+use self::peer::{NodeStatus, Peers, RemoteFailure, MAX_MESSAGE_BYTES};
 
 /// Batches a node keeps in flight per destination; more arrivals wait and join the next batch.
 const WRITES_IN_FLIGHT: usize = 2;
@@ -67,12 +67,7 @@ impl NodeCtx {
             async move {
                 let answer = stream.call(codec::encode(&proposals), patience).await;
                 answer
-                    .and_then(|data| {
-                        codec::decode(&data).map_err(|e| PeerError::Garbled {
-                            addr: stream.addr().into(),
-                            reason: e.to_string(),
-                        })
-                    })
+                    .and_then(|data| peer::decode_reply(stream.addr(), &data))
                     .unwrap_or_else(|e| {
                         Err(RemoteFailure::Failed {
                             message: e.to_string(),

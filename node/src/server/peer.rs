@@ -108,6 +108,29 @@ pub enum PeerError {
     },
 }
 
+impl PeerError {
+    /// `addr` could not be reached, for `reason`.
+    pub fn unreachable(addr: &str, reason: impl Into<String>) -> Self {
+        Self::Unreachable {
+            addr: addr.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// `addr`'s call or stream ended with `status`.
+    pub fn from_status(addr: &str, status: &tonic::Status) -> Self {
+        Self::unreachable(addr, format!("{}: {}", status.code(), status.message()))
+    }
+}
+
+/// Decode a reply `addr` sent.
+pub fn decode_reply<T: DeserializeOwned>(addr: &str, data: &[u8]) -> Result<T, PeerError> {
+    codec::decode(data).map_err(|e| PeerError::Garbled {
+        addr: addr.into(),
+        reason: e.to_string(),
+    })
+}
+
 /// Channels to other control nodes, by address.
 #[derive(Clone)]
 pub struct Peers {
@@ -136,10 +159,7 @@ impl Peers {
             Some(c) => c.clone(),
             None => {
                 let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| PeerError::Unreachable {
-                        addr: addr.into(),
-                        reason: e.to_string(),
-                    })?
+                    .map_err(|e| PeerError::unreachable(addr, e.to_string()))?
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true);
                 let c = endpoint.connect_lazy();
@@ -192,17 +212,8 @@ impl Peers {
         );
         let reply = tokio::time::timeout(timeout, f(client, req))
             .await
-            .map_err(|_| PeerError::Unreachable {
-                addr: addr.into(),
-                reason: format!("no answer within {timeout:?}"),
-            })?
-            .map_err(|s| PeerError::Unreachable {
-                addr: addr.into(),
-                reason: format!("{}: {}", s.code(), s.message()),
-            })?;
-        codec::decode(&reply.into_inner().data).map_err(|e| PeerError::Garbled {
-            addr: addr.into(),
-            reason: e.to_string(),
-        })
+            .map_err(|_| PeerError::unreachable(addr, format!("no answer within {timeout:?}")))?
+            .map_err(|s| PeerError::from_status(addr, &s))?;
+        decode_reply(addr, &reply.into_inner().data)
     }
 }

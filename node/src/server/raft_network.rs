@@ -11,7 +11,7 @@ use openraft::raft::{
     VoteResponse,
 };
 
-use super::peer::{PeerError, Peers};
+use super::peer::{decode_reply, PeerError, Peers};
 use super::replication_stream::{self, ReplicationStream};
 
 /// Makes one [`Connection`] per target node.
@@ -95,12 +95,7 @@ impl RaftNetwork<TypeConfig> for Connection {
             option.hard_ttl(),
         )
         .await
-        .and_then(|data| {
-            codec::decode(&data).map_err(|e| PeerError::Garbled {
-                addr: self.addr.clone(),
-                reason: e.to_string(),
-            })
-        });
+        .and_then(|data| decode_reply(&self.addr, &data));
         self.answer(answer)
     }
 

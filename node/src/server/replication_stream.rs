@@ -31,7 +31,7 @@ impl ReplicationStream {
         let answers = client
             .replicate(peers.stream_request(ReceiverStream::new(outgoing)))
             .await
-            .map_err(|s| unreachable(addr, format!("{}: {}", s.code(), s.message())))?
+            .map_err(|s| PeerError::from_status(addr, &s))?
             .into_inner();
         Ok(Self {
             requests,
@@ -43,12 +43,12 @@ impl ReplicationStream {
         self.requests
             .send(Payload { data })
             .await
-            .map_err(|_| unreachable(addr, "the replication stream closed".into()))?;
+            .map_err(|_| PeerError::unreachable(addr, "the replication stream closed"))?;
         let answers = self.answers.get_mut().unwrap_or_else(|p| p.into_inner());
         match answers.message().await {
             Ok(Some(answer)) => Ok(answer.data),
-            Ok(None) => Err(unreachable(addr, "the replication stream ended".into())),
-            Err(s) => Err(unreachable(addr, format!("{}: {}", s.code(), s.message()))),
+            Ok(None) => Err(PeerError::unreachable(addr, "the replication stream ended")),
+            Err(s) => Err(PeerError::from_status(addr, &s)),
         }
     }
 }
@@ -70,16 +70,9 @@ pub async fn exchange(
         open.exchange(addr, data).await
     })
     .await
-    .unwrap_or_else(|_| Err(unreachable(addr, format!("no answer within {timeout:?}"))));
+    .unwrap_or_else(|_| Err(PeerError::unreachable(addr, format!("no answer within {timeout:?}"))));
     if answer.is_err() {
         *stream = None;
     }
     answer
-}
-
-fn unreachable(addr: &str, reason: String) -> PeerError {
-    PeerError::Unreachable {
-        addr: addr.into(),
-        reason,
-    }
 }
