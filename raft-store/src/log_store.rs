@@ -4,10 +4,16 @@
 //! RocksDB's order is log order. Votes are written with fsync; appends are
 //! written unsynced and reported durable only after a group WAL sync
 //! (`log_flush`), so an acknowledged write survives kill -9 and power loss.
+//!
+//! The commit index is only a hint for how far to re-apply at start, so it is
+//! not written on each commit: it rides along in the next append's batch. What
+//! made it matter for correctness is gone: a node that led its term before it
+//! stopped resumes as a candidate (see [`LogStore::new`]), so a restarted
+//! leader's read index is its new term's first entry, never a stored value.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -32,6 +38,14 @@ pub struct LogStore {
     flusher: LogFlusher,
     /// The newest entries, so replication and apply need not read them back.
     recent: RecentLog,
+    committed: Arc<Mutex<Committed>>,
+}
+
+/// The commit index openraft reported last, and the one last written to disk.
+#[derive(Default)]
+struct Committed {
+    latest: Option<LogId>,
+    stored: Option<LogId>,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -53,13 +67,41 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> std::io::Result<Self> {
-        let flusher = LogFlusher::start(db.clone())?;
+    /// Open the log over `db`. A vote that says this node's term had an elected leader is
+    /// stored back as not yet committed: openraft 0.9 restarts a node that led its term
+    /// straight back as leader, with no new entry of its own, and such a leader's read index
+    /// is only what it remembers as committed, which may be behind what it acknowledged.
+    /// As a candidate it must win a new term first, and the new term's first entry, once
+    /// committed, covers everything acknowledged before. A follower forgetting that its term
+    /// had a leader loses nothing: the leader's next message says so again, and the node
+    /// still will not vote for anyone else in that term.
+    pub(crate) fn new(db: Arc<DB>) -> Result<Self, crate::StoreError> {
+        let meta = db.cf_handle(CF_META).expect("column family created at open");
+        let decode_err = |key: &str, e: codec::CodecError| crate::StoreError::Decode {
+            key: format!("meta/{key}"),
+            reason: e.to_string(),
+        };
+        if let Some(bytes) = db.get_cf(meta, KEY_VOTE)? {
+            let mut vote: Vote<NodeId> = codec::decode(&bytes).map_err(|e| decode_err("vote", e))?;
+            if vote.committed {
+                vote.committed = false;
+                db.put_cf_opt(meta, KEY_VOTE, codec::encode(&vote), &synced())?;
+            }
+        }
+        let stored: Option<LogId> = match db.get_cf(meta, KEY_COMMITTED)? {
+            None => None,
+            Some(bytes) => codec::decode(&bytes).map_err(|e| decode_err("committed", e))?,
+        };
         Ok(Self {
+            flusher: LogFlusher::start(db.clone())?,
             db,
-            flusher,
             recent: RecentLog::default(),
+            committed: Arc::new(Mutex::new(Committed { latest: stored, stored })),
         })
+    }
+
+    fn committed(&self) -> std::sync::MutexGuard<'_, Committed> {
+        self.committed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -160,16 +202,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Every time, before the commit's entries are applied and acknowledged: a leader that
-        // restarts still leading its term takes its read index from this value, so a stale
-        // one would let a linearizable read miss acknowledged writes. (Saving it at most
-        // every 100 ms did exactly that after kill -9 of every node.) Unsynced: kill -9
-        // keeps the OS's copy.
-        self.put_meta(KEY_COMMITTED, &committed, false)
+        // Written with the next append (see the module doc): a write per commit on every node
+        // was a few percent of a write's CPU, for a value that only saves re-applying at start.
+        self.committed().latest = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        Ok(self.committed().latest)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -185,11 +225,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(cf, index_key(entry.log_id.index), &bytes);
             written.push((entry, bytes.len()));
         }
+        let committed = {
+            let c = self.committed();
+            (c.latest != c.stored).then_some(c.latest)
+        };
+        if let Some(latest) = committed {
+            batch.put_cf(self.cf(CF_META), KEY_COMMITTED, codec::encode(&latest));
+        }
         // Unsynced: the entries are readable at once (replication can start) and
         // the flusher's group sync makes them durable before openraft counts them.
         if let Err(e) = self.db.write(batch) {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(write_err(e));
+        }
+        if let Some(latest) = committed {
+            let mut c = self.committed();
+            // Never record an older value over a newer one a concurrent append wrote.
+            if c.stored < latest {
+                c.stored = latest;
+            }
         }
         for (entry, size) in written {
             self.recent.appended(entry, size);
