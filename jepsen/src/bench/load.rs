@@ -15,6 +15,8 @@ pub struct LoadResult {
     pub p99_ms: f64,
     /// Failed writes.
     pub errors: u64,
+    /// Successful writes.
+    pub writes: u64,
 }
 
 /// Run `clients` closed loops of `op(client, seq)` for `duration`.
@@ -63,6 +65,7 @@ where
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors,
+        writes: all.len() as u64,
     }
 }
 

@@ -10,6 +10,7 @@ use keel_proto::keel::AddHostRequest;
 use rand::Rng;
 use tonic::transport::Channel;
 
+use super::cpu;
 use super::etcd::Etcd;
 use super::load::{closed_loop, median_min_max, LoadResult};
 use crate::cluster::{Cluster, Spec};
@@ -49,6 +50,17 @@ pub struct RaftBench {
 }
 
 const VALUE_BYTES: usize = 256;
+
+/// The core both systems' members are pinned to (the load runs on CPU 0).
+const MEMBER_CPU: usize = 1;
+
+/// One load level and what it cost the members' core: busy µs per successful write.
+async fn measured(load: impl std::future::Future<Output = LoadResult>) -> anyhow::Result<(LoadResult, f64)> {
+    let before = cpu::busy(MEMBER_CPU)?;
+    let r = load.await;
+    let spent = cpu::busy(MEMBER_CPU)?.saturating_sub(before);
+    Ok((r, spent.as_secs_f64() * 1e6 / r.writes.max(1) as f64))
+}
 
 fn value() -> String {
     "v".repeat(VALUE_BYTES)
@@ -97,7 +109,8 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
         b.heartbeat_ms, keel_election.0, keel_election.1, b.heartbeat_ms, b.etcd_election_ms
     );
 
-    let spec = Spec::new(&keel_bin, 3).wrapped(&["taskset", "-c", "1"]).args(&[
+    let member_cpu = MEMBER_CPU.to_string();
+    let spec = Spec::new(&keel_bin, 3).wrapped(&["taskset", "-c", &member_cpu]).args(&[
         "--heartbeat-ms",
         &b.heartbeat_ms.to_string(),
         "--election-timeout-min-ms",
@@ -114,21 +127,21 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
     let mut keel_load = Vec::new();
     for &n in &b.clients {
         let clients = Arc::new(keel_clients(&keel, n, b.leader_only).await?);
-        let r = closed_loop(n, Duration::from_secs(b.seconds), move |i, seq| {
+        let r = measured(closed_loop(n, Duration::from_secs(b.seconds), move |i, seq| {
             let c = clients[i].clone();
             async move { keel_write(c, i, seq, Duration::from_secs(5)).await }
-        })
-        .await;
+        }))
+        .await?;
         keel_load.push(r);
     }
     let keel_failover = keel_failovers(&mut keel, b.trials).await?;
 
     drop(keel);
     if b.keel_only {
-        println!("\n| clients | Keel writes/s | Keel p50 / p99 ms |\n|---|---|---|");
-        for (n, k) in b.clients.iter().zip(&keel_load) {
+        println!("\n| clients | Keel writes/s | Keel p50 / p99 ms | Keel member CPU µs/write |\n|---|---|---|---|");
+        for (n, (k, kc)) in b.clients.iter().zip(&keel_load) {
             println!(
-                "| {n} | {:.0} | {:.2} / {:.2} | errors {}",
+                "| {n} | {:.0} | {:.2} / {:.2} | {kc:.0} | errors {}",
                 k.per_sec, k.p50_ms, k.p99_ms, k.errors
             );
         }
@@ -137,7 +150,7 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let mut etcd = Etcd::start(b.heartbeat_ms, b.etcd_election_ms, Some(1)).await?;
+    let mut etcd = Etcd::start(b.heartbeat_ms, b.etcd_election_ms, Some(MEMBER_CPU)).await?;
     let mut etcd_load = Vec::new();
     for &n in &b.clients {
         let mut clients = Vec::new();
@@ -145,11 +158,11 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
             clients.push(etcd_client::Client::connect(etcd.endpoints(), None).await?);
         }
         let clients = Arc::new(clients);
-        let r = closed_loop(n, Duration::from_secs(b.seconds), move |i, seq| {
+        let r = measured(closed_loop(n, Duration::from_secs(b.seconds), move |i, seq| {
             let mut c = clients[i].kv_client();
             async move { c.put(format!("b{i:03}{seq:04}"), value(), None).await.is_ok() }
-        })
-        .await;
+        }))
+        .await?;
         etcd_load.push(r);
     }
     let etcd_failover = etcd_failovers(&mut etcd, b.trials).await?;
@@ -157,13 +170,13 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "| clients | Keel writes/s | Keel p50 / p99 ms | etcd writes/s | etcd p50 / p99 ms | Keel/etcd throughput |"
+        "| clients | Keel writes/s | Keel p50 / p99 ms | etcd writes/s | etcd p50 / p99 ms | Keel/etcd throughput | member CPU µs/write Keel / etcd |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (i, n) in b.clients.iter().enumerate() {
-        let (k, e): (LoadResult, LoadResult) = (keel_load[i], etcd_load[i]);
+        let ((k, kc), (e, ec)): ((LoadResult, f64), (LoadResult, f64)) = (keel_load[i], etcd_load[i]);
         println!(
-            "| {n} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.2}x |{}",
+            "| {n} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.2}x | {kc:.0} / {ec:.0} |{}",
             k.per_sec,
             k.p50_ms,
             k.p99_ms,
