@@ -111,73 +111,12 @@ fn fail_all(waiting: &mut VecDeque<Reply>, error: &PeerError) {
 
 #[cfg(test)]
 mod tests {
-    use keel_proto::raft::raft_server::{Raft as RaftRpc, RaftServer};
-    use keel_proto::raft::{ReadIndexRequest, StatusRequest};
-    use tokio_stream::wrappers::TcpListenerStream;
-    use tonic::{Request, Response, Status, Streaming};
-
     use super::*;
-    use crate::server::raft_service::{answer_in_order, Answers};
-
-    /// Answers each forwarded payload with itself, through the leader's real stream handling.
-    /// Requests finish out of order (they yield a different number of times); a payload
-    /// starting with 255 fails the stream.
-    struct Echo;
-
-    #[tonic::async_trait]
-    impl RaftRpc for Echo {
-        type ReplicateStream = Answers;
-        type ForwardStream = Answers;
-
-        async fn forward(&self, req: Request<Streaming<Payload>>) -> Result<Response<Answers>, Status> {
-            Ok(Response::new(answer_in_order(req.into_inner(), 8, |data| async move {
-                for _ in 0..(7 - data[0] % 8) {
-                    tokio::task::yield_now().await;
-                }
-                if data[0] == 255 {
-                    return Err(Status::internal("poisoned"));
-                }
-                Ok(data)
-            })))
-        }
-
-        async fn replicate(&self, _: Request<Streaming<Payload>>) -> Result<Response<Answers>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn append_entries(&self, _: Request<Payload>) -> Result<Response<Payload>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn vote(&self, _: Request<Payload>) -> Result<Response<Payload>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn install_snapshot(&self, _: Request<Payload>) -> Result<Response<Payload>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn change_membership(&self, _: Request<Payload>) -> Result<Response<Payload>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn read_index(&self, _: Request<ReadIndexRequest>) -> Result<Response<Payload>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn status(&self, _: Request<StatusRequest>) -> Result<Response<Payload>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-    }
-
-    async fn echo_server() -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(RaftServer::new(Echo))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
-        addr
-    }
+    use crate::server::echo_server::echo_server;
 
     #[tokio::test]
     async fn concurrent_calls_each_get_their_own_answer() {
-        let addr = echo_server().await;
+        let (addr, _) = echo_server().await;
         let stream = ForwardStream::spawn(Peers::new("test"), addr);
         let calls: Vec<_> = (0..200u32)
             .map(|i| {
@@ -194,7 +133,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_stream_fails_its_call_and_the_next_call_opens_a_new_one() {
-        let addr = echo_server().await;
+        let (addr, _) = echo_server().await;
         let stream = ForwardStream::spawn(Peers::new("test"), addr);
         assert_eq!(stream.call(vec![1], Duration::from_secs(10)).await.unwrap(), vec![1]);
         let failed = stream.call(vec![255], Duration::from_secs(10)).await;

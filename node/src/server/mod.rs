@@ -3,6 +3,8 @@
 pub mod batcher;
 pub mod config;
 pub mod dns_feed;
+#[cfg(test)]
+mod echo_server;
 pub mod forward_stream;
 pub mod on_leader;
 pub mod peer;

@@ -85,17 +85,12 @@ impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        // openraft bounds the call with its own timeout (see `replication_stream::exchange`).
+        _option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        let answer = replication_stream::exchange(
-            &mut self.stream,
-            &self.peers,
-            &self.addr,
-            codec::encode(&rpc),
-            option.hard_ttl(),
-        )
-        .await
-        .and_then(|data| decode_reply(&self.addr, &data));
+        let answer = replication_stream::exchange(&mut self.stream, &self.peers, &self.addr, codec::encode(&rpc))
+            .await
+            .and_then(|data| decode_reply(&self.addr, &data));
         self.answer(answer)
     }
 

@@ -2,10 +2,11 @@
 //!
 //! openraft's replication to a follower has one AppendEntries in flight at a time,
 //! so a request and the next answer on the stream belong together. A stream that
-//! failed or timed out is dropped (a late answer would otherwise be read as the
-//! next request's), and the next request opens a new one.
-
-use std::time::Duration;
+//! failed, or whose exchange was abandoned before its answer came (openraft drops
+//! the call when its own timeout, the heartbeat interval, passes), is dropped: a
+//! late answer would otherwise be read as the next request's, and a follower would
+//! be counted as holding entries it has not yet made durable. The next request
+//! opens a new stream.
 
 use keel_proto::raft::Payload;
 use tokio::sync::mpsc;
@@ -20,6 +21,8 @@ pub struct ReplicationStream {
     /// openraft needs the connection to be `Sync` and `Streaming` is not; only ever
     /// reached through `&mut` (`get_mut`), so the lock is never taken.
     answers: std::sync::Mutex<Streaming<Payload>>,
+    /// A request was sent and its answer not yet read.
+    awaiting_answer: bool,
 }
 
 impl ReplicationStream {
@@ -36,43 +39,82 @@ impl ReplicationStream {
         Ok(Self {
             requests,
             answers: std::sync::Mutex::new(answers),
+            awaiting_answer: false,
         })
     }
 
     async fn exchange(&mut self, addr: &str, data: Vec<u8>) -> Result<Vec<u8>, PeerError> {
+        self.awaiting_answer = true;
         self.requests
             .send(Payload { data })
             .await
             .map_err(|_| PeerError::unreachable(addr, "the replication stream closed"))?;
         let answers = self.answers.get_mut().unwrap_or_else(|p| p.into_inner());
-        match answers.message().await {
+        let answer = match answers.message().await {
             Ok(Some(answer)) => Ok(answer.data),
             Ok(None) => Err(PeerError::unreachable(addr, "the replication stream ended")),
             Err(s) => Err(PeerError::from_status(addr, &s)),
-        }
+        };
+        self.awaiting_answer = false;
+        answer
     }
 }
 
-/// Send `data` on `stream` (opening it first if there is none) and return the answer,
-/// within `timeout`; on any failure the stream is dropped.
+/// Send `data` on `stream` (opening it first if there is none, or if an earlier exchange
+/// was abandoned) and return the answer; on any failure the stream is dropped.
+///
+/// No timeout of its own: openraft bounds every AppendEntries. Its timeout is reported as
+/// a timeout, so a follower slowed by its disk is retried at once; a timeout here would be
+/// "unreachable", which makes openraft pause replication to that follower, and under a
+/// slow disk those pauses stalled every write.
 pub async fn exchange(
     stream: &mut Option<ReplicationStream>,
     peers: &Peers,
     addr: &str,
     data: Vec<u8>,
-    timeout: Duration,
 ) -> Result<Vec<u8>, PeerError> {
-    let answer = tokio::time::timeout(timeout, async {
-        let open = match stream {
-            Some(open) => open,
-            None => stream.insert(ReplicationStream::open(peers, addr).await?),
-        };
-        open.exchange(addr, data).await
-    })
-    .await
-    .unwrap_or_else(|_| Err(PeerError::unreachable(addr, format!("no answer within {timeout:?}"))));
+    if stream.as_ref().is_some_and(|s| s.awaiting_answer) {
+        *stream = None;
+    }
+    let open = match stream {
+        Some(open) => open,
+        None => match ReplicationStream::open(peers, addr).await {
+            Ok(opened) => stream.insert(opened),
+            Err(e) => return Err(e),
+        },
+    };
+    let answer = open.exchange(addr, data).await;
     if answer.is_err() {
         *stream = None;
     }
     answer
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::server::echo_server::echo_server;
+
+    #[tokio::test]
+    async fn an_abandoned_exchange_is_never_answered_by_the_next_ones_reply() {
+        let (addr, release) = echo_server().await;
+        let peers = Peers::new("test");
+        let mut stream = None;
+        assert_eq!(exchange(&mut stream, &peers, &addr, vec![1]).await.unwrap(), vec![1]);
+        // The server holds this answer, so the caller gives up first, as openraft does when
+        // its timeout passes.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(100),
+            exchange(&mut stream, &peers, &addr, vec![254]),
+        );
+        assert!(abandoned.await.is_err(), "the held request was answered");
+        release.notify_one();
+        assert_eq!(
+            exchange(&mut stream, &peers, &addr, vec![2]).await.unwrap(),
+            vec![2],
+            "the late answer to the abandoned request was taken for this one's"
+        );
+    }
 }
