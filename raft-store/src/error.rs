@@ -38,3 +38,13 @@ pub enum StoreError {
         want_node: u64,
     },
 }
+
+impl StoreError {
+    /// The value stored under `key` could not be decoded.
+    pub(crate) fn undecodable(key: impl Into<String>, e: crate::codec::CodecError) -> Self {
+        Self::Decode {
+            key: key.into(),
+            reason: e.to_string(),
+        }
+    }
+}

@@ -13,7 +13,7 @@
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -38,14 +38,9 @@ pub struct LogStore {
     flusher: LogFlusher,
     /// The newest entries, so replication and apply need not read them back.
     recent: RecentLog,
-    committed: Arc<Mutex<Committed>>,
-}
-
-/// The commit index openraft reported last, and the one last written to disk.
-#[derive(Default)]
-struct Committed {
-    latest: Option<LogId>,
-    stored: Option<LogId>,
+    /// The commit index openraft reported last, written with the next append. Only the
+    /// store openraft appends through holds a current value; reader clones never use it.
+    committed: Option<LogId>,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -77,31 +72,24 @@ impl LogStore {
     /// still will not vote for anyone else in that term.
     pub(crate) fn new(db: Arc<DB>) -> Result<Self, crate::StoreError> {
         let meta = db.cf_handle(CF_META).expect("column family created at open");
-        let decode_err = |key: &str, e: codec::CodecError| crate::StoreError::Decode {
-            key: format!("meta/{key}"),
-            reason: e.to_string(),
-        };
+        let undecodable = crate::StoreError::undecodable;
         if let Some(bytes) = db.get_cf(meta, KEY_VOTE)? {
-            let mut vote: Vote<NodeId> = codec::decode(&bytes).map_err(|e| decode_err("vote", e))?;
+            let mut vote: Vote<NodeId> = codec::decode(&bytes).map_err(|e| undecodable("meta/vote", e))?;
             if vote.committed {
                 vote.committed = false;
                 db.put_cf_opt(meta, KEY_VOTE, codec::encode(&vote), &synced())?;
             }
         }
-        let stored: Option<LogId> = match db.get_cf(meta, KEY_COMMITTED)? {
+        let committed = match db.get_cf(meta, KEY_COMMITTED)? {
             None => None,
-            Some(bytes) => codec::decode(&bytes).map_err(|e| decode_err("committed", e))?,
+            Some(bytes) => codec::decode(&bytes).map_err(|e| undecodable("meta/committed", e))?,
         };
         Ok(Self {
             flusher: LogFlusher::start(db.clone())?,
             db,
             recent: RecentLog::default(),
-            committed: Arc::new(Mutex::new(Committed { latest: stored, stored })),
+            committed,
         })
-    }
-
-    fn committed(&self) -> std::sync::MutexGuard<'_, Committed> {
-        self.committed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -204,12 +192,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Written with the next append (see the module doc): a write per commit on every node
         // was a few percent of a write's CPU, for a value that only saves re-applying at start.
-        self.committed().latest = committed;
+        self.committed = committed;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.committed().latest)
+        Ok(self.committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -225,25 +213,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(cf, index_key(entry.log_id.index), &bytes);
             written.push((entry, bytes.len()));
         }
-        let committed = {
-            let c = self.committed();
-            (c.latest != c.stored).then_some(c.latest)
-        };
-        if let Some(latest) = committed {
-            batch.put_cf(self.cf(CF_META), KEY_COMMITTED, codec::encode(&latest));
-        }
+        // A few bytes more in a write that happens anyway.
+        batch.put_cf(self.cf(CF_META), KEY_COMMITTED, codec::encode(&self.committed));
         // Unsynced: the entries are readable at once (replication can start) and
         // the flusher's group sync makes them durable before openraft counts them.
         if let Err(e) = self.db.write(batch) {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(write_err(e));
-        }
-        if let Some(latest) = committed {
-            let mut c = self.committed();
-            // Never record an older value over a newer one a concurrent append wrote.
-            if c.stored < latest {
-                c.stored = latest;
-            }
         }
         for (entry, size) in written {
             self.recent.appended(entry, size);

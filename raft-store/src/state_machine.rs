@@ -111,14 +111,9 @@ impl StateMachine {
         let applied = match db.get_cf(db.cf_handle(CF_SM).expect("cf"), KEY_SNAPSHOT)? {
             None => Applied::default(),
             Some(bytes) => {
-                let stored: StoredSnapshot = codec::decode(&bytes).map_err(|e| crate::StoreError::Decode {
-                    key: "sm/snapshot".into(),
-                    reason: e.to_string(),
-                })?;
-                codec::decode(&stored.data).map_err(|e| crate::StoreError::Decode {
-                    key: "sm/snapshot data".into(),
-                    reason: e.to_string(),
-                })?
+                let stored: StoredSnapshot =
+                    codec::decode(&bytes).map_err(|e| crate::StoreError::undecodable("sm/snapshot", e))?;
+                codec::decode(&stored.data).map_err(|e| crate::StoreError::undecodable("sm/snapshot data", e))?
             }
         };
         let mut applied = applied;

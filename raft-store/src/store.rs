@@ -53,10 +53,7 @@ pub fn open(dir: &Path, identity: &Identity) -> Result<OpenedStore, StoreError> 
             db.put_cf_opt(meta, KEY_IDENTITY, codec::encode(identity), &wo)?;
         }
         Some(bytes) => {
-            let found: Identity = codec::decode(&bytes).map_err(|e| StoreError::Decode {
-                key: "meta/identity".into(),
-                reason: e.to_string(),
-            })?;
+            let found: Identity = codec::decode(&bytes).map_err(|e| StoreError::undecodable("meta/identity", e))?;
             if &found != identity {
                 return Err(StoreError::ForeignIdentity {
                     found_cluster: found.cluster,
@@ -82,9 +79,9 @@ fn verify_log(db: &DB) -> Result<(), StoreError> {
     let cf = db.cf_handle(CF_LOG).expect("cf");
     for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
         let (key, value) = item?;
-        codec::decode::<crate::Entry>(&value).map_err(|e| StoreError::Decode {
-            key: format!("log/{}", u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]))),
-            reason: e.to_string(),
+        codec::decode::<crate::Entry>(&value).map_err(|e| {
+            let index = u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]));
+            StoreError::undecodable(format!("log/{index}"), e)
         })?;
     }
     Ok(())

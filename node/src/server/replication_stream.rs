@@ -78,10 +78,7 @@ pub async fn exchange(
     }
     let open = match stream {
         Some(open) => open,
-        None => match ReplicationStream::open(peers, addr).await {
-            Ok(opened) => stream.insert(opened),
-            Err(e) => return Err(e),
-        },
+        None => stream.insert(ReplicationStream::open(peers, addr).await?),
     };
     let answer = open.exchange(addr, data).await;
     if answer.is_err() {
