@@ -1,6 +1,6 @@
 //! The admin store's tables and the deterministic apply of commands.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,12 +44,27 @@ pub struct AdminState {
     /// Derived: host name by address. Rebuilt by [`AdminState::reindex`], never stored.
     #[serde(skip)]
     host_by_addr: BTreeMap<String, String>,
+    /// Derived: ids of the jobs not yet finished, so the sweeper's scan after every applied
+    /// change costs the open jobs, not the whole history. Rebuilt by [`AdminState::reindex`].
+    #[serde(skip)]
+    open_jobs: BTreeSet<String>,
 }
 
 impl AdminState {
     /// Rebuild the derived indexes after loading the tables from a snapshot.
     pub fn reindex(&mut self) {
         self.host_by_addr = self.hosts.values().map(|h| (h.addr.clone(), h.name.clone())).collect();
+        self.open_jobs = self
+            .jobs
+            .values()
+            .filter(|j| !j.state.is_terminal())
+            .map(|j| j.id.clone())
+            .collect();
+    }
+
+    /// Jobs not yet finished (pending or running), oldest first.
+    pub fn open_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.open_jobs.iter().filter_map(|id| self.jobs.get(id))
     }
 
     /// Apply one proposal committed at log `index`. Deterministic: reads only its arguments.
@@ -384,6 +399,7 @@ impl AdminState {
             error: None,
         };
         self.jobs.insert(job_id.to_string(), job.clone());
+        self.open_jobs.insert(job_id.to_string());
         if let Some(r) = request_id {
             self.idempotency.insert(format!("submit-job/{r}"), job_id.to_string());
         }
@@ -457,22 +473,30 @@ impl AdminState {
         if held != Some(term) || term < in_force {
             return stale(job_id, in_force, term);
         }
-        let job = self.jobs.get_mut(job_id).expect("checked above");
+        let job = self.finish_job(index, at, job_id, term, error.map(str::to_string));
+        Response::Job { job, created: false }
+    }
+
+    /// Mark open job `job_id` (checked by the caller) finished by the claim of `term`, failed
+    /// when there is an `error`; the one place a job leaves the open set.
+    pub(crate) fn finish_job(&mut self, index: u64, at: Millis, job_id: &str, term: u64, error: Option<String>) -> Job {
+        self.open_jobs.remove(job_id);
+        let job = self.jobs.get_mut(job_id).expect("checked by the caller");
         job.state = if error.is_some() {
             JobState::Failed
         } else {
             JobState::Succeeded
         };
-        job.error = error.map(str::to_string);
         job.completed_term = Some(term);
         job.finished_at_ms = Some(at);
-        let job = job.clone();
-        let (kind, message) = match error {
+        let (kind, message) = match &error {
             None => ("job-succeeded", format!("Job {job_id} succeeded.")),
             Some(e) => ("job-failed", format!("Job {job_id} failed: {e}")),
         };
+        job.error = error;
+        let job = job.clone();
         self.event(index, at, kind, job_id, message);
-        Response::Job { job, created: false }
+        job
     }
 
     fn start_leader_services(&mut self, index: u64, at: Millis, node_id: u64, term: u64) -> Response {
@@ -727,6 +751,25 @@ mod tests {
         loaded.reindex();
         assert_eq!(loaded, s);
         assert!(rejected(&apply(&mut loaded, 2, add_host("h2", "10.0.0.1:7300", None))));
+    }
+
+    #[test]
+    fn open_jobs_are_exactly_the_unfinished_ones_and_a_snapshot_rebuilds_them() {
+        let mut s = AdminState::default();
+        for (i, id) in ["j1", "j2", "j3"].into_iter().enumerate() {
+            apply(&mut s, i as u64, submit(id, None));
+        }
+        apply(&mut s, 4, claim("j1", 1));
+        apply(&mut s, 5, claim("j2", 1));
+        apply(&mut s, 6, complete("j2", 1));
+        let open = |s: &AdminState| s.open_jobs().map(|j| j.id.clone()).collect::<Vec<_>>();
+        assert_eq!(open(&s), ["j1", "j3"]);
+        let mut loaded: AdminState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(open(&loaded), Vec::<String>::new(), "the index is derived, not stored");
+        loaded.reindex();
+        assert_eq!(loaded, s);
+        apply(&mut loaded, 7, complete("j1", 1));
+        assert_eq!(open(&loaded), ["j3"]);
     }
 
     #[test]

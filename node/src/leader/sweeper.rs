@@ -27,8 +27,7 @@ pub async fn run(t: Term) {
         let candidates: Vec<String> = t.node.state.read(|a| {
             let running = running.lock().unwrap_or_else(|p| p.into_inner());
             a.state
-                .jobs
-                .values()
+                .open_jobs()
                 .filter(|j| claimable(j, t.term) && !running.contains(&j.id))
                 .map(|j| j.id.clone())
                 .collect()

@@ -173,21 +173,7 @@ impl AdminState {
             StepState::Succeeded
         };
         wf.error = error.clone();
-        let job = self.jobs.get_mut(&job_id).expect("checked");
-        job.state = if error.is_some() {
-            JobState::Failed
-        } else {
-            JobState::Succeeded
-        };
-        job.error = error.clone();
-        job.completed_term = Some(term);
-        job.finished_at_ms = Some(at);
-        let kind = job.kind.clone();
-        let (event, message) = match &error {
-            None => ("job-succeeded", format!("Job {job_id} succeeded.")),
-            Some(e) => ("job-failed", format!("Job {job_id} failed: {e}")),
-        };
-        self.event(index, at, event, &job_id, message);
+        let kind = self.finish_job(index, at, &job_id, term, error.clone()).kind;
         self.conclude(index, at, &kind, error.as_deref());
         self.workflow_response(workflow_id)
     }
@@ -318,6 +304,7 @@ mod tests {
         assert_eq!(db.endpoint.as_ref().unwrap().addr, "127.0.1.1");
         assert_eq!(db.endpoint.as_ref().unwrap().port, super::super::placement::FIRST_PORT);
         assert_eq!(s.jobs["j1"].state, JobState::Succeeded);
+        assert_eq!(s.open_jobs().count(), 0, "a finished workflow closes its job");
 
         i += 1;
         assert!(matches!(
