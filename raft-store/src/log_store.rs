@@ -103,10 +103,10 @@ impl LogStore {
         }
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<(), StorageError> {
-        let opts = if sync { synced() } else { WriteOptions::default() };
+    /// Synced: the metadata left (vote, last purged) changes rarely and must survive power loss.
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         self.db
-            .put_cf_opt(self.cf(CF_META), key, codec::encode(value), &opts)
+            .put_cf_opt(self.cf(CF_META), key, codec::encode(value), &synced())
             .map_err(write_err)
     }
 
@@ -181,7 +181,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote, true)
+        self.put_meta(KEY_VOTE, vote)
             .map_err(|_| StorageIOError::write_vote(&std::io::Error::other("vote write failed")).into())
     }
 
@@ -242,7 +242,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: a crash between the two leaves extra entries, never a gap.
-        self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
+        self.put_meta(KEY_LAST_PURGED, &log_id)?;
         self.recent.purged(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_LOG), index_key(0), index_key(log_id.index + 1));

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use crate::server::on_leader;
-use crate::server::peer::{decode_reply, MembershipChange, PeerError, RemoteFailure};
+use crate::server::peer::{MembershipChange, PeerError, RemoteFailure};
 use crate::server::NodeCtx;
 
 /// Adding a node waits for it to catch up (by log or snapshot), which outlasts a write.
@@ -128,13 +128,10 @@ impl NodeCtx {
                 |addr, left| {
                     let peers = peers.clone();
                     async move {
-                        let mut client = peers.client(&addr)?;
-                        let req = peers.request(keel_proto::raft::ReadIndexRequest {}, left);
-                        match tokio::time::timeout(left, client.read_index(req)).await {
-                            Err(_) => Err(PeerError::unreachable(&addr, "read index timed out")),
-                            Ok(Err(s)) => Err(PeerError::from_status(&addr, &s)),
-                            Ok(Ok(reply)) => decode_reply(&addr, &reply.into_inner().data),
-                        }
+                        let request = keel_proto::raft::ReadIndexRequest {};
+                        peers
+                            .send(&addr, request, left, |mut c, r| async move { c.read_index(r).await })
+                            .await
                     }
                 },
             )

@@ -121,7 +121,7 @@ mod tests {
         let calls: Vec<_> = (0..200u32)
             .map(|i| {
                 let stream = stream.clone();
-                let data = vec![(i % 200) as u8, (i >> 8) as u8, 7];
+                let data = vec![i as u8, 7];
                 tokio::spawn(async move { (data.clone(), stream.call(data, Duration::from_secs(10)).await) })
             })
             .collect();

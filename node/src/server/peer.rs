@@ -203,13 +203,21 @@ impl Peers {
         F: FnOnce(RaftClient<Channel>, tonic::Request<Payload>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
     {
+        let body = Payload {
+            data: codec::encode(body),
+        };
+        self.send(addr, body, timeout, f).await
+    }
+
+    /// Call `addr` with `body` as it is (`f` picks the RPC) and decode the reply's payload.
+    pub async fn send<B, Resp, F, Fut>(&self, addr: &str, body: B, timeout: Duration, f: F) -> Result<Resp, PeerError>
+    where
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, tonic::Request<B>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
+    {
         let client = self.client(addr)?;
-        let req = self.request(
-            Payload {
-                data: codec::encode(body),
-            },
-            timeout,
-        );
+        let req = self.request(body, timeout);
         let reply = tokio::time::timeout(timeout, f(client, req))
             .await
             .map_err(|_| PeerError::unreachable(addr, format!("no answer within {timeout:?}")))?

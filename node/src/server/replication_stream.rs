@@ -21,8 +21,6 @@ pub struct ReplicationStream {
     /// openraft needs the connection to be `Sync` and `Streaming` is not; only ever
     /// reached through `&mut` (`get_mut`), so the lock is never taken.
     answers: std::sync::Mutex<Streaming<Payload>>,
-    /// A request was sent and its answer not yet read.
-    awaiting_answer: bool,
 }
 
 impl ReplicationStream {
@@ -39,29 +37,26 @@ impl ReplicationStream {
         Ok(Self {
             requests,
             answers: std::sync::Mutex::new(answers),
-            awaiting_answer: false,
         })
     }
 
     async fn exchange(&mut self, addr: &str, data: Vec<u8>) -> Result<Vec<u8>, PeerError> {
-        self.awaiting_answer = true;
         self.requests
             .send(Payload { data })
             .await
             .map_err(|_| PeerError::unreachable(addr, "the replication stream closed"))?;
         let answers = self.answers.get_mut().unwrap_or_else(|p| p.into_inner());
-        let answer = match answers.message().await {
+        match answers.message().await {
             Ok(Some(answer)) => Ok(answer.data),
             Ok(None) => Err(PeerError::unreachable(addr, "the replication stream ended")),
             Err(s) => Err(PeerError::from_status(addr, &s)),
-        };
-        self.awaiting_answer = false;
-        answer
+        }
     }
 }
 
-/// Send `data` on `stream` (opening it first if there is none, or if an earlier exchange
-/// was abandoned) and return the answer; on any failure the stream is dropped.
+/// Send `data` on `stream` (opening it first if there is none) and return the answer.
+/// The stream is taken out for the exchange and put back only after a good answer, so a
+/// failed exchange, or one abandoned before its answer came (the future dropped), drops it.
 ///
 /// No timeout of its own: openraft bounds every AppendEntries. Its timeout is reported as
 /// a timeout, so a follower slowed by its disk is retried at once; a timeout here would be
@@ -73,18 +68,13 @@ pub async fn exchange(
     addr: &str,
     data: Vec<u8>,
 ) -> Result<Vec<u8>, PeerError> {
-    if stream.as_ref().is_some_and(|s| s.awaiting_answer) {
-        *stream = None;
-    }
-    let open = match stream {
+    let mut open = match stream.take() {
         Some(open) => open,
-        None => stream.insert(ReplicationStream::open(peers, addr).await?),
+        None => ReplicationStream::open(peers, addr).await?,
     };
-    let answer = open.exchange(addr, data).await;
-    if answer.is_err() {
-        *stream = None;
-    }
-    answer
+    let answer = open.exchange(addr, data).await?;
+    *stream = Some(open);
+    Ok(answer)
 }
 
 #[cfg(test)]
