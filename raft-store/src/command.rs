@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
-    ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, Millis, Modification, StepState, Task,
-    Workflow,
+    ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, LeaderServices, Millis, Modification,
+    RequestKey, StepState, Task, Workflow,
 };
 
 /// A command as proposed: the proposer stamps the time so apply never reads a clock.
@@ -94,6 +94,16 @@ pub enum Command {
         /// Why it is unreachable, when it is.
         problem: Option<String>,
     },
+    /// An instance's engine became unhealthy or recovered; proposed only on a change.
+    ObserveInstance {
+        /// Instance id.
+        instance: String,
+        /// Whether it answers SQL.
+        healthy: bool,
+        /// What the probes saw, when unhealthy.
+        #[serde(default)]
+        problem: Option<String>,
+    },
     /// A database's storage use crossed the full mark, either way.
     ObserveStorage {
         /// Database name.
@@ -109,18 +119,18 @@ pub enum Command {
     SubmitJob {
         /// Id stamped by the proposer.
         job_id: String,
-        /// Client request id.
+        /// The client's request id, for retries.
         #[serde(default)]
-        request_id: Option<String>,
+        request: Option<RequestKey>,
         /// What to do.
         kind: JobKind,
     },
-    /// A leader claims a job for its term.
+    /// The leader services in force claim a job.
     ClaimJob {
         /// Job id.
         job_id: String,
-        /// Claiming leader's term.
-        term: u64,
+        /// The services' fence.
+        fence: u64,
         /// Claiming leader.
         node_id: u64,
     },
@@ -128,8 +138,8 @@ pub enum Command {
     CompleteJob {
         /// Job id.
         job_id: String,
-        /// Term of the claim.
-        term: u64,
+        /// Fence of the claim.
+        fence: u64,
         /// `None` for success, or the reason it failed.
         #[serde(default)]
         error: Option<String>,
@@ -138,9 +148,9 @@ pub enum Command {
     CreateDatabase {
         /// Job id stamped by the proposer.
         job_id: String,
-        /// Client request id, for retries.
+        /// The client's request id, for retries.
         #[serde(default)]
-        request_id: Option<String>,
+        request: Option<RequestKey>,
         /// Database name.
         name: String,
         /// What was asked for.
@@ -154,9 +164,9 @@ pub enum Command {
     ModifyDatabase {
         /// Job id stamped by the proposer.
         job_id: String,
-        /// Client request id.
+        /// The client's request id, for retries.
         #[serde(default)]
-        request_id: Option<String>,
+        request: Option<RequestKey>,
         /// Database name.
         name: String,
         /// What changes.
@@ -174,9 +184,9 @@ pub enum Command {
     DeleteDatabase {
         /// Job id stamped by the proposer.
         job_id: String,
-        /// Client request id.
+        /// The client's request id, for retries.
         #[serde(default)]
-        request_id: Option<String>,
+        request: Option<RequestKey>,
         /// Database name.
         name: String,
     },
@@ -186,10 +196,13 @@ pub enum Command {
         workflow_id: String,
         /// The job it serves.
         job_id: String,
-        /// The leader's term.
-        term: u64,
+        /// The services' fence.
+        fence: u64,
         /// The planned tasks, in order.
         tasks: Vec<Task>,
+        /// Why nothing could be planned: the workflow is recorded as failed at once.
+        #[serde(default)]
+        error: Option<String>,
     },
     /// The leader records a task's progress; the next task starts only after this commits.
     UpdateTask {
@@ -197,8 +210,8 @@ pub enum Command {
         workflow_id: String,
         /// Index of the task.
         index: usize,
-        /// The leader's term.
-        term: u64,
+        /// The services' fence.
+        fence: u64,
         /// New state.
         state: StepState,
         /// Attempt number (1-based).
@@ -206,27 +219,20 @@ pub enum Command {
         /// What the host manager said.
         #[serde(default)]
         result: Option<String>,
+        /// With the failure of a forward task, and only then: the tasks that undo the
+        /// workflow's work, in order (possibly none). Recording them in the same command
+        /// means no committed state has a failed task and no plan to undo it.
+        #[serde(default)]
+        undo: Option<Vec<Task>>,
     },
-    /// After a failure, the leader appends the tasks that undo the completed ones.
-    CompensateWorkflow {
-        /// Workflow id.
-        workflow_id: String,
-        /// The leader's term.
-        term: u64,
-        /// Why the workflow failed.
-        error: String,
-        /// Undo tasks, in the order they run.
-        tasks: Vec<Task>,
-    },
-    /// The workflow is over: apply its effect on the database and finish the job.
+    /// The workflow's tasks are over: record its outcome, apply its effect on the
+    /// database and finish the job.
     FinishWorkflow {
         /// Workflow id.
         workflow_id: String,
-        /// The leader's term.
-        term: u64,
-        /// `None` when it succeeded, else why it failed.
-        #[serde(default)]
-        error: Option<String>,
+        /// The services' fence. The outcome is the tasks': success only if every
+        /// forward task succeeded.
+        fence: u64,
     },
     /// A new leader announces it runs the leader services.
     StartLeaderServices {
@@ -247,6 +253,7 @@ impl Command {
             Command::DrainHost { .. } => "drain-host",
             Command::ObserveHost { .. } => "observe-host",
             Command::ObserveStorage { .. } => "observe-storage",
+            Command::ObserveInstance { .. } => "observe-instance",
             Command::SubmitJob { .. } => "submit-job",
             Command::ClaimJob { .. } => "claim-job",
             Command::CompleteJob { .. } => "complete-job",
@@ -257,7 +264,6 @@ impl Command {
             Command::DeleteDatabase { .. } => "delete-database",
             Command::StartWorkflow { .. } => "start-workflow",
             Command::UpdateTask { .. } => "update-task",
-            Command::CompensateWorkflow { .. } => "compensate-workflow",
             Command::FinishWorkflow { .. } => "finish-workflow",
         }
     }
@@ -307,12 +313,17 @@ pub enum Response {
         /// The workflow.
         workflow: Box<Workflow>,
     },
-    /// The command was refused; nothing changed.
+    /// The leader services now in force.
+    LeaderServices {
+        /// Who runs them, and their fence.
+        services: LeaderServices,
+    },
     /// A modification was recorded for the maintenance window; no operation started.
     Deferred {
         /// The database, with its pending modification.
         database: Box<Database>,
     },
+    /// The command was refused; nothing changed.
     Rejected {
         /// Why.
         rejection: Rejection,
@@ -337,14 +348,14 @@ pub enum Rejection {
         /// A sentence saying what conflicts and what to do.
         message: String,
     },
-    /// A claim or completion from an older term than the one in force.
-    #[error("job {job_id} is held by term {current_term}; term {given_term} is stale")]
-    StaleTerm {
-        /// The job.
-        job_id: String,
-        /// Term in force.
-        current_term: u64,
-        /// Term the command carried.
-        given_term: u64,
+    /// A leader command from services that are no longer in force.
+    #[error("{what} is held by the leader services of fence {current}; fence {given} is stale (a newer leader, or a restart of the services, took over)")]
+    StaleFence {
+        /// What the command was about (a job, or the leader services).
+        what: String,
+        /// Fence in force.
+        current: u64,
+        /// Fence the command carried.
+        given: u64,
     },
 }

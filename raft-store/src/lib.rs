@@ -16,6 +16,7 @@ pub mod records;
 pub mod state;
 pub mod state_machine;
 pub mod store;
+pub mod transitions;
 pub mod zone_journal;
 
 use std::io::Cursor;

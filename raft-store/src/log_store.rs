@@ -215,8 +215,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // A few bytes more in a write that happens anyway.
         batch.put_cf(self.cf(CF_META), KEY_COMMITTED, codec::encode(&self.committed));
-        // Unsynced: the entries are readable at once (replication can start) and
-        // the flusher's group sync makes them durable before openraft counts them.
+        // Unsynced: the flusher's group sync makes them durable before openraft counts
+        // them, one sync for every append queued meanwhile. This does not overlap the
+        // leader's sync with the followers': openraft 0.9 starts replicating an entry only
+        // once the leader's own flush is reported (`RaftCore::append_to_log` waits for
+        // it), so the two fsyncs run one after the other.
         if let Err(e) = self.db.write(batch) {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(write_err(e));

@@ -221,6 +221,24 @@ pub struct Instance {
     pub port: u16,
     /// When it was placed.
     pub created_at_ms: Millis,
+    /// What the monitor last concluded of its engine (only while its database is at rest).
+    pub health: InstanceHealth,
+}
+
+/// The monitor's verdict on an instance's engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum InstanceHealth {
+    /// Not judged yet, or answering SQL.
+    #[default]
+    Healthy,
+    /// Failed its health probes several times in a row.
+    Unhealthy {
+        /// What the last probe saw.
+        problem: String,
+        /// Since when.
+        since_ms: Millis,
+    },
 }
 
 /// What a job asks the leader to do.
@@ -297,16 +315,55 @@ impl JobState {
     }
 }
 
-/// A committed claim of a job by a leader in a term.
+/// A committed claim of a job by the leader services in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Claim {
-    /// The claiming leader's Raft term.
+    /// The claiming services' fencing token ([`LeaderServices::fence`]).
+    pub fence: u64,
+    /// The Raft term they ran in.
     pub term: u64,
     /// The claiming leader.
     pub node_id: u64,
     /// When it claimed.
     pub at_ms: Millis,
+}
+
+/// A client's request id, as a mutating command carries it: the id names one request
+/// (the AWS/Stripe idempotency-key rule) for `retention_ms` after its first use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RequestKey {
+    /// The client's id.
+    pub id: String,
+    /// What the request is (kind, target and parameters, never a secret), so a reuse of the
+    /// id for a different request is recognised.
+    pub fingerprint: String,
+    /// How long the id stays bound to its request, stamped by the proposer from its config.
+    pub retention_ms: u64,
+}
+
+/// What a request id is bound to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RequestRecord {
+    /// The operation it made.
+    pub job_id: String,
+    /// The request's fingerprint.
+    pub fingerprint: String,
+    /// For people: e.g. `create-database orders`.
+    pub what: String,
+    /// When it was first used.
+    pub at_ms: Millis,
+    /// How long it stays bound.
+    pub retention_ms: u64,
+}
+
+impl RequestRecord {
+    /// Whether the binding has lapsed at `at` (the id may then name a new request).
+    pub fn expired(&self, at: Millis) -> bool {
+        at.saturating_sub(self.at_ms) > self.retention_ms
+    }
 }
 
 /// A request on the replicated queue.
@@ -325,12 +382,12 @@ pub struct Job {
     /// When it was submitted.
     #[serde(default)]
     pub submitted_at_ms: Millis,
-    /// Every claim, in order; terms strictly increase.
+    /// Every claim, in order; fences strictly increase.
     #[serde(default)]
     pub claims: Vec<Claim>,
-    /// Term of the claim that completed it.
+    /// Fence of the claim that completed it.
     #[serde(default)]
-    pub completed_term: Option<u64>,
+    pub completed_fence: Option<u64>,
     /// When it finished.
     #[serde(default)]
     pub finished_at_ms: Option<Millis>,
@@ -359,8 +416,99 @@ pub enum StepState {
     Succeeded,
     /// Gave up.
     Failed,
-    /// Undone after a later failure.
-    Compensated,
+}
+
+/// What a task does: the one list of actions, shared by the planner, the workflow
+/// engine, the host client and the host service (`keel.host.v1.TaskAction` on the wire).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskAction {
+    /// Create the volume, data directory and master user.
+    #[default]
+    Provision,
+    /// Start the engine.
+    Start,
+    /// Observe that the instance accepts SQL connections (the host is asked, nothing is changed).
+    Check,
+    /// Rewrite settings and restart.
+    Restart,
+    /// Rewrite settings that need no restart.
+    Configure,
+    /// Stop the engine on purpose (it stays stopped across host restarts).
+    Stop,
+    /// Stop and delete the volume.
+    Destroy,
+}
+
+/// How the workflow engine knows a task's attempt succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuccessCheck {
+    /// The host manager ran the action and journalled `succeeded`.
+    HostOutcome,
+    /// The host's health report shows the instance answering SQL.
+    AcceptsSql,
+}
+
+impl TaskAction {
+    /// Every action, for tables and tests.
+    pub const ALL: [TaskAction; 7] = [
+        TaskAction::Provision,
+        TaskAction::Start,
+        TaskAction::Check,
+        TaskAction::Restart,
+        TaskAction::Configure,
+        TaskAction::Stop,
+        TaskAction::Destroy,
+    ];
+
+    /// Its name on the wire and in listings, e.g. `provision`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskAction::Provision => "provision",
+            TaskAction::Start => "start",
+            TaskAction::Check => "check",
+            TaskAction::Restart => "restart",
+            TaskAction::Configure => "configure",
+            TaskAction::Stop => "stop",
+            TaskAction::Destroy => "destroy",
+        }
+    }
+
+    /// The longest one attempt may take before its outcome counts as unknown. Provision
+    /// may have to make the version's template (initdb) first; start and restart wait
+    /// for recovery (pg_ctl -t 60); a check waits for the instance to accept connections.
+    pub fn deadline(self) -> std::time::Duration {
+        let secs = match self {
+            TaskAction::Provision => 180,
+            TaskAction::Start | TaskAction::Restart => 90,
+            TaskAction::Check => 30,
+            TaskAction::Configure => 30,
+            TaskAction::Stop | TaskAction::Destroy => 90,
+        };
+        std::time::Duration::from_secs(secs)
+    }
+
+    /// How success is established.
+    pub fn success(self) -> SuccessCheck {
+        match self {
+            TaskAction::Check => SuccessCheck::AcceptsSql,
+            _ => SuccessCheck::HostOutcome,
+        }
+    }
+
+    /// Whether the host needs the instance spec to perform it.
+    pub fn needs_spec(self) -> bool {
+        matches!(
+            self,
+            TaskAction::Provision | TaskAction::Start | TaskAction::Restart | TaskAction::Configure
+        )
+    }
+}
+
+impl std::fmt::Display for TaskAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// One step a host manager performs.
@@ -370,7 +518,8 @@ pub struct Task {
     /// Unique id; host managers are idempotent by it.
     pub id: String,
     /// What it does.
-    pub name: String,
+    #[serde(alias = "name")]
+    pub action: TaskAction,
     /// Target host.
     pub host: String,
     /// Attempts so far.
@@ -438,6 +587,11 @@ pub struct LeaderServices {
     pub node_id: u64,
     /// Its term.
     pub term: u64,
+    /// The fencing token of these services: the log index at which they started. Every
+    /// later start (a new leader, or the same leader's services restarted after a lease
+    /// lapse) has a greater one, and only the services in force may claim, progress or
+    /// complete jobs, so a stopped worker's late command is refused even within a term.
+    pub fence: u64,
     /// When it started them.
     pub since_ms: Millis,
 }

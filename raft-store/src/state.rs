@@ -36,8 +36,10 @@ pub struct AdminState {
     pub workflows: BTreeMap<String, Workflow>,
     /// Recent events, oldest first.
     pub events: VecDeque<Event>,
-    /// Idempotency keys: client token or request id → the id of what it made.
+    /// Host idempotency keys: client token or removal request id → the host it named.
     pub idempotency: BTreeMap<String, String>,
+    /// Operation request ids → the request each is bound to (until it expires).
+    pub requests: BTreeMap<String, RequestRecord>,
     /// Who runs the leader services.
     pub leader_services: Option<LeaderServices>,
     /// Log index of the last change to what DNS publishes (databases' existence, status, endpoint).
@@ -49,6 +51,9 @@ pub struct AdminState {
     /// change costs the open jobs, not the whole history. Rebuilt by [`AdminState::reindex`].
     #[serde(skip)]
     open_jobs: BTreeSet<String>,
+    /// Derived: workflow id by job id. Rebuilt by [`AdminState::reindex`].
+    #[serde(skip)]
+    workflow_by_job: BTreeMap<String, String>,
 }
 
 impl AdminState {
@@ -60,6 +65,11 @@ impl AdminState {
             .values()
             .filter(|j| !j.state.is_terminal())
             .map(|j| j.id.clone())
+            .collect();
+        self.workflow_by_job = self
+            .workflows
+            .values()
+            .map(|w| (w.job_id.clone(), w.id.clone()))
             .collect();
     }
 
@@ -115,19 +125,20 @@ impl AdminState {
                 used_bytes,
                 allocated_bytes,
             } => self.observe_storage(index, at, database, *full, *used_bytes, *allocated_bytes),
-            Command::SubmitJob {
-                job_id,
-                request_id,
-                kind,
-            } => self.submit_job(index, at, job_id, request_id.as_deref(), kind),
-            Command::ClaimJob { job_id, term, node_id } => self.claim_job(index, at, job_id, *term, *node_id),
-            Command::CompleteJob { job_id, term, error } => {
-                self.complete_job(index, at, job_id, *term, error.as_deref())
+            Command::ObserveInstance {
+                instance,
+                healthy,
+                problem,
+            } => self.observe_instance(index, at, instance, *healthy, problem.as_deref()),
+            Command::SubmitJob { job_id, request, kind } => self.submit_job(index, at, job_id, request.as_ref(), kind),
+            Command::ClaimJob { job_id, fence, node_id } => self.claim_job(index, at, job_id, *fence, *node_id),
+            Command::CompleteJob { job_id, fence, error } => {
+                self.complete_job(index, at, job_id, *fence, error.as_deref())
             }
             Command::StartLeaderServices { node_id, term } => self.start_leader_services(index, at, *node_id, *term),
             Command::CreateDatabase {
                 job_id,
-                request_id,
+                request,
                 name,
                 spec,
                 master_verifier,
@@ -136,7 +147,7 @@ impl AdminState {
                 index,
                 at,
                 job_id,
-                request_id.as_deref(),
+                request.as_ref(),
                 name,
                 spec,
                 master_verifier,
@@ -144,41 +155,40 @@ impl AdminState {
             ),
             Command::ModifyDatabase {
                 job_id,
-                request_id,
+                request,
                 name,
                 modification,
-            } => self.modify_database(index, at, job_id, request_id.as_deref(), name, modification),
+            } => self.modify_database(index, at, job_id, request.as_ref(), name, modification),
             Command::DeferModification { name, modification } => self.defer_modification(index, at, name, modification),
-            Command::DeleteDatabase {
-                job_id,
-                request_id,
-                name,
-            } => self.delete_database(index, at, job_id, request_id.as_deref(), name),
+            Command::DeleteDatabase { job_id, request, name } => {
+                self.delete_database(index, at, job_id, request.as_ref(), name)
+            }
             Command::StartWorkflow {
                 workflow_id,
                 job_id,
-                term,
+                fence,
                 tasks,
-            } => self.start_workflow(index, at, workflow_id, job_id, *term, tasks),
+                error,
+            } => self.start_workflow(index, at, workflow_id, job_id, *fence, tasks, error.as_deref()),
             Command::UpdateTask {
                 workflow_id,
                 index: task,
-                term,
+                fence,
                 state,
                 attempt,
                 result,
-            } => self.update_task(at, workflow_id, *task, *term, *state, *attempt, result.as_deref()),
-            Command::CompensateWorkflow {
-                workflow_id,
-                term,
-                error,
-                tasks,
-            } => self.compensate_workflow(workflow_id, *term, error, tasks),
-            Command::FinishWorkflow {
-                workflow_id,
-                term,
-                error,
-            } => self.finish_workflow(index, at, workflow_id, *term, error.as_deref()),
+                undo,
+            } => {
+                let update = workflows::TaskUpdate {
+                    index: *task,
+                    state: *state,
+                    attempt: *attempt,
+                    result: result.as_deref(),
+                    undo: undo.as_deref(),
+                };
+                self.update_task(index, at, workflow_id, *fence, update)
+            }
+            Command::FinishWorkflow { workflow_id, fence } => self.finish_workflow(index, at, workflow_id, *fence),
         }
     }
 
@@ -346,28 +356,32 @@ impl AdminState {
     fn start_leader_services(&mut self, index: u64, at: Millis, node_id: u64, term: u64) -> Response {
         if let Some(current) = &self.leader_services {
             if current.term > term {
-                return Response::Rejected {
-                    rejection: Rejection::StaleTerm {
-                        job_id: String::new(),
-                        current_term: current.term,
-                        given_term: term,
-                    },
-                };
+                return conflict(format!(
+                    "the leader services of term {} are in force; node {node_id} of term {term} is deposed",
+                    current.term
+                ));
             }
         }
-        self.leader_services = Some(LeaderServices {
+        let services = LeaderServices {
             node_id,
             term,
+            fence: index,
             since_ms: at,
-        });
+        };
+        self.leader_services = Some(services.clone());
         self.event(
             index,
             at,
             "leader-services-started",
             &node_id.to_string(),
-            format!("Node {node_id} runs the leader services from term {term}."),
+            format!("Node {node_id} runs the leader services from term {term} (fence {index})."),
         );
-        Response::Done
+        Response::LeaderServices { services }
+    }
+
+    /// The fence of the leader services in force (0 before any started).
+    pub fn fence_in_force(&self) -> u64 {
+        self.leader_services.as_ref().map_or(0, |s| s.fence)
     }
 }
 
@@ -386,14 +400,19 @@ pub(crate) fn not_found(kind: &str, name: &str) -> Response {
     }
 }
 
-pub(crate) fn stale(job_id: &str, current_term: u64, given_term: u64) -> Response {
+pub(crate) fn stale(what: &str, current: u64, given: u64) -> Response {
     Response::Rejected {
-        rejection: Rejection::StaleTerm {
-            job_id: job_id.to_string(),
-            current_term,
-            given_term,
+        rejection: Rejection::StaleFence {
+            what: what.to_string(),
+            current,
+            given,
         },
     }
+}
+
+/// A transition the tables in [`crate::transitions`] refuse, as a rejection naming what and why.
+pub(crate) fn refused(what: String, reason: &str) -> Response {
+    conflict(format!("{what}: {reason}"))
 }
 
 #[cfg(test)]
@@ -423,24 +442,36 @@ mod tests {
     fn submit(id: &str, request: Option<&str>) -> Command {
         Command::SubmitJob {
             job_id: id.into(),
-            request_id: request.map(Into::into),
+            request: request.map(|r| RequestKey {
+                id: r.into(),
+                fingerprint: "noop".into(),
+                retention_ms: 1_000,
+            }),
             kind: JobKind::Noop { work_ms: 0 },
         }
     }
 
-    fn claim(id: &str, term: u64) -> Command {
+    fn claim(id: &str, fence: u64) -> Command {
         Command::ClaimJob {
             job_id: id.into(),
-            term,
-            node_id: term,
+            fence,
+            node_id: 1,
         }
     }
 
-    fn complete(id: &str, term: u64) -> Command {
+    fn complete(id: &str, fence: u64) -> Command {
         Command::CompleteJob {
             job_id: id.into(),
-            term,
+            fence,
             error: None,
+        }
+    }
+
+    /// Start leader services at `index`; their fence is that index.
+    fn services(s: &mut AdminState, index: u64, term: u64) -> u64 {
+        match apply(s, index, Command::StartLeaderServices { node_id: 1, term }) {
+            Response::LeaderServices { services } => services.fence,
+            other => panic!("unexpected {other:?}"),
         }
     }
 
@@ -532,41 +563,73 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(s.jobs.len(), 1);
+        let other = |job: &str| Command::SubmitJob {
+            job_id: job.into(),
+            request: Some(RequestKey {
+                id: "r1".into(),
+                fingerprint: "something else".into(),
+                retention_ms: 1_000,
+            }),
+            kind: JobKind::Noop { work_ms: 5 },
+        };
+        match apply(&mut s, 3, other("j3")) {
+            Response::Rejected { rejection } => {
+                assert!(rejection.to_string().contains("already used for noop"), "{rejection}")
+            }
+            r => panic!("a reuse for another request is refused: {r:?}"),
+        }
+        // Past its retention the id is free again (the helper stamps 1000 + index).
+        assert!(matches!(
+            apply(&mut s, 1_002, other("j4")),
+            Response::Job { created: true, .. }
+        ));
     }
 
     #[test]
-    fn claims_only_move_forward_in_term_and_stale_completions_are_refused() {
+    fn only_the_services_in_force_claim_and_complete_even_within_one_term() {
         let mut s = AdminState::default();
         apply(&mut s, 1, submit("j", None));
-        assert!(!rejected(&apply(&mut s, 2, claim("j", 3))));
-        assert!(rejected(&apply(&mut s, 3, claim("j", 2))), "older term cannot claim");
-        assert!(!rejected(&apply(&mut s, 4, claim("j", 5))), "newer term takes over");
+        assert!(rejected(&apply(&mut s, 2, claim("j", 2))), "no services started yet");
+        let first = services(&mut s, 3, 5);
+        assert!(!rejected(&apply(&mut s, 4, claim("j", first))));
+        // The same leader's services restart in the same term (a lease lapse): a new fence.
+        let restarted = services(&mut s, 5, 5);
+        assert!(restarted > first);
         assert!(
-            rejected(&apply(&mut s, 5, complete("j", 3))),
-            "deposed leader cannot complete"
+            rejected(&apply(&mut s, 6, complete("j", first))),
+            "the stopped services' late completion is refused"
         );
-        assert!(!rejected(&apply(&mut s, 6, complete("j", 5))));
         assert!(
-            !rejected(&apply(&mut s, 7, complete("j", 5))),
+            rejected(&apply(&mut s, 7, claim("j", first))),
+            "stopped services cannot claim"
+        );
+        assert!(
+            rejected(&apply(&mut s, 8, complete("j", restarted))),
+            "a completion needs the claim"
+        );
+        assert!(!rejected(&apply(&mut s, 9, claim("j", restarted))), "takeover");
+        assert!(!rejected(&apply(&mut s, 10, complete("j", restarted))));
+        assert!(
+            !rejected(&apply(&mut s, 11, complete("j", restarted))),
             "a repeated completion is a repeat"
         );
+        let newer = services(&mut s, 12, 6);
         assert!(
-            rejected(&apply(&mut s, 8, claim("j", 9))),
+            rejected(&apply(&mut s, 13, claim("j", newer))),
             "finished jobs are not claimed"
+        );
+        assert!(
+            rejected(&apply(&mut s, 14, Command::StartLeaderServices { node_id: 2, term: 5 })),
+            "a deposed term cannot start services"
         );
         let job = &s.jobs["j"];
         assert_eq!(job.state, JobState::Succeeded);
-        assert_eq!(job.claims.iter().map(|c| c.term).collect::<Vec<_>>(), vec![3, 5]);
-        assert_eq!(job.completed_term, Some(5));
-    }
-
-    #[test]
-    fn a_claim_older_than_the_leader_services_term_is_refused() {
-        let mut s = AdminState::default();
-        apply(&mut s, 1, submit("j", None));
-        apply(&mut s, 2, Command::StartLeaderServices { node_id: 2, term: 7 });
-        assert!(rejected(&apply(&mut s, 3, claim("j", 6))));
-        assert!(!rejected(&apply(&mut s, 4, claim("j", 7))));
+        assert_eq!(
+            job.claims.iter().map(|c| c.fence).collect::<Vec<_>>(),
+            vec![first, restarted]
+        );
+        assert_eq!(job.claims.iter().map(|c| c.term).collect::<Vec<_>>(), vec![5, 5]);
+        assert_eq!(job.completed_fence, Some(restarted));
     }
 
     #[test]
@@ -574,8 +637,9 @@ mod tests {
         let commands = [
             add_host("h", "a:1", None),
             submit("j", Some("r")),
-            claim("j", 1),
-            complete("j", 1),
+            Command::StartLeaderServices { node_id: 1, term: 1 },
+            claim("j", 2),
+            complete("j", 2),
         ];
         let run = || {
             let mut s = AdminState::default();
@@ -585,6 +649,7 @@ mod tests {
             s
         };
         assert_eq!(run(), run());
+        assert_eq!(run().jobs["j"].state, JobState::Succeeded);
     }
 
     #[test]
@@ -603,16 +668,17 @@ mod tests {
         for (i, id) in ["j1", "j2", "j3"].into_iter().enumerate() {
             apply(&mut s, i as u64, submit(id, None));
         }
-        apply(&mut s, 4, claim("j1", 1));
-        apply(&mut s, 5, claim("j2", 1));
-        apply(&mut s, 6, complete("j2", 1));
+        let fence = services(&mut s, 3, 1);
+        apply(&mut s, 4, claim("j1", fence));
+        apply(&mut s, 5, claim("j2", fence));
+        apply(&mut s, 6, complete("j2", fence));
         let open = |s: &AdminState| s.open_jobs().map(|j| j.id.clone()).collect::<Vec<_>>();
         assert_eq!(open(&s), ["j1", "j3"]);
         let mut loaded: AdminState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(open(&loaded), Vec::<String>::new(), "the index is derived, not stored");
         loaded.reindex();
         assert_eq!(loaded, s);
-        apply(&mut loaded, 7, complete("j1", 1));
+        apply(&mut loaded, 7, complete("j1", fence));
         assert_eq!(open(&loaded), ["j3"]);
     }
 

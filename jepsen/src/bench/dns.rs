@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use keel_proto::host::host_manager_server::{HostManager, HostManagerServer};
-use keel_proto::host::{HealthReply, HealthRequest, InstanceHealth, TaskReply, TaskRequest, TaskStatusRequest};
+use keel_proto::host::{
+    HealthReply, HealthRequest, InstanceHealth, TaskAction, TaskReply, TaskRequest, TaskState, TaskStatusRequest,
+};
 use rand::Rng;
 use serde_json::json;
 use tonic::{Request, Response, Status};
@@ -51,7 +53,7 @@ struct StandIn {
 fn done(task_id: String) -> TaskReply {
     TaskReply {
         task_id,
-        state: "succeeded".into(),
+        state: TaskState::Succeeded as i32,
         detail: "stand-in host manager".into(),
         retryable: false,
     }
@@ -85,8 +87,8 @@ impl HostManager for StandIn {
     async fn run_task(&self, req: Request<TaskRequest>) -> Result<Response<TaskReply>, Status> {
         let r = req.into_inner();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        match r.action.as_str() {
-            "destroy" | "stop" => {
+        match TaskAction::try_from(r.action) {
+            Ok(TaskAction::Destroy | TaskAction::Stop) => {
                 running.remove(&r.instance_id);
             }
             _ => {

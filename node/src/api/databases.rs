@@ -78,6 +78,8 @@ pub struct InstanceView {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// `healthy`, or `unhealthy: <what the monitor saw>`.
+    pub health: String,
 }
 
 /// A database as the API shows it (never the password or its verifier).
@@ -120,6 +122,10 @@ impl DatabaseView {
                     role: keel_raft_store::wire_name(&i.role),
                     host: i.host.clone(),
                     port: i.port,
+                    health: match &i.health {
+                        keel_raft_store::InstanceHealth::Healthy => "healthy".into(),
+                        keel_raft_store::InstanceHealth::Unhealthy { problem, .. } => format!("unhealthy: {problem}"),
+                    },
                 })
                 .collect(),
             created_at_ms: db.created_at_ms,
@@ -153,6 +159,11 @@ pub struct OperationView {
 }
 
 fn master_user(name: &str) -> Result<(), ApiError> {
+    if crate::host::engine::reserved_user(name) {
+        return Err(ApiError::InvalidArgument(format!(
+            "master user {name:?} is reserved (postgres, names starting with pg_, and keel* are the engine's or Keel's own); choose another name"
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -214,12 +225,14 @@ fn storage(gib: u32) -> Result<(), ApiError> {
 impl Api {
     fn database_reply(&self, r: Response, master_password: Option<String>) -> Result<DatabaseOperation, ApiError> {
         match r {
-            Response::Database { database, job, .. } => {
+            Response::Database { database, job, created } => {
                 let view = self.node.state.read(|a| DatabaseView::of(&database, &a.state));
                 Ok(DatabaseOperation {
                     database: view,
                     operation_id: Some(job.id),
-                    master_password,
+                    // A repeat answers the first call's operation; the password generated for
+                    // this call was never set, so it is not shown.
+                    master_password: master_password.filter(|_| created),
                 })
             }
             Response::Deferred { database } => {
@@ -280,10 +293,6 @@ impl Api {
         // Only the salted SCRAM verifier travels on: through Raft, to the host, into PostgreSQL.
         let master_verifier = postgres_protocol::password::scram_sha_256(password_text.as_bytes());
         let job_id = uuid::Uuid::now_v7().simple().to_string();
-        let request_id = req
-            .request_id
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| job_id.clone());
         let spec = DatabaseSpec {
             engine: engine.to_string(),
             engine_version: version.to_string(),
@@ -296,9 +305,16 @@ impl Api {
             backup_window,
             maintenance_window,
         };
+        let fingerprint = serde_json::json!({
+            "kind": "create-database",
+            "name": req.name,
+            "spec": spec,
+            "master_password_given": !generated,
+        });
+        let request = self.request_key(req.request_id, &job_id, fingerprint);
         let command = Command::CreateDatabase {
             job_id,
-            request_id: Some(request_id),
+            request: Some(request),
             name: req.name,
             spec,
             master_verifier,
@@ -347,14 +363,12 @@ impl Api {
             return self.database_reply(r, None);
         }
         let job_id = uuid::Uuid::now_v7().simple().to_string();
-        let request_id = req
-            .request_id
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| job_id.clone());
+        let fingerprint = serde_json::json!({"kind": "modify-database", "name": name, "modification": modification});
+        let request = self.request_key(req.request_id, &job_id, fingerprint);
         let r = self
             .commit(Command::ModifyDatabase {
                 job_id,
-                request_id: Some(request_id),
+                request: Some(request),
                 name: name.into(),
                 modification,
             })
@@ -366,11 +380,12 @@ impl Api {
     pub async fn delete_database(&self, name: &str, request_id: Option<String>) -> Result<DatabaseOperation, ApiError> {
         validate::dns_label("database name", name)?;
         let job_id = uuid::Uuid::now_v7().simple().to_string();
-        let request_id = request_id.filter(|r| !r.is_empty()).unwrap_or_else(|| job_id.clone());
+        let fingerprint = serde_json::json!({"kind": "delete-database", "name": name});
+        let request = self.request_key(request_id, &job_id, fingerprint);
         let r = self
             .commit(Command::DeleteDatabase {
                 job_id,
-                request_id: Some(request_id),
+                request: Some(request),
                 name: name.into(),
             })
             .await?;
@@ -398,7 +413,7 @@ impl Api {
             .read(|s| {
                 s.jobs.get(id).map(|job| OperationView {
                     job: job.clone(),
-                    workflow: s.workflows.values().find(|w| w.job_id == id).cloned(),
+                    workflow: s.workflow_of(id).cloned(),
                 })
             })
             .await?
@@ -435,7 +450,7 @@ mod tests {
         }
         assert!(window("w", "funday:04:00-sun:05:00", true).is_err());
         assert!(master_user("app_owner").is_ok());
-        for bad in ["", "App", "1app", "pg_admin", "a-b"] {
+        for bad in ["", "App", "1app", "pg_admin", "a-b", "postgres", "keel_admin"] {
             assert!(master_user(bad).is_err(), "{bad}");
         }
         assert!(password("short").is_err());

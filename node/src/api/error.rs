@@ -30,7 +30,7 @@ impl From<Rejection> for ApiError {
         match r {
             Rejection::NotFound { .. } => ApiError::NotFound(r.to_string()),
             Rejection::Conflict { .. } => ApiError::Conflict(r.to_string()),
-            Rejection::StaleTerm { .. } => ApiError::Conflict(r.to_string()),
+            Rejection::StaleFence { .. } => ApiError::Conflict(r.to_string()),
         }
     }
 }

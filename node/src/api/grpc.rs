@@ -51,9 +51,10 @@ fn operation(j: Job) -> pb::Operation {
                 term: c.term,
                 node_id: c.node_id,
                 at_ms: c.at_ms,
+                fence: c.fence,
             })
             .collect(),
-        completed_term: j.completed_term.unwrap_or(0),
+        completed_fence: j.completed_fence.unwrap_or(0),
         error: j.error.unwrap_or_default(),
         params_json: params,
     }

@@ -79,6 +79,7 @@ pub fn database(d: DatabaseView) -> pb::Database {
                 role: i.role,
                 host: i.host,
                 port: u32::from(i.port),
+                health: i.health,
             })
             .collect(),
         created_at_ms: d.created_at_ms,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_raft_store::{Command, Host, Job, JobKind, KeelNode, LeaderServices, NodeId, Proposal, Response};
+use keel_raft_store::{Command, Host, Job, JobKind, KeelNode, LeaderServices, NodeId, Proposal, RequestKey, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -102,6 +102,20 @@ pub struct ClusterStatus {
 #[derive(Clone)]
 pub struct Api {
     pub(crate) node: Arc<NodeCtx>,
+}
+
+impl Api {
+    /// The request key of a mutating call: the client's id, or else `fallback` (the fresh
+    /// operation id, so the routing layer's own retries stay idempotent), bound to what
+    /// the request is. `fingerprint` must name the kind, the target and every parameter
+    /// except secrets.
+    pub(crate) fn request_key(&self, id: Option<String>, fallback: &str, fingerprint: serde_json::Value) -> RequestKey {
+        RequestKey {
+            id: id.filter(|r| !r.is_empty()).unwrap_or_else(|| fallback.to_string()),
+            fingerprint: fingerprint.to_string(),
+            retention_ms: self.node.config.request_retention_hours.saturating_mul(3_600_000),
+        }
+    }
 }
 
 fn unexpected(r: Response) -> ApiError {
@@ -205,15 +219,15 @@ impl Api {
             ));
         }
         let job_id = uuid::Uuid::now_v7().to_string();
-        // Without a client id the job id is the retry key, so internal retries stay idempotent.
-        let request_id = req
-            .request_id
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| job_id.clone());
+        let request = self.request_key(
+            req.request_id,
+            &job_id,
+            serde_json::json!({"kind": "noop", "work_ms": req.work_ms}),
+        );
         match self
             .commit(Command::SubmitJob {
                 job_id,
-                request_id: Some(request_id),
+                request: Some(request),
                 kind: JobKind::Noop { work_ms: req.work_ms },
             })
             .await?

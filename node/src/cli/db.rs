@@ -282,7 +282,7 @@ pub fn task_lines(op: &OperationView) -> Vec<String> {
             format!(
                 "  [{}/{n}] {}{} on {}: {} (attempt {}){took}{}",
                 i + 1,
-                t.name,
+                t.action,
                 if t.compensation { " (undo)" } else { "" },
                 t.host,
                 wire_name(&t.state),

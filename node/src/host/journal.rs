@@ -1,4 +1,4 @@
-//! The host manager's durable memory: task outcomes and fencing terms.
+//! The host manager's durable memory: task outcomes and fencing tokens.
 //!
 //! Plain files under `<root>/journal`, each written to a temporary name,
 //! fsynced and renamed, so a crash leaves either the old or the new record.
@@ -28,21 +28,21 @@ pub enum Outcome {
     },
 }
 
-/// A call carried an older fencing term than this host has seen for the instance.
+/// A call carried an older fencing token than this host has seen for the instance.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "fencing term {given} is older than term {seen} already seen for instance {instance}; a newer leader is in charge"
+    "fencing token {given} is older than token {seen} already seen for instance {instance}; newer leader services are in charge"
 )]
-pub struct StaleTerm {
+pub struct StaleFence {
     /// The instance.
     pub instance: String,
-    /// Highest term seen.
+    /// Highest token seen.
     pub seen: u64,
-    /// Term the call carried.
+    /// Token the call carried.
     pub given: u64,
 }
 
-/// Task outcomes and fencing terms, on disk.
+/// Task outcomes and fencing tokens, on disk.
 pub struct Journal {
     tasks: PathBuf,
     fences: PathBuf,
@@ -92,8 +92,8 @@ impl Journal {
         write_atomically(&self.tasks.join(task_id), &bytes)
     }
 
-    /// Admit a call for `instance` carrying `term`: refuse older terms, persist newer ones.
-    pub fn admit(&self, instance: &str, term: u64) -> Result<(), FenceError> {
+    /// Admit a call for `instance` carrying fencing token `fence`: refuse older ones, persist newer ones.
+    pub fn admit(&self, instance: &str, fence: u64) -> Result<(), FenceError> {
         let mut seen = self.fence_lock.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.fences.join(instance);
         let current = match seen.get(instance) {
@@ -103,17 +103,17 @@ impl Journal {
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(0),
         };
-        if term < current {
-            return Err(FenceError::Stale(StaleTerm {
+        if fence < current {
+            return Err(FenceError::Stale(StaleFence {
                 instance: instance.to_string(),
                 seen: current,
-                given: term,
+                given: fence,
             }));
         }
-        if term > current {
-            write_atomically(&path, term.to_string().as_bytes()).map_err(FenceError::Io)?;
+        if fence > current {
+            write_atomically(&path, fence.to_string().as_bytes()).map_err(FenceError::Io)?;
         }
-        seen.insert(instance.to_string(), term);
+        seen.insert(instance.to_string(), fence);
         Ok(())
     }
 }
@@ -123,9 +123,9 @@ impl Journal {
 pub enum FenceError {
     /// Older than what this host has seen.
     #[error(transparent)]
-    Stale(StaleTerm),
-    /// The term could not be persisted.
-    #[error("cannot persist the fencing term: {0}")]
+    Stale(StaleFence),
+    /// The token could not be persisted.
+    #[error("cannot persist the fencing token: {0}")]
     Io(std::io::Error),
 }
 
@@ -140,17 +140,17 @@ mod tests {
         let ok = Outcome::Succeeded { detail: "done".into() };
         j.record("t1", &ok).unwrap();
         j.admit("i1", 5).unwrap();
-        assert!(j.admit("i1", 5).is_ok(), "the same term again is fine");
+        assert!(j.admit("i1", 5).is_ok(), "the same token again is fine");
         drop(j);
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(j.outcome("t1"), Some(ok));
         assert_eq!(j.outcome("t2"), None);
         assert!(matches!(
             j.admit("i1", 4),
-            Err(FenceError::Stale(StaleTerm { seen: 5, given: 4, .. }))
+            Err(FenceError::Stale(StaleFence { seen: 5, given: 4, .. }))
         ));
         assert!(j.admit("i1", 6).is_ok());
-        assert!(j.admit("i2", 1).is_ok(), "terms are per instance");
+        assert!(j.admit("i2", 1).is_ok(), "tokens are per instance");
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! Serves `keel.host.v1` on an internal address and never calls the control
 //! plane. It runs the tasks the leader sends (provision, start, stop,
 //! configure, restart, destroy), keeps their outcomes in a durable journal so a
-//! re-sent task returns its recorded result, and refuses calls carrying an
-//! older fencing term than it has seen for the instance.
+//! re-sent task returns its recorded result, runs at most one task per
+//! instance at a time, and refuses calls carrying an older fencing token than
+//! it has seen for the instance.
 
 pub mod engine;
 pub mod journal;
 pub mod service;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,7 +68,9 @@ pub async fn run(config: HostConfig, shutdown: CancellationToken) -> anyhow::Res
     );
     let stop_instances = config.stop_instances_on_exit;
     let svc = service::HostService::new(config, Arc::new(journal), Arc::new(engine));
+    svc.reconcile().await;
     svc.restore_instances().await;
+    tokio::spawn(svc.clone().watch_usage(shutdown.clone()));
     tonic::transport::Server::builder()
         .add_service(HostManagerServer::new(svc.clone()))
         .serve_with_incoming_shutdown(crate::server::nodelay(listener), shutdown.cancelled_owned())

@@ -1,21 +1,37 @@
 //! The `keel.host.v1` service: admit (fence), deduplicate (journal), run, record.
 
 use std::collections::HashMap;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_proto::host::host_manager_server::HostManager;
-use keel_proto::host::{HealthReply, HealthRequest, InstanceHealth, TaskReply, TaskRequest, TaskStatusRequest};
+use keel_proto::host::{
+    HealthReply, HealthRequest, InstanceHealth, TaskReply, TaskRequest, TaskState, TaskStatusRequest,
+};
+use keel_raft_store::TaskAction;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::engine::postgres::Postgres;
 use super::engine::{EngineError, InstanceSpec};
 use super::journal::{valid_id, FenceError, Journal, Outcome};
+use super::wire::action_from_wire;
 use super::HostConfig;
 
 /// How long a RunTask call waits for the task before answering "running".
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+/// How long one instance's SQL probe may take in a health report (probes run concurrently,
+/// so a hung instance costs the report this, never its host's reachability).
+const PROBE_WITHIN: Duration = Duration::from_millis(800);
+/// How often the storage-use cache the health report reads is refreshed.
+const USAGE_EVERY: Duration = Duration::from_secs(5);
+
+/// The task running on one instance: its id and where its outcome will appear.
+struct Running {
+    task_id: String,
+    outcome: watch::Receiver<Option<Outcome>>,
+}
 
 /// The host manager's gRPC service.
 #[derive(Clone)]
@@ -23,30 +39,36 @@ pub struct HostService {
     config: HostConfig,
     journal: Arc<Journal>,
     engine: Arc<Postgres>,
-    running: Arc<Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>>,
+    /// At most one task per instance, by instance id. Admission (journal check, lookup,
+    /// insert) happens under this one lock, so a task can never start twice, nor two
+    /// tasks on one instance at once.
+    running: Arc<Mutex<HashMap<String, Running>>>,
+    /// Bytes each instance's volume holds, refreshed in the background ([`HostService::watch_usage`]).
+    usage: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 fn reply(task_id: &str, outcome: Option<&Outcome>) -> TaskReply {
-    match outcome {
-        None => TaskReply {
-            task_id: task_id.into(),
-            state: "running".into(),
-            detail: String::new(),
-            retryable: true,
-        },
-        Some(Outcome::Succeeded { detail }) => TaskReply {
-            task_id: task_id.into(),
-            state: "succeeded".into(),
-            detail: detail.clone(),
-            retryable: false,
-        },
-        Some(Outcome::Failed { detail, retryable }) => TaskReply {
-            task_id: task_id.into(),
-            state: "failed".into(),
-            detail: detail.clone(),
-            retryable: *retryable,
-        },
+    let (state, detail, retryable) = match outcome {
+        None => (TaskState::Running, String::new(), true),
+        Some(Outcome::Succeeded { detail }) => (TaskState::Succeeded, detail.clone(), false),
+        Some(Outcome::Failed { detail, retryable }) => (TaskState::Failed, detail.clone(), *retryable),
+    };
+    TaskReply {
+        task_id: task_id.into(),
+        state: state as i32,
+        detail,
+        retryable,
     }
+}
+
+/// What admission decided for a RunTask call.
+enum Admission {
+    /// Already finished: its journalled outcome.
+    Done(Outcome),
+    /// Running (just started, or started earlier under the same id): wait on it.
+    Wait(watch::Receiver<Option<Outcome>>),
+    /// Another task holds the instance.
+    Busy(String),
 }
 
 impl HostService {
@@ -57,11 +79,74 @@ impl HostService {
             journal,
             engine,
             running: Arc::default(),
+            usage: Arc::default(),
+        }
+    }
+
+    /// Refresh the storage-use cache every few seconds until `stop` (a directory walk per
+    /// instance is too slow to do inside a health report).
+    pub async fn watch_usage(self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let ids: Vec<String> = self.instances().into_iter().map(|s| s.id).collect();
+            let engine = self.engine.clone();
+            let measured = tokio::task::spawn_blocking(move || {
+                ids.into_iter()
+                    .map(|id| {
+                        let bytes = engine.used_bytes(&id);
+                        (id, bytes)
+                    })
+                    .collect::<HashMap<_, _>>()
+            })
+            .await
+            .unwrap_or_default();
+            *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = measured;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(USAGE_EVERY) => {}
+            }
         }
     }
 
     fn spec_path(&self, instance: &str) -> std::path::PathBuf {
         self.engine.volume(instance).join("instance.json")
+    }
+
+    /// At start, before serving: what a crashed host manager left half-made goes. A volume
+    /// whose provisioning never completed, and any process still working in it, is removed
+    /// (the leader sees that attempt as unknown to this host and runs a new one); a partial
+    /// template's processes are killed (the next provision redoes it). Running postmasters
+    /// of provisioned instances are adopted as they are.
+    pub async fn reconcile(&self) {
+        let partial = self.config.root.join("templates");
+        if let Ok(entries) = std::fs::read_dir(&partial) {
+            for e in entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            {
+                let killed = self.engine.kill_orphans(&e.path());
+                let _ = std::fs::remove_dir_all(e.path());
+                tracing::warn!(path = %e.path().display(), killed, "Removed a half-made template.");
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(self.config.root.join("volumes")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if self.engine.provisioned(&id) {
+                if self.engine.running(&id) {
+                    tracing::info!(instance = %id, "Adopted a running instance.");
+                }
+                continue;
+            }
+            let killed = self.engine.kill_orphans(&e.path());
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => tracing::warn!(instance = %id, killed, "Removed the volume of an interrupted provision."),
+                Err(err) => {
+                    tracing::error!(instance = %id, error = %err, "Cannot remove the volume of an interrupted provision.")
+                }
+            }
+        }
     }
 
     /// Start every provisioned instance that was not stopped on purpose (after a host restart).
@@ -99,14 +184,14 @@ impl HostService {
             .collect()
     }
 
-    async fn execute(&self, action: &str, instance: &str, spec: Option<InstanceSpec>) -> Outcome {
+    async fn execute(&self, action: TaskAction, instance: &str, spec: Option<InstanceSpec>) -> Outcome {
         let need = |spec: Option<InstanceSpec>| {
             spec.ok_or_else(|| EngineError::Unavailable(format!("action {action} needs an instance spec")))
         };
         let engine = &self.engine;
-        let result: Result<String, EngineError> = async {
-            match action {
-                "provision" => {
+        let work = async {
+            let done: Result<String, EngineError> = match action {
+                TaskAction::Provision => {
                     let spec = need(spec)?;
                     let fresh = !self.spec_path(instance).exists();
                     if fresh && self.instances().len() as u32 >= self.config.instance_slots {
@@ -119,42 +204,95 @@ impl HostService {
                     self.save_spec(&spec)?;
                     Ok(format!("volume {} ready", engine.volume(instance).display()))
                 }
-                "configure" => {
+                TaskAction::Configure => {
                     let spec = need(spec)?;
                     engine.configure(&spec)?;
                     self.save_spec(&spec)?;
                     Ok("configuration written".into())
                 }
-                "start" => {
+                TaskAction::Start => {
                     engine.start(&need(spec)?).await?;
                     Ok("started".into())
                 }
-                "restart" => {
+                TaskAction::Restart => {
                     let spec = need(spec)?;
                     engine.configure(&spec)?;
                     self.save_spec(&spec)?;
                     engine.restart(&spec).await?;
                     Ok("restarted".into())
                 }
-                "stop" => {
+                TaskAction::Stop => {
                     engine.stop(instance).await?;
                     Ok("stopped".into())
                 }
-                "destroy" => {
+                TaskAction::Destroy => {
                     engine.destroy(instance).await?;
                     Ok("volume removed".into())
                 }
-                other => Err(EngineError::Unavailable(format!("unknown action {other:?}"))),
-            }
-        }
-        .await;
-        match result {
-            Ok(detail) => Outcome::Succeeded { detail },
-            Err(e) => Outcome::Failed {
+                TaskAction::Check => Err(EngineError::Unavailable(
+                    "check is observed through Health, not run as a task".into(),
+                )),
+            };
+            done
+        };
+        // The action's deadline is enforced here: dropping the work kills its child processes.
+        let deadline = action.deadline();
+        match tokio::time::timeout(deadline, work).await {
+            Ok(Ok(detail)) => Outcome::Succeeded { detail },
+            Ok(Err(e)) => Outcome::Failed {
                 retryable: e.retryable(),
                 detail: e.to_string(),
             },
+            Err(_) => Outcome::Failed {
+                detail: format!("{action} did not finish within {deadline:?}; it was stopped"),
+                retryable: true,
+            },
         }
+    }
+
+    /// Admit `task_id` on `instance` in one step under the running-table lock.
+    fn admit(
+        &self,
+        task_id: &str,
+        instance: &str,
+        action: TaskAction,
+        spec: Option<InstanceSpec>,
+        fence: u64,
+    ) -> Admission {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(done) = self.journal.outcome(task_id) {
+            return Admission::Done(done);
+        }
+        if let Some(r) = running.get(instance) {
+            return if r.task_id == task_id {
+                Admission::Wait(r.outcome.clone())
+            } else {
+                Admission::Busy(r.task_id.clone())
+            };
+        }
+        let (tx, rx) = watch::channel(None);
+        running.insert(
+            instance.to_string(),
+            Running {
+                task_id: task_id.to_string(),
+                outcome: rx.clone(),
+            },
+        );
+        let this = self.clone();
+        let (task_id, instance) = (task_id.to_string(), instance.to_string());
+        // The task runs to the end even if the caller gives up waiting; its outcome is journalled.
+        tokio::spawn(async move {
+            tracing::info!(task = %task_id, %action, instance = %instance, fence, "Running task.");
+            let outcome = this.execute(action, &instance, spec).await;
+            if let Err(e) = this.journal.record(&task_id, &outcome) {
+                tracing::error!(task = %task_id, error = %e, "Cannot journal a task outcome; it will run again if re-sent.");
+            }
+            tracing::info!(task = %task_id, ?outcome, "Task finished.");
+            let mut running = this.running.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = tx.send(Some(outcome));
+            running.remove(&instance);
+        });
+        Admission::Wait(rx)
     }
 
     fn save_spec(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
@@ -162,7 +300,19 @@ impl HostService {
             what: "encode instance spec".into(),
             source: std::io::Error::other(e),
         })?;
-        std::fs::write(self.spec_path(&spec.id), bytes).map_err(|source| EngineError::Io {
+        // The spec holds the master password's verifier: readable by the host manager only.
+        let path = self.spec_path(&spec.id);
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            std::io::Write::write_all(&mut f, &bytes)
+        };
+        write().map_err(|source| EngineError::Io {
             what: "save instance spec".into(),
             source,
         })
@@ -182,18 +332,20 @@ impl HostService {
 impl HostManager for HostService {
     async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthReply>, Status> {
         let specs = self.instances();
-        let mut instances_health = Vec::new();
-        for spec in &specs {
-            let h = self.engine.health(spec).await;
-            instances_health.push(InstanceHealth {
+        let probes = futures::future::join_all(specs.iter().map(|spec| self.engine.health(spec, PROBE_WITHIN))).await;
+        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let instances_health = specs
+            .iter()
+            .zip(probes)
+            .map(|(spec, h)| InstanceHealth {
                 instance_id: spec.id.clone(),
                 running: h.running,
                 accepting: h.accepting,
-                used_bytes: h.used_bytes,
+                used_bytes: usage.get(&spec.id).copied().unwrap_or(0),
                 allocated_bytes: u64::from(spec.storage_gib) << 30,
                 problem: h.problem.unwrap_or_default(),
-            });
-        }
+            })
+            .collect();
         Ok(Response::new(HealthReply {
             name: self.config.name.clone(),
             zone: self.config.zone.clone(),
@@ -212,22 +364,9 @@ impl HostManager for HostService {
                 "task and instance ids must be 1-128 letters, digits, '-' or '_'",
             ));
         }
-        self.journal.admit(&r.instance_id, r.term).map_err(|e| match e {
-            FenceError::Stale(s) => Status::failed_precondition(s.to_string()),
-            FenceError::Io(e) => Status::unavailable(format!("cannot persist the fencing term: {e}")),
-        })?;
-        if let Some(done) = self.journal.outcome(&r.task_id) {
-            return Ok(Response::new(reply(&r.task_id, Some(&done))));
-        }
-        let existing = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&r.task_id)
-            .cloned();
-        if let Some(rx) = existing {
-            return Ok(Response::new(Self::wait(&r.task_id, rx).await));
-        }
+        let action = action_from_wire(r.action)
+            .filter(|a| *a != TaskAction::Check)
+            .ok_or_else(|| Status::invalid_argument(format!("task action {} is not one this host runs", r.action)))?;
         let spec: Option<InstanceSpec> = if r.spec_json.is_empty() {
             None
         } else {
@@ -236,39 +375,44 @@ impl HostManager for HostService {
             if spec.id != r.instance_id {
                 return Err(Status::invalid_argument("instance spec is for another instance"));
             }
+            spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
             Some(spec)
         };
-        let (tx, rx) = watch::channel(None);
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(r.task_id.clone(), rx.clone());
-        let this = self.clone();
-        let (task_id, action, instance) = (r.task_id.clone(), r.action.clone(), r.instance_id.clone());
-        // The task runs to the end even if the caller gives up waiting; its outcome is journalled.
-        tokio::spawn(async move {
-            tracing::info!(task = %task_id, %action, instance = %instance, term = r.term, "Running task.");
-            let outcome = this.execute(&action, &instance, spec).await;
-            if let Err(e) = this.journal.record(&task_id, &outcome) {
-                tracing::error!(task = %task_id, error = %e, "Cannot journal a task outcome; it will run again if re-sent.");
-            }
-            tracing::info!(task = %task_id, ?outcome, "Task finished.");
-            let _ = tx.send(Some(outcome));
-            this.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_id);
-        });
-        Ok(Response::new(Self::wait(&r.task_id, rx).await))
+        self.journal.admit(&r.instance_id, r.fence).map_err(|e| match e {
+            FenceError::Stale(s) => Status::failed_precondition(s.to_string()),
+            FenceError::Io(e) => Status::unavailable(format!("cannot persist the fencing token: {e}")),
+        })?;
+        match self.admit(&r.task_id, &r.instance_id, action, spec, r.fence) {
+            Admission::Done(outcome) => Ok(Response::new(reply(&r.task_id, Some(&outcome)))),
+            Admission::Wait(rx) => Ok(Response::new(Self::wait(&r.task_id, rx).await)),
+            Admission::Busy(other) => Ok(Response::new(TaskReply {
+                task_id: r.task_id,
+                state: TaskState::Busy as i32,
+                detail: format!(
+                    "task {other} is running on instance {}; nothing was started",
+                    r.instance_id
+                ),
+                retryable: true,
+            })),
+        }
     }
 
     async fn task_status(&self, req: Request<TaskStatusRequest>) -> Result<Response<TaskReply>, Status> {
         let id = req.into_inner().task_id;
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(done) = self.journal.outcome(&id) {
             return Ok(Response::new(reply(&id, Some(&done))));
         }
-        if self.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id) {
+        if running.values().any(|r| r.task_id == id) {
             return Ok(Response::new(reply(&id, None)));
         }
-        Err(Status::not_found(format!(
-            "task {id} is unknown to this host manager (never sent, or sent before a restart and not finished); send it again"
-        )))
+        Ok(Response::new(TaskReply {
+            task_id: id.clone(),
+            state: TaskState::Unknown as i32,
+            detail: format!(
+                "task {id} is unknown to this host manager: it never arrived, or it was running when the host manager stopped and did not finish; nothing of it runs now"
+            ),
+            retryable: true,
+        }))
     }
 }

@@ -1,43 +1,59 @@
-//! The leader's calls to host managers, each carrying the leader's term as the fencing token.
+//! The leader's gRPC calls to host managers, each carrying the services' fence.
 //!
-//! Channels are built per term (a [`HostClients`] lives in one term's services)
-//! and every host gets a bounded number of concurrent tasks.
+//! Channels are built per run of the services (a [`HostClients`] lives in one
+//! run) and every host gets a bounded number of concurrent tasks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use keel_proto::host::host_manager_client::HostManagerClient;
-use keel_proto::host::{HealthReply, HealthRequest, TaskRequest};
+use keel_proto::host::{HealthReply, HealthRequest, TaskReply, TaskRequest, TaskState, TaskStatusRequest};
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
+use super::seams::{Hosts, TaskResult};
+use crate::host::wire::state_from_wire;
+
 /// Tasks one host runs at once.
 pub const PER_HOST_TASKS: usize = 4;
-
-/// What a host manager said about a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskResult {
-    /// Done.
-    Succeeded(String),
-    /// Not done; `retryable` says whether another attempt may work.
-    Failed {
-        /// Why.
-        detail: String,
-        /// Whether to try again.
-        retryable: bool,
-    },
-    /// The host refused our term: a newer leader is in charge, stop acting.
-    Fenced(String),
-}
+/// Pause before re-sending to a host that is busy with another task on the instance.
+const BUSY_PAUSE: Duration = Duration::from_millis(200);
 
 /// A channel to one host manager and its task slots.
 type HostLink = (Channel, Arc<Semaphore>);
 
-/// Channels and per-host task slots for one term.
+/// Channels and per-host task slots.
 #[derive(Clone, Default)]
 pub struct HostClients {
     channels: Arc<Mutex<HashMap<String, HostLink>>>,
+}
+
+/// A reply's meaning; `Running` also stands for `Busy` (nothing of ours runs yet: send again).
+fn result_of(r: TaskReply) -> TaskResult {
+    match state_from_wire(r.state) {
+        TaskState::Succeeded => TaskResult::Succeeded(r.detail),
+        TaskState::Failed => TaskResult::Failed {
+            detail: r.detail,
+            retryable: r.retryable,
+        },
+        TaskState::Running | TaskState::Busy => TaskResult::Running,
+        TaskState::Unknown => TaskResult::Absent,
+        TaskState::Unspecified => TaskResult::Unknown(format!("the host answered an unknown task state {}", r.state)),
+    }
+}
+
+/// A failed call's meaning: refusals are final, everything else leaves the outcome unknown.
+fn status_result(addr: &str, s: &tonic::Status) -> TaskResult {
+    match s.code() {
+        tonic::Code::FailedPrecondition => TaskResult::Fenced(s.message().into()),
+        tonic::Code::InvalidArgument => TaskResult::Failed {
+            detail: s.message().into(),
+            retryable: false,
+        },
+        _ => TaskResult::Unknown(format!("host manager at {addr} did not answer: {}", s.message())),
+    }
 }
 
 impl HostClients {
@@ -55,8 +71,7 @@ impl HostClients {
         Ok((HostManagerClient::new(channel), slots))
     }
 
-    /// Run a task to its end (re-sending while the host reports it running), within `deadline`.
-    pub async fn run(&self, addr: &str, req: TaskRequest, deadline: Duration) -> TaskResult {
+    async fn run(&self, addr: &str, req: TaskRequest, deadline: Duration) -> TaskResult {
         let (mut client, slots) = match self.get(addr) {
             Ok(c) => c,
             Err(e) => {
@@ -67,56 +82,52 @@ impl HostClients {
             }
         };
         let Ok(_slot) = slots.acquire_owned().await else {
-            return TaskResult::Failed {
-                detail: "host slots closed".into(),
-                retryable: true,
-            };
+            return TaskResult::Unknown("host slots closed".into());
         };
         let until = tokio::time::Instant::now() + deadline;
         loop {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return TaskResult::Failed {
-                    detail: format!("task did not finish within {deadline:?}"),
-                    retryable: true,
-                };
+                return TaskResult::Unknown(format!("no outcome within {deadline:?}"));
             }
             let mut call = tonic::Request::new(req.clone());
             call.set_timeout(left.min(Duration::from_secs(30)));
             match client.run_task(call).await {
                 Ok(reply) => {
-                    let r = reply.into_inner();
-                    match r.state.as_str() {
-                        "succeeded" => return TaskResult::Succeeded(r.detail),
-                        "failed" => {
-                            return TaskResult::Failed {
-                                detail: r.detail,
-                                retryable: r.retryable,
+                    let reply = reply.into_inner();
+                    let busy = state_from_wire(reply.state) == TaskState::Busy;
+                    match result_of(reply) {
+                        // Still running (re-sends are deduplicated by the host and wait again),
+                        // or another task holds the instance: nothing of ours started yet.
+                        TaskResult::Running => {
+                            if busy {
+                                tokio::time::sleep(BUSY_PAUSE.min(left)).await;
                             }
                         }
-                        // Still running: the re-send is deduplicated by the host and waits again.
-                        _ => continue,
+                        other => return other,
                     }
                 }
-                Err(s) if s.code() == tonic::Code::FailedPrecondition => return TaskResult::Fenced(s.message().into()),
-                Err(s) if s.code() == tonic::Code::InvalidArgument => {
-                    return TaskResult::Failed {
-                        detail: s.message().into(),
-                        retryable: false,
-                    }
-                }
-                Err(s) => {
-                    return TaskResult::Failed {
-                        detail: format!("host manager at {addr} unreachable: {}", s.message()),
-                        retryable: true,
-                    }
-                }
+                Err(s) => return status_result(addr, &s),
             }
         }
     }
 
-    /// The host manager's health report.
-    pub async fn health(&self, addr: &str, timeout: Duration) -> Result<HealthReply, String> {
+    async fn status(&self, addr: &str, task_id: &str) -> TaskResult {
+        let (mut client, _) = match self.get(addr) {
+            Ok(c) => c,
+            Err(e) => return TaskResult::Unknown(e),
+        };
+        let mut call = tonic::Request::new(TaskStatusRequest {
+            task_id: task_id.to_string(),
+        });
+        call.set_timeout(Duration::from_secs(5));
+        match client.task_status(call).await {
+            Ok(reply) => result_of(reply.into_inner()),
+            Err(s) => status_result(addr, &s),
+        }
+    }
+
+    async fn health_report(&self, addr: &str, timeout: Duration) -> Result<HealthReply, String> {
         let (mut client, _) = self.get(addr)?;
         let mut call = tonic::Request::new(HealthRequest {});
         call.set_timeout(timeout);
@@ -125,5 +136,22 @@ impl HostClients {
             Ok(Err(s)) => Err(format!("host manager at {addr} unreachable: {}", s.message())),
             Err(_) => Err(format!("host manager at {addr} did not answer within {timeout:?}")),
         }
+    }
+}
+
+impl Hosts for HostClients {
+    fn run_task(&self, addr: &str, req: TaskRequest, deadline: Duration) -> BoxFuture<'_, TaskResult> {
+        let addr = addr.to_string();
+        Box::pin(async move { self.run(&addr, req, deadline).await })
+    }
+
+    fn task_status(&self, addr: &str, task_id: &str) -> BoxFuture<'_, TaskResult> {
+        let (addr, task_id) = (addr.to_string(), task_id.to_string());
+        Box::pin(async move { self.status(&addr, &task_id).await })
+    }
+
+    fn health(&self, addr: &str, timeout: Duration) -> BoxFuture<'_, Result<HealthReply, String>> {
+        let addr = addr.to_string();
+        Box::pin(async move { self.health_report(&addr, timeout).await })
     }
 }

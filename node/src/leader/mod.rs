@@ -9,47 +9,76 @@ pub mod host_client;
 pub mod monitor;
 pub mod planner;
 pub mod scheduler;
+pub mod seams;
 pub mod sweeper;
 pub mod workflow;
+
+#[cfg(test)]
+mod testing;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel_raft_store::{Command, Proposal, Response};
+use keel_raft_store::{AdminState, Command, Proposal, Response};
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
+use crate::server::config::ServerConfig;
 use crate::server::NodeCtx;
+use seams::{Control, Hosts, NodeControl};
 
-/// What a running term of leader services needs.
+/// What a running instance of the leader services needs.
 #[derive(Clone)]
 pub struct Term {
-    /// The node.
-    pub node: Arc<NodeCtx>,
-    /// The term these services act in; stamped on every claim.
+    /// Commits commands, reads the applied state.
+    pub control: Arc<dyn Control>,
+    /// Host manager calls.
+    pub hosts: Arc<dyn Hosts>,
+    /// The node running the services.
+    pub node_id: u64,
+    /// The Raft term they run in.
     pub term: u64,
-    /// Cancelled when leadership is lost.
+    /// Their fencing token (the log index of their `StartLeaderServices`), stamped on every
+    /// claim, workflow command and host call; refused once newer services started.
+    pub fence: u64,
+    /// Cancelled when leadership (or the lease) is lost.
     pub cancel: CancellationToken,
-    /// Host manager channels of this term.
-    pub hosts: host_client::HostClients,
+    /// The node's configuration (intervals, limits).
+    pub config: Arc<ServerConfig>,
 }
 
 impl Term {
-    /// Commit `command` as this term's leader. Fails if leadership is gone.
+    /// Read the applied state; keep `f` short, it runs under the state's read lock.
+    pub fn read<T>(&self, f: impl FnOnce(&AdminState) -> T) -> T {
+        let mut f = Some(f);
+        let mut out = None;
+        self.control.read_state(&mut |s| {
+            if let Some(f) = f.take() {
+                out = Some(f(s));
+            }
+        });
+        out.expect("read_state calls its closure once")
+    }
+
+    /// Commit `command` as these services. Once they are cancelled nothing more is
+    /// proposed; a proposal already under way is refused by its stale fence if newer
+    /// services started meanwhile.
     pub async fn commit(&self, command: Command) -> Result<Response, String> {
+        if self.cancel.is_cancelled() {
+            return Err("leadership lost".into());
+        }
         let proposal = Proposal {
             at_ms: now_ms(),
             command,
         };
-        let write = self.node.local_writes.submit(proposal);
+        let write = self.control.commit(proposal);
         tokio::select! {
             _ = self.cancel.cancelled() => Err("leadership lost".into()),
-            r = tokio::time::timeout(Duration::from_millis(self.node.config.leader_wait_ms), write) => match r {
+            r = tokio::time::timeout(Duration::from_millis(self.config.leader_wait_ms), write) => match r {
                 Err(_) => Err("commit timed out".into()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Ok(Ok(resp)) => Ok(resp),
+                Ok(r) => r,
             },
         }
     }
@@ -61,8 +90,9 @@ impl Term {
 /// per tick, and a follower that heard from the leader waits its leader lease
 /// (the maximum election timeout) plus an election timeout before it stands,
 /// so a lease of the maximum election timeout less a heartbeat ends before any
-/// successor can exist. Safety does not rest on it: claims and completions
-/// carry the term and the state machine refuses stale ones.
+/// successor can exist. Safety does not rest on it: claims, workflow commands
+/// and host calls carry the services' fence, and the state machine and the host
+/// managers refuse stale ones.
 fn leading_term(node: &NodeCtx) -> Option<u64> {
     let m = node.raft.metrics().borrow().clone();
     let lease = node
@@ -75,7 +105,8 @@ fn leading_term(node: &NodeCtx) -> Option<u64> {
 
 /// Services of one term that are running now.
 struct Running {
-    term: Term,
+    term: u64,
+    cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     started: Instant,
 }
@@ -88,43 +119,46 @@ pub async fn run(node: Arc<NodeCtx>, shutdown: CancellationToken) {
     // Role and leader changes; the full metrics would wake this loop on every append.
     let mut metrics = node.raft.server_metrics();
     let tick = Duration::from_millis(node.config.heartbeat_ms.max(10) / 2);
+    let config = Arc::new(node.config.clone());
+    let control: Arc<dyn Control> = Arc::new(NodeControl(node.clone()));
     let mut running: Option<Running> = None;
     loop {
         let want = leading_term(&node);
         let keep = match (&running, want) {
-            (Some(r), Some(term)) if r.term.term == term => {
-                !r.task.is_finished() || r.started.elapsed() < RESTART_PAUSE
-            }
+            (Some(r), Some(term)) if r.term == term => !r.task.is_finished() || r.started.elapsed() < RESTART_PAUSE,
             _ => false,
         };
         if !keep {
             if let Some(r) = running.take() {
-                if want == Some(r.term.term) {
+                if want == Some(r.term) {
                     tracing::warn!(
-                        term = r.term.term,
+                        term = r.term,
                         "The leader services stopped on their own; restarting them."
                     );
                 } else {
                     tracing::info!(
-                        term = r.term.term,
+                        term = r.term,
                         "Leadership lost or lease expired; stopping the leader services."
                     );
                 }
-                r.term.cancel.cancel();
+                r.cancel.cancel();
                 node.services_term.store(0, Ordering::SeqCst);
             }
             if let Some(term) = want {
-                let t = Term {
-                    node: node.clone(),
-                    term,
-                    cancel: shutdown.child_token(),
-                    hosts: host_client::HostClients::default(),
-                };
+                let cancel = shutdown.child_token();
                 tracing::info!(term, "This node leads; starting the leader services.");
                 node.services_term.store(term, Ordering::SeqCst);
+                let start = Start {
+                    control: control.clone(),
+                    node_id: node.id,
+                    term,
+                    cancel: cancel.clone(),
+                    config: config.clone(),
+                };
                 running = Some(Running {
-                    task: tokio::spawn(services(t.clone())),
-                    term: t,
+                    task: tokio::spawn(services(start)),
+                    term,
+                    cancel,
                     started: Instant::now(),
                 });
             }
@@ -137,32 +171,62 @@ pub async fn run(node: Arc<NodeCtx>, shutdown: CancellationToken) {
         }
     }
     if let Some(r) = running {
-        r.term.cancel.cancel();
+        r.cancel.cancel();
         node.services_term.store(0, Ordering::SeqCst);
     }
 }
 
-/// The services of one term: announce, initialise the cluster record, then sweep.
-async fn services(t: Term) {
-    match t
-        .commit(Command::StartLeaderServices {
-            node_id: t.node.id,
-            term: t.term,
-        })
-        .await
-    {
-        Ok(Response::Rejected { rejection }) => {
-            tracing::warn!(term = t.term, %rejection, "A newer leader exists; not starting the leader services.");
-            return;
+/// What starting the services needs before their fence is known.
+struct Start {
+    control: Arc<dyn Control>,
+    node_id: u64,
+    term: u64,
+    cancel: CancellationToken,
+    config: Arc<ServerConfig>,
+}
+
+/// Commit `StartLeaderServices` and return the services it put in force.
+pub async fn start_services(
+    control: Arc<dyn Control>,
+    hosts: Arc<dyn Hosts>,
+    node_id: u64,
+    term: u64,
+    cancel: CancellationToken,
+    config: Arc<ServerConfig>,
+) -> Result<Term, String> {
+    let mut t = Term {
+        control,
+        hosts,
+        node_id,
+        term,
+        fence: 0,
+        cancel,
+        config,
+    };
+    match t.commit(Command::StartLeaderServices { node_id, term }).await? {
+        Response::LeaderServices { services } => {
+            t.fence = services.fence;
+            Ok(t)
         }
-        Err(e) => {
-            tracing::warn!(term = t.term, error = %e, "Could not announce the leader services.");
-            return;
-        }
-        Ok(_) => {}
+        Response::Rejected { rejection } => Err(format!("a newer leader exists: {rejection}")),
+        other => Err(format!("unexpected answer {other:?}")),
     }
-    if t.node.state.read(|a| a.state.cluster.is_none()) {
-        let name = t.node.config.cluster_name.clone();
+}
+
+/// The services of one term: announce (which yields their fence), initialise the
+/// cluster record, then sweep, monitor and schedule.
+async fn services(s: Start) {
+    let hosts: Arc<dyn Hosts> = Arc::new(host_client::HostClients::default());
+    let t = match start_services(s.control, hosts, s.node_id, s.term, s.cancel, s.config).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(term = s.term, error = %e, "Could not start the leader services.");
+            return;
+        }
+    };
+    tracing::info!(term = t.term, fence = t.fence, "The leader services are in force.");
+    if t.read(|a| a.cluster.is_none()) {
+        let name = t.config.cluster_name.clone();
         if let Err(e) = t.commit(Command::InitCluster { name }).await {
             tracing::warn!(error = %e, "Could not record the cluster configuration.");
         }

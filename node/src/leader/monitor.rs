@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use keel_proto::host::HealthReply;
-use keel_raft_store::{Command, DatabaseStatus, HostCapacity, HostHealth};
+use keel_raft_store::{AdminState, Command, DatabaseStatus, HostCapacity, HostHealth, InstanceHealth};
 
 use super::Term;
 
@@ -41,18 +41,18 @@ struct Seen {
 
 /// Run until the term ends.
 pub async fn run(t: Term) {
-    let interval = Duration::from_millis(t.node.config.monitor_interval_ms);
+    let interval = Duration::from_millis(t.config.monitor_interval_ms);
     // A probe may take most of an interval, never more.
     let probe_timeout = interval.max(Duration::from_millis(200));
     let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut instance_failures: HashMap<String, u32> = HashMap::new();
     loop {
         tokio::select! {
             _ = t.cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let hosts: Vec<Seen> = t.node.state.read(|a| {
-            a.state
-                .hosts
+        let hosts: Vec<Seen> = t.read(|a| {
+            a.hosts
                 .values()
                 .map(|h| Seen {
                     name: h.name.clone(),
@@ -66,7 +66,7 @@ pub async fn run(t: Term) {
         let addrs: Vec<String> = hosts.iter().map(|h| h.addr.clone()).collect();
         let clients = t.hosts.clone();
         let probes: Vec<Result<HealthReply, String>> = stream::iter(addrs)
-            .map(move |addr| {
+            .map(move |addr: String| {
                 let clients = clients.clone();
                 async move { clients.health(&addr, probe_timeout).await }
             })
@@ -77,12 +77,12 @@ pub async fn run(t: Term) {
             let outcome = match probe {
                 Ok(report) => {
                     failures.remove(&host.name);
-                    healthy(&t, host, &report).await
+                    healthy(&t, host, &report, &mut instance_failures).await
                 }
                 Err(problem) => {
                     let n = failures.entry(host.name.clone()).or_default();
                     *n += 1;
-                    if *n >= t.node.config.unreachable_after && host.health != HostHealth::Unreachable {
+                    if *n >= t.config.unreachable_after && host.health != HostHealth::Unreachable {
                         t.commit(Command::ObserveHost {
                             name: host.name.clone(),
                             reachable: false,
@@ -106,8 +106,66 @@ pub async fn run(t: Term) {
     }
 }
 
-/// Record a good health report: host health and capacity if changed, then storage marks.
-async fn healthy(t: &Term, host: &Seen, report: &HealthReply) -> Result<(), String> {
+/// The instance transitions a good report from `host` implies, for instances of databases
+/// at rest (an operation owns an instance while it runs). An instance turns unhealthy after
+/// `after` failed probes in a row and recovers at its first good one; `failures` counts.
+fn instance_changes(
+    state: &AdminState,
+    host: &str,
+    report: &HealthReply,
+    failures: &mut HashMap<String, u32>,
+    after: u32,
+) -> Vec<Command> {
+    let mut changes = Vec::new();
+    for i in state.instances.values().filter(|i| i.host == host) {
+        let at_rest = state.databases.get(&i.database).is_some_and(|d| {
+            d.operation.is_none() && matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull)
+        });
+        if !at_rest {
+            failures.remove(&i.id);
+            continue;
+        }
+        let probe = report.instances_health.iter().find(|h| h.instance_id == i.id);
+        let was_healthy = i.health == InstanceHealth::Healthy;
+        match probe {
+            Some(h) if h.accepting => {
+                failures.remove(&i.id);
+                if !was_healthy {
+                    changes.push(Command::ObserveInstance {
+                        instance: i.id.clone(),
+                        healthy: true,
+                        problem: None,
+                    });
+                }
+            }
+            _ => {
+                let n = failures.entry(i.id.clone()).or_default();
+                *n += 1;
+                if *n >= after && was_healthy {
+                    let problem = probe
+                        .map(|h| h.problem.clone())
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| format!("host {host} does not report the instance"));
+                    changes.push(Command::ObserveInstance {
+                        instance: i.id.clone(),
+                        healthy: false,
+                        problem: Some(problem),
+                    });
+                }
+            }
+        }
+    }
+    changes
+}
+
+/// Record a good health report: host health and capacity if changed, instance health
+/// transitions, then storage marks.
+async fn healthy(
+    t: &Term,
+    host: &Seen,
+    report: &HealthReply,
+    instance_failures: &mut HashMap<String, u32>,
+) -> Result<(), String> {
     let capacity = HostCapacity {
         instance_slots: report.instance_slots,
         disk_gib: report.disk_gib,
@@ -121,14 +179,19 @@ async fn healthy(t: &Term, host: &Seen, report: &HealthReply) -> Result<(), Stri
         })
         .await?;
     }
+    let after = t.config.unreachable_after;
+    let changes = t.read(|a| instance_changes(a, &host.name, report, instance_failures, after));
+    for change in changes {
+        t.commit(change).await?;
+    }
     // One read of the state for the whole report: it may list thousands of instances.
-    let marks: Vec<Command> = t.node.state.read(|a| {
+    let marks: Vec<Command> = t.read(|a| {
         report
             .instances_health
             .iter()
             .filter_map(|instance| {
-                let database = &a.state.instances.get(&instance.instance_id)?.database;
-                let status = a.state.databases.get(database)?.status;
+                let database = &a.instances.get(&instance.instance_id)?.database;
+                let status = a.databases.get(database)?.status;
                 if !matches!(status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
                     return None;
                 }
@@ -151,7 +214,125 @@ async fn healthy(t: &Term, host: &Seen, report: &HealthReply) -> Result<(), Stri
 
 #[cfg(test)]
 mod tests {
-    use super::storage_full;
+    use super::*;
+    use keel_proto::host::InstanceHealth as Probe;
+    use keel_raft_store::{Database, Instance};
+
+    fn state(status: DatabaseStatus, health: InstanceHealth) -> AdminState {
+        let mut s = AdminState::default();
+        s.databases.insert(
+            "db".into(),
+            Database {
+                name: "db".into(),
+                status,
+                ..Database::default()
+            },
+        );
+        s.instances.insert(
+            "i1".into(),
+            Instance {
+                id: "i1".into(),
+                database: "db".into(),
+                host: "h1".into(),
+                health,
+                ..Instance::default()
+            },
+        );
+        s
+    }
+
+    fn report(accepting: Option<bool>) -> HealthReply {
+        HealthReply {
+            instances_health: accepting
+                .map(|accepting| Probe {
+                    instance_id: "i1".into(),
+                    running: accepting,
+                    accepting,
+                    problem: if accepting {
+                        String::new()
+                    } else {
+                        "PostgreSQL is not running".into()
+                    },
+                    ..Probe::default()
+                })
+                .into_iter()
+                .collect(),
+            ..HealthReply::default()
+        }
+    }
+
+    #[test]
+    fn instances_turn_unhealthy_after_repeated_failures_and_recover_at_once() {
+        let unhealthy = InstanceHealth::Unhealthy {
+            problem: "x".into(),
+            since_ms: 1,
+        };
+        // (database status, recorded health, probes in order (None: not reported), what the
+        // last probe proposes (Some(healthy) per ObserveInstance))
+        type Row = (DatabaseStatus, InstanceHealth, Vec<Option<bool>>, Vec<Option<bool>>);
+        let table: Vec<Row> = vec![
+            (
+                DatabaseStatus::Available,
+                InstanceHealth::Healthy,
+                vec![Some(true)],
+                vec![],
+            ),
+            (
+                DatabaseStatus::Available,
+                InstanceHealth::Healthy,
+                vec![Some(false), Some(false)],
+                vec![],
+            ),
+            (
+                DatabaseStatus::Available,
+                InstanceHealth::Healthy,
+                vec![Some(false), Some(false), Some(false)],
+                vec![Some(false)],
+            ),
+            (
+                DatabaseStatus::Available,
+                InstanceHealth::Healthy,
+                vec![Some(false), Some(true), Some(false), Some(false)],
+                vec![],
+            ),
+            (
+                DatabaseStatus::StorageFull,
+                InstanceHealth::Healthy,
+                vec![None, None, None],
+                vec![Some(false)],
+            ),
+            (
+                DatabaseStatus::Available,
+                unhealthy.clone(),
+                vec![Some(true)],
+                vec![Some(true)],
+            ),
+            (DatabaseStatus::Available, unhealthy.clone(), vec![Some(false)], vec![]),
+            (
+                DatabaseStatus::Modifying,
+                InstanceHealth::Healthy,
+                vec![Some(false); 5],
+                vec![],
+            ),
+            (DatabaseStatus::Creating, unhealthy, vec![Some(true)], vec![]),
+        ];
+        for (status, health, probes, want) in table {
+            let s = state(status, health.clone());
+            let mut failures = HashMap::new();
+            let mut last = Vec::new();
+            for p in &probes {
+                last = instance_changes(&s, "h1", &report(*p), &mut failures, 3);
+            }
+            let got: Vec<Option<bool>> = last
+                .iter()
+                .map(|c| match c {
+                    Command::ObserveInstance { healthy, .. } => Some(*healthy),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got, want, "{status:?} {health:?} after {probes:?}");
+        }
+    }
 
     #[test]
     fn storage_marks_full_at_95_percent_and_clears_below_90() {

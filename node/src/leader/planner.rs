@@ -1,31 +1,15 @@
 //! The planner: which tasks turn a job into the state it asks for. Pure
 //! functions of the admin state, unit-tested without I/O.
 
-use keel_raft_store::{AdminState, Job, JobKind, Modification, Task, Workflow};
+use keel_raft_store::{AdminState, Job, JobKind, Modification, StepState, Task, TaskAction, Workflow};
 
 use crate::classes;
 use crate::host::engine::InstanceSpec;
 
-/// Host actions a task can ask for, plus `check`, which observes instead of acting.
-pub mod action {
-    /// Create volume, data directory and master user.
-    pub const PROVISION: &str = "provision";
-    /// Start the engine.
-    pub const START: &str = "start";
-    /// Observe that the instance accepts SQL connections.
-    pub const CHECK: &str = "check";
-    /// Rewrite settings and restart.
-    pub const RESTART: &str = "restart";
-    /// Rewrite settings that need no restart.
-    pub const CONFIGURE: &str = "configure";
-    /// Stop and delete the volume.
-    pub const DESTROY: &str = "destroy";
-}
-
-fn task(workflow_id: &str, n: usize, name: &str, host: &str, instance: &str) -> Task {
+fn task(workflow_id: &str, n: usize, action: TaskAction, host: &str, instance: &str) -> Task {
     Task {
         id: format!("{workflow_id}-{n}"),
-        name: name.to_string(),
+        action,
         host: host.to_string(),
         instance: instance.to_string(),
         ..Task::default()
@@ -41,7 +25,7 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
         .ok_or_else(|| format!("database {name} no longer exists"))?;
     let instances: Vec<_> = db.instances.iter().filter_map(|id| state.instances.get(id)).collect();
     let mut tasks = Vec::new();
-    let mut add = |action: &str, host: &str, instance: &str| {
+    let mut add = |action: TaskAction, host: &str, instance: &str| {
         let n = tasks.len();
         tasks.push(task(workflow_id, n, action, host, instance));
     };
@@ -49,9 +33,9 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
         JobKind::Noop { .. } => return Err("a noop job has no workflow".into()),
         JobKind::CreateDatabase { .. } => {
             for i in &instances {
-                add(action::PROVISION, &i.host, &i.id);
-                add(action::START, &i.host, &i.id);
-                add(action::CHECK, &i.host, &i.id);
+                add(TaskAction::Provision, &i.host, &i.id);
+                add(TaskAction::Start, &i.host, &i.id);
+                add(TaskAction::Check, &i.host, &i.id);
             }
         }
         JobKind::ModifyDatabase { modification, .. } => {
@@ -59,44 +43,61 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             let reconfigure = modification.storage_gib.is_some_and(|g| g != db.spec.storage_gib);
             for i in &instances {
                 if restart {
-                    add(action::RESTART, &i.host, &i.id);
-                    add(action::CHECK, &i.host, &i.id);
+                    add(TaskAction::Restart, &i.host, &i.id);
+                    add(TaskAction::Check, &i.host, &i.id);
                 } else if reconfigure {
-                    add(action::CONFIGURE, &i.host, &i.id);
+                    add(TaskAction::Configure, &i.host, &i.id);
                 }
             }
         }
         JobKind::DeleteDatabase { .. } => {
             for i in &instances {
-                add(action::DESTROY, &i.host, &i.id);
+                add(TaskAction::Destroy, &i.host, &i.id);
             }
         }
     }
     Ok(tasks)
 }
 
-/// The tasks that undo a failed workflow's completed (or possibly started) work, in order.
+/// The tasks that undo a failed workflow's work, in order: a failed create removes every
+/// instance it touched; a failed modify puts every instance it touched back on the
+/// database's previous settings (restarting it if the forward work restarted it). Ids are
+/// given when the failure is recorded.
 pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
-    match job.kind {
-        // A failed create gives back its volume (and, on commit, its port and slot).
-        JobKind::CreateDatabase { .. } => {
-            let mut seen = Vec::new();
-            let mut out = Vec::new();
-            for t in workflow.tasks.iter().filter(|t| t.attempt > 0 && !t.compensation) {
-                if !seen.contains(&t.instance) {
-                    seen.push(t.instance.clone());
-                    let n = workflow.tasks.len() + out.len();
-                    out.push(task(&workflow.id, n, action::DESTROY, &t.host, &t.instance));
-                }
-            }
-            out
+    // Instances some forward task has tried (an attempt may have run even if it failed).
+    let mut touched: Vec<(&str, &str, bool)> = Vec::new();
+    for t in workflow.tasks.iter().filter(|t| !t.compensation && t.attempt > 0) {
+        let restarted = t.action == TaskAction::Restart;
+        match touched.iter_mut().find(|(i, _, _)| *i == t.instance) {
+            Some(seen) => seen.2 |= restarted,
+            None => touched.push((&t.instance, &t.host, restarted)),
         }
-        _ => Vec::new(),
     }
+    let mut out = Vec::new();
+    for (instance, host, restarted) in touched {
+        let undo = |action| Task {
+            action,
+            host: host.to_string(),
+            instance: instance.to_string(),
+            state: StepState::Pending,
+            ..Task::default()
+        };
+        match &job.kind {
+            JobKind::CreateDatabase { .. } => out.push(undo(TaskAction::Destroy)),
+            JobKind::ModifyDatabase { .. } if restarted => {
+                out.push(undo(TaskAction::Restart));
+                out.push(undo(TaskAction::Check));
+            }
+            JobKind::ModifyDatabase { .. } => out.push(undo(TaskAction::Configure)),
+            JobKind::DeleteDatabase { .. } | JobKind::Noop { .. } => {}
+        }
+    }
+    out
 }
 
-/// What the host manager needs to run an instance of `job`'s database, after any modification.
-pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str) -> Result<InstanceSpec, String> {
+/// What the host manager needs to run an instance of `job`'s database: with the job's
+/// modification applied, or (for an undo task, `undo`) as the database was before it.
+pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str, undo: bool) -> Result<InstanceSpec, String> {
     let instance = state
         .instances
         .get(instance_id)
@@ -111,7 +112,7 @@ pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str) -> Result
         .ok_or_else(|| format!("host {} is no longer registered", instance.host))?;
     let empty = Modification::default();
     let modification = match &job.kind {
-        JobKind::ModifyDatabase { modification, .. } => modification,
+        JobKind::ModifyDatabase { modification, .. } if !undo => modification,
         _ => &empty,
     };
     let class_name = modification.class.as_deref().unwrap_or(&db.spec.class);
@@ -156,7 +157,7 @@ mod tests {
         };
         let command = Command::CreateDatabase {
             job_id: "j1".into(),
-            request_id: None,
+            request: None,
             name: "orders".into(),
             spec,
             master_verifier: "v".into(),
@@ -172,7 +173,7 @@ mod tests {
     fn create_provisions_starts_and_checks_then_undoes_by_destroying() {
         let (s, job) = state_with_db();
         let tasks = plan(&s, &job, "w").unwrap();
-        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        let names: Vec<&str> = tasks.iter().map(|t| t.action.name()).collect();
         assert_eq!(names, ["provision", "start", "check"]);
         assert!(tasks.iter().all(|t| t.host == "h1" && t.instance == "i1"));
         let mut wf = Workflow {
@@ -184,8 +185,8 @@ mod tests {
         wf.tasks[0].attempt = 1;
         let undo = compensation(&job, &wf);
         assert_eq!(undo.len(), 1);
-        assert_eq!((undo[0].name.as_str(), undo[0].id.as_str()), ("destroy", "w-3"));
-        let spec = instance_spec(&s, &job, "i1").unwrap();
+        assert_eq!((undo[0].action, undo[0].instance.as_str()), (TaskAction::Destroy, "i1"));
+        let spec = instance_spec(&s, &job, "i1", false).unwrap();
         assert_eq!(
             (spec.listen_addr.as_str(), spec.port, spec.settings.shared_buffers_mb),
             ("127.0.1.1", 5432, 128)
@@ -205,7 +206,7 @@ mod tests {
             state: Default::default(),
             submitted_at_ms: 0,
             claims: vec![],
-            completed_term: None,
+            completed_fence: None,
             finished_at_ms: None,
             error: None,
         };
@@ -213,10 +214,34 @@ mod tests {
             class: Some("medium".into()),
             ..Modification::default()
         });
-        let names: Vec<String> = plan(&s, &bigger, "w").unwrap().into_iter().map(|t| t.name).collect();
+        let tasks = plan(&s, &bigger, "w").unwrap();
+        let names: Vec<&str> = tasks.iter().map(|t| t.action.name()).collect();
         assert_eq!(names, ["restart", "check"]);
+        let mut wf = Workflow {
+            id: "w".into(),
+            tasks,
+            ..Workflow::default()
+        };
+        wf.tasks[0].attempt = 1;
+        let undo: Vec<TaskAction> = compensation(&bigger, &wf).into_iter().map(|t| t.action).collect();
         assert_eq!(
-            instance_spec(&s, &bigger, "i1").unwrap().settings.shared_buffers_mb,
+            undo,
+            [TaskAction::Restart, TaskAction::Check],
+            "a failed class change restarts on the old class"
+        );
+        assert_eq!(
+            instance_spec(&s, &bigger, "i1", true)
+                .unwrap()
+                .settings
+                .shared_buffers_mb,
+            128,
+            "an undo task gets the settings from before the modification"
+        );
+        assert_eq!(
+            instance_spec(&s, &bigger, "i1", false)
+                .unwrap()
+                .settings
+                .shared_buffers_mb,
             512
         );
         let windows = job(Modification {

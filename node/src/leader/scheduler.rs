@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use keel_raft_store::{Command, DatabaseStatus, Modification, Response};
+use keel_raft_store::{Command, DatabaseStatus, Modification, RequestKey, Response};
 
 use super::Term;
 use crate::clock::now_ms;
@@ -12,16 +12,15 @@ use crate::window::Window;
 
 /// Run until the term ends.
 pub async fn run(t: Term) {
-    let interval = Duration::from_millis(t.node.config.scheduler_interval_ms);
+    let interval = Duration::from_millis(t.config.scheduler_interval_ms);
     loop {
         tokio::select! {
             _ = t.cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         let now = now_ms();
-        let due: Vec<(String, Modification)> = t.node.state.read(|a| {
-            a.state
-                .databases
+        let due: Vec<(String, Modification)> = t.read(|a| {
+            a.databases
                 .values()
                 .filter(|d| d.operation.is_none())
                 .filter(|d| matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull))
@@ -33,7 +32,11 @@ pub async fn run(t: Term) {
             let job_id = uuid::Uuid::now_v7().simple().to_string();
             let start = Command::ModifyDatabase {
                 job_id: job_id.clone(),
-                request_id: Some(format!("maintenance/{job_id}")),
+                request: Some(RequestKey {
+                    id: format!("maintenance/{job_id}"),
+                    fingerprint: String::new(),
+                    retention_ms: 3_600_000,
+                }),
                 name: name.clone(),
                 modification,
             };

@@ -1,13 +1,12 @@
-//! The sweeper: claims jobs for this leader's term and runs them.
+//! The sweeper: claims jobs for these leader services and runs them.
 //!
-//! A job is ours to claim when it is pending, or when its claim is from an
-//! older term (its leader was deposed). Claims and completions are committed
-//! with our term; the state machine refuses them once a newer term exists, so
-//! a deposed leader can neither claim nor complete.
+//! A job is ours to claim when it is pending, or when its claim is from older
+//! services (a deposed leader, or this node's services before a restart).
+//! Claims and completions carry our fence; the state machine refuses them once
+//! newer services started, so stopped services can neither claim nor complete.
 //!
 //! Jobs run at least once: a job whose completion did not commit is run again
-//! (by this term after a restart of the services, or by the next leader), so
-//! every job kind must be idempotent.
+//! (by these services, or the next ones), so every job kind must be idempotent.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -18,17 +17,19 @@ use tokio::sync::Semaphore;
 
 use super::{workflow, Term};
 
+/// Pause before these services retry a workflow they stopped driving.
+const ABANDON_PAUSE: Duration = Duration::from_secs(1);
+
 /// Claim and run jobs until the term's services are cancelled.
 pub async fn run(t: Term) {
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let slots = Arc::new(Semaphore::new(t.node.config.max_running_jobs));
-    let mut applied = t.node.state.subscribe();
+    let slots = Arc::new(Semaphore::new(t.config.max_running_jobs));
+    let mut applied = t.control.applied();
     loop {
-        let candidates: Vec<String> = t.node.state.read(|a| {
+        let candidates: Vec<String> = t.read(|a| {
             let running = running.lock().unwrap_or_else(|p| p.into_inner());
-            a.state
-                .open_jobs()
-                .filter(|j| claimable(j, t.term) && !running.contains(&j.id))
+            a.open_jobs()
+                .filter(|j| claimable(j, t.fence) && !running.contains(&j.id))
                 .map(|j| j.id.clone())
                 .collect()
         });
@@ -42,8 +43,8 @@ pub async fn run(t: Term) {
             let claimed = t
                 .commit(Command::ClaimJob {
                     job_id: job_id.clone(),
-                    term: t.term,
-                    node_id: t.node.id,
+                    fence: t.fence,
+                    node_id: t.node_id,
                 })
                 .await;
             match claimed {
@@ -76,11 +77,11 @@ pub async fn run(t: Term) {
     }
 }
 
-/// Jobs this term should (re)claim: pending ones, and running ones claimed in an older term.
-fn claimable(job: &Job, term: u64) -> bool {
+/// Jobs these services should (re)claim: pending ones, and running ones claimed by them or older ones.
+fn claimable(job: &Job, fence: u64) -> bool {
     match job.state {
         JobState::Pending => true,
-        JobState::Running => job.current_claim().is_none_or(|c| c.term <= term),
+        JobState::Running => job.current_claim().is_none_or(|c| c.fence <= fence),
         JobState::Succeeded | JobState::Failed => false,
     }
 }
@@ -96,7 +97,13 @@ async fn execute(t: &Term, job: Job) {
         // Database jobs finish through their workflow, which completes the job when it commits.
         JobKind::CreateDatabase { .. } | JobKind::ModifyDatabase { .. } | JobKind::DeleteDatabase { .. } => {
             if let Err(workflow::Abandoned(why)) = workflow::drive(t, &job).await {
-                tracing::info!(job = %job.id, %why, "Stopped driving the workflow; the next leader resumes it.");
+                tracing::info!(job = %job.id, %why, "Stopped driving the workflow; it resumes from its record.");
+                // If these services still lead, the job is claimable again: pause before the
+                // retry so a refusal that persists does not spin.
+                tokio::select! {
+                    _ = t.cancel.cancelled() => {}
+                    _ = tokio::time::sleep(ABANDON_PAUSE) => {}
+                }
             }
             return;
         }
@@ -104,7 +111,7 @@ async fn execute(t: &Term, job: Job) {
     let done = t
         .commit(Command::CompleteJob {
             job_id: job.id.clone(),
-            term: t.term,
+            fence: t.fence,
             error: outcome,
         })
         .await;
@@ -132,13 +139,14 @@ mod tests {
             submitted_at_ms: 0,
             claims: claim_term
                 .into_iter()
-                .map(|term| Claim {
-                    term,
+                .map(|fence| Claim {
+                    fence,
+                    term: 1,
                     node_id: 1,
                     at_ms: 0,
                 })
                 .collect(),
-            completed_term: None,
+            completed_fence: None,
             finished_at_ms: None,
             error: None,
         }
@@ -153,7 +161,7 @@ mod tests {
         );
         assert!(
             claimable(&job(JobState::Running, Some(5)), 5),
-            "our own term's job is resumed"
+            "our own services' job is resumed"
         );
         assert!(
             !claimable(&job(JobState::Running, Some(6)), 5),

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub leader_wait_ms: u64,
     /// Jobs the sweeper runs at once.
     pub max_running_jobs: usize,
+    /// How long a client's request id stays bound to its request: a retry within it
+    /// answers the original operation, a different request under it gets 409.
+    pub request_retention_hours: u64,
     /// How often the monitor health-checks every host manager.
     pub monitor_interval_ms: u64,
     /// Consecutive failed health checks before a host is marked unreachable.
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             keep_logs: 1_000,
             leader_wait_ms: 5_000,
             max_running_jobs: 64,
+            request_retention_hours: 24,
             monitor_interval_ms: 1_000,
             unreachable_after: 3,
             scheduler_interval_ms: 10_000,

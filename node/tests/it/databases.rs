@@ -38,9 +38,32 @@ async fn create_connect_modify_delete() {
     let mut c = cluster(&[]).await;
     c.start_hosts(3).await.unwrap();
 
-    let (code, created) = c.post(1, "/v1/databases", &create_body("orders")).await.unwrap();
+    let mut body = create_body("orders");
+    body["request_id"] = json!("rq-orders");
+    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
     assert_eq!(code, 200, "{created}");
     assert_eq!(created["database"]["status"], "creating");
+    // A retried create answers the original operation; the id reused for another kind of
+    // request, or another database, is refused.
+    let (code, retried) = c.post(2, "/v1/databases", &body).await.unwrap();
+    assert_eq!(
+        (code, &retried["operation_id"]),
+        (200, &created["operation_id"]),
+        "{retried}"
+    );
+    let (code, reused) = c.delete(3, "/v1/databases/orders?request_id=rq-orders").await.unwrap();
+    assert_eq!(code, 409, "{reused}");
+    assert!(
+        reused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already used for create-database orders"),
+        "{reused}"
+    );
+    let mut other = create_body("orders2");
+    other["request_id"] = json!("rq-orders");
+    let (code, reused) = c.post(3, "/v1/databases", &other).await.unwrap();
+    assert_eq!(code, 409, "{reused}");
     assert!(
         created.get("master_password").is_none(),
         "a given password is never echoed"
@@ -58,7 +81,7 @@ async fn create_connect_modify_delete() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["name"].as_str().unwrap())
+        .map(|t| t["action"].as_str().unwrap())
         .collect();
     assert_eq!(tasks, ["provision", "start", "check"]);
 
@@ -133,11 +156,41 @@ async fn create_connect_modify_delete() {
     let (code, _) = c.get(1, "/v1/databases/orders").await.unwrap();
     assert_eq!(code, 404);
 
-    // The name is reusable.
-    let (code, again) = c.post(2, "/v1/databases", &create_body("orders")).await.unwrap();
+    // The name is reusable; a generated password is shown once, by the call that set it.
+    let mut body = create_body("orders");
+    body.as_object_mut().unwrap().remove("master_password");
+    body["request_id"] = json!("rq-generated");
+    let (code, again) = c.post(2, "/v1/databases", &body).await.unwrap();
     assert_eq!(code, 200, "{again}");
+    let generated = again["master_password"]
+        .as_str()
+        .expect("a generated password")
+        .to_string();
+    let (code, retried) = c.post(1, "/v1/databases", &body).await.unwrap();
+    assert_eq!(
+        (code, &retried["operation_id"]),
+        (200, &again["operation_id"]),
+        "{retried}"
+    );
+    assert!(
+        retried.get("master_password").is_none(),
+        "a retry never shows a password that was not set: {retried}"
+    );
     let op = wait_op(&c, again["operation_id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, db) = c.get(1, "/v1/databases/orders").await.unwrap();
+    let (addr, port) = (
+        db["endpoint"]["addr"].as_str().unwrap(),
+        db["endpoint"]["port"].as_u64().unwrap(),
+    );
+    let (pg, conn) = tokio_postgres::connect(
+        &format!("host={addr} port={port} user=app password='{generated}' dbname=postgres connect_timeout=5"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("the password the first call showed is the one set");
+    tokio::spawn(conn);
+    pg.simple_query("SELECT 1").await.unwrap();
 
     // The password never reached a log or the Raft store in clear.
     let mut stack = vec![c.dir().to_path_buf()];

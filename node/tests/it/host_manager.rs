@@ -9,7 +9,7 @@ use keel_jepsen::ports::free_port;
 use keel_node::classes;
 use keel_node::host::engine::InstanceSpec;
 use keel_proto::host::host_manager_client::HostManagerClient;
-use keel_proto::host::{HealthRequest, TaskReply, TaskRequest};
+use keel_proto::host::{HealthRequest, TaskAction, TaskReply, TaskRequest, TaskState};
 use tonic::transport::Channel;
 
 use super::bin;
@@ -22,7 +22,12 @@ struct HostProc {
 
 impl HostProc {
     fn start(root: &std::path::Path, addr: &str) -> Self {
-        let log = std::fs::File::create(root.with_extension("log")).unwrap();
+        // Appended to, so a restarted host manager's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.with_extension("log"))
+            .unwrap();
         let child = Command::new(bin())
             .args(["host", "--name", "h1", "--zone", "a", "--addr", addr, "--root"])
             .arg(root)
@@ -82,22 +87,30 @@ fn spec(id: &str, port: u16, class: &str) -> InstanceSpec {
     }
 }
 
+fn request(id: &str, fence: u64, action: TaskAction, spec: Option<&InstanceSpec>) -> TaskRequest {
+    TaskRequest {
+        task_id: id.into(),
+        instance_id: spec.map_or("inst-1".into(), |s| s.id.clone()),
+        fence,
+        action: action as i32,
+        spec_json: spec.map(|s| serde_json::to_string(s).unwrap()).unwrap_or_default(),
+    }
+}
+
 async fn task(
     c: &mut HostManagerClient<Channel>,
     id: &str,
-    term: u64,
-    action: &str,
+    fence: u64,
+    action: TaskAction,
     spec: Option<&InstanceSpec>,
 ) -> Result<TaskReply, tonic::Status> {
-    c.run_task(TaskRequest {
-        task_id: id.into(),
-        instance_id: "inst-1".into(),
-        term,
-        action: action.into(),
-        spec_json: spec.map(|s| serde_json::to_string(s).unwrap()).unwrap_or_default(),
-    })
-    .await
-    .map(|r| r.into_inner())
+    c.run_task(request(id, fence, action, spec))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn state(r: &TaskReply) -> TaskState {
+    TaskState::try_from(r.state).unwrap()
 }
 
 async fn connect(port: u16) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -121,10 +134,14 @@ async fn host_manager_runs_real_postgres() {
     let port = free_port();
     let small = spec("inst-1", port, "small");
 
-    let r = task(&mut c, "t-provision", 3, "provision", Some(&small)).await.unwrap();
-    assert_eq!(r.state, "succeeded", "{r:?}");
-    let r = task(&mut c, "t-start", 3, "start", Some(&small)).await.unwrap();
-    assert_eq!(r.state, "succeeded", "{r:?}");
+    let r = task(&mut c, "t-provision", 3, TaskAction::Provision, Some(&small))
+        .await
+        .unwrap();
+    assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
+    let r = task(&mut c, "t-start", 3, TaskAction::Start, Some(&small))
+        .await
+        .unwrap();
+    assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
 
     let db = connect(port)
         .await
@@ -145,22 +162,26 @@ async fn host_manager_runs_real_postgres() {
     );
 
     // A re-sent task id returns the journalled outcome without running again.
-    let again = task(&mut c, "t-provision", 3, "provision", Some(&small)).await.unwrap();
-    assert_eq!(again.state, "succeeded");
+    let again = task(&mut c, "t-provision", 3, TaskAction::Provision, Some(&small))
+        .await
+        .unwrap();
+    assert_eq!(state(&again), TaskState::Succeeded);
     let health = c.health(HealthRequest {}).await.unwrap().into_inner();
     assert_eq!(health.instances, 1);
     assert!(health.instances_health[0].accepting, "{health:?}");
 
     // Fencing: a newer term is admitted, an older one refused, also after kill -9 of the host manager.
     let medium = spec("inst-1", port, "medium");
-    let r = task(&mut c, "t-restart", 4, "restart", Some(&medium)).await.unwrap();
-    assert_eq!(r.state, "succeeded", "{r:?}");
+    let r = task(&mut c, "t-restart", 4, TaskAction::Restart, Some(&medium))
+        .await
+        .unwrap();
+    assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
     host.kill();
     host = HostProc::start(&root, &addr);
     let mut c = host.client().await;
-    let stale = task(&mut c, "t-stale", 3, "stop", None).await.unwrap_err();
+    let stale = task(&mut c, "t-stale", 3, TaskAction::Stop, None).await.unwrap_err();
     assert_eq!(stale.code(), tonic::Code::FailedPrecondition, "{stale:?}");
-    assert!(stale.message().contains("older than term 4"), "{}", stale.message());
+    assert!(stale.message().contains("older than token 4"), "{}", stale.message());
 
     // PostgreSQL kept running across the host manager's restart, with the new settings and the data.
     let db = connect(port).await.unwrap();
@@ -170,10 +191,212 @@ async fn host_manager_runs_real_postgres() {
     assert_eq!(v, "kept");
     drop(db);
 
-    let r = task(&mut c, "t-destroy", 4, "destroy", None).await.unwrap();
-    assert_eq!(r.state, "succeeded", "{r:?}");
+    let r = task(&mut c, "t-destroy", 4, TaskAction::Destroy, None).await.unwrap();
+    assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
     assert!(connect(port).await.is_err(), "port closed after destroy");
     assert!(!root.join("volumes/inst-1").exists(), "volume gone");
     let health = c.health(HealthRequest {}).await.unwrap().into_inner();
     assert_eq!(health.instances, 0);
+}
+
+/// Processes whose command line names something under `path`.
+fn processes_under(path: &std::path::Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&needle))
+        .collect()
+}
+
+/// How many times the host manager's log says it started task `id`.
+fn starts(root: &std::path::Path, id: &str) -> usize {
+    let log = std::fs::read_to_string(root.with_extension("log")).unwrap_or_default();
+    log.lines()
+        .map(super::strip_ansi)
+        .filter(|l| l.contains("Running task.") && l.split_whitespace().any(|w| w == format!("task={id}")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_task_at_a_time_per_instance_and_a_crash_leaves_nothing_half_made() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let root = dir.path().join("host");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut host = HostProc::start(&root, &addr);
+    let mut c = host.client().await;
+    let port = free_port();
+    let small = spec("inst-1", port, "small");
+
+    // The first provision on a fresh host makes the version's template (initdb): slow.
+    let first = {
+        let mut c = c.clone();
+        let req = request("p-a1", 1, TaskAction::Provision, Some(&small));
+        tokio::spawn(async move { c.run_task(req).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = c
+            .task_status(keel_proto::host::TaskStatusRequest { task_id: "p-a1".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if state(&s) == TaskState::Running {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "provision never showed as running: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A re-send of the same attempt waits on the one running; a new attempt is turned away.
+    let resend = {
+        let mut c = c.clone();
+        let req = request("p-a1", 1, TaskAction::Provision, Some(&small));
+        tokio::spawn(async move { c.run_task(req).await })
+    };
+    let busy = task(&mut c, "p-a2", 1, TaskAction::Provision, Some(&small))
+        .await
+        .unwrap();
+    assert_eq!(state(&busy), TaskState::Busy, "{busy:?}");
+    assert!(busy.detail.contains("p-a1"), "{busy:?}");
+    assert_eq!(starts(&root, "p-a1"), 1);
+
+    // The host manager dies mid-provision; its engine commands would run on as orphans.
+    host.kill();
+    assert!(first.await.unwrap().is_err() && resend.await.unwrap().is_err());
+    host = HostProc::start(&root, &addr);
+    let mut c = host.client().await;
+    let lost = c
+        .task_status(keel_proto::host::TaskStatusRequest { task_id: "p-a1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state(&lost), TaskState::Unknown, "{lost:?}");
+    assert!(
+        !root.join("volumes/inst-1").exists(),
+        "the half-made volume was removed"
+    );
+    for place in ["volumes", "templates"] {
+        let left = processes_under(&root.join(place));
+        assert!(left.is_empty(), "orphaned engine processes were stopped: {left:?}");
+    }
+
+    // Only now does a new attempt run, once, to the end.
+    let r = task(&mut c, "p-a2", 1, TaskAction::Provision, Some(&small))
+        .await
+        .unwrap();
+    assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
+    assert_eq!((starts(&root, "p-a1"), starts(&root, "p-a2")), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_on_the_host_and_injections_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let root = dir.path().join("host");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let host = HostProc::start(&root, &addr);
+    let mut c = host.client().await;
+    let port = free_port();
+
+    // Every injection is refused before anything is written.
+    type Inject = fn(&mut InstanceSpec);
+    let injections: [(&str, Inject); 5] = [
+        ("listen_addr", |s| s.listen_addr = "127.0.0.1'\nssl = off\n#".into()),
+        ("master_user", |s| {
+            s.master_user = "app\"; ALTER ROLE app SUPERUSER; --".into()
+        }),
+        ("master_user", |s| s.master_user = "postgres".into()),
+        ("master_verifier", |s| {
+            s.master_verifier = "x' SUPERUSER; --".into();
+        }),
+        ("master_verifier", |s| {
+            s.master_verifier.push_str("\nALTER ROLE app SUPERUSER;")
+        }),
+    ];
+    for (n, (field, inject)) in injections.iter().enumerate() {
+        let mut bad = spec("inst-x", port, "small");
+        inject(&mut bad);
+        let refused = task(&mut c, &format!("bad-{n}"), 1, TaskAction::Provision, Some(&bad))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{field}: {refused:?}");
+        assert!(refused.message().contains(field), "{field}: {}", refused.message());
+    }
+    assert!(!root.join("volumes/inst-x").exists(), "nothing was provisioned");
+
+    let s = spec("inst-1", port, "small");
+    for (id, action) in [("p", TaskAction::Provision), ("s", TaskAction::Start)] {
+        let r = task(&mut c, id, 1, action, Some(&s)).await.unwrap();
+        assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
+    }
+    let volume = root.join("volumes/inst-1");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&volume), 0o700, "the volume (and socket directory) is private");
+    assert_eq!(
+        mode(&volume.join("instance.json")),
+        0o600,
+        "the spec with the verifier is private"
+    );
+    let hba = std::fs::read_to_string(volume.join("data/pg_hba.conf")).unwrap();
+    assert!(!hba.contains("trust"), "{hba}");
+
+    // Another OS user cannot reach the socket.
+    if unsafe { libc::geteuid() } == 0 {
+        let out = Command::new("runuser")
+            .args(["-u", "nobody", "--", "/usr/bin/psql", "-h"])
+            .arg(&volume)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                "SELECT 1",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "another OS user connected: {err}");
+        assert!(err.contains("Permission denied"), "{err}");
+    }
+
+    // The master user is powerful within its database, but not a superuser.
+    let db = connect(port).await.unwrap();
+    let sup: bool = db
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'app'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!sup, "the master user is not a superuser");
+    for allowed in [
+        "CREATE TABLE t (v int)",
+        "CREATE DATABASE other",
+        "CREATE ROLE reader LOGIN",
+    ] {
+        db.batch_execute(allowed).await.expect(allowed);
+    }
+    for forbidden in [
+        "COPY (SELECT 1) TO PROGRAM 'id'",
+        "SELECT pg_read_file('/etc/passwd')",
+        "COPY t FROM '/etc/hostname'",
+        "ALTER ROLE app SUPERUSER",
+    ] {
+        let e = db.batch_execute(forbidden).await.expect_err(forbidden);
+        assert!(
+            e.as_db_error()
+                .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{forbidden}: {e:?}"
+        );
+    }
+    let r = task(&mut c, "d", 1, TaskAction::Destroy, None).await.unwrap();
+    assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
 }

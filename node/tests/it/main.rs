@@ -85,3 +85,21 @@ pub async fn wait_has_hosts(c: &Cluster, id: u64, want: &std::collections::BTree
     .await
     .unwrap();
 }
+
+/// A log line without its ANSI colouring.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}

@@ -7,12 +7,27 @@ use super::{conflict, not_found, AdminState};
 use crate::command::Response;
 use crate::records::*;
 
+/// How a database's workflow ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Every task succeeded.
+    Succeeded,
+    /// It failed; `undone` when its undo tasks all succeeded (a failed modify is then rolled
+    /// back, a failed create has removed what it made).
+    Failed {
+        /// Why.
+        error: String,
+        /// Whether the undo tasks succeeded.
+        undone: bool,
+    },
+}
+
 /// Where and by whom an operation is being started.
 struct Start<'a> {
     index: u64,
     at: Millis,
     job_id: &'a str,
-    request_id: Option<&'a str>,
+    request: Option<&'a RequestKey>,
 }
 
 impl AdminState {
@@ -48,14 +63,16 @@ impl AdminState {
         index: u64,
         at: Millis,
         job_id: &str,
-        request_id: Option<&str>,
+        request: Option<&RequestKey>,
         name: &str,
         spec: &DatabaseSpec,
         master_verifier: &str,
         instance_id: &str,
     ) -> Response {
-        if let Some(job) = self.repeat_of(request_id) {
-            return self.database_response(&job.clone(), false);
+        match self.repeat_of(request, at) {
+            Err(refused) => return refused,
+            Ok(Some(job)) => return self.database_response(&job.clone(), false),
+            Ok(None) => {}
         }
         if let Some(existing) = self.databases.get(name) {
             return conflict(format!(
@@ -68,7 +85,7 @@ impl AdminState {
             Err(rejection) => return Response::Rejected { rejection },
         };
         let kind = JobKind::CreateDatabase { database: name.into() };
-        let job = match self.enqueue(index, at, job_id, request_id, kind) {
+        let job = match self.enqueue(index, at, job_id, request, kind) {
             Ok(job) => job,
             Err(refused) => return refused,
         };
@@ -81,6 +98,7 @@ impl AdminState {
                 host: host.clone(),
                 port,
                 created_at_ms: at,
+                health: InstanceHealth::Healthy,
             },
         );
         self.databases.insert(
@@ -107,7 +125,7 @@ impl AdminState {
         index: u64,
         at: Millis,
         job_id: &str,
-        request_id: Option<&str>,
+        request: Option<&RequestKey>,
         name: &str,
         modification: &Modification,
     ) -> Response {
@@ -116,10 +134,16 @@ impl AdminState {
             modification: modification.clone(),
         };
         let allowed = |db: &Database| {
-            if !matches!(db.status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
+            // A failed database may be modified too: that is how a failed rollback is retried.
+            let modifiable = matches!(
+                db.status,
+                DatabaseStatus::Available | DatabaseStatus::StorageFull | DatabaseStatus::Failed
+            );
+            if !modifiable || db.instances.is_empty() {
                 return Err(format!(
-                    "database {name} is {}; only an available (or storage-full) database can be modified",
-                    wire_name(&db.status)
+                    "database {name} is {} with {} instances; only an available, storage-full or failed database with an instance can be modified",
+                    wire_name(&db.status),
+                    db.instances.len()
                 ));
             }
             match modification.storage_gib {
@@ -134,7 +158,7 @@ impl AdminState {
             index,
             at,
             job_id,
-            request_id,
+            request,
         };
         let response = self.begin(start, name, kind, DatabaseStatus::Modifying, "modified", allowed);
         // The pending modification is being applied now (by the scheduler, or asked for at once).
@@ -179,7 +203,7 @@ impl AdminState {
         index: u64,
         at: Millis,
         job_id: &str,
-        request_id: Option<&str>,
+        request: Option<&RequestKey>,
         name: &str,
     ) -> Response {
         let kind = JobKind::DeleteDatabase { database: name.into() };
@@ -187,7 +211,7 @@ impl AdminState {
             index,
             at,
             job_id,
-            request_id,
+            request,
         };
         self.begin(start, name, kind, DatabaseStatus::Deleting, "deleted", |_| Ok(()))
     }
@@ -207,10 +231,12 @@ impl AdminState {
             index,
             at,
             job_id,
-            request_id,
+            request,
         } = start;
-        if let Some(job) = self.repeat_of(request_id) {
-            return self.database_response(&job.clone(), false);
+        match self.repeat_of(request, at) {
+            Err(refused) => return refused,
+            Ok(Some(job)) => return self.database_response(&job.clone(), false),
+            Ok(None) => {}
         }
         let Some(db) = self.databases.get(name) else {
             return not_found("database", name);
@@ -221,7 +247,7 @@ impl AdminState {
         if let Err(why) = allowed(db) {
             return conflict(why);
         }
-        let job = match self.enqueue(index, at, job_id, request_id, kind) {
+        let job = match self.enqueue(index, at, job_id, request, kind) {
             Ok(job) => job,
             Err(refused) => return refused,
         };
@@ -243,12 +269,12 @@ impl AdminState {
     }
 
     /// The effect of a finished workflow on its database.
-    pub(super) fn conclude(&mut self, index: u64, at: Millis, kind: &JobKind, error: Option<&str>) {
+    pub(super) fn conclude(&mut self, index: u64, at: Millis, kind: &JobKind, outcome: &Outcome) {
         let Some(name) = kind.database().map(str::to_string) else {
             return;
         };
-        match (kind, error) {
-            (JobKind::DeleteDatabase { .. }, None) => {
+        match (kind, outcome) {
+            (JobKind::DeleteDatabase { .. }, Outcome::Succeeded) => {
                 self.release_instances(&name);
                 self.databases.remove(&name);
                 self.event(
@@ -260,7 +286,9 @@ impl AdminState {
                 );
                 return;
             }
-            (JobKind::CreateDatabase { .. }, Some(_)) => self.release_instances(&name),
+            // A failed create whose undo removed its volume gives back its port and slot; if
+            // the undo failed, the instance record keeps them until a delete cleans up.
+            (JobKind::CreateDatabase { .. }, Outcome::Failed { undone: true, .. }) => self.release_instances(&name),
             _ => {}
         }
         let endpoint = self.primary_endpoint(&name);
@@ -268,13 +296,29 @@ impl AdminState {
             return;
         };
         db.operation = None;
-        let (kind_name, message) = match (kind, error) {
-            (_, Some(e)) => {
-                db.status = DatabaseStatus::Failed;
-                db.status_reason = Some(e.to_string());
-                ("database-failed", format!("Database {name} failed: {e}"))
+        let (kind_name, message) = match (kind, outcome) {
+            (JobKind::ModifyDatabase { .. }, Outcome::Failed { error, undone: true }) => {
+                db.status = DatabaseStatus::Available;
+                db.status_reason = None;
+                (
+                    "database-modify-rolled-back",
+                    format!("Modifying database {name} failed ({error}); it was rolled back and runs with its previous settings."),
+                )
             }
-            (JobKind::CreateDatabase { .. }, None) => {
+            (_, Outcome::Failed { error, undone }) => {
+                let what = match kind {
+                    JobKind::CreateDatabase { .. } if *undone => {
+                        "creating it failed and what it made was removed; delete it, then create it again"
+                    }
+                    JobKind::DeleteDatabase { .. } => "deleting it failed; retry the delete",
+                    _ => "its instance may be in an unknown state; retry the modify, or delete it",
+                };
+                db.status = DatabaseStatus::Failed;
+                db.status_reason = Some(format!("{error} ({what})"));
+                db.endpoint = None;
+                ("database-failed", format!("Database {name} failed: {error} ({what})."))
+            }
+            (JobKind::CreateDatabase { .. }, Outcome::Succeeded) => {
                 db.status = DatabaseStatus::Available;
                 db.endpoint = endpoint;
                 let at_addr = db
@@ -284,7 +328,7 @@ impl AdminState {
                     .unwrap_or_default();
                 ("database-available", format!("Database {name} is available{at_addr}."))
             }
-            (JobKind::ModifyDatabase { modification, .. }, None) => {
+            (JobKind::ModifyDatabase { modification, .. }, Outcome::Succeeded) => {
                 if let Some(class) = &modification.class {
                     db.spec.class = class.clone();
                 }
@@ -298,6 +342,8 @@ impl AdminState {
                     db.spec.maintenance_window = w.clone();
                 }
                 db.status = DatabaseStatus::Available;
+                db.status_reason = None;
+                db.endpoint = endpoint;
                 ("database-modified", format!("Database {name} was modified."))
             }
             _ => return,

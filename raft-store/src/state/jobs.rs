@@ -1,9 +1,10 @@
 //! The job queue: enqueue (idempotent by request id), claims fenced by the
-//! leader's term, completion, and the open-jobs index the sweeper reads.
+//! leader services in force, completion, and the open-jobs index the sweeper reads.
 
-use super::{conflict, not_found, stale, AdminState, Millis};
+use super::{conflict, not_found, refused, stale, AdminState, Millis};
 use crate::command::Response;
 use crate::records::*;
+use crate::transitions::{self, JOB};
 
 impl AdminState {
     /// Jobs not yet finished (pending or running), oldest first.
@@ -16,25 +17,39 @@ impl AdminState {
         index: u64,
         at: Millis,
         job_id: &str,
-        request_id: Option<&str>,
+        request: Option<&RequestKey>,
         kind: &JobKind,
     ) -> Response {
-        if let Some(job) = self.repeat_of(request_id) {
-            return Response::Job {
-                job: job.clone(),
-                created: false,
-            };
+        match self.repeat_of(request, at) {
+            Err(refused) => return refused,
+            Ok(Some(job)) => {
+                return Response::Job {
+                    job: job.clone(),
+                    created: false,
+                }
+            }
+            Ok(None) => {}
         }
-        match self.enqueue(index, at, job_id, request_id, kind.clone()) {
+        match self.enqueue(index, at, job_id, request, kind.clone()) {
             Ok(job) => Response::Job { job, created: true },
             Err(refused) => refused,
         }
     }
 
-    /// The job an earlier request with this id made, if any.
-    pub(crate) fn repeat_of(&self, request_id: Option<&str>) -> Option<&Job> {
-        let existing = self.idempotency.get(&format!("submit-job/{}", request_id?))?;
-        self.jobs.get(existing)
+    /// The job an earlier use of this request id made, if this is a repeat of that request;
+    /// a refusal if the id is bound to a different request; `None` for a new (or lapsed) id.
+    pub(crate) fn repeat_of(&self, request: Option<&RequestKey>, at: Millis) -> Result<Option<&Job>, Response> {
+        let Some(r) = request else { return Ok(None) };
+        let Some(bound) = self.requests.get(&r.id).filter(|b| !b.expired(at)) else {
+            return Ok(None);
+        };
+        if bound.fingerprint != r.fingerprint {
+            return Err(conflict(format!(
+                "request id {:?} was already used for {} (operation {}); a request id names one request: retry that request unchanged, or use a new id",
+                r.id, bound.what, bound.job_id
+            )));
+        }
+        Ok(self.jobs.get(&bound.job_id))
     }
 
     /// Put a new job on the queue.
@@ -43,7 +58,7 @@ impl AdminState {
         index: u64,
         at: Millis,
         job_id: &str,
-        request_id: Option<&str>,
+        request: Option<&RequestKey>,
         kind: JobKind,
     ) -> Result<Job, Response> {
         if self.jobs.contains_key(job_id) {
@@ -53,51 +68,75 @@ impl AdminState {
         }
         let job = Job {
             id: job_id.to_string(),
-            request_id: request_id.map(str::to_string),
+            request_id: request.map(|r| r.id.clone()),
             kind,
             state: JobState::Pending,
             submitted_at_ms: at,
             claims: Vec::new(),
-            completed_term: None,
+            completed_fence: None,
             finished_at_ms: None,
             error: None,
         };
         self.jobs.insert(job_id.to_string(), job.clone());
         self.open_jobs.insert(job_id.to_string());
-        if let Some(r) = request_id {
-            self.idempotency.insert(format!("submit-job/{r}"), job_id.to_string());
+        if let Some(r) = request {
+            let what = match job.kind.database() {
+                Some(db) => format!("{} {db}", job.kind.name()),
+                None => job.kind.name().to_string(),
+            };
+            self.requests.insert(
+                r.id.clone(),
+                RequestRecord {
+                    job_id: job_id.to_string(),
+                    fingerprint: r.fingerprint.clone(),
+                    what,
+                    at_ms: at,
+                    retention_ms: r.retention_ms,
+                },
+            );
         }
         let message = format!("Job {job_id} ({}) was queued.", job.kind.name());
         self.event(index, at, "job-submitted", job_id, message);
         Ok(job)
     }
 
-    /// The newest term any leader has announced or claimed with.
-    pub(crate) fn term_in_force(&self, job: &Job) -> u64 {
-        let services = self.leader_services.as_ref().map_or(0, |s| s.term);
-        services.max(job.current_claim().map_or(0, |c| c.term))
+    /// Refuse unless `fence` is the fence of the leader services in force and holds the
+    /// claim on `job` (the check behind every completion and workflow command).
+    pub(crate) fn check_claim(&self, job: &Job, fence: u64) -> Result<(), Response> {
+        let in_force = self.fence_in_force();
+        let held = job.current_claim().map(|c| c.fence);
+        if fence != in_force || held != Some(fence) {
+            return Err(stale(
+                &format!("job {}", job.id),
+                in_force.max(held.unwrap_or(0)),
+                fence,
+            ));
+        }
+        Ok(())
     }
 
-    pub(super) fn claim_job(&mut self, index: u64, at: Millis, job_id: &str, term: u64, node_id: u64) -> Response {
+    pub(super) fn claim_job(&mut self, index: u64, at: Millis, job_id: &str, fence: u64, node_id: u64) -> Response {
         let Some(job) = self.jobs.get(job_id) else {
             return not_found("job", job_id);
         };
-        if job.state.is_terminal() {
-            return conflict(format!("job {job_id} is already {:?}; it cannot be claimed", job.state));
+        let in_force = self.fence_in_force();
+        if fence != in_force {
+            return stale(&format!("job {job_id}"), in_force, fence);
         }
-        let in_force = self.term_in_force(job);
-        if term < in_force {
-            return stale(job_id, in_force, term);
-        }
-        if job.current_claim().is_some_and(|c| c.term == term) {
+        if job.current_claim().is_some_and(|c| c.fence == fence) && job.state == JobState::Running {
             return Response::Job {
                 job: job.clone(),
                 created: false,
             };
         }
+        if let Err(why) = transitions::check(&JOB, job.state, JobState::Running) {
+            return refused(format!("job {job_id} cannot be claimed"), why);
+        }
+        let term = self.leader_services.as_ref().map_or(0, |s| s.term);
         let taken_over = job.current_claim().cloned();
         let job = self.jobs.get_mut(job_id).expect("checked above");
         job.claims.push(Claim {
+            fence,
             term,
             node_id,
             at_ms: at,
@@ -106,10 +145,10 @@ impl AdminState {
         let job = job.clone();
         let message = match taken_over {
             Some(old) => format!(
-                "Job {job_id} was taken over by node {node_id} in term {term} from node {} (term {}).",
-                old.node_id, old.term
+                "Job {job_id} was taken over by node {node_id} (term {term}, fence {fence}) from node {} (term {}, fence {}).",
+                old.node_id, old.term, old.fence
             ),
-            None => format!("Job {job_id} was claimed by node {node_id} in term {term}."),
+            None => format!("Job {job_id} was claimed by node {node_id} (term {term}, fence {fence})."),
         };
         self.event(index, at, "job-claimed", job_id, message);
         Response::Job { job, created: false }
@@ -120,37 +159,49 @@ impl AdminState {
         index: u64,
         at: Millis,
         job_id: &str,
-        term: u64,
+        fence: u64,
         error: Option<&str>,
     ) -> Response {
         let Some(job) = self.jobs.get(job_id) else {
             return not_found("job", job_id);
         };
-        if job.state.is_terminal() {
+        if job.state.is_terminal() && job.completed_fence == Some(fence) {
             // A retried completion from the same claim is a repeat, not a second run.
-            if job.completed_term == Some(term) {
-                return Response::Job {
-                    job: job.clone(),
-                    created: false,
-                };
-            }
+            return Response::Job {
+                job: job.clone(),
+                created: false,
+            };
+        }
+        if job.kind.database().is_some() {
             return conflict(format!(
-                "job {job_id} was already completed in term {:?}",
-                job.completed_term
+                "job {job_id} is a database job; it finishes only through its workflow"
             ));
         }
-        let in_force = self.term_in_force(job);
-        let held = job.current_claim().map(|c| c.term);
-        if held != Some(term) || term < in_force {
-            return stale(job_id, in_force, term);
+        let to = if error.is_some() {
+            JobState::Failed
+        } else {
+            JobState::Succeeded
+        };
+        if let Err(why) = transitions::check(&JOB, job.state, to) {
+            return refused(format!("job {job_id} cannot complete"), why);
         }
-        let job = self.finish_job(index, at, job_id, term, error.map(str::to_string));
+        if let Err(refusal) = self.check_claim(job, fence) {
+            return refusal;
+        }
+        let job = self.finish_job(index, at, job_id, fence, error.map(str::to_string));
         Response::Job { job, created: false }
     }
 
-    /// Mark open job `job_id` (checked by the caller) finished by the claim of `term`, failed
+    /// Mark open job `job_id` (checked by the caller) finished by the claim of `fence`, failed
     /// when there is an `error`; the one place a job leaves the open set.
-    pub(crate) fn finish_job(&mut self, index: u64, at: Millis, job_id: &str, term: u64, error: Option<String>) -> Job {
+    pub(crate) fn finish_job(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        fence: u64,
+        error: Option<String>,
+    ) -> Job {
         self.open_jobs.remove(job_id);
         let job = self.jobs.get_mut(job_id).expect("checked by the caller");
         job.state = if error.is_some() {
@@ -158,7 +209,7 @@ impl AdminState {
         } else {
             JobState::Succeeded
         };
-        job.completed_term = Some(term);
+        job.completed_fence = Some(fence);
         job.finished_at_ms = Some(at);
         let (kind, message) = match &error {
             None => ("job-succeeded", format!("Job {job_id} succeeded.")),

@@ -1,11 +1,59 @@
-//! What the monitor observed: host health transitions and storage-full marks.
-//! Only changes are proposed, so each apply here is a transition with its event.
+//! What the monitor observed: host and instance health transitions and
+//! storage-full marks. Only changes are proposed, so each apply here is a
+//! transition with its event.
 
 use super::{not_found, AdminState};
 use crate::command::Response;
-use crate::records::{DatabaseStatus, HostCapacity, HostHealth, Millis};
+use crate::records::{DatabaseStatus, HostCapacity, HostHealth, InstanceHealth, Millis};
 
 impl AdminState {
+    pub(super) fn observe_instance(
+        &mut self,
+        index: u64,
+        at: Millis,
+        id: &str,
+        healthy: bool,
+        problem: Option<&str>,
+    ) -> Response {
+        let Some(instance) = self.instances.get_mut(id) else {
+            return not_found("instance", id);
+        };
+        let was_healthy = instance.health == InstanceHealth::Healthy;
+        if was_healthy == healthy {
+            return Response::Done;
+        }
+        let problem = problem.unwrap_or("no answer").to_string();
+        instance.health = if healthy {
+            InstanceHealth::Healthy
+        } else {
+            InstanceHealth::Unhealthy {
+                problem: problem.clone(),
+                since_ms: at,
+            }
+        };
+        let (database, host) = (instance.database.clone(), instance.host.clone());
+        // The status stays (DNS keeps answering for a primary that may only be slow); the
+        // reason says what is wrong while the database is at rest.
+        if let Some(db) = self.databases.get_mut(&database) {
+            if matches!(db.status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
+                db.status_reason = (!healthy).then(|| format!("instance {id} on host {host} is unhealthy: {problem}"));
+            }
+        }
+        let (kind, message) = if healthy {
+            (
+                "instance-recovered",
+                format!("Instance {id} of database {database} on host {host} answers SQL again."),
+            )
+        } else {
+            (
+                "instance-unhealthy",
+                format!("Instance {id} of database {database} on host {host} is unhealthy: {problem}."),
+            )
+        };
+        self.event(index, at, kind, &database, message);
+        Response::Done
+    }
+
     pub(super) fn observe_host(
         &mut self,
         index: u64,

@@ -37,6 +37,87 @@ pub struct InstanceSpec {
     pub master_verifier: String,
 }
 
+/// A spec field the host manager refuses to write into configuration or SQL.
+#[derive(Debug, thiserror::Error)]
+#[error("instance spec field {field} is not valid: {why}")]
+pub struct InvalidSpec {
+    /// Which field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// Master user names Keel keeps for itself or the engine reserves.
+pub fn reserved_user(name: &str) -> bool {
+    name == "postgres" || name.starts_with("pg_") || name.starts_with("keel")
+}
+
+impl InstanceSpec {
+    /// Check every field a host writes into a file or SQL: ids are file-name safe,
+    /// the address is an IP address, the user is a plain identifier, the verifier has the
+    /// SCRAM-SHA-256 form, and nothing holds a control character.
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        let bad = |field, why: &str| {
+            Err(InvalidSpec {
+                field,
+                why: why.to_string(),
+            })
+        };
+        if !crate::host::journal::valid_id(&self.id) {
+            return bad("id", "use 1-128 letters, digits, '-' or '_'");
+        }
+        if self.listen_addr.parse::<std::net::IpAddr>().is_err() {
+            return bad("listen_addr", "must be an IP address");
+        }
+        if self.port < 1024 {
+            return bad("port", "must be 1024-65535");
+        }
+        let user = self.master_user.as_bytes();
+        let identifier = !user.is_empty()
+            && user.len() <= 63
+            && (user[0].is_ascii_lowercase() || user[0] == b'_')
+            && user
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+        if !identifier {
+            return bad(
+                "master_user",
+                "use 1-63 lowercase letters, digits or '_', not starting with a digit",
+            );
+        }
+        if reserved_user(&self.master_user) {
+            return bad("master_user", "the name is reserved (postgres, pg_*, keel*)");
+        }
+        if !scram_verifier(&self.master_verifier) {
+            return bad(
+                "master_verifier",
+                "must be SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key> in base64",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether `v` has the form PostgreSQL stores a SCRAM-SHA-256 verifier in.
+fn scram_verifier(v: &str) -> bool {
+    let base64 = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+    let Some(rest) = v.strip_prefix("SCRAM-SHA-256$") else {
+        return false;
+    };
+    let Some((iter_salt, keys)) = rest.split_once('$') else {
+        return false;
+    };
+    let (Some((iterations, salt)), Some((stored, server))) = (iter_salt.split_once(':'), keys.split_once(':')) else {
+        return false;
+    };
+    !iterations.is_empty()
+        && iterations.len() <= 9
+        && iterations.bytes().all(|b| b.is_ascii_digit())
+        && base64(salt)
+        && base64(stored)
+        && base64(server)
+}
+
 /// What an engine observed of an instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
@@ -78,5 +159,66 @@ impl EngineError {
     /// Whether retrying the same task may succeed.
     pub fn retryable(&self) -> bool {
         !matches!(self, EngineError::Unavailable(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            id: "i1".into(),
+            listen_addr: "127.0.1.1".into(),
+            port: 5432,
+            settings: Settings {
+                shared_buffers_mb: 128,
+                max_connections: 50,
+                work_mem_mb: 4,
+                effective_cache_size_mb: 512,
+            },
+            storage_gib: 10,
+            master_user: "app".into(),
+            master_verifier: postgres_protocol::password::scram_sha_256(b"change me please"),
+        }
+    }
+
+    #[test]
+    fn a_real_verifier_and_spec_pass() {
+        assert!(spec().validate().is_ok());
+    }
+
+    #[test]
+    fn every_injection_is_refused() {
+        type Inject = Box<dyn Fn(&mut InstanceSpec)>;
+        let cases: Vec<(&str, Inject)> = vec![
+            (
+                "listen_addr",
+                Box::new(|s| s.listen_addr = "127.0.0.1'\nssl = off".into()),
+            ),
+            ("listen_addr", Box::new(|s| s.listen_addr = "*".into())),
+            (
+                "master_user",
+                Box::new(|s| s.master_user = "app\"; DROP ROLE x; --".into()),
+            ),
+            ("master_user", Box::new(|s| s.master_user = "postgres".into())),
+            ("master_user", Box::new(|s| s.master_user = "pg_monitor".into())),
+            (
+                "master_verifier",
+                Box::new(|s| s.master_verifier = "x'; ALTER ROLE app SUPERUSER; --".into()),
+            ),
+            (
+                "master_verifier",
+                Box::new(|s| s.master_verifier.push_str("\nALTER ROLE app SUPERUSER;")),
+            ),
+            ("id", Box::new(|s| s.id = "../other".into())),
+            ("port", Box::new(|s| s.port = 22)),
+        ];
+        for (field, change) in cases {
+            let mut s = spec();
+            change(&mut s);
+            let err = s.validate().expect_err(field);
+            assert_eq!(err.field, field, "{s:?}");
+        }
     }
 }

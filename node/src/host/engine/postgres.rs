@@ -7,6 +7,7 @@
 //! copied for each new instance. Instances are started with `pg_ctl`, so they
 //! keep running while the host manager restarts.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -193,6 +194,8 @@ impl Postgres {
         // A partial earlier attempt is discarded and redone.
         let _ = std::fs::remove_dir_all(&volume);
         std::fs::create_dir_all(&volume).map_err(io("create volume"))?;
+        // The volume is also the socket directory: only the engine's OS user may enter it.
+        std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o700)).map_err(io("protect volume"))?;
         self.chown(&volume)?;
         let data = self.data(&spec.id);
         self.run(
@@ -202,13 +205,7 @@ impl Postgres {
         )
         .await?;
         self.configure(spec)?;
-        let role = quote_ident(&spec.master_user);
-        let verifier = spec.master_verifier.replace('\'', "''");
-        let sql = if spec.master_user == "postgres" {
-            format!("ALTER ROLE {role} PASSWORD '{verifier}';\n")
-        } else {
-            format!("CREATE ROLE {role} SUPERUSER CREATEDB CREATEROLE LOGIN PASSWORD '{verifier}';\n")
-        };
+        let sql = master_user_sql(spec);
         // Single-user mode: the role exists before the server ever listens on TCP.
         self.run(
             "create master user",
@@ -224,37 +221,104 @@ impl Postgres {
         Ok(())
     }
 
-    /// Write the instance's settings (`keel.conf`, `pg_hba.conf`); they apply at the next start.
+    /// Write the instance's settings (`keel.conf`, `pg_hba.conf`, `pg_ident.conf`); they
+    /// apply at the next start. Every value goes through [`conf_value`], after the spec was
+    /// validated, so no field can add a line of its own.
     pub fn configure(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
+        spec.validate().map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let data = self.data(&spec.id);
         let s = &spec.settings;
-        let conf = format!(
-            "# Written by Keel's host manager; changes are overwritten.\n\
-             listen_addresses = '{addr}'\n\
-             port = {port}\n\
-             unix_socket_directories = '{sock}'\n\
-             shared_buffers = '{sb}MB'\n\
-             max_connections = {mc}\n\
-             work_mem = '{wm}MB'\n\
-             effective_cache_size = '{ecs}MB'\n\
-             password_encryption = 'scram-sha-256'\n",
-            addr = spec.listen_addr,
-            port = spec.port,
-            sock = self.volume(&spec.id).display(),
-            sb = s.shared_buffers_mb,
-            mc = s.max_connections,
-            wm = s.work_mem_mb,
-            ecs = s.effective_cache_size_mb,
-        );
-        // Local socket connections are for the host manager (the socket directory is private);
-        // everyone else authenticates with SCRAM over TCP.
-        let hba = "local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n";
-        for (name, text) in [("keel.conf", conf.as_str()), ("pg_hba.conf", hba)] {
+        let settings = [
+            ("listen_addresses", conf_value(&spec.listen_addr)),
+            ("port", spec.port.to_string()),
+            (
+                "unix_socket_directories",
+                conf_value(&self.volume(&spec.id).to_string_lossy()),
+            ),
+            ("unix_socket_permissions", "0700".to_string()),
+            ("shared_buffers", conf_value(&format!("{}MB", s.shared_buffers_mb))),
+            ("max_connections", s.max_connections.to_string()),
+            ("work_mem", conf_value(&format!("{}MB", s.work_mem_mb))),
+            (
+                "effective_cache_size",
+                conf_value(&format!("{}MB", s.effective_cache_size_mb)),
+            ),
+            ("password_encryption", conf_value("scram-sha-256")),
+        ];
+        let mut conf = String::from("# Written by Keel's host manager; changes are overwritten.\n");
+        for (name, value) in settings {
+            conf.push_str(&format!("{name} = {value}\n"));
+        }
+        // No trust anywhere. Over the (private) socket only the engine's superuser, and only
+        // for the OS users mapped in pg_ident (the engine's and the host manager's own);
+        // everyone else, customers included, authenticates with SCRAM.
+        let hba = "local all postgres peer map=keel\n\
+                   local all all scram-sha-256\n\
+                   host all all 0.0.0.0/0 scram-sha-256\n\
+                   host all all ::/0 scram-sha-256\n";
+        let mut ident = String::new();
+        for os_user in self.local_os_users() {
+            ident.push_str(&format!("keel {os_user} postgres\n"));
+        }
+        for (name, text) in [
+            ("keel.conf", conf.as_str()),
+            ("pg_hba.conf", hba),
+            ("pg_ident.conf", &ident),
+        ] {
             let path = data.join(name);
             std::fs::write(&path, text).map_err(io("write configuration"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io("protect configuration"))?;
             self.chown(&path)?;
         }
         Ok(())
+    }
+
+    /// OS users that may connect over the socket as the engine's superuser: the engine's
+    /// own and the host manager's (which probes health that way).
+    fn local_os_users(&self) -> Vec<String> {
+        let mut users = vec![os_user_name(current_uid())];
+        if let Some((uid, _)) = self.run_as {
+            users.push(os_user_name(uid));
+        }
+        users.dedup();
+        users.into_iter().flatten().collect()
+    }
+
+    /// Whether provisioning this instance completed (its marker is written last).
+    pub fn provisioned(&self, id: &str) -> bool {
+        self.volume(id).join(".provisioned").exists()
+    }
+
+    /// Kill (SIGKILL) every process whose command line names `path`: engine commands a
+    /// crashed host manager left running there (initdb, cp, a single-user postgres, a
+    /// postmaster of a half-made instance). Returns how many were killed.
+    pub fn kill_orphans(&self, path: &Path) -> usize {
+        let needle = path.to_string_lossy().into_owned();
+        let me = std::process::id();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        let mut killed = 0;
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+                continue;
+            };
+            let args = String::from_utf8_lossy(&cmdline);
+            if args.split('\0').any(|a| a.starts_with(&needle)) {
+                // SAFETY: kill has no memory-safety preconditions.
+                if unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
+                    killed += 1;
+                }
+            }
+        }
+        killed
     }
 
     /// Whether the postmaster of this instance is running.
@@ -345,9 +409,15 @@ impl Postgres {
         }
     }
 
-    /// Observe the instance: process, a real SQL round trip, storage used.
-    pub async fn health(&self, spec: &InstanceSpec) -> Health {
-        let used_bytes = dir_size(&self.volume(&spec.id));
+    /// Bytes the instance's volume holds (a directory walk: callers cache it).
+    pub fn used_bytes(&self, id: &str) -> u64 {
+        dir_size(&self.volume(id))
+    }
+
+    /// Observe the instance: process and a real SQL round trip, within `within`
+    /// (`used_bytes` is left to the caller's cache).
+    pub async fn health(&self, spec: &InstanceSpec, within: Duration) -> Health {
+        let used_bytes = 0;
         if !self.running(&spec.id) {
             return Health {
                 used_bytes,
@@ -361,13 +431,13 @@ impl Postgres {
             .port(spec.port)
             .user("postgres")
             .dbname("postgres")
-            .connect_timeout(Duration::from_secs(2));
+            .connect_timeout(within);
         let probe = async {
             let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
             tokio::spawn(conn);
             client.simple_query("SELECT 1").await.map(|_| ())
         };
-        match tokio::time::timeout(Duration::from_secs(3), probe).await {
+        match tokio::time::timeout(within, probe).await {
             Ok(Ok(())) => Health {
                 running: true,
                 accepting: true,
@@ -395,6 +465,48 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A SQL string literal (standard_conforming_strings is on: only quotes need doubling).
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A postgresql.conf string value: quoted, with quotes and backslashes escaped, and no line breaks.
+fn conf_value(text: &str) -> String {
+    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    format!("'{}'", clean.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The statements that make the master user, one per line (single-user mode runs each line):
+/// not a superuser, but what RDS's `rds_superuser` gives — create databases and roles, read
+/// and write all data, monitor, signal other sessions — and the owner of the `postgres`
+/// database (so of its `public` schema, and able to create trusted extensions). Server file
+/// access and `COPY ... PROGRAM` stay with superusers and are refused.
+fn master_user_sql(spec: &InstanceSpec) -> String {
+    let role = quote_ident(&spec.master_user);
+    let verifier = quote_literal(&spec.master_verifier);
+    format!(
+        "CREATE ROLE {role} LOGIN CREATEDB CREATEROLE PASSWORD {verifier} IN ROLE pg_read_all_data, pg_write_all_data, pg_monitor, pg_signal_backend;\n\
+         ALTER DATABASE postgres OWNER TO {role};\n"
+    )
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The name of OS user `uid`, if it has one.
+fn os_user_name(uid: u32) -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or NULL; we copy the name out at once.
+    let pw = unsafe { libc::getpwuid(uid) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: pw is non-null and pw_name points to a NUL-terminated string.
+    let name = unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) };
+    name.to_str().ok().map(str::to_string)
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -411,4 +523,18 @@ fn dir_size(path: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_values_and_literals_cannot_break_out() {
+        assert_eq!(conf_value("127.0.0.1"), "'127.0.0.1'");
+        assert_eq!(conf_value("a'\nssl = off"), "'a''ssl = off'");
+        assert_eq!(conf_value(r"x\'"), r"'x\\'''");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
 }
