@@ -57,6 +57,9 @@ pub enum DbCmd {
         /// Wait for the operation, showing progress.
         #[arg(long)]
         wait: bool,
+        /// Request id: a retry with the same id answers the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// List databases.
     List,
@@ -87,6 +90,9 @@ pub enum DbCmd {
         /// Wait for the operation, showing progress.
         #[arg(long)]
         wait: bool,
+        /// Request id: a retry with the same id answers the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Delete a database and its data.
     Delete {
@@ -95,6 +101,9 @@ pub enum DbCmd {
         /// Wait for the operation, showing progress.
         #[arg(long)]
         wait: bool,
+        /// Request id: a retry with the same id answers the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
     },
 }
 
@@ -149,6 +158,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             maintenance_window,
             tags,
             wait,
+            request_id,
         } => {
             let req = CreateDatabaseRequest {
                 name,
@@ -163,7 +173,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 backup_window,
                 maintenance_window,
                 tags: tags.into_iter().collect::<BTreeMap<_, _>>(),
-                request_id: None,
+                request_id,
             };
             (client.post("/v1/databases", &req).await?, wait)
         }
@@ -175,6 +185,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             maintenance_window,
             apply_immediately,
             wait,
+            request_id,
         } => {
             let req = ModifyDatabaseRequest {
                 class,
@@ -182,11 +193,20 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 backup_window,
                 maintenance_window,
                 apply_immediately,
-                request_id: None,
+                request_id,
             };
             (client.patch(&format!("/v1/databases/{name}"), &req).await?, wait)
         }
-        DbCmd::Delete { name, wait } => (client.delete(&format!("/v1/databases/{name}")).await?, wait),
+        DbCmd::Delete { name, wait, request_id } => {
+            let query = match request_id {
+                Some(r) if r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)) => {
+                    format!("?request_id={r}")
+                }
+                Some(r) => bail!("request id {r:?} may use only letters, digits and - _ . ~"),
+                None => String::new(),
+            };
+            (client.delete(&format!("/v1/databases/{name}{query}")).await?, wait)
+        }
     };
     let op: DatabaseOperation = typed(v.clone())?;
     match out {

@@ -85,3 +85,103 @@ async fn unreachable_host_is_marked_avoided_and_recovers() {
     assert_eq!(events_about(&c, "h1", "host-recovered").await, 1);
     assert_eq!(events_about(&c, "h2", "host-unreachable").await, 0);
 }
+
+/// How many events of `kind` the database `db` has.
+async fn db_events(c: &Cluster, db: &str, kind: &str) -> usize {
+    let (code, events) = c.get(2, &format!("/v1/events?db={db}")).await.unwrap();
+    assert_eq!(code, 200, "{events}");
+    events.as_array().unwrap().iter().filter(|e| e["kind"] == kind).count()
+}
+
+/// Processes working in `dir` (PostgreSQL's backends chdir to the data directory).
+fn processes_in(dir: &std::path::Path) -> usize {
+    let dir = std::fs::canonicalize(dir).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|p| std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == dir))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instance_on_a_healthy_host_is_noticed_once_and_so_is_its_recovery() {
+    let mut c = cluster(&["--monitor-interval-ms", "200", "--unreachable-after", "3"]).await;
+    c.start_hosts(1).await.unwrap();
+    let (code, created) = c.post(1, "/v1/databases", &super::create_body("pm")).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    let op = super::wait_op(&c, created["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, db) = c.get(1, "/v1/databases/pm").await.unwrap();
+    let instance = db["instances"][0]["id"].as_str().unwrap().to_string();
+    let data = c.hosts[0].root.join("volumes").join(&instance).join("data");
+
+    // kill -9 the postmaster; the host manager stays healthy.
+    let pid: i32 = std::fs::read_to_string(data.join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let started = std::time::Instant::now();
+    let db = c
+        .wait_for(
+            Duration::from_secs(30),
+            "the instance to be marked unhealthy",
+            || async {
+                let (_, db) = c.get(3, "/v1/databases/pm").await?;
+                Ok(db["instances"][0]["health"]
+                    .as_str()
+                    .is_some_and(|h| h.starts_with("unhealthy"))
+                    .then_some(db))
+            },
+        )
+        .await
+        .unwrap();
+    eprintln!("marked unhealthy {:?} after the kill", started.elapsed());
+    assert_eq!(
+        db["status"], "available",
+        "DNS keeps answering; the reason says why: {db}"
+    );
+    assert!(
+        db["status_reason"].as_str().unwrap_or("").contains("is unhealthy"),
+        "{db}"
+    );
+    assert_eq!(host(&c, "h1").await.unwrap()["health"], "healthy", "the host is fine");
+    c.wait_for(Duration::from_secs(10), "several more probe rounds", || async {
+        Ok((started.elapsed() > Duration::from_secs(3)).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db_events(&c, "pm", "instance-unhealthy").await,
+        1,
+        "only the transition is an event"
+    );
+
+    // The host manager restarts it (as after any host-manager restart) once its old
+    // processes have gone.
+    c.wait_for(
+        Duration::from_secs(30),
+        "the killed postmaster's children to exit",
+        || async { Ok((processes_in(&data) == 0).then_some(())) },
+    )
+    .await
+    .unwrap();
+    c.kill_host(0);
+    c.launch_host(0).unwrap();
+    let db = c
+        .wait_for(Duration::from_secs(60), "the instance to recover", || async {
+            let (_, db) = c.get(3, "/v1/databases/pm").await?;
+            Ok((db["instances"][0]["health"] == "healthy").then_some(db))
+        })
+        .await
+        .unwrap();
+    assert!(db["status_reason"].is_null(), "{db}");
+    assert_eq!(db_events(&c, "pm", "instance-recovered").await, 1);
+    assert_eq!(db_events(&c, "pm", "instance-unhealthy").await, 1);
+}

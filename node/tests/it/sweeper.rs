@@ -72,19 +72,19 @@ async fn sweeper_claims_survive_a_leader_kill() {
     assert_eq!(jobs.len(), ids.len(), "no job lost or duplicated");
     let mut taken_over = 0;
     for j in &jobs {
-        let terms: Vec<u64> = j["claims"]
+        let fences: Vec<u64> = j["claims"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| c["term"].as_u64().unwrap())
+            .map(|c| c["fence"].as_u64().unwrap())
             .collect();
         assert!(
-            terms.windows(2).all(|w| w[0] < w[1]),
-            "claim terms strictly increase: {j}"
+            fences.windows(2).all(|w| w[0] < w[1]),
+            "claim fences strictly increase: {j}"
         );
         assert_eq!(
-            j["completed_term"].as_u64(),
-            terms.last().copied(),
+            j["completed_fence"].as_u64(),
+            fences.last().copied(),
             "completed by the claim in force: {j}"
         );
         let nodes: Vec<u64> = j["claims"]
