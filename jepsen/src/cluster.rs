@@ -255,6 +255,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// The process id of host manager `i` (0-based), while it runs.
+    pub fn host_pid(&self, i: usize) -> Option<u32> {
+        self.hosts[i].child.as_ref().map(Child::id)
+    }
+
     /// kill -9 host manager `i` (0-based); its PostgreSQL instances keep running.
     pub fn kill_host(&mut self, i: usize) {
         if let Some(mut c) = self.hosts[i].child.take() {

@@ -358,3 +358,76 @@ async fn a_modification_waits_for_the_maintenance_window() {
         "{kinds:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modify_postgres_cannot_start_with_is_rolled_back() {
+    let mut c = cluster(&[]).await;
+    c.start_hosts(1).await.unwrap();
+    let (code, created) = c.post(1, "/v1/databases", &create_body("rb")).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, db) = c.get(1, "/v1/databases/rb").await.unwrap();
+    let (addr, port) = (
+        db["endpoint"]["addr"].as_str().unwrap().to_string(),
+        db["endpoint"]["port"].as_u64().unwrap(),
+    );
+    let pg = connect(&addr, port).await.unwrap();
+    pg.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
+        .await
+        .unwrap();
+    drop(pg);
+
+    // Cap the address space of what the host manager starts from now on: PostgreSQL can
+    // no longer map the 2 GiB of shared buffers the large class asks for (the small class's
+    // 128 MiB still fit), so it refuses to start with the new settings.
+    let pid = c.host_pid(0).unwrap();
+    let out = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--as=1800000000"])
+        .output()
+        .expect("prlimit (util-linux) runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let modify = json!({"class": "large", "apply_immediately": true});
+    let resp = reqwest::Client::new()
+        .patch(format!("{}/v1/databases/rb", c.url(2)))
+        .json(&modify)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let modified: Value = resp.json().await.unwrap();
+    let op = wait_op(&c, modified["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "failed", "{op}");
+    let undo: Vec<(&str, &str)> = op["workflow"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["compensation"] == true)
+        .map(|t| (t["action"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(undo, [("restart", "succeeded"), ("check", "succeeded")], "{op}");
+
+    let (_, db) = c.get(3, "/v1/databases/rb").await.unwrap();
+    assert_eq!(db["status"], "available", "rolled back: {db}");
+    assert_eq!(db["spec"]["class"], "small", "{db}");
+    let (_, events) = c.get(1, "/v1/events?db=rb").await.unwrap();
+    let rolled: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "database-modify-rolled-back")
+        .collect();
+    assert_eq!(rolled.len(), 1, "{events}");
+    assert!(
+        rolled[0]["message"].as_str().unwrap().contains("restart failed"),
+        "{rolled:?}"
+    );
+    let pg = connect(&addr, port)
+        .await
+        .expect("the rolled-back database answers SQL");
+    let sb: String = pg.query_one("SHOW shared_buffers", &[]).await.unwrap().get(0);
+    assert_eq!(sb, "128MB", "the old settings");
+    let v: String = pg.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(v, "kept");
+}
