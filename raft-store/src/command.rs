@@ -234,6 +234,15 @@ pub enum Command {
         /// forward task succeeded.
         fence: u64,
     },
+    /// Forget finished history: jobs (with their workflows) finished before `before_ms`
+    /// and events from before it, always keeping the newest `keep` of each per database,
+    /// and request ids whose binding has lapsed.
+    PruneHistory {
+        /// The cut-off, stamped by the proposer (now less the retention).
+        before_ms: Millis,
+        /// Finished jobs and events kept per database (and for the cluster) whatever their age.
+        keep: u32,
+    },
     /// A new leader announces it runs the leader services.
     StartLeaderServices {
         /// The leader.
@@ -258,6 +267,7 @@ impl Command {
             Command::ClaimJob { .. } => "claim-job",
             Command::CompleteJob { .. } => "complete-job",
             Command::StartLeaderServices { .. } => "start-leader-services",
+            Command::PruneHistory { .. } => "prune-history",
             Command::CreateDatabase { .. } => "create-database",
             Command::ModifyDatabase { .. } => "modify-database",
             Command::DeferModification { .. } => "defer-modification",

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 mod databases;
+mod history;
 mod jobs;
 mod monitor;
 mod placement;
@@ -54,6 +55,9 @@ pub struct AdminState {
     /// Derived: workflow id by job id. Rebuilt by [`AdminState::reindex`].
     #[serde(skip)]
     workflow_by_job: BTreeMap<String, String>,
+    /// Derived: job ids by database ("" for jobs without one). Rebuilt by [`AdminState::reindex`].
+    #[serde(skip)]
+    jobs_by_database: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl AdminState {
@@ -71,6 +75,11 @@ impl AdminState {
             .values()
             .map(|w| (w.job_id.clone(), w.id.clone()))
             .collect();
+        self.jobs_by_database.clear();
+        for job in self.jobs.values() {
+            let db = job.kind.database().unwrap_or_default().to_string();
+            self.jobs_by_database.entry(db).or_default().insert(job.id.clone());
+        }
     }
 
     /// Apply one proposal committed at log `index`. Deterministic: reads only its arguments.
@@ -136,6 +145,7 @@ impl AdminState {
                 self.complete_job(index, at, job_id, *fence, error.as_deref())
             }
             Command::StartLeaderServices { node_id, term } => self.start_leader_services(index, at, *node_id, *term),
+            Command::PruneHistory { before_ms, keep } => self.prune_history(index, at, *before_ms, *keep),
             Command::CreateDatabase {
                 job_id,
                 request,

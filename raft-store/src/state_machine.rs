@@ -180,9 +180,11 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (data, last_applied, membership) = self
-            .handle
-            .read(|a| (codec::encode(a), a.last_applied, a.membership.clone()));
+        // Copy under the read lock, encode outside it: apply waits for a copy, not an encoding.
+        let copy = self.handle.read(Applied::clone);
+        let (last_applied, membership) = (copy.last_applied, copy.membership.clone());
+        let data = codec::encode(&copy);
+        drop(copy);
         let built = self.handle.shared.snapshots_built.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{built}", l.leader_id.term, l.index),

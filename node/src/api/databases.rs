@@ -424,15 +424,7 @@ impl Api {
     pub async fn events(&self, db: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, ApiError> {
         let db = db.map(str::to_string);
         self.node
-            .read(move |s| {
-                s.events
-                    .iter()
-                    .filter(|e| e.seq > after)
-                    .filter(|e| db.as_deref().is_none_or(|d| e.subject == d))
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            })
+            .read(move |s| s.events_page(db.as_deref(), after, limit))
             .await
     }
 }

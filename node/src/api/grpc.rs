@@ -146,9 +146,15 @@ impl Keel for GrpcApi {
 
     async fn list_operations(
         &self,
-        _: Request<pb::ListOperationsRequest>,
+        req: Request<pb::ListOperationsRequest>,
     ) -> Result<Response<pb::ListOperationsResponse>, Status> {
-        let operations = self.api.list_jobs().await?.into_iter().map(operation).collect();
+        let r = req.into_inner();
+        let page = super::service::OpsPage {
+            db: opt(r.db),
+            after: opt(r.after),
+            limit: (r.limit > 0).then_some(r.limit as usize),
+        };
+        let operations = self.api.list_jobs(page).await?.into_iter().map(operation).collect();
         Ok(Response::new(pb::ListOperationsResponse { operations }))
     }
 

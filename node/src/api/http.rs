@@ -82,8 +82,11 @@ async fn undrain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply
     Ok(Json(api.drain_host(&name, false).await?))
 }
 
-async fn list_ops(State(api): State<Api>) -> Reply<Vec<keel_raft_store::Job>> {
-    Ok(Json(api.list_jobs().await?))
+async fn list_ops(
+    State(api): State<Api>,
+    Query(page): Query<super::service::OpsPage>,
+) -> Reply<Vec<keel_raft_store::Job>> {
+    Ok(Json(api.list_jobs(page).await?))
 }
 
 async fn submit_noop(

@@ -118,6 +118,23 @@ impl Api {
     }
 }
 
+/// Operations a listing returns unless asked otherwise, and at most.
+pub const OPS_PAGE: usize = 100;
+/// The most a page of operations may hold.
+pub const OPS_PAGE_MAX: usize = 1_000;
+
+/// Which page of operations: oldest first, after the operation id `after`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsPage {
+    /// Only this database's operations.
+    pub db: Option<String>,
+    /// Start after this operation id (the last id of the previous page).
+    pub after: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
 fn unexpected(r: Response) -> ApiError {
     match r {
         Response::Rejected { rejection } => rejection.into(),
@@ -238,8 +255,16 @@ impl Api {
     }
 
     /// All jobs, oldest first.
-    pub async fn list_jobs(&self) -> Result<Vec<Job>, ApiError> {
-        self.node.read(|s| s.jobs.values().cloned().collect()).await
+    pub async fn list_jobs(&self, page: OpsPage) -> Result<Vec<Job>, ApiError> {
+        let limit = page.limit.unwrap_or(OPS_PAGE);
+        if !(1..=OPS_PAGE_MAX).contains(&limit) {
+            return Err(ApiError::InvalidArgument(format!(
+                "limit {limit} is out of range: ask for 1 to {OPS_PAGE_MAX} operations a page"
+            )));
+        }
+        self.node
+            .read(move |s| s.jobs_page(page.db.as_deref(), page.after.as_deref(), limit))
+            .await
     }
 
     /// One job.

@@ -338,11 +338,31 @@ pub async fn wait_for(client: &Client, id: &str, show: bool) -> anyhow::Result<O
     }
 }
 
+/// Which events `keel events` prints.
+#[derive(Debug, Clone, Default)]
+pub struct EventsFilter {
+    /// Only this database's.
+    pub db: Option<String>,
+    /// Only after this sequence number.
+    pub after: u64,
+    /// At most this many (all, page by page, when not given).
+    pub limit: Option<usize>,
+    /// Keep printing new ones.
+    pub follow: bool,
+}
+
 /// `keel events`: print events, and keep printing new ones with `follow`.
-pub async fn events(client: &Client, out: Format, db: Option<String>, follow: bool) -> anyhow::Result<()> {
-    let mut after = 0;
+pub async fn events(client: &Client, out: Format, filter: EventsFilter) -> anyhow::Result<()> {
+    let EventsFilter {
+        db,
+        mut after,
+        limit,
+        follow,
+    } = filter;
+    let mut left = limit.unwrap_or(usize::MAX);
     loop {
-        let mut path = format!("/v1/events?after={after}");
+        let page = left.min(1_000);
+        let mut path = format!("/v1/events?after={after}&limit={page}");
         if let Some(d) = &db {
             path.push_str(&format!("&db={d}"));
         }
@@ -361,9 +381,12 @@ pub async fn events(client: &Client, out: Format, db: Option<String>, follow: bo
             }
             after = after.max(e.seq);
         }
-        if !follow {
+        left -= events.len();
+        if left == 0 || (events.len() < page && !follow) {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if events.len() < page {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }

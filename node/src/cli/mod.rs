@@ -46,6 +46,12 @@ enum Cmd {
         /// Only events about this database.
         #[arg(long)]
         db: Option<String>,
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many events.
+        #[arg(long)]
+        limit: Option<usize>,
         /// Keep printing new events.
         #[arg(long, short)]
         follow: bool,
@@ -109,8 +115,18 @@ enum HostsCmd {
 
 #[derive(Debug, Subcommand)]
 enum OpsCmd {
-    /// List operations.
-    List,
+    /// List operations, oldest first, a page at a time.
+    List {
+        /// Only this database's operations.
+        #[arg(long)]
+        db: Option<String>,
+        /// Start after this operation id (the last one of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many (default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Show one operation.
     Describe {
         /// Operation id.
@@ -210,7 +226,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Dev(args) => crate::dev::run(args).await,
         Cmd::Db(cmd) => db::run(&client, out, cmd).await,
-        Cmd::Events { db, follow } => db::events(&client, out, db, follow).await,
+        Cmd::Events {
+            db,
+            after,
+            limit,
+            follow,
+        } => {
+            let filter = db::EventsFilter {
+                db,
+                after,
+                limit,
+                follow,
+            };
+            db::events(&client, out, filter).await
+        }
         Cmd::Hosts(cmd) => hosts(&client, out, cmd).await,
         Cmd::Ops(cmd) => ops(&client, out, cmd).await,
         Cmd::Dns(DnsCmd::Dump) => {
@@ -321,8 +350,17 @@ fn job_state(j: &Job) -> String {
 
 async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
     match cmd {
-        OpsCmd::List => {
-            let v = client.get("/v1/ops").await?;
+        OpsCmd::List { db, after, limit } => {
+            let mut query = Vec::new();
+            for (k, v) in [("db", db), ("after", after), ("limit", limit.map(|l| l.to_string()))] {
+                if let Some(v) = v {
+                    if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                        anyhow::bail!("--{k} {v:?} may use only letters, digits and - _ .");
+                    }
+                    query.push(format!("{k}={v}"));
+                }
+            }
+            let v = client.get(&format!("/v1/ops?{}", query.join("&"))).await?;
             print(out, &v, || {
                 let jobs: Vec<Job> = typed(v.clone())?;
                 let rows: Vec<Vec<String>> = jobs
@@ -334,8 +372,9 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
                             job_state(j),
                             time(Some(j.submitted_at_ms)),
                             time(j.finished_at_ms),
-                            j.current_claim()
-                                .map_or("-".into(), |c| format!("node {} term {}", c.node_id, c.term)),
+                            j.current_claim().map_or("-".into(), |c| {
+                                format!("node {} term {} fence {}", c.node_id, c.term, c.fence)
+                            }),
                         ]
                     })
                     .collect();

@@ -1,6 +1,8 @@
 //! The scheduler: starts pending modifications when a database's maintenance
-//! window opens. Each start is an ordinary modify job, so the workflow engine,
-//! its events and its failure handling are the same as for `--apply-immediately`.
+//! window opens (each start is an ordinary modify job, so the workflow engine,
+//! its events and its failure handling are the same as for `--apply-immediately`),
+//! and keeps the history bounded by proposing `PruneHistory` when there is
+//! something older than the retention to forget.
 
 use std::time::Duration;
 
@@ -10,10 +12,21 @@ use super::Term;
 use crate::clock::now_ms;
 use crate::window::Window;
 
+/// How often the history is checked for what to prune.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// Run until the term ends.
 pub async fn run(t: Term) {
     let interval = Duration::from_millis(t.config.scheduler_interval_ms);
+    let mut next_prune = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune += PRUNE_EVERY;
+            if let Err(e) = prune(&t).await {
+                tracing::warn!(error = %e, "Could not prune the history; will retry.");
+                return;
+            }
+        }
         tokio::select! {
             _ = t.cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
@@ -54,4 +67,15 @@ pub async fn run(t: Term) {
             }
         }
     }
+}
+
+/// Propose a prune when the history holds something older than the retention.
+async fn prune(t: &Term) -> Result<(), String> {
+    let now = now_ms();
+    let before_ms = now.saturating_sub(t.config.history_retention_days.saturating_mul(86_400_000));
+    let keep = t.config.history_keep_per_database;
+    if t.read(|a| a.prunable(now, before_ms, keep).is_empty()) {
+        return Ok(());
+    }
+    t.commit(Command::PruneHistory { before_ms, keep }).await.map(drop)
 }

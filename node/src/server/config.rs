@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// How long a client's request id stays bound to its request: a retry within it
     /// answers the original operation, a different request under it gets 409.
     pub request_retention_hours: u64,
+    /// Finished operations and events older than this are forgotten...
+    pub history_retention_days: u64,
+    /// ...except the newest this many per database (and for the cluster).
+    pub history_keep_per_database: u32,
     /// How often the monitor health-checks every host manager.
     pub monitor_interval_ms: u64,
     /// Consecutive failed health checks before a host is marked unreachable.
@@ -100,6 +104,8 @@ impl Default for ServerConfig {
             leader_wait_ms: 5_000,
             max_running_jobs: 64,
             request_retention_hours: 24,
+            history_retention_days: 7,
+            history_keep_per_database: 100,
             monitor_interval_ms: 1_000,
             unreachable_after: 3,
             scheduler_interval_ms: 10_000,

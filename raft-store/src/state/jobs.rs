@@ -79,6 +79,8 @@ impl AdminState {
         };
         self.jobs.insert(job_id.to_string(), job.clone());
         self.open_jobs.insert(job_id.to_string());
+        let db = job.kind.database().unwrap_or_default().to_string();
+        self.jobs_by_database.entry(db).or_default().insert(job_id.to_string());
         if let Some(r) = request {
             let what = match job.kind.database() {
                 Some(db) => format!("{} {db}", job.kind.name()),

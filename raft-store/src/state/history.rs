@@ -1,0 +1,261 @@
+//! Bounded history: what `PruneHistory` forgets, and paged reads of jobs and
+//! events, so neither the state nor a listing grows with the cluster's age.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::AdminState;
+use crate::command::Response;
+use crate::records::{Event, Job, Millis};
+
+/// What one prune would remove.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Prunable {
+    /// Finished jobs (their workflows go with them).
+    pub jobs: Vec<String>,
+    /// Events, by position in the event list.
+    pub events: usize,
+    /// Request ids whose binding lapsed.
+    pub requests: Vec<String>,
+}
+
+impl Prunable {
+    /// Whether there is nothing to prune.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.events == 0 && self.requests.is_empty()
+    }
+}
+
+impl AdminState {
+    /// What `PruneHistory { before_ms, keep }` applied at `at` would remove. Pure, so the
+    /// scheduler proposes a prune only when there is something to prune.
+    pub fn prunable(&self, at: Millis, before_ms: Millis, keep: u32) -> Prunable {
+        let keep = keep as usize;
+        let mut jobs = Vec::new();
+        for ids in self.jobs_by_database.values() {
+            // Ids are time-ordered: everything but the newest `keep` finished ones is a candidate.
+            let finished: Vec<&Job> = ids
+                .iter()
+                .filter_map(|id| self.jobs.get(id))
+                .filter(|j| j.state.is_terminal())
+                .collect();
+            let old = finished.len().saturating_sub(keep);
+            jobs.extend(
+                finished[..old]
+                    .iter()
+                    .filter(|j| j.finished_at_ms.is_some_and(|f| f < before_ms))
+                    .map(|j| j.id.clone()),
+            );
+        }
+        let events = self.old_events(before_ms, keep).len();
+        let requests = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.expired(at))
+            .map(|(id, _)| id.clone())
+            .collect();
+        Prunable { jobs, events, requests }
+    }
+
+    /// Positions of events older than `before_ms`, except the newest `keep` per subject.
+    fn old_events(&self, before_ms: Millis, keep: usize) -> BTreeSet<usize> {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut old = BTreeSet::new();
+        for (n, e) in self.events.iter().enumerate().rev() {
+            let count = seen.entry(e.subject.as_str()).or_default();
+            *count += 1;
+            if *count > keep && e.at_ms < before_ms {
+                old.insert(n);
+            }
+        }
+        old
+    }
+
+    pub(super) fn prune_history(&mut self, index: u64, at: Millis, before_ms: Millis, keep: u32) -> Response {
+        let p = self.prunable(at, before_ms, keep);
+        if p.is_empty() {
+            return Response::Done;
+        }
+        for id in &p.jobs {
+            let Some(job) = self.jobs.remove(id) else { continue };
+            let db = job.kind.database().unwrap_or_default();
+            if let Some(ids) = self.jobs_by_database.get_mut(db) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.jobs_by_database.remove(db);
+                }
+            }
+            if let Some(wf) = self.workflow_by_job.remove(id) {
+                self.workflows.remove(&wf);
+            }
+        }
+        let old = self.old_events(before_ms, keep as usize);
+        let mut n = 0;
+        self.events.retain(|_| {
+            n += 1;
+            !old.contains(&(n - 1))
+        });
+        for id in &p.requests {
+            self.requests.remove(id);
+        }
+        let message = format!(
+            "Forgot {} finished operations, {} events and {} lapsed request ids from before {before_ms} (the newest {keep} per database are kept).",
+            p.jobs.len(),
+            p.events,
+            p.requests.len()
+        );
+        self.event(index, at, "history-pruned", "cluster", message);
+        Response::Done
+    }
+
+    /// Jobs after id `after` (ids are time-ordered), oldest first, at most `limit`;
+    /// only `database`'s when given.
+    pub fn jobs_page(&self, database: Option<&str>, after: Option<&str>, limit: usize) -> Vec<Job> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |a| Excluded(a.to_string()));
+        match database {
+            Some(db) => self
+                .jobs_by_database
+                .get(db)
+                .map(|ids| {
+                    ids.range::<String, _>((from, Unbounded))
+                        .filter_map(|id| self.jobs.get(id))
+                        .take(limit)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => self
+                .jobs
+                .range::<String, _>((from, Unbounded))
+                .map(|(_, j)| j)
+                .take(limit)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Events after sequence number `after`, oldest first, at most `limit`; only those
+    /// about `subject` when given.
+    pub fn events_page(&self, subject: Option<&str>, after: u64, limit: usize) -> Vec<Event> {
+        // Sequence numbers only grow along the list: skip to the first one after `after`.
+        let start = self.events.partition_point(|e| e.seq <= after);
+        self.events
+            .range(start..)
+            .filter(|e| subject.is_none_or(|s| e.subject == s))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Proposal};
+    use crate::records::{JobKind, JobState};
+
+    fn apply(s: &mut AdminState, i: u64, at: Millis, command: Command) -> Response {
+        s.apply(i, &Proposal { at_ms: at, command })
+    }
+
+    /// `n` finished noop jobs at times 1..=n, and one still open.
+    fn history(n: u64) -> AdminState {
+        let mut s = AdminState::default();
+        let fence = match apply(&mut s, 1, 0, Command::StartLeaderServices { node_id: 1, term: 1 }) {
+            Response::LeaderServices { services } => services.fence,
+            other => panic!("{other:?}"),
+        };
+        let mut i = 1;
+        for k in 1..=n + 1 {
+            let id = format!("j{k:04}");
+            i += 1;
+            apply(
+                &mut s,
+                i,
+                k,
+                Command::SubmitJob {
+                    job_id: id.clone(),
+                    request: None,
+                    kind: JobKind::Noop { work_ms: 0 },
+                },
+            );
+            i += 1;
+            apply(
+                &mut s,
+                i,
+                k,
+                Command::ClaimJob {
+                    job_id: id.clone(),
+                    fence,
+                    node_id: 1,
+                },
+            );
+            if k <= n {
+                i += 1;
+                apply(
+                    &mut s,
+                    i,
+                    k,
+                    Command::CompleteJob {
+                        job_id: id,
+                        fence,
+                        error: None,
+                    },
+                );
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn pruning_keeps_open_jobs_the_newest_per_database_and_recent_ones() {
+        let mut s = history(50);
+        let prune = |s: &mut AdminState, before_ms, keep| {
+            apply(s, 1_000, 1_000, Command::PruneHistory { before_ms, keep });
+        };
+        prune(&mut s, 20, 10);
+        // Jobs 1..=19 finished before 20; the newest 10 finished (41..=50) would be kept anyway.
+        assert_eq!(s.jobs.len(), 51 - 19);
+        assert!(s.jobs.contains_key("j0020") && !s.jobs.contains_key("j0019"));
+        prune(&mut s, 10_000, 10);
+        let left: Vec<&str> = s.jobs.keys().map(String::as_str).collect();
+        assert_eq!(left.len(), 11, "the newest 10 finished and the open one: {left:?}");
+        assert_eq!(s.jobs["j0051"].state, JobState::Running, "open jobs are never pruned");
+        assert_eq!(s.open_jobs().count(), 1);
+        // Events: every job's subject keeps its newest 10 (here: one per job's own subject
+        // after pruning, since each job is its own subject) and the prune events remain.
+        assert!(s.events.iter().any(|e| e.kind == "history-pruned"));
+        let mut loaded: AdminState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        loaded.reindex();
+        assert_eq!(
+            loaded, s,
+            "the derived indexes after a prune are what a snapshot rebuilds"
+        );
+    }
+
+    #[test]
+    fn nothing_to_prune_changes_nothing() {
+        let mut s = history(5);
+        let before = s.clone();
+        assert!(s.prunable(1_000, 3, 10).is_empty());
+        apply(&mut s, 1_000, 1_000, Command::PruneHistory { before_ms: 3, keep: 10 });
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn pages_follow_the_cursor() {
+        let s = history(30);
+        let first = s.jobs_page(None, None, 10);
+        assert_eq!(first.len(), 10);
+        let next = s.jobs_page(None, Some(&first[9].id), 100);
+        assert_eq!(next.len(), 21);
+        assert_eq!(next[0].id, "j0011");
+        assert!(s.jobs_page(Some("nothing"), None, 10).is_empty());
+        let events = s.events_page(None, 0, 5);
+        assert_eq!(events.len(), 5);
+        let after = s.events_page(None, events[4].seq, 1_000);
+        assert!(after.iter().all(|e| e.seq > events[4].seq));
+        let about = s.events_page(Some("j0003"), 0, 1_000);
+        assert!(!about.is_empty() && about.iter().all(|e| e.subject == "j0003"));
+    }
+}
