@@ -161,7 +161,7 @@ pub struct OperationView {
 fn master_user(name: &str) -> Result<(), ApiError> {
     if crate::host::engine::reserved_user(name) {
         return Err(ApiError::InvalidArgument(format!(
-            "master user {name:?} is reserved (postgres, names starting with pg_, and keel* are the engine's or Keel's own); choose another name"
+            "master user {name:?} is reserved (postgres and names starting with pg_ are the engine's own); choose another name"
         )));
     }
     let ok = !name.is_empty()
@@ -223,16 +223,24 @@ fn storage(gib: u32) -> Result<(), ApiError> {
 }
 
 impl Api {
-    fn database_reply(&self, r: Response, master_password: Option<String>) -> Result<DatabaseOperation, ApiError> {
+    fn database_reply(
+        &self,
+        r: Response,
+        master_password: Option<String>,
+        our_job: Option<&str>,
+    ) -> Result<DatabaseOperation, ApiError> {
         match r {
-            Response::Database { database, job, created } => {
+            Response::Database { database, job, .. } => {
                 let view = self.node.state.read(|a| DatabaseView::of(&database, &a.state));
+                // The password generated for this call was set only if the operation is this
+                // call's (the routing layer may have applied the same proposal twice); a
+                // client's retry answers an earlier call's operation, whose password was
+                // shown to that call only.
+                let ours = our_job.is_some_and(|id| id == job.id);
                 Ok(DatabaseOperation {
                     database: view,
                     operation_id: Some(job.id),
-                    // A repeat answers the first call's operation; the password generated for
-                    // this call was never set, so it is not shown.
-                    master_password: master_password.filter(|_| created),
+                    master_password: master_password.filter(|_| ours),
                 })
             }
             Response::Deferred { database } => {
@@ -312,6 +320,7 @@ impl Api {
             "master_password_given": !generated,
         });
         let request = self.request_key(req.request_id, &job_id, fingerprint);
+        let ours = job_id.clone();
         let command = Command::CreateDatabase {
             job_id,
             request: Some(request),
@@ -321,7 +330,7 @@ impl Api {
             instance_id: uuid::Uuid::now_v7().simple().to_string(),
         };
         let r = self.commit(command).await?;
-        self.database_reply(r, generated.then_some(password_text))
+        self.database_reply(r, generated.then_some(password_text), Some(&ours))
     }
 
     /// Modify a database.
@@ -360,7 +369,7 @@ impl Api {
                     modification,
                 })
                 .await?;
-            return self.database_reply(r, None);
+            return self.database_reply(r, None, None);
         }
         let job_id = uuid::Uuid::now_v7().simple().to_string();
         let fingerprint = serde_json::json!({"kind": "modify-database", "name": name, "modification": modification});
@@ -373,7 +382,7 @@ impl Api {
                 modification,
             })
             .await?;
-        self.database_reply(r, None)
+        self.database_reply(r, None, None)
     }
 
     /// Delete a database.
@@ -389,7 +398,7 @@ impl Api {
                 name: name.into(),
             })
             .await?;
-        self.database_reply(r, None)
+        self.database_reply(r, None, None)
     }
 
     /// All databases.
@@ -442,7 +451,7 @@ mod tests {
         }
         assert!(window("w", "funday:04:00-sun:05:00", true).is_err());
         assert!(master_user("app_owner").is_ok());
-        for bad in ["", "App", "1app", "pg_admin", "a-b", "postgres", "keel_admin"] {
+        for bad in ["", "App", "1app", "pg_admin", "a-b", "postgres"] {
             assert!(master_user(bad).is_err(), "{bad}");
         }
         assert!(password("short").is_err());

@@ -27,10 +27,21 @@ const PROBE_WITHIN: Duration = Duration::from_millis(800);
 /// How often the storage-use cache the health report reads is refreshed.
 const USAGE_EVERY: Duration = Duration::from_secs(5);
 
-/// The task running on one instance: its id and where its outcome will appear.
+/// The task running on one instance: its id, what it does, and where its outcome will appear.
 struct Running {
     task_id: String,
+    action: TaskAction,
     outcome: watch::Receiver<Option<Outcome>>,
+}
+
+/// What a RunTask asks to be admitted.
+struct Admit {
+    task_id: String,
+    instance: String,
+    action: TaskAction,
+    spec: Option<InstanceSpec>,
+    fence: u64,
+    join_only: bool,
 }
 
 /// The host manager's gRPC service.
@@ -45,6 +56,18 @@ pub struct HostService {
     running: Arc<Mutex<HashMap<String, Running>>>,
     /// Bytes each instance's volume holds, refreshed in the background ([`HostService::watch_usage`]).
     usage: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// The answer for a task this host has no record of (and now records as absent).
+fn unknown(task_id: &str) -> TaskReply {
+    TaskReply {
+        task_id: task_id.into(),
+        state: TaskState::Unknown as i32,
+        detail: format!(
+            "task {task_id} is unknown to this host manager: it never arrived, or it was running when the host manager stopped and did not finish; nothing of it runs now, and it never will"
+        ),
+        retryable: true,
+    }
 }
 
 fn reply(task_id: &str, outcome: Option<&Outcome>) -> TaskReply {
@@ -69,6 +92,17 @@ enum Admission {
     Wait(watch::Receiver<Option<Outcome>>),
     /// Another task holds the instance.
     Busy(String),
+    /// `join_only`, and this host has no record of the task (now recorded as absent).
+    Absent,
+}
+
+/// The outcome recorded for a task id this host was asked about and had no record of: a
+/// request for it that arrives later gets this instead of running.
+fn absent() -> Outcome {
+    Outcome::Failed {
+        detail: "this host manager had no record of the task when asked, so it will never run it".into(),
+        retryable: true,
+    }
 }
 
 impl HostService {
@@ -193,13 +227,6 @@ impl HostService {
             let done: Result<String, EngineError> = match action {
                 TaskAction::Provision => {
                     let spec = need(spec)?;
-                    let fresh = !self.spec_path(instance).exists();
-                    if fresh && self.instances().len() as u32 >= self.config.instance_slots {
-                        return Err(EngineError::Unavailable(format!(
-                            "host {} has no free instance slot ({} in use)",
-                            self.config.name, self.config.instance_slots
-                        )));
-                    }
                     engine.provision(&spec).await?;
                     self.save_spec(&spec)?;
                     Ok(format!("volume {} ready", engine.volume(instance).display()))
@@ -250,49 +277,88 @@ impl HostService {
         }
     }
 
-    /// Admit `task_id` on `instance` in one step under the running-table lock.
-    fn admit(
-        &self,
-        task_id: &str,
-        instance: &str,
-        action: TaskAction,
-        spec: Option<InstanceSpec>,
-        fence: u64,
-    ) -> Admission {
+    /// Admit a task in one step under the running-table lock: the fence check, the journal,
+    /// the instance's running task, the slot count and the insert, so no task starts twice
+    /// and no two run on one instance.
+    fn admit(&self, a: Admit) -> Result<Admission, FenceError> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(done) = self.journal.outcome(task_id) {
-            return Admission::Done(done);
+        self.journal.admit(&a.instance, a.fence)?;
+        if let Some(done) = self.journal.outcome(&a.task_id) {
+            return Ok(Admission::Done(done));
         }
-        if let Some(r) = running.get(instance) {
-            return if r.task_id == task_id {
+        if let Some(r) = running.get(&a.instance) {
+            return Ok(if r.task_id == a.task_id {
                 Admission::Wait(r.outcome.clone())
             } else {
                 Admission::Busy(r.task_id.clone())
-            };
+            });
+        }
+        if a.join_only {
+            self.record(&a.task_id, &absent());
+            return Ok(Admission::Absent);
+        }
+        if a.action == TaskAction::Provision && !self.spec_path(&a.instance).exists() {
+            // Provisions under way count against the slots too.
+            let provisioning = running
+                .iter()
+                .filter(|(i, r)| r.action == TaskAction::Provision && !self.spec_path(i).exists())
+                .count();
+            let in_use = self.instances().len() + provisioning;
+            if in_use as u32 >= self.config.instance_slots {
+                let full = Outcome::Failed {
+                    detail: format!(
+                        "host {} has no free instance slot ({} of {} in use)",
+                        self.config.name, in_use, self.config.instance_slots
+                    ),
+                    retryable: false,
+                };
+                self.record(&a.task_id, &full);
+                return Ok(Admission::Done(full));
+            }
         }
         let (tx, rx) = watch::channel(None);
         running.insert(
-            instance.to_string(),
+            a.instance.clone(),
             Running {
-                task_id: task_id.to_string(),
+                task_id: a.task_id.clone(),
+                action: a.action,
                 outcome: rx.clone(),
             },
         );
         let this = self.clone();
-        let (task_id, instance) = (task_id.to_string(), instance.to_string());
+        let Admit {
+            task_id,
+            instance,
+            action,
+            spec,
+            fence,
+            ..
+        } = a;
         // The task runs to the end even if the caller gives up waiting; its outcome is journalled.
         tokio::spawn(async move {
             tracing::info!(task = %task_id, %action, instance = %instance, fence, "Running task.");
-            let outcome = this.execute(action, &instance, spec).await;
-            if let Err(e) = this.journal.record(&task_id, &outcome) {
-                tracing::error!(task = %task_id, error = %e, "Cannot journal a task outcome; it will run again if re-sent.");
-            }
+            let work = {
+                let (this, instance) = (this.clone(), instance.clone());
+                tokio::spawn(async move { this.execute(action, &instance, spec).await })
+            };
+            // A panic in the work is an outcome too, or the instance would stay busy for ever.
+            let outcome = work.await.unwrap_or_else(|e| Outcome::Failed {
+                detail: format!("the task stopped unexpectedly: {e}"),
+                retryable: true,
+            });
+            this.record(&task_id, &outcome);
             tracing::info!(task = %task_id, ?outcome, "Task finished.");
             let mut running = this.running.lock().unwrap_or_else(|p| p.into_inner());
             let _ = tx.send(Some(outcome));
             running.remove(&instance);
         });
-        Admission::Wait(rx)
+        Ok(Admission::Wait(rx))
+    }
+
+    fn record(&self, task_id: &str, outcome: &Outcome) {
+        if let Err(e) = self.journal.record(task_id, outcome) {
+            tracing::error!(task = %task_id, error = %e, "Cannot journal a task outcome; it will run again if re-sent.");
+        }
     }
 
     fn save_spec(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
@@ -375,14 +441,28 @@ impl HostManager for HostService {
             if spec.id != r.instance_id {
                 return Err(Status::invalid_argument("instance spec is for another instance"));
             }
-            spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let valid = if action == TaskAction::Provision {
+                spec.validate_new()
+            } else {
+                spec.validate()
+            };
+            valid.map_err(|e| Status::invalid_argument(e.to_string()))?;
             Some(spec)
         };
-        self.journal.admit(&r.instance_id, r.fence).map_err(|e| match e {
-            FenceError::Stale(s) => Status::failed_precondition(s.to_string()),
-            FenceError::Io(e) => Status::unavailable(format!("cannot persist the fencing token: {e}")),
-        })?;
-        match self.admit(&r.task_id, &r.instance_id, action, spec, r.fence) {
+        let admission = self
+            .admit(Admit {
+                task_id: r.task_id.clone(),
+                instance: r.instance_id.clone(),
+                action,
+                spec,
+                fence: r.fence,
+                join_only: r.join_only,
+            })
+            .map_err(|e| match e {
+                FenceError::Stale(s) => Status::failed_precondition(s.to_string()),
+                FenceError::Io(e) => Status::unavailable(format!("cannot persist the fencing token: {e}")),
+            })?;
+        match admission {
             Admission::Done(outcome) => Ok(Response::new(reply(&r.task_id, Some(&outcome)))),
             Admission::Wait(rx) => Ok(Response::new(Self::wait(&r.task_id, rx).await)),
             Admission::Busy(other) => Ok(Response::new(TaskReply {
@@ -394,11 +474,17 @@ impl HostManager for HostService {
                 ),
                 retryable: true,
             })),
+            Admission::Absent => Ok(Response::new(unknown(&r.task_id))),
         }
     }
 
     async fn task_status(&self, req: Request<TaskStatusRequest>) -> Result<Response<TaskReply>, Status> {
         let id = req.into_inner().task_id;
+        if !valid_id(&id) {
+            return Err(Status::invalid_argument(
+                "task ids are 1-128 letters, digits, '-' or '_'",
+            ));
+        }
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(done) = self.journal.outcome(&id) {
             return Ok(Response::new(reply(&id, Some(&done))));
@@ -406,13 +492,8 @@ impl HostManager for HostService {
         if running.values().any(|r| r.task_id == id) {
             return Ok(Response::new(reply(&id, None)));
         }
-        Ok(Response::new(TaskReply {
-            task_id: id.clone(),
-            state: TaskState::Unknown as i32,
-            detail: format!(
-                "task {id} is unknown to this host manager: it never arrived, or it was running when the host manager stopped and did not finish; nothing of it runs now"
-            ),
-            retryable: true,
-        }))
+        // Recorded as absent, under the lock, so a request for it still in flight never runs.
+        self.record(&id, &absent());
+        Ok(Response::new(unknown(&id)))
     }
 }

@@ -1,9 +1,10 @@
 //! The leader services: started when this node leads, stopped the moment it does not.
 //!
 //! A node runs them only while it is the leader *and* a quorum has
-//! acknowledged it within the minimum election timeout — a leader partitioned
-//! away stops before the others can elect a successor. Each term gets fresh
-//! services under one cancellation token; nothing is carried across terms.
+//! acknowledged it within the maximum election timeout less a heartbeat — a
+//! leader partitioned away stops before the others can elect a successor. Each
+//! start gets fresh services under one cancellation token and a new fence;
+//! nothing is carried across starts.
 
 pub mod host_client;
 pub mod monitor;

@@ -46,7 +46,11 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                     add(TaskAction::Restart, &i.host, &i.id);
                     add(TaskAction::Check, &i.host, &i.id);
                 } else if reconfigure {
+                    // Start and check too: a modify also repairs a database whose instance
+                    // is down (a failed one), and never reports one available unchecked.
                     add(TaskAction::Configure, &i.host, &i.id);
+                    add(TaskAction::Start, &i.host, &i.id);
+                    add(TaskAction::Check, &i.host, &i.id);
                 }
             }
         }
@@ -88,7 +92,11 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
                 out.push(undo(TaskAction::Restart));
                 out.push(undo(TaskAction::Check));
             }
-            JobKind::ModifyDatabase { .. } => out.push(undo(TaskAction::Configure)),
+            JobKind::ModifyDatabase { .. } => {
+                out.push(undo(TaskAction::Configure));
+                out.push(undo(TaskAction::Start));
+                out.push(undo(TaskAction::Check));
+            }
             JobKind::DeleteDatabase { .. } | JobKind::Noop { .. } => {}
         }
     }

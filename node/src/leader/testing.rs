@@ -128,6 +128,8 @@ pub enum Script {
     },
     /// Perform it, but the first answer is lost (the caller sees no answer).
     AnswerLost,
+    /// The host goes silent when asked for it, for good: no answers to anything.
+    Down,
 }
 
 /// One in-memory host manager's world.
@@ -147,6 +149,16 @@ pub struct MemHost {
     lost: BTreeSet<String>,
     /// Scripted failures so far, by action.
     failed: BTreeMap<TaskAction, u32>,
+    /// Silent (a `Down` script fired).
+    pub down: bool,
+}
+
+/// What a host records for a task it was asked about and had no record of.
+fn absent() -> TaskResult {
+    TaskResult::Failed {
+        detail: "declared absent".into(),
+        retryable: true,
+    }
 }
 
 /// Host managers by address.
@@ -213,10 +225,20 @@ impl Hosts for MemHosts {
         Box::pin(async move {
             let mut hosts = self.0.lock().unwrap();
             let host = hosts.entry(addr).or_default();
+            let action = action_from_wire(req.action).expect("a known action");
+            if host.scripts.get(&action) == Some(&Script::Down) {
+                host.down = true;
+            }
+            if host.down {
+                return TaskResult::Unknown("no answer (scripted: host down)".into());
+            }
             if let Some(done) = host.journal.get(&req.task_id) {
                 return done.clone();
             }
-            let action = action_from_wire(req.action).expect("a known action");
+            if req.join_only {
+                host.journal.insert(req.task_id.clone(), absent());
+                return TaskResult::Absent;
+            }
             host.executions.push((req.task_id.clone(), action));
             let outcome = Self::perform(host, action, &req.instance_id);
             host.journal.insert(req.task_id.clone(), outcome.clone());
@@ -232,7 +254,17 @@ impl Hosts for MemHosts {
         Box::pin(async move {
             let mut hosts = self.0.lock().unwrap();
             let host = hosts.entry(addr).or_default();
-            host.journal.get(&task_id).cloned().unwrap_or(TaskResult::Absent)
+            if host.down {
+                return TaskResult::Unknown("no answer (scripted: host down)".into());
+            }
+            match host.journal.get(&task_id) {
+                Some(done) => done.clone(),
+                None => {
+                    // As the real host manager: an id asked about is recorded absent for good.
+                    host.journal.insert(task_id, absent());
+                    TaskResult::Absent
+                }
+            }
         })
     }
 
@@ -241,6 +273,9 @@ impl Hosts for MemHosts {
         Box::pin(async move {
             let mut hosts = self.0.lock().unwrap();
             let host = hosts.entry(addr.clone()).or_default();
+            if host.down {
+                return Err("no answer (scripted: host down)".into());
+            }
             let checks_fail = matches!(host.scripts.get(&TaskAction::Check), Some(Script::Fail { .. }));
             Ok(HealthReply {
                 name: addr,

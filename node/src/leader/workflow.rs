@@ -31,6 +31,12 @@ pub const MAX_ATTEMPTS: u32 = 3;
 const DEADLINE_GRACE: Duration = Duration::from_secs(10);
 /// Pause between questions to a host about an attempt whose outcome is unknown.
 const SETTLE_PAUSE: Duration = Duration::from_millis(500);
+/// How long an attempt's outcome may stay unknown while the monitor holds its host
+/// unreachable before the task fails (so its undo runs, or the workflow ends): a dead host
+/// must not hold a database, and a sweeper slot, for ever. Nothing else is sent to that
+/// instance meanwhile; the host manager runs one task per instance, so an undo that reaches
+/// it later waits for anything still running there.
+const HOST_LOST_AFTER: Duration = Duration::from_secs(60);
 
 /// Why the engine stopped driving a workflow without finishing it.
 #[derive(Debug)]
@@ -238,21 +244,28 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
         fence: t.fence,
         action: action_to_wire(task.action),
         spec_json,
+        join_only: false,
     };
-    let first = if resumed {
-        // Ask first: re-sending an attempt the host has no record of would run it a second time.
-        settle(t, &addr, at).await?
-    } else {
-        None
+    // Waiting on an attempt that may already have been sent never starts it again.
+    let join = TaskRequest {
+        join_only: true,
+        ..req.clone()
     };
-    let mut result = match first {
-        Some(done) => return Ok(done),
-        None => {
-            tokio::select! {
-                _ = t.cancel.cancelled() => return Err(Abandoned("leadership lost".into())),
-                r = t.hosts.run_task(&addr, req.clone(), task.action.deadline() + DEADLINE_GRACE) => r,
-            }
+    let addr = addr.as_str();
+    let send = |req: TaskRequest| async move {
+        tokio::select! {
+            _ = t.cancel.cancelled() => Err(Abandoned("leadership lost".into())),
+            r = t.hosts.run_task(addr, req, task.action.deadline() + DEADLINE_GRACE) => Ok(r),
         }
+    };
+    let mut result = if resumed {
+        // Ask first: the earlier services may or may not have sent it.
+        match settle(t, addr, at).await? {
+            Some(done) => return Ok(done),
+            None => send(join.clone()).await?,
+        }
+    } else {
+        send(req).await?
     };
     loop {
         match result {
@@ -260,15 +273,10 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
             TaskResult::Failed { detail, retryable } => return Ok(Attempt::Failed { detail, retryable }),
             TaskResult::Fenced(why) => return Err(Abandoned(format!("fenced by host {}: {why}", task.host))),
             TaskResult::Absent => return Ok(lost(task)),
-            TaskResult::Running | TaskResult::Unknown(_) => match settle(t, &addr, at).await? {
+            TaskResult::Running | TaskResult::Unknown(_) => match settle(t, addr, at).await? {
                 Some(done) => return Ok(done),
-                // Still running: wait on it through a re-send, which the host deduplicates.
-                None => {
-                    result = tokio::select! {
-                        _ = t.cancel.cancelled() => return Err(Abandoned("leadership lost".into())),
-                        r = t.hosts.run_task(&addr, req.clone(), task.action.deadline() + DEADLINE_GRACE) => r,
-                    }
-                }
+                // Still running: wait on it through a join-only re-send.
+                None => result = send(join.clone()).await?,
             },
         }
     }
@@ -280,6 +288,7 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
 async fn settle(t: &Term, addr: &str, at: &At<'_>) -> Result<Option<Attempt>, Abandoned> {
     let task = at.task;
     let mut noted = false;
+    let since = tokio::time::Instant::now();
     loop {
         let status = tokio::select! {
             _ = t.cancel.cancelled() => return Err(Abandoned("leadership lost".into())),
@@ -307,7 +316,24 @@ async fn settle(t: &Term, addr: &str, at: &At<'_>) -> Result<Option<Attempt>, Ab
                 };
                 commit_workflow(t, note).await?;
             }
-            TaskResult::Unknown(_) => {}
+            TaskResult::Unknown(why) => {
+                let unreachable = t.read(|a| {
+                    a.hosts
+                        .get(&task.host)
+                        .is_some_and(|h| h.health == keel_raft_store::HostHealth::Unreachable)
+                });
+                if unreachable && since.elapsed() >= HOST_LOST_AFTER {
+                    return Ok(Some(Attempt::Failed {
+                        detail: format!(
+                            "host {} has been unreachable for {}s ({why}); the outcome of attempt {} is unknown",
+                            task.host,
+                            since.elapsed().as_secs(),
+                            task.attempt_id()
+                        ),
+                        retryable: false,
+                    }));
+                }
+            }
         }
         tokio::select! {
             _ = t.cancel.cancelled() => return Err(Abandoned("leadership lost".into())),
@@ -433,6 +459,8 @@ mod tests {
     enum Expect {
         Available,
         CreateUndone,
+        /// Failed, and its undo could not run either: the instance record stays for a delete.
+        CreateFailedKept,
         Modified,
         RolledBack,
         Deleted,
@@ -496,6 +524,13 @@ mod tests {
             runs: &[(TaskAction::Provision, 1), (TaskAction::Start, 1)],
         },
         Case {
+            name: "create whose host goes silent for good during provision",
+            op: Op::Create,
+            scripts: &[(TaskAction::Provision, Script::Down)],
+            expect: Expect::CreateFailedKept,
+            runs: &[(TaskAction::Destroy, 0)],
+        },
+        Case {
             name: "modify",
             op: Op::Modify,
             scripts: &[],
@@ -555,6 +590,15 @@ mod tests {
         };
         for (action, script) in case.scripts {
             hosts.script(HOST, *action, script.clone());
+            if *script == Script::Down {
+                // What the monitor would record once the host stops answering.
+                control.apply(Command::ObserveHost {
+                    name: "h1".into(),
+                    reachable: false,
+                    capacity: None,
+                    problem: Some("no answer".into()),
+                });
+            }
         }
         job
     }
@@ -590,6 +634,15 @@ mod tests {
                 assert!(db.endpoint.is_none(), "{label}: no DNS address");
                 assert!(s.instances.is_empty(), "{label}: port and slot given back");
                 assert!(!volume && !running, "{label}: no volume left on the host");
+            }
+            Expect::CreateFailedKept => {
+                let db = db.unwrap_or_else(|| panic!("{label}: database gone"));
+                assert_eq!(db.status, DatabaseStatus::Failed, "{label}: {db:?}");
+                assert!(
+                    db.status_reason.as_deref().unwrap_or("").contains("unreachable"),
+                    "{label}: {db:?}"
+                );
+                assert_eq!(s.instances.len(), 1, "{label}: the port stays taken until a delete");
             }
             Expect::Deleted => {
                 assert!(db.is_none(), "{label}: database still recorded");

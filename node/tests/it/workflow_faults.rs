@@ -176,6 +176,7 @@ async fn leader_killed_at_task_boundaries_of_a_create() {
             fence: first_fence,
             action: keel_proto::host::TaskAction::Destroy as i32,
             spec_json: String::new(),
+            join_only: false,
         })
         .await;
     let refused = late.expect_err("a stale term must be refused");

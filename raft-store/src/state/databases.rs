@@ -292,6 +292,7 @@ impl AdminState {
             _ => {}
         }
         let endpoint = self.primary_endpoint(&name);
+        let unhealthy = self.health_reason(&name);
         let Some(db) = self.databases.get_mut(&name) else {
             return;
         };
@@ -299,7 +300,8 @@ impl AdminState {
         let (kind_name, message) = match (kind, outcome) {
             (JobKind::ModifyDatabase { .. }, Outcome::Failed { error, undone: true }) => {
                 db.status = DatabaseStatus::Available;
-                db.status_reason = None;
+                db.status_reason = unhealthy;
+                db.endpoint = endpoint;
                 (
                     "database-modify-rolled-back",
                     format!("Modifying database {name} failed ({error}); it was rolled back and runs with its previous settings."),
@@ -342,13 +344,26 @@ impl AdminState {
                     db.spec.maintenance_window = w.clone();
                 }
                 db.status = DatabaseStatus::Available;
-                db.status_reason = None;
+                db.status_reason = unhealthy;
                 db.endpoint = endpoint;
                 ("database-modified", format!("Database {name} was modified."))
             }
             _ => return,
         };
         self.event(index, at, kind_name, &name, message);
+    }
+
+    /// Why the database is not healthy at rest, from what the monitor recorded of its instances.
+    pub(super) fn health_reason(&self, name: &str) -> Option<String> {
+        self.instances
+            .values()
+            .filter(|i| i.database == name)
+            .find_map(|i| match &i.health {
+                InstanceHealth::Healthy => None,
+                InstanceHealth::Unhealthy { problem, .. } => {
+                    Some(format!("instance {} on host {} is unhealthy: {problem}", i.id, i.host))
+                }
+            })
     }
 
     fn primary_endpoint(&self, name: &str) -> Option<Endpoint> {

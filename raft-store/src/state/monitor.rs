@@ -34,9 +34,10 @@ impl AdminState {
         let (database, host) = (instance.database.clone(), instance.host.clone());
         // The status stays (DNS keeps answering for a primary that may only be slow); the
         // reason says what is wrong while the database is at rest.
+        let reason = self.health_reason(&database);
         if let Some(db) = self.databases.get_mut(&database) {
             if matches!(db.status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
-                db.status_reason = (!healthy).then(|| format!("instance {id} on host {host} is unhealthy: {problem}"));
+                db.status_reason = reason;
             }
         }
         let (kind, message) = if healthy {

@@ -47,12 +47,26 @@ pub struct InvalidSpec {
     pub why: String,
 }
 
-/// Master user names Keel keeps for itself or the engine reserves.
+/// Master user names the engine keeps for itself.
 pub fn reserved_user(name: &str) -> bool {
-    name == "postgres" || name.starts_with("pg_") || name.starts_with("keel")
+    name == "postgres" || name.starts_with("pg_")
 }
 
 impl InstanceSpec {
+    /// The checks of [`InstanceSpec::validate`], and the master user is not a reserved
+    /// name: what a new instance's role is made from (instances made by an older version
+    /// may have a reserved master user, and are still configured and restarted).
+    pub fn validate_new(&self) -> Result<(), InvalidSpec> {
+        self.validate()?;
+        if reserved_user(&self.master_user) {
+            return Err(InvalidSpec {
+                field: "master_user",
+                why: "the name is reserved (postgres, pg_*)".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Check every field a host writes into a file or SQL: ids are file-name safe,
     /// the address is an IP address, the user is a plain identifier, the verifier has the
     /// SCRAM-SHA-256 form, and nothing holds a control character.
@@ -84,9 +98,6 @@ impl InstanceSpec {
                 "master_user",
                 "use 1-63 lowercase letters, digits or '_', not starting with a digit",
             );
-        }
-        if reserved_user(&self.master_user) {
-            return bad("master_user", "the name is reserved (postgres, pg_*, keel*)");
         }
         if !scram_verifier(&self.master_verifier) {
             return bad(
@@ -217,7 +228,7 @@ mod tests {
         for (field, change) in cases {
             let mut s = spec();
             change(&mut s);
-            let err = s.validate().expect_err(field);
+            let err = s.validate_new().expect_err(field);
             assert_eq!(err.field, field, "{s:?}");
         }
     }

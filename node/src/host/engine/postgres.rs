@@ -205,6 +205,8 @@ impl Postgres {
         )
         .await?;
         self.configure(spec)?;
+        spec.validate_new()
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let sql = master_user_sql(spec);
         // Single-user mode: the role exists before the server ever listens on TCP.
         self.run(
@@ -477,15 +479,17 @@ fn conf_value(text: &str) -> String {
 }
 
 /// The statements that make the master user, one per line (single-user mode runs each line):
-/// not a superuser, but what RDS's `rds_superuser` gives — create databases and roles, read
-/// and write all data, monitor, signal other sessions — and the owner of the `postgres`
-/// database (so of its `public` schema, and able to create trusted extensions). Server file
-/// access and `COPY ... PROGRAM` stay with superusers and are refused.
+/// not a superuser, but most of what RDS's `rds_superuser` gives — create databases, read and
+/// write all data, monitor, signal other sessions — and the owner of the `postgres` database
+/// (so of its `public` schema, and able to create trusted extensions). Not CREATEROLE: up to
+/// PostgreSQL 15 a CREATEROLE role may grant itself any non-superuser role, including
+/// `pg_execute_server_program` (a shell as the engine's OS user, which owns every volume on
+/// the host). Server file access and `COPY ... PROGRAM` stay with superusers.
 fn master_user_sql(spec: &InstanceSpec) -> String {
     let role = quote_ident(&spec.master_user);
     let verifier = quote_literal(&spec.master_verifier);
     format!(
-        "CREATE ROLE {role} LOGIN CREATEDB CREATEROLE PASSWORD {verifier} IN ROLE pg_read_all_data, pg_write_all_data, pg_monitor, pg_signal_backend;\n\
+        "CREATE ROLE {role} LOGIN CREATEDB PASSWORD {verifier} IN ROLE pg_read_all_data, pg_write_all_data, pg_monitor, pg_signal_backend;\n\
          ALTER DATABASE postgres OWNER TO {role};\n"
     )
 }
