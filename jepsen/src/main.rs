@@ -28,6 +28,8 @@ enum BenchCmd {
     Db(bench::db::DbBench),
     /// Authoritative DNS throughput against NSD and Knot, and commit-to-answer time.
     Dns(bench::dns::DnsBench),
+    /// Write rate and ops list latency, empty vs with a long history of operations.
+    History(bench::history::HistoryBench),
 }
 
 #[tokio::main]
@@ -36,5 +38,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Raft(b)) => bench::raft::run(b).await,
         Cmd::Bench(BenchCmd::Db(b)) => bench::db::run(b).await,
         Cmd::Bench(BenchCmd::Dns(b)) => bench::dns::run(b).await,
+        Cmd::Bench(BenchCmd::History(b)) => bench::history::run(b).await,
     }
 }

@@ -66,7 +66,8 @@ fn value() -> String {
     "v".repeat(VALUE_BYTES)
 }
 
-async fn keel_clients(c: &Cluster, n: usize, leader_only: bool) -> anyhow::Result<Vec<KeelClient<Channel>>> {
+/// `n` gRPC clients spread over the running nodes (or all on the leader).
+pub(super) async fn keel_clients(c: &Cluster, n: usize, leader_only: bool) -> anyhow::Result<Vec<KeelClient<Channel>>> {
     let ids = if leader_only {
         vec![c.wait_leader(Duration::from_secs(30)).await?]
     } else {
@@ -79,7 +80,8 @@ async fn keel_clients(c: &Cluster, n: usize, leader_only: bool) -> anyhow::Resul
     Ok(out)
 }
 
-async fn keel_write(mut client: KeelClient<Channel>, client_no: usize, seq: u64, timeout: Duration) -> bool {
+/// One Keel write: a `hosts add` of a made-up host with a 256-byte label.
+pub(super) async fn keel_write(mut client: KeelClient<Channel>, client_no: usize, seq: u64, timeout: Duration) -> bool {
     let r: [u8; 4] = rand::thread_rng().gen();
     let mut req = tonic::Request::new(AddHostRequest {
         name: format!("b{client_no}-{seq}-{}", rand::thread_rng().gen::<u32>()),

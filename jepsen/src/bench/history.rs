@@ -1,0 +1,155 @@
+//! `keel-lab bench history`: does a long history slow Keel down? The single-client
+//! write rate and `ops list` latency on an empty cluster, then again once it holds
+//! `--jobs` finished operations, in one run; the ratios are the result.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::load::{closed_loop, LoadResult};
+use super::raft::{keel_clients, keel_write};
+use crate::cluster::{Cluster, Spec};
+
+/// Benchmark settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryBench {
+    /// The keel binary (release build).
+    #[arg(long)]
+    pub keel_bin: Option<PathBuf>,
+    /// Finished operations in the history for the second measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    /// Seconds of single-client writes per measurement.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// `ops list` calls per measurement.
+    #[arg(long, default_value_t = 300)]
+    pub lists: usize,
+}
+
+/// What one measurement saw.
+struct Measured {
+    writes: LoadResult,
+    list_p50_ms: f64,
+    list_p99_ms: f64,
+}
+
+async fn measure(c: &Cluster, b: &HistoryBench) -> anyhow::Result<Measured> {
+    let clients = Arc::new(keel_clients(c, 1, false).await?);
+    let writes = closed_loop(1, Duration::from_secs(b.seconds), move |i, seq| {
+        let client = clients[i].clone();
+        async move { keel_write(client, i, seq, Duration::from_secs(5)).await }
+    })
+    .await;
+    let node = c.running()[0];
+    let mut lat = Vec::with_capacity(b.lists);
+    for _ in 0..b.lists {
+        let t = Instant::now();
+        let (code, page) = c.get(node, "/v1/ops?limit=100").await?;
+        anyhow::ensure!(code == 200, "ops list answered {code}: {page}");
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(Measured {
+        writes,
+        list_p50_ms: super::quantile(&lat, 0.5),
+        list_p99_ms: super::quantile(&lat, 0.99),
+    })
+}
+
+/// Submit `n` no-op operations (64 at a time) and wait until every one has finished.
+async fn fill(c: &Cluster, n: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let nodes = c.running();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let (next, url) = (next.clone(), c.url(nodes[w % nodes.len()]));
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k >= n {
+                    return anyhow::Ok(());
+                }
+                let body = json!({"work_ms": 0, "request_id": format!("fill-{k}")});
+                // Retried with the same id on any failure: a repeat answers the same job.
+                loop {
+                    let r = http.post(format!("{url}/v1/ops/noop")).json(&body).send().await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    eprintln!("submitted {n} operations in {:.1} s", started.elapsed().as_secs_f64());
+    // Walk the history from the oldest with a cursor until every operation has finished.
+    let mut cursor: Option<String> = None;
+    let mut finished = 0;
+    loop {
+        let path = match &cursor {
+            Some(a) => format!("/v1/ops?limit=1000&after={a}"),
+            None => "/v1/ops?limit=1000".into(),
+        };
+        let (code, page) = c.get(nodes[0], &path).await?;
+        anyhow::ensure!(code == 200, "ops list answered {code}: {page}");
+        let page = page.as_array().cloned().unwrap_or_default();
+        let done: Vec<&Value> = page
+            .iter()
+            .take_while(|j| j["state"] == "succeeded" || j["state"] == "failed")
+            .collect();
+        finished += done.len();
+        if let Some(last) = done.last() {
+            cursor = last["id"].as_str().map(str::to_string);
+        }
+        if done.len() < page.len() || page.is_empty() {
+            if finished >= n && page.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    eprintln!("all {n} finished after {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Run the comparison and print it.
+pub async fn run(b: HistoryBench) -> anyhow::Result<()> {
+    let keel_bin = super::keel_binary(b.keel_bin.as_deref())?;
+    super::pin_self(0);
+    println!(
+        "# History size: single-client writes and ops list (100 per page), empty vs {} finished operations",
+        b.jobs
+    );
+    println!("# 3 members pinned to CPU 1, load on CPU 0; {} s of writes, {} lists each", b.seconds, b.lists);
+    let spec = Spec::new(&keel_bin, 3)
+        .wrapped(&["taskset", "-c", "1"])
+        .args(&["--monitor-interval-ms", "3600000"]);
+    let c = Cluster::start(spec).await?;
+    let empty = measure(&c, &b).await?;
+    fill(&c, b.jobs).await?;
+    let full = measure(&c, &b).await?;
+    println!("| history | writes/s | write p50 / p99 ms | ops list p50 / p99 ms |");
+    println!("|---|---|---|---|");
+    for (label, m) in [("empty", &empty), (&*format!("{} finished", b.jobs), &full)] {
+        println!(
+            "| {label} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            m.writes.per_sec, m.writes.p50_ms, m.writes.p99_ms, m.list_p50_ms, m.list_p99_ms
+        );
+    }
+    println!(
+        "| ratio (full / empty) | {:.2}x | {:.2}x / {:.2}x | {:.2}x / {:.2}x |",
+        full.writes.per_sec / empty.writes.per_sec,
+        full.writes.p50_ms / empty.writes.p50_ms,
+        full.writes.p99_ms / empty.writes.p99_ms,
+        full.list_p50_ms / empty.list_p50_ms,
+        full.list_p99_ms / empty.list_p99_ms
+    );
+    Ok(())
+}
