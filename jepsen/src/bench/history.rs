@@ -127,7 +127,10 @@ pub async fn run(b: HistoryBench) -> anyhow::Result<()> {
         "# History size: single-client writes and ops list (100 per page), empty vs {} finished operations",
         b.jobs
     );
-    println!("# 3 members pinned to CPU 1, load on CPU 0; {} s of writes, {} lists each", b.seconds, b.lists);
+    println!(
+        "# 3 members pinned to CPU 1, load on CPU 0; {} s of writes, {} lists each",
+        b.seconds, b.lists
+    );
     let spec = Spec::new(&keel_bin, 3)
         .wrapped(&["taskset", "-c", "1"])
         .args(&["--monitor-interval-ms", "3600000"]);

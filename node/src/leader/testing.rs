@@ -130,6 +130,11 @@ pub enum Script {
     AnswerLost,
     /// The host goes silent when asked for it, for good: no answers to anything.
     Down,
+    /// The first `times` requests for it never arrive (the caller sees no answer).
+    NeverArrives {
+        /// How many are lost.
+        times: u32,
+    },
 }
 
 /// One in-memory host manager's world.
@@ -231,6 +236,13 @@ impl Hosts for MemHosts {
             }
             if host.down {
                 return TaskResult::Unknown("no answer (scripted: host down)".into());
+            }
+            if let Some(Script::NeverArrives { times }) = host.scripts.get(&action) {
+                let lost = host.failed.entry(action).or_default();
+                if *lost < *times {
+                    *lost += 1;
+                    return TaskResult::Unknown("the request never arrived (scripted)".into());
+                }
             }
             if let Some(done) = host.journal.get(&req.task_id) {
                 return done.clone();

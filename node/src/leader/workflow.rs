@@ -24,8 +24,12 @@ use super::seams::TaskResult;
 use super::Term;
 use crate::host::wire::action_to_wire;
 
-/// Attempts per task before the task fails.
+/// Failed attempts per task (in one run of the services) before the task fails.
 pub const MAX_ATTEMPTS: u32 = 3;
+/// Attempts per task in all, lost ones included: an attempt its host never ran (lost to a
+/// restart of the host manager or of the services) is retried without counting as a
+/// failure, up to this many attempts.
+pub const MAX_ATTEMPTS_IN_ALL: u32 = 10;
 /// How long the leader waits past an action's own deadline (the host enforces that one)
 /// before it asks the host what became of the attempt.
 const DEADLINE_GRACE: Duration = Duration::from_secs(10);
@@ -46,7 +50,12 @@ pub struct Abandoned(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Attempt {
     Succeeded(String),
-    Failed { detail: String, retryable: bool },
+    Failed {
+        detail: String,
+        retryable: bool,
+    },
+    /// The host never ran it (it has no record of it, and now never will).
+    Lost(String),
 }
 
 /// What the engine does next with a workflow, decided from its record alone.
@@ -135,6 +144,7 @@ async fn run_task(t: &Term, job: &Job, wf: &Workflow, n: usize) -> Result<Workfl
     // attempt before anything else is sent.
     let mut resumed = task.state == StepState::Running;
     let mut attempt = if resumed { task.attempt } else { task.attempt + 1 };
+    let mut failures = 0;
     loop {
         let running = Command::UpdateTask {
             workflow_id: wf.id.clone(),
@@ -155,18 +165,26 @@ async fn run_task(t: &Term, job: &Job, wf: &Workflow, n: usize) -> Result<Workfl
         };
         let outcome = perform(t, job, &at, resumed).instrument(span).await?;
         resumed = false;
+        let retry = match &outcome {
+            Attempt::Failed { retryable: true, .. } => {
+                failures += 1;
+                failures < MAX_ATTEMPTS && attempt < MAX_ATTEMPTS_IN_ALL
+            }
+            Attempt::Lost(_) => attempt < MAX_ATTEMPTS_IN_ALL,
+            _ => false,
+        };
         let (state, detail, undo) = match outcome {
             Attempt::Succeeded(detail) => (StepState::Succeeded, detail, None),
-            Attempt::Failed { detail, retryable } if retryable && attempt < MAX_ATTEMPTS => {
-                tracing::info!(task = %this.id, %detail, attempt, "Task attempt failed; retrying.");
+            Attempt::Failed { detail, .. } | Attempt::Lost(detail) if retry => {
+                tracing::info!(task = %this.id, %detail, attempt, "Task attempt did not succeed; retrying.");
                 tokio::select! {
                     _ = t.cancel.cancelled() => return Err(Abandoned("leadership lost".into())),
-                    _ = tokio::time::sleep(Duration::from_millis(250 << attempt.min(6))) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250 << failures.min(6))) => {}
                 }
                 attempt += 1;
                 continue;
             }
-            Attempt::Failed { detail, .. } => {
+            Attempt::Failed { detail, .. } | Attempt::Lost(detail) => {
                 // A forward task's failure carries the plan that undoes the workflow's work.
                 let undo = (!this.compensation).then(|| {
                     let mut failed = current.clone();
@@ -194,14 +212,11 @@ async fn run_task(t: &Term, job: &Job, wf: &Workflow, n: usize) -> Result<Workfl
 
 /// The outcome of an attempt its host has no record of: retry it as a new attempt.
 fn lost(task: &Task) -> Attempt {
-    Attempt::Failed {
-        detail: format!(
-            "host {} has no record of attempt {} (it never arrived, or the host manager restarted before it finished)",
-            task.host,
-            task.attempt_id()
-        ),
-        retryable: true,
-    }
+    Attempt::Lost(format!(
+        "host {} has no record of attempt {} (it never arrived, or the host manager restarted before it finished)",
+        task.host,
+        task.attempt_id()
+    ))
 }
 
 /// A task and where it is in its workflow.
@@ -522,6 +537,13 @@ mod tests {
             scripts: &[(TaskAction::Start, Script::AnswerLost)],
             expect: Expect::Available,
             runs: &[(TaskAction::Provision, 1), (TaskAction::Start, 1)],
+        },
+        Case {
+            name: "create whose first four provision requests never arrive",
+            op: Op::Create,
+            scripts: &[(TaskAction::Provision, Script::NeverArrives { times: 4 })],
+            expect: Expect::Available,
+            runs: &[(TaskAction::Provision, 1), (TaskAction::Destroy, 0)],
         },
         Case {
             name: "create whose host goes silent for good during provision",
