@@ -57,6 +57,33 @@ fn operation(j: Job) -> pb::Operation {
         completed_fence: j.completed_fence.unwrap_or(0),
         error: j.error.unwrap_or_default(),
         params_json: params,
+        tasks: Vec::new(),
+    }
+}
+
+/// An operation with its workflow's tasks: the same content HTTP's `ops describe` gives.
+fn operation_view(op: crate::api::databases::OperationView) -> pb::Operation {
+    let tasks = op
+        .workflow
+        .map(|w| w.tasks)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| pb::Task {
+            id: t.id,
+            action: t.action.name().to_string(),
+            host: t.host,
+            instance: t.instance,
+            state: keel_raft_store::wire_name(&t.state),
+            attempt: t.attempt,
+            result: t.result.unwrap_or_default(),
+            started_at_ms: t.started_at_ms.unwrap_or(0),
+            finished_at_ms: t.finished_at_ms.unwrap_or(0),
+            undo: t.compensation,
+        })
+        .collect();
+    pb::Operation {
+        tasks,
+        ..operation(op.job)
     }
 }
 
@@ -162,8 +189,8 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::DescribeOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        Ok(Response::new(operation(
-            self.api.describe_job(&req.into_inner().id).await?,
+        Ok(Response::new(operation_view(
+            self.api.describe_operation(&req.into_inner().id).await?,
         )))
     }
 

@@ -267,14 +267,6 @@ impl Api {
             .await
     }
 
-    /// One job.
-    pub async fn describe_job(&self, id: &str) -> Result<Job, ApiError> {
-        self.node
-            .read(|s| s.jobs.get(id).cloned())
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("operation {id:?} does not exist; `keel ops list` shows them")))
-    }
-
     /// Every member's state, asking each over the internal transport.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
         let (cluster_name, leader_services) = self

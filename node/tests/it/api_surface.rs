@@ -74,6 +74,33 @@ async fn databases_over_grpc() {
     assert!(password.len() >= 16, "a generated password is returned once");
     let op = wait_op(&c, &created.operation_id).await;
     assert_eq!(op["state"], "succeeded", "{op}");
+    // gRPC describes an operation with the same tasks HTTP shows.
+    let described = client
+        .describe_operation(keel_proto::keel::DescribeOperationRequest {
+            id: created.operation_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let over_grpc: Vec<(String, String, u32)> = described
+        .tasks
+        .iter()
+        .map(|t| (t.action.clone(), t.state.clone(), t.attempt))
+        .collect();
+    let over_http: Vec<(String, String, u32)> = op["workflow"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["action"].as_str().unwrap().to_string(),
+                t["state"].as_str().unwrap().to_string(),
+                t["attempt"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    assert_eq!(over_grpc, over_http);
+    assert_eq!(over_grpc.len(), 3, "{described:?}");
 
     let db = client
         .describe_database(DescribeDatabaseRequest { name: "viagrpc".into() })
