@@ -240,3 +240,75 @@ async fn host_manager_killed_during_provision_is_waited_for_then_retried_and_not
     assert_no_orphans(&c).await;
     assert_each_attempt_ran_once(&c);
 }
+
+/// How many times leader services have started (each under a new fence).
+async fn services_started(c: &Cluster) -> usize {
+    get_any(c, "/v1/events?limit=10000")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "leader-services-started")
+        .count()
+}
+
+/// The leader stops (SIGSTOP) in the middle of a create and a delete, for a lease lapse
+/// (its services stop and restart in the same term, under a new fence) and for longer
+/// than an election (another node takes over), then comes back. Each operation ends
+/// once, in the state the host shows, with every attempt run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_mid_workflow_ends_each_operation_once() {
+    let mut c = cluster(&[]).await;
+    c.start_hosts(1).await.unwrap();
+    // The fault's length is the thing under test, not a wait for a condition.
+    let pauses = [
+        ("lease lapse", Duration::from_millis(350)),
+        ("new election", Duration::from_millis(1500)),
+    ];
+    for (n, (label, pause)) in pauses.into_iter().enumerate() {
+        let name = format!("lp{n}");
+        let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+        let via = *c.running().iter().find(|&&id| id != leader).unwrap();
+        let (code, created) = c.post(via, "/v1/databases", &create_body(&name)).await.unwrap();
+        assert_eq!(code, 200, "{created}");
+        let op_id = created["operation_id"].as_str().unwrap().to_string();
+        c.wait_for(Duration::from_secs(60), "provision to start", || async {
+            let o = op(&c, &op_id).await?;
+            Ok((task_state(&o, 0) != "pending" && !task_state(&o, 0).is_empty()).then_some(()))
+        })
+        .await
+        .unwrap();
+        let starts = services_started(&c).await;
+        c.pause(leader);
+        tokio::time::sleep(pause).await;
+        c.resume(leader);
+        let done = wait_op(&c, &op_id).await;
+        assert!(
+            services_started(&c).await > starts,
+            "{label}: the pause stopped the leader services and new ones took over"
+        );
+        assert_eq!(done["state"], "succeeded", "{label}: {done}");
+        let db = get_any(&c, &format!("/v1/databases/{name}")).await;
+        assert_eq!(db["status"], "available", "{label}: {db}");
+        let endpoint = &db["endpoint"];
+        let pg = super::databases::connect(endpoint["addr"].as_str().unwrap(), endpoint["port"].as_u64().unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{label}: the available database answers SQL: {e}"));
+        pg.simple_query("SELECT 1").await.unwrap();
+        drop(pg);
+        assert_eq!(events(&c, &name, "database-available").await, 1, "{label}");
+
+        let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+        let (code, deleted) = c.delete(via, &format!("/v1/databases/{name}")).await.unwrap();
+        assert_eq!(code, 200, "{deleted}");
+        c.pause(leader);
+        tokio::time::sleep(pause).await;
+        c.resume(leader);
+        let done = wait_op(&c, deleted["operation_id"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "succeeded", "{label}: {done}");
+        assert_eq!(events(&c, &name, "database-deleted").await, 1, "{label}");
+    }
+    c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    assert_no_orphans(&c).await;
+    assert_each_attempt_ran_once(&c);
+}
