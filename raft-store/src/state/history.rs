@@ -13,7 +13,7 @@ pub struct Prunable {
     /// Finished jobs (their workflows go with them).
     pub jobs: Vec<String>,
     /// Events, by position in the event list.
-    pub events: usize,
+    pub events: BTreeSet<usize>,
     /// Request ids whose binding lapsed.
     pub requests: Vec<String>,
 }
@@ -21,7 +21,7 @@ pub struct Prunable {
 impl Prunable {
     /// Whether there is nothing to prune.
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty() && self.events == 0 && self.requests.is_empty()
+        self.jobs.is_empty() && self.events.is_empty() && self.requests.is_empty()
     }
 }
 
@@ -46,7 +46,7 @@ impl AdminState {
                     .map(|j| j.id.clone()),
             );
         }
-        let events = self.old_events(before_ms, keep).len();
+        let events = self.old_events(before_ms, keep);
         let requests = self
             .requests
             .iter()
@@ -56,12 +56,25 @@ impl AdminState {
         Prunable { jobs, events, requests }
     }
 
-    /// Positions of events older than `before_ms`, except the newest `keep` per subject.
+    /// Which database an event is about, for keeping the newest per database: the subject
+    /// itself, or a job's database; anything else (hosts, nodes, jobs without a database,
+    /// deleted databases) counts as the cluster's ("").
+    fn event_group<'a>(&'a self, subject: &'a str) -> &'a str {
+        if self.databases.contains_key(subject) {
+            return subject;
+        }
+        self.jobs
+            .get(subject)
+            .and_then(|j| j.kind.database())
+            .unwrap_or_default()
+    }
+
+    /// Positions of events older than `before_ms`, except the newest `keep` per database.
     fn old_events(&self, before_ms: Millis, keep: usize) -> BTreeSet<usize> {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         let mut old = BTreeSet::new();
         for (n, e) in self.events.iter().enumerate().rev() {
-            let count = seen.entry(e.subject.as_str()).or_default();
+            let count = seen.entry(self.event_group(&e.subject)).or_default();
             *count += 1;
             if *count > keep && e.at_ms < before_ms {
                 old.insert(n);
@@ -88,11 +101,10 @@ impl AdminState {
                 self.workflows.remove(&wf);
             }
         }
-        let old = self.old_events(before_ms, keep as usize);
         let mut n = 0;
         self.events.retain(|_| {
             n += 1;
-            !old.contains(&(n - 1))
+            !p.events.contains(&(n - 1))
         });
         for id in &p.requests {
             self.requests.remove(id);
@@ -100,7 +112,7 @@ impl AdminState {
         let message = format!(
             "Forgot {} finished operations, {} events and {} lapsed request ids from before {before_ms} (the newest {keep} per database are kept).",
             p.jobs.len(),
-            p.events,
+            p.events.len(),
             p.requests.len()
         );
         self.event(index, at, "history-pruned", "cluster", message);
@@ -222,9 +234,15 @@ mod tests {
         assert_eq!(left.len(), 11, "the newest 10 finished and the open one: {left:?}");
         assert_eq!(s.jobs["j0051"].state, JobState::Running, "open jobs are never pruned");
         assert_eq!(s.open_jobs().count(), 1);
-        // Events: every job's subject keeps its newest 10 (here: one per job's own subject
-        // after pruning, since each job is its own subject) and the prune events remain.
+        // Events before the cut-off go, but for the newest 10 per database; these jobs have
+        // none, so they all count as the cluster's: the newest 10 of those stay.
         assert!(s.events.iter().any(|e| e.kind == "history-pruned"));
+        assert_eq!(
+            s.events.len(),
+            10 + 1,
+            "the newest 10 and the last prune's own event: {:?}",
+            s.events
+        );
         let mut loaded: AdminState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         loaded.reindex();
         assert_eq!(
@@ -237,8 +255,16 @@ mod tests {
     fn nothing_to_prune_changes_nothing() {
         let mut s = history(5);
         let before = s.clone();
-        assert!(s.prunable(1_000, 3, 10).is_empty());
-        apply(&mut s, 1_000, 1_000, Command::PruneHistory { before_ms: 3, keep: 10 });
+        assert!(s.prunable(1_000, 3, 100).is_empty());
+        apply(
+            &mut s,
+            1_000,
+            1_000,
+            Command::PruneHistory {
+                before_ms: 3,
+                keep: 100,
+            },
+        );
         assert_eq!(s, before);
     }
 
