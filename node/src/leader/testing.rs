@@ -152,8 +152,8 @@ pub struct MemHost {
     pub scripts: BTreeMap<TaskAction, Script>,
     /// Answers lost so far, by task id.
     lost: BTreeSet<String>,
-    /// Scripted failures so far, by action.
-    failed: BTreeMap<TaskAction, u32>,
+    /// Scripted misbehaviours so far (failures, lost requests), by action.
+    scripted: BTreeMap<TaskAction, u32>,
     /// Silent (a `Down` script fired).
     pub down: bool,
 }
@@ -189,7 +189,7 @@ impl MemHosts {
 
     fn perform(host: &mut MemHost, action: TaskAction, instance: &str) -> TaskResult {
         if let Some(Script::Fail { retryable, times }) = host.scripts.get(&action) {
-            let failed = host.failed.entry(action).or_default();
+            let failed = host.scripted.entry(action).or_default();
             if *failed < *times {
                 *failed += 1;
                 return TaskResult::Failed {
@@ -238,7 +238,7 @@ impl Hosts for MemHosts {
                 return TaskResult::Unknown("no answer (scripted: host down)".into());
             }
             if let Some(Script::NeverArrives { times }) = host.scripts.get(&action) {
-                let lost = host.failed.entry(action).or_default();
+                let lost = host.scripted.entry(action).or_default();
                 if *lost < *times {
                     *lost += 1;
                     return TaskResult::Unknown("the request never arrived (scripted)".into());

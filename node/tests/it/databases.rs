@@ -124,15 +124,8 @@ async fn create_connect_modify_delete() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let modify = json!({"class": "medium", "apply_immediately": true});
-    let resp = reqwest::Client::new()
-        .patch(format!("{}/v1/databases/orders", c.url(2)))
-        .json(&modify)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let modified: Value = resp.json().await.unwrap();
+    let (code, modified) = patch(&c, 2, "orders", json!({"class": "medium", "apply_immediately": true})).await;
+    assert_eq!(code, 200, "{modified}");
     let op = wait_op(&c, modified["operation_id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{op}");
     let pg = connect(&addr, port).await.unwrap();
@@ -388,15 +381,8 @@ async fn a_modify_postgres_cannot_start_with_is_rolled_back() {
         .expect("prlimit (util-linux) runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let modify = json!({"class": "large", "apply_immediately": true});
-    let resp = reqwest::Client::new()
-        .patch(format!("{}/v1/databases/rb", c.url(2)))
-        .json(&modify)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let modified: Value = resp.json().await.unwrap();
+    let (code, modified) = patch(&c, 2, "rb", json!({"class": "large", "apply_immediately": true})).await;
+    assert_eq!(code, 200, "{modified}");
     let op = wait_op(&c, modified["operation_id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "failed", "{op}");
     let undo: Vec<(&str, &str)> = op["workflow"]["tasks"]

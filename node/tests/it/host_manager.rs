@@ -75,6 +75,15 @@ impl Drop for HostProc {
     }
 }
 
+/// A new host root under a temporary directory (kept alive by the returned guard) and a free address.
+fn fresh_root() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    // The postgres OS user must be able to traverse to the volumes.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let root = dir.path().join("host");
+    (dir, root, format!("127.0.0.1:{}", free_port()))
+}
+
 fn spec(id: &str, port: u16, class: &str) -> InstanceSpec {
     InstanceSpec {
         id: id.into(),
@@ -126,10 +135,7 @@ async fn connect(port: u16) -> Result<tokio_postgres::Client, tokio_postgres::Er
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_manager_runs_real_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let root = dir.path().join("host");
-    let addr = format!("127.0.0.1:{}", free_port());
+    let (_dir, root, addr) = fresh_root();
     let mut host = HostProc::start(&root, &addr);
     let mut c = host.client().await;
     let port = free_port();
@@ -224,10 +230,7 @@ fn starts(root: &std::path::Path, id: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_task_at_a_time_per_instance_and_a_crash_leaves_nothing_half_made() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let root = dir.path().join("host");
-    let addr = format!("127.0.0.1:{}", free_port());
+    let (_dir, root, addr) = fresh_root();
     let mut host = HostProc::start(&root, &addr);
     let mut c = host.client().await;
     let port = free_port();
@@ -311,10 +314,7 @@ async fn one_task_at_a_time_per_instance_and_a_crash_leaves_nothing_half_made() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_are_isolated_on_the_host_and_injections_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let root = dir.path().join("host");
-    let addr = format!("127.0.0.1:{}", free_port());
+    let (_dir, root, addr) = fresh_root();
     let host = HostProc::start(&root, &addr);
     let mut c = host.client().await;
     let port = free_port();

@@ -86,13 +86,6 @@ async fn unreachable_host_is_marked_avoided_and_recovers() {
     assert_eq!(events_about(&c, "h2", "host-unreachable").await, 0);
 }
 
-/// How many events of `kind` the database `db` has.
-async fn db_events(c: &Cluster, db: &str, kind: &str) -> usize {
-    let (code, events) = c.get(2, &format!("/v1/events?db={db}")).await.unwrap();
-    assert_eq!(code, 200, "{events}");
-    events.as_array().unwrap().iter().filter(|e| e["kind"] == kind).count()
-}
-
 /// Processes working in `dir` (PostgreSQL's backends chdir to the data directory).
 fn processes_in(dir: &std::path::Path) -> usize {
     let dir = std::fs::canonicalize(dir).unwrap();
@@ -158,7 +151,7 @@ async fn a_dead_instance_on_a_healthy_host_is_noticed_once_and_so_is_its_recover
     .await
     .unwrap();
     assert_eq!(
-        db_events(&c, "pm", "instance-unhealthy").await,
+        events_about(&c, "pm", "instance-unhealthy").await,
         1,
         "only the transition is an event"
     );
@@ -182,6 +175,6 @@ async fn a_dead_instance_on_a_healthy_host_is_noticed_once_and_so_is_its_recover
         .await
         .unwrap();
     assert!(db["status_reason"].is_null(), "{db}");
-    assert_eq!(db_events(&c, "pm", "instance-recovered").await, 1);
-    assert_eq!(db_events(&c, "pm", "instance-unhealthy").await, 1);
+    assert_eq!(events_about(&c, "pm", "instance-recovered").await, 1);
+    assert_eq!(events_about(&c, "pm", "instance-unhealthy").await, 1);
 }
