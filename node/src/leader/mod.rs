@@ -94,14 +94,22 @@ impl Term {
 /// successor can exist. Safety does not rest on it: claims, workflow commands
 /// and host calls carry the services' fence, and the state machine and the host
 /// managers refuse stale ones.
-fn leading_term(node: &NodeCtx) -> Option<u64> {
+///
+/// `millis_since_quorum_ack` is measured when openraft publishes its metrics, so
+/// after this process was stopped (SIGSTOP, a long GC-like stall, a frozen VM) the
+/// value read first is from before the stall and says nothing about now. A loop
+/// that did not run for longer than the lease (`stalled`) therefore counts the
+/// lease as lapsed.
+fn leading_term(node: &NodeCtx, stalled: Duration) -> Option<u64> {
     let m = node.raft.metrics().borrow().clone();
-    let lease = node
-        .config
-        .election_timeout_max_ms
-        .saturating_sub(node.config.heartbeat_ms);
-    let lease_ok = m.millis_since_quorum_ack.is_some_and(|ms| ms < lease);
+    let lease = lease_ms(&node.config);
+    let lease_ok = stalled.as_millis() < u128::from(lease) && m.millis_since_quorum_ack.is_some_and(|ms| ms < lease);
     (m.state == ServerState::Leader && m.current_leader == Some(node.id) && lease_ok).then_some(m.current_term)
+}
+
+/// How long a quorum acknowledgement keeps the leader services allowed to act.
+fn lease_ms(config: &ServerConfig) -> u64 {
+    config.election_timeout_max_ms.saturating_sub(config.heartbeat_ms)
 }
 
 /// Services of one term that are running now.
@@ -123,8 +131,17 @@ pub async fn run(node: Arc<NodeCtx>, shutdown: CancellationToken) {
     let config = Arc::new(node.config.clone());
     let control: Arc<dyn Control> = Arc::new(NodeControl(node.clone()));
     let mut running: Option<Running> = None;
+    let mut last_turn = Instant::now();
     loop {
-        let want = leading_term(&node);
+        let stalled = last_turn.elapsed();
+        last_turn = Instant::now();
+        if stalled.as_millis() >= u128::from(lease_ms(&config)) && running.is_some() {
+            tracing::warn!(
+                stalled_ms = stalled.as_millis() as u64,
+                "This node did not run for longer than its lease; counting the lease as lapsed."
+            );
+        }
+        let want = leading_term(&node, stalled);
         let keep = match (&running, want) {
             (Some(r), Some(term)) if r.term == term => !r.task.is_finished() || r.started.elapsed() < RESTART_PAUSE,
             _ => false,
