@@ -16,6 +16,8 @@ need_pkg postgresql     # PostgreSQL 15 server binaries and the postgres OS user
 need_pkg protobuf-compiler  # protoc for tonic-build (ours and etcd-client's)
 need_pkg dnsutils       # dig, the DNS tests' client
 need_pkg nsd            # a real secondary the DNS tests transfer the zone into
+need_pkg python3        # schemathesis, the API fuzzer the tests run over the OpenAPI document
+need_pkg python3-venv
 if [[ "${1:-}" == "--bench" ]]; then
   need_pkg etcd-server  # the Raft peer for `keel-lab bench raft`
   need_pkg etcd-client
@@ -29,6 +31,16 @@ if ((${#want[@]})); then
   apt-get update -qq || true   # a stale index is still usable for packages it already lists
   apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 fi
+# schemathesis in its own virtualenv beside the build cache (pinned: its checks are
+# part of what the tests assert). node/tests/it/fuzz.rs runs it from there.
+venv="${KEEL_VENV:-/var/tmp/keel-venv}"
+schemathesis_version="4.32.5"
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  echo "setup: installing schemathesis $schemathesis_version into $venv" >&2
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$schemathesis_version"
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo is missing; install Rust (https://rustup.rs) and re-run" >&2
   exit 1

@@ -1,6 +1,12 @@
 //! Backup (daily `HH:MM-HH:MM`) and maintenance (weekly `ddd:HH:MM-ddd:HH:MM`)
 //! windows, in UTC: parsing for validation, and "is it now?" for the scheduler.
 
+/// A daily window as the OpenAPI document states it (ECMA-262 regex; start and end differ).
+pub const DAILY_PATTERN: &str =
+    "^(?!([0-9]{2}:[0-9]{2})-\\1$)([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$";
+/// A weekly window as the OpenAPI document states it.
+pub const WEEKLY_PATTERN: &str = "^(?!([a-z]{3}:[0-9]{2}:[0-9]{2})-\\1$)(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]-(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]$";
+
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const MINUTES_PER_DAY: u32 = 24 * 60;
 const MINUTES_PER_WEEK: u32 = 7 * MINUTES_PER_DAY;
@@ -15,7 +21,8 @@ pub struct Window {
 
 fn hh_mm(s: &str) -> Option<u32> {
     let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    let two_digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !two_digits(h) || !two_digits(m) {
         return None;
     }
     let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
@@ -97,6 +104,8 @@ mod tests {
             "02:00",
             "sun:04:00-sun:05:00",
             "03:00-03:00",
+            "+1:00-02:00",
+            "01:+0-02:00",
         ] {
             assert!(Window::daily(bad).is_err(), "{bad}");
         }

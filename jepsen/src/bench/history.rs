@@ -98,6 +98,11 @@ async fn fill(c: &Cluster, n: usize) -> anyhow::Result<()> {
             None => "/v1/ops?limit=1000".into(),
         };
         let (code, page) = c.get(nodes[0], &path).await?;
+        // While the leader works through the backlog a read may time out (503, retryable).
+        if code == 503 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         anyhow::ensure!(code == 200, "ops list answered {code}: {page}");
         let page = page.as_array().cloned().unwrap_or_default();
         let done: Vec<&Value> = page

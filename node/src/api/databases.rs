@@ -2,15 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use keel_raft_store::{
-    AdminState, Command, Database, DatabaseSpec, DatabaseStatus, Endpoint, Event, Job, Modification, Response, Workflow,
-};
+use keel_raft_store::{Command, DatabaseSpec, Modification, Response};
 use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::service::Api;
 use super::validate;
+use super::views::{DatabaseOperation, DatabaseView, EventView, OperationView};
+use super::whole;
 use crate::classes;
 use crate::window::Window;
 
@@ -18,44 +19,54 @@ use crate::window::Window;
 pub const ENGINES: [(&str, &str); 1] = [("postgres", "15")];
 
 /// `db create` input.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateDatabaseRequest {
     /// Database name (a DNS label).
     pub name: String,
     /// Engine (`postgres`).
     pub engine: String,
     /// Engine version (default: the engine's only version).
+    #[serde(default)]
     pub engine_version: Option<String>,
     /// Instance class.
     pub class: String,
     /// Allocated storage, GiB.
+    #[serde(deserialize_with = "whole::number")]
     pub storage_gib: u32,
     /// Zone to place it in (default: least loaded).
+    #[serde(default)]
     pub zone: Option<String>,
     /// Master user name.
     pub master_user: String,
     /// Master password; omit to have one generated and returned once.
+    #[serde(default)]
     pub master_password: Option<String>,
-    /// Days of backups to keep.
+    /// Days of backups to keep (default 7).
+    #[serde(default, deserialize_with = "whole::optional")]
     pub backup_retention_days: Option<u32>,
-    /// Daily backup window `HH:MM-HH:MM` (UTC).
+    /// Daily backup window `HH:MM-HH:MM` (UTC; default 03:00-04:00).
+    #[serde(default)]
     pub backup_window: Option<String>,
-    /// Weekly maintenance window `ddd:HH:MM-ddd:HH:MM` (UTC).
+    /// Weekly maintenance window `ddd:HH:MM-ddd:HH:MM` (UTC; default sun:04:00-sun:05:00).
+    #[serde(default)]
     pub maintenance_window: Option<String>,
     /// Tags.
+    #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// Retry id.
+    /// Retry id: the same id within its retention answers the first call's operation.
+    #[serde(default)]
     pub request_id: Option<String>,
 }
 
-/// `db modify` input.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `db modify` input: at least one change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModifyDatabaseRequest {
     /// New class.
     pub class: Option<String>,
-    /// New storage (grow only).
+    /// New storage, GiB (grow only).
+    #[serde(deserialize_with = "whole::optional")]
     pub storage_gib: Option<u32>,
     /// New backup window.
     pub backup_window: Option<String>,
@@ -65,97 +76,6 @@ pub struct ModifyDatabaseRequest {
     pub apply_immediately: bool,
     /// Retry id.
     pub request_id: Option<String>,
-}
-
-/// One instance as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InstanceView {
-    /// Instance id.
-    pub id: String,
-    /// primary, standby or replica.
-    pub role: String,
-    /// Host it runs on.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// `healthy`, or `unhealthy: <what the monitor saw>`.
-    pub health: String,
-}
-
-/// A database as the API shows it (never the password or its verifier).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatabaseView {
-    /// Name.
-    pub name: String,
-    /// Lifecycle status.
-    pub status: DatabaseStatus,
-    /// Why it failed.
-    pub status_reason: Option<String>,
-    /// What was asked for.
-    pub spec: DatabaseSpec,
-    /// Where to connect.
-    pub endpoint: Option<Endpoint>,
-    /// Its instances.
-    pub instances: Vec<InstanceView>,
-    /// When it was created.
-    pub created_at_ms: u64,
-    /// The operation working on it.
-    pub operation: Option<String>,
-    /// A modification waiting for the maintenance window.
-    pub pending: Option<Modification>,
-}
-
-impl DatabaseView {
-    fn of(db: &Database, state: &AdminState) -> Self {
-        Self {
-            name: db.name.clone(),
-            status: db.status,
-            status_reason: db.status_reason.clone(),
-            spec: db.spec.clone(),
-            endpoint: db.endpoint.clone(),
-            instances: db
-                .instances
-                .iter()
-                .filter_map(|id| state.instances.get(id))
-                .map(|i| InstanceView {
-                    id: i.id.clone(),
-                    role: keel_raft_store::wire_name(&i.role),
-                    host: i.host.clone(),
-                    port: i.port,
-                    health: match &i.health {
-                        keel_raft_store::InstanceHealth::Healthy => "healthy".into(),
-                        keel_raft_store::InstanceHealth::Unhealthy { problem, .. } => format!("unhealthy: {problem}"),
-                    },
-                })
-                .collect(),
-            created_at_ms: db.created_at_ms,
-            operation: db.operation.clone(),
-            pending: db.pending.clone(),
-        }
-    }
-}
-
-/// What a mutating database call returns: at once, with the operation to follow.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatabaseOperation {
-    /// The database as it now is.
-    pub database: DatabaseView,
-    /// The operation id (`keel ops describe`); none when a modification waits for the maintenance window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub operation_id: Option<String>,
-    /// The generated master password, returned only by the create call that generated it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_password: Option<String>,
-}
-
-/// An operation with its workflow's tasks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OperationView {
-    /// The job.
-    #[serde(flatten)]
-    pub job: Job,
-    /// Its workflow, once planned.
-    pub workflow: Option<Workflow>,
 }
 
 fn master_user(name: &str) -> Result<(), ApiError> {
@@ -206,6 +126,11 @@ fn class(name: &str) -> Result<(), ApiError> {
         ))
     })
 }
+
+/// Events a page holds unless asked otherwise.
+pub const EVENTS_PAGE: usize = 1_000;
+/// The most a page of events may hold.
+pub const EVENTS_PAGE_MAX: usize = 10_000;
 
 /// Storage Keel allocates, GiB.
 pub const STORAGE_GIB: std::ops::RangeInclusive<u32> = 1..=16_384;
@@ -290,6 +215,7 @@ impl Api {
         let maintenance_window = req.maintenance_window.unwrap_or_else(|| "sun:04:00-sun:05:00".into());
         window("maintenance window", &maintenance_window, true)?;
         validate::labels(&req.tags)?;
+        validate::request_id(req.request_id.as_deref())?;
         let generated = req.master_password.is_none();
         let password_text = match req.master_password {
             Some(p) => {
@@ -348,6 +274,7 @@ impl Api {
         if let Some(w) = &req.maintenance_window {
             window("maintenance window", w, true)?;
         }
+        validate::request_id(req.request_id.as_deref())?;
         let modification = Modification {
             class: req.class,
             storage_gib: req.storage_gib,
@@ -388,6 +315,7 @@ impl Api {
     /// Delete a database.
     pub async fn delete_database(&self, name: &str, request_id: Option<String>) -> Result<DatabaseOperation, ApiError> {
         validate::dns_label("database name", name)?;
+        validate::request_id(request_id.as_deref())?;
         let job_id = uuid::Uuid::now_v7().simple().to_string();
         let fingerprint = serde_json::json!({"kind": "delete-database", "name": name});
         let request = self.request_key(request_id, &job_id, fingerprint);
@@ -419,21 +347,27 @@ impl Api {
     /// An operation with its workflow.
     pub async fn describe_operation(&self, id: &str) -> Result<OperationView, ApiError> {
         self.node
-            .read(|s| {
-                s.jobs.get(id).map(|job| OperationView {
-                    job: job.clone(),
-                    workflow: s.workflow_of(id).cloned(),
-                })
-            })
+            .read(|s| s.jobs.get(id).map(|job| OperationView::of(job, s.workflow_of(id))))
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("operation {id:?} does not exist; `keel ops list` shows them")))
     }
 
     /// Events after `after` (a sequence number), optionally for one database, oldest first.
-    pub async fn events(&self, db: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, ApiError> {
+    pub async fn events(&self, db: Option<&str>, after: u64, limit: Option<usize>) -> Result<Vec<EventView>, ApiError> {
+        let limit = limit.unwrap_or(EVENTS_PAGE);
+        if !(1..=EVENTS_PAGE_MAX).contains(&limit) {
+            return Err(ApiError::InvalidArgument(format!(
+                "limit {limit} is out of range: ask for 1 to {EVENTS_PAGE_MAX} events a page"
+            )));
+        }
         let db = db.map(str::to_string);
         self.node
-            .read(move |s| s.events_page(db.as_deref(), after, limit))
+            .read(move |s| {
+                s.events_page(db.as_deref(), after, limit)
+                    .iter()
+                    .map(EventView::from)
+                    .collect()
+            })
             .await
     }
 }

@@ -23,6 +23,12 @@ pub enum ApiError {
     /// A fault on our side.
     #[error("{0}")]
     Internal(String),
+    /// The path exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The body is not in a format the call accepts.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
 }
 
 impl From<Rejection> for ApiError {
@@ -36,7 +42,7 @@ impl From<Rejection> for ApiError {
 }
 
 /// An RFC 9457 problem document.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI-ish identifier of the problem type.
     #[serde(rename = "type")]
@@ -63,6 +69,16 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", tonic::Code::FailedPrecondition),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", tonic::Code::Unavailable),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", tonic::Code::Internal),
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                tonic::Code::Unimplemented,
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                tonic::Code::InvalidArgument,
+            ),
         }
     }
 

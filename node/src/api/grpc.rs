@@ -2,11 +2,12 @@
 
 use keel_proto::keel as pb;
 use keel_proto::keel::keel_server::Keel;
-use keel_raft_store::{Host, Job};
+use keel_raft_store::wire_name;
 use tonic::{Request, Response, Status};
 
 use super::grpc_databases as dbs;
-use super::service::{AddHostRequest, AddNodeRequest, Api, ClusterStatus, SubmitNoopRequest};
+use super::service::{AddHostRequest, AddNodeRequest, Api, SubmitNoopRequest};
+use super::views::{ClusterStatusView, HostView, OperationView};
 
 /// The gRPC face of [`Api`].
 pub struct GrpcApi {
@@ -20,31 +21,30 @@ impl GrpcApi {
     }
 }
 
-fn host(h: Host) -> pb::Host {
+fn host(h: HostView) -> pb::Host {
     pb::Host {
         name: h.name,
         addr: h.addr,
         zone: h.zone,
         labels: h.labels.into_iter().collect(),
-        health: keel_raft_store::wire_name(&h.health),
+        health: wire_name(&h.health),
         draining: h.draining,
         added_at_ms: h.added_at_ms,
+        instance_slots: h.capacity.instance_slots,
+        disk_gib: h.capacity.disk_gib,
     }
 }
 
-fn operation(j: Job) -> pb::Operation {
-    let (kind, params) = (
-        j.kind.name().to_string(),
-        serde_json::to_string(&j.kind).unwrap_or_default(),
-    );
+/// An operation with its tasks: the same content HTTP's `ops list` and `ops describe` give.
+fn operation(o: OperationView) -> pb::Operation {
     pb::Operation {
-        id: j.id,
-        kind,
-        state: keel_raft_store::wire_name(&j.state),
-        request_id: j.request_id.unwrap_or_default(),
-        submitted_at_ms: j.submitted_at_ms,
-        finished_at_ms: j.finished_at_ms.unwrap_or(0),
-        claims: j
+        id: o.id,
+        kind: o.kind.name().to_string(),
+        state: o.state.name().to_string(),
+        request_id: o.request_id.unwrap_or_default(),
+        submitted_at_ms: o.submitted_at_ms,
+        finished_at_ms: o.finished_at_ms.unwrap_or(0),
+        claims: o
             .claims
             .into_iter()
             .map(|c| pb::Claim {
@@ -54,41 +54,32 @@ fn operation(j: Job) -> pb::Operation {
                 fence: c.fence,
             })
             .collect(),
-        completed_fence: j.completed_fence.unwrap_or(0),
-        error: j.error.unwrap_or_default(),
-        params_json: params,
-        tasks: Vec::new(),
+        completed_fence: o.completed_fence.unwrap_or(0),
+        error: o.error.unwrap_or_default(),
+        tasks: o
+            .tasks
+            .into_iter()
+            .map(|t| pb::Task {
+                id: t.id,
+                action: t.action,
+                host: t.host,
+                instance: t.instance,
+                state: t.state.name().to_string(),
+                attempt: t.attempt,
+                result: t.result.unwrap_or_default(),
+                started_at_ms: t.started_at_ms.unwrap_or(0),
+                finished_at_ms: t.finished_at_ms.unwrap_or(0),
+                undo: t.undo,
+            })
+            .collect(),
+        database: o.database.unwrap_or_default(),
+        modification: o.modification.map(dbs::modification),
+        work_ms: o.work_ms.unwrap_or(0),
     }
 }
 
-/// An operation with its workflow's tasks: the same content HTTP's `ops describe` gives.
-fn operation_view(op: crate::api::databases::OperationView) -> pb::Operation {
-    let tasks = op
-        .workflow
-        .map(|w| w.tasks)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| pb::Task {
-            id: t.id,
-            action: t.action.name().to_string(),
-            host: t.host,
-            instance: t.instance,
-            state: keel_raft_store::wire_name(&t.state),
-            attempt: t.attempt,
-            result: t.result.unwrap_or_default(),
-            started_at_ms: t.started_at_ms.unwrap_or(0),
-            finished_at_ms: t.finished_at_ms.unwrap_or(0),
-            undo: t.compensation,
-        })
-        .collect();
-    pb::Operation {
-        tasks,
-        ..operation(op.job)
-    }
-}
-
-fn cluster(s: ClusterStatus) -> pb::ClusterStatusResponse {
-    let services = s.leader_services.unwrap_or_default();
+fn cluster(s: ClusterStatusView) -> pb::ClusterStatusResponse {
+    let services = s.leader_services;
     pb::ClusterStatusResponse {
         cluster_name: s.cluster_name,
         leader_id: s.leader.unwrap_or(0),
@@ -113,12 +104,19 @@ fn cluster(s: ClusterStatus) -> pb::ClusterStatusResponse {
                     applied_index: st.applied_index,
                     lag: m.lag.unwrap_or(0),
                     error: m.error.unwrap_or_default(),
+                    voter: m.voter,
+                    snapshot_index: st.snapshot_index,
+                    purged_index: st.purged_index,
+                    snapshots_installed: st.snapshots_installed,
+                    leader_id: st.leader.unwrap_or(0),
+                    leader_services_term: st.leader_services_term.unwrap_or(0),
                 }
             })
             .collect(),
-        leader_services_node: services.node_id,
-        leader_services_term: services.term,
-        leader_services_since_ms: services.since_ms,
+        leader_services_node: services.as_ref().map_or(0, |l| l.node_id),
+        leader_services_term: services.as_ref().map_or(0, |l| l.term),
+        leader_services_since_ms: services.as_ref().map_or(0, |l| l.since_ms),
+        leader_services_fence: services.as_ref().map_or(0, |l| l.fence),
     }
 }
 
@@ -161,14 +159,14 @@ impl Keel for GrpcApi {
 
     async fn submit_noop(&self, req: Request<pb::SubmitNoopRequest>) -> Result<Response<pb::Operation>, Status> {
         let r = req.into_inner();
-        let job = self
+        let op = self
             .api
             .submit_noop(SubmitNoopRequest {
                 work_ms: r.work_ms,
                 request_id: opt(r.request_id),
             })
             .await?;
-        Ok(Response::new(operation(job)))
+        Ok(Response::new(operation(op)))
     }
 
     async fn list_operations(
@@ -189,7 +187,7 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::DescribeOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        Ok(Response::new(operation_view(
+        Ok(Response::new(operation(
             self.api.describe_operation(&req.into_inner().id).await?,
         )))
     }
@@ -275,7 +273,7 @@ impl Keel for GrpcApi {
         req: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let r = req.into_inner();
-        let limit = if r.limit == 0 { 1000 } else { r.limit.min(10_000) } as usize;
+        let limit = (r.limit > 0).then_some(r.limit as usize);
         let events = self.api.events(opt(r.db).as_deref(), r.after, limit).await?;
         Ok(Response::new(pb::ListEventsResponse {
             events: events.into_iter().map(dbs::event).collect(),

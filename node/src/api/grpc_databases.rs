@@ -1,15 +1,15 @@
 //! Wire conversions for the database part of `keel.v1` over gRPC.
 
+use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
+use super::views::{DatabaseOperation, DatabaseView, EventView, ModificationView};
 use keel_proto::keel as pb;
-use keel_raft_store::{wire_name, Event, Modification};
-
-use super::databases::{CreateDatabaseRequest, DatabaseOperation, DatabaseView, ModifyDatabaseRequest};
 
 fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn modification(m: Modification) -> pb::Modification {
+/// A modification for the wire.
+pub fn modification(m: ModificationView) -> pb::Modification {
     pb::Modification {
         class: m.class,
         storage_gib: m.storage_gib,
@@ -54,7 +54,7 @@ pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
 pub fn database(d: DatabaseView) -> pb::Database {
     pb::Database {
         name: d.name,
-        status: wire_name(&d.status),
+        status: d.status.name().to_string(),
         status_reason: d.status_reason.unwrap_or_default(),
         engine: d.spec.engine,
         engine_version: d.spec.engine_version,
@@ -76,7 +76,7 @@ pub fn database(d: DatabaseView) -> pb::Database {
             .into_iter()
             .map(|i| pb::Instance {
                 id: i.id,
-                role: i.role,
+                role: i.role.name().to_string(),
                 host: i.host,
                 port: u32::from(i.port),
                 health: i.health,
@@ -98,7 +98,7 @@ pub fn operation(o: DatabaseOperation) -> pb::DatabaseOperation {
 }
 
 /// An event for the wire.
-pub fn event(e: Event) -> pb::Event {
+pub fn event(e: EventView) -> pb::Event {
     pb::Event {
         seq: e.seq,
         at_ms: e.at_ms,

@@ -1,170 +1,253 @@
-//! HTTP/JSON routes over the service layer. Errors are problem JSON.
+//! HTTP/JSON routes over the service layer. Every route is registered through
+//! `routes!`, which documents it in the OpenAPI document from its `#[utoipa::path]`,
+//! so a route cannot be served undocumented. Errors are problem JSON.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::databases::{CreateDatabaseRequest, DatabaseOperation, DatabaseView, ModifyDatabaseRequest, OperationView};
+use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
 use super::error::ApiError;
-use super::service::{AddHostRequest, AddNodeRequest, Api, SubmitNoopRequest};
+use super::openapi;
+use super::service::{AddHostRequest, AddNodeRequest, Api, OpsPage, SubmitNoopRequest};
+use super::views::{
+    AddHostResponse, ClusterStatusView, DatabaseOperation, DatabaseView, EventView, HostView, NodeStatusView,
+    OperationView,
+};
 
-/// A JSON body, or a problem document saying why it is not one.
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v)
-        .map_err(|e| ApiError::InvalidArgument(format!("request body is not valid: {}", e.body_text())))
+/// A request body as sent: any JSON, checked by [`body`].
+type Body = Result<Json<serde_json::Value>, JsonRejection>;
+
+/// A JSON object body as `T`, or a problem document saying why it is not one. (serde
+/// would also read a struct from a JSON array; the document says object.)
+fn body<T: serde::de::DeserializeOwned>(b: Body) -> Result<T, ApiError> {
+    let Json(v) = b.map_err(|e| match e {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("send the request body as JSON with Content-Type: application/json".into())
+        }
+        e => ApiError::InvalidArgument(format!("request body is not valid: {}", e.body_text())),
+    })?;
+    if !v.is_object() {
+        return Err(ApiError::InvalidArgument(
+            "request body is not valid: send a JSON object".into(),
+        ));
+    }
+    serde_json::from_value(v).map_err(|e| ApiError::InvalidArgument(format!("request body is not valid: {e}")))
 }
 
 type Reply<T> = Result<Json<T>, ApiError>;
 
-/// The `/v1` routes.
+/// The `/v1` routes and the OpenAPI document that describes exactly them.
 pub fn router(api: Api) -> Router {
-    Router::new()
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/node", get(node_status))
-        .route("/v1/hosts", get(list_hosts).post(add_host))
-        .route("/v1/hosts/:name", delete(remove_host))
-        .route("/v1/hosts/:name/drain", post(drain_host).delete(undrain_host))
-        .route("/v1/ops", get(list_ops))
-        .route("/v1/ops/noop", post(submit_noop))
-        .route("/v1/ops/:id", get(describe_op))
-        .route("/v1/databases", get(list_databases).post(create_database))
-        .route(
-            "/v1/databases/:name",
-            get(describe_database).patch(modify_database).delete(delete_database),
-        )
-        .route("/v1/events", get(events))
-        .route("/v1/dns/zone", get(dns_zone))
-        .route("/v1/cluster/status", get(cluster_status))
-        .route("/v1/cluster/nodes", post(add_node))
-        .route("/v1/cluster/nodes/:id", delete(remove_node))
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(node_status))
+        .routes(routes!(list_hosts, add_host))
+        .routes(routes!(remove_host))
+        .routes(routes!(drain_host, undrain_host))
+        .routes(routes!(list_ops))
+        .routes(routes!(submit_noop))
+        .routes(routes!(describe_op))
+        .routes(routes!(list_databases, create_database))
+        .routes(routes!(describe_database, modify_database, delete_database))
+        .routes(routes!(events))
+        .routes(routes!(dns_zone))
+        .routes(routes!(cluster_status))
+        .routes(routes!(add_node))
+        .routes(routes!(remove_node))
+        .routes(routes!(openapi_document))
+        .split_for_parts();
+    let document = openapi::finish(doc);
+    router
         .fallback(|| async { ApiError::NotFound("no such API path; see `keel --help` for the operations".into()) })
+        .layer(axum::middleware::map_response(openapi::problem_for_every_error))
+        .layer(axum::Extension(document))
         .with_state(api)
 }
 
-/// The OpenAPI 3 document of these routes (kept beside them; a test checks every path in it is served).
-const OPENAPI: &str = include_str!("openapi.json");
-
-async fn openapi() -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+/// The OpenAPI 3.1 document of these routes, generated from the handlers and view types.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_document(
+    axum::Extension(doc): axum::Extension<openapi::Document>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.0.as_ref().clone(),
+    )
 }
 
-/// The zone this node serves, as a zone file.
+/// The DNS zone this node serves now, as a zone file.
+#[utoipa::path(get, path = "/v1/dns/zone", tag = "dns",
+    responses((status = 200, description = "The zone file", body = String, content_type = "text/dns")))]
 async fn dns_zone(State(api): State<Api>) -> Result<impl axum::response::IntoResponse, ApiError> {
     let text = api.dns_zone_file().await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/dns; charset=utf-8")], text))
 }
 
-async fn node_status(State(api): State<Api>) -> Json<crate::server::peer::NodeStatus> {
+/// This node's own status, answered locally (for readiness checks).
+#[utoipa::path(get, path = "/v1/node", tag = "cluster", responses((status = 200, body = NodeStatusView)))]
+async fn node_status(State(api): State<Api>) -> Json<NodeStatusView> {
     Json(api.node_status())
 }
 
-async fn list_hosts(State(api): State<Api>) -> Reply<Vec<keel_raft_store::Host>> {
+/// All data hosts, by name.
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", responses((status = 200, body = Vec<HostView>)))]
+async fn list_hosts(State(api): State<Api>) -> Reply<Vec<HostView>> {
     Ok(Json(api.list_hosts().await?))
 }
 
-async fn add_host(
-    State(api): State<Api>,
-    req: Result<Json<AddHostRequest>, JsonRejection>,
-) -> Reply<super::service::AddHostResponse> {
+/// Register a data host (idempotent: the same host again answers `created: false`).
+#[utoipa::path(post, path = "/v1/hosts", tag = "hosts", request_body = AddHostRequest,
+    responses((status = 200, body = AddHostResponse)))]
+async fn add_host(State(api): State<Api>, req: Body) -> Reply<AddHostResponse> {
     Ok(Json(api.add_host(body(req)?).await?))
 }
 
-async fn remove_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<keel_raft_store::Host> {
+/// Deregister a host that runs no instance.
+#[utoipa::path(delete, path = "/v1/hosts/{name}", tag = "hosts",
+    params(("name" = String, Path, description = "Host name")), responses((status = 200, body = HostView)))]
+async fn remove_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<HostView> {
     Ok(Json(api.remove_host(&name).await?))
 }
 
-async fn drain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<keel_raft_store::Host> {
+/// Stop placing new instances on a host.
+#[utoipa::path(post, path = "/v1/hosts/{name}/drain", tag = "hosts",
+    params(("name" = String, Path, description = "Host name")), responses((status = 200, body = HostView)))]
+async fn drain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<HostView> {
     Ok(Json(api.drain_host(&name, true).await?))
 }
 
-async fn undrain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<keel_raft_store::Host> {
+/// Place new instances on a host again.
+#[utoipa::path(delete, path = "/v1/hosts/{name}/drain", tag = "hosts",
+    params(("name" = String, Path, description = "Host name")), responses((status = 200, body = HostView)))]
+async fn undrain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<HostView> {
     Ok(Json(api.drain_host(&name, false).await?))
 }
 
+/// A page of operations, oldest first.
+#[utoipa::path(get, path = "/v1/ops", tag = "operations", params(OpsPage),
+    responses((status = 200, body = Vec<OperationView>)))]
 async fn list_ops(
     State(api): State<Api>,
-    Query(page): Query<super::service::OpsPage>,
-) -> Reply<Vec<keel_raft_store::Job>> {
+    page: Result<Query<OpsPage>, axum::extract::rejection::QueryRejection>,
+) -> Reply<Vec<OperationView>> {
+    let Query(page) = page.map_err(|e| ApiError::InvalidArgument(format!("query is not valid: {}", e.body_text())))?;
     Ok(Json(api.list_jobs(page).await?))
 }
 
-async fn submit_noop(
-    State(api): State<Api>,
-    req: Result<Json<SubmitNoopRequest>, JsonRejection>,
-) -> Reply<keel_raft_store::Job> {
+/// Queue a diagnostic operation that touches no host.
+#[utoipa::path(post, path = "/v1/ops/noop", tag = "operations", request_body = SubmitNoopRequest,
+    responses((status = 200, body = OperationView)))]
+async fn submit_noop(State(api): State<Api>, req: Body) -> Reply<OperationView> {
     Ok(Json(api.submit_noop(body(req)?).await?))
 }
 
+/// One operation with its tasks.
+#[utoipa::path(get, path = "/v1/ops/{id}", tag = "operations",
+    params(("id" = String, Path, description = "Operation id")), responses((status = 200, body = OperationView)))]
 async fn describe_op(State(api): State<Api>, Path(id): Path<String>) -> Reply<OperationView> {
     Ok(Json(api.describe_operation(&id).await?))
 }
 
+/// All databases.
+#[utoipa::path(get, path = "/v1/databases", tag = "databases", responses((status = 200, body = Vec<DatabaseView>)))]
 async fn list_databases(State(api): State<Api>) -> Reply<Vec<DatabaseView>> {
     Ok(Json(api.list_databases().await?))
 }
 
-async fn create_database(
-    State(api): State<Api>,
-    req: Result<Json<CreateDatabaseRequest>, JsonRejection>,
-) -> Reply<DatabaseOperation> {
+/// Create a database; answers at once with the operation that creates it.
+#[utoipa::path(post, path = "/v1/databases", tag = "databases", request_body = CreateDatabaseRequest,
+    responses((status = 200, body = DatabaseOperation)))]
+async fn create_database(State(api): State<Api>, req: Body) -> Reply<DatabaseOperation> {
     Ok(Json(api.create_database(body(req)?).await?))
 }
 
+/// One database.
+#[utoipa::path(get, path = "/v1/databases/{name}", tag = "databases",
+    params(("name" = String, Path, description = "Database name")), responses((status = 200, body = DatabaseView)))]
 async fn describe_database(State(api): State<Api>, Path(name): Path<String>) -> Reply<DatabaseView> {
     Ok(Json(api.describe_database(&name).await?))
 }
 
-async fn modify_database(
-    State(api): State<Api>,
-    Path(name): Path<String>,
-    req: Result<Json<ModifyDatabaseRequest>, JsonRejection>,
-) -> Reply<DatabaseOperation> {
+/// Modify a database: now, or in its maintenance window.
+#[utoipa::path(patch, path = "/v1/databases/{name}", tag = "databases", request_body = ModifyDatabaseRequest,
+    params(("name" = String, Path, description = "Database name")), responses((status = 200, body = DatabaseOperation)))]
+async fn modify_database(State(api): State<Api>, Path(name): Path<String>, req: Body) -> Reply<DatabaseOperation> {
     Ok(Json(api.modify_database(&name, body(req)?).await?))
 }
 
 /// Query of `DELETE /v1/databases/{name}`.
-#[derive(serde::Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
+    /// Retry id.
     request_id: Option<String>,
 }
 
+/// Delete a database and everything it holds.
+#[utoipa::path(delete, path = "/v1/databases/{name}", tag = "databases",
+    params(("name" = String, Path, description = "Database name"), DeleteQuery),
+    responses((status = 200, body = DatabaseOperation)))]
 async fn delete_database(
     State(api): State<Api>,
     Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    q: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Reply<DatabaseOperation> {
+    let Query(q) = q.map_err(|e| ApiError::InvalidArgument(format!("query is not valid: {}", e.body_text())))?;
     Ok(Json(api.delete_database(&name, q.request_id).await?))
 }
 
 /// Query of `GET /v1/events`.
-#[derive(serde::Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Only this database's events.
     db: Option<String>,
-    #[serde(default)]
-    after: u64,
+    /// Only events after this sequence number.
+    after: Option<u64>,
+    /// At most this many (default 1000, at most 10000).
     limit: Option<usize>,
 }
 
-async fn events(State(api): State<Api>, Query(q): Query<EventsQuery>) -> Reply<Vec<keel_raft_store::Event>> {
-    Ok(Json(
-        api.events(q.db.as_deref(), q.after, q.limit.unwrap_or(1000).min(10_000))
-            .await?,
-    ))
+/// Events, oldest first.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 200, body = Vec<EventView>)))]
+async fn events(
+    State(api): State<Api>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply<Vec<EventView>> {
+    let Query(q) = q.map_err(|e| ApiError::InvalidArgument(format!("query is not valid: {}", e.body_text())))?;
+    let after = q.after.unwrap_or(0);
+    // JSON clients (and the document's int64) stop at 2^63-1; no sequence number is larger.
+    if after > i64::MAX as u64 {
+        return Err(ApiError::InvalidArgument(format!(
+            "after {after} is out of range: use a sequence number from an earlier page"
+        )));
+    }
+    Ok(Json(api.events(q.db.as_deref(), after, q.limit).await?))
 }
 
-async fn cluster_status(State(api): State<Api>) -> Reply<super::service::ClusterStatus> {
+/// The control cluster: every member's state.
+#[utoipa::path(get, path = "/v1/cluster/status", tag = "cluster", responses((status = 200, body = ClusterStatusView)))]
+async fn cluster_status(State(api): State<Api>) -> Reply<ClusterStatusView> {
     Ok(Json(api.cluster_status().await?))
 }
 
-async fn add_node(
-    State(api): State<Api>,
-    req: Result<Json<AddNodeRequest>, JsonRejection>,
-) -> Reply<super::service::ClusterStatus> {
+/// Add a control node: a learner until it has caught up, then a voter.
+#[utoipa::path(post, path = "/v1/cluster/nodes", tag = "cluster", request_body = AddNodeRequest,
+    responses((status = 200, body = ClusterStatusView)))]
+async fn add_node(State(api): State<Api>, req: Body) -> Reply<ClusterStatusView> {
     Ok(Json(api.add_node(body(req)?).await?))
 }
 
-async fn remove_node(State(api): State<Api>, Path(id): Path<String>) -> Reply<super::service::ClusterStatus> {
+/// Remove a control node.
+#[utoipa::path(delete, path = "/v1/cluster/nodes/{id}", tag = "cluster",
+    params(("id" = u64, Path, description = "Node id")), responses((status = 200, body = ClusterStatusView)))]
+async fn remove_node(State(api): State<Api>, Path(id): Path<String>) -> Reply<ClusterStatusView> {
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::InvalidArgument(format!("node id {id:?} is not a number")))?;

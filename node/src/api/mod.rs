@@ -5,9 +5,12 @@ pub mod error;
 pub mod grpc;
 pub mod grpc_databases;
 pub mod http;
+pub mod openapi;
 pub mod routing;
 pub mod service;
 pub mod validate;
+pub mod views;
+pub mod whole;
 
 use std::sync::Arc;
 

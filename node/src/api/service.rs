@@ -4,17 +4,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_raft_store::{Command, Host, Job, JobKind, KeelNode, LeaderServices, NodeId, Proposal, RequestKey, Response};
+use keel_raft_store::{Command, JobKind, KeelNode, NodeId, Proposal, RequestKey, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::validate;
+use super::views::{
+    AddHostResponse, ClusterStatusView, HostView, LeaderServicesView, MemberView, NodeStatusView, OperationView,
+};
 use crate::clock::now_ms;
 use crate::server::peer::{MembershipChange, NodeStatus};
 use crate::server::NodeCtx;
 
 /// `hosts add` input.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddHostRequest {
     /// Unique host name (a DNS label).
@@ -31,21 +35,12 @@ pub struct AddHostRequest {
     pub client_token: Option<String>,
 }
 
-/// A host and whether this call created it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AddHostResponse {
-    /// The host.
-    pub host: Host,
-    /// False when it already existed as asked.
-    pub created: bool,
-}
-
 /// `ops noop` input.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitNoopRequest {
     /// How long the leader works on it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::number")]
     pub work_ms: u64,
     /// Retry id.
     #[serde(default)]
@@ -53,49 +48,16 @@ pub struct SubmitNoopRequest {
 }
 
 /// `cluster add-node` input.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddNodeRequest {
     /// New node id.
+    #[serde(deserialize_with = "super::whole::number")]
     pub id: NodeId,
     /// Its internal Raft address.
     pub raft_addr: String,
     /// Its public API address.
     pub api_addr: String,
-}
-
-/// One member as `cluster status` shows it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct MemberStatus {
-    /// Node id.
-    pub id: NodeId,
-    /// Internal address.
-    pub raft_addr: String,
-    /// API address.
-    pub api_addr: String,
-    /// Voter (or learner).
-    pub voter: bool,
-    /// Its own view, when it answered.
-    pub status: Option<NodeStatus>,
-    /// Entries behind the leader's log, as the leader sees it.
-    pub lag: Option<u64>,
-    /// Why it did not answer.
-    pub error: Option<String>,
-}
-
-/// The whole cluster as seen through this node.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// Cluster name.
-    pub cluster_name: String,
-    /// Current leader.
-    pub leader: Option<NodeId>,
-    /// Current term.
-    pub term: u64,
-    /// Every member.
-    pub members: Vec<MemberStatus>,
-    /// Who runs the leader services, since when.
-    pub leader_services: Option<LeaderServices>,
 }
 
 /// The API's operations, shared by gRPC and HTTP.
@@ -118,14 +80,18 @@ impl Api {
     }
 }
 
+/// The longest a noop may work.
+pub const NOOP_WORK_MAX_MS: u64 = 3_600_000;
+
 /// Operations a listing returns unless asked otherwise, and at most.
 pub const OPS_PAGE: usize = 100;
 /// The most a page of operations may hold.
 pub const OPS_PAGE_MAX: usize = 1_000;
 
 /// Which page of operations: oldest first, after the operation id `after`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct OpsPage {
     /// Only this database's operations.
     pub db: Option<String>,
@@ -149,8 +115,8 @@ impl Api {
     }
 
     /// This node's own status, answered locally (for readiness checks).
-    pub fn node_status(&self) -> NodeStatus {
-        self.node.status()
+    pub fn node_status(&self) -> NodeStatusView {
+        self.node.status().into()
     }
 
     /// The DNS zone this node serves now, as a zone file.
@@ -178,6 +144,7 @@ impl Api {
         validate::host_port("host address", &req.addr)?;
         validate::dns_label("zone", &req.zone)?;
         validate::labels(&req.labels)?;
+        validate::request_id(req.client_token.as_deref())?;
         match self
             .commit(Command::AddHost {
                 name: req.name,
@@ -188,18 +155,21 @@ impl Api {
             })
             .await?
         {
-            Response::Host { host, created } => Ok(AddHostResponse { host, created }),
+            Response::Host { host, created } => Ok(AddHostResponse {
+                host: HostView::from(&host),
+                created,
+            }),
             other => Err(unexpected(other)),
         }
     }
 
     /// All hosts, by name.
-    pub async fn list_hosts(&self) -> Result<Vec<Host>, ApiError> {
-        self.node.read(|s| s.hosts.values().cloned().collect()).await
+    pub async fn list_hosts(&self) -> Result<Vec<HostView>, ApiError> {
+        self.node.read(|s| s.hosts.values().map(HostView::from).collect()).await
     }
 
     /// Deregister a host.
-    pub async fn remove_host(&self, name: &str) -> Result<Host, ApiError> {
+    pub async fn remove_host(&self, name: &str) -> Result<HostView, ApiError> {
         validate::dns_label("host name", name)?;
         // A fresh id per call: retries inside the routing layer repeat it; a new call does not.
         let request_id = Some(uuid::Uuid::now_v7().to_string());
@@ -208,13 +178,13 @@ impl Api {
             request_id,
         };
         match self.commit(command).await? {
-            Response::HostRemoved { host } => Ok(host),
+            Response::HostRemoved { host } => Ok(HostView::from(&host)),
             other => Err(unexpected(other)),
         }
     }
 
     /// Stop (or resume) placing new instances on a host.
-    pub async fn drain_host(&self, name: &str, draining: bool) -> Result<Host, ApiError> {
+    pub async fn drain_host(&self, name: &str, draining: bool) -> Result<HostView, ApiError> {
         validate::dns_label("host name", name)?;
         match self
             .commit(Command::DrainHost {
@@ -223,18 +193,19 @@ impl Api {
             })
             .await?
         {
-            Response::Host { host, .. } => Ok(host),
+            Response::Host { host, .. } => Ok(HostView::from(&host)),
             other => Err(unexpected(other)),
         }
     }
 
     /// Queue a diagnostic job.
-    pub async fn submit_noop(&self, req: SubmitNoopRequest) -> Result<Job, ApiError> {
-        if req.work_ms > 3_600_000 {
-            return Err(ApiError::InvalidArgument(
-                "work_ms must be at most 3600000 (one hour)".into(),
-            ));
+    pub async fn submit_noop(&self, req: SubmitNoopRequest) -> Result<OperationView, ApiError> {
+        if req.work_ms > NOOP_WORK_MAX_MS {
+            return Err(ApiError::InvalidArgument(format!(
+                "work_ms must be at most {NOOP_WORK_MAX_MS} (one hour)"
+            )));
         }
+        validate::request_id(req.request_id.as_deref())?;
         let job_id = uuid::Uuid::now_v7().to_string();
         let request = self.request_key(
             req.request_id,
@@ -249,13 +220,13 @@ impl Api {
             })
             .await?
         {
-            Response::Job { job, .. } => Ok(job),
+            Response::Job { job, .. } => Ok(OperationView::of(&job, None)),
             other => Err(unexpected(other)),
         }
     }
 
-    /// All jobs, oldest first.
-    pub async fn list_jobs(&self, page: OpsPage) -> Result<Vec<Job>, ApiError> {
+    /// A page of operations, oldest first.
+    pub async fn list_jobs(&self, page: OpsPage) -> Result<Vec<OperationView>, ApiError> {
         let limit = page.limit.unwrap_or(OPS_PAGE);
         if !(1..=OPS_PAGE_MAX).contains(&limit) {
             return Err(ApiError::InvalidArgument(format!(
@@ -263,12 +234,17 @@ impl Api {
             )));
         }
         self.node
-            .read(move |s| s.jobs_page(page.db.as_deref(), page.after.as_deref(), limit))
+            .read(move |s| {
+                s.jobs_page(page.db.as_deref(), page.after.as_deref(), limit)
+                    .iter()
+                    .map(|j| OperationView::of(j, s.workflow_of(&j.id)))
+                    .collect()
+            })
             .await
     }
 
     /// Every member's state, asking each over the internal transport.
-    pub async fn cluster_status(&self) -> Result<ClusterStatus, ApiError> {
+    pub async fn cluster_status(&self) -> Result<ClusterStatusView, ApiError> {
         let (cluster_name, leader_services) = self
             .node
             .read(|s| (s.cluster.as_ref().map(|c| c.name.clone()), s.leader_services.clone()))
@@ -304,23 +280,23 @@ impl Api {
                     Ok(s) => (Some(s), None),
                     Err(e) => (None, Some(e)),
                 };
-                MemberStatus {
+                MemberView {
                     id,
                     raft_addr: node.raft_addr,
                     api_addr: node.api_addr,
                     voter,
-                    status,
+                    status: status.map(NodeStatusView::from),
                     lag,
                     error,
                 }
             })
             .collect();
-        Ok(ClusterStatus {
+        Ok(ClusterStatusView {
             cluster_name: cluster_name.unwrap_or_else(|| self.node.config.cluster_name.clone()),
             leader: leader_id,
             term,
             members,
-            leader_services,
+            leader_services: leader_services.as_ref().map(LeaderServicesView::from),
         })
     }
 
@@ -339,7 +315,7 @@ impl Api {
     }
 
     /// Add a control node: as a learner until caught up, then as a voter.
-    pub async fn add_node(&self, req: AddNodeRequest) -> Result<ClusterStatus, ApiError> {
+    pub async fn add_node(&self, req: AddNodeRequest) -> Result<ClusterStatusView, ApiError> {
         if req.id == 0 {
             return Err(ApiError::InvalidArgument("node id 0 is reserved; use 1 or more".into()));
         }
@@ -366,7 +342,7 @@ impl Api {
     }
 
     /// Remove a control node.
-    pub async fn remove_node(&self, id: NodeId) -> Result<ClusterStatus, ApiError> {
+    pub async fn remove_node(&self, id: NodeId) -> Result<ClusterStatusView, ApiError> {
         if !self.node.members().contains_key(&id) {
             return Err(ApiError::NotFound(format!(
                 "node {id} is not a member of this cluster; `keel cluster status` lists the members"

@@ -4,6 +4,16 @@ use std::collections::BTreeMap;
 
 use super::error::ApiError;
 
+/// A DNS label, as the OpenAPI document states it (ECMA-262 regex).
+pub const DNS_LABEL: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// A host:port address: host characters, then a port 1-65535 without leading zeros.
+pub const HOST_PORT: &str =
+    "^[A-Za-z0-9._:\\[\\]-]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
+/// Longest request id or client token.
+pub const REQUEST_ID_MAX: usize = 128;
+/// Longest label or tag value, in characters.
+pub const LABEL_VALUE_MAX: usize = 1024;
+
 /// A name that is also a DNS label: 1–63 of a-z, 0-9 and '-', not starting or ending with '-'.
 pub fn dns_label(what: &str, value: &str) -> Result<(), ApiError> {
     let ok = !value.is_empty()
@@ -22,7 +32,8 @@ pub fn dns_label(what: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A host:port address with a non-zero port.
+/// A host:port address ([`HOST_PORT`]): a host name, IPv4 or bracketed IPv6 address, and a
+/// port 1-65535 written without sign or leading zeros.
 pub fn host_port(what: &str, value: &str) -> Result<(), ApiError> {
     let bad = || {
         ApiError::InvalidArgument(format!(
@@ -30,24 +41,39 @@ pub fn host_port(what: &str, value: &str) -> Result<(), ApiError> {
         ))
     };
     let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    if host.is_empty() || port == 0 || host.contains(char::is_whitespace) {
-        return Err(bad());
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".:[]_-".contains(&b));
+    let port_ok = !port.starts_with('0') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok && port_ok => Ok(()),
+        _ => Err(bad()),
     }
-    Ok(())
 }
 
-/// Label keys are DNS labels; values are at most 1 KiB.
+/// Label (and tag) keys are DNS labels; values are at most [`LABEL_VALUE_MAX`] characters.
 pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
     for (k, v) in labels {
         dns_label("label key", k)?;
-        if v.len() > 1024 {
+        if v.chars().count() > LABEL_VALUE_MAX {
             return Err(ApiError::InvalidArgument(format!(
-                "label {k:?} is longer than 1024 bytes"
+                "label {k:?} is longer than {LABEL_VALUE_MAX} characters"
             )));
         }
     }
     Ok(())
+}
+
+/// A client's request id (or token): at most [`REQUEST_ID_MAX`] characters.
+pub fn request_id(id: Option<&str>) -> Result<(), ApiError> {
+    match id {
+        Some(id) if id.chars().count() > REQUEST_ID_MAX => Err(ApiError::InvalidArgument(format!(
+            "request id is {} characters long; use at most {REQUEST_ID_MAX}",
+            id.chars().count()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -62,7 +88,18 @@ mod tests {
             assert!(dns_label("name", bad).is_err(), "{bad:?}");
         }
         assert!(host_port("addr", "127.0.1.1:7300").is_ok());
-        for bad in ["127.0.1.1", "127.0.1.1:0", ":7300", "h:x", "a b:1"] {
+        assert!(host_port("addr", "[::1]:7300").is_ok());
+        for bad in [
+            "127.0.1.1",
+            "127.0.1.1:0",
+            ":7300",
+            "h:x",
+            "a b:1",
+            "h:+80",
+            "h:0080",
+            "h:65536",
+            "h:",
+        ] {
             assert!(host_port("addr", bad).is_err(), "{bad:?}");
         }
     }

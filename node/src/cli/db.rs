@@ -5,14 +5,12 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Subcommand;
-use keel_raft_store::{wire_name, Event, JobState, StepState};
 
 use super::client::{typed, Client};
 use super::output::{table, time, Format};
 use super::print;
-use crate::api::databases::{
-    CreateDatabaseRequest, DatabaseOperation, DatabaseView, ModifyDatabaseRequest, OperationView,
-};
+use crate::api::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
+use crate::api::views::{DatabaseOperation, DatabaseView, EventView, OperationView, Progress};
 
 /// `keel db` subcommands.
 #[derive(Debug, Subcommand)]
@@ -125,7 +123,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                     .map(|d| {
                         vec![
                             d.name.clone(),
-                            wire_name(&d.status),
+                            d.status.name().to_string(),
                             d.spec.class.clone(),
                             format!("{} GiB", d.spec.storage_gib),
                             d.spec.zone.clone().unwrap_or_else(|| "-".into()),
@@ -216,7 +214,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 Some(id) => println!(
                     "Database {}: {} (operation {id}).",
                     op.database.name,
-                    wire_name(&op.database.status)
+                    op.database.status.name()
                 ),
                 None => println!(
                     "Database {}: modification pending; it will be applied in the maintenance window ({} UTC). Pass --apply-immediately to apply it now.",
@@ -230,10 +228,10 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
     }
     if let (true, Some(operation_id)) = (wait, &op.operation_id) {
         let done = wait_for(client, operation_id, out == Format::Table).await?;
-        if done.job.state == JobState::Failed {
+        if done.state == Progress::Failed {
             bail!(
                 "operation {operation_id} failed: {}",
-                done.job.error.unwrap_or_else(|| "no reason given".into())
+                done.error.unwrap_or_else(|| "no reason given".into())
             );
         }
         if out == Format::Table {
@@ -242,7 +240,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 println!(
                     "Database {} is {}; endpoint {}.",
                     d.name,
-                    wire_name(&d.status),
+                    d.status.name().to_string(),
                     endpoint(&d)
                 );
             } else {
@@ -257,7 +255,7 @@ fn describe(d: &DatabaseView) -> String {
     let mut s = format!(
         "Database {}\n  status:      {}{}\n  engine:      {} {}\n  class:       {}\n  storage:     {} GiB\n  zone:        {}\n  endpoint:    {}\n  master user: {}\n  backups:     {} days, window {}\n  maintenance: {}\n  created:     {}\n  operation:   {}\n",
         d.name,
-        wire_name(&d.status),
+        d.status.name().to_string(),
         d.status_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
         d.spec.engine,
         d.spec.engine_version,
@@ -280,18 +278,25 @@ fn describe(d: &DatabaseView) -> String {
     }
     s.push_str("  instances:\n");
     for i in &d.instances {
-        s.push_str(&format!("    {} {} on {} port {}\n", i.id, i.role, i.host, i.port));
+        s.push_str(&format!(
+            "    {} {} on {} port {}: {}\n",
+            i.id,
+            i.role.name(),
+            i.host,
+            i.port,
+            i.health
+        ));
     }
     s.trim_end().to_string()
 }
 
 /// Lines describing each task of an operation.
 pub fn task_lines(op: &OperationView) -> Vec<String> {
-    let Some(wf) = &op.workflow else {
+    if op.tasks.is_empty() {
         return vec!["  (not planned yet)".into()];
-    };
-    let n = wf.tasks.len();
-    wf.tasks
+    }
+    let n = op.tasks.len();
+    op.tasks
         .iter()
         .enumerate()
         .map(|(i, t)| {
@@ -303,13 +308,13 @@ pub fn task_lines(op: &OperationView) -> Vec<String> {
                 "  [{}/{n}] {}{} on {}: {} (attempt {}){took}{}",
                 i + 1,
                 t.action,
-                if t.compensation { " (undo)" } else { "" },
+                if t.undo { " (undo)" } else { "" },
                 t.host,
-                wire_name(&t.state),
+                t.state.name(),
                 t.attempt,
                 t.result
                     .as_ref()
-                    .filter(|_| t.state == StepState::Failed)
+                    .filter(|_| t.state == Progress::Failed)
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             )
@@ -331,7 +336,7 @@ pub async fn wait_for(client: &Client, id: &str, show: bool) -> anyhow::Result<O
             }
             shown = lines;
         }
-        if op.job.state.is_terminal() {
+        if op.state.is_terminal() {
             return Ok(op);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -361,13 +366,16 @@ pub async fn events(client: &Client, out: Format, filter: EventsFilter) -> anyho
     } = filter;
     let mut left = limit.unwrap_or(usize::MAX);
     loop {
+        if left == 0 {
+            return Ok(());
+        }
         let page = left.min(1_000);
         let mut path = format!("/v1/events?after={after}&limit={page}");
         if let Some(d) = &db {
             path.push_str(&format!("&db={d}"));
         }
         let v = client.get(&path).await?;
-        let events: Vec<Event> = typed(v.clone())?;
+        let events: Vec<EventView> = typed(v.clone())?;
         for e in &events {
             match out {
                 Format::Json => println!("{}", serde_json::to_string(e)?),

@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use keel_raft_store::{Host, Job};
 
 use self::client::{typed, Client};
 use self::output::{table, time, Format};
-use crate::api::service::{AddHostRequest, AddHostResponse, AddNodeRequest, ClusterStatus, SubmitNoopRequest};
+use crate::api::service::{AddHostRequest, AddNodeRequest, SubmitNoopRequest};
+use crate::api::views::{AddHostResponse, ClusterStatusView, HostView, OperationView};
 use crate::server::config::ServerArgs;
 
 /// Keel: a self-hosted relational-database control plane.
@@ -275,7 +275,7 @@ fn print(
     Ok(())
 }
 
-fn host_rows(hosts: &[Host]) -> String {
+fn host_rows(hosts: &[HostView]) -> String {
     let rows: Vec<Vec<String>> = hosts
         .iter()
         .map(|h| {
@@ -320,7 +320,7 @@ async fn hosts(client: &Client, out: Format, cmd: HostsCmd) -> anyhow::Result<()
         }
         HostsCmd::List => {
             let v = client.get("/v1/hosts").await?;
-            print(out, &v, || Ok(host_rows(&typed::<Vec<Host>>(v.clone())?)))
+            print(out, &v, || Ok(host_rows(&typed::<Vec<HostView>>(v.clone())?)))
         }
         HostsCmd::Drain { name, undo } => {
             let path = format!("/v1/hosts/{name}/drain");
@@ -344,10 +344,6 @@ async fn hosts(client: &Client, out: Format, cmd: HostsCmd) -> anyhow::Result<()
     }
 }
 
-fn job_state(j: &Job) -> String {
-    keel_raft_store::wire_name(&j.state)
-}
-
 async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
     match cmd {
         OpsCmd::List { db, after, limit } => {
@@ -362,17 +358,17 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
             }
             let v = client.get(&format!("/v1/ops?{}", query.join("&"))).await?;
             print(out, &v, || {
-                let jobs: Vec<Job> = typed(v.clone())?;
-                let rows: Vec<Vec<String>> = jobs
+                let ops: Vec<OperationView> = typed(v.clone())?;
+                let rows: Vec<Vec<String>> = ops
                     .iter()
                     .map(|j| {
                         vec![
                             j.id.clone(),
                             j.kind.name().into(),
-                            job_state(j),
+                            j.state.name().into(),
                             time(Some(j.submitted_at_ms)),
                             time(j.finished_at_ms),
-                            j.current_claim().map_or("-".into(), |c| {
+                            j.claims.last().map_or("-".into(), |c| {
                                 format!("node {} term {} fence {}", c.node_id, c.term, c.fence)
                             }),
                         ]
@@ -384,17 +380,21 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
         OpsCmd::Describe { id } => {
             let v = client.get(&format!("/v1/ops/{id}")).await?;
             print(out, &v, || {
-                let op: crate::api::databases::OperationView = typed(v.clone())?;
-                let j = &op.job;
+                let j: OperationView = typed(v.clone())?;
                 let mut s = format!(
-                    "Operation {}\n  kind:      {}\n  params:    {}\n  state:     {}\n  submitted: {}\n  finished:  {}\n",
+                    "Operation {}\n  kind:      {}\n  state:     {}\n  submitted: {}\n  finished:  {}\n",
                     j.id,
                     j.kind.name(),
-                    serde_json::to_string(&j.kind)?,
-                    job_state(j),
+                    j.state.name(),
                     time(Some(j.submitted_at_ms)),
                     time(j.finished_at_ms)
                 );
+                if let Some(d) = &j.database {
+                    s.push_str(&format!("  database:  {d}\n"));
+                }
+                if let Some(m) = &j.modification {
+                    s.push_str(&format!("  changes:   {}\n", serde_json::to_string(m)?));
+                }
                 if let Some(e) = &j.error {
                     s.push_str(&format!("  error:     {e}\n"));
                 }
@@ -407,9 +407,9 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
                         time(Some(c.at_ms))
                     ));
                 }
-                if op.workflow.is_some() {
+                if !j.tasks.is_empty() {
                     s.push_str("  tasks:\n");
-                    for line in db::task_lines(&op) {
+                    for line in db::task_lines(&j) {
                         s.push_str(&format!("  {line}\n"));
                     }
                 }
@@ -421,14 +421,14 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
                 .post("/v1/ops/noop", &SubmitNoopRequest { work_ms, request_id })
                 .await?;
             print(out, &v, || {
-                let j: Job = typed(v.clone())?;
-                Ok(format!("Operation {} queued ({}).", j.id, job_state(&j)))
+                let j: OperationView = typed(v.clone())?;
+                Ok(format!("Operation {} queued ({}).", j.id, j.state.name()))
             })
         }
     }
 }
 
-fn status_table(s: &ClusterStatus) -> String {
+fn status_table(s: &ClusterStatusView) -> String {
     let rows: Vec<Vec<String>> = s
         .members
         .iter()
@@ -463,9 +463,10 @@ fn status_table(s: &ClusterStatus) -> String {
     ));
     match &s.leader_services {
         Some(ls) => out.push_str(&format!(
-            "\nleader services: node {} (term {}) since {}",
+            "\nleader services: node {} (term {}, fence {}) since {}",
             ls.node_id,
             ls.term,
+            ls.fence,
             time(Some(ls.since_ms))
         )),
         None => out.push_str("\nleader services: not started yet"),

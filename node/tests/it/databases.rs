@@ -77,7 +77,7 @@ async fn create_connect_modify_delete() {
 
     let op = wait_op(&c, &op_id).await;
     assert_eq!(op["state"], "succeeded", "{op}");
-    let tasks: Vec<&str> = op["workflow"]["tasks"]
+    let tasks: Vec<&str> = op["tasks"]
         .as_array()
         .unwrap()
         .iter()
@@ -385,11 +385,11 @@ async fn a_modify_postgres_cannot_start_with_is_rolled_back() {
     assert_eq!(code, 200, "{modified}");
     let op = wait_op(&c, modified["operation_id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "failed", "{op}");
-    let undo: Vec<(&str, &str)> = op["workflow"]["tasks"]
+    let undo: Vec<(&str, &str)> = op["tasks"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| t["compensation"] == true)
+        .filter(|t| t["undo"] == true)
         .map(|t| (t["action"].as_str().unwrap(), t["state"].as_str().unwrap()))
         .collect();
     assert_eq!(undo, [("restart", "succeeded"), ("check", "succeeded")], "{op}");

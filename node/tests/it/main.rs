@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster_faults;
 mod databases;
 mod dns;
+mod fuzz;
 mod host_manager;
 mod membership;
 mod monitor;

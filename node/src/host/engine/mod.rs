@@ -49,8 +49,18 @@ pub struct InvalidSpec {
 
 /// Master user names the engine keeps for itself.
 pub fn reserved_user(name: &str) -> bool {
-    name == "postgres" || name.starts_with("pg_")
+    RESERVED_USERS.contains(&name) || name.starts_with("pg_")
 }
+
+/// Role names PostgreSQL refuses even quoted, and `postgres`, the engine's own.
+pub const RESERVED_USERS: [&str; 6] = [
+    "postgres",
+    "public",
+    "none",
+    "current_user",
+    "session_user",
+    "current_role",
+];
 
 impl InstanceSpec {
     /// The checks of [`InstanceSpec::validate`], and the master user is not a reserved

@@ -1,0 +1,209 @@
+//! The OpenAPI document: generated from the handlers' `#[utoipa::path]` and the view
+//! types, then given what the derive cannot state — the validators' patterns and
+//! ranges (so a schema-valid request is a valid one, and the fuzzer holds both to
+//! it), and the problem document every error answers with.
+
+use std::sync::Arc;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use utoipa::OpenApi;
+
+use super::databases::{ENGINES, STORAGE_GIB};
+use super::error::{ApiError, Problem};
+use super::service::{NOOP_WORK_MAX_MS, OPS_PAGE_MAX};
+use super::validate::{DNS_LABEL, HOST_PORT, LABEL_VALUE_MAX, REQUEST_ID_MAX};
+use crate::classes::CLASSES;
+use crate::host::engine::RESERVED_USERS;
+use crate::window::{DAILY_PATTERN, WEEKLY_PATTERN};
+
+/// The served document, rendered once.
+#[derive(Clone)]
+pub struct Document(pub Arc<String>);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Keel",
+        description = "Keel's public API: databases, their operations and events, data hosts and the control cluster. Every error is an RFC 9457 problem document.",
+        version = "1"
+    ),
+    components(schemas(Problem))
+)]
+struct Base;
+
+/// The document before any route is added.
+pub fn base() -> utoipa::openapi::OpenApi {
+    Base::openapi()
+}
+
+/// A master user pattern: the engine's rules, less the names it keeps for itself.
+fn master_user_pattern() -> String {
+    format!("^(?!pg_)(?!({})$)[a-z_][a-z0-9_]{{0,62}}$", RESERVED_USERS.join("|"))
+}
+
+/// `keyword`s to add to `schema.property` (nullable properties keep `null` in an enum).
+fn properties() -> Vec<(&'static str, &'static str, Value)> {
+    let label = json!({ "pattern": DNS_LABEL });
+    let classes: Vec<&str> = CLASSES.iter().map(|c| c.name).collect();
+    let storage = json!({ "minimum": STORAGE_GIB.start(), "maximum": STORAGE_GIB.end() });
+    let map = json!({
+        "propertyNames": { "pattern": DNS_LABEL },
+        "additionalProperties": { "type": "string", "maxLength": LABEL_VALUE_MAX },
+    });
+    let request_id = json!({ "maxLength": REQUEST_ID_MAX });
+    let daily = json!({ "pattern": DAILY_PATTERN });
+    let weekly = json!({ "pattern": WEEKLY_PATTERN });
+    vec![
+        ("CreateDatabaseRequest", "name", label.clone()),
+        (
+            "CreateDatabaseRequest",
+            "engine",
+            json!({ "enum": ENGINES.iter().map(|e| e.0).collect::<Vec<_>>() }),
+        ),
+        (
+            "CreateDatabaseRequest",
+            "engine_version",
+            json!({ "enum": ENGINES.iter().map(|e| e.1).collect::<Vec<_>>() }),
+        ),
+        ("CreateDatabaseRequest", "class", json!({ "enum": classes })),
+        ("CreateDatabaseRequest", "storage_gib", storage.clone()),
+        ("CreateDatabaseRequest", "zone", label.clone()),
+        (
+            "CreateDatabaseRequest",
+            "master_user",
+            json!({ "pattern": master_user_pattern() }),
+        ),
+        // Any characters but control characters (Unicode Cc), 8 to 128 of them.
+        (
+            "CreateDatabaseRequest",
+            "master_password",
+            json!({ "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]{8,128}$" }),
+        ),
+        (
+            "CreateDatabaseRequest",
+            "backup_retention_days",
+            json!({ "minimum": 0, "maximum": 35 }),
+        ),
+        ("CreateDatabaseRequest", "backup_window", daily.clone()),
+        ("CreateDatabaseRequest", "maintenance_window", weekly.clone()),
+        ("CreateDatabaseRequest", "tags", map.clone()),
+        ("CreateDatabaseRequest", "request_id", request_id.clone()),
+        ("ModifyDatabaseRequest", "class", json!({ "enum": classes })),
+        ("ModifyDatabaseRequest", "storage_gib", storage),
+        ("ModifyDatabaseRequest", "backup_window", daily),
+        ("ModifyDatabaseRequest", "maintenance_window", weekly),
+        ("ModifyDatabaseRequest", "request_id", request_id.clone()),
+        ("AddHostRequest", "name", label.clone()),
+        ("AddHostRequest", "addr", json!({ "pattern": HOST_PORT })),
+        ("AddHostRequest", "zone", label),
+        ("AddHostRequest", "labels", map),
+        ("AddHostRequest", "client_token", request_id.clone()),
+        ("SubmitNoopRequest", "work_ms", json!({ "maximum": NOOP_WORK_MAX_MS })),
+        ("SubmitNoopRequest", "request_id", request_id),
+        ("AddNodeRequest", "id", json!({ "minimum": 1 })),
+        ("AddNodeRequest", "raft_addr", json!({ "pattern": HOST_PORT })),
+        ("AddNodeRequest", "api_addr", json!({ "pattern": HOST_PORT })),
+    ]
+}
+
+/// `keyword`s to add to every parameter named so, wherever it appears.
+fn parameters() -> Vec<(&'static str, &'static str, Value)> {
+    vec![
+        ("/v1/hosts/", "name", json!({ "pattern": DNS_LABEL })),
+        ("/v1/databases/", "name", json!({ "pattern": DNS_LABEL })),
+        ("/v1/databases/", "request_id", json!({ "maxLength": REQUEST_ID_MAX })),
+        ("/v1/ops", "limit", json!({ "minimum": 1, "maximum": OPS_PAGE_MAX })),
+        (
+            "/v1/events",
+            "limit",
+            json!({ "minimum": 1, "maximum": super::databases::EVENTS_PAGE_MAX }),
+        ),
+    ]
+}
+
+fn merge(schema: &mut Value, extra: &Value) {
+    let nullable = schema["type"].as_array().is_some_and(|t| t.iter().any(|t| t == "null"));
+    for (k, v) in extra.as_object().expect("constraints are objects") {
+        let mut v = v.clone();
+        if k == "enum" && nullable {
+            v.as_array_mut().expect("an enum is a list").push(Value::Null);
+        }
+        schema[k] = v;
+    }
+}
+
+/// The finished document: constraints and error responses added, rendered once.
+pub fn finish(doc: utoipa::openapi::OpenApi) -> Document {
+    let mut doc = serde_json::to_value(doc).expect("the document serialises");
+    for (schema, property, extra) in properties() {
+        let target = &mut doc["components"]["schemas"][schema]["properties"][property];
+        assert!(target.is_object(), "{schema}.{property} is in the document");
+        merge(target, &extra);
+    }
+    // A modify must change something: one of these given, and not null.
+    doc["components"]["schemas"]["ModifyDatabaseRequest"]["anyOf"] =
+        json!(["class", "storage_gib", "backup_window", "maintenance_window"]
+            .iter()
+            .map(|f| json!({ "required": [f], "properties": { *f: { "not": { "type": "null" } } } }))
+            .collect::<Vec<_>>());
+    let problem = json!({
+        "description": "What was wrong and what to do (RFC 9457 problem document)",
+        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
+    });
+    let paths = doc["paths"].as_object_mut().expect("the document has paths");
+    for (path, item) in paths.iter_mut() {
+        for (_, op) in item.as_object_mut().expect("a path item is an object").iter_mut() {
+            let params = op.get_mut("parameters").and_then(Value::as_array_mut);
+            for p in params.into_iter().flatten() {
+                for (prefix, name, extra) in parameters() {
+                    if path.starts_with(prefix) && p["name"] == name {
+                        merge(&mut p["schema"], &extra);
+                    }
+                }
+            }
+            op["responses"]["default"] = problem.clone();
+        }
+    }
+    Document(Arc::new(doc.to_string()))
+}
+
+/// Every error this router answers — the handlers', and axum's own (405, 415, a bad
+/// path or query) — is a problem document.
+pub async fn problem_for_every_error(resp: Response) -> Response {
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let detail = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.trim().to_string()
+    };
+    let error = match status.as_u16() {
+        404 => ApiError::NotFound(detail),
+        405 => ApiError::MethodNotAllowed(format!("{detail}: see /v1/openapi.json for the methods of each path")),
+        415 => ApiError::UnsupportedMediaType(format!("{detail}: send the body as application/json")),
+        s if s >= 500 => ApiError::Internal(detail),
+        _ => ApiError::InvalidArgument(detail),
+    };
+    let mut out = error.into_response();
+    // Keep what the original response said about itself (e.g. `Allow` on a 405).
+    for (name, value) in parts.headers.iter() {
+        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    out
+}
