@@ -153,8 +153,11 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::RemoveHostRequest>,
     ) -> Result<Response<pb::RemoveHostResponse>, Status> {
-        self.api.remove_host(&req.into_inner().name).await?;
-        Ok(Response::new(pb::RemoveHostResponse { removed: true }))
+        let removed = self.api.remove_host(&req.into_inner().name).await?;
+        Ok(Response::new(pb::RemoveHostResponse {
+            removed: true,
+            host: Some(host(removed)),
+        }))
     }
 
     async fn submit_noop(&self, req: Request<pb::SubmitNoopRequest>) -> Result<Response<pb::Operation>, Status> {
