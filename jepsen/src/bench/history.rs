@@ -27,6 +27,10 @@ pub struct HistoryBench {
     /// `ops list` calls per measurement.
     #[arg(long, default_value_t = 300)]
     pub lists: usize,
+    /// Measurements of each state; the table shows their medians (the machine's noise
+    /// between two measurements minutes apart is larger than the effect measured).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// What one measurement saw.
@@ -70,6 +74,35 @@ async fn measure(c: &Cluster, b: &HistoryBench) -> anyhow::Result<Measured> {
         list_p50_ms: super::quantile(&lat, 0.5),
         list_p99_ms: super::quantile(&lat, 0.99),
         snapshots: before.iter().zip(&after).filter(|(b, a)| a > b).count(),
+    })
+}
+
+/// The medians of several measurements of one state.
+struct Medians {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    list_p50_ms: f64,
+    list_p99_ms: f64,
+    snapshots: usize,
+    /// Each round's write rate, to show the spread.
+    each: Vec<u64>,
+}
+
+async fn rounds(c: &Cluster, b: &HistoryBench) -> anyhow::Result<Medians> {
+    let mut all = Vec::new();
+    for _ in 0..b.rounds.max(1) {
+        all.push(measure(c, b).await?);
+    }
+    let median = |f: &dyn Fn(&Measured) -> f64| super::quantile(&all.iter().map(f).collect::<Vec<_>>(), 0.5);
+    Ok(Medians {
+        per_sec: median(&|m| m.writes.per_sec),
+        p50_ms: median(&|m| m.writes.p50_ms),
+        p99_ms: median(&|m| m.writes.p99_ms),
+        list_p50_ms: median(&|m| m.list_p50_ms),
+        list_p99_ms: median(&|m| m.list_p99_ms),
+        snapshots: all.iter().map(|m| m.snapshots).sum(),
+        each: all.iter().map(|m| m.writes.per_sec.round() as u64).collect(),
     })
 }
 
@@ -161,9 +194,13 @@ pub async fn run(b: HistoryBench) -> anyhow::Result<()> {
     // The baseline holds one page of history, so both measurements list a full page of
     // 100: an empty cluster's list is an empty page, cheaper for no reason of size.
     fill(&c, PAGE).await?;
-    let empty = measure(&c, &b).await?;
+    let empty = rounds(&c, &b).await?;
     fill(&c, b.jobs).await?;
-    let full = measure(&c, &b).await?;
+    let full = rounds(&c, &b).await?;
+    println!(
+        "# medians of {} rounds; writes/s per round: one page {:?}, full {:?}",
+        b.rounds, empty.each, full.each
+    );
     println!("| history | writes/s | write p50 / p99 ms | ops list p50 / p99 ms | snapshots built meanwhile |");
     println!("|---|---|---|---|---|");
     for (label, m) in [
@@ -172,14 +209,14 @@ pub async fn run(b: HistoryBench) -> anyhow::Result<()> {
     ] {
         println!(
             "| {label} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {} |",
-            m.writes.per_sec, m.writes.p50_ms, m.writes.p99_ms, m.list_p50_ms, m.list_p99_ms, m.snapshots
+            m.per_sec, m.p50_ms, m.p99_ms, m.list_p50_ms, m.list_p99_ms, m.snapshots
         );
     }
     println!(
         "| ratio (full / one page) | {:.2}x | {:.2}x / {:.2}x | {:.2}x / {:.2}x | |",
-        full.writes.per_sec / empty.writes.per_sec,
-        full.writes.p50_ms / empty.writes.p50_ms,
-        full.writes.p99_ms / empty.writes.p99_ms,
+        full.per_sec / empty.per_sec,
+        full.p50_ms / empty.p50_ms,
+        full.p99_ms / empty.p99_ms,
         full.list_p50_ms / empty.list_p50_ms,
         full.list_p99_ms / empty.list_p99_ms
     );

@@ -237,12 +237,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
         if out == Format::Table {
             if let Ok(v) = client.get(&format!("/v1/databases/{}", op.database.name)).await {
                 let d: DatabaseView = typed(v)?;
-                println!(
-                    "Database {} is {}; endpoint {}.",
-                    d.name,
-                    d.status.name().to_string(),
-                    endpoint(&d)
-                );
+                println!("Database {} is {}; endpoint {}.", d.name, d.status.name(), endpoint(&d));
             } else {
                 println!("Database {} is gone.", op.database.name);
             }
@@ -255,7 +250,7 @@ fn describe(d: &DatabaseView) -> String {
     let mut s = format!(
         "Database {}\n  status:      {}{}\n  engine:      {} {}\n  class:       {}\n  storage:     {} GiB\n  zone:        {}\n  endpoint:    {}\n  master user: {}\n  backups:     {} days, window {}\n  maintenance: {}\n  created:     {}\n  operation:   {}\n",
         d.name,
-        d.status.name().to_string(),
+        d.status.name(),
         d.status_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
         d.spec.engine,
         d.spec.engine_version,
