@@ -106,6 +106,37 @@ async fn rounds(c: &Cluster, b: &HistoryBench) -> anyhow::Result<Medians> {
     })
 }
 
+/// Wait until the cluster is steady again after the drain: same leader and term, and
+/// every member caught up, for 10 s in a row (a drain ends with followers still
+/// installing snapshots and RocksDB compacting; measuring then measures that).
+async fn settle(c: &Cluster) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut steady_since: Option<(Instant, u64, u64)> = None;
+    while started.elapsed() < Duration::from_secs(600) {
+        let status = c.get(c.running()[0], "/v1/cluster/status").await.ok();
+        let now = status.and_then(|(code, s)| {
+            let members = s["members"].as_array()?;
+            let caught_up = members
+                .iter()
+                .all(|m| m["error"].is_null() && m["lag"].as_u64().is_some_and(|l| l <= 10));
+            (code == 200 && caught_up).then(|| (s["leader"].as_u64().unwrap_or(0), s["term"].as_u64().unwrap_or(0)))
+        });
+        steady_since = match (steady_since, now) {
+            (Some((since, l, t)), Some((l2, t2))) if l == l2 && t == t2 => {
+                if since.elapsed() >= Duration::from_secs(10) {
+                    eprintln!("steady after {:.1} s", started.elapsed().as_secs_f64());
+                    return Ok(());
+                }
+                Some((since, l, t))
+            }
+            (_, Some((l, t))) => Some((Instant::now(), l, t)),
+            (_, None) => None,
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    anyhow::bail!("the cluster did not settle within 600 s of the drain")
+}
+
 /// Operations on one `ops list` page, as the benchmark asks for them.
 const PAGE: usize = 100;
 
@@ -196,6 +227,7 @@ pub async fn run(b: HistoryBench) -> anyhow::Result<()> {
     fill(&c, PAGE).await?;
     let empty = rounds(&c, &b).await?;
     fill(&c, b.jobs).await?;
+    settle(&c).await?;
     let full = rounds(&c, &b).await?;
     println!(
         "# medians of {} rounds; writes/s per round: one page {:?}, full {:?}",
