@@ -39,8 +39,8 @@ fn host(h: HostView) -> pb::Host {
 fn operation(o: OperationView) -> pb::Operation {
     pb::Operation {
         id: o.id,
-        kind: o.kind.name().to_string(),
-        state: o.state.name().to_string(),
+        kind: wire_name(&o.kind),
+        state: wire_name(&o.state),
         request_id: o.request_id.unwrap_or_default(),
         submitted_at_ms: o.submitted_at_ms,
         finished_at_ms: o.finished_at_ms.unwrap_or(0),
@@ -64,7 +64,7 @@ fn operation(o: OperationView) -> pb::Operation {
                 action: t.action,
                 host: t.host,
                 instance: t.instance,
-                state: t.state.name().to_string(),
+                state: wire_name(&t.state),
                 attempt: t.attempt,
                 result: t.result.unwrap_or_default(),
                 started_at_ms: t.started_at_ms.unwrap_or(0),

@@ -3,6 +3,7 @@
 use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
 use super::views::{DatabaseOperation, DatabaseView, EventView, ModificationView};
 use keel_proto::keel as pb;
+use keel_raft_store::wire_name;
 
 fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
@@ -54,7 +55,7 @@ pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
 pub fn database(d: DatabaseView) -> pb::Database {
     pb::Database {
         name: d.name,
-        status: d.status.name().to_string(),
+        status: wire_name(&d.status),
         status_reason: d.status_reason.unwrap_or_default(),
         engine: d.spec.engine,
         engine_version: d.spec.engine_version,
@@ -76,7 +77,7 @@ pub fn database(d: DatabaseView) -> pb::Database {
             .into_iter()
             .map(|i| pb::Instance {
                 id: i.id,
-                role: i.role.name().to_string(),
+                role: wire_name(&i.role),
                 host: i.host,
                 port: u32::from(i.port),
                 health: i.health,

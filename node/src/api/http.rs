@@ -41,6 +41,15 @@ fn body<T: serde::de::DeserializeOwned>(b: Body) -> Result<T, ApiError> {
 
 type Reply<T> = Result<Json<T>, ApiError>;
 
+/// A query string as sent, checked by [`query`].
+type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// The query as `T`, or a problem document saying why it is not one.
+fn query<T>(q: QueryOf<T>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::InvalidArgument(format!("query is not valid: {}", e.body_text())))
+}
+
 /// The `/v1` routes and the OpenAPI document that describes exactly them.
 pub fn router(api: Api) -> Router {
     let (router, doc) = OpenApiRouter::with_openapi(openapi::base())
@@ -131,12 +140,8 @@ async fn undrain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply
 /// A page of operations, oldest first.
 #[utoipa::path(get, path = "/v1/ops", tag = "operations", params(OpsPage),
     responses((status = 200, body = Vec<OperationView>)))]
-async fn list_ops(
-    State(api): State<Api>,
-    page: Result<Query<OpsPage>, axum::extract::rejection::QueryRejection>,
-) -> Reply<Vec<OperationView>> {
-    let Query(page) = page.map_err(|e| ApiError::InvalidArgument(format!("query is not valid: {}", e.body_text())))?;
-    Ok(Json(api.list_jobs(page).await?))
+async fn list_ops(State(api): State<Api>, page: QueryOf<OpsPage>) -> Reply<Vec<OperationView>> {
+    Ok(Json(api.list_jobs(query(page)?).await?))
 }
 
 /// Queue a diagnostic operation that touches no host.
@@ -195,9 +200,9 @@ struct DeleteQuery {
 async fn delete_database(
     State(api): State<Api>,
     Path(name): Path<String>,
-    q: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+    q: QueryOf<DeleteQuery>,
 ) -> Reply<DatabaseOperation> {
-    let Query(q) = q.map_err(|e| ApiError::InvalidArgument(format!("query is not valid: {}", e.body_text())))?;
+    let q = query(q)?;
     Ok(Json(api.delete_database(&name, q.request_id).await?))
 }
 
@@ -216,11 +221,8 @@ struct EventsQuery {
 /// Events, oldest first.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
     responses((status = 200, body = Vec<EventView>)))]
-async fn events(
-    State(api): State<Api>,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Reply<Vec<EventView>> {
-    let Query(q) = q.map_err(|e| ApiError::InvalidArgument(format!("query is not valid: {}", e.body_text())))?;
+async fn events(State(api): State<Api>, q: QueryOf<EventsQuery>) -> Reply<Vec<EventView>> {
+    let q = query(q)?;
     let after = q.after.unwrap_or(0);
     // JSON clients (and the document's int64) stop at 2^63-1; no sequence number is larger.
     if after > i64::MAX as u64 {

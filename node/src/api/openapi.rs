@@ -153,14 +153,15 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Document {
         "description": "What was wrong and what to do (RFC 9457 problem document)",
         "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
     });
+    let parameters = parameters();
     let paths = doc["paths"].as_object_mut().expect("the document has paths");
     for (path, item) in paths.iter_mut() {
         for (_, op) in item.as_object_mut().expect("a path item is an object").iter_mut() {
             let params = op.get_mut("parameters").and_then(Value::as_array_mut);
             for p in params.into_iter().flatten() {
-                for (prefix, name, extra) in parameters() {
-                    if path.starts_with(prefix) && p["name"] == name {
-                        merge(&mut p["schema"], &extra);
+                for (prefix, name, extra) in &parameters {
+                    if path.starts_with(prefix) && p["name"] == *name {
+                        merge(&mut p["schema"], extra);
                     }
                 }
             }

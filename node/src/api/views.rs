@@ -115,26 +115,6 @@ pub enum DatabaseStatus {
     Failed,
 }
 
-impl DatabaseStatus {
-    /// Its name on the wire, e.g. `backing-up`.
-    pub fn name(self) -> &'static str {
-        match self {
-            DatabaseStatus::Creating => "creating",
-            DatabaseStatus::Available => "available",
-            DatabaseStatus::Modifying => "modifying",
-            DatabaseStatus::BackingUp => "backing-up",
-            DatabaseStatus::FailingOver => "failing-over",
-            DatabaseStatus::Recovering => "recovering",
-            DatabaseStatus::Hibernating => "hibernating",
-            DatabaseStatus::Hibernated => "hibernated",
-            DatabaseStatus::Resuming => "resuming",
-            DatabaseStatus::Deleting => "deleting",
-            DatabaseStatus::StorageFull => "storage-full",
-            DatabaseStatus::Failed => "failed",
-        }
-    }
-}
-
 impl From<rs::DatabaseStatus> for DatabaseStatus {
     fn from(s: rs::DatabaseStatus) -> Self {
         use rs::DatabaseStatus as R;
@@ -242,17 +222,6 @@ pub enum InstanceRole {
     Standby,
     /// Readable replica.
     Replica,
-}
-
-impl InstanceRole {
-    /// Its name on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            InstanceRole::Primary => "primary",
-            InstanceRole::Standby => "standby",
-            InstanceRole::Replica => "replica",
-        }
-    }
 }
 
 /// One instance as the API shows it.
@@ -366,16 +335,6 @@ pub enum Progress {
 }
 
 impl Progress {
-    /// Its name on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            Progress::Pending => "pending",
-            Progress::Running => "running",
-            Progress::Succeeded => "succeeded",
-            Progress::Failed => "failed",
-        }
-    }
-
     /// Whether it has ended.
     pub fn is_terminal(self) -> bool {
         matches!(self, Progress::Succeeded | Progress::Failed)
@@ -416,18 +375,6 @@ pub enum OperationKind {
     ModifyDatabase,
     /// Delete a database.
     DeleteDatabase,
-}
-
-impl OperationKind {
-    /// Its name on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            OperationKind::Noop => "noop",
-            OperationKind::CreateDatabase => "create-database",
-            OperationKind::ModifyDatabase => "modify-database",
-            OperationKind::DeleteDatabase => "delete-database",
-        }
-    }
 }
 
 /// A committed claim of an operation by the leader services in force.

@@ -1,5 +1,6 @@
 //! `keel db …`, `keel events` and operation progress (`--wait`).
 
+use keel_raft_store::wire_name;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -123,7 +124,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                     .map(|d| {
                         vec![
                             d.name.clone(),
-                            d.status.name().to_string(),
+                            wire_name(&d.status),
                             d.spec.class.clone(),
                             format!("{} GiB", d.spec.storage_gib),
                             d.spec.zone.clone().unwrap_or_else(|| "-".into()),
@@ -214,7 +215,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 Some(id) => println!(
                     "Database {}: {} (operation {id}).",
                     op.database.name,
-                    op.database.status.name()
+                    wire_name(&op.database.status)
                 ),
                 None => println!(
                     "Database {}: modification pending; it will be applied in the maintenance window ({} UTC). Pass --apply-immediately to apply it now.",
@@ -237,7 +238,12 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
         if out == Format::Table {
             if let Ok(v) = client.get(&format!("/v1/databases/{}", op.database.name)).await {
                 let d: DatabaseView = typed(v)?;
-                println!("Database {} is {}; endpoint {}.", d.name, d.status.name(), endpoint(&d));
+                println!(
+                    "Database {} is {}; endpoint {}.",
+                    d.name,
+                    wire_name(&d.status),
+                    endpoint(&d)
+                );
             } else {
                 println!("Database {} is gone.", op.database.name);
             }
@@ -250,7 +256,7 @@ fn describe(d: &DatabaseView) -> String {
     let mut s = format!(
         "Database {}\n  status:      {}{}\n  engine:      {} {}\n  class:       {}\n  storage:     {} GiB\n  zone:        {}\n  endpoint:    {}\n  master user: {}\n  backups:     {} days, window {}\n  maintenance: {}\n  created:     {}\n  operation:   {}\n",
         d.name,
-        d.status.name(),
+        wire_name(&d.status),
         d.status_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
         d.spec.engine,
         d.spec.engine_version,
@@ -276,7 +282,7 @@ fn describe(d: &DatabaseView) -> String {
         s.push_str(&format!(
             "    {} {} on {} port {}: {}\n",
             i.id,
-            i.role.name(),
+            wire_name(&i.role),
             i.host,
             i.port,
             i.health
@@ -305,7 +311,7 @@ pub fn task_lines(op: &OperationView) -> Vec<String> {
                 t.action,
                 if t.undo { " (undo)" } else { "" },
                 t.host,
-                t.state.name(),
+                wire_name(&t.state),
                 t.attempt,
                 t.result
                     .as_ref()

@@ -4,6 +4,7 @@ pub mod client;
 mod db;
 mod output;
 
+use keel_raft_store::wire_name;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -364,8 +365,8 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
                     .map(|j| {
                         vec![
                             j.id.clone(),
-                            j.kind.name().into(),
-                            j.state.name().into(),
+                            wire_name(&j.kind),
+                            wire_name(&j.state),
                             time(Some(j.submitted_at_ms)),
                             time(j.finished_at_ms),
                             j.claims.last().map_or("-".into(), |c| {
@@ -384,8 +385,8 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
                 let mut s = format!(
                     "Operation {}\n  kind:      {}\n  state:     {}\n  submitted: {}\n  finished:  {}\n",
                     j.id,
-                    j.kind.name(),
-                    j.state.name(),
+                    wire_name(&j.kind),
+                    wire_name(&j.state),
                     time(Some(j.submitted_at_ms)),
                     time(j.finished_at_ms)
                 );
@@ -422,7 +423,7 @@ async fn ops(client: &Client, out: Format, cmd: OpsCmd) -> anyhow::Result<()> {
                 .await?;
             print(out, &v, || {
                 let j: OperationView = typed(v.clone())?;
-                Ok(format!("Operation {} queued ({}).", j.id, j.state.name()))
+                Ok(format!("Operation {} queued ({}).", j.id, wire_name(&j.state)))
             })
         }
     }
