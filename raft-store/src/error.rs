@@ -41,7 +41,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// The value stored under `key` could not be decoded.
-    pub(crate) fn undecodable(key: impl Into<String>, e: crate::codec::CodecError) -> Self {
+    pub(crate) fn undecodable(key: impl Into<String>, e: impl std::fmt::Display) -> Self {
         Self::Decode {
             key: key.into(),
             reason: e.to_string(),

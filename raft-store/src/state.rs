@@ -9,7 +9,10 @@ mod history;
 mod jobs;
 mod monitor;
 mod placement;
+mod table;
 mod workflows;
+
+pub use table::Table;
 
 use crate::command::{Command, Proposal, Rejection, Response};
 use crate::records::*;
@@ -32,15 +35,15 @@ pub struct AdminState {
     /// Instances by id.
     pub instances: BTreeMap<String, Instance>,
     /// Jobs by id (ids are time-ordered).
-    pub jobs: BTreeMap<String, Job>,
+    pub jobs: Table<Job>,
     /// Workflows by id.
-    pub workflows: BTreeMap<String, Workflow>,
+    pub workflows: Table<Workflow>,
     /// Recent events, oldest first.
     pub events: VecDeque<Event>,
     /// Host idempotency keys: client token or removal request id → the host it named.
     pub idempotency: BTreeMap<String, String>,
     /// Operation request ids → the request each is bound to (until it expires).
-    pub requests: BTreeMap<String, RequestRecord>,
+    pub requests: Table<RequestRecord>,
     /// Who runs the leader services.
     pub leader_services: Option<LeaderServices>,
     /// Log index of the last change to what DNS publishes (databases' existence, status, endpoint).
@@ -60,7 +63,100 @@ pub struct AdminState {
     jobs_by_database: BTreeMap<String, BTreeSet<String>>,
 }
 
+/// The history tables' rows changed since the last snapshot (`None`: removed).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Jobs.
+    pub jobs: Vec<(String, Option<Job>)>,
+    /// Workflows.
+    pub workflows: Vec<(String, Option<Workflow>)>,
+    /// Request ids.
+    pub requests: Vec<(String, Option<RequestRecord>)>,
+}
+
+/// A row of a history table could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// No table of that name.
+    #[error("no table named {0:?}")]
+    UnknownTable(String),
+    /// The row did not decode.
+    #[error(transparent)]
+    Undecodable(#[from] crate::codec::CodecError),
+}
+
+impl Changes {
+    /// Each change as (table, key, encoded row or `None` for removed).
+    pub fn encoded(&self) -> impl Iterator<Item = (&'static str, &str, Option<Vec<u8>>)> + '_ {
+        fn rows<'a, V: Serialize>(
+            table: &'static str,
+            rows: &'a [(String, Option<V>)],
+        ) -> impl Iterator<Item = (&'static str, &'a str, Option<Vec<u8>>)> + 'a {
+            rows.iter()
+                .map(move |(k, v)| (table, k.as_str(), v.as_ref().map(|v| crate::codec::encode(v))))
+        }
+        rows(TABLE_JOBS, &self.jobs)
+            .chain(rows(TABLE_WORKFLOWS, &self.workflows))
+            .chain(rows(TABLE_REQUESTS, &self.requests))
+    }
+
+    /// How many rows changed.
+    pub fn len(&self) -> usize {
+        self.jobs.len() + self.workflows.len() + self.requests.len()
+    }
+
+    /// Whether no row changed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const TABLE_JOBS: &str = "jobs";
+const TABLE_WORKFLOWS: &str = "workflows";
+const TABLE_REQUESTS: &str = "requests";
+
 impl AdminState {
+    /// The history tables' changes since the last call, as they are now; forgets them.
+    pub fn take_changes(&mut self) -> Changes {
+        Changes {
+            jobs: self.jobs.take_changes(),
+            workflows: self.workflows.take_changes(),
+            requests: self.requests.take_changes(),
+        }
+    }
+
+    /// Note every history row as changed (the store holds none of them yet).
+    pub fn mark_all_changed(&mut self) {
+        self.jobs.mark_all_changed();
+        self.workflows.mark_all_changed();
+        self.requests.mark_all_changed();
+    }
+
+    /// A copy of everything but the history tables: the part a snapshot writes whole.
+    pub fn without_history(&mut self) -> AdminState {
+        let jobs = std::mem::take(&mut self.jobs);
+        let workflows = std::mem::take(&mut self.workflows);
+        let requests = std::mem::take(&mut self.requests);
+        let copy = self.clone();
+        self.jobs = jobs;
+        self.workflows = workflows;
+        self.requests = requests;
+        copy
+    }
+
+    /// Put back one stored history row (as [`Changes::encoded`] wrote it), not as a change.
+    /// Call [`AdminState::reindex`] once every row is back.
+    pub fn load_row(&mut self, table: &str, key: String, bytes: &[u8]) -> Result<(), RowError> {
+        use crate::codec::decode;
+        match table {
+            TABLE_JOBS => self.jobs.load(key, decode(bytes)?),
+            TABLE_WORKFLOWS => self.workflows.load(key, decode(bytes)?),
+            TABLE_REQUESTS => self.requests.load(key, decode(bytes)?),
+            other => return Err(RowError::UnknownTable(other.to_string())),
+        }
+        Ok(())
+    }
+
     /// Rebuild the derived indexes after loading the tables from a snapshot.
     pub fn reindex(&mut self) {
         self.host_by_addr = self.hosts.values().map(|h| (h.addr.clone(), h.name.clone())).collect();
