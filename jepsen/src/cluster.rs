@@ -91,6 +91,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     nodes: BTreeMap<u64, Node>,
     http: reqwest::Client,
+    token: String,
 }
 
 impl Cluster {
@@ -102,13 +103,27 @@ impl Cluster {
             dir.disable_cleanup(true);
             eprintln!("keeping cluster data and logs in {}", dir.path().display());
         }
+        // The cluster's first admin token, made by the binary under test (`keel tokens
+        // generate`), given to every member as the bootstrap token and sent with every call.
+        let made = std::process::Command::new(&spec.bin)
+            .args(["tokens", "generate"])
+            .output()?;
+        anyhow::ensure!(made.status.success(), "keel tokens generate failed: {made:?}");
+        let token = String::from_utf8(made.stdout)?.trim().to_string();
+        std::fs::write(dir.path().join("bootstrap-token"), format!("{token}\n"))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
         let mut cluster = Cluster {
             spec: spec.clone(),
             name: "lab".into(),
             dir,
             nodes: BTreeMap::new(),
             hosts: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .default_headers(headers)
+                .build()?,
+            token,
         };
         for id in 1..=spec.nodes {
             cluster.define(id, true);
@@ -150,6 +165,8 @@ impl Cluster {
             node.api_addr.clone(),
             "--dns-addr".into(),
             node.dns_addr.clone(),
+            "--bootstrap-token-file".into(),
+            self.dir.path().join("bootstrap-token").display().to_string(),
         ];
         if node.bootstrap {
             for peer in self.nodes.values().filter(|n| n.bootstrap) {
@@ -192,7 +209,10 @@ impl Cluster {
     /// Run `keel server` for node `id` in the foreground with `args` replacing its flags' tail,
     /// and return its exit status and output (for start-up refusals).
     pub fn run_to_exit(&self, args: &[String]) -> anyhow::Result<(bool, String)> {
-        let out = Command::new(&self.spec.bin).args(args).output()?;
+        let out = Command::new(&self.spec.bin)
+            .args(args)
+            .env("KEEL_TOKEN", &self.token)
+            .output()?;
         Ok((
             out.status.success(),
             format!(
@@ -334,6 +354,21 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// The cluster's admin token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// An HTTP client that sends the admin token with every call.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A gRPC client of node `id` that sends the admin token with every call.
+    pub async fn grpc(&self, id: u64) -> anyhow::Result<GrpcClient> {
+        grpc_client(&self.url(id), &self.token).await
+    }
+
     /// GET `path` on node `id`: (HTTP status, JSON body).
     pub async fn get(&self, id: u64, path: &str) -> anyhow::Result<(u16, Value)> {
         let resp = self.http.get(format!("{}{path}", self.url(id))).send().await?;
@@ -469,4 +504,31 @@ impl Drop for Cluster {
             eprintln!("{}", self.log_tails());
         }
     }
+}
+
+/// A `keel.v1` gRPC client that sends a bearer token with every call.
+pub type GrpcClient = keel_proto::keel::keel_client::KeelClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+/// Adds `authorization: Bearer <token>` to every gRPC call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// A gRPC client of the API at `url` sending `token`.
+pub async fn grpc_client(url: &str, token: &str) -> anyhow::Result<GrpcClient> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect()
+        .await?;
+    let bearer = Bearer(format!("Bearer {token}").parse()?);
+    Ok(keel_proto::keel::keel_client::KeelClient::with_interceptor(
+        channel, bearer,
+    ))
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
-    ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, LeaderServices, Millis, Modification,
-    RequestKey, StepState, Task, Workflow,
+    Account, ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, LeaderServices, Millis,
+    Modification, RequestKey, StepState, Task, Token, Workflow,
 };
 
 /// A command as proposed: the proposer stamps the time so apply never reads a clock.
@@ -52,6 +52,30 @@ pub enum Command {
     InitCluster {
         /// Cluster name.
         name: String,
+        /// The first admin token (in the `admin` account, created with it), so the
+        /// cluster is never open and never without an administrator.
+        #[serde(default)]
+        admin_token: Option<Token>,
+    },
+    /// Create an account (idempotent by name).
+    CreateAccount {
+        /// Account name.
+        name: String,
+    },
+    /// Record a new API token (id and secret hash stamped by the proposer).
+    CreateToken {
+        /// The token, with the hash of its secret.
+        token: Token,
+    },
+    /// Revoke a token: it stops working at once.
+    RevokeToken {
+        /// Token id.
+        id: String,
+    },
+    /// Record when tokens were last used (batched by each node).
+    TouchTokens {
+        /// Token id → when it was last used.
+        used: BTreeMap<String, Millis>,
     },
     /// Register a data host; idempotent by name and by client token.
     AddHost {
@@ -153,6 +177,9 @@ pub enum Command {
         request: Option<RequestKey>,
         /// Database name.
         name: String,
+        /// The account that will own it.
+        #[serde(default)]
+        account: String,
         /// What was asked for.
         spec: DatabaseSpec,
         /// SCRAM verifier of the master password.
@@ -257,6 +284,10 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::InitCluster { .. } => "init-cluster",
+            Command::CreateAccount { .. } => "create-account",
+            Command::CreateToken { .. } => "create-token",
+            Command::RevokeToken { .. } => "revoke-token",
+            Command::TouchTokens { .. } => "touch-tokens",
             Command::AddHost { .. } => "add-host",
             Command::RemoveHost { .. } => "remove-host",
             Command::DrainHost { .. } => "drain-host",
@@ -290,6 +321,18 @@ pub enum Response {
         /// The configuration.
         config: ClusterConfig,
     },
+    /// An account, and whether this command created it.
+    Account {
+        /// The account.
+        account: Account,
+        /// False for an idempotent repeat.
+        created: bool,
+    },
+    /// A token as it now is (or was, when revoked).
+    Token {
+        /// The token.
+        token: Token,
+    },
     /// A host, and whether this command created it.
     Host {
         /// The host.
@@ -305,7 +348,7 @@ pub enum Response {
     /// A job, and whether this command created it.
     Job {
         /// The job as it now is.
-        job: Job,
+        job: Box<Job>,
         /// False for an idempotent repeat.
         created: bool,
     },

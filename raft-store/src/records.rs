@@ -26,14 +26,57 @@ pub struct ClusterConfig {
     pub created_at_ms: Millis,
 }
 
-/// A customer account (tenancy arrives with the security work; the table exists now).
+/// A tenant: owns databases and their operations and events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Account {
-    /// Unique account name.
+    /// Unique account name (a DNS label).
     pub name: String,
     /// When it was created.
     pub created_at_ms: Millis,
+}
+
+/// The account of the cluster's operators; the bootstrap token belongs to it.
+pub const ADMIN_ACCOUNT: &str = "admin";
+
+/// What a token's holder may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Its own account's databases, operations and events.
+    #[default]
+    Member,
+    /// The cluster, hosts, accounts and tokens, and every account's resources.
+    Admin,
+}
+
+/// An API token. The secret is shown once, at creation; only its SHA-256 is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Token {
+    /// Public id (the part of the token before its secret).
+    pub id: String,
+    /// What it is for, for people.
+    pub name: String,
+    /// The account it acts for.
+    pub account: String,
+    /// What it may do.
+    pub role: Role,
+    /// Hex SHA-256 of the secret.
+    pub secret_sha256: String,
+    /// When it was created.
+    pub created_at_ms: Millis,
+    /// When it stops working, if ever.
+    pub expires_at_ms: Option<Millis>,
+    /// When it was last used, to the nearest minute or so (recorded in batches).
+    pub last_used_ms: Option<Millis>,
+}
+
+impl Token {
+    /// Whether the token has expired at `at`.
+    pub fn expired(&self, at: Millis) -> bool {
+        self.expires_at_ms.is_some_and(|e| at >= e)
+    }
 }
 
 /// What the monitor last observed of a host manager.
@@ -156,6 +199,8 @@ pub struct Endpoint {
 pub struct Database {
     /// Unique name (a DNS label).
     pub name: String,
+    /// The account that owns it.
+    pub account: String,
     /// Desired spec.
     pub spec: DatabaseSpec,
     /// Lifecycle status.
@@ -374,6 +419,9 @@ pub struct Job {
     /// The client's request id, for idempotent retries.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// The account whose database it works on ("" for the cluster's own jobs).
+    #[serde(default)]
+    pub account: String,
     /// What to do.
     pub kind: JobKind,
     /// Where it is.
@@ -575,6 +623,9 @@ pub struct Event {
     pub kind: String,
     /// What it happened to, e.g. a host or job id.
     pub subject: String,
+    /// The account whose database or operation it is about ("" for the cluster's own).
+    #[serde(default)]
+    pub account: String,
     /// A sentence for people.
     pub message: String,
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+mod accounts;
 mod databases;
 mod history;
 mod jobs;
@@ -28,6 +29,8 @@ pub struct AdminState {
     pub cluster: Option<ClusterConfig>,
     /// Accounts by name.
     pub accounts: BTreeMap<String, Account>,
+    /// API tokens by id.
+    pub tokens: BTreeMap<String, Token>,
     /// Hosts by name.
     pub hosts: BTreeMap<String, Host>,
     /// Databases by name.
@@ -208,7 +211,11 @@ impl AdminState {
     fn dispatch(&mut self, index: u64, proposal: &Proposal) -> Response {
         let at = proposal.at_ms;
         match &proposal.command {
-            Command::InitCluster { name } => self.init_cluster(index, at, name),
+            Command::InitCluster { name, admin_token } => self.init_cluster(index, at, name, admin_token.as_ref()),
+            Command::CreateAccount { name } => self.create_account(index, at, name),
+            Command::CreateToken { token } => self.create_token(index, at, token),
+            Command::RevokeToken { id } => self.revoke_token(index, at, id),
+            Command::TouchTokens { used } => self.touch_tokens(used),
             Command::AddHost {
                 name,
                 addr,
@@ -246,18 +253,22 @@ impl AdminState {
                 job_id,
                 request,
                 name,
+                account,
                 spec,
                 master_verifier,
                 instance_id,
             } => self.create_database(
                 index,
                 at,
-                job_id,
-                request.as_ref(),
-                name,
-                spec,
-                master_verifier,
-                instance_id,
+                databases::NewDatabase {
+                    job_id,
+                    request: request.as_ref(),
+                    name,
+                    account,
+                    spec,
+                    master_verifier,
+                    instance_id,
+                },
             ),
             Command::ModifyDatabase {
                 job_id,
@@ -299,11 +310,17 @@ impl AdminState {
     }
 
     pub(crate) fn event(&mut self, seq: u64, at_ms: Millis, kind: &str, subject: &str, message: String) {
+        // Whose it is, for tenants' event listings: a database's or an operation's account.
+        let account = match self.databases.get(subject) {
+            Some(d) => d.account.clone(),
+            None => self.jobs.get(subject).map(|j| j.account.clone()).unwrap_or_default(),
+        };
         self.events.push_back(Event {
             seq,
             at_ms,
             kind: kind.to_string(),
             subject: subject.to_string(),
+            account,
             message,
         });
         while self.events.len() > EVENTS_KEPT {
@@ -311,7 +328,7 @@ impl AdminState {
         }
     }
 
-    fn init_cluster(&mut self, index: u64, at: Millis, name: &str) -> Response {
+    fn init_cluster(&mut self, index: u64, at: Millis, name: &str, admin_token: Option<&Token>) -> Response {
         match &self.cluster {
             Some(existing) if existing.name == name => Response::Cluster {
                 config: existing.clone(),
@@ -333,6 +350,10 @@ impl AdminState {
                     name,
                     format!("Cluster {name} was initialised."),
                 );
+                self.create_account(index, at, ADMIN_ACCOUNT);
+                if let Some(token) = admin_token {
+                    self.create_token(index, at, token);
+                }
                 Response::Cluster { config }
             }
         }

@@ -147,9 +147,8 @@ async fn fill(c: &Cluster, n: usize) -> anyhow::Result<()> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for w in 0..64 {
-        let (next, url) = (next.clone(), c.url(nodes[w % nodes.len()]));
+        let (next, url, http) = (next.clone(), c.url(nodes[w % nodes.len()]), c.http().clone());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
             loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if k >= n {

@@ -5,15 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel_proto::keel::keel_client::KeelClient;
 use keel_proto::keel::AddHostRequest;
 use rand::Rng;
-use tonic::transport::Channel;
 
 use super::cpu;
 use super::etcd::Etcd;
 use super::load::{closed_loop, median_min_max, LoadResult};
-use crate::cluster::{Cluster, Spec};
+use crate::cluster::{Cluster, GrpcClient, Spec};
 
 /// Benchmark settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -67,7 +65,7 @@ fn value() -> String {
 }
 
 /// `n` gRPC clients spread over the running nodes (or all on the leader).
-pub(super) async fn keel_clients(c: &Cluster, n: usize, leader_only: bool) -> anyhow::Result<Vec<KeelClient<Channel>>> {
+pub(super) async fn keel_clients(c: &Cluster, n: usize, leader_only: bool) -> anyhow::Result<Vec<GrpcClient>> {
     let ids = if leader_only {
         vec![c.wait_leader(Duration::from_secs(30)).await?]
     } else {
@@ -75,13 +73,13 @@ pub(super) async fn keel_clients(c: &Cluster, n: usize, leader_only: bool) -> an
     };
     let mut out = Vec::new();
     for i in 0..n {
-        out.push(KeelClient::connect(c.url(ids[i % ids.len()])).await?);
+        out.push(c.grpc(ids[i % ids.len()]).await?);
     }
     Ok(out)
 }
 
 /// One Keel write: a `hosts add` of a made-up host with a 256-byte label.
-pub(super) async fn keel_write(mut client: KeelClient<Channel>, client_no: usize, seq: u64, timeout: Duration) -> bool {
+pub(super) async fn keel_write(mut client: GrpcClient, client_no: usize, seq: u64, timeout: Duration) -> bool {
     let r: [u8; 4] = rand::thread_rng().gen();
     let mut req = tonic::Request::new(AddHostRequest {
         name: format!("b{client_no}-{seq}-{}", rand::thread_rng().gen::<u32>()),
@@ -210,7 +208,7 @@ async fn keel_failovers(c: &mut Cluster, trials: usize) -> anyhow::Result<Vec<f6
     for _ in 0..trials {
         let leader = c.wait_leader(Duration::from_secs(30)).await?;
         let other = *c.running().iter().find(|&&id| id != leader).expect("a follower");
-        let client = KeelClient::connect(c.url(other)).await?;
+        let client = c.grpc(other).await?;
         // Kill at a random phase of the heartbeat cycle.
         let phase = rand::thread_rng().gen_range(0..100);
         tokio::time::sleep(Duration::from_millis(phase)).await;
@@ -219,8 +217,8 @@ async fn keel_failovers(c: &mut Cluster, trials: usize) -> anyhow::Result<Vec<f6
 
         // Beside the probe, note when a survivor first names a new leader (election vs. the rest).
         let survivors: Vec<String> = c.running().iter().map(|&id| c.url(id)).collect();
+        let http = c.http().clone();
         let elected = tokio::spawn(async move {
-            let http = reqwest::Client::new();
             loop {
                 for url in &survivors {
                     if let Ok(r) = http.get(format!("{url}/v1/node")).send().await {

@@ -7,6 +7,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::auth::Principal;
 use super::error::ApiError;
 use super::service::Api;
 use super::validate;
@@ -57,6 +58,9 @@ pub struct CreateDatabaseRequest {
     /// Retry id: the same id within its retention answers the first call's operation.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// The account to create it in (admins only; default: the caller's).
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 /// `db modify` input: at least one change.
@@ -184,8 +188,25 @@ impl Api {
     }
 
     /// Create a database: returns at once with the operation id.
-    pub async fn create_database(&self, req: CreateDatabaseRequest) -> Result<DatabaseOperation, ApiError> {
+    pub async fn create_database(
+        &self,
+        who: &Principal,
+        req: CreateDatabaseRequest,
+    ) -> Result<DatabaseOperation, ApiError> {
         validate::dns_label("database name", &req.name)?;
+        let account = match req.account {
+            Some(a) if a != who.account => {
+                validate::dns_label("account", &a)?;
+                if !who.sees(&a) {
+                    return Err(ApiError::PermissionDenied(format!(
+                        "a member of account {} creates databases only in its own account",
+                        who.account
+                    )));
+                }
+                a
+            }
+            _ => who.account.clone(),
+        };
         let Some((engine, version)) = ENGINES.iter().find(|(e, _)| *e == req.engine) else {
             return Err(ApiError::InvalidArgument(format!(
                 "unknown engine {:?}; engines: {}",
@@ -242,6 +263,7 @@ impl Api {
         let fingerprint = serde_json::json!({
             "kind": "create-database",
             "name": req.name,
+            "account": account,
             "spec": spec,
             "master_password_given": !generated,
         });
@@ -251,6 +273,7 @@ impl Api {
             job_id,
             request: Some(request),
             name: req.name,
+            account,
             spec,
             master_verifier,
             instance_id: uuid::Uuid::now_v7().simple().to_string(),
@@ -260,8 +283,14 @@ impl Api {
     }
 
     /// Modify a database.
-    pub async fn modify_database(&self, name: &str, req: ModifyDatabaseRequest) -> Result<DatabaseOperation, ApiError> {
+    pub async fn modify_database(
+        &self,
+        who: &Principal,
+        name: &str,
+        req: ModifyDatabaseRequest,
+    ) -> Result<DatabaseOperation, ApiError> {
         validate::dns_label("database name", name)?;
+        self.owned(who, name).await?;
         if let Some(c) = &req.class {
             class(c)?;
         }
@@ -313,8 +342,14 @@ impl Api {
     }
 
     /// Delete a database.
-    pub async fn delete_database(&self, name: &str, request_id: Option<String>) -> Result<DatabaseOperation, ApiError> {
+    pub async fn delete_database(
+        &self,
+        who: &Principal,
+        name: &str,
+        request_id: Option<String>,
+    ) -> Result<DatabaseOperation, ApiError> {
         validate::dns_label("database name", name)?;
+        self.owned(who, name).await?;
         validate::request_id(request_id.as_deref())?;
         let job_id = uuid::Uuid::now_v7().simple().to_string();
         let fingerprint = serde_json::json!({"kind": "delete-database", "name": name});
@@ -329,31 +364,62 @@ impl Api {
         self.database_reply(r, None, None)
     }
 
-    /// All databases.
-    pub async fn list_databases(&self) -> Result<Vec<DatabaseView>, ApiError> {
+    /// The caller's databases (an admin's: every account's).
+    pub async fn list_databases(&self, who: &Principal) -> Result<Vec<DatabaseView>, ApiError> {
+        let who = who.clone();
         self.node
-            .read(|s| s.databases.values().map(|d| DatabaseView::of(d, s)).collect())
+            .read(move |s| {
+                s.databases
+                    .values()
+                    .filter(|d| who.sees(&d.account))
+                    .map(|d| DatabaseView::of(d, s))
+                    .collect()
+            })
             .await
     }
 
-    /// One database.
-    pub async fn describe_database(&self, name: &str) -> Result<DatabaseView, ApiError> {
+    /// Refuse a name the caller may not see exactly as a name that does not exist, so a
+    /// tenant cannot learn what another account's databases are called.
+    async fn owned(&self, who: &Principal, name: &str) -> Result<(), ApiError> {
+        self.describe_database(who, name).await.map(drop)
+    }
+
+    /// One of the caller's databases.
+    pub async fn describe_database(&self, who: &Principal, name: &str) -> Result<DatabaseView, ApiError> {
+        let who = who.clone();
         self.node
-            .read(|s| s.databases.get(name).map(|d| DatabaseView::of(d, s)))
+            .read(|s| {
+                s.databases
+                    .get(name)
+                    .filter(|d| who.sees(&d.account))
+                    .map(|d| DatabaseView::of(d, s))
+            })
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("database {name:?} does not exist; `keel db list` shows them")))
     }
 
-    /// An operation with its workflow.
-    pub async fn describe_operation(&self, id: &str) -> Result<OperationView, ApiError> {
+    /// One of the caller's operations, with its workflow.
+    pub async fn describe_operation(&self, who: &Principal, id: &str) -> Result<OperationView, ApiError> {
+        let who = who.clone();
         self.node
-            .read(|s| s.jobs.get(id).map(|job| OperationView::of(job, s.workflow_of(id))))
+            .read(|s| {
+                s.jobs
+                    .get(id)
+                    .filter(|job| who.sees(&job.account))
+                    .map(|job| OperationView::of(job, s.workflow_of(id)))
+            })
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("operation {id:?} does not exist; `keel ops list` shows them")))
     }
 
     /// Events after `after` (a sequence number), optionally for one database, oldest first.
-    pub async fn events(&self, db: Option<&str>, after: u64, limit: Option<usize>) -> Result<Vec<EventView>, ApiError> {
+    pub async fn events(
+        &self,
+        who: &Principal,
+        db: Option<&str>,
+        after: u64,
+        limit: Option<usize>,
+    ) -> Result<Vec<EventView>, ApiError> {
         let limit = limit.unwrap_or(EVENTS_PAGE);
         if !(1..=EVENTS_PAGE_MAX).contains(&limit) {
             return Err(ApiError::InvalidArgument(format!(
@@ -361,9 +427,10 @@ impl Api {
             )));
         }
         let db = db.map(str::to_string);
+        let account = who.scope();
         self.node
             .read(move |s| {
-                s.events_page(db.as_deref(), after, limit)
+                s.events_page(account.as_deref(), db.as_deref(), after, limit)
                     .iter()
                     .map(EventView::from)
                     .collect()

@@ -29,6 +29,12 @@ pub enum ApiError {
     /// The body is not in a format the call accepts.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No credentials, or credentials that are not valid.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials whose role may not make this call.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl From<Rejection> for ApiError {
@@ -78,6 +84,16 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 tonic::Code::InvalidArgument,
+            ),
+            ApiError::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                tonic::Code::Unauthenticated,
+            ),
+            ApiError::PermissionDenied(_) => (
+                StatusCode::FORBIDDEN,
+                "permission-denied",
+                tonic::Code::PermissionDenied,
             ),
         }
     }

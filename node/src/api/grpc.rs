@@ -5,6 +5,7 @@ use keel_proto::keel::keel_server::Keel;
 use keel_raft_store::wire_name;
 use tonic::{Request, Response, Status};
 
+use super::auth::Principal;
 use super::grpc_databases as dbs;
 use super::service::{AddHostRequest, AddNodeRequest, Api, SubmitNoopRequest};
 use super::views::{ClusterStatusView, HostView, OperationView};
@@ -120,6 +121,13 @@ fn cluster(s: ClusterStatusView) -> pb::ClusterStatusResponse {
     }
 }
 
+/// The caller, as the authentication layer found it (every gRPC call passes through it).
+fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions().get::<Principal>().cloned().ok_or_else(|| {
+        Status::unauthenticated("this call needs credentials: send metadata `authorization: Bearer <token>`")
+    })
+}
+
 fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -176,13 +184,20 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::ListOperationsRequest>,
     ) -> Result<Response<pb::ListOperationsResponse>, Status> {
+        let who = principal(&req)?;
         let r = req.into_inner();
         let page = super::service::OpsPage {
             db: opt(r.db),
             after: opt(r.after),
             limit: (r.limit > 0).then_some(r.limit as usize),
         };
-        let operations = self.api.list_jobs(page).await?.into_iter().map(operation).collect();
+        let operations = self
+            .api
+            .list_jobs(&who, page)
+            .await?
+            .into_iter()
+            .map(operation)
+            .collect();
         Ok(Response::new(pb::ListOperationsResponse { operations }))
     }
 
@@ -190,8 +205,9 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::DescribeOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
+        let who = principal(&req)?;
         Ok(Response::new(operation(
-            self.api.describe_operation(&req.into_inner().id).await?,
+            self.api.describe_operation(&who, &req.into_inner().id).await?,
         )))
     }
 
@@ -226,17 +242,19 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::CreateDatabaseRequest>,
     ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
         let r = dbs::create_request(req.into_inner());
-        Ok(Response::new(dbs::operation(self.api.create_database(r).await?)))
+        Ok(Response::new(dbs::operation(self.api.create_database(&who, r).await?)))
     }
 
     async fn modify_database(
         &self,
         req: Request<pb::ModifyDatabaseRequest>,
     ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
         let r = req.into_inner();
         let name = r.name.clone();
-        let out = self.api.modify_database(&name, dbs::modify_request(r)).await?;
+        let out = self.api.modify_database(&who, &name, dbs::modify_request(r)).await?;
         Ok(Response::new(dbs::operation(out)))
     }
 
@@ -244,8 +262,9 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::DeleteDatabaseRequest>,
     ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
         let r = req.into_inner();
-        let out = self.api.delete_database(&r.name, opt(r.request_id)).await?;
+        let out = self.api.delete_database(&who, &r.name, opt(r.request_id)).await?;
         Ok(Response::new(dbs::operation(out)))
     }
 
@@ -253,17 +272,19 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::DescribeDatabaseRequest>,
     ) -> Result<Response<pb::Database>, Status> {
-        let d = self.api.describe_database(&req.into_inner().name).await?;
+        let who = principal(&req)?;
+        let d = self.api.describe_database(&who, &req.into_inner().name).await?;
         Ok(Response::new(dbs::database(d)))
     }
 
     async fn list_databases(
         &self,
-        _: Request<pb::ListDatabasesRequest>,
+        req: Request<pb::ListDatabasesRequest>,
     ) -> Result<Response<pb::ListDatabasesResponse>, Status> {
+        let who = principal(&req)?;
         let databases = self
             .api
-            .list_databases()
+            .list_databases(&who)
             .await?
             .into_iter()
             .map(dbs::database)
@@ -275,9 +296,10 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let who = principal(&req)?;
         let r = req.into_inner();
         let limit = (r.limit > 0).then_some(r.limit as usize);
-        let events = self.api.events(opt(r.db).as_deref(), r.after, limit).await?;
+        let events = self.api.events(&who, opt(r.db).as_deref(), r.after, limit).await?;
         Ok(Response::new(pb::ListEventsResponse {
             events: events.into_iter().map(dbs::event).collect(),
         }))

@@ -35,6 +35,7 @@ pub fn create_request(r: pb::CreateDatabaseRequest) -> CreateDatabaseRequest {
         maintenance_window: opt(r.maintenance_window),
         tags: r.tags.into_iter().collect(),
         request_id: opt(r.request_id),
+        account: opt(r.account),
     }
 }
 
@@ -55,6 +56,7 @@ pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
 pub fn database(d: DatabaseView) -> pb::Database {
     pb::Database {
         name: d.name,
+        account: d.account,
         status: wire_name(&d.status),
         status_reason: d.status_reason.unwrap_or_default(),
         engine: d.spec.engine,

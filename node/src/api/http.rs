@@ -4,12 +4,14 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::accounts::{AccountView, CreateAccountRequest, CreateTokenRequest, CreatedToken, TokenView, WhoAmI};
+use super::auth::Principal;
 use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
 use super::error::ApiError;
 use super::openapi;
@@ -68,6 +70,11 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(add_node))
         .routes(routes!(remove_node))
         .routes(routes!(openapi_document))
+        .routes(routes!(health))
+        .routes(routes!(whoami))
+        .routes(routes!(list_accounts, create_account))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
         .split_for_parts();
     let document = openapi::finish(doc);
     router
@@ -140,8 +147,12 @@ async fn undrain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply
 /// A page of operations, oldest first.
 #[utoipa::path(get, path = "/v1/ops", tag = "operations", params(OpsPage),
     responses((status = 200, body = Vec<OperationView>)))]
-async fn list_ops(State(api): State<Api>, page: QueryOf<OpsPage>) -> Reply<Vec<OperationView>> {
-    Ok(Json(api.list_jobs(query(page)?).await?))
+async fn list_ops(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    page: QueryOf<OpsPage>,
+) -> Reply<Vec<OperationView>> {
+    Ok(Json(api.list_jobs(&who, query(page)?).await?))
 }
 
 /// Queue a diagnostic operation that touches no host.
@@ -154,35 +165,52 @@ async fn submit_noop(State(api): State<Api>, req: Body) -> Reply<OperationView> 
 /// One operation with its tasks.
 #[utoipa::path(get, path = "/v1/ops/{id}", tag = "operations",
     params(("id" = String, Path, description = "Operation id")), responses((status = 200, body = OperationView)))]
-async fn describe_op(State(api): State<Api>, Path(id): Path<String>) -> Reply<OperationView> {
-    Ok(Json(api.describe_operation(&id).await?))
+async fn describe_op(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Reply<OperationView> {
+    Ok(Json(api.describe_operation(&who, &id).await?))
 }
 
 /// All databases.
 #[utoipa::path(get, path = "/v1/databases", tag = "databases", responses((status = 200, body = Vec<DatabaseView>)))]
-async fn list_databases(State(api): State<Api>) -> Reply<Vec<DatabaseView>> {
-    Ok(Json(api.list_databases().await?))
+async fn list_databases(State(api): State<Api>, Extension(who): Extension<Principal>) -> Reply<Vec<DatabaseView>> {
+    Ok(Json(api.list_databases(&who).await?))
 }
 
 /// Create a database; answers at once with the operation that creates it.
 #[utoipa::path(post, path = "/v1/databases", tag = "databases", request_body = CreateDatabaseRequest,
     responses((status = 200, body = DatabaseOperation)))]
-async fn create_database(State(api): State<Api>, req: Body) -> Reply<DatabaseOperation> {
-    Ok(Json(api.create_database(body(req)?).await?))
+async fn create_database(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    req: Body,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.create_database(&who, body(req)?).await?))
 }
 
 /// One database.
 #[utoipa::path(get, path = "/v1/databases/{name}", tag = "databases",
     params(("name" = String, Path, description = "Database name")), responses((status = 200, body = DatabaseView)))]
-async fn describe_database(State(api): State<Api>, Path(name): Path<String>) -> Reply<DatabaseView> {
-    Ok(Json(api.describe_database(&name).await?))
+async fn describe_database(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<DatabaseView> {
+    Ok(Json(api.describe_database(&who, &name).await?))
 }
 
 /// Modify a database: now, or in its maintenance window.
 #[utoipa::path(patch, path = "/v1/databases/{name}", tag = "databases", request_body = ModifyDatabaseRequest,
     params(("name" = String, Path, description = "Database name")), responses((status = 200, body = DatabaseOperation)))]
-async fn modify_database(State(api): State<Api>, Path(name): Path<String>, req: Body) -> Reply<DatabaseOperation> {
-    Ok(Json(api.modify_database(&name, body(req)?).await?))
+async fn modify_database(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    req: Body,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.modify_database(&who, &name, body(req)?).await?))
 }
 
 /// Query of `DELETE /v1/databases/{name}`.
@@ -199,11 +227,12 @@ struct DeleteQuery {
     responses((status = 200, body = DatabaseOperation)))]
 async fn delete_database(
     State(api): State<Api>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     q: QueryOf<DeleteQuery>,
 ) -> Reply<DatabaseOperation> {
     let q = query(q)?;
-    Ok(Json(api.delete_database(&name, q.request_id).await?))
+    Ok(Json(api.delete_database(&who, &name, q.request_id).await?))
 }
 
 /// Query of `GET /v1/events`.
@@ -221,7 +250,11 @@ struct EventsQuery {
 /// Events, oldest first.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
     responses((status = 200, body = Vec<EventView>)))]
-async fn events(State(api): State<Api>, q: QueryOf<EventsQuery>) -> Reply<Vec<EventView>> {
+async fn events(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    q: QueryOf<EventsQuery>,
+) -> Reply<Vec<EventView>> {
     let q = query(q)?;
     let after = q.after.unwrap_or(0);
     // JSON clients (and the document's int64) stop at 2^63-1; no sequence number is larger.
@@ -230,7 +263,7 @@ async fn events(State(api): State<Api>, q: QueryOf<EventsQuery>) -> Reply<Vec<Ev
             "after {after} is out of range: use a sequence number from an earlier page"
         )));
     }
-    Ok(Json(api.events(q.db.as_deref(), after, q.limit).await?))
+    Ok(Json(api.events(&who, q.db.as_deref(), after, q.limit).await?))
 }
 
 /// The control cluster: every member's state.
@@ -254,4 +287,59 @@ async fn remove_node(State(api): State<Api>, Path(id): Path<String>) -> Reply<Cl
         .parse()
         .map_err(|_| ApiError::InvalidArgument(format!("node id {id:?} is not a number")))?;
     Ok(Json(api.remove_node(id).await?))
+}
+
+/// Whether this node answers: the one call that needs no credentials.
+#[utoipa::path(get, path = "/v1/health", tag = "meta", security(()),
+    responses((status = 200, description = "The node answers", body = Object)))]
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The caller's token: its account and role.
+#[utoipa::path(get, path = "/v1/whoami", tag = "accounts", responses((status = 200, body = WhoAmI)))]
+async fn whoami(State(api): State<Api>, Extension(who): Extension<Principal>) -> Json<WhoAmI> {
+    Json(api.whoami(&who))
+}
+
+/// Every account (admins only).
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", responses((status = 200, body = Vec<AccountView>)))]
+async fn list_accounts(State(api): State<Api>) -> Reply<Vec<AccountView>> {
+    Ok(Json(api.list_accounts().await?))
+}
+
+/// Create an account (admins only; a repeat answers the existing one).
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateAccountRequest,
+    responses((status = 200, body = AccountView)))]
+async fn create_account(State(api): State<Api>, req: Body) -> Reply<AccountView> {
+    Ok(Json(api.create_account(body(req)?).await?))
+}
+
+/// Query of `GET /v1/tokens`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct TokensQuery {
+    /// Only this account's tokens.
+    account: Option<String>,
+}
+
+/// Tokens, never their secrets (admins only).
+#[utoipa::path(get, path = "/v1/tokens", tag = "accounts", params(TokensQuery),
+    responses((status = 200, body = Vec<TokenView>)))]
+async fn list_tokens(State(api): State<Api>, q: QueryOf<TokensQuery>) -> Reply<Vec<TokenView>> {
+    Ok(Json(api.list_tokens(query(q)?.account).await?))
+}
+
+/// Make a token for an account (admins only); the answer is the only place its secret appears.
+#[utoipa::path(post, path = "/v1/tokens", tag = "accounts", request_body = CreateTokenRequest,
+    responses((status = 200, body = CreatedToken)))]
+async fn create_token(State(api): State<Api>, req: Body) -> Reply<CreatedToken> {
+    Ok(Json(api.create_token(body(req)?).await?))
+}
+
+/// Revoke a token (admins only).
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "Token id")), responses((status = 200, body = TokenView)))]
+async fn revoke_token(State(api): State<Api>, Path(id): Path<String>) -> Reply<TokenView> {
+    Ok(Json(api.revoke_token(&id).await?))
 }

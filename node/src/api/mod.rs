@@ -1,5 +1,7 @@
 //! The public API: gRPC `keel.v1` and HTTP/JSON on one port, over one service layer.
 
+pub mod accounts;
+pub mod auth;
 pub mod databases;
 pub mod error;
 pub mod grpc;
@@ -23,8 +25,12 @@ use crate::server::NodeCtx;
 /// Serve the public API on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, node: Arc<NodeCtx>, shutdown: CancellationToken) -> std::io::Result<()> {
     let api = service::Api::new(node);
-    // gRPC requests are routed by path, so both protocols share the port.
-    let app = http::router(api.clone()).route_service("/keel.v1.Keel/*rest", KeelServer::new(grpc::GrpcApi::new(api)));
+    tokio::spawn(auth::flush_usage(api.clone(), shutdown.clone()));
+    // gRPC requests are routed by path, so both protocols share the port, and the one
+    // authentication layer wraps both (added last, so it runs before any route).
+    let app = http::router(api.clone())
+        .route_service("/keel.v1.Keel/*rest", KeelServer::new(grpc::GrpcApi::new(api.clone())))
+        .layer(axum::middleware::from_fn_with_state(api, auth::layer));
     // Without TCP_NODELAY small replies wait on delayed ACKs (~40 ms each).
     axum::serve(listener, app)
         .tcp_nodelay(true)

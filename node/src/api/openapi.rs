@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
+use super::accounts::{TOKEN_DAYS_MAX, TOKEN_NAME_MAX};
 use super::databases::{ENGINES, STORAGE_GIB};
 use super::error::{ApiError, Problem};
 use super::service::{NOOP_WORK_MAX_MS, OPS_PAGE_MAX};
@@ -58,6 +59,19 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
     let weekly = json!({ "pattern": WEEKLY_PATTERN });
     vec![
         ("CreateDatabaseRequest", "name", label.clone()),
+        ("CreateDatabaseRequest", "account", label.clone()),
+        ("CreateAccountRequest", "name", label.clone()),
+        ("CreateTokenRequest", "account", label.clone()),
+        (
+            "CreateTokenRequest",
+            "name",
+            json!({ "pattern": format!("^[^\\u0000-\\u001f\\u007f-\\u009f]{{1,{TOKEN_NAME_MAX}}}$") }),
+        ),
+        (
+            "CreateTokenRequest",
+            "expires_in_days",
+            json!({ "minimum": 1, "maximum": TOKEN_DAYS_MAX }),
+        ),
         (
             "CreateDatabaseRequest",
             "engine",
@@ -153,6 +167,11 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Document {
         "description": "What was wrong and what to do (RFC 9457 problem document)",
         "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
     });
+    // Every call but the health check needs a token (the authentication layer, auth.rs).
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": { "type": "http", "scheme": "bearer", "description": "An API token, keel_<id>_<secret> (`keel tokens create`)" }
+    });
+    doc["security"] = json!([{ "bearer": [] }]);
     let parameters = parameters();
     let paths = doc["paths"].as_object_mut().expect("the document has paths");
     for (path, item) in paths.iter_mut() {

@@ -8,6 +8,7 @@ use keel_raft_store::{Command, JobKind, KeelNode, NodeId, Proposal, RequestKey, 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::Principal;
 use super::error::ApiError;
 use super::validate;
 use super::views::{
@@ -64,6 +65,8 @@ pub struct AddNodeRequest {
 #[derive(Clone)]
 pub struct Api {
     pub(crate) node: Arc<NodeCtx>,
+    /// Tokens' last use on this node, recorded in batches.
+    pub(crate) usage: super::auth::Usage,
 }
 
 impl Api {
@@ -101,7 +104,7 @@ pub struct OpsPage {
     pub limit: Option<usize>,
 }
 
-fn unexpected(r: Response) -> ApiError {
+pub(crate) fn unexpected(r: Response) -> ApiError {
     match r {
         Response::Rejected { rejection } => rejection.into(),
         other => ApiError::Internal(format!("unexpected result from the store: {other:?}")),
@@ -111,7 +114,10 @@ fn unexpected(r: Response) -> ApiError {
 impl Api {
     /// The API of `node`.
     pub fn new(node: Arc<NodeCtx>) -> Self {
-        Self { node }
+        Self {
+            node,
+            usage: Default::default(),
+        }
     }
 
     /// This node's own status, answered locally (for readiness checks).
@@ -225,17 +231,18 @@ impl Api {
         }
     }
 
-    /// A page of operations, oldest first.
-    pub async fn list_jobs(&self, page: OpsPage) -> Result<Vec<OperationView>, ApiError> {
+    /// A page of the caller's operations (an admin's: everyone's), oldest first.
+    pub async fn list_jobs(&self, who: &Principal, page: OpsPage) -> Result<Vec<OperationView>, ApiError> {
         let limit = page.limit.unwrap_or(OPS_PAGE);
         if !(1..=OPS_PAGE_MAX).contains(&limit) {
             return Err(ApiError::InvalidArgument(format!(
                 "limit {limit} is out of range: ask for 1 to {OPS_PAGE_MAX} operations a page"
             )));
         }
+        let account = who.scope();
         self.node
             .read(move |s| {
-                s.jobs_page(page.db.as_deref(), page.after.as_deref(), limit)
+                s.jobs_page(account.as_deref(), page.db.as_deref(), page.after.as_deref(), limit)
                     .iter()
                     .map(|j| OperationView::of(j, s.workflow_of(&j.id)))
                     .collect()

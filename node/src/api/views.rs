@@ -263,6 +263,8 @@ impl From<&rs::Instance> for InstanceView {
 pub struct DatabaseView {
     /// Name.
     pub name: String,
+    /// The account that owns it.
+    pub account: String,
     /// Lifecycle status.
     pub status: DatabaseStatus,
     /// Why it is not simply available, when it is not.
@@ -286,6 +288,7 @@ impl DatabaseView {
     pub fn of(db: &rs::Database, state: &rs::AdminState) -> Self {
         Self {
             name: db.name.clone(),
+            account: db.account.clone(),
             status: db.status.into(),
             status_reason: db.status_reason.clone(),
             spec: (&db.spec).into(),

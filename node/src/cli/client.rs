@@ -10,24 +10,36 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `addr` (e.g. `http://127.0.0.1:7080`).
-    pub fn new(addr: &str) -> Self {
+    /// A client for `addr` (e.g. `http://127.0.0.1:7080`) sending `token` with every call.
+    pub fn new(addr: &str, token: Option<&str>) -> Self {
         let base = if addr.contains("://") {
             addr.trim_end_matches('/').to_string()
         } else {
             format!("http://{}", addr.trim_end_matches('/'))
         };
-        Self {
-            base,
-            http: reqwest::Client::new(),
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+            let mut value = value;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap_or_default();
+        Self { base, http }
+    }
+
+    /// The API address this client calls.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Send `req`; a non-2xx answer becomes an error carrying the problem's detail.
     async fn response(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| {
             anyhow!(
-                "cannot reach Keel at {}: {e}; is `keel dev` running, and is KEEL_ADDR (or --keel-addr) right?",
+                "cannot reach Keel at {}: {e}; is `keel dev` running, and is KEEL_ADDR (or --keel-addr, or the profile) right?",
                 self.base
             )
         })?;
@@ -40,7 +52,12 @@ impl Client {
             } else {
                 ""
             };
-            bail!("{detail}{retry} [HTTP {}]", status.as_u16());
+            let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
+                " (set KEEL_TOKEN, or --token; `keel dev` prints one and writes a profile)"
+            } else {
+                ""
+            };
+            bail!("{detail}{retry}{hint} [HTTP {}]", status.as_u16());
         }
         Ok(resp)
     }

@@ -59,6 +59,9 @@ pub enum DbCmd {
         /// Request id: a retry with the same id answers the original operation.
         #[arg(long)]
         request_id: Option<String>,
+        /// Account to create it in (admins only; default: the token's account).
+        #[arg(long)]
+        account: Option<String>,
     },
     /// List databases.
     List,
@@ -158,6 +161,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             tags,
             wait,
             request_id,
+            account,
         } => {
             let req = CreateDatabaseRequest {
                 name,
@@ -173,6 +177,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 maintenance_window,
                 tags: tags.into_iter().collect::<BTreeMap<_, _>>(),
                 request_id,
+                account,
             };
             (client.post("/v1/databases", &req).await?, wait)
         }

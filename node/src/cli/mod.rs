@@ -1,8 +1,10 @@
 //! The `keel` command line: subcommands, each a thin call to the API or a role to run.
 
+mod access;
 pub mod client;
 mod db;
 mod output;
+pub mod profile;
 
 use keel_raft_store::wire_name;
 use std::collections::BTreeMap;
@@ -21,9 +23,16 @@ use crate::server::config::ServerArgs;
 #[derive(Debug, Parser)]
 #[command(name = "keel", version, about)]
 struct Cli {
-    /// API address of any control node (`--addr` belongs to the commands that register addresses).
-    #[arg(long, global = true, env = "KEEL_ADDR", default_value = "http://127.0.0.1:7080")]
-    keel_addr: String,
+    /// API address of any control node (default: the profile's, else http://127.0.0.1:7080;
+    /// `--addr` belongs to the commands that register addresses).
+    #[arg(long, global = true, env = "KEEL_ADDR")]
+    keel_addr: Option<String>,
+    /// API token (default: the profile's).
+    #[arg(long, global = true, env = "KEEL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CLI profile with an address and a token (`keel dev` writes it).
+    #[arg(long, global = true, env = "KEEL_PROFILE")]
+    profile: Option<std::path::PathBuf>,
     /// Output format for list, describe and status commands.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -69,6 +78,14 @@ enum Cmd {
     /// The authoritative DNS zone of database endpoints.
     #[command(subcommand)]
     Dns(DnsCmd),
+    /// Accounts (tenants).
+    #[command(subcommand)]
+    Accounts(access::AccountsCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Tokens(access::TokensCmd),
+    /// Which token, account and role this shell uses.
+    Whoami,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,9 +192,25 @@ pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("label {s:?} is not KEY=VALUE"))
 }
 
-/// A client for the API at `addr`.
-pub fn api_client(addr: &str) -> Client {
-    Client::new(addr)
+/// A client for the API at `addr`, sending `token`.
+pub fn api_client(addr: &str, token: Option<&str>) -> Client {
+    Client::new(addr, token)
+}
+
+/// The address and token to use: flags and environment first, then the profile.
+fn connection(cli: &Cli) -> anyhow::Result<(String, Option<String>)> {
+    let path = cli.profile.clone().or_else(profile::default_path);
+    let saved = match &path {
+        Some(p) => profile::load(p)?,
+        None => None,
+    };
+    let addr = cli
+        .keel_addr
+        .clone()
+        .or_else(|| saved.as_ref().map(|p| p.addr.clone()))
+        .unwrap_or_else(|| "http://127.0.0.1:7080".into());
+    let token = cli.token.clone().or_else(|| saved.map(|p| p.token));
+    Ok((addr, token))
 }
 
 /// Parse the command line and run it.
@@ -209,7 +242,8 @@ fn init_logs() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.keel_addr);
+    let (addr, token) = connection(&cli)?;
+    let client = Client::new(&addr, token.as_deref());
     let out = cli.output;
     match cli.command {
         Cmd::Server(args) => {
@@ -248,6 +282,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Cluster(cmd) => cluster(&client, out, cmd).await,
+        Cmd::Accounts(cmd) => access::accounts(&client, out, cmd).await,
+        Cmd::Tokens(cmd) => access::tokens(&client, out, cmd).await,
+        Cmd::Whoami => access::whoami(&client, out).await,
     }
 }
 
@@ -264,7 +301,7 @@ pub async fn stop_on_signal(token: tokio_util::sync::CancellationToken) {
     token.cancel();
 }
 
-fn print(
+pub(crate) fn print(
     out: Format,
     value: &serde_json::Value,
     render: impl FnOnce() -> anyhow::Result<String>,

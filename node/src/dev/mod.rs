@@ -27,7 +27,7 @@ pub struct DevArgs {
 }
 
 /// Fixed ports: node N serves its API on 7079+N, Raft on 7089+N and DNS on 8599+N.
-fn node_config(dir: &Path, id: u64, nodes: u64) -> ServerConfig {
+fn node_config(dir: &Path, id: u64, nodes: u64, token_file: &Path) -> ServerConfig {
     let peer = |i: u64| PeerSpec {
         id: i,
         raft_addr: format!("127.0.0.1:{}", 7089 + i),
@@ -46,6 +46,7 @@ fn node_config(dir: &Path, id: u64, nodes: u64) -> ServerConfig {
         dns_ttl: 1,
         // So a local BIND, NSD or Knot can be tried as a secondary.
         dns_allow_transfer: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+        bootstrap_token_file: Some(token_file.to_path_buf()),
         ..ServerConfig::default()
     }
 }
@@ -77,10 +78,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the keel binary")?;
+    let token_file = dir.join("bootstrap-token");
+    let token = admin_token(&token_file)?;
 
     let mut children: Vec<(u64, Child)> = Vec::new();
     for id in 1..=args.nodes {
-        let config = node_config(&dir, id, args.nodes);
+        let config = node_config(&dir, id, args.nodes, &token_file);
         let path = dir.join(format!("node-{id}.toml"));
         std::fs::write(&path, toml::to_string(&config)?).with_context(|| format!("cannot write {}", path.display()))?;
         let log = std::fs::OpenOptions::new()
@@ -100,7 +103,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 
     let api = "http://127.0.0.1:7080";
-    if let Err(e) = wait_ready(api, &mut children).await {
+    if let Err(e) = wait_ready(api, &token, &mut children).await {
         stop(&mut children).await;
         return Err(e.context(format!(
             "the dev cluster did not start; see the logs in {}",
@@ -109,7 +112,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let mut hosts = Vec::new();
     for i in 1..=args.hosts {
-        match start_host(&exe, &dir, i, api).await {
+        match start_host(&exe, &dir, i, api, &token).await {
             Ok(child) => hosts.push((100 + i, child)),
             Err(e) => {
                 children.extend(hosts);
@@ -136,10 +139,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for i in 1..=args.hosts {
         println!("  host h{i}: zone {}, databases listen on 127.0.1.{i}", zone(i));
     }
+    let profile = crate::cli::profile::default_path();
+    if let Some(path) = &profile {
+        let p = crate::cli::profile::Profile {
+            addr: api.to_string(),
+            token: token.clone(),
+        };
+        crate::cli::profile::save(path, &p)?;
+    }
     println!();
-    println!("Point the CLI at it:");
+    match &profile {
+        Some(path) => println!(
+            "The CLI uses it through {} (address and admin token); or, in another shell:",
+            path.display()
+        ),
+        None => println!("Point the CLI at it:"),
+    }
     println!();
-    println!("    export KEEL_ADDR={api}");
+    println!("    export KEEL_ADDR={api} KEEL_TOKEN={token}");
     println!();
     println!("Then try:");
     println!();
@@ -174,12 +191,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The admin token of this dev directory: made once, kept (owner-only) beside the data.
+fn admin_token(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok(text.trim().to_string());
+    }
+    let token = crate::api::auth::new_token().token;
+    std::fs::write(path, format!("{token}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(token)
+}
+
 fn zone(i: u64) -> char {
     (b'a' + ((i - 1) % 26) as u8) as char
 }
 
 /// Start host manager `i` on 127.0.1.i:7300 and register it (registration is idempotent).
-async fn start_host(exe: &Path, dir: &Path, i: u64, api: &str) -> anyhow::Result<Child> {
+async fn start_host(exe: &Path, dir: &Path, i: u64, api: &str, token: &str) -> anyhow::Result<Child> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     let addr = format!("127.0.1.{i}:7300");
@@ -204,7 +234,7 @@ async fn start_host(exe: &Path, dir: &Path, i: u64, api: &str) -> anyhow::Result
         .stderr(log)
         .kill_on_drop(true)
         .spawn()?;
-    let client = crate::cli::api_client(api);
+    let client = crate::cli::api_client(api, Some(token));
     let body = serde_json::json!({"name": format!("h{i}"), "addr": addr, "zone": zone(i).to_string()});
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -223,24 +253,32 @@ async fn start_host(exe: &Path, dir: &Path, i: u64, api: &str) -> anyhow::Result
     }
 }
 
-async fn wait_ready(api: &str, children: &mut [(u64, Child)]) -> anyhow::Result<()> {
-    let client = crate::cli::api_client(api);
+async fn wait_ready(api: &str, token: &str, children: &mut [(u64, Child)]) -> anyhow::Result<()> {
+    let client = crate::cli::api_client(api, Some(token));
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_error = String::new();
     loop {
         for (id, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 bail!("control node {id} exited during start-up ({status})");
             }
         }
-        if let Ok(v) = client.get("/v1/cluster/status").await {
-            let ready =
-                v.get("leader").is_some_and(|l| !l.is_null()) && v.get("leader_services").is_some_and(|l| !l.is_null());
-            if ready {
-                return Ok(());
+        // Answered once there is a leader and it has initialised the cluster with the token.
+        match client.get("/v1/cluster/status").await {
+            Ok(v) => {
+                let ready = v.get("leader").is_some_and(|l| !l.is_null())
+                    && v.get("leader_services").is_some_and(|l| !l.is_null());
+                if ready {
+                    return Ok(());
+                }
             }
+            Err(e) => last_error = e.to_string(),
         }
         if Instant::now() > deadline {
-            bail!("no leader was elected within 60 s");
+            if last_error.contains("HTTP 401") {
+                bail!("the cluster does not accept this directory's admin token; data from a build before tokens cannot be used: run `keel dev --fresh`");
+            }
+            bail!("no leader was elected within 60 s (last answer: {last_error})");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -244,15 +244,44 @@ async fn services(s: Start) {
     };
     tracing::info!(term = t.term, fence = t.fence, "The leader services are in force.");
     if t.read(|a| a.cluster.is_none()) {
-        let name = t.config.cluster_name.clone();
-        if let Err(e) = t.commit(Command::InitCluster { name }).await {
-            tracing::warn!(error = %e, "Could not record the cluster configuration.");
-        }
+        init_cluster(&t).await;
     }
     // Either ending (a commit failed) ends the term's services; `run` restarts them.
     tokio::select! {
         _ = sweeper::run(t.clone()) => {}
         _ = monitor::run(t.clone()) => {}
         _ = scheduler::run(t) => {}
+    }
+}
+
+/// Record the cluster's configuration with its first admin token. A leader without the
+/// bootstrap token leaves the cluster uninitialised (no one could administer it); an
+/// initial member that has the token initialises it when it leads.
+async fn init_cluster(t: &Term) {
+    let token = match t.config.bootstrap_token() {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            tracing::error!("The cluster is not initialised and this node has no --bootstrap-token-file; it will be initialised by an initial member that has one.");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot read the bootstrap token; the cluster stays uninitialised.");
+            return;
+        }
+    };
+    let admin_token = keel_raft_store::Token {
+        id: token.id,
+        name: "bootstrap".into(),
+        account: keel_raft_store::ADMIN_ACCOUNT.into(),
+        role: keel_raft_store::Role::Admin,
+        secret_sha256: token.secret_sha256,
+        ..Default::default()
+    };
+    let command = Command::InitCluster {
+        name: t.config.cluster_name.clone(),
+        admin_token: Some(admin_token),
+    };
+    if let Err(e) = t.commit(command).await {
+        tracing::warn!(error = %e, "Could not record the cluster configuration.");
     }
 }

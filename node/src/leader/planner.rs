@@ -163,15 +163,24 @@ mod tests {
             master_user: "app".into(),
             ..DatabaseSpec::default()
         };
+        let account = Command::CreateAccount { name: "acme".into() };
+        s.apply(
+            1,
+            &Proposal {
+                at_ms: 1,
+                command: account,
+            },
+        );
         let command = Command::CreateDatabase {
             job_id: "j1".into(),
             request: None,
             name: "orders".into(),
+            account: "acme".into(),
             spec,
             master_verifier: "v".into(),
             instance_id: "i1".into(),
         };
-        let Response::Database { job, .. } = s.apply(1, &Proposal { at_ms: 1, command }) else {
+        let Response::Database { job, .. } = s.apply(2, &Proposal { at_ms: 1, command }) else {
             panic!()
         };
         (s, *job)
@@ -207,6 +216,7 @@ mod tests {
         let job = |m: Modification| Job {
             id: "j2".into(),
             request_id: None,
+            account: "acme".into(),
             kind: JobKind::ModifyDatabase {
                 database: "orders".into(),
                 modification: m,

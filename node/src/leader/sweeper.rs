@@ -52,7 +52,7 @@ pub async fn run(t: Term) {
                     running.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.clone());
                     let (t, running) = (t.clone(), running.clone());
                     tokio::spawn(async move {
-                        execute(&t, job).await;
+                        execute(&t, *job).await;
                         running.lock().unwrap_or_else(|p| p.into_inner()).remove(&job_id);
                         drop(permit);
                     });
@@ -134,6 +134,7 @@ mod tests {
         Job {
             id: "j".into(),
             request_id: None,
+            account: String::new(),
             kind: JobKind::Noop { work_ms: 0 },
             state,
             submitted_at_ms: 0,

@@ -60,10 +60,12 @@ async fn run_clean(control: &Arc<MemControl>, hosts: &MemHosts, job_id: &str) {
 }
 
 fn create(control: &MemControl) -> String {
+    control.apply(Command::CreateAccount { name: "acme".into() });
     let r = control.apply(Command::CreateDatabase {
         job_id: "create".into(),
         request: None,
         name: "db".into(),
+        account: "acme".into(),
         spec: DatabaseSpec {
             class: "small".into(),
             storage_gib: 10,

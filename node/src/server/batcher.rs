@@ -104,7 +104,10 @@ mod tests {
     fn proposal(i: u64) -> Proposal {
         Proposal {
             at_ms: i,
-            command: Command::InitCluster { name: format!("c{i}") },
+            command: Command::InitCluster {
+                name: format!("c{i}"),
+                admin_token: None,
+            },
         }
     }
 

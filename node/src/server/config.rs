@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub dns_notify: Vec<String>,
     /// Addresses allowed to transfer the zone (AXFR over TCP).
     pub dns_allow_transfer: Vec<std::net::IpAddr>,
+    /// File holding the first admin token (`keel tokens generate`), read by whichever
+    /// initial member first leads, to initialise the cluster with it.
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             dns_ttl: 5,
             dns_notify: Vec::new(),
             dns_allow_transfer: Vec::new(),
+            bootstrap_token_file: None,
         }
     }
 }
@@ -184,6 +188,10 @@ pub struct ServerArgs {
     /// An address allowed to transfer the zone (AXFR); repeat for each.
     #[arg(long = "dns-allow-transfer", value_name = "IP")]
     pub dns_allow_transfer: Vec<std::net::IpAddr>,
+    /// File holding the first admin token (make one with `keel tokens generate`); every
+    /// initial member of a new cluster needs it.
+    #[arg(long, env = "KEEL_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -215,6 +223,9 @@ impl ServerArgs {
             dns_zone,
             dns_ttl
         );
+        if let Some(f) = &self.bootstrap_token_file {
+            c.bootstrap_token_file = Some(f.clone());
+        }
         if !self.dns_notify.is_empty() {
             c.dns_notify = self.dns_notify.clone();
         }
@@ -270,6 +281,13 @@ impl ServerConfig {
                 self.id
             );
         }
+        if !self.initial_members.is_empty() {
+            let Some(file) = &self.bootstrap_token_file else {
+                bail!("a new cluster's members need --bootstrap-token-file: the first admin token, made with `keel tokens generate > FILE` (the same file on every initial member)");
+            };
+            self.bootstrap_token()
+                .with_context(|| format!("--bootstrap-token-file {}", file.display()))?;
+        }
         if let Some(p) = self.initial_members.iter().find(|p| p.id == self.id) {
             if p.raft_addr != self.raft_addr || p.api_addr != self.api_addr {
                 bail!(
@@ -283,6 +301,22 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The bootstrap token, if a file is configured: hashed here, so only its hash
+    /// reaches the replicated state.
+    pub fn bootstrap_token(&self) -> anyhow::Result<Option<crate::api::auth::NewToken>> {
+        let Some(path) = &self.bootstrap_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        match crate::api::auth::from_string(&text) {
+            Some(token) => Ok(Some(token)),
+            None => bail!(
+                "{} does not hold a Keel token (keel_<id>_<secret>); make one with `keel tokens generate`",
+                path.display()
+            ),
+        }
     }
 
     /// openraft's configuration for these settings.

@@ -1,7 +1,6 @@
 //! The API's published surfaces: the OpenAPI document matches the routes
 //! served, and the gRPC database operations work end to end.
 
-use keel_proto::keel::keel_client::KeelClient;
 use keel_proto::keel::{
     CreateDatabaseRequest, DeleteDatabaseRequest, DescribeDatabaseRequest, ListDatabasesRequest, ListEventsRequest,
 };
@@ -35,7 +34,7 @@ async fn every_documented_route_answers_and_nothing_else_does() {
     ] {
         assert!(paths.contains_key(required), "{required} is documented");
     }
-    let http = reqwest::Client::new();
+    let http = c.http();
     let mut answered = 0;
     for (path, item) in paths {
         // Unknown names and ids: the route must exist even though the thing does not.
@@ -96,7 +95,7 @@ async fn every_documented_route_answers_and_nothing_else_does() {
 async fn databases_over_grpc() {
     let mut c = cluster(&[]).await;
     c.start_hosts(1).await.unwrap();
-    let mut client = KeelClient::connect(c.url(3)).await.unwrap();
+    let mut client = c.grpc(3).await.unwrap();
     let created = client
         .create_database(CreateDatabaseRequest {
             name: "viagrpc".into(),

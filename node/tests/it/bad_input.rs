@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use keel_proto::keel::keel_client::KeelClient;
 use keel_proto::keel::AddHostRequest;
 use serde_json::json;
 
@@ -75,7 +74,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(code, 400, "{problem}");
 
     // gRPC says INVALID_ARGUMENT with the same sentence.
-    let mut grpc = KeelClient::connect(c.url(2)).await.unwrap();
+    let mut grpc = c.grpc(2).await.unwrap();
     let err = grpc
         .add_host(AddHostRequest {
             name: "UPPER".into(),
@@ -116,6 +115,7 @@ async fn the_cli_round_trips_through_any_node() {
         let out = std::process::Command::new(bin())
             .args(args)
             .env("KEEL_ADDR", c.url(id))
+            .env("KEEL_TOKEN", c.token())
             .output()
             .unwrap();
         (

@@ -204,7 +204,8 @@ async fn a_leader_restarted_alone_reads_every_acknowledged_write() {
     .await
     .unwrap();
     let url = format!("{}/v1/hosts", c.url(leader));
-    let read = tokio::spawn(async move { reqwest::get(url).await?.json::<serde_json::Value>().await });
+    let http = c.http().clone();
+    let read = tokio::spawn(async move { http.get(url).send().await?.json::<serde_json::Value>().await });
     let follower = *c.ids().iter().find(|&&id| id != leader).unwrap();
     c.launch(follower).unwrap();
     let hosts = read.await.unwrap().unwrap();

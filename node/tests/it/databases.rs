@@ -272,7 +272,8 @@ fn weekly_window(from_ms: u64, minutes: u64) -> String {
 }
 
 async fn patch(c: &Cluster, node: u64, name: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = c
+        .http()
         .patch(format!("{}/v1/databases/{name}", c.url(node)))
         .json(&body)
         .send()

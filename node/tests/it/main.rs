@@ -1,5 +1,6 @@
 //! Integration tests: real `keel server` processes on loopback.
 
+mod access;
 mod api_surface;
 mod bad_input;
 mod cluster_faults;

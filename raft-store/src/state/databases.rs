@@ -7,6 +7,17 @@ use super::{conflict, not_found, AdminState};
 use crate::command::Response;
 use crate::records::*;
 
+/// What `CreateDatabase` asks for.
+pub(crate) struct NewDatabase<'a> {
+    pub job_id: &'a str,
+    pub request: Option<&'a RequestKey>,
+    pub name: &'a str,
+    pub account: &'a str,
+    pub spec: &'a DatabaseSpec,
+    pub master_verifier: &'a str,
+    pub instance_id: &'a str,
+}
+
 /// How a database's workflow ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -57,22 +68,23 @@ impl AdminState {
         )))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn create_database(
-        &mut self,
-        index: u64,
-        at: Millis,
-        job_id: &str,
-        request: Option<&RequestKey>,
-        name: &str,
-        spec: &DatabaseSpec,
-        master_verifier: &str,
-        instance_id: &str,
-    ) -> Response {
+    pub(super) fn create_database(&mut self, index: u64, at: Millis, new: NewDatabase) -> Response {
+        let NewDatabase {
+            job_id,
+            request,
+            name,
+            account,
+            spec,
+            master_verifier,
+            instance_id,
+        } = new;
         match self.repeat_of(request, at) {
             Err(refused) => return refused,
             Ok(Some(job)) => return self.database_response(&job.clone(), false),
             Ok(None) => {}
+        }
+        if !self.accounts.contains_key(account) {
+            return not_found("account", account);
         }
         if let Some(existing) = self.databases.get(name) {
             return conflict(format!(
@@ -85,7 +97,7 @@ impl AdminState {
             Err(rejection) => return Response::Rejected { rejection },
         };
         let kind = JobKind::CreateDatabase { database: name.into() };
-        let job = match self.enqueue(index, at, job_id, request, kind) {
+        let job = match self.enqueue(index, at, job_id, request, kind, account) {
             Ok(job) => job,
             Err(refused) => return refused,
         };
@@ -105,6 +117,7 @@ impl AdminState {
             name.to_string(),
             Database {
                 name: name.to_string(),
+                account: account.to_string(),
                 spec: spec.clone(),
                 status: DatabaseStatus::Creating,
                 instances: vec![instance_id.to_string()],
@@ -247,7 +260,8 @@ impl AdminState {
         if let Err(why) = allowed(db) {
             return conflict(why);
         }
-        let job = match self.enqueue(index, at, job_id, request, kind) {
+        let owner = db.account.clone();
+        let job = match self.enqueue(index, at, job_id, request, kind, &owner) {
             Ok(job) => job,
             Err(refused) => return refused,
         };
@@ -276,7 +290,7 @@ impl AdminState {
         match (kind, outcome) {
             (JobKind::DeleteDatabase { .. }, Outcome::Succeeded) => {
                 self.release_instances(&name);
-                self.databases.remove(&name);
+                // Recorded while the database exists, so the event keeps its account.
                 self.event(
                     index,
                     at,
@@ -284,6 +298,7 @@ impl AdminState {
                     &name,
                     format!("Database {name} was deleted."),
                 );
+                self.databases.remove(&name);
                 return;
             }
             // A failed create whose undo removed its volume gives back its port and slot; if

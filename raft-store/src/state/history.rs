@@ -120,10 +120,17 @@ impl AdminState {
     }
 
     /// Jobs after id `after` (ids are time-ordered), oldest first, at most `limit`;
-    /// only `database`'s when given.
-    pub fn jobs_page(&self, database: Option<&str>, after: Option<&str>, limit: usize) -> Vec<Job> {
+    /// only `account`'s and only `database`'s when given.
+    pub fn jobs_page(
+        &self,
+        account: Option<&str>,
+        database: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<Job> {
         use std::ops::Bound::{Excluded, Unbounded};
         let from = after.map_or(Unbounded, |a| Excluded(a.to_string()));
+        let theirs = |j: &&Job| account.is_none_or(|a| j.account == a);
         match database {
             Some(db) => self
                 .jobs_by_database
@@ -131,6 +138,7 @@ impl AdminState {
                 .map(|ids| {
                     ids.range::<String, _>((from, Unbounded))
                         .filter_map(|id| self.jobs.get(id))
+                        .filter(theirs)
                         .take(limit)
                         .cloned()
                         .collect()
@@ -140,19 +148,21 @@ impl AdminState {
                 .jobs
                 .range::<String, _>((from, Unbounded))
                 .map(|(_, j)| j)
+                .filter(theirs)
                 .take(limit)
                 .cloned()
                 .collect(),
         }
     }
 
-    /// Events after sequence number `after`, oldest first, at most `limit`; only those
-    /// about `subject` when given.
-    pub fn events_page(&self, subject: Option<&str>, after: u64, limit: usize) -> Vec<Event> {
+    /// Events after sequence number `after`, oldest first, at most `limit`; only
+    /// `account`'s and only those about `subject` when given.
+    pub fn events_page(&self, account: Option<&str>, subject: Option<&str>, after: u64, limit: usize) -> Vec<Event> {
         // Sequence numbers only grow along the list: skip to the first one after `after`.
         let start = self.events.partition_point(|e| e.seq <= after);
         self.events
             .range(start..)
+            .filter(|e| account.is_none_or(|a| e.account == a))
             .filter(|e| subject.is_none_or(|s| e.subject == s))
             .take(limit)
             .cloned()
@@ -271,17 +281,17 @@ mod tests {
     #[test]
     fn pages_follow_the_cursor() {
         let s = history(30);
-        let first = s.jobs_page(None, None, 10);
+        let first = s.jobs_page(None, None, None, 10);
         assert_eq!(first.len(), 10);
-        let next = s.jobs_page(None, Some(&first[9].id), 100);
+        let next = s.jobs_page(None, None, Some(&first[9].id), 100);
         assert_eq!(next.len(), 21);
         assert_eq!(next[0].id, "j0011");
-        assert!(s.jobs_page(Some("nothing"), None, 10).is_empty());
-        let events = s.events_page(None, 0, 5);
+        assert!(s.jobs_page(None, Some("nothing"), None, 10).is_empty());
+        let events = s.events_page(None, None, 0, 5);
         assert_eq!(events.len(), 5);
-        let after = s.events_page(None, events[4].seq, 1_000);
+        let after = s.events_page(None, None, events[4].seq, 1_000);
         assert!(after.iter().all(|e| e.seq > events[4].seq));
-        let about = s.events_page(Some("j0003"), 0, 1_000);
+        let about = s.events_page(None, Some("j0003"), 0, 1_000);
         assert!(!about.is_empty() && about.iter().all(|e| e.subject == "j0003"));
     }
 }

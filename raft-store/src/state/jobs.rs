@@ -24,14 +24,17 @@ impl AdminState {
             Err(refused) => return refused,
             Ok(Some(job)) => {
                 return Response::Job {
-                    job: job.clone(),
+                    job: Box::new(job.clone()),
                     created: false,
                 }
             }
             Ok(None) => {}
         }
-        match self.enqueue(index, at, job_id, request, kind.clone()) {
-            Ok(job) => Response::Job { job, created: true },
+        match self.enqueue(index, at, job_id, request, kind.clone(), "") {
+            Ok(job) => Response::Job {
+                job: Box::new(job),
+                created: true,
+            },
             Err(refused) => refused,
         }
     }
@@ -60,6 +63,7 @@ impl AdminState {
         job_id: &str,
         request: Option<&RequestKey>,
         kind: JobKind,
+        account: &str,
     ) -> Result<Job, Response> {
         if self.jobs.contains_key(job_id) {
             return Err(conflict(format!(
@@ -69,6 +73,7 @@ impl AdminState {
         let job = Job {
             id: job_id.to_string(),
             request_id: request.map(|r| r.id.clone()),
+            account: account.to_string(),
             kind,
             state: JobState::Pending,
             submitted_at_ms: at,
@@ -127,7 +132,7 @@ impl AdminState {
         }
         if job.current_claim().is_some_and(|c| c.fence == fence) && job.state == JobState::Running {
             return Response::Job {
-                job: job.clone(),
+                job: Box::new(job.clone()),
                 created: false,
             };
         }
@@ -153,7 +158,10 @@ impl AdminState {
             None => format!("Job {job_id} was claimed by node {node_id} (term {term}, fence {fence})."),
         };
         self.event(index, at, "job-claimed", job_id, message);
-        Response::Job { job, created: false }
+        Response::Job {
+            job: Box::new(job),
+            created: false,
+        }
     }
 
     pub(super) fn complete_job(
@@ -170,7 +178,7 @@ impl AdminState {
         if job.state.is_terminal() && job.completed_fence == Some(fence) {
             // A retried completion from the same claim is a repeat, not a second run.
             return Response::Job {
-                job: job.clone(),
+                job: Box::new(job.clone()),
                 created: false,
             };
         }
@@ -191,7 +199,10 @@ impl AdminState {
             return refusal;
         }
         let job = self.finish_job(index, at, job_id, fence, error.map(str::to_string));
-        Response::Job { job, created: false }
+        Response::Job {
+            job: Box::new(job),
+            created: false,
+        }
     }
 
     /// Mark open job `job_id` (checked by the caller) finished by the claim of `fence`, failed

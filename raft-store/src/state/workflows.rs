@@ -343,6 +343,7 @@ mod tests {
         }
 
         fn create(&mut self, name: &str, job: &str) -> Response {
+            self.apply(Command::CreateAccount { name: "acme".into() });
             self.apply(Command::CreateDatabase {
                 job_id: job.into(),
                 request: Some(RequestKey {
@@ -351,6 +352,7 @@ mod tests {
                     retention_ms: 1_000_000,
                 }),
                 name: name.into(),
+                account: "acme".into(),
                 spec: DatabaseSpec {
                     class: "small".into(),
                     storage_gib: 10,

@@ -1,0 +1,256 @@
+//! Who may call what: every call needs a token, members reach only their own
+//! account's databases, operations and events (another account's are "not found"),
+//! admin calls refuse members, and a revoked token stops working.
+
+use std::time::Duration;
+
+use keel_jepsen::cluster::{grpc_client, Cluster};
+use keel_proto::keel::{AddHostRequest, DescribeDatabaseRequest, ListDatabasesRequest, ListEventsRequest};
+use serde_json::{json, Value};
+
+use super::{cluster, create_body, wait_op};
+
+/// Calls with `token` (none: no Authorization header).
+struct Caller<'a> {
+    c: &'a Cluster,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl<'a> Caller<'a> {
+    fn new(c: &'a Cluster, token: Option<&str>) -> Self {
+        Self {
+            c,
+            token: token.map(str::to_string),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.c.url(1));
+        let mut req = match method {
+            "get" => self.http.get(&url),
+            "post" => self.http.post(&url),
+            "put" => self.http.put(&url),
+            "patch" => self.http.patch(&url),
+            _ => self.http.delete(&url),
+        };
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Make account `name` and a member token for it, as the admin.
+async fn member_of(c: &Cluster, name: &str) -> String {
+    let (code, v) = c.post(1, "/v1/accounts", &json!({"name": name})).await.unwrap();
+    assert_eq!(code, 200, "{v}");
+    let body = json!({"name": format!("{name} ci"), "account": name, "role": "member"});
+    let (code, v) = c.post(1, "/v1/tokens", &body).await.unwrap();
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["details"]["account"], name, "{v}");
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// Every documented operation but the health check refuses a call without a valid token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_but_the_health_check_needs_a_valid_token() {
+    let c = cluster(&[]).await;
+    let (_, doc) = c.get(1, "/v1/openapi.json").await.unwrap();
+    let nobody = Caller::new(&c, None);
+    let forged = Caller::new(&c, Some(&format!("keel_{}_{}", "0".repeat(16), "0".repeat(64))));
+    let garbage = Caller::new(&c, Some("not-a-token"));
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path.replace("{name}", "x").replace("{id}", "1");
+        for method in item.as_object().unwrap().keys() {
+            for caller in [&nobody, &forged, &garbage] {
+                let (code, v) = caller.call(method, &concrete, Some(json!({}))).await;
+                if path == "/v1/health" {
+                    assert_eq!(code, 200, "{method} {path}: {v}");
+                } else {
+                    assert_eq!(code, 401, "{method} {path} without a valid token: {v}");
+                    assert_eq!(v["type"], "urn:keel:problem:unauthenticated", "{v}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 3 * 20, "{checked} calls checked");
+    // gRPC: UNAUTHENTICATED, before the method runs.
+    let mut anonymous = grpc_client(&c.url(2), "not-a-token").await.unwrap();
+    let err = anonymous.list_databases(ListDatabasesRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
+    let mut c = cluster(&[]).await;
+    c.start_hosts(1).await.unwrap();
+    let (alice, bob) = (member_of(&c, "alice").await, member_of(&c, "bob").await);
+    let a = Caller::new(&c, Some(&alice));
+    let b = Caller::new(&c, Some(&bob));
+
+    let (code, who) = a.call("get", "/v1/whoami", None).await;
+    assert_eq!(code, 200, "{who}");
+    assert_eq!(
+        (who["account"].as_str(), who["role"].as_str()),
+        (Some("alice"), Some("member"))
+    );
+
+    // Alice creates a database; it is hers.
+    let (code, made) = a.call("post", "/v1/databases", Some(create_body("ledger"))).await;
+    assert_eq!(code, 200, "{made}");
+    let op_id = made["operation_id"].as_str().unwrap().to_string();
+    let op = wait_op(&c, &op_id).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, mine) = a.call("get", "/v1/databases/ledger", None).await;
+    assert_eq!(mine["account"], "alice", "{mine}");
+    // A member cannot create in another account.
+    let mut elsewhere = create_body("sneaky");
+    elsewhere["account"] = json!("bob");
+    let (code, v) = a.call("post", "/v1/databases", Some(elsewhere)).await;
+    assert_eq!(code, 403, "{v}");
+
+    // Bob sees none of it, and Alice's names are "not found" to him, never "forbidden".
+    let (_, listed) = b.call("get", "/v1/databases", None).await;
+    assert_eq!(listed, json!([]), "bob lists no database");
+    for (method, path, body) in [
+        ("get", "/v1/databases/ledger".to_string(), None),
+        (
+            "patch",
+            "/v1/databases/ledger".into(),
+            Some(json!({"class": "medium", "apply_immediately": true})),
+        ),
+        ("delete", "/v1/databases/ledger".into(), None),
+        ("get", format!("/v1/ops/{op_id}"), None),
+    ] {
+        let (code, v) = b.call(method, &path, body).await;
+        assert_eq!(code, 404, "bob {method} {path}: {v}");
+    }
+    let (_, ops) = b.call("get", "/v1/ops?limit=1000", None).await;
+    assert_eq!(ops, json!([]), "bob sees no operation");
+    let (_, ops) = a.call("get", "/v1/ops?limit=1000", None).await;
+    let ids: Vec<&str> = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [op_id.as_str()], "alice sees exactly her operation");
+    let (_, events) = b.call("get", "/v1/events?limit=10000", None).await;
+    assert_eq!(events, json!([]), "bob sees no event");
+    let (_, events) = a.call("get", "/v1/events?db=ledger&limit=10000", None).await;
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "database-available"),
+        "{events}"
+    );
+    let (_, all) = a.call("get", "/v1/events?limit=10000", None).await;
+    for e in all.as_array().unwrap() {
+        assert!(
+            e["subject"] == "ledger" || e["subject"] == op_id.as_str(),
+            "alice sees only her database's and operation's events: {e}"
+        );
+    }
+
+    // Admin calls refuse members with 403.
+    for (method, path) in [
+        ("get", "/v1/hosts"),
+        ("post", "/v1/hosts"),
+        ("delete", "/v1/hosts/h1"),
+        ("post", "/v1/ops/noop"),
+        ("get", "/v1/cluster/status"),
+        ("post", "/v1/cluster/nodes"),
+        ("get", "/v1/dns/zone"),
+        ("get", "/v1/node"),
+        ("get", "/v1/accounts"),
+        ("post", "/v1/accounts"),
+        ("get", "/v1/tokens"),
+        ("post", "/v1/tokens"),
+    ] {
+        let (code, v) = b.call(method, path, Some(json!({}))).await;
+        assert_eq!(code, 403, "bob {method} {path}: {v}");
+        assert_eq!(v["type"], "urn:keel:problem:permission-denied", "{v}");
+    }
+
+    // The same over gRPC.
+    let mut bob_grpc = grpc_client(&c.url(3), &bob).await.unwrap();
+    let listed = bob_grpc
+        .list_databases(ListDatabasesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.databases.is_empty());
+    let err = bob_grpc
+        .describe_database(DescribeDatabaseRequest { name: "ledger".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let events = bob_grpc
+        .list_events(ListEventsRequest {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(events.events.is_empty());
+    let err = bob_grpc
+        .add_host(AddHostRequest {
+            name: "h9".into(),
+            addr: "10.0.0.9:7300".into(),
+            zone: "a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let mut alice_grpc = grpc_client(&c.url(3), &alice).await.unwrap();
+    let d = alice_grpc
+        .describe_database(DescribeDatabaseRequest { name: "ledger".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.account, "alice");
+
+    // The admin sees every account's.
+    let (_, everyone) = c.get(2, "/v1/databases").await.unwrap();
+    assert_eq!(everyone.as_array().unwrap().len(), 1, "{everyone}");
+
+    // A revoked token stops working on every node.
+    let (_, tokens) = c.get(1, "/v1/tokens?account=alice").await.unwrap();
+    let id = tokens[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(tokens[0]["name"], "alice ci", "{tokens}");
+    assert!(
+        tokens[0].get("secret_sha256").is_none(),
+        "listings never carry the hash: {tokens}"
+    );
+    let (code, v) = c.delete(1, &format!("/v1/tokens/{id}")).await.unwrap();
+    assert_eq!(code, 200, "{v}");
+    for node in c.ids() {
+        c.wait_for(
+            Duration::from_secs(10),
+            "the revocation to reach every node",
+            || async {
+                let resp = reqwest::Client::new()
+                    .get(format!("{}/v1/whoami", c.url(node)))
+                    .bearer_auth(&alice)
+                    .send()
+                    .await?;
+                Ok((resp.status().as_u16() == 401).then_some(()))
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
