@@ -354,6 +354,11 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Node `id`'s internal Raft address.
+    pub fn raft_addr(&self, id: u64) -> String {
+        self.nodes[&id].raft_addr.clone()
+    }
+
     /// The cluster's admin token.
     pub fn token(&self) -> &str {
         &self.token

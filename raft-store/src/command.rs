@@ -279,7 +279,47 @@ pub enum Command {
     },
 }
 
+/// Who may propose a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The API, on any node (a follower forwards it to the leader).
+    Api,
+    /// Only the leader's own services, on the leader itself: never forwarded.
+    LeaderServices,
+}
+
 impl Command {
+    /// Who may propose this command. The leader refuses a forwarded batch holding
+    /// anything but API commands, so the Raft port cannot be used to drive the job
+    /// queue, the workflows or the monitor's observations.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Command::AddHost { .. }
+            | Command::RemoveHost { .. }
+            | Command::DrainHost { .. }
+            | Command::SubmitJob { .. }
+            | Command::CreateDatabase { .. }
+            | Command::ModifyDatabase { .. }
+            | Command::DeferModification { .. }
+            | Command::DeleteDatabase { .. }
+            | Command::CreateAccount { .. }
+            | Command::CreateToken { .. }
+            | Command::RevokeToken { .. }
+            | Command::TouchTokens { .. } => Origin::Api,
+            Command::InitCluster { .. }
+            | Command::StartLeaderServices { .. }
+            | Command::ClaimJob { .. }
+            | Command::CompleteJob { .. }
+            | Command::StartWorkflow { .. }
+            | Command::UpdateTask { .. }
+            | Command::FinishWorkflow { .. }
+            | Command::PruneHistory { .. }
+            | Command::ObserveHost { .. }
+            | Command::ObserveStorage { .. }
+            | Command::ObserveInstance { .. } => Origin::LeaderServices,
+        }
+    }
+
     /// Short name for logs.
     pub fn name(&self) -> &'static str {
         match self {

@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt};
 
 use keel_proto::raft::raft_server::Raft as RaftRpc;
 use keel_proto::raft::{Payload, ReadIndexRequest, StatusRequest};
+use keel_raft_store::command::Origin;
 use keel_raft_store::{codec, Proposal, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::{de::DeserializeOwned, Serialize};
@@ -119,7 +120,17 @@ impl RaftRpc for RaftService {
             let node = node.clone();
             async move {
                 let answer = match codec::decode::<Vec<Proposal>>(&data) {
-                    Ok(proposals) => on_leader::write(&node.raft, proposals).await,
+                    Ok(proposals) => match proposals.iter().find(|p| p.command.origin() != Origin::Api) {
+                        // Followers forward only API writes; the leader's services never forward.
+                        Some(p) => Err(RemoteFailure::Failed {
+                            message: format!(
+                                "{} is proposed only by the leader's own services and is never forwarded; the batch was refused",
+                                p.command.name()
+                            ),
+                            retryable: false,
+                        }),
+                        None => on_leader::write(&node.raft, proposals).await,
+                    },
                     Err(e) => Err(RemoteFailure::Failed {
                         message: format!("unreadable forwarded write: {e}"),
                         retryable: false,

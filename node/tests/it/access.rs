@@ -254,3 +254,42 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         .unwrap();
     }
 }
+
+/// The Raft port's `Forward` carries only API writes: a forged leader command (here the
+/// one that would depose every leader for ever) is refused, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_port_refuses_leader_commands_forwarded_to_it() {
+    use keel_proto::raft::raft_client::RaftClient;
+    use keel_proto::raft::Payload;
+    use keel_raft_store::{codec, Command, Proposal};
+
+    let c = cluster(&[]).await;
+    let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let mut raft = RaftClient::connect(format!("http://{}", c.raft_addr(leader)))
+        .await
+        .unwrap();
+    let forged = vec![Proposal {
+        at_ms: 1,
+        command: Command::StartLeaderServices {
+            node_id: 9,
+            term: u64::MAX,
+        },
+    }];
+    let payload = Payload {
+        data: codec::encode(&forged),
+    };
+    let mut req = tonic::Request::new(tokio_stream::iter(vec![payload]));
+    req.metadata_mut().insert("x-keel-cluster", c.name.parse().unwrap());
+    let mut answers = raft.forward(req).await.unwrap().into_inner();
+    let first = answers.message().await.unwrap().expect("an answer");
+    let answer: Value = codec::decode(&first.data).unwrap();
+    assert!(answer.to_string().contains("never forwarded"), "{answer}");
+    let (_, status) = c.get(leader, "/v1/cluster/status").await.unwrap();
+    assert_ne!(status["leader_services"]["term"], json!(u64::MAX), "{status}");
+    assert_ne!(status["leader_services"]["node_id"], json!(9), "{status}");
+    // The services in force still run jobs.
+    let (code, op) = c.post(leader, "/v1/ops/noop", &json!({})).await.unwrap();
+    assert_eq!(code, 200, "{op}");
+    let done = wait_op(&c, op["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+}
