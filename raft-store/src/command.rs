@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
-    Account, ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, LeaderServices, Millis,
+    Account, Actor, ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, LeaderServices, Millis,
     Modification, RequestKey, StepState, Task, Token, Workflow,
 };
 
@@ -16,6 +16,21 @@ pub struct Proposal {
     pub at_ms: Millis,
     /// What to change.
     pub command: Command,
+    /// Who asked, when an API call did: apply records it in the audit log in the same
+    /// entry as the change, so a change is never made without its audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+}
+
+impl Proposal {
+    /// A proposal made by Keel itself (leader services, background work).
+    pub fn new(at_ms: Millis, command: Command) -> Self {
+        Self {
+            at_ms,
+            command,
+            actor: None,
+        }
+    }
 }
 
 impl std::fmt::Display for Proposal {
@@ -317,6 +332,46 @@ impl Command {
             | Command::ObserveHost { .. }
             | Command::ObserveStorage { .. }
             | Command::ObserveInstance { .. } => Origin::LeaderServices,
+        }
+    }
+
+    /// What the command is about (a host, database, job, account or token), for the audit log.
+    pub fn target(&self) -> &str {
+        match self {
+            Command::AddHost { name, .. }
+            | Command::RemoveHost { name, .. }
+            | Command::DrainHost { name, .. }
+            | Command::CreateDatabase { name, .. }
+            | Command::ModifyDatabase { name, .. }
+            | Command::DeferModification { name, .. }
+            | Command::DeleteDatabase { name, .. }
+            | Command::CreateAccount { name }
+            | Command::InitCluster { name, .. } => name,
+            Command::SubmitJob { job_id, .. }
+            | Command::ClaimJob { job_id, .. }
+            | Command::CompleteJob { job_id, .. } => job_id,
+            Command::CreateToken { token } => &token.id,
+            Command::RevokeToken { id } => id,
+            Command::StartWorkflow { workflow_id, .. }
+            | Command::UpdateTask { workflow_id, .. }
+            | Command::FinishWorkflow { workflow_id, .. } => workflow_id,
+            Command::ObserveHost { name, .. } => name,
+            Command::ObserveStorage { database, .. } => database,
+            Command::ObserveInstance { instance, .. } => instance,
+            Command::TouchTokens { .. } | Command::PruneHistory { .. } | Command::StartLeaderServices { .. } => "",
+        }
+    }
+
+    /// The client's request id or retry token, if the command carries one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Command::SubmitJob { request, .. }
+            | Command::CreateDatabase { request, .. }
+            | Command::ModifyDatabase { request, .. }
+            | Command::DeleteDatabase { request, .. } => request.as_ref().map(|r| r.id.as_str()),
+            Command::AddHost { client_token, .. } => client_token.as_deref(),
+            Command::RemoveHost { request_id, .. } => request_id.as_deref(),
+            _ => None,
         }
     }
 

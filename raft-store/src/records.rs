@@ -50,6 +50,42 @@ pub enum Role {
     Admin,
 }
 
+/// Who made an API call: carried by its proposal into the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Actor {
+    /// The token used.
+    pub token_id: String,
+    /// The token's account.
+    pub account: String,
+    /// The token's role.
+    pub role: Role,
+    /// The client's address, as the API node saw it.
+    pub source: Option<String>,
+}
+
+/// One audited API call that reached the store: who, what, on what, and how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditRecord {
+    /// Position in the audit log (dense, from 1).
+    pub seq: u64,
+    /// When (the proposer's clock).
+    pub at_ms: Millis,
+    /// Who.
+    pub actor: Actor,
+    /// What, e.g. `create-database`.
+    pub action: String,
+    /// On what: a database, host, account, token or operation.
+    pub target: String,
+    /// The account whose resource it was (the actor's for cluster-wide calls).
+    pub target_account: String,
+    /// The client's request id or retry token, if any.
+    pub request_id: Option<String>,
+    /// `ok`, or the refusal.
+    pub outcome: String,
+}
+
 /// An API token. The secret is shown once, at creation; only its SHA-256 is kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -47,6 +47,10 @@ pub struct AdminState {
     pub idempotency: BTreeMap<String, String>,
     /// Operation request ids → the request each is bound to (until it expires).
     pub requests: Table<RequestRecord>,
+    /// Audited API calls by sequence number (zero-padded, so key order is seq order).
+    pub audit: Table<AuditRecord>,
+    /// The last audit sequence number given.
+    pub audit_seq: u64,
     /// Who runs the leader services.
     pub leader_services: Option<LeaderServices>,
     /// Log index of the last change to what DNS publishes (databases' existence, status, endpoint).
@@ -75,6 +79,8 @@ pub struct Changes {
     pub workflows: Vec<(String, Option<Workflow>)>,
     /// Request ids.
     pub requests: Vec<(String, Option<RequestRecord>)>,
+    /// Audit records.
+    pub audit: Vec<(String, Option<AuditRecord>)>,
 }
 
 /// A row of a history table could not be loaded.
@@ -101,11 +107,12 @@ impl Changes {
         rows(TABLE_JOBS, &self.jobs)
             .chain(rows(TABLE_WORKFLOWS, &self.workflows))
             .chain(rows(TABLE_REQUESTS, &self.requests))
+            .chain(rows(TABLE_AUDIT, &self.audit))
     }
 
     /// How many rows changed.
     pub fn len(&self) -> usize {
-        self.jobs.len() + self.workflows.len() + self.requests.len()
+        self.jobs.len() + self.workflows.len() + self.requests.len() + self.audit.len()
     }
 
     /// Whether no row changed.
@@ -117,6 +124,7 @@ impl Changes {
 const TABLE_JOBS: &str = "jobs";
 const TABLE_WORKFLOWS: &str = "workflows";
 const TABLE_REQUESTS: &str = "requests";
+const TABLE_AUDIT: &str = "audit";
 
 impl AdminState {
     /// The history tables' changes since the last call, as they are now; forgets them.
@@ -125,6 +133,7 @@ impl AdminState {
             jobs: self.jobs.take_changes(),
             workflows: self.workflows.take_changes(),
             requests: self.requests.take_changes(),
+            audit: self.audit.take_changes(),
         }
     }
 
@@ -133,6 +142,7 @@ impl AdminState {
         self.jobs.mark_all_changed();
         self.workflows.mark_all_changed();
         self.requests.mark_all_changed();
+        self.audit.mark_all_changed();
     }
 
     /// A copy of everything but the history tables: the part a snapshot writes whole.
@@ -140,10 +150,12 @@ impl AdminState {
         let jobs = std::mem::take(&mut self.jobs);
         let workflows = std::mem::take(&mut self.workflows);
         let requests = std::mem::take(&mut self.requests);
+        let audit = std::mem::take(&mut self.audit);
         let copy = self.clone();
         self.jobs = jobs;
         self.workflows = workflows;
         self.requests = requests;
+        self.audit = audit;
         copy
     }
 
@@ -155,6 +167,7 @@ impl AdminState {
             TABLE_JOBS => self.jobs.load(key, decode(bytes)?),
             TABLE_WORKFLOWS => self.workflows.load(key, decode(bytes)?),
             TABLE_REQUESTS => self.requests.load(key, decode(bytes)?),
+            TABLE_AUDIT => self.audit.load(key, decode(bytes)?),
             other => return Err(RowError::UnknownTable(other.to_string())),
         }
         Ok(())
@@ -183,7 +196,14 @@ impl AdminState {
 
     /// Apply one proposal committed at log `index`. Deterministic: reads only its arguments.
     pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Response {
+        let owner = proposal
+            .actor
+            .as_ref()
+            .map(|a| self.target_account(&proposal.command, &a.account));
         let response = self.dispatch(index, proposal);
+        if let (Some(actor), Some(owner)) = (&proposal.actor, owner) {
+            self.record_audit(proposal, actor, owner, &response);
+        }
         // Every command that can change a database's existence, status or endpoint moves the
         // DNS serial, so all nodes publish the same serial for the same zone contents.
         if self.zone_change(proposal, &response).is_some() {
@@ -206,6 +226,43 @@ impl AdminState {
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
         }
+    }
+
+    /// Whose resource a command is about, read before it applies (a delete removes it).
+    fn target_account(&self, command: &Command, actor_account: &str) -> String {
+        let of_database = |name: &str| self.databases.get(name).map(|d| d.account.clone());
+        let owner = match command {
+            Command::CreateDatabase { account, .. } => Some(account.clone()),
+            Command::ModifyDatabase { name, .. }
+            | Command::DeferModification { name, .. }
+            | Command::DeleteDatabase { name, .. } => of_database(name),
+            Command::CreateToken { token } => Some(token.account.clone()),
+            Command::RevokeToken { id } => self.tokens.get(id).map(|t| t.account.clone()),
+            Command::CreateAccount { name } => Some(name.clone()),
+            _ => None,
+        };
+        owner
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| actor_account.to_string())
+    }
+
+    fn record_audit(&mut self, proposal: &Proposal, actor: &Actor, owner: String, response: &Response) {
+        self.audit_seq += 1;
+        let outcome = match response {
+            Response::Rejected { rejection } => format!("refused: {rejection}"),
+            _ => "ok".to_string(),
+        };
+        let record = AuditRecord {
+            seq: self.audit_seq,
+            at_ms: proposal.at_ms,
+            actor: actor.clone(),
+            action: proposal.command.name().to_string(),
+            target: proposal.command.target().to_string(),
+            target_account: owner,
+            request_id: proposal.command.request_id().map(str::to_string),
+            outcome,
+        };
+        self.audit.insert(audit_key(self.audit_seq), record);
     }
 
     fn dispatch(&mut self, index: u64, proposal: &Proposal) -> Response {
@@ -512,6 +569,11 @@ impl AdminState {
     }
 }
 
+/// The audit table's key for sequence number `seq`: zero-padded, so keys sort as numbers.
+pub fn audit_key(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
 pub(crate) fn conflict(message: String) -> Response {
     Response::Rejected {
         rejection: Rejection::Conflict { message },
@@ -547,13 +609,7 @@ mod tests {
     use super::*;
 
     fn apply(state: &mut AdminState, index: u64, command: Command) -> Response {
-        state.apply(
-            index,
-            &Proposal {
-                at_ms: 1000 + index,
-                command,
-            },
-        )
+        state.apply(index, &Proposal::new(1000 + index, command))
     }
 
     fn add_host(name: &str, addr: &str, token: Option<&str>) -> Command {

@@ -484,7 +484,7 @@ mod tests {
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
         let batch: Vec<Proposal> = commands
             .into_iter()
-            .map(|command| Proposal { at_ms: index, command })
+            .map(|command| Proposal::new(index, command))
             .collect();
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),

@@ -131,9 +131,9 @@ pub const TOKEN_DAYS_MAX: u32 = 3_650;
 
 impl Api {
     /// Create an account (a repeat answers the existing one).
-    pub async fn create_account(&self, req: CreateAccountRequest) -> Result<AccountView, ApiError> {
+    pub async fn create_account(&self, who: &Principal, req: CreateAccountRequest) -> Result<AccountView, ApiError> {
         validate::dns_label("account name", &req.name)?;
-        match self.commit(Command::CreateAccount { name: req.name }).await? {
+        match self.commit(who, Command::CreateAccount { name: req.name }).await? {
             Response::Account { account, .. } => Ok(AccountView {
                 name: account.name,
                 created_at_ms: account.created_at_ms,
@@ -158,7 +158,7 @@ impl Api {
     }
 
     /// Make a token; its secret is in the answer and nowhere else.
-    pub async fn create_token(&self, req: CreateTokenRequest) -> Result<CreatedToken, ApiError> {
+    pub async fn create_token(&self, who: &Principal, req: CreateTokenRequest) -> Result<CreatedToken, ApiError> {
         validate::dns_label("account", &req.account)?;
         let chars = req.name.chars().count();
         if chars == 0 || chars > TOKEN_NAME_MAX || req.name.chars().any(char::is_control) {
@@ -185,7 +185,7 @@ impl Api {
             expires_at_ms,
             ..Token::default()
         };
-        match self.commit(Command::CreateToken { token }).await? {
+        match self.commit(who, Command::CreateToken { token }).await? {
             Response::Token { token } => Ok(CreatedToken {
                 token: made.token,
                 details: TokenView::from(&token),
@@ -196,6 +196,9 @@ impl Api {
 
     /// Tokens, of one account when given.
     pub async fn list_tokens(&self, account: Option<String>) -> Result<Vec<TokenView>, ApiError> {
+        if let Some(a) = &account {
+            validate::dns_label("account", a)?;
+        }
         self.node
             .read(move |s| {
                 s.tokens
@@ -208,8 +211,8 @@ impl Api {
     }
 
     /// Revoke a token: it stops working on each node as soon as the node applies this.
-    pub async fn revoke_token(&self, id: &str) -> Result<TokenView, ApiError> {
-        match self.commit(Command::RevokeToken { id: id.to_string() }).await? {
+    pub async fn revoke_token(&self, who: &Principal, id: &str) -> Result<TokenView, ApiError> {
+        match self.commit(who, Command::RevokeToken { id: id.to_string() }).await? {
             Response::Token { token } => Ok(TokenView::from(&token)),
             other => Err(super::service::unexpected(other)),
         }
@@ -222,5 +225,95 @@ impl Api {
             account: who.account.clone(),
             role: who.role.into(),
         }
+    }
+}
+
+/// One audited call.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    /// Position in the audit log.
+    pub seq: u64,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The token used.
+    pub token_id: String,
+    /// The token's account.
+    pub account: String,
+    /// The token's role.
+    pub role: RoleView,
+    /// The client's address.
+    pub source: Option<String>,
+    /// What, e.g. `create-database`.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// Whose resource it was.
+    pub target_account: String,
+    /// The client's request id, if any.
+    pub request_id: Option<String>,
+    /// `ok`, or the refusal.
+    pub outcome: String,
+}
+
+impl From<&keel_raft_store::AuditRecord> for AuditView {
+    fn from(r: &keel_raft_store::AuditRecord) -> Self {
+        Self {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            token_id: r.actor.token_id.clone(),
+            account: r.actor.account.clone(),
+            role: r.actor.role.into(),
+            source: r.actor.source.clone(),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            target_account: r.target_account.clone(),
+            request_id: r.request_id.clone(),
+            outcome: r.outcome.clone(),
+        }
+    }
+}
+
+/// Which page of the audit log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct AuditPage {
+    /// Only calls by or about this account.
+    pub account: Option<String>,
+    /// Only calls at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// Start after this sequence number (the last of the previous page).
+    pub after: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+impl Api {
+    /// A page of the audit log, oldest first (admins only).
+    pub async fn audit(&self, page: AuditPage) -> Result<Vec<AuditView>, ApiError> {
+        let limit = page.limit.unwrap_or(super::service::OPS_PAGE);
+        if !(1..=super::service::OPS_PAGE_MAX).contains(&limit) {
+            return Err(ApiError::InvalidArgument(format!(
+                "limit {limit} is out of range: ask for 1 to {} records a page",
+                super::service::OPS_PAGE_MAX
+            )));
+        }
+        if let Some(a) = &page.account {
+            validate::dns_label("account", a)?;
+        }
+        let after = page.after.unwrap_or(0);
+        if after > i64::MAX as u64 || page.since_ms.unwrap_or(0) > i64::MAX as u64 {
+            return Err(ApiError::InvalidArgument(
+                "after and since_ms must be at most 2^63-1: use a sequence number or time from an earlier page".into(),
+            ));
+        }
+        self.node
+            .read(move |s| {
+                s.audit_page(page.account.as_deref(), page.since_ms.unwrap_or(0), after, limit)
+                    .iter()
+                    .map(AuditView::from)
+                    .collect()
+            })
+            .await
     }
 }

@@ -35,9 +35,21 @@ pub struct Principal {
     pub account: String,
     /// What it may do.
     pub role: Role,
+    /// The client's address, as this node saw it.
+    pub source: Option<String>,
 }
 
 impl Principal {
+    /// This principal as the audit log records it.
+    pub fn actor(&self) -> keel_raft_store::Actor {
+        keel_raft_store::Actor {
+            token_id: self.token_id.clone(),
+            account: self.account.clone(),
+            role: self.role,
+            source: self.source.clone(),
+        }
+    }
+
     /// Whether this principal may see and change resources of `account`.
     pub fn sees(&self, account: &str) -> bool {
         self.role == Role::Admin || self.account == account
@@ -127,6 +139,7 @@ pub fn authenticate(state: &AdminState, token: &str, now: Millis) -> Result<Prin
         token_id: stored.id.clone(),
         account: stored.account.clone(),
         role: stored.role,
+        source: None,
     })
 }
 
@@ -207,7 +220,11 @@ pub async fn layer(State(api): State<Api>, mut req: Request, next: Next) -> Resp
             )));
         }
         api.usage.note(&principal.token_id, now);
-        Ok(principal)
+        let source = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.to_string());
+        Ok(Principal { source, ..principal })
     });
     match checked {
         Ok(principal) => {
@@ -248,10 +265,7 @@ pub async fn flush_usage(api: Api, stop: tokio_util::sync::CancellationToken) {
         if used.is_empty() {
             continue;
         }
-        let proposal = Proposal {
-            at_ms: now_ms(),
-            command: Command::TouchTokens { used },
-        };
+        let proposal = Proposal::new(now_ms(), Command::TouchTokens { used });
         // Last use is advisory: a write lost to a leader change is not worth a retry.
         if let Err(e) = api.node.write(proposal).await {
             tracing::debug!(error = %e, "Could not record tokens' last use.");

@@ -278,7 +278,7 @@ impl Api {
             master_verifier,
             instance_id: uuid::Uuid::now_v7().simple().to_string(),
         };
-        let r = self.commit(command).await?;
+        let r = self.commit(who, command).await?;
         self.database_reply(r, generated.then_some(password_text), Some(&ours))
     }
 
@@ -320,10 +320,13 @@ impl Api {
         let touches_instances = modification.class.is_some() || modification.storage_gib.is_some();
         if touches_instances && !req.apply_immediately {
             let r = self
-                .commit(Command::DeferModification {
-                    name: name.into(),
-                    modification,
-                })
+                .commit(
+                    who,
+                    Command::DeferModification {
+                        name: name.into(),
+                        modification,
+                    },
+                )
                 .await?;
             return self.database_reply(r, None, None);
         }
@@ -331,12 +334,15 @@ impl Api {
         let fingerprint = serde_json::json!({"kind": "modify-database", "name": name, "modification": modification});
         let request = self.request_key(req.request_id, &job_id, fingerprint);
         let r = self
-            .commit(Command::ModifyDatabase {
-                job_id,
-                request: Some(request),
-                name: name.into(),
-                modification,
-            })
+            .commit(
+                who,
+                Command::ModifyDatabase {
+                    job_id,
+                    request: Some(request),
+                    name: name.into(),
+                    modification,
+                },
+            )
             .await?;
         self.database_reply(r, None, None)
     }
@@ -355,11 +361,14 @@ impl Api {
         let fingerprint = serde_json::json!({"kind": "delete-database", "name": name});
         let request = self.request_key(request_id, &job_id, fingerprint);
         let r = self
-            .commit(Command::DeleteDatabase {
-                job_id,
-                request: Some(request),
-                name: name.into(),
-            })
+            .commit(
+                who,
+                Command::DeleteDatabase {
+                    job_id,
+                    request: Some(request),
+                    name: name.into(),
+                },
+            )
             .await?;
         self.database_reply(r, None, None)
     }

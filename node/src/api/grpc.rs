@@ -135,16 +135,20 @@ fn opt(s: String) -> Option<String> {
 #[tonic::async_trait]
 impl Keel for GrpcApi {
     async fn add_host(&self, req: Request<pb::AddHostRequest>) -> Result<Response<pb::AddHostResponse>, Status> {
+        let who = principal(&req)?;
         let r = req.into_inner();
         let out = self
             .api
-            .add_host(AddHostRequest {
-                name: r.name,
-                addr: r.addr,
-                zone: r.zone,
-                labels: r.labels.into_iter().collect(),
-                client_token: opt(r.client_token),
-            })
+            .add_host(
+                &who,
+                AddHostRequest {
+                    name: r.name,
+                    addr: r.addr,
+                    zone: r.zone,
+                    labels: r.labels.into_iter().collect(),
+                    client_token: opt(r.client_token),
+                },
+            )
             .await?;
         Ok(Response::new(pb::AddHostResponse {
             host: Some(host(out.host)),
@@ -161,7 +165,8 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::RemoveHostRequest>,
     ) -> Result<Response<pb::RemoveHostResponse>, Status> {
-        let removed = self.api.remove_host(&req.into_inner().name).await?;
+        let who = principal(&req)?;
+        let removed = self.api.remove_host(&who, &req.into_inner().name).await?;
         Ok(Response::new(pb::RemoveHostResponse {
             removed: true,
             host: Some(host(removed)),
@@ -169,13 +174,17 @@ impl Keel for GrpcApi {
     }
 
     async fn submit_noop(&self, req: Request<pb::SubmitNoopRequest>) -> Result<Response<pb::Operation>, Status> {
+        let who = principal(&req)?;
         let r = req.into_inner();
         let op = self
             .api
-            .submit_noop(SubmitNoopRequest {
-                work_ms: r.work_ms,
-                request_id: opt(r.request_id),
-            })
+            .submit_noop(
+                &who,
+                SubmitNoopRequest {
+                    work_ms: r.work_ms,
+                    request_id: opt(r.request_id),
+                },
+            )
             .await?;
         Ok(Response::new(operation(op)))
     }

@@ -10,7 +10,9 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::accounts::{AccountView, CreateAccountRequest, CreateTokenRequest, CreatedToken, TokenView, WhoAmI};
+use super::accounts::{
+    AccountView, AuditPage, AuditView, CreateAccountRequest, CreateTokenRequest, CreatedToken, TokenView, WhoAmI,
+};
 use super::auth::Principal;
 use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
 use super::error::ApiError;
@@ -75,6 +77,7 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(list_accounts, create_account))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
+        .routes(routes!(audit))
         .split_for_parts();
     let document = openapi::finish(doc);
     router
@@ -119,29 +122,41 @@ async fn list_hosts(State(api): State<Api>) -> Reply<Vec<HostView>> {
 /// Register a data host (idempotent: the same host again answers `created: false`).
 #[utoipa::path(post, path = "/v1/hosts", tag = "hosts", request_body = AddHostRequest,
     responses((status = 200, body = AddHostResponse)))]
-async fn add_host(State(api): State<Api>, req: Body) -> Reply<AddHostResponse> {
-    Ok(Json(api.add_host(body(req)?).await?))
+async fn add_host(State(api): State<Api>, Extension(who): Extension<Principal>, req: Body) -> Reply<AddHostResponse> {
+    Ok(Json(api.add_host(&who, body(req)?).await?))
 }
 
 /// Deregister a host that runs no instance.
 #[utoipa::path(delete, path = "/v1/hosts/{name}", tag = "hosts",
     params(("name" = String, Path, description = "Host name")), responses((status = 200, body = HostView)))]
-async fn remove_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<HostView> {
-    Ok(Json(api.remove_host(&name).await?))
+async fn remove_host(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<HostView> {
+    Ok(Json(api.remove_host(&who, &name).await?))
 }
 
 /// Stop placing new instances on a host.
 #[utoipa::path(post, path = "/v1/hosts/{name}/drain", tag = "hosts",
     params(("name" = String, Path, description = "Host name")), responses((status = 200, body = HostView)))]
-async fn drain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<HostView> {
-    Ok(Json(api.drain_host(&name, true).await?))
+async fn drain_host(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<HostView> {
+    Ok(Json(api.drain_host(&who, &name, true).await?))
 }
 
 /// Place new instances on a host again.
 #[utoipa::path(delete, path = "/v1/hosts/{name}/drain", tag = "hosts",
     params(("name" = String, Path, description = "Host name")), responses((status = 200, body = HostView)))]
-async fn undrain_host(State(api): State<Api>, Path(name): Path<String>) -> Reply<HostView> {
-    Ok(Json(api.drain_host(&name, false).await?))
+async fn undrain_host(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<HostView> {
+    Ok(Json(api.drain_host(&who, &name, false).await?))
 }
 
 /// A page of operations, oldest first.
@@ -158,8 +173,8 @@ async fn list_ops(
 /// Queue a diagnostic operation that touches no host.
 #[utoipa::path(post, path = "/v1/ops/noop", tag = "operations", request_body = SubmitNoopRequest,
     responses((status = 200, body = OperationView)))]
-async fn submit_noop(State(api): State<Api>, req: Body) -> Reply<OperationView> {
-    Ok(Json(api.submit_noop(body(req)?).await?))
+async fn submit_noop(State(api): State<Api>, Extension(who): Extension<Principal>, req: Body) -> Reply<OperationView> {
+    Ok(Json(api.submit_noop(&who, body(req)?).await?))
 }
 
 /// One operation with its tasks.
@@ -311,8 +326,8 @@ async fn list_accounts(State(api): State<Api>) -> Reply<Vec<AccountView>> {
 /// Create an account (admins only; a repeat answers the existing one).
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateAccountRequest,
     responses((status = 200, body = AccountView)))]
-async fn create_account(State(api): State<Api>, req: Body) -> Reply<AccountView> {
-    Ok(Json(api.create_account(body(req)?).await?))
+async fn create_account(State(api): State<Api>, Extension(who): Extension<Principal>, req: Body) -> Reply<AccountView> {
+    Ok(Json(api.create_account(&who, body(req)?).await?))
 }
 
 /// Query of `GET /v1/tokens`.
@@ -333,13 +348,24 @@ async fn list_tokens(State(api): State<Api>, q: QueryOf<TokensQuery>) -> Reply<V
 /// Make a token for an account (admins only); the answer is the only place its secret appears.
 #[utoipa::path(post, path = "/v1/tokens", tag = "accounts", request_body = CreateTokenRequest,
     responses((status = 200, body = CreatedToken)))]
-async fn create_token(State(api): State<Api>, req: Body) -> Reply<CreatedToken> {
-    Ok(Json(api.create_token(body(req)?).await?))
+async fn create_token(State(api): State<Api>, Extension(who): Extension<Principal>, req: Body) -> Reply<CreatedToken> {
+    Ok(Json(api.create_token(&who, body(req)?).await?))
 }
 
 /// Revoke a token (admins only).
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "accounts",
     params(("id" = String, Path, description = "Token id")), responses((status = 200, body = TokenView)))]
-async fn revoke_token(State(api): State<Api>, Path(id): Path<String>) -> Reply<TokenView> {
-    Ok(Json(api.revoke_token(&id).await?))
+async fn revoke_token(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Reply<TokenView> {
+    Ok(Json(api.revoke_token(&who, &id).await?))
+}
+
+/// The audit log: every authenticated call that reached the store, oldest first (admins only).
+#[utoipa::path(get, path = "/v1/audit", tag = "accounts", params(AuditPage),
+    responses((status = 200, body = Vec<AuditView>)))]
+async fn audit(State(api): State<Api>, page: QueryOf<AuditPage>) -> Reply<Vec<AuditView>> {
+    Ok(Json(api.audit(query(page)?).await?))
 }

@@ -32,8 +32,11 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeCtx>, shutdown: Cancella
         .route_service("/keel.v1.Keel/*rest", KeelServer::new(grpc::GrpcApi::new(api.clone())))
         .layer(axum::middleware::from_fn_with_state(api, auth::layer));
     // Without TCP_NODELAY small replies wait on delayed ACKs (~40 ms each).
-    axum::serve(listener, app)
-        .tcp_nodelay(true)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .tcp_nodelay(true)
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }

@@ -130,6 +130,9 @@ fn parameters() -> Vec<(&'static str, &'static str, Value)> {
         ("/v1/databases/", "name", json!({ "pattern": DNS_LABEL })),
         ("/v1/databases/", "request_id", json!({ "maxLength": REQUEST_ID_MAX })),
         ("/v1/ops", "limit", json!({ "minimum": 1, "maximum": OPS_PAGE_MAX })),
+        ("/v1/audit", "limit", json!({ "minimum": 1, "maximum": OPS_PAGE_MAX })),
+        ("/v1/audit", "account", json!({ "pattern": DNS_LABEL })),
+        ("/v1/tokens", "account", json!({ "pattern": DNS_LABEL })),
         (
             "/v1/events",
             "limit",

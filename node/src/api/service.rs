@@ -135,30 +135,35 @@ impl Api {
             .ok_or_else(|| ApiError::Unavailable("this node has not built its DNS zone yet; retry in a moment".into()))
     }
 
-    pub(crate) async fn commit(&self, command: Command) -> Result<Response, ApiError> {
-        self.node
-            .write(Proposal {
-                at_ms: now_ms(),
-                command,
-            })
-            .await
+    /// Commit `command` on behalf of `who`: its audit record is applied with it, in the
+    /// same entry, so the change is never made unaudited (and an audit record is never
+    /// written for a change that was not made).
+    pub(crate) async fn commit(&self, who: &Principal, command: Command) -> Result<Response, ApiError> {
+        let proposal = Proposal {
+            actor: Some(who.actor()),
+            ..Proposal::new(now_ms(), command)
+        };
+        self.node.write(proposal).await
     }
 
     /// Register a host.
-    pub async fn add_host(&self, req: AddHostRequest) -> Result<AddHostResponse, ApiError> {
+    pub async fn add_host(&self, who: &Principal, req: AddHostRequest) -> Result<AddHostResponse, ApiError> {
         validate::dns_label("host name", &req.name)?;
         validate::host_port("host address", &req.addr)?;
         validate::dns_label("zone", &req.zone)?;
         validate::labels(&req.labels)?;
         validate::request_id(req.client_token.as_deref())?;
         match self
-            .commit(Command::AddHost {
-                name: req.name,
-                addr: req.addr,
-                zone: req.zone,
-                labels: req.labels,
-                client_token: req.client_token.filter(|t| !t.is_empty()),
-            })
+            .commit(
+                who,
+                Command::AddHost {
+                    name: req.name,
+                    addr: req.addr,
+                    zone: req.zone,
+                    labels: req.labels,
+                    client_token: req.client_token.filter(|t| !t.is_empty()),
+                },
+            )
             .await?
         {
             Response::Host { host, created } => Ok(AddHostResponse {
@@ -175,7 +180,7 @@ impl Api {
     }
 
     /// Deregister a host.
-    pub async fn remove_host(&self, name: &str) -> Result<HostView, ApiError> {
+    pub async fn remove_host(&self, who: &Principal, name: &str) -> Result<HostView, ApiError> {
         validate::dns_label("host name", name)?;
         // A fresh id per call: retries inside the routing layer repeat it; a new call does not.
         let request_id = Some(uuid::Uuid::now_v7().to_string());
@@ -183,20 +188,23 @@ impl Api {
             name: name.into(),
             request_id,
         };
-        match self.commit(command).await? {
+        match self.commit(who, command).await? {
             Response::HostRemoved { host } => Ok(HostView::from(&host)),
             other => Err(unexpected(other)),
         }
     }
 
     /// Stop (or resume) placing new instances on a host.
-    pub async fn drain_host(&self, name: &str, draining: bool) -> Result<HostView, ApiError> {
+    pub async fn drain_host(&self, who: &Principal, name: &str, draining: bool) -> Result<HostView, ApiError> {
         validate::dns_label("host name", name)?;
         match self
-            .commit(Command::DrainHost {
-                name: name.into(),
-                draining,
-            })
+            .commit(
+                who,
+                Command::DrainHost {
+                    name: name.into(),
+                    draining,
+                },
+            )
             .await?
         {
             Response::Host { host, .. } => Ok(HostView::from(&host)),
@@ -205,7 +213,7 @@ impl Api {
     }
 
     /// Queue a diagnostic job.
-    pub async fn submit_noop(&self, req: SubmitNoopRequest) -> Result<OperationView, ApiError> {
+    pub async fn submit_noop(&self, who: &Principal, req: SubmitNoopRequest) -> Result<OperationView, ApiError> {
         if req.work_ms > NOOP_WORK_MAX_MS {
             return Err(ApiError::InvalidArgument(format!(
                 "work_ms must be at most {NOOP_WORK_MAX_MS} (one hour)"
@@ -219,11 +227,14 @@ impl Api {
             serde_json::json!({"kind": "noop", "work_ms": req.work_ms}),
         );
         match self
-            .commit(Command::SubmitJob {
-                job_id,
-                request: Some(request),
-                kind: JobKind::Noop { work_ms: req.work_ms },
-            })
+            .commit(
+                who,
+                Command::SubmitJob {
+                    job_id,
+                    request: Some(request),
+                    kind: JobKind::Noop { work_ms: req.work_ms },
+                },
+            )
             .await?
         {
             Response::Job { job, .. } => Ok(OperationView::of(&job, None)),

@@ -171,3 +171,86 @@ pub async fn whoami(client: &Client, out: Format) -> anyhow::Result<()> {
         ))
     })
 }
+
+/// Which audit records `keel audit` shows.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only calls by or about this account.
+    #[arg(long)]
+    account: Option<String>,
+    /// Only calls in this last stretch of time, e.g. 90s, 15m, 2h, 7d.
+    #[arg(long, value_parser = parse_age)]
+    since: Option<u64>,
+    /// Start after this sequence number (the last of the previous page).
+    #[arg(long)]
+    after: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+/// `90s`, `15m`, `2h` or `7d` as milliseconds.
+fn parse_age(s: &str) -> Result<u64, String> {
+    let (n, unit) = s.split_at(s.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 2h or 7d"))?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: use s, m, h or d (e.g. 15m)")),
+    };
+    n.checked_mul(ms).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// `keel audit`.
+pub async fn audit(client: &Client, out: Format, args: AuditArgs) -> anyhow::Result<()> {
+    let mut query = vec![];
+    if let Some(a) = &args.account {
+        query.push(format!("account={a}"));
+    }
+    if let Some(age) = args.since {
+        query.push(format!("since_ms={}", crate::clock::now_ms().saturating_sub(age)));
+    }
+    if let Some(a) = args.after {
+        query.push(format!("after={a}"));
+    }
+    if let Some(l) = args.limit {
+        query.push(format!("limit={l}"));
+    }
+    let v = client.get(&format!("/v1/audit?{}", query.join("&"))).await?;
+    let all: Vec<crate::api::accounts::AuditView> = typed(v.clone())?;
+    print(out, &v, || {
+        let rows: Vec<Vec<String>> = all
+            .iter()
+            .map(|r| {
+                vec![
+                    r.seq.to_string(),
+                    time(Some(r.at_ms)),
+                    format!("{} ({})", r.account, r.token_id),
+                    r.source.clone().unwrap_or_default(),
+                    r.action.clone(),
+                    r.target.clone(),
+                    r.outcome.clone(),
+                ]
+            })
+            .collect();
+        Ok(table(
+            &["SEQ", "AT", "WHO", "FROM", "ACTION", "TARGET", "OUTCOME"],
+            &rows,
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ages_read_as_milliseconds() {
+        assert_eq!(super::parse_age("90s"), Ok(90_000));
+        assert_eq!(super::parse_age("2h"), Ok(7_200_000));
+        assert!(super::parse_age("2 weeks").is_err());
+        assert!(super::parse_age("h").is_err());
+    }
+}

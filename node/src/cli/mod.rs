@@ -86,6 +86,8 @@ enum Cmd {
     Tokens(access::TokensCmd),
     /// Which token, account and role this shell uses.
     Whoami,
+    /// Who did what: every authenticated call that reached the store (admins only).
+    Audit(access::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Accounts(cmd) => access::accounts(&client, out, cmd).await,
         Cmd::Tokens(cmd) => access::tokens(&client, out, cmd).await,
         Cmd::Whoami => access::whoami(&client, out).await,
+        Cmd::Audit(args) => access::audit(&client, out, args).await,
     }
 }
 

@@ -70,10 +70,7 @@ impl Term {
         if self.cancel.is_cancelled() {
             return Err("leadership lost".into());
         }
-        let proposal = Proposal {
-            at_ms: now_ms(),
-            command,
-        };
+        let proposal = Proposal::new(now_ms(), command);
         let write = self.control.commit(proposal);
         tokio::select! {
             _ = self.cancel.cancelled() => Err("leadership lost".into()),

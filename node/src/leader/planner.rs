@@ -164,13 +164,7 @@ mod tests {
             ..DatabaseSpec::default()
         };
         let account = Command::CreateAccount { name: "acme".into() };
-        s.apply(
-            1,
-            &Proposal {
-                at_ms: 1,
-                command: account,
-            },
-        );
+        s.apply(1, &Proposal::new(1, account));
         let command = Command::CreateDatabase {
             job_id: "j1".into(),
             request: None,
@@ -180,7 +174,7 @@ mod tests {
             master_verifier: "v".into(),
             instance_id: "i1".into(),
         };
-        let Response::Database { job, .. } = s.apply(2, &Proposal { at_ms: 1, command }) else {
+        let Response::Database { job, .. } = s.apply(2, &Proposal::new(1, command)) else {
             panic!()
         };
         (s, *job)

@@ -60,7 +60,7 @@ impl MemControl {
 
     /// Apply `command` directly (as a client of the API would have it committed).
     pub fn apply(&self, command: keel_raft_store::Command) -> Response {
-        self.apply_proposal(&Proposal { at_ms: 1, command })
+        self.apply_proposal(&Proposal::new(1, command))
     }
 
     fn apply_proposal(&self, proposal: &Proposal) -> Response {

@@ -102,13 +102,11 @@ mod tests {
     use super::*;
 
     fn proposal(i: u64) -> Proposal {
-        Proposal {
-            at_ms: i,
-            command: Command::InitCluster {
-                name: format!("c{i}"),
-                admin_token: None,
-            },
-        }
+        let command = Command::InitCluster {
+            name: format!("c{i}"),
+            admin_token: None,
+        };
+        Proposal::new(i, command)
     }
 
     #[tokio::test]

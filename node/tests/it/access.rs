@@ -177,6 +177,7 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         ("post", "/v1/accounts"),
         ("get", "/v1/tokens"),
         ("post", "/v1/tokens"),
+        ("get", "/v1/audit"),
     ] {
         let (code, v) = b.call(method, path, Some(json!({}))).await;
         assert_eq!(code, 403, "bob {method} {path}: {v}");
@@ -227,6 +228,35 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
     let (_, everyone) = c.get(2, "/v1/databases").await.unwrap();
     assert_eq!(everyone.as_array().unwrap().len(), 1, "{everyone}");
 
+    // The audit log has Alice's create (and her refused attempt to create in Bob's
+    // account never reached the store); Bob's probes were answered at the edge.
+    let (code, audit) = c.get(1, "/v1/audit?account=alice&limit=1000").await.unwrap();
+    assert_eq!(code, 200, "{audit}");
+    let by_alice: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["account"] == "alice")
+        .collect();
+    assert_eq!(by_alice.len(), 1, "{audit}");
+    let r = by_alice[0];
+    assert_eq!(
+        (r["action"].as_str(), r["target"].as_str()),
+        (Some("create-database"), Some("ledger")),
+        "{r}"
+    );
+    assert_eq!(
+        (r["role"].as_str(), r["outcome"].as_str()),
+        (Some("member"), Some("ok")),
+        "{r}"
+    );
+    assert!(r["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{r}");
+    let (_, audit) = c.get(1, "/v1/audit?account=bob&limit=1000").await.unwrap();
+    assert!(
+        audit.as_array().unwrap().iter().all(|r| r["account"] != "bob"),
+        "bob made no change: {audit}"
+    );
+
     // A revoked token stops working on every node.
     let (_, tokens) = c.get(1, "/v1/tokens?account=alice").await.unwrap();
     let id = tokens[0]["id"].as_str().unwrap().to_string();
@@ -268,13 +298,13 @@ async fn the_raft_port_refuses_leader_commands_forwarded_to_it() {
     let mut raft = RaftClient::connect(format!("http://{}", c.raft_addr(leader)))
         .await
         .unwrap();
-    let forged = vec![Proposal {
-        at_ms: 1,
-        command: Command::StartLeaderServices {
+    let forged = vec![Proposal::new(
+        1,
+        Command::StartLeaderServices {
             node_id: 9,
             term: u64::MAX,
         },
-    }];
+    )];
     let payload = Payload {
         data: codec::encode(&forged),
     };

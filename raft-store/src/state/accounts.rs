@@ -86,9 +86,10 @@ impl AdminState {
 mod tests {
     use super::*;
     use crate::command::{Command, Proposal, Rejection};
+    use crate::records::{Actor, AuditRecord};
 
     fn apply(s: &mut AdminState, i: u64, command: Command) -> Response {
-        s.apply(i, &Proposal { at_ms: i * 10, command })
+        s.apply(i, &Proposal::new(i * 10, command))
     }
 
     fn token(id: &str, account: &str) -> Token {
@@ -185,5 +186,54 @@ mod tests {
             ),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn an_api_call_is_audited_in_the_entry_that_applies_it_and_pruned_with_the_history() {
+        let mut s = AdminState::default();
+        let actor = Actor {
+            token_id: "t1".into(),
+            account: "acme".into(),
+            role: Role::Member,
+            source: Some("127.0.0.1:5000".into()),
+        };
+        let by = |at_ms, command| Proposal {
+            actor: Some(actor.clone()),
+            ..Proposal::new(at_ms, command)
+        };
+        s.apply(1, &Proposal::new(1, Command::CreateAccount { name: "acme".into() }));
+        assert!(s.audit.is_empty(), "Keel's own commands are not API calls");
+        s.apply(2, &by(100, Command::CreateAccount { name: "other".into() }));
+        s.apply(3, &by(200, Command::RevokeToken { id: "nope".into() }));
+        let records: Vec<&AuditRecord> = s.audit.values().collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            (
+                records[0].seq,
+                records[0].action.as_str(),
+                records[0].target.as_str(),
+                records[0].outcome.as_str()
+            ),
+            (1, "create-account", "other", "ok")
+        );
+        assert_eq!(records[0].target_account, "other");
+        assert_eq!(records[0].actor, actor);
+        assert!(records[1].outcome.starts_with("refused: token"), "{:?}", records[1]);
+        assert_eq!(s.audit_page(Some("other"), 0, 0, 10).len(), 1, "by target account");
+        assert_eq!(s.audit_page(Some("acme"), 0, 0, 10).len(), 2, "by the caller's account");
+        assert_eq!(s.audit_page(None, 150, 0, 10).len(), 1, "since");
+        assert_eq!(s.audit_page(None, 0, 1, 10)[0].seq, 2, "after");
+        s.apply(
+            4,
+            &Proposal::new(
+                1_000,
+                Command::PruneHistory {
+                    before_ms: 150,
+                    keep: 100,
+                },
+            ),
+        );
+        let left: Vec<u64> = s.audit.values().map(|r| r.seq).collect();
+        assert_eq!(left, [2], "records older than the cut-off are forgotten");
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::AdminState;
 use crate::command::Response;
-use crate::records::{Event, Job, Millis};
+use crate::records::{AuditRecord, Event, Job, Millis};
 
 /// What one prune would remove.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -16,12 +16,14 @@ pub struct Prunable {
     pub events: BTreeSet<usize>,
     /// Request ids whose binding lapsed.
     pub requests: Vec<String>,
+    /// Audit records (by key) older than the cut-off.
+    pub audit: Vec<String>,
 }
 
 impl Prunable {
     /// Whether there is nothing to prune.
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty() && self.events.is_empty() && self.requests.is_empty()
+        self.jobs.is_empty() && self.events.is_empty() && self.requests.is_empty() && self.audit.is_empty()
     }
 }
 
@@ -53,7 +55,20 @@ impl AdminState {
             .filter(|(_, r)| r.expired(at))
             .map(|(id, _)| id.clone())
             .collect();
-        Prunable { jobs, events, requests }
+        // Audit records are in commit order; proposers' clocks are close enough that the
+        // first one inside the retention ends the scan.
+        let audit = self
+            .audit
+            .iter()
+            .take_while(|(_, r)| r.at_ms < before_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        Prunable {
+            jobs,
+            events,
+            requests,
+            audit,
+        }
     }
 
     /// Which database an event is about, for keeping the newest per database: the subject
@@ -109,11 +124,15 @@ impl AdminState {
         for id in &p.requests {
             self.requests.remove(id);
         }
+        for key in &p.audit {
+            self.audit.remove(key);
+        }
         let message = format!(
-            "Forgot {} finished operations, {} events and {} lapsed request ids from before {before_ms} (the newest {keep} per database are kept).",
+            "Forgot {} finished operations, {} events, {} lapsed request ids and {} audit records from before {before_ms} (the newest {keep} operations and events per database are kept).",
             p.jobs.len(),
             p.events.len(),
-            p.requests.len()
+            p.requests.len(),
+            p.audit.len()
         );
         self.event(index, at, "history-pruned", "cluster", message);
         Response::Done
@@ -155,6 +174,20 @@ impl AdminState {
         }
     }
 
+    /// Audit records after sequence number `after` and at or after `since_ms`, oldest
+    /// first, at most `limit`; only those about `account`'s resources when given.
+    pub fn audit_page(&self, account: Option<&str>, since_ms: Millis, after: u64, limit: usize) -> Vec<AuditRecord> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.audit
+            .range::<String, _>((Excluded(super::audit_key(after)), Unbounded))
+            .map(|(_, r)| r)
+            .filter(|r| r.at_ms >= since_ms)
+            .filter(|r| account.is_none_or(|a| r.target_account == a || r.actor.account == a))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
     /// Events after sequence number `after`, oldest first, at most `limit`; only
     /// `account`'s and only those about `subject` when given.
     pub fn events_page(&self, account: Option<&str>, subject: Option<&str>, after: u64, limit: usize) -> Vec<Event> {
@@ -177,7 +210,7 @@ mod tests {
     use crate::records::{JobKind, JobState};
 
     fn apply(s: &mut AdminState, i: u64, at: Millis, command: Command) -> Response {
-        s.apply(i, &Proposal { at_ms: at, command })
+        s.apply(i, &Proposal::new(at, command))
     }
 
     /// `n` finished noop jobs at times 1..=n, and one still open.

@@ -152,7 +152,7 @@ mod tests {
     use crate::records::{Database, Host};
 
     fn apply(s: &mut AdminState, i: u64, command: Command) -> Response {
-        s.apply(i, &Proposal { at_ms: i, command })
+        s.apply(i, &Proposal::new(i, command))
     }
 
     fn observe(reachable: bool) -> Command {

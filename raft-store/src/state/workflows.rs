@@ -331,7 +331,7 @@ mod tests {
 
         fn apply(&mut self, command: Command) -> Response {
             self.i += 1;
-            self.s.apply(self.i, &Proposal { at_ms: self.i, command })
+            self.s.apply(self.i, &Proposal::new(self.i, command))
         }
 
         fn services(&mut self, term: u64) -> u64 {
