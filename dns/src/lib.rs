@@ -28,14 +28,14 @@ pub struct Primary {
 /// One database in the zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseEntry {
-    /// Database name (a DNS label).
+    /// Database key, `<name>.<account>` (two DNS labels).
     pub name: String,
     /// Lifecycle status, published as TXT `status=<status>`.
     pub status: String,
     /// Where to connect; `None` while the database does not serve (its name
     /// then answers NODATA for A, and TXT says why).
     pub primary: Option<Primary>,
-    /// Addresses of readable replicas (`<db>.ro` falls back to the primary).
+    /// Addresses of readable replicas (`<db>.ro.<account>` falls back to the primary).
     pub replicas: Vec<IpAddr>,
 }
 

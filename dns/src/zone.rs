@@ -1,15 +1,15 @@
 //! The zone's contents, built once from an [`EndpointTable`], then rendered
 //! either as hickory records (to serve) or as a standard zone file (to dump).
 //!
-//! Names (all under the zone apex):
-//! - `<db>` A/AAAA → the primary's host; TXT `status=<status>`
-//! - `<db>.ro` A/AAAA → readable replicas, else the primary; TXT as above
-//! - `_postgresql._tcp.<db>` SRV → `<host>.hosts` and the database's port
+//! Names (all under the zone apex; `<db>.<account>` is a database's key):
+//! - `<db>.<account>` A/AAAA → the primary's host; TXT `status=<status>`
+//! - `<db>.ro.<account>` A/AAAA → readable replicas, else the primary; TXT as above
+//! - `_postgresql._tcp.<db>.<account>` SRV → `<host>.hosts` and the database's port
 //! - `<host>.hosts` A/AAAA → the host's address
 //! - apex SOA and NS `ns<id>.ns` (with glue) for every control node
 //!
-//! Host and nameserver names live under their own labels (`hosts`, `ns`), so
-//! no database name can collide with them.
+//! Host and nameserver names live under their own labels (`hosts`, `ns`), which
+//! are reserved account names, so no database name can collide with them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -128,13 +128,15 @@ pub fn apex_records(table: &EndpointTable) -> Vec<Rr> {
     records
 }
 
-/// The names a database owns (all its records live at these).
-pub fn database_names(name: &str) -> [String; 3] {
-    [
-        name.to_string(),
-        format!("{name}.ro"),
-        format!("_postgresql._tcp.{name}"),
-    ]
+/// The names a database owns (all its records live at these), from its key
+/// `<name>.<account>`: `<name>.<account>`, `<name>.ro.<account>` (readers) and
+/// `_postgresql._tcp.<name>.<account>`.
+pub fn database_names(key: &str) -> [String; 3] {
+    let ro = match key.split_once('.') {
+        Some((name, account)) => format!("{name}.ro.{account}"),
+        None => format!("{key}.ro"),
+    };
+    [key.to_string(), ro, format!("_postgresql._tcp.{key}")]
 }
 
 /// One database's records (without its host's address record, see [`host_record`]).
@@ -317,7 +319,7 @@ mod tests {
             }],
             databases: vec![
                 DatabaseEntry {
-                    name: "orders".into(),
+                    name: "orders.acme".into(),
                     status: "available".into(),
                     primary: Some(Primary {
                         host: "h1".into(),
@@ -353,10 +355,10 @@ mod tests {
             "@\t5\tIN\tSOA\tns1.ns hostmaster 42 60 10 604800 5",
             "@\t5\tIN\tNS\tns1.ns",
             "ns1.ns\t5\tIN\tA\t127.0.0.1",
-            "orders\t5\tIN\tA\t127.0.1.1",
-            "orders.ro\t5\tIN\tA\t127.0.1.1",
-            "orders\t5\tIN\tTXT\t\"status=available\"",
-            "_postgresql._tcp.orders\t5\tIN\tSRV\t0 0 5433 h1.hosts",
+            "orders.acme\t5\tIN\tA\t127.0.1.1",
+            "orders.ro.acme\t5\tIN\tA\t127.0.1.1",
+            "orders.acme\t5\tIN\tTXT\t\"status=available\"",
+            "_postgresql._tcp.orders.acme\t5\tIN\tSRV\t0 0 5433 h1.hosts",
             "h1.hosts\t5\tIN\tA\t127.0.1.1",
             "sleepy\t5\tIN\tTXT\t\"status=hibernated\"",
         ] {

@@ -39,6 +39,15 @@ pub struct Account {
 /// The account of the cluster's operators; the bootstrap token belongs to it.
 pub const ADMIN_ACCOUNT: &str = "admin";
 
+/// Account names that would clash with the zone's own names (`<host>.hosts`, `ns<N>.ns`).
+pub const RESERVED_ACCOUNTS: [&str; 2] = ["hosts", "ns"];
+
+/// A database's key in the store and its name in DNS: `<name>.<account>`. Names are
+/// unique per account, so two accounts may each have `orders`.
+pub fn database_key(name: &str, account: &str) -> String {
+    format!("{name}.{account}")
+}
+
 /// What a token's holder may do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -233,7 +242,7 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Database {
-    /// Unique name (a DNS label).
+    /// Name (a DNS label), unique in its account.
     pub name: String,
     /// The account that owns it.
     pub account: String,
@@ -257,6 +266,13 @@ pub struct Database {
     pub pending: Option<Modification>,
     /// The master password's SCRAM-SHA-256 verifier (never the password itself).
     pub master_verifier: String,
+}
+
+impl Database {
+    /// Its key in the store and name in DNS (see [`database_key`]).
+    pub fn key(&self) -> String {
+        database_key(&self.name, &self.account)
+    }
 }
 
 /// A change to a database's spec.

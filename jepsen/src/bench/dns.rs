@@ -353,7 +353,8 @@ pub async fn run(b: DnsBench) -> anyhow::Result<()> {
     let zone_file = dir.path().join(format!("{ZONE}.zone"));
     std::fs::write(&zone_file, &zone_text)?;
 
-    // 90% names that exist, 10% that do not (NXDOMAIN).
+    // 90% names that exist, 10% that do not (NXDOMAIN). The databases are the admin
+    // account's, so their names are `<db>.admin.<zone>`.
     let queries = dir.path().join("queries");
     let mut q = String::new();
     let mut rng = rand::thread_rng();
@@ -362,11 +363,11 @@ pub async fn run(b: DnsBench) -> anyhow::Result<()> {
         if rng.gen_ratio(1, 10) {
             q.push_str(&format!("missing{i}.{ZONE} A\n"));
         } else {
-            q.push_str(&format!("db{i:05}.{ZONE} A\n"));
+            q.push_str(&format!("db{i:05}.admin.{ZONE} A\n"));
         }
     }
     std::fs::write(&queries, q)?;
-    let probe = format!("db00000.{ZONE}");
+    let probe = format!("db00000.admin.{ZONE}");
 
     let keel_port: u16 = c.node(1).dns_addr.rsplit(':').next().unwrap_or("0").parse()?;
     wait_answering(keel_port, &probe).await?;
@@ -417,7 +418,7 @@ pub async fn run(b: DnsBench) -> anyhow::Result<()> {
         let id = create(&c, &name).await?;
         wait_op(&c, &id, Duration::from_millis(2)).await?;
         let t = Instant::now();
-        let fqdn = format!("{name}.{ZONE}");
+        let fqdn = format!("{name}.admin.{ZONE}");
         // All nodes at once, in process: a dig per probe costs ~25 ms to start, which
         // would be measured instead of the server.
         let waits = ports.iter().map(|&port| {

@@ -289,8 +289,9 @@ impl Api {
         name: &str,
         req: ModifyDatabaseRequest,
     ) -> Result<DatabaseOperation, ApiError> {
-        validate::dns_label("database name", name)?;
+        let key = key_of(who, name)?;
         self.owned(who, name).await?;
+        let name = key.as_str();
         if let Some(c) = &req.class {
             class(c)?;
         }
@@ -354,8 +355,9 @@ impl Api {
         name: &str,
         request_id: Option<String>,
     ) -> Result<DatabaseOperation, ApiError> {
-        validate::dns_label("database name", name)?;
+        let key = key_of(who, name)?;
         self.owned(who, name).await?;
+        let name = key.as_str();
         validate::request_id(request_id.as_deref())?;
         let job_id = uuid::Uuid::now_v7().simple().to_string();
         let fingerprint = serde_json::json!({"kind": "delete-database", "name": name});
@@ -395,16 +397,11 @@ impl Api {
 
     /// One of the caller's databases.
     pub async fn describe_database(&self, who: &Principal, name: &str) -> Result<DatabaseView, ApiError> {
-        let who = who.clone();
+        let key = key_of(who, name)?;
         self.node
-            .read(|s| {
-                s.databases
-                    .get(name)
-                    .filter(|d| who.sees(&d.account))
-                    .map(|d| DatabaseView::of(d, s))
-            })
+            .read(|s| s.databases.get(&key).map(|d| DatabaseView::of(d, s)))
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("database {name:?} does not exist; `keel db list` shows them")))
+            .ok_or_else(|| missing(name))
     }
 
     /// One of the caller's operations, with its workflow.
@@ -435,7 +432,7 @@ impl Api {
                 "limit {limit} is out of range: ask for 1 to {EVENTS_PAGE_MAX} events a page"
             )));
         }
-        let db = db.map(str::to_string);
+        let db = db.map(|d| key_of(who, d)).transpose()?;
         let account = who.scope();
         self.node
             .read(move |s| {
@@ -446,6 +443,24 @@ impl Api {
             })
             .await
     }
+}
+
+/// The same answer for a database that does not exist and one the caller may not see.
+fn missing(name: &str) -> ApiError {
+    ApiError::NotFound(format!("database {name:?} does not exist; `keel db list` shows them"))
+}
+
+/// The store key of a database reference as `who` means it: `<name>` is in the caller's
+/// own account, `<name>.<account>` in that account (another account's is "not found"
+/// unless the caller is an admin).
+pub fn key_of(who: &Principal, reference: &str) -> Result<String, ApiError> {
+    let (name, account) = reference.split_once('.').unwrap_or((reference, who.account.as_str()));
+    validate::dns_label("database name", name)?;
+    validate::dns_label("account", account)?;
+    if !who.sees(account) {
+        return Err(missing(reference));
+    }
+    Ok(keel_raft_store::database_key(name, account))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::accounts::{TOKEN_DAYS_MAX, TOKEN_NAME_MAX};
 use super::databases::{ENGINES, STORAGE_GIB};
 use super::error::{ApiError, Problem};
 use super::service::{NOOP_WORK_MAX_MS, OPS_PAGE_MAX};
-use super::validate::{DNS_LABEL, HOST_PORT, LABEL_VALUE_MAX, REQUEST_ID_MAX};
+use super::validate::{DATABASE_REF, DNS_LABEL, HOST_PORT, LABEL_VALUE_MAX, REQUEST_ID_MAX};
 use crate::classes::CLASSES;
 use crate::host::engine::RESERVED_USERS;
 use crate::window::{DAILY_PATTERN, WEEKLY_PATTERN};
@@ -127,7 +127,9 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
 fn parameters() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         ("/v1/hosts/", "name", json!({ "pattern": DNS_LABEL })),
-        ("/v1/databases/", "name", json!({ "pattern": DNS_LABEL })),
+        ("/v1/databases/", "name", json!({ "pattern": DATABASE_REF })),
+        ("/v1/events", "db", json!({ "pattern": DATABASE_REF })),
+        ("/v1/ops", "db", json!({ "pattern": DATABASE_REF })),
         ("/v1/databases/", "request_id", json!({ "maxLength": REQUEST_ID_MAX })),
         ("/v1/ops", "limit", json!({ "minimum": 1, "maximum": OPS_PAGE_MAX })),
         ("/v1/audit", "limit", json!({ "minimum": 1, "maximum": OPS_PAGE_MAX })),

@@ -251,9 +251,14 @@ impl Api {
             )));
         }
         let account = who.scope();
+        let db = page
+            .db
+            .as_deref()
+            .map(|d| super::databases::key_of(who, d))
+            .transpose()?;
         self.node
             .read(move |s| {
-                s.jobs_page(account.as_deref(), page.db.as_deref(), page.after.as_deref(), limit)
+                s.jobs_page(account.as_deref(), db.as_deref(), page.after.as_deref(), limit)
                     .iter()
                     .map(|j| OperationView::of(j, s.workflow_of(&j.id)))
                     .collect()

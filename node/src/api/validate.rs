@@ -6,6 +6,9 @@ use super::error::ApiError;
 
 /// A DNS label, as the OpenAPI document states it (ECMA-262 regex).
 pub const DNS_LABEL: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// A database reference: its name, or `<name>.<account>` to name another account's
+/// (admins only).
+pub const DATABASE_REF: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)?$";
 /// A host:port address: host characters, then a port 1-65535 without leading zeros.
 pub const HOST_PORT: &str =
     "^[A-Za-z0-9._:\\[\\]-]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";

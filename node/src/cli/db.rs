@@ -127,6 +127,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                     .map(|d| {
                         vec![
                             d.name.clone(),
+                            d.account.clone(),
                             wire_name(&d.status),
                             d.spec.class.clone(),
                             format!("{} GiB", d.spec.storage_gib),
@@ -137,7 +138,9 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                     })
                     .collect();
                 Ok(table(
-                    &["NAME", "STATUS", "CLASS", "STORAGE", "ZONE", "ENDPOINT", "CREATED"],
+                    &[
+                        "NAME", "ACCOUNT", "STATUS", "CLASS", "STORAGE", "ZONE", "ENDPOINT", "CREATED",
+                    ],
                     &rows,
                 ))
             });
@@ -241,7 +244,8 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             );
         }
         if out == Format::Table {
-            if let Ok(v) = client.get(&format!("/v1/databases/{}", op.database.name)).await {
+            let reference = format!("{}.{}", op.database.name, op.database.account);
+            if let Ok(v) = client.get(&format!("/v1/databases/{reference}")).await {
                 let d: DatabaseView = typed(v)?;
                 println!(
                     "Database {} is {}; endpoint {}.",
@@ -259,8 +263,9 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
 
 fn describe(d: &DatabaseView) -> String {
     let mut s = format!(
-        "Database {}\n  status:      {}{}\n  engine:      {} {}\n  class:       {}\n  storage:     {} GiB\n  zone:        {}\n  endpoint:    {}\n  master user: {}\n  backups:     {} days, window {}\n  maintenance: {}\n  created:     {}\n  operation:   {}\n",
+        "Database {} (account {})\n  status:      {}{}\n  engine:      {} {}\n  class:       {}\n  storage:     {} GiB\n  zone:        {}\n  endpoint:    {}\n  master user: {}\n  backups:     {} days, window {}\n  maintenance: {}\n  created:     {}\n  operation:   {}\n",
         d.name,
+        d.account,
         wire_name(&d.status),
         d.status_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
         d.spec.engine,

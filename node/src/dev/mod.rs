@@ -162,9 +162,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!();
     println!("    keel db create demo --master-user app --master-password 'change me please' --wait");
     println!("    keel db describe demo        # endpoint: address and port for psql");
-    println!("    dig @127.0.0.1 -p 8600 demo.db.keel.internal          # the address, by name");
-    println!("    dig @127.0.0.1 -p 8600 _postgresql._tcp.demo.db.keel.internal SRV   # host and port");
-    println!("    psql \"host=$(dig +short @127.0.0.1 -p 8600 demo.db.keel.internal) port=$(dig +short @127.0.0.1 -p 8600 _postgresql._tcp.demo.db.keel.internal SRV | cut -d' ' -f3) user=app dbname=postgres\"");
+    println!("    dig @127.0.0.1 -p 8600 demo.admin.db.keel.internal          # the address, by name");
+    println!("    dig @127.0.0.1 -p 8600 _postgresql._tcp.demo.admin.db.keel.internal SRV   # host and port");
+    println!("    psql \"host=$(dig +short @127.0.0.1 -p 8600 demo.admin.db.keel.internal) port=$(dig +short @127.0.0.1 -p 8600 _postgresql._tcp.demo.admin.db.keel.internal SRV | cut -d' ' -f3) user=app dbname=postgres\"");
     println!();
     println!("Press Ctrl-C to stop; run `keel dev` again to reuse the data (--fresh to start empty).");
 

@@ -212,7 +212,7 @@ mod tests {
             request_id: None,
             account: "acme".into(),
             kind: JobKind::ModifyDatabase {
-                database: "orders".into(),
+                database: "orders.acme".into(),
                 modification: m,
             },
             state: Default::default(),

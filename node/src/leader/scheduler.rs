@@ -38,7 +38,7 @@ pub async fn run(t: Term) {
                 .filter(|d| d.operation.is_none())
                 .filter(|d| matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull))
                 .filter(|d| Window::weekly(&d.spec.maintenance_window).is_ok_and(|w| w.contains(now)))
-                .filter_map(|d| Some((d.name.clone(), d.pending.clone()?)))
+                .filter_map(|d| Some((d.key(), d.pending.clone()?)))
                 .collect()
         });
         for (name, modification) in due {

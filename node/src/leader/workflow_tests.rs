@@ -82,7 +82,7 @@ fn create(control: &MemControl) -> String {
 async fn available(control: &Arc<MemControl>, hosts: &MemHosts) {
     let job = create(control);
     run_clean(control, hosts, &job).await;
-    assert_eq!(control.state().databases["db"].status, DatabaseStatus::Available);
+    assert_eq!(control.state().databases["db.acme"].status, DatabaseStatus::Available);
 }
 
 /// What a case expects once its job has ended.
@@ -206,7 +206,7 @@ async fn setup(case: &Case, control: &Arc<MemControl>, hosts: &MemHosts) -> Stri
             let r = control.apply(Command::ModifyDatabase {
                 job_id: "modify".into(),
                 request: None,
-                name: "db".into(),
+                name: "db.acme".into(),
                 modification: Modification {
                     class: Some("medium".into()),
                     ..Modification::default()
@@ -220,7 +220,7 @@ async fn setup(case: &Case, control: &Arc<MemControl>, hosts: &MemHosts) -> Stri
             let r = control.apply(Command::DeleteDatabase {
                 job_id: "delete".into(),
                 request: None,
-                name: "db".into(),
+                name: "db.acme".into(),
             });
             assert!(matches!(r, Response::Database { .. }), "{r:?}");
             "delete".into()
@@ -248,7 +248,7 @@ fn assert_outcome(case: &Case, label: &str, job: &str, s: &AdminState, hosts: &M
     assert!(matches!(next(wf), Next::Done), "{label}: workflow not finished: {wf:?}");
     assert_eq!(s.open_jobs().count(), 0, "{label}: nothing left open");
     let (volume, running) = hosts.with(HOST, |h| (h.volumes.contains("i1"), h.running.contains("i1")));
-    let db = s.databases.get("db");
+    let db = s.databases.get("db.acme");
     match case.expect {
         Expect::Available | Expect::Modified | Expect::RolledBack => {
             let db = db.unwrap_or_else(|| panic!("{label}: database gone"));
@@ -303,7 +303,7 @@ fn assert_outcome(case: &Case, label: &str, job: &str, s: &AdminState, hosts: &M
     let ends = s
         .events
         .iter()
-        .filter(|e| e.seq > seq_of_job && e.subject == "db" && terminal.contains(&e.kind.as_str()))
+        .filter(|e| e.seq > seq_of_job && e.subject == "db.acme" && terminal.contains(&e.kind.as_str()))
         .count();
     assert_eq!(ends, 1, "{label}: exactly one terminal event: {:?}", s.events);
     hosts.with(HOST, |h| {

@@ -61,7 +61,7 @@ fn entry(state: &AdminState, db: &Database) -> DatabaseEntry {
         .filter_map(|i| host_ip(&i.host))
         .collect();
     DatabaseEntry {
-        name: db.name.clone(),
+        name: db.key(),
         status: wire_name(&db.status),
         primary,
         replicas,

@@ -158,7 +158,7 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
     let (_, all) = a.call("get", "/v1/events?limit=10000", None).await;
     for e in all.as_array().unwrap() {
         assert!(
-            e["subject"] == "ledger" || e["subject"] == op_id.as_str(),
+            e["subject"] == "ledger.alice" || e["subject"] == op_id.as_str(),
             "alice sees only her database's and operation's events: {e}"
         );
     }
@@ -224,9 +224,41 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         .into_inner();
     assert_eq!(d.account, "alice");
 
-    // The admin sees every account's.
+    // Names are per account: Bob may have a `ledger` too, with its own DNS name.
+    let (code, made) = b.call("post", "/v1/databases", Some(create_body("ledger"))).await;
+    assert_eq!(code, 200, "{made}");
+    let op = wait_op(&c, made["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let zone = c
+        .http()
+        .get(format!("{}/v1/dns/zone", c.url(1)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ledger.alice",
+        "ledger.bob",
+        "_postgresql._tcp.ledger.alice",
+        "ledger.ro.bob",
+    ] {
+        assert!(
+            zone.lines().any(|l| l.starts_with(&format!("{name}\t"))),
+            "{name} in\n{zone}"
+        );
+    }
+    let (_, theirs) = b.call("get", "/v1/databases/ledger", None).await;
+    assert_eq!(theirs["account"], "bob", "{theirs}");
+
+    // The admin sees every account's, and names another account's as <name>.<account>.
     let (_, everyone) = c.get(2, "/v1/databases").await.unwrap();
-    assert_eq!(everyone.as_array().unwrap().len(), 1, "{everyone}");
+    assert_eq!(everyone.as_array().unwrap().len(), 2, "{everyone}");
+    let (code, hers) = c.get(2, "/v1/databases/ledger.alice").await.unwrap();
+    assert_eq!((code, hers["account"].as_str()), (200, Some("alice")), "{hers}");
+    let (code, v) = b.call("get", "/v1/databases/ledger.alice", None).await;
+    assert_eq!(code, 404, "bob cannot reach alice's by its full name either: {v}");
 
     // The audit log has Alice's create (and her refused attempt to create in Bob's
     // account never reached the store); Bob's probes were answered at the edge.
@@ -252,9 +284,17 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
     );
     assert!(r["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{r}");
     let (_, audit) = c.get(1, "/v1/audit?account=bob&limit=1000").await.unwrap();
-    assert!(
-        audit.as_array().unwrap().iter().all(|r| r["account"] != "bob"),
-        "bob made no change: {audit}"
+    let by_bob: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["account"] == "bob")
+        .map(|r| (r["action"].as_str().unwrap(), r["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        by_bob,
+        [("create-database", "ledger")],
+        "only bob's own create, none of his probes of alice's: {audit}"
     );
 
     // A revoked token stops working on every node.

@@ -21,7 +21,7 @@ pub async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, to
 
 /// `<db>`'s address (A) and port (SRV) from `node`'s DNS, once both are published.
 async fn resolve(c: &Cluster, node: u64, db: &str) -> (String, u64) {
-    let name = format!("{db}.db.keel.internal");
+    let name = format!("{db}.admin.db.keel.internal");
     c.wait_for(Duration::from_secs(10), "the database's A and SRV records", || async {
         let a = dig(c, node, &["+short", &name]);
         let srv = dig(c, node, &["+short", &format!("_postgresql._tcp.{name}"), "SRV"]);

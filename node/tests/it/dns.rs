@@ -75,7 +75,7 @@ async fn every_record_on_every_node_and_exact_negative_answers() {
         db["endpoint"]["addr"].as_str().unwrap().to_string(),
         db["endpoint"]["port"].as_u64().unwrap(),
     );
-    let name = format!("web.{ZONE}.");
+    let name = format!("web.admin.{ZONE}.");
 
     for node in c.ids() {
         // Every node converges on the applied state; wait for the database to be published.
@@ -97,10 +97,10 @@ async fn every_record_on_every_node_and_exact_negative_answers() {
             [format!("_postgresql._tcp.{name} SRV 0 0 {port} h1.hosts.{ZONE}.")],
             "{srv}"
         );
-        let ro = dig(&c, node, &[&format!("web.ro.{ZONE}."), "A"]);
+        let ro = dig(&c, node, &[&format!("web.ro.admin.{ZONE}."), "A"]);
         assert_eq!(
             answers(&ro),
-            [format!("web.ro.{ZONE}. A {addr}")],
+            [format!("web.ro.admin.{ZONE}. A {addr}")],
             "no replicas: the primary: {ro}"
         );
         let host = dig(&c, node, &[&format!("h1.hosts.{ZONE}."), "A"]);
@@ -122,7 +122,7 @@ async fn every_record_on_every_node_and_exact_negative_answers() {
         assert_eq!(answers(&glue), [format!("ns2.ns.{ZONE}. A 127.0.0.1")], "{glue}");
 
         // Case-insensitive, and the same over TCP.
-        let mixed = dig(&c, node, &["WeB.Db.KEEL.internal.", "A"]);
+        let mixed = dig(&c, node, &["WeB.AdMin.Db.KEEL.internal.", "A"]);
         assert_eq!(answers(&mixed).len(), 1, "{mixed}");
         let tcp = dig(&c, node, &["+tcp", &name, "A"]);
         assert_eq!(answers(&tcp), answers(&a), "{tcp}");
@@ -257,7 +257,7 @@ async fn nsd_secondary_transfers_the_zone_and_answers_the_same() {
     // The secondary listens where the cluster was told to NOTIFY.
     let nsd = Nsd::start_on(&c.node(1).dns_addr, nsd_port);
 
-    let first = format!("first.{ZONE}.");
+    let first = format!("first.admin.{ZONE}.");
     let transferred = c
         .wait_for(Duration::from_secs(30), "NSD to transfer the zone", || async {
             Ok((!answers(&nsd.dig(&[&first, "A"])).is_empty()).then_some(()))
@@ -273,7 +273,7 @@ async fn nsd_secondary_transfers_the_zone_and_answers_the_same() {
     let queries: Vec<Vec<String>> = vec![
         vec![first.clone(), "A".into()],
         vec![first.clone(), "TXT".into()],
-        vec![format!("first.ro.{ZONE}."), "A".into()],
+        vec![format!("first.ro.admin.{ZONE}."), "A".into()],
         vec![format!("_postgresql._tcp.{first}"), "SRV".into()],
         vec![format!("h1.hosts.{ZONE}."), "A".into()],
         vec![format!("{ZONE}."), "SOA".into()],
@@ -296,7 +296,7 @@ async fn nsd_secondary_transfers_the_zone_and_answers_the_same() {
     let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{op}");
     let committed = Instant::now();
-    let second = format!("second.{ZONE}.");
+    let second = format!("second.admin.{ZONE}.");
     let picked_up = c
         .wait_for(Duration::from_secs(30), "NSD to pick up the new database", || async {
             Ok((!answers(&nsd.dig(&[&second, "A"])).is_empty()).then_some(()))

@@ -30,14 +30,17 @@ async fn wait_health(c: &Cluster, name: &str, health: &str) -> Value {
     .unwrap()
 }
 
+/// How many events of `kind` are about host `name`, or the admin account's database `name`
+/// (events name a database by its key, `<name>.<account>`).
 async fn events_about(c: &Cluster, name: &str, kind: &str) -> usize {
+    let key = format!("{name}.admin");
     let (code, events) = c.get(1, "/v1/events").await.unwrap();
     assert_eq!(code, 200, "{events}");
     events
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["subject"] == name && e["kind"] == kind)
+        .filter(|e| (e["subject"] == name || e["subject"] == key.as_str()) && e["kind"] == kind)
         .count()
 }
 

@@ -84,14 +84,16 @@ fn assert_each_attempt_ran_once(c: &Cluster) {
     assert!(twice.is_empty(), "task attempts started more than once: {twice:?}");
 }
 
-/// How many events of `kind` name `subject`.
-async fn events(c: &Cluster, subject: &str, kind: &str) -> usize {
-    get_any(c, &format!("/v1/events?db={subject}"))
+/// How many events of `kind` name database `db` (the admin account's; events name a
+/// database by its key, `<name>.<account>`).
+async fn events(c: &Cluster, db: &str, kind: &str) -> usize {
+    let key = format!("{db}.admin");
+    get_any(c, &format!("/v1/events?db={db}"))
         .await
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["kind"] == kind && e["subject"] == subject)
+        .filter(|e| e["kind"] == kind && e["subject"] == key.as_str())
         .count()
 }
 

@@ -12,6 +12,11 @@ use crate::records::*;
 
 impl AdminState {
     pub(super) fn create_account(&mut self, index: u64, at: Millis, name: &str) -> Response {
+        if RESERVED_ACCOUNTS.contains(&name) {
+            return conflict(format!(
+                "account name {name:?} is reserved (the DNS zone uses it); choose another"
+            ));
+        }
         if let Some(existing) = self.accounts.get(name) {
             return Response::Account {
                 account: existing.clone(),

@@ -86,9 +86,10 @@ impl AdminState {
         if !self.accounts.contains_key(account) {
             return not_found("account", account);
         }
-        if let Some(existing) = self.databases.get(name) {
+        let key = database_key(name, account);
+        if let Some(existing) = self.databases.get(&key) {
             return conflict(format!(
-                "database {name:?} already exists ({:?}); choose another name or delete it first",
+                "database {name:?} already exists in account {account} ({:?}); choose another name or delete it first",
                 existing.status
             ));
         }
@@ -96,7 +97,7 @@ impl AdminState {
             Ok(p) => p,
             Err(rejection) => return Response::Rejected { rejection },
         };
-        let kind = JobKind::CreateDatabase { database: name.into() };
+        let kind = JobKind::CreateDatabase { database: key.clone() };
         let job = match self.enqueue(index, at, job_id, request, kind, account) {
             Ok(job) => job,
             Err(refused) => return refused,
@@ -105,7 +106,7 @@ impl AdminState {
             instance_id.to_string(),
             Instance {
                 id: instance_id.to_string(),
-                database: name.to_string(),
+                database: key.clone(),
                 role: InstanceRole::Primary,
                 host: host.clone(),
                 port,
@@ -114,7 +115,7 @@ impl AdminState {
             },
         );
         self.databases.insert(
-            name.to_string(),
+            key.clone(),
             Database {
                 name: name.to_string(),
                 account: account.to_string(),
@@ -129,7 +130,7 @@ impl AdminState {
             },
         );
         let message = format!("Database {name} is being created on host {host}, port {port}.");
-        self.event(index, at, "database-creating", name, message);
+        self.event(index, at, "database-creating", &key, message);
         self.database_response(&job, true)
     }
 

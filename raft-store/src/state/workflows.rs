@@ -477,7 +477,7 @@ mod tests {
             h.run("w", n);
         }
         ok(&h.finish("w"));
-        let db = &h.s.databases["db"];
+        let db = &h.s.databases["db.acme"];
         assert_eq!(db.status, DatabaseStatus::Available);
         assert_eq!(db.endpoint.as_ref().unwrap().addr, "127.0.1.1");
         assert_eq!(h.s.jobs["j1"].state, JobState::Succeeded);
@@ -485,13 +485,13 @@ mod tests {
         ok(&h.apply(Command::DeleteDatabase {
             job_id: "j2".into(),
             request: None,
-            name: "db".into(),
+            name: "db.acme".into(),
         }));
         refused(
             &h.apply(Command::DeleteDatabase {
                 job_id: "j3".into(),
                 request: None,
-                name: "db".into(),
+                name: "db.acme".into(),
             }),
             "busy",
         );
@@ -499,7 +499,7 @@ mod tests {
         ok(&h.start("w2", "j2", &[TaskAction::Destroy]));
         h.run("w2", 0);
         ok(&h.finish("w2"));
-        assert!(!h.s.databases.contains_key("db"));
+        assert!(!h.s.databases.contains_key("db.acme"));
         assert!(h.s.instances.is_empty(), "port and slot freed");
         assert!(
             matches!(h.create("db", "j4"), Response::Database { created: true, .. }),
@@ -534,7 +534,7 @@ mod tests {
         h.run("w", 3);
         ok(&h.finish("w"));
         assert_eq!(h.wf("w").state, StepState::Failed);
-        let db = &h.s.databases["db"];
+        let db = &h.s.databases["db.acme"];
         assert_eq!(db.status, DatabaseStatus::Failed);
         assert!(db.status_reason.as_deref().unwrap().starts_with("check failed"));
         assert!(
@@ -555,7 +555,7 @@ mod tests {
         ok(&h.update("w", 1, StepState::Running, 1, None));
         ok(&h.update("w", 1, StepState::Failed, 1, None));
         ok(&h.finish("w"));
-        let db = &h.s.databases["db"];
+        let db = &h.s.databases["db.acme"];
         assert_eq!(db.status, DatabaseStatus::Failed);
         assert!(db.status_reason.as_deref().unwrap().contains("undoing it failed too"));
         assert_eq!(
@@ -575,7 +575,7 @@ mod tests {
         ok(&h.apply(Command::ModifyDatabase {
             job_id: "j2".into(),
             request: None,
-            name: "db".into(),
+            name: "db.acme".into(),
             modification: Modification {
                 class: Some("large".into()),
                 ..Modification::default()
@@ -588,7 +588,7 @@ mod tests {
         h.run("w2", 2);
         h.run("w2", 3);
         ok(&h.finish("w2"));
-        let db = &h.s.databases["db"];
+        let db = &h.s.databases["db.acme"];
         assert_eq!(db.status, DatabaseStatus::Available);
         assert_eq!(db.spec.class, "small", "the old class stays");
         assert!(db.endpoint.is_some());
@@ -612,7 +612,7 @@ mod tests {
         }));
         assert_eq!(h.wf("w").state, StepState::Failed);
         assert_eq!(h.s.jobs["j1"].state, JobState::Failed);
-        assert_eq!(h.s.databases["db"].status, DatabaseStatus::Failed);
+        assert_eq!(h.s.databases["db.acme"].status, DatabaseStatus::Failed);
     }
 
     #[test]
