@@ -78,7 +78,7 @@ impl AdminState {
             master_verifier,
             instance_id,
         } = new;
-        match self.repeat_of(request, at) {
+        match self.repeat_of(request, account, at) {
             Err(refused) => return refused,
             Ok(Some(job)) => return self.database_response(&job.clone(), false),
             Ok(None) => {}
@@ -247,7 +247,9 @@ impl AdminState {
             job_id,
             request,
         } = start;
-        match self.repeat_of(request, at) {
+        // The key says whose database it is even after a delete removed it.
+        let owner = name.split_once('.').map_or("", |(_, account)| account);
+        match self.repeat_of(request, owner, at) {
             Err(refused) => return refused,
             Ok(Some(job)) => return self.database_response(&job.clone(), false),
             Ok(None) => {}
@@ -261,8 +263,8 @@ impl AdminState {
         if let Err(why) = allowed(db) {
             return conflict(why);
         }
-        let owner = db.account.clone();
-        let job = match self.enqueue(index, at, job_id, request, kind, &owner) {
+        let account = db.account.clone();
+        let job = match self.enqueue(index, at, job_id, request, kind, &account) {
             Ok(job) => job,
             Err(refused) => return refused,
         };

@@ -6,6 +6,12 @@ use crate::command::Response;
 use crate::records::*;
 use crate::transitions::{self, JOB};
 
+/// Where a request id is bound: per account, so ids never collide across tenants (and
+/// a refusal never names another tenant's operation).
+fn request_slot(account: &str, id: &str) -> String {
+    format!("{account}/{id}")
+}
+
 impl AdminState {
     /// Jobs not yet finished (pending or running), oldest first.
     pub fn open_jobs(&self) -> impl Iterator<Item = &Job> {
@@ -20,7 +26,7 @@ impl AdminState {
         request: Option<&RequestKey>,
         kind: &JobKind,
     ) -> Response {
-        match self.repeat_of(request, at) {
+        match self.repeat_of(request, "", at) {
             Err(refused) => return refused,
             Ok(Some(job)) => {
                 return Response::Job {
@@ -41,9 +47,19 @@ impl AdminState {
 
     /// The job an earlier use of this request id made, if this is a repeat of that request;
     /// a refusal if the id is bound to a different request; `None` for a new (or lapsed) id.
-    pub(crate) fn repeat_of(&self, request: Option<&RequestKey>, at: Millis) -> Result<Option<&Job>, Response> {
+    /// Request ids are `account`'s own: another account's use of the same id is unrelated.
+    pub(crate) fn repeat_of(
+        &self,
+        request: Option<&RequestKey>,
+        account: &str,
+        at: Millis,
+    ) -> Result<Option<&Job>, Response> {
         let Some(r) = request else { return Ok(None) };
-        let Some(bound) = self.requests.get(&r.id).filter(|b| !b.expired(at)) else {
+        let Some(bound) = self
+            .requests
+            .get(&request_slot(account, &r.id))
+            .filter(|b| !b.expired(at))
+        else {
             return Ok(None);
         };
         if bound.fingerprint != r.fingerprint {
@@ -92,7 +108,7 @@ impl AdminState {
                 None => job.kind.name().to_string(),
             };
             self.requests.insert(
-                r.id.clone(),
+                request_slot(account, &r.id),
                 RequestRecord {
                     job_id: job_id.to_string(),
                     fingerprint: r.fingerprint.clone(),

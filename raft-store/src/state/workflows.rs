@@ -466,6 +466,36 @@ mod tests {
     const CREATE: [TaskAction; 3] = [TaskAction::Provision, TaskAction::Start, TaskAction::Check];
 
     #[test]
+    fn names_and_request_ids_are_each_accounts_own() {
+        let mut h = H::new();
+        ok(&h.create("db", "r1"));
+        h.apply(Command::CreateAccount { name: "other".into() });
+        let theirs = h.apply(Command::CreateDatabase {
+            job_id: "j2".into(),
+            request: Some(RequestKey {
+                id: "r1".into(),
+                fingerprint: "create db".into(),
+                retention_ms: 1_000_000,
+            }),
+            name: "db".into(),
+            account: "other".into(),
+            spec: DatabaseSpec {
+                class: "small".into(),
+                storage_gib: 10,
+                ..DatabaseSpec::default()
+            },
+            master_verifier: "SCRAM-SHA-256$x".into(),
+            instance_id: "other-i1".into(),
+        });
+        assert!(
+            matches!(theirs, Response::Database { created: true, .. }),
+            "the same name and request id in another account make a new database: {theirs:?}"
+        );
+        assert!(h.s.databases.contains_key("db.acme") && h.s.databases.contains_key("db.other"));
+        assert_eq!(h.s.jobs["j2"].account, "other");
+    }
+
+    #[test]
     fn create_then_delete_frees_port_and_name() {
         let mut h = created("db", "j1", &CREATE);
         assert!(
