@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
-    Account, Actor, ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, LeaderServices, Millis,
-    Modification, RequestKey, StepState, Task, Token, Workflow,
+    Account, Actor, ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, LeaderServices, Limits,
+    Millis, Modification, RequestKey, StepState, Task, Token, Workflow,
 };
 
 /// A command as proposed: the proposer stamps the time so apply never reads a clock.
@@ -76,6 +76,13 @@ pub enum Command {
     CreateAccount {
         /// Account name.
         name: String,
+    },
+    /// Set an account's throttling limits (`None`s fall back to the cluster's defaults).
+    SetAccountLimits {
+        /// Account name.
+        name: String,
+        /// The limits.
+        limits: Limits,
     },
     /// Record a new API token (id and secret hash stamped by the proposer).
     CreateToken {
@@ -318,6 +325,7 @@ impl Command {
             | Command::DeferModification { .. }
             | Command::DeleteDatabase { .. }
             | Command::CreateAccount { .. }
+            | Command::SetAccountLimits { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }
             | Command::TouchTokens { .. } => Origin::Api,
@@ -346,6 +354,7 @@ impl Command {
             | Command::DeferModification { name, .. }
             | Command::DeleteDatabase { name, .. }
             | Command::CreateAccount { name }
+            | Command::SetAccountLimits { name, .. }
             | Command::InitCluster { name, .. } => name,
             Command::SubmitJob { job_id, .. }
             | Command::ClaimJob { job_id, .. }
@@ -380,6 +389,7 @@ impl Command {
         match self {
             Command::InitCluster { .. } => "init-cluster",
             Command::CreateAccount { .. } => "create-account",
+            Command::SetAccountLimits { .. } => "set-account-limits",
             Command::CreateToken { .. } => "create-token",
             Command::RevokeToken { .. } => "revoke-token",
             Command::TouchTokens { .. } => "touch-tokens",

@@ -34,6 +34,20 @@ pub struct Account {
     pub name: String,
     /// When it was created.
     pub created_at_ms: Millis,
+    /// Its own throttling limits, where an admin set them (else the cluster's defaults).
+    pub limits: Limits,
+}
+
+/// An account's throttling limits; `None` is the cluster's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// API calls per second, per control node.
+    pub requests_per_second: Option<u32>,
+    /// API calls allowed in a burst above the rate.
+    pub burst: Option<u32>,
+    /// Heavy workflows (creates; later restores and clones) running at once; more wait.
+    pub heavy_workflows: Option<u32>,
 }
 
 /// The account of the cluster's operators; the bootstrap token belongs to it.
@@ -369,6 +383,11 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// Whether the job is a heavy workflow, counted against its account's cap.
+    pub fn is_heavy(&self) -> bool {
+        matches!(self, JobKind::CreateDatabase { .. })
+    }
+
     /// Short name shown in listings.
     pub fn name(&self) -> &'static str {
         match self {

@@ -238,7 +238,7 @@ impl AdminState {
             | Command::DeleteDatabase { name, .. } => of_database(name),
             Command::CreateToken { token } => Some(token.account.clone()),
             Command::RevokeToken { id } => self.tokens.get(id).map(|t| t.account.clone()),
-            Command::CreateAccount { name } => Some(name.clone()),
+            Command::CreateAccount { name } | Command::SetAccountLimits { name, .. } => Some(name.clone()),
             _ => None,
         };
         owner
@@ -270,6 +270,7 @@ impl AdminState {
         match &proposal.command {
             Command::InitCluster { name, admin_token } => self.init_cluster(index, at, name, admin_token.as_ref()),
             Command::CreateAccount { name } => self.create_account(index, at, name),
+            Command::SetAccountLimits { name, limits } => self.set_account_limits(index, at, name, limits),
             Command::CreateToken { token } => self.create_token(index, at, token),
             Command::RevokeToken { id } => self.revoke_token(index, at, id),
             Command::TouchTokens { used } => self.touch_tokens(used),

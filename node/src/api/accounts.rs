@@ -45,6 +45,46 @@ pub struct AccountView {
     pub name: String,
     /// When it was created (ms since the Unix epoch).
     pub created_at_ms: u64,
+    /// Its own throttling limits (absent: the cluster's defaults).
+    pub limits: LimitsView,
+}
+
+/// An account's throttling limits; absent ones are the cluster's defaults.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsView {
+    /// API calls per second, per control node.
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    pub requests_per_second: Option<u32>,
+    /// API calls allowed in a burst above that rate.
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    pub burst: Option<u32>,
+    /// Heavy workflows (creates) running at once; more wait their turn.
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    pub heavy_workflows: Option<u32>,
+}
+
+impl From<keel_raft_store::Limits> for LimitsView {
+    fn from(l: keel_raft_store::Limits) -> Self {
+        Self {
+            requests_per_second: l.requests_per_second,
+            burst: l.burst,
+            heavy_workflows: l.heavy_workflows,
+        }
+    }
+}
+
+/// The most any limit may be set to.
+pub const LIMIT_MAX: u32 = 1_000_000;
+
+impl From<&keel_raft_store::Account> for AccountView {
+    fn from(a: &keel_raft_store::Account) -> Self {
+        Self {
+            name: a.name.clone(),
+            created_at_ms: a.created_at_ms,
+            limits: a.limits.into(),
+        }
+    }
 }
 
 /// A token as listed: never its secret.
@@ -133,11 +173,53 @@ impl Api {
     /// Create an account (a repeat answers the existing one).
     pub async fn create_account(&self, who: &Principal, req: CreateAccountRequest) -> Result<AccountView, ApiError> {
         validate::dns_label("account name", &req.name)?;
+        if keel_raft_store::RESERVED_ACCOUNTS.contains(&req.name.as_str()) {
+            return Err(ApiError::InvalidArgument(format!(
+                "account name {:?} is reserved (the DNS zone uses it); choose another",
+                req.name
+            )));
+        }
         match self.commit(who, Command::CreateAccount { name: req.name }).await? {
-            Response::Account { account, .. } => Ok(AccountView {
-                name: account.name,
-                created_at_ms: account.created_at_ms,
-            }),
+            Response::Account { account, .. } => Ok(AccountView::from(&account)),
+            other => Err(super::service::unexpected(other)),
+        }
+    }
+
+    /// Set an account's throttling limits (absent ones fall back to the defaults).
+    pub async fn set_account_limits(
+        &self,
+        who: &Principal,
+        name: &str,
+        limits: LimitsView,
+    ) -> Result<AccountView, ApiError> {
+        validate::dns_label("account name", name)?;
+        for (what, v) in [
+            ("requests_per_second", limits.requests_per_second),
+            ("burst", limits.burst),
+            ("heavy_workflows", limits.heavy_workflows),
+        ] {
+            if v.is_some_and(|v| v == 0 || v > LIMIT_MAX) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "{what} must be 1 to {LIMIT_MAX}, or absent for the cluster's default"
+                )));
+            }
+        }
+        let limits = keel_raft_store::Limits {
+            requests_per_second: limits.requests_per_second,
+            burst: limits.burst,
+            heavy_workflows: limits.heavy_workflows,
+        };
+        match self
+            .commit(
+                who,
+                Command::SetAccountLimits {
+                    name: name.to_string(),
+                    limits,
+                },
+            )
+            .await?
+        {
+            Response::Account { account, .. } => Ok(AccountView::from(&account)),
             other => Err(super::service::unexpected(other)),
         }
     }
@@ -145,15 +227,7 @@ impl Api {
     /// Every account.
     pub async fn list_accounts(&self) -> Result<Vec<AccountView>, ApiError> {
         self.node
-            .read(|s| {
-                s.accounts
-                    .values()
-                    .map(|a| AccountView {
-                        name: a.name.clone(),
-                        created_at_ms: a.created_at_ms,
-                    })
-                    .collect()
-            })
+            .read(|s| s.accounts.values().map(AccountView::from).collect())
             .await
     }
 

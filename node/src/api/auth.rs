@@ -220,6 +220,7 @@ pub async fn layer(State(api): State<Api>, mut req: Request, next: Next) -> Resp
             )));
         }
         api.usage.note(&principal.token_id, now);
+        throttle(&api, &principal)?;
         let source = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -234,6 +235,32 @@ pub async fn layer(State(api): State<Api>, mut req: Request, next: Next) -> Resp
         Err(e) if grpc => tonic::Status::from(e).into_http().map(axum::body::Body::new),
         Err(e) => e.into_response(),
     }
+}
+
+/// Take one call from a member's account bucket (admins are not throttled: they are
+/// the operators, not a tenant).
+fn throttle(api: &Api, who: &Principal) -> Result<(), ApiError> {
+    if who.role == Role::Admin {
+        return Ok(());
+    }
+    let limits = api
+        .node
+        .state
+        .read(|a| a.state.accounts.get(&who.account).map(|acc| acc.limits))
+        .unwrap_or_default();
+    let config = &api.node.config;
+    let per_second = limits.requests_per_second.unwrap_or(config.api_requests_per_second);
+    let burst = limits.burst.unwrap_or(config.api_burst);
+    api.throttle.check(&who.account, per_second, burst).map_err(|wait| {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError::TooManyRequests(
+            format!(
+                "account {} is over its limit of {per_second} calls a second (bursts of {burst}) on this node; retry in {seconds} s, or ask an administrator to raise it (`keel accounts set-limits`)",
+                who.account
+            ),
+            seconds,
+        )
+    })
 }
 
 /// When each token was last used on this node, until the next flush.

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// Valid credentials whose role may not make this call.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The account's call rate is over its limit; retry after this many seconds.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
 }
 
 impl From<Rejection> for ApiError {
@@ -95,6 +98,11 @@ impl ApiError {
                 "permission-denied",
                 tonic::Code::PermissionDenied,
             ),
+            ApiError::TooManyRequests(..) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                tonic::Code::ResourceExhausted,
+            ),
         }
     }
 
@@ -106,7 +114,7 @@ impl ApiError {
             title: status.canonical_reason().unwrap_or("error").to_string(),
             status: status.as_u16(),
             detail: self.to_string(),
-            retryable: matches!(self, ApiError::Unavailable(_)),
+            retryable: matches!(self, ApiError::Unavailable(_) | ApiError::TooManyRequests(..)),
         }
     }
 }
@@ -116,6 +124,10 @@ impl IntoResponse for ApiError {
         let problem = self.problem();
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(problem)).into_response();
+        if let ApiError::TooManyRequests(_, seconds) = self {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
         resp.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/problem+json"),
@@ -127,6 +139,10 @@ impl IntoResponse for ApiError {
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         let (_, _, code) = e.parts();
-        tonic::Status::new(code, e.to_string())
+        let mut status = tonic::Status::new(code, e.to_string());
+        if let ApiError::TooManyRequests(_, seconds) = e {
+            status.metadata_mut().insert("retry-after", seconds.into());
+        }
+        status
     }
 }

@@ -11,7 +11,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::accounts::{
-    AccountView, AuditPage, AuditView, CreateAccountRequest, CreateTokenRequest, CreatedToken, TokenView, WhoAmI,
+    AccountView, AuditPage, AuditView, CreateAccountRequest, CreateTokenRequest, CreatedToken, LimitsView, TokenView,
+    WhoAmI,
 };
 use super::auth::Principal;
 use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
@@ -75,6 +76,7 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(health))
         .routes(routes!(whoami))
         .routes(routes!(list_accounts, create_account))
+        .routes(routes!(set_account_limits))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
         .routes(routes!(audit))
@@ -368,4 +370,16 @@ async fn revoke_token(
     responses((status = 200, body = Vec<AuditView>)))]
 async fn audit(State(api): State<Api>, page: QueryOf<AuditPage>) -> Reply<Vec<AuditView>> {
     Ok(Json(api.audit(query(page)?).await?))
+}
+
+/// Set an account's throttling limits (admins only); absent ones are the cluster's defaults.
+#[utoipa::path(patch, path = "/v1/accounts/{name}", tag = "accounts", request_body = LimitsView,
+    params(("name" = String, Path, description = "Account name")), responses((status = 200, body = AccountView)))]
+async fn set_account_limits(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    req: Body,
+) -> Reply<AccountView> {
+    Ok(Json(api.set_account_limits(&who, &name, body(req)?).await?))
 }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod openapi;
 pub mod routing;
 pub mod service;
+pub mod throttle;
 pub mod validate;
 pub mod views;
 pub mod whole;

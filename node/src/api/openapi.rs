@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
-use super::accounts::{TOKEN_DAYS_MAX, TOKEN_NAME_MAX};
+use super::accounts::{LIMIT_MAX, TOKEN_DAYS_MAX, TOKEN_NAME_MAX};
 use super::databases::{ENGINES, STORAGE_GIB};
 use super::error::{ApiError, Problem};
 use super::service::{NOOP_WORK_MAX_MS, OPS_PAGE_MAX};
@@ -19,6 +19,7 @@ use super::validate::{DATABASE_REF, DNS_LABEL, HOST_PORT, LABEL_VALUE_MAX, REQUE
 use crate::classes::CLASSES;
 use crate::host::engine::RESERVED_USERS;
 use crate::window::{DAILY_PATTERN, WEEKLY_PATTERN};
+use keel_raft_store::RESERVED_ACCOUNTS;
 
 /// The served document, rendered once.
 #[derive(Clone)]
@@ -55,12 +56,20 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
         "additionalProperties": { "type": "string", "maxLength": LABEL_VALUE_MAX },
     });
     let request_id = json!({ "maxLength": REQUEST_ID_MAX });
+    let limit = json!({ "minimum": 1, "maximum": LIMIT_MAX });
     let daily = json!({ "pattern": DAILY_PATTERN });
     let weekly = json!({ "pattern": WEEKLY_PATTERN });
     vec![
         ("CreateDatabaseRequest", "name", label.clone()),
         ("CreateDatabaseRequest", "account", label.clone()),
-        ("CreateAccountRequest", "name", label.clone()),
+        (
+            "CreateAccountRequest",
+            "name",
+            json!({ "pattern": DNS_LABEL, "not": { "enum": RESERVED_ACCOUNTS } }),
+        ),
+        ("LimitsView", "requests_per_second", limit.clone()),
+        ("LimitsView", "burst", limit.clone()),
+        ("LimitsView", "heavy_workflows", limit.clone()),
         ("CreateTokenRequest", "account", label.clone()),
         (
             "CreateTokenRequest",
@@ -127,6 +136,7 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
 fn parameters() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         ("/v1/hosts/", "name", json!({ "pattern": DNS_LABEL })),
+        ("/v1/accounts/", "name", json!({ "pattern": DNS_LABEL })),
         ("/v1/databases/", "name", json!({ "pattern": DATABASE_REF })),
         ("/v1/events", "db", json!({ "pattern": DATABASE_REF })),
         ("/v1/ops", "db", json!({ "pattern": DATABASE_REF })),

@@ -67,6 +67,8 @@ pub struct Api {
     pub(crate) node: Arc<NodeCtx>,
     /// Tokens' last use on this node, recorded in batches.
     pub(crate) usage: super::auth::Usage,
+    /// Each account's API call bucket on this node.
+    pub(crate) throttle: Arc<super::throttle::Throttle>,
 }
 
 impl Api {
@@ -117,6 +119,7 @@ impl Api {
         Self {
             node,
             usage: Default::default(),
+            throttle: Default::default(),
         }
     }
 

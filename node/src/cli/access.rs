@@ -6,7 +6,7 @@ use super::client::{typed, Client};
 use super::output::{table, time, Format};
 use super::print;
 use crate::api::accounts::{
-    AccountView, CreateAccountRequest, CreateTokenRequest, CreatedToken, RoleView, TokenView, WhoAmI,
+    AccountView, CreateAccountRequest, CreateTokenRequest, CreatedToken, LimitsView, RoleView, TokenView, WhoAmI,
 };
 use crate::api::auth;
 
@@ -20,6 +20,21 @@ pub enum AccountsCmd {
     },
     /// List accounts (admins only).
     List,
+    /// Set an account's throttling limits (admins only); the ones not given return to
+    /// the cluster's defaults.
+    SetLimits {
+        /// Account name.
+        name: String,
+        /// API calls per second, per control node.
+        #[arg(long)]
+        requests_per_second: Option<u32>,
+        /// API calls in a burst above that rate.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Heavy workflows (creates) running at once.
+        #[arg(long)]
+        heavy_workflows: Option<u32>,
+    },
 }
 
 /// API tokens.
@@ -75,13 +90,37 @@ pub async fn accounts(client: &Client, out: Format, cmd: AccountsCmd) -> anyhow:
         AccountsCmd::List => {
             let v = client.get("/v1/accounts").await?;
             let all: Vec<AccountView> = typed(v.clone())?;
+            let or_default = |v: Option<u32>| v.map_or_else(|| "default".to_string(), |v| v.to_string());
             print(out, &v, || {
                 let rows: Vec<Vec<String>> = all
                     .iter()
-                    .map(|a| vec![a.name.clone(), time(Some(a.created_at_ms))])
+                    .map(|a| {
+                        vec![
+                            a.name.clone(),
+                            time(Some(a.created_at_ms)),
+                            or_default(a.limits.requests_per_second),
+                            or_default(a.limits.burst),
+                            or_default(a.limits.heavy_workflows),
+                        ]
+                    })
                     .collect();
-                Ok(table(&["NAME", "CREATED"], &rows))
+                Ok(table(&["NAME", "CREATED", "CALLS/S", "BURST", "HEAVY"], &rows))
             })
+        }
+        AccountsCmd::SetLimits {
+            name,
+            requests_per_second,
+            burst,
+            heavy_workflows,
+        } => {
+            let limits = LimitsView {
+                requests_per_second,
+                burst,
+                heavy_workflows,
+            };
+            let v = client.patch(&format!("/v1/accounts/{name}"), &limits).await?;
+            let a: AccountView = typed(v.clone())?;
+            print(out, &v, || Ok(format!("Account {}'s limits: {:?}.", a.name, a.limits)))
         }
     }
 }

@@ -8,11 +8,11 @@
 //! Jobs run at least once: a job whose completion did not commit is run again
 //! (by these services, or the next ones), so every job kind must be idempotent.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_raft_store::{Command, Job, JobKind, JobState, Response};
+use keel_raft_store::{AdminState, Command, Job, JobKind, JobState, Response, ADMIN_ACCOUNT};
 use tokio::sync::Semaphore;
 
 use super::{workflow, Term};
@@ -28,10 +28,7 @@ pub async fn run(t: Term) {
     loop {
         let candidates: Vec<String> = t.read(|a| {
             let running = running.lock().unwrap_or_else(|p| p.into_inner());
-            a.open_jobs()
-                .filter(|j| claimable(j, t.fence) && !running.contains(&j.id))
-                .map(|j| j.id.clone())
-                .collect()
+            candidates(a, t.fence, &running, t.config.heavy_workflows_per_account)
         });
         for job_id in candidates {
             let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -75,6 +72,40 @@ pub async fn run(t: Term) {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+}
+
+/// The jobs to claim now, oldest first: the claimable ones not already running here,
+/// except heavy workflows of an account that already runs its cap of them. Those wait,
+/// while other accounts' jobs go ahead, so one tenant's burst cannot starve another's.
+/// The operators' own account has no cap.
+fn candidates(a: &AdminState, fence: u64, running: &HashSet<String>, default_cap: u32) -> Vec<String> {
+    let mut busy: HashMap<&str, u32> = HashMap::new();
+    for j in a
+        .open_jobs()
+        .filter(|j| j.state == JobState::Running && j.kind.is_heavy())
+    {
+        *busy.entry(j.account.as_str()).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for j in a.open_jobs() {
+        if !claimable(j, fence) || running.contains(&j.id) {
+            continue;
+        }
+        if j.state == JobState::Pending && j.kind.is_heavy() && j.account != ADMIN_ACCOUNT {
+            let cap = a
+                .accounts
+                .get(&j.account)
+                .and_then(|acc| acc.limits.heavy_workflows)
+                .unwrap_or(default_cap);
+            let running_now = busy.entry(j.account.as_str()).or_default();
+            if *running_now >= cap {
+                continue;
+            }
+            *running_now += 1;
+        }
+        out.push(j.id.clone());
+    }
+    out
 }
 
 /// Jobs these services should (re)claim: pending ones, and running ones claimed by them or older ones.
@@ -169,5 +200,68 @@ mod tests {
             "a newer leader's job is not touched"
         );
         assert!(!claimable(&job(JobState::Succeeded, Some(5)), 5));
+    }
+
+    /// Jobs `(id, account, heavy, state)` in id order, in a state with account `b` capped at 1.
+    fn state(jobs: &[(&str, &str, bool, JobState)]) -> AdminState {
+        let mut a = AdminState::default();
+        for name in ["a", "b"] {
+            a.accounts.insert(name.into(), keel_raft_store::Account::default());
+        }
+        a.accounts.get_mut("b").unwrap().limits.heavy_workflows = Some(1);
+        for (id, account, heavy, state) in jobs {
+            let kind = if *heavy {
+                JobKind::CreateDatabase {
+                    database: format!("{id}.{account}"),
+                }
+            } else {
+                JobKind::Noop { work_ms: 0 }
+            };
+            let claims = if *state == JobState::Running { Some(1) } else { None };
+            a.jobs.insert(
+                id.to_string(),
+                Job {
+                    id: id.to_string(),
+                    account: account.to_string(),
+                    kind,
+                    ..job(*state, claims)
+                },
+            );
+        }
+        a.reindex();
+        a
+    }
+
+    #[test]
+    fn heavy_workflows_wait_for_their_accounts_cap_and_others_go_ahead() {
+        use JobState::{Pending, Running};
+        let none = HashSet::new();
+        // Account a (default cap 2) bursts four creates; b has one; a noop is never capped.
+        let a = state(&[
+            ("1", "a", true, Pending),
+            ("2", "a", true, Pending),
+            ("3", "a", true, Pending),
+            ("4", "a", true, Pending),
+            ("5", "b", true, Pending),
+            ("6", "a", false, Pending),
+        ]);
+        assert_eq!(candidates(&a, 1, &none, 2), ["1", "2", "5", "6"]);
+        // With two of a's running (one of them ours already), a's third waits; b's own cap
+        // of 1 is reached by its running create; the admin account is never capped.
+        let a = state(&[
+            ("1", "a", true, Running),
+            ("2", "a", true, Running),
+            ("3", "a", true, Pending),
+            ("5", "b", true, Running),
+            ("7", "b", true, Pending),
+            ("8", "admin", true, Pending),
+            ("9", "admin", true, Pending),
+        ]);
+        let ours: HashSet<String> = ["1".to_string()].into();
+        assert_eq!(
+            candidates(&a, 1, &ours, 2),
+            ["2", "5", "8", "9"],
+            "running ones are resumed, not counted twice"
+        );
     }
 }

@@ -85,6 +85,12 @@ pub struct ServerConfig {
     pub dns_notify: Vec<String>,
     /// Addresses allowed to transfer the zone (AXFR over TCP).
     pub dns_allow_transfer: Vec<std::net::IpAddr>,
+    /// API calls per second each account may make on this node (admins are not throttled).
+    pub api_requests_per_second: u32,
+    /// API calls an account may make in a burst above that rate.
+    pub api_burst: u32,
+    /// Heavy workflows (creates) an account may run at once; more wait their turn.
+    pub heavy_workflows_per_account: u32,
     /// File holding the first admin token (`keel tokens generate`), read by whichever
     /// initial member first leads, to initialise the cluster with it.
     pub bootstrap_token_file: Option<PathBuf>,
@@ -118,6 +124,9 @@ impl Default for ServerConfig {
             dns_notify: Vec::new(),
             dns_allow_transfer: Vec::new(),
             bootstrap_token_file: None,
+            api_requests_per_second: 50,
+            api_burst: 100,
+            heavy_workflows_per_account: 4,
         }
     }
 }
@@ -188,6 +197,15 @@ pub struct ServerArgs {
     /// An address allowed to transfer the zone (AXFR); repeat for each.
     #[arg(long = "dns-allow-transfer", value_name = "IP")]
     pub dns_allow_transfer: Vec<std::net::IpAddr>,
+    /// API calls per second per account on this node (default 50; admins are not throttled).
+    #[arg(long, env = "KEEL_API_REQUESTS_PER_SECOND")]
+    pub api_requests_per_second: Option<u32>,
+    /// API calls per account in a burst above that rate (default 100).
+    #[arg(long, env = "KEEL_API_BURST")]
+    pub api_burst: Option<u32>,
+    /// Heavy workflows (creates) per account at once (default 4); more wait their turn.
+    #[arg(long, env = "KEEL_HEAVY_WORKFLOWS_PER_ACCOUNT")]
+    pub heavy_workflows_per_account: Option<u32>,
     /// File holding the first admin token (make one with `keel tokens generate`); every
     /// initial member of a new cluster needs it.
     #[arg(long, env = "KEEL_BOOTSTRAP_TOKEN_FILE")]
@@ -221,7 +239,10 @@ impl ServerArgs {
             scheduler_interval_ms,
             dns_addr,
             dns_zone,
-            dns_ttl
+            dns_ttl,
+            api_requests_per_second,
+            api_burst,
+            heavy_workflows_per_account
         );
         if let Some(f) = &self.bootstrap_token_file {
             c.bootstrap_token_file = Some(f.clone());
@@ -260,6 +281,9 @@ impl ServerConfig {
                 self.election_timeout_min_ms,
                 self.election_timeout_max_ms
             );
+        }
+        if self.api_requests_per_second == 0 || self.api_burst == 0 || self.heavy_workflows_per_account == 0 {
+            bail!("--api-requests-per-second, --api-burst and --heavy-workflows-per-account must be at least 1");
         }
         if self.monitor_interval_ms == 0 || self.unreachable_after == 0 || self.scheduler_interval_ms == 0 {
             bail!("--monitor-interval-ms, --unreachable-after and --scheduler-interval-ms must be at least 1");

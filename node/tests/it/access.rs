@@ -363,3 +363,103 @@ async fn the_raft_port_refuses_leader_commands_forwarded_to_it() {
     let done = wait_op(&c, op["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done}");
 }
+
+/// One account's burst is throttled (429 with Retry-After) while another's calls go on;
+/// an admin can raise an account's limit; an account's heavy workflows run at most its
+/// cap at once, and every one of them runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_throttled_apart_and_their_heavy_workflows_queue() {
+    let mut c = cluster(&[
+        "--api-requests-per-second",
+        "2",
+        "--api-burst",
+        "5",
+        "--heavy-workflows-per-account",
+        "1",
+    ])
+    .await;
+    c.start_hosts(1).await.unwrap();
+    let (alice, bob) = (member_of(&c, "alice").await, member_of(&c, "bob").await);
+    let a = Caller::new(&c, Some(&alice));
+    let b = Caller::new(&c, Some(&bob));
+
+    // Three creates fit Alice's burst; with a cap of 1 they run one at a time.
+    let mut ops = Vec::new();
+    for name in ["q1", "q2", "q3"] {
+        let (code, made) = a.call("post", "/v1/databases", Some(create_body(name))).await;
+        assert_eq!(code, 200, "{made}");
+        ops.push(made["operation_id"].as_str().unwrap().to_string());
+    }
+    // Now her burst: some calls are refused with a Retry-After, while Bob's all pass.
+    let mut refused = 0;
+    for _ in 0..20 {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/v1/databases", c.url(1)))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=5).contains(&retry), "Retry-After {retry}");
+            let problem: Value = resp.json().await.unwrap();
+            assert_eq!(problem["type"], "urn:keel:problem:too-many-requests", "{problem}");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 10,
+        "alice's burst of 20 on 5 + 2/s was refused {refused} times"
+    );
+    for _ in 0..3 {
+        let (code, v) = b.call("get", "/v1/databases", None).await;
+        assert_eq!(code, 200, "bob is not held back by alice's burst: {v}");
+    }
+    let mut bob_grpc = grpc_client(&c.url(1), &bob).await.unwrap();
+    assert!(bob_grpc.list_databases(ListDatabasesRequest {}).await.is_ok());
+
+    // As the admin (who is not throttled): all three finish, and each was claimed only
+    // after the one before had finished.
+    let mut done = Vec::new();
+    for id in &ops {
+        let op = wait_op(&c, id).await;
+        assert_eq!(op["state"], "succeeded", "{op}");
+        done.push(op);
+    }
+    let mut spans: Vec<(u64, u64)> = done
+        .iter()
+        .map(|o| {
+            (
+                o["claims"][0]["at_ms"].as_u64().unwrap(),
+                o["finished_at_ms"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "with a cap of one, no two creates overlap: {spans:?}"
+        );
+    }
+
+    // An admin raises Alice's limit: her burst passes.
+    let raised = c
+        .http()
+        .patch(format!("{}/v1/accounts/alice", c.url(1)))
+        .json(&json!({"requests_per_second": 1000, "burst": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raised.status(), 200, "{:?}", raised.text().await);
+    c.wait_for(Duration::from_secs(10), "the new limit to reach node 1", || async {
+        let (code, _) = a.call("get", "/v1/whoami", None).await;
+        Ok((code == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+    for _ in 0..20 {
+        let (code, v) = a.call("get", "/v1/databases", None).await;
+        assert_eq!(code, 200, "{v}");
+    }
+}

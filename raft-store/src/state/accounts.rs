@@ -26,6 +26,7 @@ impl AdminState {
         let account = Account {
             name: name.to_string(),
             created_at_ms: at,
+            limits: Limits::default(),
         };
         self.accounts.insert(name.to_string(), account.clone());
         self.event(
@@ -36,6 +37,20 @@ impl AdminState {
             format!("Account {name} was created."),
         );
         Response::Account { account, created: true }
+    }
+
+    pub(super) fn set_account_limits(&mut self, index: u64, at: Millis, name: &str, limits: &Limits) -> Response {
+        let Some(account) = self.accounts.get_mut(name) else {
+            return not_found("account", name);
+        };
+        account.limits = *limits;
+        let account = account.clone();
+        let message = format!("Account {name}'s limits are now {limits:?}.");
+        self.event(index, at, "account-limits-set", name, message);
+        Response::Account {
+            account,
+            created: false,
+        }
     }
 
     pub(super) fn create_token(&mut self, index: u64, at: Millis, token: &Token) -> Response {
