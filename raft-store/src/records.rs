@@ -301,6 +301,8 @@ pub struct Modification {
     pub backup_window: Option<String>,
     /// New maintenance window.
     pub maintenance_window: Option<String>,
+    /// New master password, as its SCRAM-SHA-256 verifier (never the password itself).
+    pub master_verifier: Option<String>,
 }
 
 /// The role of an instance in its database.
@@ -557,6 +559,8 @@ pub enum TaskAction {
     Stop,
     /// Stop and delete the volume.
     Destroy,
+    /// Set the master user's password (its SCRAM verifier) on the running engine.
+    SetPassword,
 }
 
 /// How the workflow engine knows a task's attempt succeeded.
@@ -570,7 +574,7 @@ pub enum SuccessCheck {
 
 impl TaskAction {
     /// Every action, for tables and tests.
-    pub const ALL: [TaskAction; 7] = [
+    pub const ALL: [TaskAction; 8] = [
         TaskAction::Provision,
         TaskAction::Start,
         TaskAction::Check,
@@ -578,6 +582,7 @@ impl TaskAction {
         TaskAction::Configure,
         TaskAction::Stop,
         TaskAction::Destroy,
+        TaskAction::SetPassword,
     ];
 
     /// Its name on the wire and in listings, e.g. `provision`.
@@ -590,6 +595,7 @@ impl TaskAction {
             TaskAction::Configure => "configure",
             TaskAction::Stop => "stop",
             TaskAction::Destroy => "destroy",
+            TaskAction::SetPassword => "set-password",
         }
     }
 
@@ -601,7 +607,7 @@ impl TaskAction {
             TaskAction::Provision => 180,
             TaskAction::Start | TaskAction::Restart => 90,
             TaskAction::Check => 30,
-            TaskAction::Configure => 30,
+            TaskAction::Configure | TaskAction::SetPassword => 30,
             TaskAction::Stop | TaskAction::Destroy => 90,
         };
         std::time::Duration::from_secs(secs)
@@ -619,7 +625,11 @@ impl TaskAction {
     pub fn needs_spec(self) -> bool {
         matches!(
             self,
-            TaskAction::Provision | TaskAction::Start | TaskAction::Restart | TaskAction::Configure
+            TaskAction::Provision
+                | TaskAction::Start
+                | TaskAction::Restart
+                | TaskAction::Configure
+                | TaskAction::SetPassword
         )
     }
 }

@@ -80,6 +80,10 @@ pub struct ModifyDatabaseRequest {
     pub apply_immediately: bool,
     /// Retry id.
     pub request_id: Option<String>,
+    /// New master password (only its SCRAM verifier travels on); applied at once.
+    pub master_password: Option<String>,
+    /// Generate a new master password, set it, and return it once.
+    pub rotate_master_password: bool,
 }
 
 fn master_user(name: &str) -> Result<(), ApiError> {
@@ -305,20 +309,42 @@ impl Api {
             window("maintenance window", w, true)?;
         }
         validate::request_id(req.request_id.as_deref())?;
+        let new_password = match (req.master_password, req.rotate_master_password) {
+            (Some(_), true) => {
+                return Err(ApiError::InvalidArgument(
+                    "give a new master password or ask for a generated one (--rotate-master-password), not both".into(),
+                ))
+            }
+            (Some(p), false) => {
+                password(&p)?;
+                Some((p, false))
+            }
+            (None, true) => Some((Alphanumeric.sample_string(&mut rand::thread_rng(), 24), true)),
+            (None, false) => None,
+        };
         let modification = Modification {
             class: req.class,
             storage_gib: req.storage_gib,
             backup_window: req.backup_window,
             maintenance_window: req.maintenance_window,
+            // Only the salted verifier goes on: through Raft, to the host, into PostgreSQL.
+            master_verifier: new_password
+                .as_ref()
+                .map(|(p, _)| postgres_protocol::password::scram_sha_256(p.as_bytes())),
         };
         if modification == Modification::default() {
             return Err(ApiError::InvalidArgument(
-                "nothing to modify: give --class, --storage-gib, --backup-window or --maintenance-window".into(),
+                "nothing to modify: give --class, --storage-gib, --backup-window, --maintenance-window, --master-password or --rotate-master-password".into(),
             ));
         }
         // Windows change no instance, so they always apply at once; class and storage wait
-        // for the maintenance window unless asked otherwise.
+        // for the maintenance window unless asked otherwise. A password applies at once.
         let touches_instances = modification.class.is_some() || modification.storage_gib.is_some();
+        if touches_instances && !req.apply_immediately && new_password.is_some() {
+            return Err(ApiError::InvalidArgument(
+                "a new master password applies at once, a class or storage change in the maintenance window: change the password in its own call, or add --apply-immediately".into(),
+            ));
+        }
         if touches_instances && !req.apply_immediately {
             let r = self
                 .commit(
@@ -332,8 +358,16 @@ impl Api {
             return self.database_reply(r, None, None);
         }
         let job_id = uuid::Uuid::now_v7().simple().to_string();
-        let fingerprint = serde_json::json!({"kind": "modify-database", "name": name, "modification": modification});
+        // The verifier is salted afresh on every call: a retry is recognised by everything
+        // else, and by whether a password was given (never by the password).
+        let fingerprint = serde_json::json!({
+            "kind": "modify-database",
+            "name": name,
+            "modification": Modification { master_verifier: None, ..modification.clone() },
+            "master_password_given": new_password.is_some(),
+        });
         let request = self.request_key(req.request_id, &job_id, fingerprint);
+        let ours = job_id.clone();
         let r = self
             .commit(
                 who,
@@ -345,7 +379,8 @@ impl Api {
                 },
             )
             .await?;
-        self.database_reply(r, None, None)
+        let generated = new_password.filter(|(_, generated)| *generated).map(|(p, _)| p);
+        self.database_reply(r, generated, Some(&ours))
     }
 
     /// Delete a database.

@@ -16,6 +16,7 @@ pub fn modification(m: ModificationView) -> pb::Modification {
         storage_gib: m.storage_gib,
         backup_window: m.backup_window,
         maintenance_window: m.maintenance_window,
+        master_password: m.master_password,
     }
 }
 
@@ -49,6 +50,8 @@ pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
         maintenance_window: m.maintenance_window,
         apply_immediately: r.apply_immediately,
         request_id: opt(r.request_id),
+        master_password: r.master_password,
+        rotate_master_password: r.rotate_master_password,
     }
 }
 

@@ -106,6 +106,11 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
             json!({ "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]{8,128}$" }),
         ),
         (
+            "ModifyDatabaseRequest",
+            "master_password",
+            json!({ "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]{8,128}$" }),
+        ),
+        (
             "CreateDatabaseRequest",
             "backup_retention_days",
             json!({ "minimum": 0, "maximum": 35 }),
@@ -173,11 +178,18 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Document {
         merge(target, &extra);
     }
     // A modify must change something: one of these given, and not null.
-    doc["components"]["schemas"]["ModifyDatabaseRequest"]["anyOf"] =
-        json!(["class", "storage_gib", "backup_window", "maintenance_window"]
-            .iter()
-            .map(|f| json!({ "required": [f], "properties": { *f: { "not": { "type": "null" } } } }))
-            .collect::<Vec<_>>());
+    let mut changes: Vec<Value> = [
+        "class",
+        "storage_gib",
+        "backup_window",
+        "maintenance_window",
+        "master_password",
+    ]
+    .iter()
+    .map(|f| json!({ "required": [f], "properties": { *f: { "not": { "type": "null" } } } }))
+    .collect();
+    changes.push(json!({ "required": ["rotate_master_password"], "properties": { "rotate_master_password": { "const": true } } }));
+    doc["components"]["schemas"]["ModifyDatabaseRequest"]["anyOf"] = json!(changes);
     let problem = json!({
         "description": "What was wrong and what to do (RFC 9457 problem document)",
         "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }

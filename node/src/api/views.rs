@@ -199,6 +199,8 @@ pub struct ModificationView {
     pub backup_window: Option<String>,
     /// New maintenance window.
     pub maintenance_window: Option<String>,
+    /// Whether it sets a new master password (never shown).
+    pub master_password: bool,
 }
 
 impl From<&rs::Modification> for ModificationView {
@@ -208,6 +210,7 @@ impl From<&rs::Modification> for ModificationView {
             storage_gib: m.storage_gib,
             backup_window: m.backup_window.clone(),
             maintenance_window: m.maintenance_window.clone(),
+            master_password: m.master_verifier.is_some(),
         }
     }
 }

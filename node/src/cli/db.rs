@@ -95,6 +95,12 @@ pub enum DbCmd {
         /// Request id: a retry with the same id answers the original operation.
         #[arg(long)]
         request_id: Option<String>,
+        /// Set a new master password (applied at once).
+        #[arg(long, conflicts_with = "rotate_master_password")]
+        master_password: Option<String>,
+        /// Generate a new master password, set it and show it once.
+        #[arg(long)]
+        rotate_master_password: bool,
     },
     /// Delete a database and its data.
     Delete {
@@ -193,6 +199,8 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             apply_immediately,
             wait,
             request_id,
+            master_password,
+            rotate_master_password,
         } => {
             let req = ModifyDatabaseRequest {
                 class,
@@ -201,6 +209,8 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 maintenance_window,
                 apply_immediately,
                 request_id,
+                master_password,
+                rotate_master_password,
             };
             (client.patch(&format!("/v1/databases/{name}"), &req).await?, wait)
         }

@@ -256,6 +256,13 @@ impl HostService {
                     engine.destroy(instance).await?;
                     Ok("volume removed".into())
                 }
+                TaskAction::SetPassword => {
+                    let spec = need(spec)?;
+                    engine.set_password(&spec).await?;
+                    // The saved spec carries the verifier a restart of this host restores with.
+                    self.save_spec(&spec)?;
+                    Ok("master password set".into())
+                }
                 TaskAction::Check => Err(EngineError::Unavailable(
                     "check is observed through Health, not run as a task".into(),
                 )),

@@ -14,6 +14,7 @@ pub fn action_to_wire(a: TaskAction) -> i32 {
         TaskAction::Configure => WireAction::Configure,
         TaskAction::Stop => WireAction::Stop,
         TaskAction::Destroy => WireAction::Destroy,
+        TaskAction::SetPassword => WireAction::SetPassword,
     };
     w as i32
 }

@@ -41,6 +41,7 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
         JobKind::ModifyDatabase { modification, .. } => {
             let restart = modification.class.as_ref().is_some_and(|c| *c != db.spec.class);
             let reconfigure = modification.storage_gib.is_some_and(|g| g != db.spec.storage_gib);
+            let password = modification.master_verifier.is_some();
             for i in &instances {
                 if restart {
                     add(TaskAction::Restart, &i.host, &i.id);
@@ -51,6 +52,13 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                     add(TaskAction::Configure, &i.host, &i.id);
                     add(TaskAction::Start, &i.host, &i.id);
                     add(TaskAction::Check, &i.host, &i.id);
+                }
+                // Last, on the running engine: only the master user's verifier changes.
+                if password {
+                    if !restart && !reconfigure {
+                        add(TaskAction::Start, &i.host, &i.id);
+                    }
+                    add(TaskAction::SetPassword, &i.host, &i.id);
                 }
             }
         }
@@ -69,16 +77,20 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
 /// given when the failure is recorded.
 pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
     // Instances some forward task has tried (an attempt may have run even if it failed).
-    let mut touched: Vec<(&str, &str, bool)> = Vec::new();
+    let mut touched: Vec<(&str, &str, bool, bool)> = Vec::new();
     for t in workflow.tasks.iter().filter(|t| !t.compensation && t.attempt > 0) {
         let restarted = t.action == TaskAction::Restart;
-        match touched.iter_mut().find(|(i, _, _)| *i == t.instance) {
-            Some(seen) => seen.2 |= restarted,
-            None => touched.push((&t.instance, &t.host, restarted)),
+        let password = t.action == TaskAction::SetPassword;
+        match touched.iter_mut().find(|(i, ..)| *i == t.instance) {
+            Some(seen) => {
+                seen.2 |= restarted;
+                seen.3 |= password;
+            }
+            None => touched.push((&t.instance, &t.host, restarted, password)),
         }
     }
     let mut out = Vec::new();
-    for (instance, host, restarted) in touched {
+    for (instance, host, restarted, password) in touched {
         let undo = |action| Task {
             action,
             host: host.to_string(),
@@ -98,6 +110,10 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
                 out.push(undo(TaskAction::Check));
             }
             JobKind::DeleteDatabase { .. } | JobKind::Noop { .. } => {}
+        }
+        // The old verifier back (an undo task's spec is the database as it was).
+        if password {
+            out.push(undo(TaskAction::SetPassword));
         }
     }
     out
@@ -135,7 +151,10 @@ pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str, undo: boo
         settings: class.settings(),
         storage_gib: modification.storage_gib.unwrap_or(db.spec.storage_gib),
         master_user: db.spec.master_user.clone(),
-        master_verifier: db.master_verifier.clone(),
+        master_verifier: modification
+            .master_verifier
+            .clone()
+            .unwrap_or_else(|| db.master_verifier.clone()),
     })
 }
 
@@ -264,5 +283,38 @@ mod tests {
             plan(&s, &windows, "w").unwrap().is_empty(),
             "a window change needs no host work"
         );
+
+        // A new password: set on the running engine, and the old one put back on failure.
+        let password = job(Modification {
+            master_verifier: Some("SCRAM-SHA-256$new".into()),
+            ..Modification::default()
+        });
+        let tasks = plan(&s, &password, "w").unwrap();
+        let names: Vec<&str> = tasks.iter().map(|t| t.action.name()).collect();
+        assert_eq!(names, ["start", "set-password"]);
+        assert_eq!(
+            instance_spec(&s, &password, "i1", false).unwrap().master_verifier,
+            "SCRAM-SHA-256$new"
+        );
+        assert_eq!(
+            instance_spec(&s, &password, "i1", true).unwrap().master_verifier,
+            "v",
+            "undo: the old one"
+        );
+        let mut wf = Workflow {
+            id: "w".into(),
+            tasks,
+            ..Workflow::default()
+        };
+        wf.tasks[1].attempt = 1;
+        let undo: Vec<TaskAction> = compensation(&password, &wf).into_iter().map(|t| t.action).collect();
+        assert_eq!(undo.last(), Some(&TaskAction::SetPassword), "{undo:?}");
+        let both = job(Modification {
+            class: Some("medium".into()),
+            master_verifier: Some("SCRAM-SHA-256$new".into()),
+            ..Modification::default()
+        });
+        let names: Vec<TaskAction> = plan(&s, &both, "w").unwrap().into_iter().map(|t| t.action).collect();
+        assert_eq!(names, [TaskAction::Restart, TaskAction::Check, TaskAction::SetPassword]);
     }
 }

@@ -212,6 +212,14 @@ impl MemHosts {
                 host.running.insert(instance.to_string());
             }
             TaskAction::Configure | TaskAction::Check => {}
+            TaskAction::SetPassword => {
+                if !host.running.contains(instance) {
+                    return TaskResult::Failed {
+                        detail: "not running".into(),
+                        retryable: true,
+                    };
+                }
+            }
             TaskAction::Stop => {
                 host.running.remove(instance);
             }

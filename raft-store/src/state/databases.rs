@@ -361,6 +361,9 @@ impl AdminState {
                 if let Some(w) = &modification.maintenance_window {
                     db.spec.maintenance_window = w.clone();
                 }
+                if let Some(v) = &modification.master_verifier {
+                    db.master_verifier = v.clone();
+                }
                 db.status = DatabaseStatus::Available;
                 db.status_reason = unhealthy;
                 db.endpoint = endpoint;

@@ -412,6 +412,40 @@ impl Postgres {
     }
 
     /// Bytes the instance's volume holds (a directory walk: callers cache it).
+    /// Set the master user's password to the spec's SCRAM verifier, on the running
+    /// engine, over its private socket. Only the verifier travels; idempotent.
+    pub async fn set_password(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
+        spec.validate().map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let (client, conn) = self
+            .superuser_config(spec, Duration::from_secs(10))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("cannot reach the engine to set the password: {e}")))?;
+        tokio::spawn(conn);
+        let sql = format!(
+            "ALTER ROLE {} PASSWORD {}",
+            quote_ident(&spec.master_user),
+            quote_literal(&spec.master_verifier)
+        );
+        client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("setting the master password failed: {e}")))?;
+        Ok(())
+    }
+
+    /// The engine's superuser over the instance's private socket.
+    fn superuser_config(&self, spec: &InstanceSpec, within: Duration) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(self.volume(&spec.id))
+            .port(spec.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(within);
+        config
+    }
+
     pub fn used_bytes(&self, id: &str) -> u64 {
         dir_size(&self.volume(id))
     }
@@ -427,13 +461,7 @@ impl Postgres {
                 ..Health::default()
             };
         }
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host_path(self.volume(&spec.id))
-            .port(spec.port)
-            .user("postgres")
-            .dbname("postgres")
-            .connect_timeout(within);
+        let config = self.superuser_config(spec, within);
         let probe = async {
             let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
             tokio::spawn(conn);
