@@ -219,9 +219,12 @@ impl AdminState {
             return None;
         }
         match &proposal.command {
-            Command::CreateDatabase { name, .. }
-            | Command::ModifyDatabase { name, .. }
-            | Command::DeleteDatabase { name, .. } => Some(name),
+            // A create names the database and its account; everything after uses the key.
+            Command::CreateDatabase { name, account, .. } => self
+                .databases
+                .get_key_value(&database_key(name, account))
+                .map(|(key, _)| key.as_str()),
+            Command::ModifyDatabase { name, .. } | Command::DeleteDatabase { name, .. } => Some(name),
             Command::ObserveStorage { database, .. } => Some(database),
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,

@@ -70,8 +70,10 @@ struct Capture {
     meta: SnapshotMeta<NodeId, KeelNode>,
     /// Everything but the history tables.
     rest: Applied,
-    /// History rows changed since the capture before.
+    /// History rows changed since the capture before (every row, when `rewrite`).
     changes: Changes,
+    /// Clear every stored row first: a capture before this one was lost.
+    rewrite: bool,
 }
 
 struct Shared {
@@ -81,6 +83,9 @@ struct Shared {
     pending: Mutex<VecDeque<Capture>>,
     /// Serialises snapshot writes: a build racing an install must not write over it.
     snapshot_write: Mutex<()>,
+    /// A snapshot write failed, so its captures' changes are lost: the next capture
+    /// holds every row and its write replaces every stored row.
+    rewrite: std::sync::atomic::AtomicBool,
     snapshot_rows_written: AtomicU64,
     applied_index: watch::Sender<u64>,
     snapshots_installed: AtomicU64,
@@ -167,6 +172,7 @@ impl StateMachine {
                 applied: RwLock::new(applied),
                 pending: Mutex::new(VecDeque::new()),
                 snapshot_write: Mutex::new(()),
+                rewrite: std::sync::atomic::AtomicBool::new(false),
                 snapshot_rows_written: AtomicU64::new(0),
                 applied_index: tx,
                 snapshots_installed: AtomicU64::new(0),
@@ -250,6 +256,9 @@ fn write_pending(db: &DB, handle: &StateHandle) -> Result<(), StorageError> {
     let mut batch = WriteBatch::default();
     let mut rows = 0;
     for capture in &captures {
+        if capture.rewrite {
+            batch.delete_range_cf(cf, ROW_PREFIX, ROW_END);
+        }
         for (table, key, value) in capture.changes.encoded() {
             match value {
                 Some(bytes) => batch.put_cf(cf, row_key(table, key), bytes),
@@ -359,6 +368,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 last_membership: applied.membership.clone(),
                 snapshot_id,
             };
+            let rewrite = self.handle.shared.rewrite.swap(false, Ordering::SeqCst);
+            if rewrite {
+                applied.state.mark_all_changed();
+            }
             let changes = applied.state.take_changes();
             let rest = Applied {
                 last_applied: applied.last_applied,
@@ -366,7 +379,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 state: applied.state.without_history(),
                 zone_journal: ZoneJournal::default(),
             };
-            Capture { meta, rest, changes }
+            Capture {
+                meta,
+                rest,
+                changes,
+                rewrite,
+            }
         };
         let meta = capture.meta.clone();
         self.handle

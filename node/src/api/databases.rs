@@ -80,7 +80,8 @@ pub struct ModifyDatabaseRequest {
     pub apply_immediately: bool,
     /// Retry id.
     pub request_id: Option<String>,
-    /// New master password (only its SCRAM verifier travels on); applied at once.
+    /// New master password (only its SCRAM verifier travels on); applied at once, with
+    /// everything else in the call.
     pub master_password: Option<String>,
     /// Generate a new master password, set it, and return it once.
     pub rotate_master_password: bool,
@@ -293,8 +294,10 @@ impl Api {
         name: &str,
         req: ModifyDatabaseRequest,
     ) -> Result<DatabaseOperation, ApiError> {
+        // The key is in the caller's account (or an admin's choice): another account's
+        // database cannot be named, and the store says "does not exist" for a missing one
+        // (a retried delete of a deleted one answers its operation).
         let key = key_of(who, name)?;
-        self.owned(who, name).await?;
         let name = key.as_str();
         if let Some(c) = &req.class {
             class(c)?;
@@ -338,14 +341,10 @@ impl Api {
             ));
         }
         // Windows change no instance, so they always apply at once; class and storage wait
-        // for the maintenance window unless asked otherwise. A password applies at once.
+        // for the maintenance window unless asked otherwise. A new password applies at
+        // once, and so does everything else asked for in the same call.
         let touches_instances = modification.class.is_some() || modification.storage_gib.is_some();
-        if touches_instances && !req.apply_immediately && new_password.is_some() {
-            return Err(ApiError::InvalidArgument(
-                "a new master password applies at once, a class or storage change in the maintenance window: change the password in its own call, or add --apply-immediately".into(),
-            ));
-        }
-        if touches_instances && !req.apply_immediately {
+        if touches_instances && !req.apply_immediately && new_password.is_none() {
             let r = self
                 .commit(
                     who,
@@ -390,8 +389,10 @@ impl Api {
         name: &str,
         request_id: Option<String>,
     ) -> Result<DatabaseOperation, ApiError> {
+        // The key is in the caller's account (or an admin's choice): another account's
+        // database cannot be named, and the store says "does not exist" for a missing one
+        // (a retried delete of a deleted one answers its operation).
         let key = key_of(who, name)?;
-        self.owned(who, name).await?;
         let name = key.as_str();
         validate::request_id(request_id.as_deref())?;
         let job_id = uuid::Uuid::now_v7().simple().to_string();
@@ -422,12 +423,6 @@ impl Api {
                     .collect()
             })
             .await
-    }
-
-    /// Refuse a name the caller may not see exactly as a name that does not exist, so a
-    /// tenant cannot learn what another account's databases are called.
-    async fn owned(&self, who: &Principal, name: &str) -> Result<(), ApiError> {
-        self.describe_database(who, name).await.map(drop)
     }
 
     /// One of the caller's databases.

@@ -190,6 +190,11 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Document {
     .collect();
     changes.push(json!({ "required": ["rotate_master_password"], "properties": { "rotate_master_password": { "const": true } } }));
     doc["components"]["schemas"]["ModifyDatabaseRequest"]["anyOf"] = json!(changes);
+    // A password is given or generated, not both.
+    doc["components"]["schemas"]["ModifyDatabaseRequest"]["not"] = json!({
+        "required": ["master_password", "rotate_master_password"],
+        "properties": { "master_password": { "type": "string" }, "rotate_master_password": { "const": true } }
+    });
     let problem = json!({
         "description": "What was wrong and what to do (RFC 9457 problem document)",
         "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }

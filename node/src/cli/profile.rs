@@ -1,7 +1,6 @@
 //! The CLI profile: where Keel is and which token to use, so a shell needs no flags.
 //! `keel dev` writes one; `--keel-addr`/`KEEL_ADDR` and `--token`/`KEEL_TOKEN` override it.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -43,14 +42,29 @@ pub fn save(path: &Path, profile: &Profile) -> anyhow::Result<()> {
     }
     let text = toml::to_string(profile).context("cannot encode the CLI profile")?;
     let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    write_private(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Write `text` to a new file at `path` that only its owner can read, from its first byte.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_profile_round_trips_and_only_its_owner_reads_it() {

@@ -193,14 +193,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 /// The admin token of this dev directory: made once, kept (owner-only) beside the data.
 fn admin_token(path: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         return Ok(text.trim().to_string());
     }
     let token = crate::api::auth::new_token().token;
-    std::fs::write(path, format!("{token}\n")).with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    crate::cli::profile::write_private(path, &format!("{token}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(token)
 }
 

@@ -284,18 +284,39 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
     );
     assert!(r["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{r}");
     let (_, audit) = c.get(1, "/v1/audit?account=bob&limit=1000").await.unwrap();
-    let by_bob: Vec<(&str, &str)> = audit
+    let by_bob: Vec<(&str, &str, &str)> = audit
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| r["account"] == "bob")
-        .map(|r| (r["action"].as_str().unwrap(), r["target"].as_str().unwrap()))
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap();
+            (field("action"), field("target"), field("outcome"))
+        })
         .collect();
-    assert_eq!(
-        by_bob,
-        [("create-database", "ledger")],
-        "only bob's own create, none of his probes of alice's: {audit}"
+    // His "ledger" always meant his own (ledger.bob): refused while it did not exist,
+    // then created. Nothing of alice's was reached, nor named in his records.
+    assert_eq!(by_bob.len(), 3, "{audit}");
+    assert!(
+        by_bob[..2]
+            .iter()
+            .all(|(_, target, outcome)| *target == "ledger.bob" && outcome.starts_with("refused")),
+        "{audit}"
     );
+    assert_eq!(by_bob[2], ("create-database", "ledger", "ok"), "{audit}");
+    assert!(!audit.to_string().contains("ledger.alice"), "{audit}");
+
+    // Alice deletes hers; a retry of the delete answers the same operation, even now
+    // that the database is gone.
+    let (code, deleted) = a.call("delete", "/v1/databases/ledger?request_id=del-1", None).await;
+    assert_eq!(code, 200, "{deleted}");
+    let op = wait_op(&c, deleted["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (code, again) = a.call("delete", "/v1/databases/ledger?request_id=del-1", None).await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["operation_id"], deleted["operation_id"], "{again}");
+    let (code, v) = a.call("delete", "/v1/databases/ledger", None).await;
+    assert_eq!(code, 404, "a new delete of a deleted database: {v}");
 
     // A revoked token stops working on every node.
     let (_, tokens) = c.get(1, "/v1/tokens?account=alice").await.unwrap();

@@ -492,6 +492,20 @@ mod tests {
             "the same name and request id in another account make a new database: {theirs:?}"
         );
         assert!(h.s.databases.contains_key("db.acme") && h.s.databases.contains_key("db.other"));
+        // DNS hears of the new database by its key, as of everything after.
+        let create = Proposal::new(
+            0,
+            Command::CreateDatabase {
+                job_id: "j2".into(),
+                request: None,
+                name: "db".into(),
+                account: "other".into(),
+                spec: DatabaseSpec::default(),
+                master_verifier: String::new(),
+                instance_id: String::new(),
+            },
+        );
+        assert_eq!(h.s.zone_change(&create, &Response::Done), Some("db.other"));
         assert_eq!(h.s.jobs["j2"].account, "other");
     }
 
