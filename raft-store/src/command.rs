@@ -94,6 +94,14 @@ pub enum Command {
         /// Token id.
         id: String,
     },
+    /// Record, in the audit log only, an API call that changes something outside the
+    /// replicated tables (a Raft membership change), before the change is made.
+    RecordCall {
+        /// What was asked, e.g. `add-node`.
+        action: String,
+        /// On what.
+        target: String,
+    },
     /// Record when tokens were last used (batched by each node).
     TouchTokens {
         /// Token id → when it was last used.
@@ -328,7 +336,8 @@ impl Command {
             | Command::SetAccountLimits { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }
-            | Command::TouchTokens { .. } => Origin::Api,
+            | Command::TouchTokens { .. }
+            | Command::RecordCall { .. } => Origin::Api,
             Command::InitCluster { .. }
             | Command::StartLeaderServices { .. }
             | Command::ClaimJob { .. }
@@ -361,6 +370,7 @@ impl Command {
             | Command::CompleteJob { job_id, .. } => job_id,
             Command::CreateToken { token } => &token.id,
             Command::RevokeToken { id } => id,
+            Command::RecordCall { target, .. } => target,
             Command::StartWorkflow { workflow_id, .. }
             | Command::UpdateTask { workflow_id, .. }
             | Command::FinishWorkflow { workflow_id, .. } => workflow_id,
@@ -393,6 +403,7 @@ impl Command {
             Command::CreateToken { .. } => "create-token",
             Command::RevokeToken { .. } => "revoke-token",
             Command::TouchTokens { .. } => "touch-tokens",
+            Command::RecordCall { .. } => "record-call",
             Command::AddHost { .. } => "add-host",
             Command::RemoveHost { .. } => "remove-host",
             Command::DrainHost { .. } => "drain-host",

@@ -259,7 +259,10 @@ impl AdminState {
             seq: self.audit_seq,
             at_ms: proposal.at_ms,
             actor: actor.clone(),
-            action: proposal.command.name().to_string(),
+            action: match &proposal.command {
+                Command::RecordCall { action, .. } => action.clone(),
+                other => other.name().to_string(),
+            },
             target: proposal.command.target().to_string(),
             target_account: owner,
             request_id: proposal.command.request_id().map(str::to_string),
@@ -277,6 +280,8 @@ impl AdminState {
             Command::CreateToken { token } => self.create_token(index, at, token),
             Command::RevokeToken { id } => self.revoke_token(index, at, id),
             Command::TouchTokens { used } => self.touch_tokens(used),
+            // Its audit record (made by `apply` from the proposal's actor) is all it does.
+            Command::RecordCall { .. } => Response::Done,
             Command::AddHost {
                 name,
                 addr,

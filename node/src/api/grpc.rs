@@ -228,14 +228,18 @@ impl Keel for GrpcApi {
     }
 
     async fn add_node(&self, req: Request<pb::AddNodeRequest>) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let who = principal(&req)?;
         let r = req.into_inner();
         let s = self
             .api
-            .add_node(AddNodeRequest {
-                id: r.id,
-                raft_addr: r.raft_addr,
-                api_addr: r.api_addr,
-            })
+            .add_node(
+                &who,
+                AddNodeRequest {
+                    id: r.id,
+                    raft_addr: r.raft_addr,
+                    api_addr: r.api_addr,
+                },
+            )
             .await?;
         Ok(Response::new(cluster(s)))
     }
@@ -244,7 +248,10 @@ impl Keel for GrpcApi {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        Ok(Response::new(cluster(self.api.remove_node(req.into_inner().id).await?)))
+        let who = principal(&req)?;
+        Ok(Response::new(cluster(
+            self.api.remove_node(&who, req.into_inner().id).await?,
+        )))
     }
 
     async fn create_database(

@@ -292,18 +292,22 @@ async fn cluster_status(State(api): State<Api>) -> Reply<ClusterStatusView> {
 /// Add a control node: a learner until it has caught up, then a voter.
 #[utoipa::path(post, path = "/v1/cluster/nodes", tag = "cluster", request_body = AddNodeRequest,
     responses((status = 200, body = ClusterStatusView)))]
-async fn add_node(State(api): State<Api>, req: Body) -> Reply<ClusterStatusView> {
-    Ok(Json(api.add_node(body(req)?).await?))
+async fn add_node(State(api): State<Api>, Extension(who): Extension<Principal>, req: Body) -> Reply<ClusterStatusView> {
+    Ok(Json(api.add_node(&who, body(req)?).await?))
 }
 
 /// Remove a control node.
 #[utoipa::path(delete, path = "/v1/cluster/nodes/{id}", tag = "cluster",
     params(("id" = u64, Path, description = "Node id")), responses((status = 200, body = ClusterStatusView)))]
-async fn remove_node(State(api): State<Api>, Path(id): Path<String>) -> Reply<ClusterStatusView> {
+async fn remove_node(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Reply<ClusterStatusView> {
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::InvalidArgument(format!("node id {id:?} is not a number")))?;
-    Ok(Json(api.remove_node(id).await?))
+    Ok(Json(api.remove_node(&who, id).await?))
 }
 
 /// Whether this node answers: the one call that needs no credentials.

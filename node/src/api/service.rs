@@ -149,6 +149,16 @@ impl Api {
         self.node.write(proposal).await
     }
 
+    /// Audit a call whose change is not a command (a Raft membership change) before it
+    /// is made: if the record cannot be committed, the change is not attempted.
+    async fn record_call(&self, who: &Principal, action: &str, target: String) -> Result<(), ApiError> {
+        let command = Command::RecordCall {
+            action: action.to_string(),
+            target,
+        };
+        self.commit(who, command).await.map(drop)
+    }
+
     /// Register a host.
     pub async fn add_host(&self, who: &Principal, req: AddHostRequest) -> Result<AddHostResponse, ApiError> {
         validate::dns_label("host name", &req.name)?;
@@ -341,7 +351,7 @@ impl Api {
     }
 
     /// Add a control node: as a learner until caught up, then as a voter.
-    pub async fn add_node(&self, req: AddNodeRequest) -> Result<ClusterStatusView, ApiError> {
+    pub async fn add_node(&self, who: &Principal, req: AddNodeRequest) -> Result<ClusterStatusView, ApiError> {
         if req.id == 0 {
             return Err(ApiError::InvalidArgument("node id 0 is reserved; use 1 or more".into()));
         }
@@ -355,6 +365,12 @@ impl Api {
                 )));
             }
         }
+        self.record_call(
+            who,
+            "add-node",
+            format!("{}={},{}", req.id, req.raft_addr, req.api_addr),
+        )
+        .await?;
         self.node
             .change_membership(MembershipChange::AddNode {
                 id: req.id,
@@ -368,12 +384,13 @@ impl Api {
     }
 
     /// Remove a control node.
-    pub async fn remove_node(&self, id: NodeId) -> Result<ClusterStatusView, ApiError> {
+    pub async fn remove_node(&self, who: &Principal, id: NodeId) -> Result<ClusterStatusView, ApiError> {
         if !self.node.members().contains_key(&id) {
             return Err(ApiError::NotFound(format!(
                 "node {id} is not a member of this cluster; `keel cluster status` lists the members"
             )));
         }
+        self.record_call(who, "remove-node", id.to_string()).await?;
         self.node.change_membership(MembershipChange::RemoveNode { id }).await?;
         self.cluster_status().await
     }

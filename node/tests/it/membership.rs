@@ -82,6 +82,25 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
     )
     .await
     .unwrap();
+    // Membership changes are audited before they are made.
+    let (_, audit) = c.get(survivor, "/v1/audit?limit=1000").await.unwrap();
+    let calls: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "add-node" || r["action"] == "remove-node")
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_string(),
+                r["target"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(calls.len(), 4, "{audit}");
+    assert!(calls[0].0 == "add-node" && calls[0].1.starts_with("4="), "{calls:?}");
+    assert!(calls[1].0 == "add-node" && calls[1].1.starts_with("5="), "{calls:?}");
+    assert_eq!(calls[2], ("remove-node".to_string(), remove[0].to_string()));
+    assert_eq!(calls[3], ("remove-node".to_string(), remove[1].to_string()));
     // A removed node says so at once instead of waiting for a leader it will never have.
     let (code, body) = c.post(remove[0], "/v1/hosts", &host(1_000_000)).await.unwrap();
     assert_eq!(code, 503, "{body}");
