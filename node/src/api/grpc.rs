@@ -5,7 +5,9 @@ use keel_proto::keel::keel_server::Keel;
 use keel_raft_store::wire_name;
 use tonic::{Request, Response, Status};
 
+use super::accounts::{AuditPage, CreateAccountRequest, CreateTokenRequest};
 use super::auth::Principal;
+use super::grpc_accounts as accounts;
 use super::grpc_databases as dbs;
 use super::service::{AddHostRequest, AddNodeRequest, Api, SubmitNoopRequest};
 use super::views::{ClusterStatusView, HostView, OperationView};
@@ -319,5 +321,95 @@ impl Keel for GrpcApi {
         Ok(Response::new(pb::ListEventsResponse {
             events: events.into_iter().map(dbs::event).collect(),
         }))
+    }
+
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let who = principal(&req)?;
+        Ok(Response::new(accounts::whoami(self.api.whoami(&who))))
+    }
+
+    async fn create_account(&self, req: Request<pb::CreateAccountRequest>) -> Result<Response<pb::Account>, Status> {
+        let who = principal(&req)?;
+        let name = req.into_inner().name;
+        let a = self.api.create_account(&who, CreateAccountRequest { name }).await?;
+        Ok(Response::new(accounts::account(a)))
+    }
+
+    async fn list_accounts(
+        &self,
+        _: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let all = self
+            .api
+            .list_accounts()
+            .await?
+            .into_iter()
+            .map(accounts::account)
+            .collect();
+        Ok(Response::new(pb::ListAccountsResponse { accounts: all }))
+    }
+
+    async fn set_account_limits(
+        &self,
+        req: Request<pb::SetAccountLimitsRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let a = self
+            .api
+            .set_account_limits(&who, &r.name, accounts::limits_from(r.limits))
+            .await?;
+        Ok(Response::new(accounts::account(a)))
+    }
+
+    async fn create_token(&self, req: Request<pb::CreateTokenRequest>) -> Result<Response<pb::CreatedToken>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let made = self
+            .api
+            .create_token(
+                &who,
+                CreateTokenRequest {
+                    name: r.name,
+                    account: r.account,
+                    role: accounts::role(&r.role)?,
+                    expires_in_days: (r.expires_in_days > 0).then_some(r.expires_in_days),
+                },
+            )
+            .await?;
+        Ok(Response::new(accounts::created(made)))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let account = opt(req.into_inner().account);
+        let tokens = self
+            .api
+            .list_tokens(account)
+            .await?
+            .into_iter()
+            .map(accounts::token)
+            .collect();
+        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(&self, req: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::Token>, Status> {
+        let who = principal(&req)?;
+        let t = self.api.revoke_token(&who, &req.into_inner().id).await?;
+        Ok(Response::new(accounts::token(t)))
+    }
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let r = req.into_inner();
+        let page = AuditPage {
+            account: opt(r.account),
+            since_ms: (r.since_ms > 0).then_some(r.since_ms),
+            after: (r.after > 0).then_some(r.after),
+            limit: (r.limit > 0).then_some(r.limit as usize),
+        };
+        let records = self.api.audit(page).await?.into_iter().map(accounts::audit).collect();
+        Ok(Response::new(pb::ListAuditResponse { records }))
     }
 }

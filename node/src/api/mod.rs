@@ -5,6 +5,7 @@ pub mod auth;
 pub mod databases;
 pub mod error;
 pub mod grpc;
+pub mod grpc_accounts;
 pub mod grpc_databases;
 pub mod http;
 pub mod openapi;

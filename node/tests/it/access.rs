@@ -484,3 +484,68 @@ async fn accounts_are_throttled_apart_and_their_heavy_workflows_queue() {
         assert_eq!(code, 200, "{v}");
     }
 }
+
+/// Accounts, tokens, WhoAmI and the audit log answer over gRPC as over HTTP, with the
+/// same roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_tokens_and_audit_over_grpc() {
+    use keel_proto::keel::{
+        CreateAccountRequest, CreateTokenRequest, ListAccountsRequest, ListAuditRequest, ListTokensRequest,
+        RevokeTokenRequest, WhoAmIRequest,
+    };
+    let c = cluster(&[]).await;
+    let mut admin = c.grpc(2).await.unwrap();
+    let made = admin
+        .create_account(CreateAccountRequest { name: "carol".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(made.name, "carol");
+    let token = admin
+        .create_token(CreateTokenRequest {
+            name: "ci".into(),
+            account: "carol".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let details = token.details.unwrap();
+    assert_eq!((details.account.as_str(), details.role.as_str()), ("carol", "member"));
+    let mut carol = grpc_client(&c.url(3), &token.token).await.unwrap();
+    let me = carol.who_am_i(WhoAmIRequest {}).await.unwrap().into_inner();
+    assert_eq!((me.account.as_str(), me.role.as_str()), ("carol", "member"));
+    let err = carol.list_accounts(ListAccountsRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let err = carol.list_audit(ListAuditRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let listed = admin
+        .list_tokens(ListTokensRequest {
+            account: "carol".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.tokens.len(), 1);
+    let audit = admin
+        .list_audit(ListAuditRequest {
+            account: "carol".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<&str> = audit.records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["create-account", "create-token"], "{audit:?}");
+    admin
+        .revoke_token(RevokeTokenRequest { id: details.id.clone() })
+        .await
+        .unwrap();
+    c.wait_for(Duration::from_secs(10), "the revocation to reach node 3", || async {
+        let mut carol = grpc_client(&c.url(3), &token.token).await?;
+        let r = carol.who_am_i(WhoAmIRequest {}).await;
+        Ok(r.is_err_and(|e| e.code() == tonic::Code::Unauthenticated).then_some(()))
+    })
+    .await
+    .unwrap();
+}
