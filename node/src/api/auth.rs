@@ -267,9 +267,6 @@ fn throttle(api: &Api, who: &Principal) -> Result<(), ApiError> {
 #[derive(Clone, Default)]
 pub struct Usage(Arc<Mutex<BTreeMap<String, Millis>>>);
 
-/// How often a node records its tokens' last use in the replicated state.
-const USAGE_FLUSH: Duration = Duration::from_secs(60);
-
 impl Usage {
     fn note(&self, token_id: &str, at: Millis) {
         let mut used = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -281,12 +278,14 @@ impl Usage {
     }
 }
 
-/// Record tokens' last use once a minute (one small write, not one per call) until `stop`.
+/// Record tokens' last use every `--token-use-flush-ms` (one small write, not one per
+/// call) until `stop`.
 pub async fn flush_usage(api: Api, stop: tokio_util::sync::CancellationToken) {
+    let every = Duration::from_millis(api.node.config.token_use_flush_ms);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(USAGE_FLUSH) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         let used = api.usage.take();
         if used.is_empty() {

@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub api_burst: u32,
     /// Heavy workflows (creates) an account may run at once; more wait their turn.
     pub heavy_workflows_per_account: u32,
+    /// How often this node records its tokens' last use in the replicated state.
+    pub token_use_flush_ms: u64,
     /// File holding the first admin token (`keel tokens generate`), read by whichever
     /// initial member first leads, to initialise the cluster with it.
     pub bootstrap_token_file: Option<PathBuf>,
@@ -127,6 +129,7 @@ impl Default for ServerConfig {
             api_requests_per_second: 50,
             api_burst: 100,
             heavy_workflows_per_account: 4,
+            token_use_flush_ms: 60_000,
         }
     }
 }
@@ -206,6 +209,9 @@ pub struct ServerArgs {
     /// Heavy workflows (creates) per account at once (default 4); more wait their turn.
     #[arg(long, env = "KEEL_HEAVY_WORKFLOWS_PER_ACCOUNT")]
     pub heavy_workflows_per_account: Option<u32>,
+    /// How often tokens' last use is recorded, in ms (default 60000).
+    #[arg(long, env = "KEEL_TOKEN_USE_FLUSH_MS")]
+    pub token_use_flush_ms: Option<u64>,
     /// File holding the first admin token (make one with `keel tokens generate`); every
     /// initial member of a new cluster needs it.
     #[arg(long, env = "KEEL_BOOTSTRAP_TOKEN_FILE")]
@@ -242,7 +248,8 @@ impl ServerArgs {
             dns_ttl,
             api_requests_per_second,
             api_burst,
-            heavy_workflows_per_account
+            heavy_workflows_per_account,
+            token_use_flush_ms
         );
         if let Some(f) = &self.bootstrap_token_file {
             c.bootstrap_token_file = Some(f.clone());
@@ -282,8 +289,12 @@ impl ServerConfig {
                 self.election_timeout_max_ms
             );
         }
-        if self.api_requests_per_second == 0 || self.api_burst == 0 || self.heavy_workflows_per_account == 0 {
-            bail!("--api-requests-per-second, --api-burst and --heavy-workflows-per-account must be at least 1");
+        if self.api_requests_per_second == 0
+            || self.api_burst == 0
+            || self.heavy_workflows_per_account == 0
+            || self.token_use_flush_ms == 0
+        {
+            bail!("--api-requests-per-second, --api-burst, --heavy-workflows-per-account and --token-use-flush-ms must be at least 1");
         }
         if self.monitor_interval_ms == 0 || self.unreachable_after == 0 || self.scheduler_interval_ms == 0 {
             bail!("--monitor-interval-ms, --unreachable-after and --scheduler-interval-ms must be at least 1");

@@ -549,3 +549,30 @@ async fn accounts_tokens_and_audit_over_grpc() {
     .await
     .unwrap();
 }
+
+/// A token's last use reaches the listing (recorded in batches, here every 200 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_last_use_is_recorded() {
+    let c = cluster(&["--token-use-flush-ms", "200"]).await;
+    let dave = member_of(&c, "dave").await;
+    let (_, listed) = c.get(1, "/v1/tokens?account=dave").await.unwrap();
+    assert!(listed[0]["last_used_ms"].is_null(), "not used yet: {listed}");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (code, _) = Caller::new(&c, Some(&dave)).call("get", "/v1/whoami", None).await;
+    assert_eq!(code, 200);
+    let used = c
+        .wait_for(
+            Duration::from_secs(10),
+            "dave's token's last use to be recorded",
+            || async {
+                let (_, listed) = c.get(2, "/v1/tokens?account=dave").await?;
+                Ok(listed[0]["last_used_ms"].as_u64())
+            },
+        )
+        .await
+        .unwrap();
+    assert!(used >= before, "last used {used} is the call's time (after {before})");
+}
