@@ -93,6 +93,9 @@ pub struct ServerConfig {
     pub heavy_workflows_per_account: u32,
     /// How often this node records its tokens' last use in the replicated state.
     pub token_use_flush_ms: u64,
+    /// Serve the public API in plain text on an address other than loopback (tokens and
+    /// passwords then cross the network in clear).
+    pub insecure_api: bool,
     /// File holding the first admin token (`keel tokens generate`), read by whichever
     /// initial member first leads, to initialise the cluster with it.
     pub bootstrap_token_file: Option<PathBuf>,
@@ -130,6 +133,7 @@ impl Default for ServerConfig {
             api_burst: 100,
             heavy_workflows_per_account: 4,
             token_use_flush_ms: 60_000,
+            insecure_api: false,
         }
     }
 }
@@ -212,6 +216,10 @@ pub struct ServerArgs {
     /// How often tokens' last use is recorded, in ms (default 60000).
     #[arg(long, env = "KEEL_TOKEN_USE_FLUSH_MS")]
     pub token_use_flush_ms: Option<u64>,
+    /// Serve the public API in plain text on a non-loopback address (not until TLS is
+    /// configured: tokens and passwords would cross the network in clear).
+    #[arg(long, env = "KEEL_INSECURE_API")]
+    pub insecure_api: bool,
     /// File holding the first admin token (make one with `keel tokens generate`); every
     /// initial member of a new cluster needs it.
     #[arg(long, env = "KEEL_BOOTSTRAP_TOKEN_FILE")]
@@ -251,6 +259,7 @@ impl ServerArgs {
             heavy_workflows_per_account,
             token_use_flush_ms
         );
+        c.insecure_api |= self.insecure_api;
         if let Some(f) = &self.bootstrap_token_file {
             c.bootstrap_token_file = Some(f.clone());
         }
@@ -314,6 +323,13 @@ impl ServerConfig {
             bail!(
                 "--peer lists the initial members but not this node (id {}); list every member, this one included",
                 self.id
+            );
+        }
+        let api_ip = self.api_addr.parse::<std::net::SocketAddr>().map(|a| a.ip());
+        if !api_ip.is_ok_and(|ip| ip.is_loopback()) && !self.insecure_api {
+            bail!(
+                "--api-addr {} is not a loopback address and the public API has no TLS yet: tokens and passwords would cross the network in clear; serve it on 127.0.0.1 behind a TLS proxy, or accept the risk with --insecure-api",
+                self.api_addr
             );
         }
         if !self.initial_members.is_empty() {
@@ -402,5 +418,21 @@ mod tests {
         assert!(args.resolve().is_err());
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(args.resolve().is_err());
+    }
+
+    #[test]
+    fn a_plain_text_api_off_loopback_needs_insecure_api() {
+        let open = ServerConfig {
+            api_addr: "10.0.0.5:7080".into(),
+            ..ServerConfig::default()
+        };
+        let refused = open.validate().unwrap_err().to_string();
+        assert!(refused.contains("--insecure-api"), "{refused}");
+        let accepted = ServerConfig {
+            insecure_api: true,
+            ..open
+        };
+        assert!(accepted.validate().is_ok());
+        assert!(ServerConfig::default().validate().is_ok(), "127.0.0.1 is fine");
     }
 }

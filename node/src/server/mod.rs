@@ -213,6 +213,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         data = %config.data_dir.display(),
         "Control node is serving."
     );
+    if config.insecure_api {
+        tracing::warn!(api = %config.api_addr, "The public API is plain text (--insecure-api): tokens and passwords cross the network in clear.");
+    }
 
     shutdown.cancelled().await;
     tracing::info!(node = config.id, "Shutting down.");
