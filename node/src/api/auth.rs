@@ -210,7 +210,12 @@ pub async fn layer(State(api): State<Api>, mut req: Request, next: Next) -> Resp
     let grpc = is_grpc(&req);
     let checked = bearer(&req).and_then(|token| {
         let now = now_ms();
-        let principal = api.node.state.read(|a| authenticate(&a.state, token, now))?;
+        // One read of the applied state per call: the token, and its account's limits.
+        let (principal, limits) = api.node.state.read(|a| {
+            let principal = authenticate(&a.state, token, now)?;
+            let limits = a.state.accounts.get(&principal.account).map(|acc| acc.limits);
+            Ok::<_, ApiError>((principal, limits.unwrap_or_default()))
+        })?;
         if required_role(req.method(), req.uri().path()) > principal.role {
             return Err(ApiError::PermissionDenied(format!(
                 "{} {} needs an admin token; this token is a member of account {}",
@@ -220,7 +225,7 @@ pub async fn layer(State(api): State<Api>, mut req: Request, next: Next) -> Resp
             )));
         }
         api.usage.note(&principal.token_id, now);
-        throttle(&api, &principal)?;
+        throttle(&api, &principal, limits)?;
         let source = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -239,15 +244,10 @@ pub async fn layer(State(api): State<Api>, mut req: Request, next: Next) -> Resp
 
 /// Take one call from a member's account bucket (admins are not throttled: they are
 /// the operators, not a tenant).
-fn throttle(api: &Api, who: &Principal) -> Result<(), ApiError> {
+fn throttle(api: &Api, who: &Principal, limits: keel_raft_store::Limits) -> Result<(), ApiError> {
     if who.role == Role::Admin {
         return Ok(());
     }
-    let limits = api
-        .node
-        .state
-        .read(|a| a.state.accounts.get(&who.account).map(|acc| acc.limits))
-        .unwrap_or_default();
     let config = &api.node.config;
     let per_second = limits.requests_per_second.unwrap_or(config.api_requests_per_second);
     let burst = limits.burst.unwrap_or(config.api_burst);

@@ -519,6 +519,18 @@ async fn accounts_tokens_and_audit_over_grpc() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     let err = carol.list_audit(ListAuditRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let err = carol
+        .set_account_limits(keel_proto::keel::SetAccountLimitsRequest {
+            name: "carol".into(),
+            limits: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "a member cannot raise its own limits: {err:?}"
+    );
     let listed = admin
         .list_tokens(ListTokensRequest {
             account: "carol".into(),

@@ -10,8 +10,13 @@ use super::dns::dig;
 use super::{cluster, create_body, wait_op, PASSWORD};
 
 pub async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect_as(addr, port, PASSWORD).await
+}
+
+/// The master user `app` with `password`.
+async fn connect_as(addr: &str, port: u64, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(
-        &format!("host={addr} port={port} user=app password='{PASSWORD}' dbname=postgres connect_timeout=5"),
+        &format!("host={addr} port={port} user=app password='{password}' dbname=postgres connect_timeout=5"),
         tokio_postgres::NoTls,
     )
     .await?;
@@ -417,16 +422,6 @@ async fn a_modify_postgres_cannot_start_with_is_rolled_back() {
     assert_eq!(sb, "128MB", "the old settings");
     let v: String = pg.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
     assert_eq!(v, "kept");
-}
-
-async fn connect_as(addr: &str, port: u64, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(
-        &format!("host={addr} port={port} user=app password='{password}' dbname=postgres connect_timeout=5"),
-        tokio_postgres::NoTls,
-    )
-    .await?;
-    tokio::spawn(conn);
-    Ok(client)
 }
 
 /// Every file under `dir` whose bytes contain `needle`.
