@@ -111,6 +111,13 @@ impl Cluster {
         anyhow::ensure!(made.status.success(), "keel tokens generate failed: {made:?}");
         let token = String::from_utf8(made.stdout)?.trim().to_string();
         std::fs::write(dir.path().join("bootstrap-token"), format!("{token}\n"))?;
+        // The cluster's CA, made by the binary under test (`keel ca init`); every process
+        // gets its certificate from it (`keel ca issue`) before its first start.
+        run_keel(
+            &spec.bin,
+            &["ca", "init", "--cluster", "lab", "--ca-dir"],
+            &dir.path().join("ca"),
+        )?;
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
         let mut cluster = Cluster {
@@ -178,8 +185,26 @@ impl Cluster {
         args
     }
 
+    /// The cluster's CA directory (`keel ca` layout).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    /// `keel ca issue --ca-dir … <what> --out <out>` with the binary under test.
+    pub fn issue(&self, what: &[&str], out: &Path) -> anyhow::Result<()> {
+        let ca = self.ca_dir();
+        let mut args = vec!["ca", "issue"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["--ca-dir", ca.to_str().context("CA path")?, "--out"]);
+        run_keel(&self.spec.bin, &args, out)
+    }
+
     /// Start (or restart) node `id`'s process.
     pub fn launch(&mut self, id: u64) -> anyhow::Result<()> {
+        let tls = self.nodes[&id].data_dir.join("tls");
+        if !tls.join("cert.pem").exists() {
+            self.issue(&["--node", &id.to_string()], &tls)?;
+        }
         let args = self.server_args(id);
         let node = self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
@@ -260,6 +285,10 @@ impl Cluster {
 
     /// Start host manager `i` (0-based) again, on its address and root, appending to its log.
     pub fn launch_host(&mut self, i: usize) -> anyhow::Result<()> {
+        let tls = self.hosts[i].root.join("tls");
+        if !tls.join("cert.pem").exists() {
+            self.issue(&["--host", &self.hosts[i].name.clone()], &tls)?;
+        }
         let h = &self.hosts[i];
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
         let child = Command::new(&self.spec.bin)
@@ -509,6 +538,19 @@ impl Drop for Cluster {
             eprintln!("{}", self.log_tails());
         }
     }
+}
+
+/// Run `keel <args> <last>` and fail with its output if it fails.
+fn run_keel(bin: &Path, args: &[&str], last: &Path) -> anyhow::Result<()> {
+    let out = Command::new(bin).args(args).arg(last).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "keel {} {} failed: {}",
+        args.join(" "),
+        last.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// A `keel.v1` gRPC client that sends a bearer token with every call.

@@ -24,8 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::NodeCtx;
 
-/// Serve the public API on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, node: Arc<NodeCtx>, shutdown: CancellationToken) -> std::io::Result<()> {
+/// Serve the public API on `listener` until `shutdown`: over TLS when `tls` is given.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<NodeCtx>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let api = service::Api::new(node);
     tokio::spawn(auth::flush_usage(api.clone(), shutdown.clone()));
     // gRPC requests are routed by path, so both protocols share the port, and the one
@@ -33,6 +38,9 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeCtx>, shutdown: Cancella
     let app = http::router(api.clone())
         .route_service("/keel.v1.Keel/*rest", KeelServer::new(grpc::GrpcApi::new(api.clone())))
         .layer(axum::middleware::from_fn_with_state(api, auth::layer));
+    if let Some(tls) = tls {
+        return crate::tls::api::serve(listener, tls, app, shutdown).await;
+    }
     // Without TCP_NODELAY small replies wait on delayed ACKs (~40 ms each).
     axum::serve(
         listener,

@@ -1,6 +1,6 @@
 //! The CLI's HTTP client for the public API.
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Talks to one Keel API address.
@@ -10,8 +10,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `addr` (e.g. `http://127.0.0.1:7080`) sending `token` with every call.
-    pub fn new(addr: &str, token: Option<&str>) -> Self {
+    /// A client for `addr` (e.g. `http://127.0.0.1:7080`, or `https://…` with `ca`, the
+    /// CA bundle that signed the API's certificate) sending `token` with every call.
+    pub fn new(addr: &str, token: Option<&str>, ca: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let base = if addr.contains("://") {
             addr.trim_end_matches('/').to_string()
         } else {
@@ -23,11 +24,19 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap_or_default();
-        Self { base, http }
+        let mut builder = reqwest::Client::builder().default_headers(headers);
+        if let Some(path) = ca {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read the CA bundle {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificates", path.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        } else if base.starts_with("https://") {
+            bail!("{base} is HTTPS: say which CA signed its certificate with --ca-file or KEEL_CA_FILE (`keel dev --tls` writes it into the profile)");
+        }
+        let http = builder.build().context("cannot set up the HTTP client")?;
+        Ok(Self { base, http })
     }
 
     /// The API address this client calls.

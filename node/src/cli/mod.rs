@@ -1,6 +1,7 @@
 //! The `keel` command line: subcommands, each a thin call to the API or a role to run.
 
 mod access;
+mod ca;
 pub mod client;
 mod db;
 mod output;
@@ -30,6 +31,10 @@ struct Cli {
     /// API token (default: the profile's).
     #[arg(long, global = true, env = "KEEL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA bundle (PEM) that signed the API's certificate, for an https:// address
+    /// (default: the profile's).
+    #[arg(long, global = true, env = "KEEL_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// CLI profile with an address and a token (`keel dev` writes it).
     #[arg(long, global = true, env = "KEEL_PROFILE")]
     profile: Option<std::path::PathBuf>,
@@ -43,7 +48,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run one control node.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run the host manager of one data host.
     Host(crate::host::HostConfig),
     /// Run a whole local cluster on this machine.
@@ -88,6 +93,9 @@ enum Cmd {
     Whoami,
     /// Who did what: every authenticated call that reached the store (admins only).
     Audit(access::AuditArgs),
+    /// The certificate authority of internal mutual TLS and the API's certificate.
+    #[command(subcommand)]
+    Ca(ca::CaCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,13 +202,13 @@ pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("label {s:?} is not KEY=VALUE"))
 }
 
-/// A client for the API at `addr`, sending `token`.
-pub fn api_client(addr: &str, token: Option<&str>) -> Client {
-    Client::new(addr, token)
+/// A client for the API at `addr`, sending `token`, trusting `ca` for HTTPS.
+pub fn api_client(addr: &str, token: Option<&str>, ca: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    Client::new(addr, token, ca)
 }
 
-/// The address and token to use: flags and environment first, then the profile.
-fn connection(cli: &Cli) -> anyhow::Result<(String, Option<String>)> {
+/// The address, token and CA bundle to use: flags and environment first, then the profile.
+fn connection(cli: &Cli) -> anyhow::Result<(String, Option<String>, Option<std::path::PathBuf>)> {
     let path = cli.profile.clone().or_else(profile::default_path);
     let saved = match &path {
         Some(p) => profile::load(p)?,
@@ -211,8 +219,12 @@ fn connection(cli: &Cli) -> anyhow::Result<(String, Option<String>)> {
         .clone()
         .or_else(|| saved.as_ref().map(|p| p.addr.clone()))
         .unwrap_or_else(|| "http://127.0.0.1:7080".into());
+    let ca = cli
+        .ca_file
+        .clone()
+        .or_else(|| saved.as_ref().and_then(|p| p.ca.clone()));
     let token = cli.token.clone().or_else(|| saved.map(|p| p.token));
-    Ok((addr, token))
+    Ok((addr, token, ca))
 }
 
 /// Parse the command line and run it.
@@ -244,8 +256,8 @@ fn init_logs() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (addr, token) = connection(&cli)?;
-    let client = Client::new(&addr, token.as_deref());
+    // Only API commands need the address, token and CA: a bad profile must not stop a server.
+    let connection = connection(&cli);
     let out = cli.output;
     match cli.command {
         Cmd::Server(args) => {
@@ -262,7 +274,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::host::run(config, shutdown).await
         }
         Cmd::Dev(args) => crate::dev::run(args).await,
-        Cmd::Db(cmd) => db::run(&client, out, cmd).await,
+        Cmd::Ca(cmd) => ca::run(cmd),
+        api => {
+            let (addr, token, ca) = connection?;
+            let client = Client::new(&addr, token.as_deref(), ca.as_deref())?;
+            call_api(&client, out, api).await
+        }
+    }
+}
+
+/// Run a command that calls the API.
+async fn call_api(client: &Client, out: Format, command: Cmd) -> anyhow::Result<()> {
+    match command {
+        Cmd::Db(cmd) => db::run(client, out, cmd).await,
         Cmd::Events {
             db,
             after,
@@ -275,19 +299,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 limit,
                 follow,
             };
-            db::events(&client, out, filter).await
+            db::events(client, out, filter).await
         }
-        Cmd::Hosts(cmd) => hosts(&client, out, cmd).await,
-        Cmd::Ops(cmd) => ops(&client, out, cmd).await,
+        Cmd::Hosts(cmd) => hosts(client, out, cmd).await,
+        Cmd::Ops(cmd) => ops(client, out, cmd).await,
         Cmd::Dns(DnsCmd::Dump) => {
             print!("{}", client.get_text("/v1/dns/zone").await?);
             Ok(())
         }
-        Cmd::Cluster(cmd) => cluster(&client, out, cmd).await,
-        Cmd::Accounts(cmd) => access::accounts(&client, out, cmd).await,
-        Cmd::Tokens(cmd) => access::tokens(&client, out, cmd).await,
-        Cmd::Whoami => access::whoami(&client, out).await,
-        Cmd::Audit(args) => access::audit(&client, out, args).await,
+        Cmd::Cluster(cmd) => cluster(client, out, cmd).await,
+        Cmd::Accounts(cmd) => access::accounts(client, out, cmd).await,
+        Cmd::Tokens(cmd) => access::tokens(client, out, cmd).await,
+        Cmd::Whoami => access::whoami(client, out).await,
+        Cmd::Audit(args) => access::audit(client, out, args).await,
+        Cmd::Server(_) | Cmd::Host(_) | Cmd::Dev(_) | Cmd::Ca(_) => unreachable!("run handles the roles"),
     }
 }
 

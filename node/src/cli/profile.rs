@@ -14,6 +14,9 @@ pub struct Profile {
     pub addr: String,
     /// API token.
     pub token: String,
+    /// CA bundle that signed the API's certificate (for an https:// address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `$XDG_CONFIG_HOME/keel/dev.toml`, else `~/.config/keel/dev.toml`.
@@ -41,23 +44,12 @@ pub fn save(path: &Path, profile: &Profile) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let text = toml::to_string(profile).context("cannot encode the CLI profile")?;
-    let tmp = path.with_extension("toml.tmp");
-    write_private(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    write_private(path, &text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Write `text` to a new file at `path` that only its owner can read, from its first byte.
+/// Replace `path` with `text`, readable only by its owner from its first byte.
 pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    crate::files::replace(path, text.as_bytes(), 0o600)
 }
 
 #[cfg(test)]
@@ -74,6 +66,7 @@ mod tests {
         let p = Profile {
             addr: "http://127.0.0.1:7080".into(),
             token: "keel_x_y".into(),
+            ca: None,
         };
         save(&path, &p).unwrap();
         assert_eq!(load(&path).unwrap(), Some(p));

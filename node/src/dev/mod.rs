@@ -8,6 +8,11 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::server::config::{PeerSpec, ServerConfig};
+use crate::tls::ca::{CaDir, Subject, DEFAULT_VALID_DAYS};
+use crate::tls::identity::Identity;
+
+/// The dev cluster's name (in its certificates' identities too).
+const CLUSTER: &str = "keel-dev";
 
 /// `keel dev` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,10 +29,14 @@ pub struct DevArgs {
     /// Control nodes to run (3 or 5).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
     pub nodes: u64,
+    /// Serve the public API over TLS too (HTTPS and gRPC over TLS, a certificate for
+    /// 127.0.0.1 and localhost from the dev CA); internal links always use mutual TLS.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Fixed ports: node N serves its API on 7079+N, Raft on 7089+N and DNS on 8599+N.
-fn node_config(dir: &Path, id: u64, nodes: u64, token_file: &Path) -> ServerConfig {
+fn node_config(dir: &Path, id: u64, nodes: u64, token_file: &Path, api_tls: Option<&Path>) -> ServerConfig {
     let peer = |i: u64| PeerSpec {
         id: i,
         raft_addr: format!("127.0.0.1:{}", 7089 + i),
@@ -36,7 +45,7 @@ fn node_config(dir: &Path, id: u64, nodes: u64, token_file: &Path) -> ServerConf
     let me = peer(id);
     ServerConfig {
         id,
-        cluster_name: "keel-dev".into(),
+        cluster_name: CLUSTER.into(),
         data_dir: dir.join(format!("node-{id}")),
         raft_addr: me.raft_addr,
         api_addr: me.api_addr,
@@ -47,6 +56,7 @@ fn node_config(dir: &Path, id: u64, nodes: u64, token_file: &Path) -> ServerConf
         // So a local BIND, NSD or Knot can be tried as a secondary.
         dns_allow_transfer: vec![std::net::IpAddr::from([127, 0, 0, 1])],
         bootstrap_token_file: Some(token_file.to_path_buf()),
+        api_tls_dir: api_tls.map(Path::to_path_buf),
         ..ServerConfig::default()
     }
 }
@@ -80,10 +90,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the keel binary")?;
     let token_file = dir.join("bootstrap-token");
     let token = admin_token(&token_file)?;
+    let ca = certificates(&dir, args.nodes, args.hosts)?;
+    let api_tls = dir.join("api-tls");
+    if args.tls && !api_tls.join(crate::tls::ca::CERT_FILE).exists() {
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        ca.issue(&Subject::Api(names), DEFAULT_VALID_DAYS, &api_tls)
+            .context("cannot issue the API certificate")?;
+    }
+    let ca_file = args.tls.then(|| api_tls.join(crate::tls::ca::CA_FILE));
 
     let mut children: Vec<(u64, Child)> = Vec::new();
     for id in 1..=args.nodes {
-        let config = node_config(&dir, id, args.nodes, &token_file);
+        let config = node_config(&dir, id, args.nodes, &token_file, args.tls.then_some(api_tls.as_path()));
         let path = dir.join(format!("node-{id}.toml"));
         std::fs::write(&path, toml::to_string(&config)?).with_context(|| format!("cannot write {}", path.display()))?;
         let log = std::fs::OpenOptions::new()
@@ -102,8 +120,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         children.push((id, child));
     }
 
-    let api = "http://127.0.0.1:7080";
-    if let Err(e) = wait_ready(api, &token, &mut children).await {
+    let api = if args.tls {
+        "https://127.0.0.1:7080"
+    } else {
+        "http://127.0.0.1:7080"
+    };
+    let client = crate::cli::api_client(api, Some(&token), ca_file.as_deref())?;
+    if let Err(e) = wait_ready(&client, &mut children).await {
         stop(&mut children).await;
         return Err(e.context(format!(
             "the dev cluster did not start; see the logs in {}",
@@ -112,7 +135,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let mut hosts = Vec::new();
     for i in 1..=args.hosts {
-        match start_host(&exe, &dir, i, api, &token).await {
+        match start_host(&exe, &dir, i, &client).await {
             Ok(child) => hosts.push((100 + i, child)),
             Err(e) => {
                 children.extend(hosts);
@@ -128,9 +151,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.nodes
     );
     println!("Data, configs and logs: {}", dir.display());
+    println!(
+        "Internal links (Raft, forwarding, host managers) use mutual TLS; CA in {}",
+        dir.join("ca").display()
+    );
     for id in 1..=args.nodes {
         println!(
-            "  node {id}: API http://127.0.0.1:{}  raft 127.0.0.1:{}  DNS 127.0.0.1:{} (UDP and TCP)",
+            "  node {id}: API {}://127.0.0.1:{}  raft 127.0.0.1:{} (mutual TLS)  DNS 127.0.0.1:{} (UDP and TCP)",
+            if args.tls { "https" } else { "http" },
             7079 + id,
             7089 + id,
             8599 + id
@@ -144,6 +172,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let p = crate::cli::profile::Profile {
             addr: api.to_string(),
             token: token.clone(),
+            ca: ca_file.clone(),
         };
         crate::cli::profile::save(path, &p)?;
     }
@@ -156,7 +185,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         None => println!("Point the CLI at it:"),
     }
     println!();
-    println!("    export KEEL_ADDR={api} KEEL_TOKEN={token}");
+    match &ca_file {
+        Some(ca) => println!(
+            "    export KEEL_ADDR={api} KEEL_TOKEN={token} KEEL_CA_FILE={}",
+            ca.display()
+        ),
+        None => println!("    export KEEL_ADDR={api} KEEL_TOKEN={token}"),
+    }
     println!();
     println!("Then try:");
     println!();
@@ -191,6 +226,30 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The dev cluster's CA (made once, in `<dir>/ca`) and a certificate for every control node
+/// (`node-N/tls`) and host manager (`host-N/tls`) that has none yet.
+fn certificates(dir: &Path, nodes: u64, hosts: u64) -> anyhow::Result<CaDir> {
+    let ca = CaDir::at(&dir.join("ca"));
+    if !ca.exists() {
+        ca.init(CLUSTER).context("cannot make the dev cluster's CA")?;
+    }
+    let members = (1..=nodes)
+        .map(|id| (Identity::node(CLUSTER, id), dir.join(format!("node-{id}/tls"))))
+        .chain((1..=hosts).map(|i| {
+            (
+                Identity::host(CLUSTER, &format!("h{i}")),
+                dir.join(format!("host-{i}/tls")),
+            )
+        }));
+    for (who, out) in members {
+        if !out.join(crate::tls::ca::CERT_FILE).exists() {
+            ca.issue(&Subject::Member(who.clone()), DEFAULT_VALID_DAYS, &out)
+                .with_context(|| format!("cannot issue {who} its certificate"))?;
+        }
+    }
+    Ok(ca)
+}
+
 /// The admin token of this dev directory: made once, kept (owner-only) beside the data.
 fn admin_token(path: &Path) -> anyhow::Result<String> {
     if path.exists() {
@@ -208,7 +267,7 @@ fn zone(i: u64) -> char {
 }
 
 /// Start host manager `i` on 127.0.1.i:7300 and register it (registration is idempotent).
-async fn start_host(exe: &Path, dir: &Path, i: u64, api: &str, token: &str) -> anyhow::Result<Child> {
+async fn start_host(exe: &Path, dir: &Path, i: u64, client: &crate::cli::client::Client) -> anyhow::Result<Child> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
     let addr = format!("127.0.1.{i}:7300");
@@ -233,7 +292,6 @@ async fn start_host(exe: &Path, dir: &Path, i: u64, api: &str, token: &str) -> a
         .stderr(log)
         .kill_on_drop(true)
         .spawn()?;
-    let client = crate::cli::api_client(api, Some(token));
     let body = serde_json::json!({"name": format!("h{i}"), "addr": addr, "zone": zone(i).to_string()});
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -252,8 +310,7 @@ async fn start_host(exe: &Path, dir: &Path, i: u64, api: &str, token: &str) -> a
     }
 }
 
-async fn wait_ready(api: &str, token: &str, children: &mut [(u64, Child)]) -> anyhow::Result<()> {
-    let client = crate::cli::api_client(api, Some(token));
+async fn wait_ready(client: &crate::cli::client::Client, children: &mut [(u64, Child)]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last_error = String::new();
     loop {

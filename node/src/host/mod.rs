@@ -44,6 +44,40 @@ pub struct HostConfig {
     /// Stop the instances when the host manager exits cleanly (keel dev); by default they keep running.
     #[arg(long)]
     pub stop_instances_on_exit: bool,
+    /// Directory with this host's mutual-TLS files: ca.pem, cert.pem, key.pem
+    /// (`keel ca issue --host NAME --out DIR`) [default: ROOT/tls]. Only control nodes
+    /// of the cluster named in its certificate may call it.
+    #[arg(long, env = "KEEL_HOST_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// How often the TLS files are checked for changes, in ms.
+    #[arg(long, env = "KEEL_TLS_RELOAD_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_reload_ms: u64,
+}
+
+impl HostConfig {
+    /// Load this host's TLS material and check it names this host.
+    fn tls_credentials(&self) -> anyhow::Result<Arc<crate::tls::credentials::Credentials>> {
+        let dir = self.tls_dir.clone().unwrap_or_else(|| self.root.join("tls"));
+        let creds = crate::tls::credentials::Credentials::load(crate::tls::credentials::TlsFiles::in_dir(&dir))
+            .with_context(|| {
+                format!(
+                    "host {} has no usable TLS certificate in {}; issue one with `keel ca issue --ca-dir CA --host {} --out {}` (or pass --tls-dir)",
+                    self.name,
+                    dir.display(),
+                    self.name,
+                    dir.display()
+                )
+            })?;
+        match creds.current().identity.clone() {
+            Some(id) if id.role == crate::tls::identity::Role::Host(self.name.clone()) => Ok(creds),
+            other => anyhow::bail!(
+                "the certificate in {} is for {}, but this is host {}; issue this host its own certificate",
+                dir.display(),
+                other.map_or("no keel:// identity".to_string(), |i| i.to_string()),
+                self.name
+            ),
+        }
+    }
 }
 
 /// Run the host manager until `shutdown`.
@@ -53,6 +87,11 @@ pub async fn run(config: HostConfig, shutdown: CancellationToken) -> anyhow::Res
     // The postgres OS user must be able to reach the volumes under the root.
     std::fs::set_permissions(&config.root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
         .with_context(|| format!("cannot set permissions on {}", config.root.display()))?;
+    let tls = config.tls_credentials()?;
+    tokio::spawn(
+        tls.clone()
+            .watch(std::time::Duration::from_millis(config.tls_reload_ms), shutdown.clone()),
+    );
     let journal = journal::Journal::open(&config.root).context("cannot open the task journal")?;
     let engine = engine::postgres::Postgres::new(&config.root).context("the PostgreSQL engine is not usable")?;
     let listener = TcpListener::bind(&config.addr)
@@ -73,7 +112,13 @@ pub async fn run(config: HostConfig, shutdown: CancellationToken) -> anyhow::Res
     tokio::spawn(svc.clone().watch_usage(shutdown.clone()));
     tonic::transport::Server::builder()
         .add_service(HostManagerServer::new(svc.clone()))
-        .serve_with_incoming_shutdown(crate::server::nodelay(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            crate::tls::link::incoming(
+                listener,
+                crate::tls::link::server_config(&tls, crate::tls::link::Peer::ControlNode),
+            ),
+            shutdown.cancelled_owned(),
+        )
         .await
         .context("host manager server failed")?;
     // Databases normally outlive their host manager; a local dev cluster stops them with it.

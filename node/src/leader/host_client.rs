@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use keel_proto::host::host_manager_client::HostManagerClient;
 use keel_proto::host::{HealthReply, HealthRequest, TaskReply, TaskRequest, TaskState, TaskStatusRequest};
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::seams::{Hosts, TaskResult};
 use crate::host::wire::state_from_wire;
@@ -24,9 +24,10 @@ const BUSY_PAUSE: Duration = Duration::from_millis(200);
 /// A channel to one host manager and its task slots.
 type HostLink = (Channel, Arc<Semaphore>);
 
-/// Channels and per-host task slots.
-#[derive(Clone, Default)]
+/// Channels (mutual TLS: only a host manager of this cluster is called) and per-host task slots.
+#[derive(Clone)]
 pub struct HostClients {
+    tls: Arc<rustls::ClientConfig>,
     channels: Arc<Mutex<HashMap<String, HostLink>>>,
 }
 
@@ -57,15 +58,21 @@ fn status_result(addr: &str, s: &tonic::Status) -> TaskResult {
 }
 
 impl HostClients {
+    /// Clients whose connections are configured by `tls`.
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            tls,
+            channels: Arc::default(),
+        }
+    }
+
     fn get(&self, addr: &str) -> Result<(HostManagerClient<Channel>, Arc<Semaphore>), String> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((c, s)) = map.get(addr) {
             return Ok((HostManagerClient::new(c.clone()), s.clone()));
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad host address {addr}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
+        let channel = crate::tls::link::channel(addr, self.tls.clone(), Duration::from_secs(2))
+            .map_err(|e| format!("bad host address {addr}: {e}"))?;
         let slots = Arc::new(Semaphore::new(PER_HOST_TASKS));
         map.insert(addr.to_string(), (channel.clone(), slots.clone()));
         Ok((HostManagerClient::new(channel), slots))

@@ -169,6 +169,7 @@ pub async fn run(node: Arc<NodeCtx>, shutdown: CancellationToken) {
                     term,
                     cancel: cancel.clone(),
                     config: config.clone(),
+                    host_tls: node.host_tls.clone(),
                 };
                 running = Some(Running {
                     task: tokio::spawn(services(start)),
@@ -198,6 +199,7 @@ struct Start {
     term: u64,
     cancel: CancellationToken,
     config: Arc<ServerConfig>,
+    host_tls: Arc<rustls::ClientConfig>,
 }
 
 /// Commit `StartLeaderServices` and return the services it put in force.
@@ -231,7 +233,7 @@ pub async fn start_services(
 /// The services of one term: announce (which yields their fence), initialise the
 /// cluster record, then sweep, monitor and schedule.
 async fn services(s: Start) {
-    let hosts: Arc<dyn Hosts> = Arc::new(host_client::HostClients::default());
+    let hosts: Arc<dyn Hosts> = Arc::new(host_client::HostClients::new(s.host_tls.clone()));
     let t = match start_services(s.control, hosts, s.node_id, s.term, s.cancel, s.config).await {
         Ok(t) => t,
         Err(e) => {

@@ -99,6 +99,15 @@ pub struct ServerConfig {
     /// File holding the first admin token (`keel tokens generate`), read by whichever
     /// initial member first leads, to initialise the cluster with it.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// This node's mutual-TLS files for Raft, forwarding and host calls (`ca.pem`,
+    /// `cert.pem`, `key.pem`, as `keel ca issue --node ID --out DIR` writes them)
+    /// [default: DATA_DIR/tls].
+    pub tls_dir: Option<PathBuf>,
+    /// The public API's certificate (`cert.pem`, `key.pem`: `keel ca issue --api NAME`);
+    /// with it the API serves HTTPS and gRPC over TLS only.
+    pub api_tls_dir: Option<PathBuf>,
+    /// How often the TLS files are checked for changes (rotation without a restart).
+    pub tls_reload_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -134,6 +143,9 @@ impl Default for ServerConfig {
             heavy_workflows_per_account: 4,
             token_use_flush_ms: 60_000,
             insecure_api: false,
+            tls_dir: None,
+            api_tls_dir: None,
+            tls_reload_ms: 1_000,
         }
     }
 }
@@ -224,6 +236,17 @@ pub struct ServerArgs {
     /// initial member of a new cluster needs it.
     #[arg(long, env = "KEEL_BOOTSTRAP_TOKEN_FILE")]
     pub bootstrap_token_file: Option<PathBuf>,
+    /// Directory with this node's internal mutual-TLS files: ca.pem, cert.pem, key.pem
+    /// (`keel ca issue --node ID --out DIR`) [default: DATA_DIR/tls].
+    #[arg(long, env = "KEEL_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Directory with the public API's cert.pem and key.pem (`keel ca issue --api NAME`):
+    /// the API then serves HTTPS and gRPC over TLS.
+    #[arg(long, env = "KEEL_API_TLS_DIR")]
+    pub api_tls_dir: Option<PathBuf>,
+    /// How often TLS files are checked for changes, in ms (default 1000).
+    #[arg(long, env = "KEEL_TLS_RELOAD_MS")]
+    pub tls_reload_ms: Option<u64>,
 }
 
 impl ServerArgs {
@@ -257,8 +280,15 @@ impl ServerArgs {
             api_requests_per_second,
             api_burst,
             heavy_workflows_per_account,
-            token_use_flush_ms
+            token_use_flush_ms,
+            tls_reload_ms
         );
+        if let Some(d) = &self.tls_dir {
+            c.tls_dir = Some(d.clone());
+        }
+        if let Some(d) = &self.api_tls_dir {
+            c.api_tls_dir = Some(d.clone());
+        }
         c.insecure_api |= self.insecure_api;
         if let Some(f) = &self.bootstrap_token_file {
             c.bootstrap_token_file = Some(f.clone());
@@ -305,6 +335,9 @@ impl ServerConfig {
         {
             bail!("--api-requests-per-second, --api-burst, --heavy-workflows-per-account and --token-use-flush-ms must be at least 1");
         }
+        if self.tls_reload_ms == 0 {
+            bail!("--tls-reload-ms must be at least 1");
+        }
         if self.monitor_interval_ms == 0 || self.unreachable_after == 0 || self.scheduler_interval_ms == 0 {
             bail!("--monitor-interval-ms, --unreachable-after and --scheduler-interval-ms must be at least 1");
         }
@@ -326,9 +359,9 @@ impl ServerConfig {
             );
         }
         let api_ip = self.api_addr.parse::<std::net::SocketAddr>().map(|a| a.ip());
-        if !api_ip.is_ok_and(|ip| ip.is_loopback()) && !self.insecure_api {
+        if !api_ip.is_ok_and(|ip| ip.is_loopback()) && !self.insecure_api && self.api_tls_dir.is_none() {
             bail!(
-                "--api-addr {} is not a loopback address and the public API has no TLS yet: tokens and passwords would cross the network in clear; serve it on 127.0.0.1 behind a TLS proxy, or accept the risk with --insecure-api",
+                "--api-addr {} is not a loopback address and the public API has no certificate: tokens and passwords would cross the network in clear; give it one with --api-tls-dir (`keel ca issue --api NAME --out DIR`), or accept the risk with --insecure-api",
                 self.api_addr
             );
         }
@@ -368,6 +401,36 @@ impl ServerConfig {
                 path.display()
             ),
         }
+    }
+
+    /// Where this node's internal mutual-TLS files are.
+    pub fn tls_files(&self) -> crate::tls::credentials::TlsFiles {
+        let dir = self.tls_dir.clone().unwrap_or_else(|| self.data_dir.join("tls"));
+        crate::tls::credentials::TlsFiles::in_dir(&dir)
+    }
+
+    /// Load this node's internal TLS material and check it names this node of this cluster.
+    pub fn tls_credentials(&self) -> anyhow::Result<std::sync::Arc<crate::tls::credentials::Credentials>> {
+        let files = self.tls_files();
+        let creds = crate::tls::credentials::Credentials::load(files.clone()).with_context(|| {
+            format!(
+                "node {} has no usable internal TLS certificate in {}; issue one with `keel ca issue --ca-dir CA --node {} --out {}` (or pass --tls-dir)",
+                self.id,
+                files.cert.parent().unwrap_or(Path::new(".")).display(),
+                self.id,
+                files.cert.parent().unwrap_or(Path::new(".")).display()
+            )
+        })?;
+        let own = creds.current().identity.clone();
+        let want = crate::tls::identity::Identity::node(&self.cluster_name, self.id);
+        if own.as_ref() != Some(&want) {
+            bail!(
+                "the certificate {} is for {}, but this is {want}; issue this node its own certificate",
+                files.cert.display(),
+                own.map_or("no keel:// identity".to_string(), |i| i.to_string())
+            );
+        }
+        Ok(creds)
     }
 
     /// openraft's configuration for these settings.

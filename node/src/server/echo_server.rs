@@ -5,9 +5,9 @@ use std::sync::Arc;
 use keel_proto::raft::raft_server::{Raft as RaftRpc, RaftServer};
 use keel_proto::raft::{Payload, ReadIndexRequest, StatusRequest};
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::server::peer::Peers;
 use crate::server::raft_service::{answer_in_order, Answers};
 
 /// Answers each payload with itself, through the server's real stream handling.
@@ -67,17 +67,26 @@ impl RaftRpc for Echo {
     }
 }
 
-/// Start an echo server; returns its address and the notify that releases held answers.
-pub(crate) async fn echo_server() -> (String, Arc<Notify>) {
+/// An echo server over mutual TLS: its address, the notify that releases held answers, and
+/// the peers (with a control node's certificate of the same CA) to call it with.
+pub(crate) async fn echo_server() -> (String, Arc<Notify>, Peers) {
+    use crate::tls::{identity::Identity, link, testing};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let release = Arc::new(Notify::new());
+    let (dir, creds) = testing::credentials("test", Identity::node("test", 1));
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(RaftServer::new(Echo {
                 release: release.clone(),
             }))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(link::incoming(
+                listener,
+                link::server_config(&creds, link::Peer::ControlNode),
+            )),
     );
-    (addr, release)
+    // The files are loaded; the directory may go.
+    drop(dir);
+    let peers = Peers::new("test", link::client_config(&creds, link::Peer::ControlNode));
+    (addr, release, peers)
 }

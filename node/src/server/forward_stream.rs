@@ -116,8 +116,8 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_calls_each_get_their_own_answer() {
-        let (addr, _) = echo_server().await;
-        let stream = ForwardStream::spawn(Peers::new("test"), addr);
+        let (addr, _, peers) = echo_server().await;
+        let stream = ForwardStream::spawn(peers, addr);
         let calls: Vec<_> = (0..200u32)
             .map(|i| {
                 let stream = stream.clone();
@@ -133,8 +133,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_stream_fails_its_call_and_the_next_call_opens_a_new_one() {
-        let (addr, _) = echo_server().await;
-        let stream = ForwardStream::spawn(Peers::new("test"), addr);
+        let (addr, _, peers) = echo_server().await;
+        let stream = ForwardStream::spawn(peers, addr);
         assert_eq!(stream.call(vec![1], Duration::from_secs(10)).await.unwrap(), vec![1]);
         let failed = stream.call(vec![255], Duration::from_secs(10)).await;
         assert!(

@@ -23,12 +23,12 @@ use keel_raft_store::state_machine::StateHandle;
 use keel_raft_store::{codec, Identity, KeelNode, NodeId, Raft};
 use openraft::ServerState;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use self::batcher::Batcher;
 use self::config::ServerConfig;
 use self::peer::{NodeStatus, Peers, RemoteFailure, MAX_MESSAGE_BYTES};
+use crate::tls::link;
 
 /// Batches a node keeps in flight per destination; more arrivals wait and join the next batch.
 const WRITES_IN_FLIGHT: usize = 2;
@@ -53,6 +53,10 @@ pub struct NodeCtx {
     pub zone: keel_dns::server::ZoneServer,
     /// Batches writes forwarded to a leader, one queue per leader address.
     pub forwarded_writes: std::sync::Mutex<std::collections::HashMap<String, Batcher>>,
+    /// This node's internal TLS material (reloaded when its files change).
+    pub tls: Arc<crate::tls::credentials::Credentials>,
+    /// How the leader services connect to host managers (mutual TLS, host role only).
+    pub host_tls: Arc<rustls::ClientConfig>,
 }
 
 impl NodeCtx {
@@ -157,7 +161,12 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         .await
         .with_context(|| format!("cannot serve DNS on {dns_addr}; pick another --dns-addr"))?;
 
-    let peers = Peers::new(&config.cluster_name);
+    let tls = config.tls_credentials()?;
+    tokio::spawn(
+        tls.clone()
+            .watch(Duration::from_millis(config.tls_reload_ms), shutdown.clone()),
+    );
+    let peers = Peers::new(&config.cluster_name, link::client_config(&tls, link::Peer::ControlNode));
     let raft = Raft::new(
         config.id,
         Arc::new(config.raft_config()?),
@@ -184,6 +193,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         },
         forwarded_writes: Default::default(),
         zone: keel_dns::server::ZoneServer::new(config.dns_allow_transfer.clone()),
+        host_tls: link::client_config(&tls, link::Peer::HostManager),
+        tls: tls.clone(),
     });
 
     let raft_server = tonic::transport::Server::builder()
@@ -193,12 +204,39 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(nodelay(raft_listener), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            link::incoming(raft_listener, link::server_config(&tls, link::Peer::ControlNode)),
+            shutdown.clone().cancelled_owned(),
+        );
     let raft_task = tokio::spawn(raft_server);
 
     bootstrap(&raft, &config).await?;
 
-    let api_task = tokio::spawn(crate::api::serve(api_listener, ctx.clone(), shutdown.clone()));
+    let api_tls = match &config.api_tls_dir {
+        Some(dir) => {
+            let creds = crate::tls::credentials::Credentials::load(crate::tls::credentials::TlsFiles::in_dir(dir))
+                .with_context(|| {
+                    format!(
+                        "no usable API certificate in {}; issue one with `keel ca issue --ca-dir CA --api NAME --out {}`",
+                        dir.display(),
+                        dir.display()
+                    )
+                })?;
+            tokio::spawn(
+                creds
+                    .clone()
+                    .watch(Duration::from_millis(config.tls_reload_ms), shutdown.clone()),
+            );
+            Some(crate::tls::api::server_config(&creds))
+        }
+        None => None,
+    };
+    let api_task = tokio::spawn(crate::api::serve(
+        api_listener,
+        ctx.clone(),
+        api_tls.clone(),
+        shutdown.clone(),
+    ));
     let leader_task = tokio::spawn(crate::leader::run(ctx.clone(), shutdown.clone()));
     let dns_task = {
         let (zone, stop) = (ctx.zone.clone(), shutdown.clone());
@@ -213,7 +251,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         data = %config.data_dir.display(),
         "Control node is serving."
     );
-    if config.insecure_api {
+    if config.insecure_api && api_tls.is_none() {
         tracing::warn!(api = %config.api_addr, "The public API is plain text (--insecure-api): tokens and passwords cross the network in clear.");
     }
 
@@ -229,17 +267,6 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         .map_err(|e| anyhow!("Raft did not stop cleanly: {e}"))?;
     let _ = tokio::time::timeout(Duration::from_secs(5), raft_task).await;
     Ok(())
-}
-
-/// Accepted connections with TCP_NODELAY: tonic applies its own nodelay setting only to
-/// listeners it binds itself, and Raft's small messages must not wait on delayed ACKs.
-pub fn nodelay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
 }
 
 /// Initialise a new cluster when this node is one of its initial members and has no log yet.

@@ -1,8 +1,9 @@
 //! Calls from one control node to another over `keel.raft.v1`.
 //!
 //! One lazily connected channel per address, shared by the Raft transport and
-//! by request forwarding. Every call carries the cluster name, and the
-//! receiving side refuses other clusters' calls.
+//! by request forwarding, over mutual TLS (`crate::tls::link`): only a control
+//! node of the same cluster is called or answered. Every call also carries the
+//! cluster name, and the receiving side refuses other clusters' calls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use keel_proto::raft::Payload;
 use keel_raft_store::codec;
 use keel_raft_store::{KeelNode, NodeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Metadata key carrying the cluster name on every internal call.
 pub const CLUSTER_HEADER: &str = "x-keel-cluster";
@@ -135,14 +136,16 @@ pub fn decode_reply<T: DeserializeOwned>(addr: &str, data: &[u8]) -> Result<T, P
 #[derive(Clone)]
 pub struct Peers {
     cluster: Arc<str>,
+    tls: Arc<rustls::ClientConfig>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl Peers {
-    /// A channel cache for calls within `cluster`.
-    pub fn new(cluster: &str) -> Self {
+    /// A channel cache for calls within `cluster`, over mutual TLS configured by `tls`.
+    pub fn new(cluster: &str, tls: Arc<rustls::ClientConfig>) -> Self {
         Self {
             cluster: cluster.into(),
+            tls,
             channels: Arc::default(),
         }
     }
@@ -158,11 +161,8 @@ impl Peers {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| PeerError::unreachable(addr, e.to_string()))?
-                    .connect_timeout(Duration::from_millis(500))
-                    .tcp_nodelay(true);
-                let c = endpoint.connect_lazy();
+                let c = crate::tls::link::channel(addr, self.tls.clone(), Duration::from_millis(500))
+                    .map_err(|e| PeerError::unreachable(addr, e))?;
                 channels.insert(addr.to_string(), c.clone());
                 c
             }

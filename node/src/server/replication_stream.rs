@@ -86,8 +86,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_exchange_is_never_answered_by_the_next_ones_reply() {
-        let (addr, release) = echo_server().await;
-        let peers = Peers::new("test");
+        let (addr, release, peers) = echo_server().await;
         let mut stream = None;
         assert_eq!(exchange(&mut stream, &peers, &addr, vec![1]).await.unwrap(), vec![1]);
         // The server holds this answer, so the caller gives up first, as openraft does when

@@ -356,9 +356,13 @@ async fn the_raft_port_refuses_leader_commands_forwarded_to_it() {
 
     let c = cluster(&[]).await;
     let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
-    let mut raft = RaftClient::connect(format!("http://{}", c.raft_addr(leader)))
-        .await
-        .unwrap();
+    // With a member's own certificate: TLS lets it in, the command check must not.
+    let mut raft = RaftClient::new(super::internal_channel(
+        &c.ca_dir(),
+        keel_node::tls::identity::Identity::node("lab", 2),
+        &c.raft_addr(leader),
+        keel_node::tls::link::Peer::ControlNode,
+    ));
     let forged = vec![Proposal::new(
         1,
         Command::StartLeaderServices {

@@ -20,8 +20,23 @@ struct HostProc {
     root: std::path::PathBuf,
 }
 
+/// The CA of these tests' host managers (cluster `lab`), beside their roots.
+fn ca_dir(root: &std::path::Path) -> std::path::PathBuf {
+    root.with_extension("ca")
+}
+
 impl HostProc {
     fn start(root: &std::path::Path, addr: &str) -> Self {
+        let ca = keel_node::tls::ca::CaDir::at(&ca_dir(root));
+        if !ca.exists() {
+            ca.init("lab").unwrap();
+            ca.issue(
+                &keel_node::tls::ca::Subject::Member(keel_node::tls::identity::Identity::host("lab", "h1")),
+                1,
+                &root.join("tls"),
+            )
+            .unwrap();
+        }
         // Appended to, so a restarted host manager's log follows the first one's.
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -45,7 +60,8 @@ impl HostProc {
     async fn client(&self) -> HostManagerClient<Channel> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(c) = HostManagerClient::connect(format!("http://{}", self.addr)).await {
+            let mut c = HostManagerClient::new(super::host_channel(&ca_dir(&self.root), &self.addr));
+            if c.health(HealthRequest {}).await.is_ok() {
                 return c;
             }
             assert!(tokio::time::Instant::now() < deadline, "host manager did not come up");

@@ -10,6 +10,7 @@ mod fuzz;
 mod host_manager;
 mod membership;
 mod monitor;
+mod mtls;
 mod sweeper;
 mod workflow_faults;
 
@@ -104,4 +105,31 @@ pub fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// A channel to an internal port (Raft or a host manager) presenting a certificate the CA in
+/// `ca_dir` issues to `who`, and accepting only an `expect` callee.
+pub fn internal_channel(
+    ca_dir: &std::path::Path,
+    who: keel_node::tls::identity::Identity,
+    addr: &str,
+    expect: keel_node::tls::link::Peer,
+) -> tonic::transport::Channel {
+    use keel_node::tls::{ca, credentials, link};
+    let dir = tempfile::tempdir().unwrap();
+    ca::CaDir::at(ca_dir)
+        .issue(&ca::Subject::Member(who), 1, dir.path())
+        .unwrap();
+    let creds = credentials::Credentials::load(credentials::TlsFiles::in_dir(dir.path())).unwrap();
+    link::channel(addr, link::client_config(&creds, expect), Duration::from_secs(5)).unwrap()
+}
+
+/// A control node's channel to a host manager of cluster `lab` (the fixture's cluster).
+pub fn host_channel(ca_dir: &std::path::Path, addr: &str) -> tonic::transport::Channel {
+    internal_channel(
+        ca_dir,
+        keel_node::tls::identity::Identity::node("lab", 1),
+        addr,
+        keel_node::tls::link::Peer::HostManager,
+    )
 }

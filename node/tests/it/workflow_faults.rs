@@ -170,7 +170,7 @@ async fn leader_killed_at_task_boundaries_of_a_create() {
         db["instances"][0]["host"].as_str().unwrap().to_string(),
     );
     let addr = &c.hosts.iter().find(|h| h.name == host).unwrap().addr;
-    let mut hm = HostManagerClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut hm = HostManagerClient::new(super::host_channel(&c.ca_dir(), addr));
     let late = hm
         .run_task(TaskRequest {
             task_id: "late-destroy-from-a-deposed-leader".into(),
