@@ -22,6 +22,8 @@ pub struct Spec {
     pub extra_args: Vec<String>,
     /// A command the server runs under, e.g. `taskset -c 1`.
     pub wrapper: Vec<String>,
+    /// Serve the public API over TLS (a certificate for 127.0.0.1 from the cluster's CA).
+    pub api_tls: bool,
 }
 
 impl Spec {
@@ -32,7 +34,14 @@ impl Spec {
             nodes,
             extra_args: Vec::new(),
             wrapper: Vec::new(),
+            api_tls: false,
         }
+    }
+
+    /// Serve the public API over TLS; the fixture's clients then use https and trust the CA.
+    pub fn with_api_tls(mut self) -> Self {
+        self.api_tls = true;
+        self
     }
 
     /// Run every server under `wrapper` (e.g. `taskset -c 1`).
@@ -120,16 +129,28 @@ impl Cluster {
         )?;
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+        let mut http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .default_headers(headers);
+        if spec.api_tls {
+            let ca = dir.path().join("ca").display().to_string();
+            run_keel(
+                &spec.bin,
+                &["ca", "issue", "--ca-dir", &ca, "--api", "127.0.0.1,localhost", "--out"],
+                &dir.path().join("api-tls"),
+            )?;
+            let pem = std::fs::read(dir.path().join("api-tls/ca.pem"))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
         let mut cluster = Cluster {
             spec: spec.clone(),
             name: "lab".into(),
             dir,
             nodes: BTreeMap::new(),
             hosts: Vec::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .default_headers(headers)
-                .build()?,
+            http: http.build()?,
             token,
         };
         for id in 1..=spec.nodes {
@@ -175,6 +196,10 @@ impl Cluster {
             "--bootstrap-token-file".into(),
             self.dir.path().join("bootstrap-token").display().to_string(),
         ];
+        if self.spec.api_tls {
+            args.push("--api-tls-dir".into());
+            args.push(self.dir.path().join("api-tls").display().to_string());
+        }
         if node.bootstrap {
             for peer in self.nodes.values().filter(|n| n.bootstrap) {
                 args.push("--peer".into());
@@ -375,7 +400,13 @@ impl Cluster {
 
     /// Base URL of node `id`'s API.
     pub fn url(&self, id: u64) -> String {
-        format!("http://{}", self.nodes[&id].api_addr)
+        let scheme = if self.spec.api_tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.nodes[&id].api_addr)
+    }
+
+    /// The CA bundle that signed the API's certificate (with [`Spec::with_api_tls`]).
+    pub fn api_ca(&self) -> PathBuf {
+        self.dir.path().join("api-tls/ca.pem")
     }
 
     /// Where the cluster keeps its files.
@@ -400,7 +431,13 @@ impl Cluster {
 
     /// A gRPC client of node `id` that sends the admin token with every call.
     pub async fn grpc(&self, id: u64) -> anyhow::Result<GrpcClient> {
-        grpc_client(&self.url(id), &self.token).await
+        self.grpc_as(id, &self.token).await
+    }
+
+    /// A gRPC client of node `id` that sends `token` with every call.
+    pub async fn grpc_as(&self, id: u64, token: &str) -> anyhow::Result<GrpcClient> {
+        let ca = self.spec.api_tls.then(|| self.api_ca());
+        grpc_client(&self.url(id), token, ca.as_deref()).await
     }
 
     /// GET `path` on node `id`: (HTTP status, JSON body).
@@ -569,11 +606,18 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-/// A gRPC client of the API at `url` sending `token`.
-pub async fn grpc_client(url: &str, token: &str) -> anyhow::Result<GrpcClient> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect()
-        .await?;
+/// A gRPC client of the API at `url` sending `token`; over TLS trusting `ca` when given.
+pub async fn grpc_client(url: &str, token: &str, ca: Option<&Path>) -> anyhow::Result<GrpcClient> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?;
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca)?;
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                .domain_name("127.0.0.1"),
+        )?;
+    }
+    let channel = endpoint.connect().await?;
     let bearer = Bearer(format!("Bearer {token}").parse()?);
     Ok(keel_proto::keel::keel_client::KeelClient::with_interceptor(
         channel, bearer,

@@ -108,6 +108,9 @@ pub struct ServerConfig {
     pub api_tls_dir: Option<PathBuf>,
     /// How often the TLS files are checked for changes (rotation without a restart).
     pub tls_reload_ms: u64,
+    /// Benchmarks only: take every API call as the admin's, without a token (the
+    /// baseline the security benchmark compares against). Refused off loopback.
+    pub insecure_no_auth: bool,
 }
 
 impl Default for ServerConfig {
@@ -146,6 +149,7 @@ impl Default for ServerConfig {
             tls_dir: None,
             api_tls_dir: None,
             tls_reload_ms: 1_000,
+            insecure_no_auth: false,
         }
     }
 }
@@ -247,6 +251,10 @@ pub struct ServerArgs {
     /// How often TLS files are checked for changes, in ms (default 1000).
     #[arg(long, env = "KEEL_TLS_RELOAD_MS")]
     pub tls_reload_ms: Option<u64>,
+    /// Benchmarks only: every API call is taken as the admin's, without a token (the
+    /// security benchmark's baseline). Refused unless the API is on loopback.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 impl ServerArgs {
@@ -290,6 +298,7 @@ impl ServerArgs {
             c.api_tls_dir = Some(d.clone());
         }
         c.insecure_api |= self.insecure_api;
+        c.insecure_no_auth |= self.insecure_no_auth;
         if let Some(f) = &self.bootstrap_token_file {
             c.bootstrap_token_file = Some(f.clone());
         }
@@ -359,6 +368,9 @@ impl ServerConfig {
             );
         }
         let api_ip = self.api_addr.parse::<std::net::SocketAddr>().map(|a| a.ip());
+        if self.insecure_no_auth && !api_ip.as_ref().is_ok_and(|ip| ip.is_loopback()) {
+            bail!("--insecure-no-auth (a benchmark baseline) is refused unless --api-addr is a loopback address");
+        }
         if !api_ip.is_ok_and(|ip| ip.is_loopback()) && !self.insecure_api && self.api_tls_dir.is_none() {
             bail!(
                 "--api-addr {} is not a loopback address and the public API has no certificate: tokens and passwords would cross the network in clear; give it one with --api-tls-dir (`keel ca issue --api NAME --out DIR`), or accept the risk with --insecure-api",

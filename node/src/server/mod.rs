@@ -251,6 +251,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         data = %config.data_dir.display(),
         "Control node is serving."
     );
+    if config.insecure_no_auth {
+        tracing::warn!(api = %config.api_addr, "Every API call is taken as the admin's, without a token (--insecure-no-auth: benchmarks only).");
+    }
     if config.insecure_api && api_tls.is_none() {
         tracing::warn!(api = %config.api_addr, "The public API is plain text (--insecure-api): tokens and passwords cross the network in clear.");
     }

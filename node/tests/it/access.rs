@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use keel_jepsen::cluster::{grpc_client, Cluster};
+use keel_jepsen::cluster::Cluster;
 use keel_proto::keel::{AddHostRequest, DescribeDatabaseRequest, ListDatabasesRequest, ListEventsRequest};
 use serde_json::{json, Value};
 
@@ -84,7 +84,7 @@ async fn every_call_but_the_health_check_needs_a_valid_token() {
     }
     assert!(checked >= 3 * 20, "{checked} calls checked");
     // gRPC: UNAUTHENTICATED, before the method runs.
-    let mut anonymous = grpc_client(&c.url(2), "not-a-token").await.unwrap();
+    let mut anonymous = c.grpc_as(2, "not-a-token").await.unwrap();
     let err = anonymous.list_databases(ListDatabasesRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
 }
@@ -185,7 +185,7 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
     }
 
     // The same over gRPC.
-    let mut bob_grpc = grpc_client(&c.url(3), &bob).await.unwrap();
+    let mut bob_grpc = c.grpc_as(3, &bob).await.unwrap();
     let listed = bob_grpc
         .list_databases(ListDatabasesRequest {})
         .await
@@ -216,7 +216,7 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
-    let mut alice_grpc = grpc_client(&c.url(3), &alice).await.unwrap();
+    let mut alice_grpc = c.grpc_as(3, &alice).await.unwrap();
     let d = alice_grpc
         .describe_database(DescribeDatabaseRequest { name: "ledger".into() })
         .await
@@ -440,7 +440,7 @@ async fn accounts_are_throttled_apart_and_their_heavy_workflows_queue() {
         let (code, v) = b.call("get", "/v1/databases", None).await;
         assert_eq!(code, 200, "bob is not held back by alice's burst: {v}");
     }
-    let mut bob_grpc = grpc_client(&c.url(1), &bob).await.unwrap();
+    let mut bob_grpc = c.grpc_as(1, &bob).await.unwrap();
     assert!(bob_grpc.list_databases(ListDatabasesRequest {}).await.is_ok());
 
     // As the admin (who is not throttled): all three finish, and each was claimed only
@@ -516,7 +516,7 @@ async fn accounts_tokens_and_audit_over_grpc() {
         .into_inner();
     let details = token.details.unwrap();
     assert_eq!((details.account.as_str(), details.role.as_str()), ("carol", "member"));
-    let mut carol = grpc_client(&c.url(3), &token.token).await.unwrap();
+    let mut carol = c.grpc_as(3, &token.token).await.unwrap();
     let me = carol.who_am_i(WhoAmIRequest {}).await.unwrap().into_inner();
     assert_eq!((me.account.as_str(), me.role.as_str()), ("carol", "member"));
     let err = carol.list_accounts(ListAccountsRequest {}).await.unwrap_err();
@@ -558,7 +558,7 @@ async fn accounts_tokens_and_audit_over_grpc() {
         .await
         .unwrap();
     c.wait_for(Duration::from_secs(10), "the revocation to reach node 3", || async {
-        let mut carol = grpc_client(&c.url(3), &token.token).await?;
+        let mut carol = c.grpc_as(3, &token.token).await?;
         let r = carol.who_am_i(WhoAmIRequest {}).await;
         Ok(r.is_err_and(|e| e.code() == tonic::Code::Unauthenticated).then_some(()))
     })
