@@ -30,6 +30,8 @@ enum BenchCmd {
     Dns(bench::dns::DnsBench),
     /// Write rate and ops list latency, empty vs with a long history of operations.
     History(bench::history::HistoryBench),
+    /// What TLS and token checks cost on the write path (vs plain, unauthenticated).
+    Security(bench::security::SecurityBench),
 }
 
 #[tokio::main]
@@ -39,5 +41,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Db(b)) => bench::db::run(b).await,
         Cmd::Bench(BenchCmd::Dns(b)) => bench::dns::run(b).await,
         Cmd::Bench(BenchCmd::History(b)) => bench::history::run(b).await,
+        Cmd::Bench(BenchCmd::Security(b)) => bench::security::run(b).await,
     }
 }

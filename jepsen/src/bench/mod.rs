@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod history;
 pub mod load;
 pub mod raft;
+pub mod security;
 
 /// The keel binary to benchmark: `given`, else the one beside this program.
 pub fn keel_binary(given: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {

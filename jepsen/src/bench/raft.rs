@@ -50,10 +50,10 @@ pub struct RaftBench {
 const VALUE_BYTES: usize = 256;
 
 /// The core both systems' members are pinned to (the load runs on CPU 0).
-const MEMBER_CPU: usize = 1;
+pub(super) const MEMBER_CPU: usize = 1;
 
 /// One load level and what it cost the members' core: busy µs per successful write.
-async fn measured(load: impl std::future::Future<Output = LoadResult>) -> anyhow::Result<(LoadResult, f64)> {
+pub(super) async fn measured(load: impl std::future::Future<Output = LoadResult>) -> anyhow::Result<(LoadResult, f64)> {
     let before = cpu::busy(MEMBER_CPU)?;
     let r = load.await;
     let spent = cpu::busy(MEMBER_CPU)?.saturating_sub(before);
@@ -76,6 +76,24 @@ pub(super) async fn keel_clients(c: &Cluster, n: usize, leader_only: bool) -> an
         out.push(c.grpc(ids[i % ids.len()]).await?);
     }
     Ok(out)
+}
+
+/// Three members pinned to the members' core, set up for the write path: `keel_write`s
+/// register tens of thousands of made-up hosts, which the monitor is told not to probe.
+pub(super) fn write_path_spec(keel_bin: &std::path::Path, heartbeat_ms: u64, election_ms: u64) -> Spec {
+    let member_cpu = MEMBER_CPU.to_string();
+    Spec::new(keel_bin, 3).wrapped(&["taskset", "-c", &member_cpu]).args(&[
+        "--heartbeat-ms",
+        &heartbeat_ms.to_string(),
+        "--election-timeout-min-ms",
+        &election_ms.to_string(),
+        "--election-timeout-max-ms",
+        &(election_ms * 2).to_string(),
+        "--snapshot-logs",
+        "100000",
+        "--monitor-interval-ms",
+        "3600000",
+    ])
 }
 
 /// One Keel write: a `hosts add` of a made-up host with a 256-byte label.
@@ -109,21 +127,7 @@ pub async fn run(b: RaftBench) -> anyhow::Result<()> {
         b.heartbeat_ms, keel_election.0, keel_election.1, b.heartbeat_ms, b.etcd_election_ms
     );
 
-    let member_cpu = MEMBER_CPU.to_string();
-    let spec = Spec::new(&keel_bin, 3).wrapped(&["taskset", "-c", &member_cpu]).args(&[
-        "--heartbeat-ms",
-        &b.heartbeat_ms.to_string(),
-        "--election-timeout-min-ms",
-        &keel_election.0.to_string(),
-        "--election-timeout-max-ms",
-        &keel_election.1.to_string(),
-        "--snapshot-logs",
-        "100000",
-        // The writes register tens of thousands of made-up hosts; probing them is not the write path.
-        "--monitor-interval-ms",
-        "3600000",
-    ]);
-    let mut keel = Cluster::start(spec).await?;
+    let mut keel = Cluster::start(write_path_spec(&keel_bin, b.heartbeat_ms, b.keel_election_ms)).await?;
     let mut keel_load = Vec::new();
     for &n in &b.clients {
         let clients = Arc::new(keel_clients(&keel, n, b.leader_only).await?);
