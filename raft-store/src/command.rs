@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::records::{
     Account, Actor, ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, LeaderServices, Limits,
-    Millis, Modification, RequestKey, StepState, Task, Token, Workflow,
+    Millis, Modification, RequestKey, SecurityGroup, StepState, Task, Token, Workflow,
 };
 
 /// A command as proposed: the proposer stamps the time so apply never reads a clock.
@@ -76,6 +76,27 @@ pub enum Command {
     CreateAccount {
         /// Account name.
         name: String,
+    },
+    /// Create a security group in an account, or (when `create` is false) add and remove
+    /// CIDRs of an existing one (the `default` group exists in every account).
+    PutSecurityGroup {
+        /// Group name.
+        name: String,
+        /// Owning account.
+        account: String,
+        /// Make a new group (refused if it exists) rather than change one.
+        create: bool,
+        /// Canonical CIDRs to allow.
+        authorize: Vec<String>,
+        /// Canonical CIDRs to stop allowing.
+        revoke: Vec<String>,
+    },
+    /// Delete a security group no database uses (never `default`).
+    DeleteSecurityGroup {
+        /// Group name.
+        name: String,
+        /// Owning account.
+        account: String,
     },
     /// Set an account's throttling limits (`None`s fall back to the cluster's defaults).
     SetAccountLimits {
@@ -334,6 +355,8 @@ impl Command {
             | Command::DeleteDatabase { .. }
             | Command::CreateAccount { .. }
             | Command::SetAccountLimits { .. }
+            | Command::PutSecurityGroup { .. }
+            | Command::DeleteSecurityGroup { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }
             | Command::TouchTokens { .. }
@@ -364,6 +387,8 @@ impl Command {
             | Command::DeleteDatabase { name, .. }
             | Command::CreateAccount { name }
             | Command::SetAccountLimits { name, .. }
+            | Command::PutSecurityGroup { name, .. }
+            | Command::DeleteSecurityGroup { name, .. }
             | Command::InitCluster { name, .. } => name,
             Command::SubmitJob { job_id, .. }
             | Command::ClaimJob { job_id, .. }
@@ -400,6 +425,9 @@ impl Command {
             Command::InitCluster { .. } => "init-cluster",
             Command::CreateAccount { .. } => "create-account",
             Command::SetAccountLimits { .. } => "set-account-limits",
+            Command::PutSecurityGroup { create: true, .. } => "create-security-group",
+            Command::PutSecurityGroup { .. } => "change-security-group",
+            Command::DeleteSecurityGroup { .. } => "delete-security-group",
             Command::CreateToken { .. } => "create-token",
             Command::RevokeToken { .. } => "revoke-token",
             Command::TouchTokens { .. } => "touch-tokens",
@@ -443,6 +471,11 @@ pub enum Response {
         account: Account,
         /// False for an idempotent repeat.
         created: bool,
+    },
+    /// A security group as it now is (or was, when deleted).
+    SecurityGroup {
+        /// The group.
+        group: SecurityGroup,
     },
     /// A token as it now is (or was, when revoked).
     Token {

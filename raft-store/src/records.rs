@@ -238,6 +238,9 @@ pub struct DatabaseSpec {
     pub backup_window: String,
     /// Weekly maintenance window, `ddd:HH:MM-ddd:HH:MM` UTC.
     pub maintenance_window: String,
+    /// Security groups (names in the account) whose CIDRs may connect; empty means
+    /// the account's `default` group.
+    pub security_groups: Vec<String>,
 }
 
 /// Where a database is reached.
@@ -280,6 +283,41 @@ pub struct Database {
     pub pending: Option<Modification>,
     /// The master password's SCRAM-SHA-256 verifier (never the password itself).
     pub master_verifier: String,
+    /// Client CIDRs in force on its instances (`None`: made before security groups, open).
+    pub access: Option<Vec<String>>,
+}
+
+/// The group every database of an account is in unless it names others.
+pub const DEFAULT_SECURITY_GROUP: &str = "default";
+
+/// What an account's `default` group allows until an admin or member changes it: clients
+/// on the database host itself (loopback), nothing from the network.
+pub const DEFAULT_GROUP_CIDRS: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// Client addresses allowed to connect to an account's databases (RDS's DB security group).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecurityGroup {
+    /// Name, unique in the account.
+    pub name: String,
+    /// Owning account.
+    pub account: String,
+    /// Allowed client networks, canonical CIDRs (`10.0.0.0/8`).
+    pub cidrs: std::collections::BTreeSet<String>,
+    /// When it was created.
+    pub created_at_ms: Millis,
+}
+
+impl SecurityGroup {
+    /// The `default` group of `account` as it is before anyone changes it.
+    pub fn initial_default(account: &str) -> Self {
+        Self {
+            name: DEFAULT_SECURITY_GROUP.into(),
+            account: account.into(),
+            cidrs: DEFAULT_GROUP_CIDRS.iter().map(|c| c.to_string()).collect(),
+            created_at_ms: 0,
+        }
+    }
 }
 
 impl Database {
@@ -303,6 +341,10 @@ pub struct Modification {
     pub maintenance_window: Option<String>,
     /// New master password, as its SCRAM-SHA-256 verifier (never the password itself).
     pub master_verifier: Option<String>,
+    /// New security groups.
+    pub security_groups: Option<Vec<String>>,
+    /// Client CIDRs to put in force on the instances (the proposer resolves the groups).
+    pub access: Option<Vec<String>>,
 }
 
 /// The role of an instance in its database.
@@ -561,6 +603,8 @@ pub enum TaskAction {
     Destroy,
     /// Set the master user's password (its SCRAM verifier) on the running engine.
     SetPassword,
+    /// Rewrite the client access rules (`pg_hba`) from the security groups and reload.
+    SetAccess,
 }
 
 /// How the workflow engine knows a task's attempt succeeded.
@@ -574,7 +618,7 @@ pub enum SuccessCheck {
 
 impl TaskAction {
     /// Every action, for tables and tests.
-    pub const ALL: [TaskAction; 8] = [
+    pub const ALL: [TaskAction; 9] = [
         TaskAction::Provision,
         TaskAction::Start,
         TaskAction::Check,
@@ -583,6 +627,7 @@ impl TaskAction {
         TaskAction::Stop,
         TaskAction::Destroy,
         TaskAction::SetPassword,
+        TaskAction::SetAccess,
     ];
 
     /// Its name on the wire and in listings, e.g. `provision`.
@@ -596,6 +641,7 @@ impl TaskAction {
             TaskAction::Stop => "stop",
             TaskAction::Destroy => "destroy",
             TaskAction::SetPassword => "set-password",
+            TaskAction::SetAccess => "set-access",
         }
     }
 
@@ -607,7 +653,7 @@ impl TaskAction {
             TaskAction::Provision => 180,
             TaskAction::Start | TaskAction::Restart => 90,
             TaskAction::Check => 30,
-            TaskAction::Configure | TaskAction::SetPassword => 30,
+            TaskAction::Configure | TaskAction::SetPassword | TaskAction::SetAccess => 30,
             TaskAction::Stop | TaskAction::Destroy => 90,
         };
         std::time::Duration::from_secs(secs)
@@ -630,6 +676,7 @@ impl TaskAction {
                 | TaskAction::Restart
                 | TaskAction::Configure
                 | TaskAction::SetPassword
+                | TaskAction::SetAccess
         )
     }
 }

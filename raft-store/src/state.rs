@@ -10,6 +10,7 @@ mod history;
 mod jobs;
 mod monitor;
 mod placement;
+mod security_groups;
 mod table;
 mod workflows;
 
@@ -29,6 +30,8 @@ pub struct AdminState {
     pub cluster: Option<ClusterConfig>,
     /// Accounts by name.
     pub accounts: BTreeMap<String, Account>,
+    /// Security groups by `<name>.<account>` (an account's `default` group is here once changed).
+    pub security_groups: BTreeMap<String, SecurityGroup>,
     /// API tokens by id.
     pub tokens: BTreeMap<String, Token>,
     /// Hosts by name.
@@ -242,6 +245,9 @@ impl AdminState {
             Command::CreateToken { token } => Some(token.account.clone()),
             Command::RevokeToken { id } => self.tokens.get(id).map(|t| t.account.clone()),
             Command::CreateAccount { name } | Command::SetAccountLimits { name, .. } => Some(name.clone()),
+            Command::PutSecurityGroup { account, .. } | Command::DeleteSecurityGroup { account, .. } => {
+                Some(account.clone())
+            }
             _ => None,
         };
         owner
@@ -277,6 +283,14 @@ impl AdminState {
             Command::InitCluster { name, admin_token } => self.init_cluster(index, at, name, admin_token.as_ref()),
             Command::CreateAccount { name } => self.create_account(index, at, name),
             Command::SetAccountLimits { name, limits } => self.set_account_limits(index, at, name, limits),
+            Command::PutSecurityGroup {
+                name,
+                account,
+                create,
+                authorize,
+                revoke,
+            } => self.put_security_group(index, at, name, account, *create, authorize, revoke),
+            Command::DeleteSecurityGroup { name, account } => self.delete_security_group(index, at, name, account),
             Command::CreateToken { token } => self.create_token(index, at, token),
             Command::RevokeToken { id } => self.revoke_token(index, at, id),
             Command::TouchTokens { used } => self.touch_tokens(used),
@@ -381,6 +395,19 @@ impl AdminState {
             Some(d) => d.account.clone(),
             None => self.jobs.get(subject).map(|j| j.account.clone()).unwrap_or_default(),
         };
+        self.account_event(seq, at_ms, kind, subject, account, message);
+    }
+
+    /// An event about `subject` that belongs to `account`.
+    pub(crate) fn account_event(
+        &mut self,
+        seq: u64,
+        at_ms: Millis,
+        kind: &str,
+        subject: &str,
+        account: String,
+        message: String,
+    ) {
         self.events.push_back(Event {
             seq,
             at_ms,

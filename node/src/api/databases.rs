@@ -61,6 +61,9 @@ pub struct CreateDatabaseRequest {
     /// The account to create it in (admins only; default: the caller's).
     #[serde(default)]
     pub account: Option<String>,
+    /// Security groups whose networks may connect (default: the account's `default`).
+    #[serde(default)]
+    pub security_groups: Vec<String>,
 }
 
 /// `db modify` input: at least one change.
@@ -85,6 +88,20 @@ pub struct ModifyDatabaseRequest {
     pub master_password: Option<String>,
     /// Generate a new master password, set it, and return it once.
     pub rotate_master_password: bool,
+    /// New security groups (replacing the list); applied at once.
+    pub security_groups: Option<Vec<String>>,
+}
+
+/// Group names as given, each a DNS label, at most 10.
+fn group_names(names: &[String]) -> Result<(), ApiError> {
+    if names.len() > 10 {
+        return Err(ApiError::InvalidArgument(
+            "at most 10 security groups per database".into(),
+        ));
+    }
+    names
+        .iter()
+        .try_for_each(|n| validate::dns_label("security group name", n))
 }
 
 fn master_user(name: &str) -> Result<(), ApiError> {
@@ -242,6 +259,7 @@ impl Api {
         window("maintenance window", &maintenance_window, true)?;
         validate::labels(&req.tags)?;
         validate::request_id(req.request_id.as_deref())?;
+        group_names(&req.security_groups)?;
         let generated = req.master_password.is_none();
         let password_text = match req.master_password {
             Some(p) => {
@@ -264,6 +282,7 @@ impl Api {
             backup_retention_days: retention,
             backup_window,
             maintenance_window,
+            security_groups: req.security_groups,
         };
         let fingerprint = serde_json::json!({
             "kind": "create-database",
@@ -325,7 +344,21 @@ impl Api {
             (None, true) => Some((Alphanumeric.sample_string(&mut rand::thread_rng(), 24), true)),
             (None, false) => None,
         };
+        if let Some(groups) = &req.security_groups {
+            group_names(groups)?;
+        }
+        // The networks the new groups allow, as of now; the scheduler corrects any drift
+        // a concurrent change of a group causes.
+        let access = match req.security_groups.clone() {
+            Some(groups) => {
+                let account = key.rsplit_once('.').map_or(who.account.clone(), |(_, a)| a.to_string());
+                Some(self.node.read(move |s| s.access_of(&account, &groups)).await?)
+            }
+            None => None,
+        };
         let modification = Modification {
+            security_groups: req.security_groups,
+            access,
             class: req.class,
             storage_gib: req.storage_gib,
             backup_window: req.backup_window,
@@ -337,7 +370,7 @@ impl Api {
         };
         if modification == Modification::default() {
             return Err(ApiError::InvalidArgument(
-                "nothing to modify: give --class, --storage-gib, --backup-window, --maintenance-window, --master-password or --rotate-master-password".into(),
+                "nothing to modify: give --class, --storage-gib, --backup-window, --maintenance-window, --master-password, --rotate-master-password or --security-groups".into(),
             ));
         }
         // Windows change no instance, so they always apply at once; class and storage wait

@@ -37,6 +37,8 @@ pub fn create_request(r: pb::CreateDatabaseRequest) -> CreateDatabaseRequest {
         tags: r.tags.into_iter().collect(),
         request_id: opt(r.request_id),
         account: opt(r.account),
+        // Security groups are HTTP/CLI only so far: a create over gRPC gets `default`.
+        security_groups: Vec::new(),
     }
 }
 
@@ -52,6 +54,7 @@ pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
         request_id: opt(r.request_id),
         master_password: r.master_password,
         rotate_master_password: r.rotate_master_password,
+        security_groups: None,
     }
 }
 

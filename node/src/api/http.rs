@@ -18,6 +18,7 @@ use super::auth::Principal;
 use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
 use super::error::ApiError;
 use super::openapi;
+use super::security_groups::{CreateSecurityGroupRequest, SecurityGroupRulesRequest, SecurityGroupView};
 use super::service::{AddHostRequest, AddNodeRequest, Api, OpsPage, SubmitNoopRequest};
 use super::views::{
     AddHostResponse, ClusterStatusView, DatabaseOperation, DatabaseView, EventView, HostView, NodeStatusView,
@@ -80,6 +81,10 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
         .routes(routes!(audit))
+        .routes(routes!(list_security_groups, create_security_group))
+        .routes(routes!(delete_security_group))
+        .routes(routes!(authorize_security_group))
+        .routes(routes!(revoke_security_group))
         .split_for_parts();
     let document = openapi::finish(doc);
     router
@@ -315,6 +320,66 @@ async fn remove_node(
     responses((status = 200, description = "The node answers", body = Object)))]
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The caller's security groups (an admin's: every account's), `default` included.
+#[utoipa::path(get, path = "/v1/security-groups", tag = "security-groups",
+    responses((status = 200, body = Vec<SecurityGroupView>)))]
+async fn list_security_groups(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+) -> Reply<Vec<SecurityGroupView>> {
+    Ok(Json(api.list_security_groups(&who).await?))
+}
+
+/// Create a security group (client networks allowed to connect to the account's databases).
+#[utoipa::path(post, path = "/v1/security-groups", tag = "security-groups", request_body = CreateSecurityGroupRequest,
+    responses((status = 200, body = SecurityGroupView)))]
+async fn create_security_group(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    req: Body,
+) -> Reply<SecurityGroupView> {
+    Ok(Json(api.create_security_group(&who, body(req)?).await?))
+}
+
+/// Delete a security group no database uses (not `default`).
+#[utoipa::path(delete, path = "/v1/security-groups/{name}", tag = "security-groups",
+    params(("name" = String, Path, description = "Group name (an admin may add .ACCOUNT)")),
+    responses((status = 200, body = SecurityGroupView)))]
+async fn delete_security_group(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<SecurityGroupView> {
+    Ok(Json(api.delete_security_group(&who, &name).await?))
+}
+
+/// Allow more client networks; the group's databases follow through a modify workflow each.
+#[utoipa::path(post, path = "/v1/security-groups/{name}/authorize", tag = "security-groups",
+    params(("name" = String, Path, description = "Group name (an admin may add .ACCOUNT)")),
+    request_body = SecurityGroupRulesRequest, responses((status = 200, body = SecurityGroupView)))]
+async fn authorize_security_group(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    req: Body,
+) -> Reply<SecurityGroupView> {
+    Ok(Json(api.change_security_group(&who, &name, body(req)?, true).await?))
+}
+
+/// Stop allowing client networks; new connections from them are refused once the
+/// group's databases have followed (no restart).
+#[utoipa::path(post, path = "/v1/security-groups/{name}/revoke", tag = "security-groups",
+    params(("name" = String, Path, description = "Group name (an admin may add .ACCOUNT)")),
+    request_body = SecurityGroupRulesRequest, responses((status = 200, body = SecurityGroupView)))]
+async fn revoke_security_group(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    req: Body,
+) -> Reply<SecurityGroupView> {
+    Ok(Json(api.change_security_group(&who, &name, body(req)?, false).await?))
 }
 
 /// The caller's token: its account and role.

@@ -10,6 +10,7 @@ pub mod grpc_databases;
 pub mod http;
 pub mod openapi;
 pub mod routing;
+pub mod security_groups;
 pub mod service;
 pub mod throttle;
 pub mod validate;

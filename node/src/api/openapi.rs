@@ -15,7 +15,7 @@ use super::accounts::{LIMIT_MAX, TOKEN_DAYS_MAX, TOKEN_NAME_MAX};
 use super::databases::{ENGINES, STORAGE_GIB};
 use super::error::{ApiError, Problem};
 use super::service::{NOOP_WORK_MAX_MS, OPS_PAGE_MAX};
-use super::validate::{DATABASE_REF, DNS_LABEL, HOST_PORT, LABEL_VALUE_MAX, REQUEST_ID_MAX};
+use super::validate::{DATABASE_REF, DNS_LABEL, HOST_PORT, IPV4_CIDR, LABEL_VALUE_MAX, REQUEST_ID_MAX};
 use crate::classes::CLASSES;
 use crate::host::engine::RESERVED_USERS;
 use crate::window::{DAILY_PATTERN, WEEKLY_PATTERN};
@@ -59,6 +59,8 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
     let limit = json!({ "minimum": 1, "maximum": LIMIT_MAX });
     let daily = json!({ "pattern": DAILY_PATTERN });
     let weekly = json!({ "pattern": WEEKLY_PATTERN });
+    let groups = json!({ "maxItems": 10, "items": { "pattern": DNS_LABEL } });
+    let cidrs = |min: usize| json!({ "minItems": min, "maxItems": 100, "items": { "pattern": IPV4_CIDR } });
     vec![
         ("CreateDatabaseRequest", "name", label.clone()),
         ("CreateDatabaseRequest", "account", label.clone()),
@@ -132,6 +134,12 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
         ("SubmitNoopRequest", "work_ms", json!({ "maximum": NOOP_WORK_MAX_MS })),
         ("SubmitNoopRequest", "request_id", request_id),
         ("AddNodeRequest", "id", json!({ "minimum": 1 })),
+        ("CreateDatabaseRequest", "security_groups", groups.clone()),
+        ("ModifyDatabaseRequest", "security_groups", groups),
+        ("CreateSecurityGroupRequest", "name", json!({ "pattern": DNS_LABEL })),
+        ("CreateSecurityGroupRequest", "account", json!({ "pattern": DNS_LABEL })),
+        ("CreateSecurityGroupRequest", "cidrs", cidrs(0)),
+        ("SecurityGroupRulesRequest", "cidrs", cidrs(1)),
         ("AddNodeRequest", "raft_addr", json!({ "pattern": HOST_PORT })),
         ("AddNodeRequest", "api_addr", json!({ "pattern": HOST_PORT })),
     ]
@@ -143,6 +151,7 @@ fn parameters() -> Vec<(&'static str, &'static str, Value)> {
         ("/v1/hosts/", "name", json!({ "pattern": DNS_LABEL })),
         ("/v1/accounts/", "name", json!({ "pattern": DNS_LABEL })),
         ("/v1/databases/", "name", json!({ "pattern": DATABASE_REF })),
+        ("/v1/security-groups/", "name", json!({ "pattern": DATABASE_REF })),
         ("/v1/events", "db", json!({ "pattern": DATABASE_REF })),
         ("/v1/ops", "db", json!({ "pattern": DATABASE_REF })),
         ("/v1/databases/", "request_id", json!({ "maxLength": REQUEST_ID_MAX })),

@@ -12,6 +12,8 @@ pub const DATABASE_REF: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\.[a-z0-9](
 /// A host:port address: host characters, then a port 1-65535 without leading zeros.
 pub const HOST_PORT: &str =
     "^[A-Za-z0-9._:\\[\\]-]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
+/// An IPv4 address or CIDR, octets and prefix without leading zeros.
+pub const IPV4_CIDR: &str = "^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])){3}(/([0-9]|[12][0-9]|3[0-2]))?$";
 /// Longest request id or client token.
 pub const REQUEST_ID_MAX: usize = 128;
 /// Longest label or tag value, in characters.
@@ -31,6 +33,31 @@ pub fn dns_label(what: &str, value: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::InvalidArgument(format!(
             "{what} {value:?} is not valid: use 1-63 lowercase letters, digits or '-', not starting or ending with '-'"
+        )))
+    }
+}
+
+/// An IPv4 address or CIDR as [`IPV4_CIDR`] states it: four decimal octets 0-255 and an
+/// optional prefix 0-32, all without leading zeros.
+pub fn ipv4_cidr(value: &str) -> Result<(), ApiError> {
+    let number = |s: &str, max: u32| {
+        !s.is_empty()
+            && s.len() <= 3
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s == "0" || !s.starts_with('0'))
+            && s.parse::<u32>().is_ok_and(|n| n <= max)
+    };
+    let (addr, prefix) = match value.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value, None),
+    };
+    let octets: Vec<&str> = addr.split('.').collect();
+    let ok = octets.len() == 4 && octets.iter().all(|o| number(o, 255)) && prefix.is_none_or(|p| number(p, 32));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(format!(
+            "{value:?} is not an IPv4 address or CIDR such as 10.0.0.0/8 or 192.0.2.7"
         )))
     }
 }

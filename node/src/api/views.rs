@@ -158,6 +158,8 @@ pub struct SpecView {
     pub backup_window: String,
     /// Weekly maintenance window, `ddd:HH:MM-ddd:HH:MM` UTC.
     pub maintenance_window: String,
+    /// Security groups (empty: the account's `default`).
+    pub security_groups: Vec<String>,
 }
 
 impl From<&rs::DatabaseSpec> for SpecView {
@@ -173,6 +175,7 @@ impl From<&rs::DatabaseSpec> for SpecView {
             backup_retention_days: s.backup_retention_days,
             backup_window: s.backup_window.clone(),
             maintenance_window: s.maintenance_window.clone(),
+            security_groups: s.security_groups.clone(),
         }
     }
 }
@@ -284,6 +287,8 @@ pub struct DatabaseView {
     pub operation: Option<String>,
     /// A modification waiting for the maintenance window.
     pub pending: Option<ModificationView>,
+    /// Client networks its instances allow now (`null`: any, made before security groups).
+    pub access: Option<Vec<String>>,
 }
 
 impl DatabaseView {
@@ -309,6 +314,7 @@ impl DatabaseView {
             created_at_ms: db.created_at_ms,
             operation: db.operation.clone(),
             pending: db.pending.as_ref().map(ModificationView::from),
+            access: db.access.clone(),
         }
     }
 }

@@ -62,6 +62,9 @@ pub enum DbCmd {
         /// Account to create it in (admins only; default: the token's account).
         #[arg(long)]
         account: Option<String>,
+        /// Security groups allowed to connect (default: the account's `default`).
+        #[arg(long, value_delimiter = ',')]
+        security_groups: Vec<String>,
     },
     /// List databases.
     List,
@@ -101,6 +104,9 @@ pub enum DbCmd {
         /// Generate a new master password, set it and show it once.
         #[arg(long)]
         rotate_master_password: bool,
+        /// Replace the security groups (comma-separated; applied at once).
+        #[arg(long, value_delimiter = ',')]
+        security_groups: Option<Vec<String>>,
     },
     /// Delete a database and its data.
     Delete {
@@ -171,8 +177,10 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             wait,
             request_id,
             account,
+            security_groups,
         } => {
             let req = CreateDatabaseRequest {
+                security_groups,
                 name,
                 engine,
                 engine_version,
@@ -201,8 +209,10 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             request_id,
             master_password,
             rotate_master_password,
+            security_groups,
         } => {
             let req = ModifyDatabaseRequest {
+                security_groups,
                 class,
                 storage_gib,
                 backup_window,

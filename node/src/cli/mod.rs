@@ -6,6 +6,7 @@ pub mod client;
 mod db;
 mod output;
 pub mod profile;
+mod security_groups;
 
 use keel_raft_store::wire_name;
 use std::collections::BTreeMap;
@@ -93,6 +94,9 @@ enum Cmd {
     Whoami,
     /// Who did what: every authenticated call that reached the store (admins only).
     Audit(access::AuditArgs),
+    /// Client networks allowed to connect to an account's databases.
+    #[command(subcommand)]
+    SecurityGroups(security_groups::SecurityGroupsCmd),
     /// The certificate authority of internal mutual TLS and the API's certificate.
     #[command(subcommand)]
     Ca(ca::CaCmd),
@@ -312,6 +316,7 @@ async fn call_api(client: &Client, out: Format, command: Cmd) -> anyhow::Result<
         Cmd::Tokens(cmd) => access::tokens(client, out, cmd).await,
         Cmd::Whoami => access::whoami(client, out).await,
         Cmd::Audit(args) => access::audit(client, out, args).await,
+        Cmd::SecurityGroups(cmd) => security_groups::run(client, out, cmd).await,
         Cmd::Server(_) | Cmd::Host(_) | Cmd::Dev(_) | Cmd::Ca(_) => unreachable!("run handles the roles"),
     }
 }

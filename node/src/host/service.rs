@@ -263,6 +263,13 @@ impl HostService {
                     self.save_spec(&spec)?;
                     Ok("master password set".into())
                 }
+                TaskAction::SetAccess => {
+                    let spec = need(spec)?;
+                    engine.configure(&spec)?;
+                    self.save_spec(&spec)?;
+                    engine.reload(&spec).await?;
+                    Ok("client access rules in force".into())
+                }
                 TaskAction::Check => Err(EngineError::Unavailable(
                     "check is observed through Health, not run as a task".into(),
                 )),

@@ -15,6 +15,7 @@ pub fn action_to_wire(a: TaskAction) -> i32 {
         TaskAction::Stop => WireAction::Stop,
         TaskAction::Destroy => WireAction::Destroy,
         TaskAction::SetPassword => WireAction::SetPassword,
+        TaskAction::SetAccess => WireAction::SetAccess,
     };
     w as i32
 }

@@ -42,6 +42,10 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             let restart = modification.class.as_ref().is_some_and(|c| *c != db.spec.class);
             let reconfigure = modification.storage_gib.is_some_and(|g| g != db.spec.storage_gib);
             let password = modification.master_verifier.is_some();
+            let access = modification
+                .access
+                .as_ref()
+                .is_some_and(|a| Some(a) != db.access.as_ref());
             for i in &instances {
                 if restart {
                     add(TaskAction::Restart, &i.host, &i.id);
@@ -54,11 +58,15 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                     add(TaskAction::Check, &i.host, &i.id);
                 }
                 // Last, on the running engine: only the master user's verifier changes.
+                if (password || access) && !restart && !reconfigure {
+                    add(TaskAction::Start, &i.host, &i.id);
+                }
                 if password {
-                    if !restart && !reconfigure {
-                        add(TaskAction::Start, &i.host, &i.id);
-                    }
                     add(TaskAction::SetPassword, &i.host, &i.id);
+                }
+                // pg_hba rewritten and reloaded: new connections follow the new rules.
+                if access {
+                    add(TaskAction::SetAccess, &i.host, &i.id);
                 }
             }
         }
@@ -77,20 +85,22 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
 /// given when the failure is recorded.
 pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
     // Instances some forward task has tried (an attempt may have run even if it failed).
-    let mut touched: Vec<(&str, &str, bool, bool)> = Vec::new();
+    let mut touched: Vec<(&str, &str, bool, bool, bool)> = Vec::new();
     for t in workflow.tasks.iter().filter(|t| !t.compensation && t.attempt > 0) {
         let restarted = t.action == TaskAction::Restart;
         let password = t.action == TaskAction::SetPassword;
+        let access = t.action == TaskAction::SetAccess;
         match touched.iter_mut().find(|(i, ..)| *i == t.instance) {
             Some(seen) => {
                 seen.2 |= restarted;
                 seen.3 |= password;
+                seen.4 |= access;
             }
-            None => touched.push((&t.instance, &t.host, restarted, password)),
+            None => touched.push((&t.instance, &t.host, restarted, password, access)),
         }
     }
     let mut out = Vec::new();
-    for (instance, host, restarted, password) in touched {
+    for (instance, host, restarted, password, access) in touched {
         let undo = |action| Task {
             action,
             host: host.to_string(),
@@ -114,6 +124,10 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
         // The old verifier back (an undo task's spec is the database as it was).
         if password {
             out.push(undo(TaskAction::SetPassword));
+        }
+        // The access rules in force before, back (the undo spec's are the database's).
+        if access {
+            out.push(undo(TaskAction::SetAccess));
         }
     }
     out
@@ -155,6 +169,7 @@ pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str, undo: boo
             .master_verifier
             .clone()
             .unwrap_or_else(|| db.master_verifier.clone()),
+        allowed_cidrs: modification.access.clone().or_else(|| db.access.clone()),
     })
 }
 

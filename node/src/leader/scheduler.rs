@@ -1,8 +1,10 @@
 //! The scheduler: starts pending modifications when a database's maintenance
 //! window opens (each start is an ordinary modify job, so the workflow engine,
 //! its events and its failure handling are the same as for `--apply-immediately`),
-//! and keeps the history bounded by proposing `PruneHistory` when there is
-//! something older than the retention to forget.
+//! brings every database at rest whose instances allow other client networks than
+//! its security groups now give to those groups' rules (also a modify job, at once:
+//! access is not maintenance), and keeps the history bounded by proposing
+//! `PruneHistory` when there is something older than the retention to forget.
 
 use std::time::Duration;
 
@@ -33,13 +35,27 @@ pub async fn run(t: Term) {
         }
         let now = now_ms();
         let due: Vec<(String, Modification)> = t.read(|a| {
-            a.databases
+            let at_rest = a
+                .databases
                 .values()
                 .filter(|d| d.operation.is_none())
-                .filter(|d| matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull))
-                .filter(|d| Window::weekly(&d.spec.maintenance_window).is_ok_and(|w| w.contains(now)))
-                .filter_map(|d| Some((d.key(), d.pending.clone()?)))
-                .collect()
+                .filter(|d| matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull));
+            let mut due: Vec<(String, Modification)> = Vec::new();
+            for d in at_rest {
+                let desired = a.desired_access(d);
+                if d.access.as_ref() != Some(&desired) {
+                    let access = Modification {
+                        access: Some(desired),
+                        ..Modification::default()
+                    };
+                    due.push((d.key(), access));
+                } else if let Some(pending) = d.pending.clone() {
+                    if Window::weekly(&d.spec.maintenance_window).is_ok_and(|w| w.contains(now)) {
+                        due.push((d.key(), pending));
+                    }
+                }
+            }
+            due
         });
         for (name, modification) in due {
             let job_id = uuid::Uuid::now_v7().simple().to_string();

@@ -212,7 +212,7 @@ impl MemHosts {
                 host.running.insert(instance.to_string());
             }
             TaskAction::Configure | TaskAction::Check => {}
-            TaskAction::SetPassword => {
+            TaskAction::SetPassword | TaskAction::SetAccess => {
                 if !host.running.contains(instance) {
                     return TaskResult::Failed {
                         detail: "not running".into(),

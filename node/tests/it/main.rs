@@ -11,6 +11,7 @@ mod host_manager;
 mod membership;
 mod monitor;
 mod mtls;
+mod security_groups;
 mod sweeper;
 mod workflow_faults;
 

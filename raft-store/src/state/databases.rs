@@ -86,6 +86,9 @@ impl AdminState {
         if !self.accounts.contains_key(account) {
             return not_found("account", account);
         }
+        if let Some(missing) = self.missing_security_group(account, &spec.security_groups) {
+            return not_found("security group", missing);
+        }
         let key = database_key(name, account);
         if let Some(existing) = self.databases.get(&key) {
             return conflict(format!(
@@ -126,6 +129,7 @@ impl AdminState {
                 created_at_ms: at,
                 operation: Some(job_id.to_string()),
                 master_verifier: master_verifier.to_string(),
+                access: Some(self.access_of(account, &spec.security_groups)),
                 ..Database::default()
             },
         );
@@ -147,6 +151,12 @@ impl AdminState {
             database: name.into(),
             modification: modification.clone(),
         };
+        // Read before `begin` borrows the state: a named group the account lacks.
+        let missing_group = modification.security_groups.as_ref().and_then(|groups| {
+            let account = &self.databases.get(name)?.account;
+            self.missing_security_group(account, groups)
+                .map(|m| format!("security group {m} does not exist in account {account}; create it first"))
+        });
         let allowed = |db: &Database| {
             // A failed database may be modified too: that is how a failed rollback is retried.
             let modifiable = matches!(
@@ -159,6 +169,9 @@ impl AdminState {
                     wire_name(&db.status),
                     db.instances.len()
                 ));
+            }
+            if let Some(missing) = missing_group {
+                return Err(missing);
             }
             match modification.storage_gib {
                 Some(gib) if gib < db.spec.storage_gib => Err(format!(
@@ -363,6 +376,12 @@ impl AdminState {
                 }
                 if let Some(v) = &modification.master_verifier {
                     db.master_verifier = v.clone();
+                }
+                if let Some(groups) = &modification.security_groups {
+                    db.spec.security_groups = groups.clone();
+                }
+                if let Some(access) = &modification.access {
+                    db.access = Some(access.clone());
                 }
                 db.status = DatabaseStatus::Available;
                 db.status_reason = unhealthy;

@@ -35,6 +35,23 @@ pub struct InstanceSpec {
     pub master_user: String,
     /// The master password as a SCRAM-SHA-256 verifier: the clear password never leaves the API node.
     pub master_verifier: String,
+    /// Client networks allowed to connect (from the database's security groups);
+    /// `None` for specs from before security groups: any address.
+    #[serde(default)]
+    pub allowed_cidrs: Option<Vec<String>>,
+}
+
+/// `text` as a canonical CIDR (`10.1.2.3/8` → `10.0.0.0/8`; a bare address is a /32 or
+/// /128), or why it is not one.
+pub fn canonical_cidr(text: &str) -> Result<String, String> {
+    let net = match text.parse::<ipnet::IpNet>() {
+        Ok(n) => n,
+        Err(_) => text
+            .parse::<std::net::IpAddr>()
+            .map(ipnet::IpNet::from)
+            .map_err(|_| format!("{text:?} is not a CIDR such as 10.0.0.0/8 or an IP address"))?,
+    };
+    Ok(net.trunc().to_string())
 }
 
 /// A spec field the host manager refuses to write into configuration or SQL.
@@ -108,6 +125,11 @@ impl InstanceSpec {
                 "master_user",
                 "use 1-63 lowercase letters, digits or '_', not starting with a digit",
             );
+        }
+        for cidr in self.allowed_cidrs.iter().flatten() {
+            if canonical_cidr(cidr).as_deref() != Ok(cidr.as_str()) {
+                return bad("allowed_cidrs", "each must be a canonical CIDR such as 10.0.0.0/8");
+            }
         }
         if !scram_verifier(&self.master_verifier) {
             return bad(
@@ -201,6 +223,7 @@ mod tests {
             storage_gib: 10,
             master_user: "app".into(),
             master_verifier: postgres_protocol::password::scram_sha_256(b"change me please"),
+            allowed_cidrs: Some(vec!["10.0.0.0/8".into()]),
         }
     }
 
@@ -218,6 +241,14 @@ mod tests {
                 Box::new(|s| s.listen_addr = "127.0.0.1'\nssl = off".into()),
             ),
             ("listen_addr", Box::new(|s| s.listen_addr = "*".into())),
+            (
+                "allowed_cidrs",
+                Box::new(|s| s.allowed_cidrs = Some(vec!["0.0.0.0/0 trust\nhost all all 0.0.0.0/0".into()])),
+            ),
+            (
+                "allowed_cidrs",
+                Box::new(|s| s.allowed_cidrs = Some(vec!["10.1.2.3/8".into()])),
+            ),
             (
                 "master_user",
                 Box::new(|s| s.master_user = "app\"; DROP ROLE x; --".into()),

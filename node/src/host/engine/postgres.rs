@@ -254,17 +254,20 @@ impl Postgres {
         // No trust anywhere. Over the (private) socket only the engine's superuser, and only
         // for the OS users mapped in pg_ident (the engine's and the host manager's own);
         // everyone else, customers included, authenticates with SCRAM.
-        let hba = "local all postgres peer map=keel\n\
-                   local all all scram-sha-256\n\
-                   host all all 0.0.0.0/0 scram-sha-256\n\
-                   host all all ::/0 scram-sha-256\n";
+        // Over TCP, only the security groups' networks (validated canonical CIDRs), and
+        // still with SCRAM; any other address is refused before authentication.
+        let mut hba = String::from("local all postgres peer map=keel\nlocal all all scram-sha-256\n");
+        let open = ["0.0.0.0/0".to_string(), "::/0".to_string()];
+        for cidr in spec.allowed_cidrs.as_deref().unwrap_or(&open) {
+            hba.push_str(&format!("host all all {cidr} scram-sha-256\n"));
+        }
         let mut ident = String::new();
         for os_user in self.local_os_users() {
             ident.push_str(&format!("keel {os_user} postgres\n"));
         }
         for (name, text) in [
             ("keel.conf", conf.as_str()),
-            ("pg_hba.conf", hba),
+            ("pg_hba.conf", hba.as_str()),
             ("pg_ident.conf", &ident),
         ] {
             let path = data.join(name);
@@ -411,7 +414,28 @@ impl Postgres {
         }
     }
 
-    /// Bytes the instance's volume holds (a directory walk: callers cache it).
+    /// Make the running engine re-read its configuration files (pg_hba takes effect for
+    /// new connections; nothing restarts).
+    pub async fn reload(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
+        let (client, conn) = self
+            .superuser_config(spec, Duration::from_secs(10))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("cannot reach the engine to reload it: {e}")))?;
+        tokio::spawn(conn);
+        let ok: bool = client
+            .query_one("SELECT pg_reload_conf()", &[])
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("reloading the configuration failed: {e}")))?
+            .get(0);
+        if !ok {
+            return Err(EngineError::Unavailable(
+                "the engine refused to reload its configuration".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Set the master user's password to the spec's SCRAM verifier, on the running
     /// engine, over its private socket. Only the verifier travels; idempotent.
     pub async fn set_password(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
@@ -446,6 +470,7 @@ impl Postgres {
         config
     }
 
+    /// Bytes the instance's volume holds (a directory walk: callers cache it).
     pub fn used_bytes(&self, id: &str) -> u64 {
         dir_size(&self.volume(id))
     }
