@@ -163,6 +163,39 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         );
     }
 
+    // Security groups are per account too: Bob neither sees nor reaches Alice's.
+    let (code, g) = a
+        .call(
+            "post",
+            "/v1/security-groups",
+            Some(json!({"name": "office", "cidrs": ["10.0.0.0/8"]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{g}");
+    let (_, bobs) = b.call("get", "/v1/security-groups", None).await;
+    let names: Vec<(&str, &str)> = bobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["name"].as_str().unwrap(), g["account"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("default", "bob")], "{bobs}");
+    for path in ["/v1/security-groups/office", "/v1/security-groups/office.alice"] {
+        let rules = Some(json!({"cidrs": ["0.0.0.0/0"]}));
+        let (code, v) = b.call("post", &format!("{path}/authorize"), rules.clone()).await;
+        assert_eq!(code, 404, "bob authorize {path}: {v}");
+        let (code, v) = b.call("post", &format!("{path}/revoke"), rules).await;
+        assert_eq!(code, 404, "bob revoke {path}: {v}");
+        let (code, v) = b.call("delete", path, None).await;
+        assert_eq!(code, 404, "bob delete {path}: {v}");
+    }
+    let mut in_her_group = create_body("sneaky");
+    in_her_group["security_groups"] = json!(["office"]);
+    let (code, v) = b.call("post", "/v1/databases", Some(in_her_group)).await;
+    assert_eq!(code, 404, "bob cannot put a database in alice's group: {v}");
+    let (_, hers) = a.call("get", "/v1/security-groups", None).await;
+    assert!(hers.to_string().contains("10.0.0.0/8"), "still as she made it: {hers}");
+
     // Admin calls refuse members with 403.
     for (method, path) in [
         ("get", "/v1/hosts"),
@@ -270,7 +303,8 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         .iter()
         .filter(|r| r["account"] == "alice")
         .collect();
-    assert_eq!(by_alice.len(), 1, "{audit}");
+    assert_eq!(by_alice.len(), 2, "{audit}");
+    assert_eq!(by_alice[1]["action"], "create-security-group", "{audit}");
     let r = by_alice[0];
     assert_eq!(
         (r["action"].as_str(), r["target"].as_str()),
@@ -294,16 +328,23 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
             (field("action"), field("target"), field("outcome"))
         })
         .collect();
-    // His "ledger" always meant his own (ledger.bob): refused while it did not exist,
-    // then created. Nothing of alice's was reached, nor named in his records.
-    assert_eq!(by_bob.len(), 3, "{audit}");
-    assert!(
-        by_bob[..2]
-            .iter()
-            .all(|(_, target, outcome)| *target == "ledger.bob" && outcome.starts_with("refused")),
+    // His "ledger" and "office" always meant his own: refused while they did not exist,
+    // and so was his database in "office"; then his ledger was created. Nothing of
+    // alice's was reached, nor named in his records.
+    let outcomes: Vec<(&str, &str, bool)> = by_bob.iter().map(|(a, t, o)| (*a, *t, *o == "ok")).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("modify-database", "ledger.bob", false),
+            ("delete-database", "ledger.bob", false),
+            ("change-security-group", "office", false),
+            ("change-security-group", "office", false),
+            ("delete-security-group", "office", false),
+            ("create-database", "sneaky", false),
+            ("create-database", "ledger", true),
+        ],
         "{audit}"
     );
-    assert_eq!(by_bob[2], ("create-database", "ledger", "ok"), "{audit}");
     assert!(!audit.to_string().contains("ledger.alice"), "{audit}");
 
     // Alice deletes hers; a retry of the delete answers the same operation, even now
