@@ -59,8 +59,9 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
     let limit = json!({ "minimum": 1, "maximum": LIMIT_MAX });
     let daily = json!({ "pattern": DAILY_PATTERN });
     let weekly = json!({ "pattern": WEEKLY_PATTERN });
-    let groups = json!({ "maxItems": 10, "items": { "pattern": DNS_LABEL } });
-    let cidrs = |min: usize| json!({ "minItems": min, "maxItems": 100, "items": { "pattern": IPV4_CIDR } });
+    let groups = json!({ "maxItems": 10, "items": { "type": "string", "pattern": DNS_LABEL } });
+    let cidrs =
+        |min: usize| json!({ "minItems": min, "maxItems": 100, "items": { "type": "string", "pattern": IPV4_CIDR } });
     vec![
         ("CreateDatabaseRequest", "name", label.clone()),
         ("CreateDatabaseRequest", "account", label.clone()),
