@@ -159,6 +159,11 @@ pub fn required_role(method: &axum::http::Method, path: &str) -> Role {
                 | "ListOperations"
                 | "DescribeOperation"
                 | "WhoAmI"
+                | "CreateSecurityGroup"
+                | "ListSecurityGroups"
+                | "AuthorizeSecurityGroup"
+                | "RevokeSecurityGroup"
+                | "DeleteSecurityGroup"
         ),
         None => {
             let read = method == Method::GET;

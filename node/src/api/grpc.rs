@@ -9,6 +9,7 @@ use super::accounts::{AuditPage, CreateAccountRequest, CreateTokenRequest};
 use super::auth::Principal;
 use super::grpc_accounts as accounts;
 use super::grpc_databases as dbs;
+use super::security_groups::{CreateSecurityGroupRequest, SecurityGroupRulesRequest, SecurityGroupView};
 use super::service::{AddHostRequest, AddNodeRequest, Api, SubmitNoopRequest};
 use super::views::{ClusterStatusView, HostView, OperationView};
 
@@ -401,6 +402,60 @@ impl Keel for GrpcApi {
         Ok(Response::new(accounts::token(t)))
     }
 
+    async fn create_security_group(
+        &self,
+        req: Request<pb::CreateSecurityGroupRequest>,
+    ) -> Result<Response<pb::SecurityGroup>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let create = CreateSecurityGroupRequest {
+            name: r.name,
+            cidrs: r.cidrs,
+            account: opt(r.account),
+        };
+        Ok(Response::new(group(
+            self.api.create_security_group(&who, create).await?,
+        )))
+    }
+
+    async fn list_security_groups(
+        &self,
+        req: Request<pb::ListSecurityGroupsRequest>,
+    ) -> Result<Response<pb::ListSecurityGroupsResponse>, Status> {
+        let who = principal(&req)?;
+        let groups = self
+            .api
+            .list_security_groups(&who)
+            .await?
+            .into_iter()
+            .map(group)
+            .collect();
+        Ok(Response::new(pb::ListSecurityGroupsResponse { groups }))
+    }
+
+    async fn authorize_security_group(
+        &self,
+        req: Request<pb::ChangeSecurityGroupRequest>,
+    ) -> Result<Response<pb::SecurityGroup>, Status> {
+        self.change_group(req, true).await
+    }
+
+    async fn revoke_security_group(
+        &self,
+        req: Request<pb::ChangeSecurityGroupRequest>,
+    ) -> Result<Response<pb::SecurityGroup>, Status> {
+        self.change_group(req, false).await
+    }
+
+    async fn delete_security_group(
+        &self,
+        req: Request<pb::DeleteSecurityGroupRequest>,
+    ) -> Result<Response<pb::SecurityGroup>, Status> {
+        let who = principal(&req)?;
+        let name = req.into_inner().name;
+        Ok(Response::new(group(self.api.delete_security_group(&who, &name).await?)))
+    }
+
     async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
         let r = req.into_inner();
         let page = AuditPage {
@@ -411,5 +466,28 @@ impl Keel for GrpcApi {
         };
         let records = self.api.audit(page).await?.into_iter().map(accounts::audit).collect();
         Ok(Response::new(pb::ListAuditResponse { records }))
+    }
+}
+
+impl GrpcApi {
+    async fn change_group(
+        &self,
+        req: Request<pb::ChangeSecurityGroupRequest>,
+        allow: bool,
+    ) -> Result<Response<pb::SecurityGroup>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let rules = SecurityGroupRulesRequest { cidrs: r.cidrs };
+        Ok(Response::new(group(
+            self.api.change_security_group(&who, &r.name, rules, allow).await?,
+        )))
+    }
+}
+
+fn group(g: SecurityGroupView) -> pb::SecurityGroup {
+    pb::SecurityGroup {
+        name: g.name,
+        account: g.account,
+        cidrs: g.cidrs,
     }
 }

@@ -37,8 +37,7 @@ pub fn create_request(r: pb::CreateDatabaseRequest) -> CreateDatabaseRequest {
         tags: r.tags.into_iter().collect(),
         request_id: opt(r.request_id),
         account: opt(r.account),
-        // Security groups are HTTP/CLI only so far: a create over gRPC gets `default`.
-        security_groups: Vec::new(),
+        security_groups: r.security_groups,
     }
 }
 
@@ -54,7 +53,7 @@ pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
         request_id: opt(r.request_id),
         master_password: r.master_password,
         rotate_master_password: r.rotate_master_password,
-        security_groups: None,
+        security_groups: r.set_security_groups.then_some(r.security_groups),
     }
 }
 
@@ -75,6 +74,9 @@ pub fn database(d: DatabaseView) -> pb::Database {
         backup_retention_days: d.spec.backup_retention_days,
         backup_window: d.spec.backup_window,
         maintenance_window: d.spec.maintenance_window,
+        security_groups: d.spec.security_groups,
+        open_to_any: d.access.is_none(),
+        access: d.access.unwrap_or_default(),
         endpoint: d.endpoint.map(|e| pb::Endpoint {
             host: e.host,
             addr: e.addr,

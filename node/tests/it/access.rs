@@ -87,6 +87,36 @@ async fn every_call_but_the_health_check_needs_a_valid_token() {
     let mut anonymous = c.grpc_as(2, "not-a-token").await.unwrap();
     let err = anonymous.list_databases(ListDatabasesRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    // Every method the service declares, with no token and with a forged one.
+    let methods: Vec<&str> = include_str!("../../../proto/proto/keel.proto")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rpc "))
+        .filter_map(|l| l.split('(').next())
+        .collect();
+    assert!(methods.len() >= 25, "{methods:?}");
+    let channel = tonic::transport::Endpoint::from_shared(c.url(3))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for method in &methods {
+        for token in [None, Some("Bearer keel_0000000000000000_00")] {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.unwrap();
+            let mut req = tonic::Request::new(());
+            if let Some(t) = token {
+                req.metadata_mut().insert("authorization", t.parse().unwrap());
+            }
+            let path: tonic::codegen::http::uri::PathAndQuery = format!("/keel.v1.Keel/{method}").parse().unwrap();
+            let codec = tonic::codec::ProstCodec::<(), ()>::default();
+            let err = grpc.unary(req, path, codec).await.unwrap_err();
+            assert_eq!(
+                err.code(),
+                tonic::Code::Unauthenticated,
+                "{method} with {token:?}: {err:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,6 +279,27 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let groups = bob_grpc
+        .list_security_groups(keel_proto::keel::ListSecurityGroupsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    let names: Vec<(&str, &str)> = groups.iter().map(|g| (g.name.as_str(), g.account.as_str())).collect();
+    assert_eq!(names, [("default", "bob")]);
+    for name in ["office", "office.alice"] {
+        let change = keel_proto::keel::ChangeSecurityGroupRequest {
+            name: name.into(),
+            cidrs: vec!["0.0.0.0/0".into()],
+        };
+        let err = bob_grpc.authorize_security_group(change.clone()).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{name}: {err:?}");
+        let err = bob_grpc.revoke_security_group(change).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{name}: {err:?}");
+        let delete = keel_proto::keel::DeleteSecurityGroupRequest { name: name.into() };
+        let err = bob_grpc.delete_security_group(delete).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{name}: {err:?}");
+    }
     let mut alice_grpc = c.grpc_as(3, &alice).await.unwrap();
     let d = alice_grpc
         .describe_database(DescribeDatabaseRequest { name: "ledger".into() })
@@ -328,8 +379,9 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
             (field("action"), field("target"), field("outcome"))
         })
         .collect();
-    // His "ledger" and "office" always meant his own: refused while they did not exist,
-    // and so was his database in "office"; then his ledger was created. Nothing of
+    // His "ledger" and "office" always meant his own: refused while they did not exist
+    // (over HTTP, then gRPC), and so was his database in "office"; then his ledger was
+    // created. Nothing of
     // alice's was reached, nor named in his records.
     let outcomes: Vec<(&str, &str, bool)> = by_bob.iter().map(|(a, t, o)| (*a, *t, *o == "ok")).collect();
     assert_eq!(
@@ -341,6 +393,9 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
             ("change-security-group", "office", false),
             ("delete-security-group", "office", false),
             ("create-database", "sneaky", false),
+            ("change-security-group", "office", false),
+            ("change-security-group", "office", false),
+            ("delete-security-group", "office", false),
             ("create-database", "ledger", true),
         ],
         "{audit}"
