@@ -238,10 +238,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn modify_restarts_only_for_a_new_class() {
-        let (s, _) = state_with_db();
-        let job = |m: Modification| Job {
+    /// A modify job of `orders` in `acme` (the database `state_with_db` makes).
+    fn modify_job(m: Modification) -> Job {
+        Job {
             id: "j2".into(),
             request_id: None,
             account: "acme".into(),
@@ -255,7 +254,13 @@ mod tests {
             completed_fence: None,
             finished_at_ms: None,
             error: None,
-        };
+        }
+    }
+
+    #[test]
+    fn modify_restarts_only_for_a_new_class() {
+        let (s, _) = state_with_db();
+        let job = modify_job;
         let bigger = job(Modification {
             class: Some("medium".into()),
             ..Modification::default()
@@ -331,5 +336,42 @@ mod tests {
         });
         let names: Vec<TaskAction> = plan(&s, &both, "w").unwrap().into_iter().map(|t| t.action).collect();
         assert_eq!(names, [TaskAction::Restart, TaskAction::Check, TaskAction::SetPassword]);
+    }
+
+    #[test]
+    fn new_access_rules_are_set_on_the_running_engine_and_the_old_ones_put_back() {
+        let (mut s, _) = state_with_db();
+        s.databases.get_mut("orders.acme").unwrap().access = Some(vec!["127.0.0.0/8".into()]);
+        let job = modify_job;
+        let same = job(Modification {
+            access: Some(vec!["127.0.0.0/8".into()]),
+            ..Modification::default()
+        });
+        assert!(
+            plan(&s, &same, "w").unwrap().is_empty(),
+            "rules already in force need no host work"
+        );
+        let office = job(Modification {
+            access: Some(vec!["10.0.0.0/8".into()]),
+            ..Modification::default()
+        });
+        let tasks = plan(&s, &office, "w").unwrap();
+        let names: Vec<TaskAction> = tasks.iter().map(|t| t.action).collect();
+        assert_eq!(names, [TaskAction::Start, TaskAction::SetAccess]);
+        let rules = |undo| instance_spec(&s, &office, "i1", undo).unwrap().allowed_cidrs;
+        assert_eq!(rules(false), Some(vec!["10.0.0.0/8".to_string()]));
+        assert_eq!(
+            rules(true),
+            Some(vec!["127.0.0.0/8".to_string()]),
+            "undo: the rules before"
+        );
+        let mut wf = Workflow {
+            id: "w".into(),
+            tasks,
+            ..Workflow::default()
+        };
+        wf.tasks[1].attempt = 1;
+        let undo: Vec<TaskAction> = compensation(&office, &wf).into_iter().map(|t| t.action).collect();
+        assert_eq!(undo.last(), Some(&TaskAction::SetAccess), "{undo:?}");
     }
 }

@@ -139,3 +139,114 @@ impl AdminState {
         Response::SecurityGroup { group }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::command::{Command, Proposal, Response};
+    use crate::records::{DatabaseSpec, Host, HostHealth};
+    use crate::state::AdminState;
+
+    fn put(s: &mut AdminState, i: u64, name: &str, create: bool, allow: &[&str], revoke: &[&str]) -> Response {
+        let command = Command::PutSecurityGroup {
+            name: name.into(),
+            account: "acme".into(),
+            create,
+            authorize: allow.iter().map(|c| c.to_string()).collect(),
+            revoke: revoke.iter().map(|c| c.to_string()).collect(),
+        };
+        s.apply(i, &Proposal::new(i, command))
+    }
+
+    #[test]
+    fn groups_give_databases_their_networks_and_in_use_groups_stay() {
+        let mut s = AdminState::default();
+        s.apply(1, &Proposal::new(1, Command::CreateAccount { name: "acme".into() }));
+        s.hosts.insert(
+            "h1".into(),
+            Host {
+                name: "h1".into(),
+                addr: "127.0.1.1:7300".into(),
+                health: HostHealth::Healthy,
+                ..Host::default()
+            },
+        );
+        // The default group is there untouched, and changing it makes it a record.
+        assert_eq!(s.access_of("acme", &[]), ["127.0.0.0/8", "::1/128"]);
+        assert!(matches!(
+            put(&mut s, 2, "default", false, &["10.0.0.0/8"], &["::1/128"]),
+            Response::SecurityGroup { .. }
+        ));
+        assert_eq!(s.access_of("acme", &[]), ["10.0.0.0/8", "127.0.0.0/8"]);
+        assert!(
+            matches!(
+                put(&mut s, 3, "office", false, &["192.0.2.0/24"], &[]),
+                Response::Rejected { .. }
+            ),
+            "change of a missing group"
+        );
+        assert!(matches!(
+            put(&mut s, 4, "office", true, &["192.0.2.0/24"], &[]),
+            Response::SecurityGroup { .. }
+        ));
+        assert!(
+            matches!(put(&mut s, 5, "office", true, &[], &[]), Response::Rejected { .. }),
+            "made twice"
+        );
+        let groups = vec!["office".to_string(), "default".to_string()];
+        assert_eq!(
+            s.access_of("acme", &groups),
+            ["10.0.0.0/8", "127.0.0.0/8", "192.0.2.0/24"]
+        );
+        assert_eq!(
+            s.access_of("other", &groups),
+            ["127.0.0.0/8", "::1/128"],
+            "another account's office is not ours"
+        );
+
+        // A database records the networks in force at create; an in-use group stays.
+        let create = |name: &str, groups: Vec<String>| Command::CreateDatabase {
+            job_id: format!("j-{name}"),
+            request: None,
+            name: name.into(),
+            account: "acme".into(),
+            spec: DatabaseSpec {
+                class: "small".into(),
+                storage_gib: 1,
+                security_groups: groups,
+                ..DatabaseSpec::default()
+            },
+            master_verifier: "v".into(),
+            instance_id: format!("i-{name}"),
+        };
+        assert!(matches!(
+            s.apply(6, &Proposal::new(6, create("nope", vec!["lab".into()]))),
+            Response::Rejected { .. }
+        ));
+        s.apply(7, &Proposal::new(7, create("orders", vec!["office".into()])));
+        let db = s.databases.values().find(|d| d.name == "orders").unwrap().clone();
+        assert_eq!(db.access, Some(vec!["192.0.2.0/24".to_string()]));
+        let delete = |name: &str| Command::DeleteSecurityGroup {
+            name: name.into(),
+            account: "acme".into(),
+        };
+        assert!(
+            matches!(
+                s.apply(8, &Proposal::new(8, delete("office"))),
+                Response::Rejected { .. }
+            ),
+            "in use"
+        );
+        assert!(
+            matches!(
+                s.apply(9, &Proposal::new(9, delete("default"))),
+                Response::Rejected { .. }
+            ),
+            "never"
+        );
+        // A change is recorded only; the database's own list waits for its modify.
+        put(&mut s, 10, "office", false, &[], &["192.0.2.0/24"]);
+        let db = s.databases.values().find(|d| d.name == "orders").unwrap();
+        assert_eq!(s.desired_access(db), Vec::<String>::new());
+        assert_eq!(db.access, Some(vec!["192.0.2.0/24".to_string()]));
+    }
+}
