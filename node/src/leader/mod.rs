@@ -6,6 +6,7 @@
 //! start gets fresh services under one cancellation token and a new fence;
 //! nothing is carried across starts.
 
+pub mod clone_source;
 pub mod host_client;
 pub mod monitor;
 pub mod planner;
