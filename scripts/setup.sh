@@ -45,3 +45,12 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo is missing; install Rust (https://rustup.rs) and re-run" >&2
   exit 1
 fi
+
+# s3s-fs: a real S3-compatible server (SigV4, multipart uploads, objects on disk) that the
+# backup-store tests start. Pinned: 0.15 and later need a newer rustc. Built once, beside
+# the build cache; node/tests/it/backup_store.rs runs it from there.
+tools="${KEEL_TOOLS:-/var/tmp/keel-tools}"
+if [[ ! -x "$tools/bin/s3s-fs" ]]; then
+  echo "setup: building s3s-fs 0.14.1 into $tools (once)" >&2
+  CARGO_TARGET_DIR="$tools/target" cargo install -q s3s-fs --version 0.14.1 --features binary --locked --root "$tools"
+fi

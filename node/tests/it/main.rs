@@ -2,6 +2,7 @@
 
 mod access;
 mod api_surface;
+mod backup_store;
 mod bad_input;
 mod cluster_faults;
 mod databases;
