@@ -2,6 +2,7 @@
 //! engine implements the same operations.
 
 pub mod postgres;
+pub mod snapshot;
 
 use serde::{Deserialize, Serialize};
 

@@ -26,7 +26,7 @@ pub struct Postgres {
     template_lock: Mutex<()>,
 }
 
-fn io(what: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+pub(super) fn io(what: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
     move |source| EngineError::Io {
         what: what.to_string(),
         source,
@@ -102,7 +102,7 @@ impl Postgres {
         self.volume(id).join("data")
     }
 
-    fn command(&self, program: &str) -> Command {
+    pub(super) fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(if program.contains('/') {
             PathBuf::from(program)
         } else {
@@ -116,7 +116,7 @@ impl Postgres {
         cmd
     }
 
-    async fn run(&self, what: &str, cmd: &mut Command, stdin: Option<&str>) -> Result<String, EngineError> {
+    pub(super) async fn run(&self, what: &str, cmd: &mut Command, stdin: Option<&str>) -> Result<String, EngineError> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
@@ -141,7 +141,7 @@ impl Postgres {
         Ok(text)
     }
 
-    fn chown(&self, path: &Path) -> Result<(), EngineError> {
+    pub(super) fn chown(&self, path: &Path) -> Result<(), EngineError> {
         if let Some((uid, gid)) = self.run_as {
             std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("chown"))?;
         }
@@ -256,7 +256,11 @@ impl Postgres {
         // everyone else, customers included, authenticates with SCRAM.
         // Over TCP, only the security groups' networks (validated canonical CIDRs), and
         // still with SCRAM; any other address is refused before authentication.
-        let mut hba = String::from("local all postgres peer map=keel\nlocal all all scram-sha-256\n");
+        // Replication over the socket, for the engine's superuser only: snapshots
+        // (pg_basebackup) and, later, the WAL archive.
+        let mut hba = String::from(
+            "local all postgres peer map=keel\nlocal replication postgres peer map=keel\nlocal all all scram-sha-256\n",
+        );
         let open = ["0.0.0.0/0".to_string(), "::/0".to_string()];
         for cidr in spec.allowed_cidrs.as_deref().unwrap_or(&open) {
             hba.push_str(&format!("host all all {cidr} scram-sha-256\n"));
