@@ -517,13 +517,24 @@ fn missing(name: &str) -> ApiError {
 /// own account, `<name>.<account>` in that account (another account's is "not found"
 /// unless the caller is an admin).
 pub fn key_of(who: &Principal, reference: &str) -> Result<String, ApiError> {
+    let (name, account) = account_ref(who, "database name", reference).map_err(|e| match e {
+        ApiError::NotFound(_) => missing(reference),
+        other => other,
+    })?;
+    Ok(keel_raft_store::database_key(name, account))
+}
+
+/// `(name, account)` of a per-account resource's reference as `who` means it: `<name>` is
+/// in the caller's own account, `<name>.<account>` in that one; another account's is
+/// "not found" unless the caller is an admin. `what` names the part for messages.
+pub fn account_ref<'a>(who: &'a Principal, what: &str, reference: &'a str) -> Result<(&'a str, &'a str), ApiError> {
     let (name, account) = reference.split_once('.').unwrap_or((reference, who.account.as_str()));
-    validate::dns_label("database name", name)?;
+    validate::dns_label(what, name)?;
     validate::dns_label("account", account)?;
     if !who.sees(account) {
-        return Err(missing(reference));
+        return Err(ApiError::NotFound(format!("{reference} does not exist")));
     }
-    Ok(keel_raft_store::database_key(name, account))
+    Ok((name, account))
 }
 
 #[cfg(test)]

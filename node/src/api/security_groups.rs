@@ -70,13 +70,11 @@ pub fn cidrs(list: &[String]) -> Result<Vec<String>, ApiError> {
 
 /// `(name, account)` of a reference to a group the caller may see.
 fn group_ref(who: &Principal, reference: &str) -> Result<(String, String), ApiError> {
-    let (name, account) = reference.split_once('.').unwrap_or((reference, who.account.as_str()));
-    validate::dns_label("security group name", name)?;
-    validate::dns_label("account", account)?;
-    if !who.sees(account) {
-        return Err(ApiError::NotFound(format!("security group {reference} does not exist")));
+    match super::databases::account_ref(who, "security group name", reference) {
+        Ok((name, account)) => Ok((name.to_string(), account.to_string())),
+        Err(ApiError::NotFound(_)) => Err(ApiError::NotFound(format!("security group {reference} does not exist"))),
+        Err(e) => Err(e),
     }
-    Ok((name.to_string(), account.to_string()))
 }
 
 impl Api {

@@ -59,9 +59,13 @@ impl TlsFiles {
     }
 }
 
-/// The provider every Keel TLS configuration uses (ring; see the workspace manifest).
+/// The provider every Keel TLS configuration uses (ring; see the workspace manifest),
+/// built once: the verifiers consult it on every handshake.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// One consistent load of the three files.

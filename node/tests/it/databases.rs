@@ -82,12 +82,7 @@ async fn create_connect_modify_delete() {
 
     let op = wait_op(&c, &op_id).await;
     assert_eq!(op["state"], "succeeded", "{op}");
-    let tasks: Vec<&str> = op["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["action"].as_str().unwrap())
-        .collect();
+    let tasks = super::task_actions(&op);
     assert_eq!(tasks, ["provision", "start", "check"]);
 
     let (_, db) = c.get(3, "/v1/databases/orders").await.unwrap();
@@ -469,12 +464,7 @@ async fn a_master_password_is_reset_and_rotated_and_never_kept_in_clear() {
     );
     let op = wait_op(&c, reset["operation_id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{op}");
-    let tasks: Vec<&str> = op["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["action"].as_str().unwrap())
-        .collect();
+    let tasks = super::task_actions(&op);
     assert_eq!(tasks, ["start", "set-password"], "{op}");
     assert_eq!(op["modification"]["master_password"], true, "{op}");
     assert!(connect_as(&addr, port, &canary).await.is_ok(), "the new password works");

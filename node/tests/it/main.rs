@@ -135,3 +135,13 @@ pub fn host_channel(ca_dir: &std::path::Path, addr: &str) -> tonic::transport::C
         keel_node::tls::link::Peer::HostManager,
     )
 }
+
+/// The actions of an operation's tasks, in order.
+pub fn task_actions(op: &Value) -> Vec<&str> {
+    op["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["action"].as_str().unwrap())
+        .collect()
+}
