@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{RestoreSource, SnapshotKind, TaskOutput, WalArchive};
 use crate::records::{
     Account, Actor, ClusterConfig, Database, DatabaseSpec, Host, HostCapacity, Job, JobKind, LeaderServices, Limits,
     Millis, Modification, RequestKey, SecurityGroup, StepState, Task, Token, Workflow,
@@ -268,6 +269,47 @@ pub enum Command {
         /// Database name.
         name: String,
     },
+    /// Queue a snapshot of a database (recorded as `creating` in the catalog).
+    SnapshotDatabase {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// The client's request id, for retries.
+        #[serde(default)]
+        request: Option<RequestKey>,
+        /// Database key.
+        name: String,
+        /// Snapshot name, unique in the database's account.
+        snapshot: String,
+        /// Why it is taken.
+        kind: SnapshotKind,
+    },
+    /// Record a new database made from another's backups (status `creating`), place its
+    /// instance and queue the restore. The source and target are checked against the
+    /// catalog here, before any work.
+    RestoreDatabase {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// The client's request id, for retries.
+        #[serde(default)]
+        request: Option<RequestKey>,
+        /// New database name.
+        name: String,
+        /// The account that will own it (the source's).
+        account: String,
+        /// What the new database is (the source's, with the caller's changes).
+        spec: DatabaseSpec,
+        /// The source's master password verifier (the data holds the source's roles).
+        master_verifier: String,
+        /// Id for the instance, stamped by the proposer.
+        instance_id: String,
+        /// Where its data comes from.
+        from: RestoreSource,
+    },
+    /// What the hosts report of their WAL archives (the monitor proposes it when one moved).
+    RecordArchive {
+        /// Each lineage's coverage as now reported.
+        archives: Vec<WalArchive>,
+    },
     /// The leader records the planned tasks of a job's workflow.
     StartWorkflow {
         /// Workflow id.
@@ -302,6 +344,9 @@ pub enum Command {
         /// means no committed state has a failed task and no plan to undo it.
         #[serde(default)]
         undo: Option<Vec<Task>>,
+        /// With a success: what the task produced for the catalog.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<TaskOutput>,
     },
     /// The workflow's tasks are over: record its outcome, apply its effect on the
     /// database and finish the job.
@@ -353,6 +398,8 @@ impl Command {
             | Command::ModifyDatabase { .. }
             | Command::DeferModification { .. }
             | Command::DeleteDatabase { .. }
+            | Command::SnapshotDatabase { .. }
+            | Command::RestoreDatabase { .. }
             | Command::CreateAccount { .. }
             | Command::SetAccountLimits { .. }
             | Command::PutSecurityGroup { .. }
@@ -371,7 +418,8 @@ impl Command {
             | Command::PruneHistory { .. }
             | Command::ObserveHost { .. }
             | Command::ObserveStorage { .. }
-            | Command::ObserveInstance { .. } => Origin::LeaderServices,
+            | Command::ObserveInstance { .. }
+            | Command::RecordArchive { .. } => Origin::LeaderServices,
         }
     }
 
@@ -385,6 +433,8 @@ impl Command {
             | Command::ModifyDatabase { name, .. }
             | Command::DeferModification { name, .. }
             | Command::DeleteDatabase { name, .. }
+            | Command::SnapshotDatabase { name, .. }
+            | Command::RestoreDatabase { name, .. }
             | Command::CreateAccount { name }
             | Command::SetAccountLimits { name, .. }
             | Command::PutSecurityGroup { name, .. }
@@ -402,7 +452,10 @@ impl Command {
             Command::ObserveHost { name, .. } => name,
             Command::ObserveStorage { database, .. } => database,
             Command::ObserveInstance { instance, .. } => instance,
-            Command::TouchTokens { .. } | Command::PruneHistory { .. } | Command::StartLeaderServices { .. } => "",
+            Command::TouchTokens { .. }
+            | Command::PruneHistory { .. }
+            | Command::StartLeaderServices { .. }
+            | Command::RecordArchive { .. } => "",
         }
     }
 
@@ -412,7 +465,9 @@ impl Command {
             Command::SubmitJob { request, .. }
             | Command::CreateDatabase { request, .. }
             | Command::ModifyDatabase { request, .. }
-            | Command::DeleteDatabase { request, .. } => request.as_ref().map(|r| r.id.as_str()),
+            | Command::DeleteDatabase { request, .. }
+            | Command::SnapshotDatabase { request, .. }
+            | Command::RestoreDatabase { request, .. } => request.as_ref().map(|r| r.id.as_str()),
             Command::AddHost { client_token, .. } => client_token.as_deref(),
             Command::RemoveHost { request_id, .. } => request_id.as_deref(),
             _ => None,
@@ -447,6 +502,9 @@ impl Command {
             Command::ModifyDatabase { .. } => "modify-database",
             Command::DeferModification { .. } => "defer-modification",
             Command::DeleteDatabase { .. } => "delete-database",
+            Command::SnapshotDatabase { .. } => "snapshot-database",
+            Command::RestoreDatabase { .. } => "restore-database",
+            Command::RecordArchive { .. } => "record-archive",
             Command::StartWorkflow { .. } => "start-workflow",
             Command::UpdateTask { .. } => "update-task",
             Command::FinishWorkflow { .. } => "finish-workflow",

@@ -6,6 +6,7 @@
 //! state machine, and the versioned encodings; it does no I/O besides RocksDB,
 //! reads no clock and knows nothing of HTTP or DNS.
 
+pub mod catalog;
 pub mod codec;
 pub mod command;
 pub mod error;
@@ -16,11 +17,13 @@ pub mod records;
 pub mod state;
 pub mod state_machine;
 pub mod store;
+pub mod timefmt;
 pub mod transitions;
 pub mod zone_journal;
 
 use std::io::Cursor;
 
+pub use catalog::*;
 pub use command::{Command, Proposal, ProposalBatch, Rejection, Response};
 pub use error::StoreError;
 pub use records::*;

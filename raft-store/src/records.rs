@@ -241,6 +241,18 @@ pub struct DatabaseSpec {
     /// Security groups (names in the account) whose CIDRs may connect; empty means
     /// the account's `default` group.
     pub security_groups: Vec<String>,
+    /// Minutes between automatic snapshots (`None`: [`DEFAULT_SNAPSHOT_INTERVAL_MIN`]).
+    pub snapshot_interval_min: Option<u32>,
+}
+
+/// Minutes between automatic snapshots unless a database says otherwise.
+pub const DEFAULT_SNAPSHOT_INTERVAL_MIN: u32 = 15;
+
+impl DatabaseSpec {
+    /// Minutes between automatic snapshots.
+    pub fn snapshot_interval_min(&self) -> u32 {
+        self.snapshot_interval_min.unwrap_or(DEFAULT_SNAPSHOT_INTERVAL_MIN)
+    }
 }
 
 /// Where a database is reached.
@@ -285,6 +297,12 @@ pub struct Database {
     pub master_verifier: String,
     /// Client CIDRs in force on its instances (`None`: made before security groups, open).
     pub access: Option<Vec<String>>,
+    /// Where its backups are kept in the stores: fixed at creation, so a later database
+    /// of the same name never mixes with this one's WAL ("" for databases made before
+    /// backups: they use their key).
+    pub lineage: String,
+    /// What it was restored from, for people (`orders.acme at 2026-…`).
+    pub restored_from: Option<String>,
 }
 
 /// The group every database of an account is in unless it names others.
@@ -324,6 +342,15 @@ impl Database {
     /// Its key in the store and name in DNS (see [`database_key`]).
     pub fn key(&self) -> String {
         database_key(&self.name, &self.account)
+    }
+
+    /// Its backups' prefix in the stores.
+    pub fn lineage(&self) -> String {
+        if self.lineage.is_empty() {
+            self.key()
+        } else {
+            self.lineage.clone()
+        }
     }
 }
 
@@ -424,12 +451,26 @@ pub enum JobKind {
         /// The database.
         database: String,
     },
+    /// Take a snapshot of a database into its zone's store.
+    SnapshotDatabase {
+        /// The database.
+        database: String,
+        /// The snapshot's catalog key.
+        snapshot: String,
+    },
+    /// Make a new database from another's backups.
+    RestoreDatabase {
+        /// The new database.
+        database: String,
+        /// Where its data comes from.
+        from: crate::catalog::RestoreSource,
+    },
 }
 
 impl JobKind {
     /// Whether the job is a heavy workflow, counted against its account's cap.
     pub fn is_heavy(&self) -> bool {
-        matches!(self, JobKind::CreateDatabase { .. })
+        matches!(self, JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. })
     }
 
     /// Short name shown in listings.
@@ -439,6 +480,8 @@ impl JobKind {
             JobKind::CreateDatabase { .. } => "create-database",
             JobKind::ModifyDatabase { .. } => "modify-database",
             JobKind::DeleteDatabase { .. } => "delete-database",
+            JobKind::SnapshotDatabase { .. } => "snapshot-database",
+            JobKind::RestoreDatabase { .. } => "restore-database",
         }
     }
 
@@ -448,7 +491,9 @@ impl JobKind {
             JobKind::Noop { .. } => None,
             JobKind::CreateDatabase { database }
             | JobKind::ModifyDatabase { database, .. }
-            | JobKind::DeleteDatabase { database } => Some(database),
+            | JobKind::DeleteDatabase { database }
+            | JobKind::SnapshotDatabase { database, .. }
+            | JobKind::RestoreDatabase { database, .. } => Some(database),
         }
     }
 }
@@ -605,6 +650,11 @@ pub enum TaskAction {
     SetPassword,
     /// Rewrite the client access rules (`pg_hba`) from the security groups and reload.
     SetAccess,
+    /// Take an online snapshot, verify it and store it in the zone's backup store.
+    Snapshot,
+    /// Make the instance's volume from a snapshot and the WAL archive, replay to the
+    /// target and promote it.
+    Restore,
 }
 
 /// How the workflow engine knows a task's attempt succeeded.
@@ -618,7 +668,7 @@ pub enum SuccessCheck {
 
 impl TaskAction {
     /// Every action, for tables and tests.
-    pub const ALL: [TaskAction; 9] = [
+    pub const ALL: [TaskAction; 11] = [
         TaskAction::Provision,
         TaskAction::Start,
         TaskAction::Check,
@@ -628,6 +678,8 @@ impl TaskAction {
         TaskAction::Destroy,
         TaskAction::SetPassword,
         TaskAction::SetAccess,
+        TaskAction::Snapshot,
+        TaskAction::Restore,
     ];
 
     /// Its name on the wire and in listings, e.g. `provision`.
@@ -642,6 +694,8 @@ impl TaskAction {
             TaskAction::Destroy => "destroy",
             TaskAction::SetPassword => "set-password",
             TaskAction::SetAccess => "set-access",
+            TaskAction::Snapshot => "snapshot",
+            TaskAction::Restore => "restore",
         }
     }
 
@@ -655,6 +709,8 @@ impl TaskAction {
             TaskAction::Check => 30,
             TaskAction::Configure | TaskAction::SetPassword | TaskAction::SetAccess => 30,
             TaskAction::Stop | TaskAction::Destroy => 90,
+            // Bounded by the data's size: an hour covers hundreds of GiB on local disks.
+            TaskAction::Snapshot | TaskAction::Restore => 3600,
         };
         std::time::Duration::from_secs(secs)
     }
@@ -677,6 +733,8 @@ impl TaskAction {
                 | TaskAction::Configure
                 | TaskAction::SetPassword
                 | TaskAction::SetAccess
+                | TaskAction::Snapshot
+                | TaskAction::Restore
         )
     }
 }
@@ -712,6 +770,8 @@ pub struct Task {
     pub finished_at_ms: Option<Millis>,
     /// It undoes an earlier task after a failure.
     pub compensation: bool,
+    /// What it produced for the catalog, once it succeeded.
+    pub output: Option<crate::catalog::TaskOutput>,
 }
 
 impl Task {

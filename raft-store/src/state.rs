@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 mod accounts;
+mod backups;
 mod databases;
 mod history;
 mod jobs;
@@ -14,8 +15,10 @@ mod security_groups;
 mod table;
 mod workflows;
 
+pub use backups::RestorableWindow;
 pub use table::Table;
 
+use crate::catalog::*;
 use crate::command::{Command, Proposal, Rejection, Response};
 use crate::records::*;
 
@@ -40,6 +43,10 @@ pub struct AdminState {
     pub databases: BTreeMap<String, Database>,
     /// Instances by id.
     pub instances: BTreeMap<String, Instance>,
+    /// The backup catalog's snapshots by `<name>.<account>` (they outlive their database).
+    pub snapshots: BTreeMap<String, Snapshot>,
+    /// How far each lineage's WAL archive reaches, by lineage.
+    pub archives: BTreeMap<String, WalArchive>,
     /// Jobs by id (ids are time-ordered).
     pub jobs: Table<Job>,
     /// Workflows by id.
@@ -227,7 +234,13 @@ impl AdminState {
                 .databases
                 .get_key_value(&database_key(name, account))
                 .map(|(key, _)| key.as_str()),
-            Command::ModifyDatabase { name, .. } | Command::DeleteDatabase { name, .. } => Some(name),
+            Command::RestoreDatabase { name, account, .. } => self
+                .databases
+                .get_key_value(&database_key(name, account))
+                .map(|(key, _)| key.as_str()),
+            Command::ModifyDatabase { name, .. }
+            | Command::DeleteDatabase { name, .. }
+            | Command::SnapshotDatabase { name, .. } => Some(name),
             Command::ObserveStorage { database, .. } => Some(database),
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
@@ -238,8 +251,9 @@ impl AdminState {
     fn target_account(&self, command: &Command, actor_account: &str) -> String {
         let of_database = |name: &str| self.databases.get(name).map(|d| d.account.clone());
         let owner = match command {
-            Command::CreateDatabase { account, .. } => Some(account.clone()),
+            Command::CreateDatabase { account, .. } | Command::RestoreDatabase { account, .. } => Some(account.clone()),
             Command::ModifyDatabase { name, .. }
+            | Command::SnapshotDatabase { name, .. }
             | Command::DeferModification { name, .. }
             | Command::DeleteDatabase { name, .. } => of_database(name),
             Command::CreateToken { token } => Some(token.account.clone()),
@@ -348,8 +362,40 @@ impl AdminState {
                     spec,
                     master_verifier,
                     instance_id,
+                    restore: None,
                 },
             ),
+            Command::RestoreDatabase {
+                job_id,
+                request,
+                name,
+                account,
+                spec,
+                master_verifier,
+                instance_id,
+                from,
+            } => self.create_database(
+                index,
+                at,
+                databases::NewDatabase {
+                    job_id,
+                    request: request.as_ref(),
+                    name,
+                    account,
+                    spec,
+                    master_verifier,
+                    instance_id,
+                    restore: Some(from),
+                },
+            ),
+            Command::SnapshotDatabase {
+                job_id,
+                request,
+                name,
+                snapshot,
+                kind,
+            } => self.snapshot_database(index, at, job_id, request.as_ref(), name, snapshot, *kind),
+            Command::RecordArchive { archives } => self.record_archive(archives),
             Command::ModifyDatabase {
                 job_id,
                 request,
@@ -375,6 +421,7 @@ impl AdminState {
                 attempt,
                 result,
                 undo,
+                output,
             } => {
                 let update = workflows::TaskUpdate {
                     index: *task,
@@ -382,6 +429,7 @@ impl AdminState {
                     attempt: *attempt,
                     result: result.as_deref(),
                     undo: undo.as_deref(),
+                    output: output.as_ref(),
                 };
                 self.update_task(index, at, workflow_id, *fence, update)
             }

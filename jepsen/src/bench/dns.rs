@@ -56,6 +56,7 @@ fn done(task_id: String) -> TaskReply {
         state: TaskState::Succeeded as i32,
         detail: "stand-in host manager".into(),
         retryable: false,
+        output_json: String::new(),
     }
 }
 
@@ -79,6 +80,7 @@ impl HostManager for StandIn {
                     used_bytes: 0,
                     allocated_bytes: 1 << 30,
                     problem: String::new(),
+                    ..InstanceHealth::default()
                 })
                 .collect(),
         }))

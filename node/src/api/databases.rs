@@ -64,7 +64,13 @@ pub struct CreateDatabaseRequest {
     /// Security groups whose networks may connect (default: the account's `default`).
     #[serde(default)]
     pub security_groups: Vec<String>,
+    /// Minutes between automatic snapshots (default 15).
+    #[serde(default, deserialize_with = "whole::optional")]
+    pub snapshot_interval_min: Option<u32>,
 }
+
+/// The shortest interval between automatic snapshots, in minutes.
+pub const SNAPSHOT_INTERVAL_MIN: u32 = 1;
 
 /// `db modify` input: at least one change.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -253,6 +259,14 @@ impl Api {
                 "backup retention {retention} days is out of range: use 0 to 35"
             )));
         }
+        if let Some(m) = req
+            .snapshot_interval_min
+            .filter(|m| !(SNAPSHOT_INTERVAL_MIN..=1440).contains(m))
+        {
+            return Err(ApiError::InvalidArgument(format!(
+                "snapshot interval {m} minutes is out of range: use {SNAPSHOT_INTERVAL_MIN} to 1440"
+            )));
+        }
         let backup_window = req.backup_window.unwrap_or_else(|| "03:00-04:00".into());
         window("backup window", &backup_window, false)?;
         let maintenance_window = req.maintenance_window.unwrap_or_else(|| "sun:04:00-sun:05:00".into());
@@ -283,6 +297,7 @@ impl Api {
             backup_window,
             maintenance_window,
             security_groups: req.security_groups,
+            snapshot_interval_min: req.snapshot_interval_min,
         };
         let fingerprint = serde_json::json!({
             "kind": "create-database",

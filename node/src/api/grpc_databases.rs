@@ -38,6 +38,7 @@ pub fn create_request(r: pb::CreateDatabaseRequest) -> CreateDatabaseRequest {
         request_id: opt(r.request_id),
         account: opt(r.account),
         security_groups: r.security_groups,
+        snapshot_interval_min: r.snapshot_interval_min,
     }
 }
 
@@ -72,6 +73,7 @@ pub fn database(d: DatabaseView) -> pb::Database {
         master_user: d.spec.master_user,
         tags: d.spec.tags.into_iter().collect(),
         backup_retention_days: d.spec.backup_retention_days,
+        snapshot_interval_min: d.spec.snapshot_interval_min,
         backup_window: d.spec.backup_window,
         maintenance_window: d.spec.maintenance_window,
         security_groups: d.spec.security_groups,

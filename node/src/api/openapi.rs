@@ -118,6 +118,11 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
             "backup_retention_days",
             json!({ "minimum": 0, "maximum": 35 }),
         ),
+        (
+            "CreateDatabaseRequest",
+            "snapshot_interval_min",
+            json!({ "minimum": super::databases::SNAPSHOT_INTERVAL_MIN, "maximum": 1440 }),
+        ),
         ("CreateDatabaseRequest", "backup_window", daily.clone()),
         ("CreateDatabaseRequest", "maintenance_window", weekly.clone()),
         ("CreateDatabaseRequest", "tags", map.clone()),

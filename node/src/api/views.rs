@@ -154,6 +154,8 @@ pub struct SpecView {
     pub tags: BTreeMap<String, String>,
     /// Days of backups kept.
     pub backup_retention_days: u32,
+    /// Minutes between automatic snapshots.
+    pub snapshot_interval_min: u32,
     /// Daily backup window, `HH:MM-HH:MM` UTC.
     pub backup_window: String,
     /// Weekly maintenance window, `ddd:HH:MM-ddd:HH:MM` UTC.
@@ -173,6 +175,7 @@ impl From<&rs::DatabaseSpec> for SpecView {
             master_user: s.master_user.clone(),
             tags: s.tags.clone(),
             backup_retention_days: s.backup_retention_days,
+            snapshot_interval_min: s.snapshot_interval_min(),
             backup_window: s.backup_window.clone(),
             maintenance_window: s.maintenance_window.clone(),
             security_groups: s.security_groups.clone(),
@@ -387,6 +390,10 @@ pub enum OperationKind {
     ModifyDatabase,
     /// Delete a database.
     DeleteDatabase,
+    /// Take a snapshot of a database.
+    SnapshotDatabase,
+    /// Make a database from another's backups.
+    RestoreDatabase,
 }
 
 /// A committed claim of an operation by the leader services in force.
@@ -485,6 +492,8 @@ impl OperationView {
                 (OperationKind::ModifyDatabase, Some(modification.into()), None)
             }
             rs::JobKind::DeleteDatabase { .. } => (OperationKind::DeleteDatabase, None, None),
+            rs::JobKind::SnapshotDatabase { .. } => (OperationKind::SnapshotDatabase, None, None),
+            rs::JobKind::RestoreDatabase { .. } => (OperationKind::RestoreDatabase, None, None),
         };
         Self {
             id: job.id.clone(),

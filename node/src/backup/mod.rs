@@ -1,4 +1,10 @@
-//! Backups (issue 14): where copies are kept. More parts (snapshots, the WAL archive,
-//! restore) build on [`store`].
+//! Backups (issue 14): the stores ([`store`], [`stores`]), what tasks carry ([`work`]),
+//! WAL naming ([`wal`]), the continuous WAL archive a host runs per instance
+//! ([`archive`]), and fetching what a restore replays ([`fetch`]).
 
+pub mod archive;
+pub mod fetch;
 pub mod store;
+pub mod stores;
+pub mod wal;
+pub mod work;

@@ -89,16 +89,8 @@ pub enum StoreError {
     },
 }
 
-/// What a stored object is: the catalog records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredObject {
-    /// Its key in the store.
-    pub key: String,
-    /// Bytes.
-    pub size: u64,
-    /// SHA-256 of the content, hex.
-    pub sha256: String,
-}
+/// What a stored object is: the catalog records it (key, size, SHA-256).
+pub use keel_raft_store::BackupObject as StoredObject;
 
 /// Parts are uploaded this big, this many at once.
 const PART_BYTES: usize = 8 << 20;
@@ -117,6 +109,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// SHA-256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 fn hex(digest: &[u8]) -> String {
@@ -224,6 +221,21 @@ impl BackupStore {
             key: key.to_string(),
             size,
             sha256: hex(&hasher.finalize()),
+        })
+    }
+
+    /// Store `bytes` as `key` in one request (small objects: WAL stretches, history files).
+    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<StoredObject, StoreError> {
+        let size = bytes.len() as u64;
+        let sha256 = sha256_hex(&bytes);
+        self.inner
+            .put(&self.path(key), bytes.into())
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(StoredObject {
+            key: key.to_string(),
+            size,
+            sha256,
         })
     }
 

@@ -41,9 +41,12 @@ pub enum DbCmd {
         /// Master password (generated and printed once if omitted).
         #[arg(long, env = "KEEL_MASTER_PASSWORD", hide_env_values = true)]
         master_password: Option<String>,
-        /// Days of backups kept.
+        /// Days of backups kept (0-35; 0: no automatic backups).
         #[arg(long)]
         backup_retention_days: Option<u32>,
+        /// Minutes between automatic snapshots (default 15).
+        #[arg(long = "snapshot-interval")]
+        snapshot_interval_min: Option<u32>,
         /// Daily backup window HH:MM-HH:MM (UTC).
         #[arg(long)]
         backup_window: Option<String>,
@@ -171,6 +174,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             master_user,
             master_password,
             backup_retention_days,
+            snapshot_interval_min,
             backup_window,
             maintenance_window,
             tags,
@@ -195,6 +199,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 tags: tags.into_iter().collect::<BTreeMap<_, _>>(),
                 request_id,
                 account,
+                snapshot_interval_min,
             };
             (client.post("/v1/databases", &req).await?, wait)
         }

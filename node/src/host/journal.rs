@@ -18,6 +18,9 @@ pub enum Outcome {
     Succeeded {
         /// What it observed.
         detail: String,
+        /// What it produced for the catalog.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<keel_raft_store::TaskOutput>,
     },
     /// It could not.
     Failed {
@@ -137,7 +140,10 @@ mod tests {
     fn outcomes_and_fences_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        let ok = Outcome::Succeeded { detail: "done".into() };
+        let ok = Outcome::Succeeded {
+            detail: "done".into(),
+            output: None,
+        };
         j.record("t1", &ok).unwrap();
         j.admit("i1", 5).unwrap();
         assert!(j.admit("i1", 5).is_ok(), "the same token again is fine");

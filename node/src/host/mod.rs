@@ -52,6 +52,15 @@ pub struct HostConfig {
     /// How often the TLS files are checked for changes, in ms.
     #[arg(long, env = "KEEL_TLS_RELOAD_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub tls_reload_ms: u64,
+    /// Keep backups in local directories under DIR (`zone-<zone>/` per zone, `control/`):
+    /// for a single machine (keel dev) or a shared file system.
+    #[arg(long, env = "KEEL_HOST_BACKUP_DIR", conflicts_with = "backup_stores")]
+    pub backup_dir: Option<PathBuf>,
+    /// A TOML file naming the backup stores: `[zones.<zone>]` per zone and `[control]`,
+    /// each `kind = "local"` with `dir`, or `kind = "s3"` with `endpoint`, `bucket`,
+    /// `prefix` and `credentials_file`.
+    #[arg(long, env = "KEEL_HOST_BACKUP_STORES")]
+    pub backup_stores: Option<PathBuf>,
 }
 
 impl HostConfig {
@@ -105,11 +114,17 @@ pub async fn run(config: HostConfig, shutdown: CancellationToken) -> anyhow::Res
         postgres = %engine.version(),
         "Host manager is serving."
     );
+    let stores = match (&config.backup_dir, &config.backup_stores) {
+        (Some(dir), _) => crate::backup::stores::Stores::Dir(dir.clone()),
+        (None, Some(file)) => crate::backup::stores::Stores::from_file(file)?,
+        (None, None) => crate::backup::stores::Stores::None,
+    };
     let stop_instances = config.stop_instances_on_exit;
-    let svc = service::HostService::new(config, Arc::new(journal), Arc::new(engine));
+    let svc = service::HostService::new(config, Arc::new(journal), Arc::new(engine), stores);
     svc.reconcile().await;
     svc.restore_instances().await;
     tokio::spawn(svc.clone().watch_usage(shutdown.clone()));
+    tokio::spawn(svc.clone().watch_archives(shutdown.clone()));
     tonic::transport::Server::builder()
         .add_service(HostManagerServer::new(svc.clone()))
         .serve_with_incoming_shutdown(

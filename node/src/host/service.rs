@@ -18,6 +18,10 @@ use super::engine::{EngineError, InstanceSpec};
 use super::journal::{valid_id, FenceError, Journal, Outcome};
 use super::wire::action_from_wire;
 use super::HostConfig;
+use crate::backup::archive::Archives;
+use crate::backup::stores::Stores;
+use crate::backup::work::{snapshot_prefix, TaskWork};
+use keel_raft_store::TaskOutput;
 
 /// How long a RunTask call waits for the task before answering "running".
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
@@ -40,6 +44,7 @@ struct Admit {
     instance: String,
     action: TaskAction,
     spec: Option<InstanceSpec>,
+    work: Option<TaskWork>,
     fence: u64,
     join_only: bool,
 }
@@ -56,6 +61,10 @@ pub struct HostService {
     running: Arc<Mutex<HashMap<String, Running>>>,
     /// Bytes each instance's volume holds, refreshed in the background ([`HostService::watch_usage`]).
     usage: Arc<Mutex<HashMap<String, u64>>>,
+    /// Where backups go.
+    stores: Stores,
+    /// The WAL archives running, by instance ([`HostService::watch_archives`]).
+    archives: Archives,
 }
 
 /// The answer for a task this host has no record of (and now records as absent).
@@ -67,20 +76,26 @@ fn unknown(task_id: &str) -> TaskReply {
             "task {task_id} is unknown to this host manager: it never arrived, or it was running when the host manager stopped and did not finish; nothing of it runs now, and it never will"
         ),
         retryable: true,
+        output_json: String::new(),
     }
 }
 
 fn reply(task_id: &str, outcome: Option<&Outcome>) -> TaskReply {
     let (state, detail, retryable) = match outcome {
         None => (TaskState::Running, String::new(), true),
-        Some(Outcome::Succeeded { detail }) => (TaskState::Succeeded, detail.clone(), false),
+        Some(Outcome::Succeeded { detail, .. }) => (TaskState::Succeeded, detail.clone(), false),
         Some(Outcome::Failed { detail, retryable }) => (TaskState::Failed, detail.clone(), *retryable),
+    };
+    let output_json = match outcome {
+        Some(Outcome::Succeeded { output: Some(o), .. }) => serde_json::to_string(o).unwrap_or_default(),
+        _ => String::new(),
     };
     TaskReply {
         task_id: task_id.into(),
         state: state as i32,
         detail,
         retryable,
+        output_json,
     }
 }
 
@@ -107,14 +122,49 @@ fn absent() -> Outcome {
 
 impl HostService {
     /// A service over this journal and engine.
-    pub fn new(config: HostConfig, journal: Arc<Journal>, engine: Arc<Postgres>) -> Self {
+    pub fn new(config: HostConfig, journal: Arc<Journal>, engine: Arc<Postgres>, stores: Stores) -> Self {
         Self {
             config,
             journal,
             engine,
             running: Arc::default(),
             usage: Arc::default(),
+            stores,
+            archives: Archives::default(),
         }
+    }
+
+    /// Keep a WAL archive running for every running instance whose database keeps
+    /// backups, until `stop` (checked every second: an instance started, restored or
+    /// restarted is archived again within it).
+    pub async fn watch_archives(self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            for spec in self.instances() {
+                let Some(lineage) = spec.backup_lineage.clone() else {
+                    self.archives.stop(&spec.id);
+                    continue;
+                };
+                if !self.engine.running(&spec.id) {
+                    self.archives.stop(&spec.id);
+                    continue;
+                }
+                match self.stores.zone(&self.config.zone) {
+                    Ok(store) => {
+                        let spool = self.spool(&spec.id);
+                        self.archives.ensure(self.engine.clone(), &spec, &lineage, store, spool)
+                    }
+                    Err(e) => tracing::warn!(instance = %spec.id, error = %e, "Cannot archive WAL."),
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    fn spool(&self, instance: &str) -> std::path::PathBuf {
+        self.config.root.join("archive").join(instance)
     }
 
     /// Refresh the storage-use cache every few seconds until `stop` (a directory walk per
@@ -218,12 +268,20 @@ impl HostService {
             .collect()
     }
 
-    async fn execute(&self, action: TaskAction, instance: &str, spec: Option<InstanceSpec>) -> Outcome {
+    async fn execute(
+        &self,
+        action: TaskAction,
+        instance: &str,
+        spec: Option<InstanceSpec>,
+        work: Option<TaskWork>,
+    ) -> Outcome {
         let need = |spec: Option<InstanceSpec>| {
             spec.ok_or_else(|| EngineError::Unavailable(format!("action {action} needs an instance spec")))
         };
         let engine = &self.engine;
-        let work = async {
+        let output: Mutex<Option<TaskOutput>> = Mutex::new(None);
+        let output = &output;
+        let run = async {
             let done: Result<String, EngineError> = match action {
                 TaskAction::Provision => {
                     let spec = need(spec)?;
@@ -249,11 +307,14 @@ impl HostService {
                     Ok("restarted".into())
                 }
                 TaskAction::Stop => {
+                    self.archives.stop(instance);
                     engine.stop(instance).await?;
                     Ok("stopped".into())
                 }
                 TaskAction::Destroy => {
+                    self.archives.stop(instance);
                     engine.destroy(instance).await?;
+                    let _ = std::fs::remove_dir_all(self.spool(instance));
                     Ok("volume removed".into())
                 }
                 TaskAction::SetPassword => {
@@ -273,13 +334,27 @@ impl HostService {
                 TaskAction::Check => Err(EngineError::Unavailable(
                     "check is observed through Health, not run as a task".into(),
                 )),
+                TaskAction::Snapshot => {
+                    let (detail, made) = self.snapshot(need(spec)?, work).await?;
+                    *output.lock().unwrap_or_else(|p| p.into_inner()) = Some(made);
+                    Ok(detail)
+                }
+                TaskAction::Restore => {
+                    let spec = need(spec)?;
+                    let detail = self.restore(&spec, work).await?;
+                    self.save_spec(&spec)?;
+                    Ok(detail)
+                }
             };
             done
         };
         // The action's deadline is enforced here: dropping the work kills its child processes.
         let deadline = action.deadline();
-        match tokio::time::timeout(deadline, work).await {
-            Ok(Ok(detail)) => Outcome::Succeeded { detail },
+        match tokio::time::timeout(deadline, run).await {
+            Ok(Ok(detail)) => Outcome::Succeeded {
+                detail,
+                output: output.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            },
             Ok(Err(e)) => Outcome::Failed {
                 retryable: e.retryable(),
                 detail: e.to_string(),
@@ -345,6 +420,7 @@ impl HostService {
             instance,
             action,
             spec,
+            work,
             fence,
             ..
         } = a;
@@ -353,7 +429,7 @@ impl HostService {
             tracing::info!(task = %task_id, %action, instance = %instance, fence, "Running task.");
             let work = {
                 let (this, instance) = (this.clone(), instance.clone());
-                tokio::spawn(async move { this.execute(action, &instance, spec).await })
+                tokio::spawn(async move { this.execute(action, &instance, spec, work).await })
             };
             // A panic in the work is an outcome too, or the instance would stay busy for ever.
             let outcome = work.await.unwrap_or_else(|e| Outcome::Failed {
@@ -367,6 +443,132 @@ impl HostService {
             running.remove(&instance);
         });
         Ok(Admission::Wait(rx))
+    }
+
+    /// Take a snapshot of the running instance, verify it and store it in this zone's
+    /// store; on any failure nothing of it stays in the store.
+    async fn snapshot(&self, spec: InstanceSpec, work: Option<TaskWork>) -> Result<(String, TaskOutput), EngineError> {
+        let Some(TaskWork::Snapshot { lineage, id }) = work else {
+            return Err(EngineError::Unavailable(
+                "a snapshot task needs its lineage and id".into(),
+            ));
+        };
+        let store = self
+            .stores
+            .zone(&self.config.zone)
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let dir = self.config.root.join("snapshots").join(&spec.id);
+        let taken = self.engine.snapshot(&spec, &dir).await;
+        let taken_at_ms = crate::clock::now_ms();
+        let snap = match taken {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let prefix = snapshot_prefix(&lineage, &id);
+        let mut objects = Vec::new();
+        let mut failure = None;
+        for file in &snap.files {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match store.put_file(&format!("{prefix}{name}"), file).await {
+                Ok(o) => objects.push(o),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(e) = failure {
+            for o in &objects {
+                let _ = store.delete(&o.key).await;
+            }
+            return Err(EngineError::Command {
+                what: "store the snapshot".into(),
+                detail: e.to_string(),
+            });
+        }
+        let bytes: u64 = objects.iter().map(|o| o.size).sum();
+        let detail = format!(
+            "snapshot verified and stored in {} ({bytes} bytes, WAL {} to {})",
+            store.name(),
+            snap.start_lsn,
+            snap.end_lsn
+        );
+        let output = TaskOutput::Snapshot {
+            taken_at_ms,
+            timeline: snap.timeline,
+            start_lsn: snap.start_lsn,
+            end_lsn: snap.end_lsn,
+            objects,
+            zone: self.config.zone.clone(),
+        };
+        Ok((detail, output))
+    }
+
+    /// Make the instance from a snapshot and the archive, replayed to the target.
+    async fn restore(&self, spec: &InstanceSpec, work: Option<TaskWork>) -> Result<String, EngineError> {
+        let Some(TaskWork::Restore {
+            lineage,
+            zone,
+            objects,
+            start_lsn,
+            target,
+            ..
+        }) = work
+        else {
+            return Err(EngineError::Unavailable(
+                "a restore task needs its snapshot and target".into(),
+            ));
+        };
+        if self.engine.provisioned(&spec.id) {
+            self.engine.start(spec).await?;
+            return Ok("already restored".into());
+        }
+        let store = self
+            .stores
+            .zone(&zone)
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let dir = self.config.root.join("restores").join(&spec.id);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (files, wal) = (dir.join("snapshot"), dir.join("wal"));
+        for d in [&files, &wal] {
+            std::fs::create_dir_all(d).map_err(|source| EngineError::Io {
+                what: "make the restore directory".into(),
+                source,
+            })?;
+        }
+        self.engine.chown(&dir)?;
+        let fetch_failed = |e: crate::backup::store::StoreError| EngineError::Command {
+            what: "fetch the backup".into(),
+            detail: e.to_string(),
+        };
+        let started = std::time::Instant::now();
+        let base = crate::backup::fetch::snapshot(&store, &objects, &files)
+            .await
+            .map_err(fetch_failed)?;
+        let start = crate::backup::wal::parse_lsn(&start_lsn).unwrap_or(0);
+        let logs = crate::backup::fetch::wal(&store, &lineage, start, &wal)
+            .await
+            .map_err(fetch_failed)?;
+        let fetched = started.elapsed();
+        let replay = self
+            .engine
+            .restore(spec, &files, &wal, &target, TaskAction::Restore.deadline())
+            .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        replay?;
+        Ok(format!(
+            "restored from {} ({base} bytes of snapshot and {logs} bytes of WAL fetched in {:.1}s, replayed and promoted in {:.1}s)",
+            store.name(),
+            fetched.as_secs_f64(),
+            (started.elapsed() - fetched).as_secs_f64()
+        ))
     }
 
     fn record(&self, task_id: &str, outcome: &Outcome) {
@@ -417,13 +619,25 @@ impl HostManager for HostService {
         let instances_health = specs
             .iter()
             .zip(probes)
-            .map(|(spec, h)| InstanceHealth {
-                instance_id: spec.id.clone(),
-                running: h.running,
-                accepting: h.accepting,
-                used_bytes: usage.get(&spec.id).copied().unwrap_or(0),
-                allocated_bytes: u64::from(spec.storage_gib) << 30,
-                problem: h.problem.unwrap_or_default(),
+            .map(|(spec, h)| {
+                let archive = self.archives.coverage(&spec.id).unwrap_or_default();
+                InstanceHealth {
+                    instance_id: spec.id.clone(),
+                    running: h.running,
+                    accepting: h.accepting,
+                    used_bytes: usage.get(&spec.id).copied().unwrap_or(0),
+                    allocated_bytes: u64::from(spec.storage_gib) << 30,
+                    problem: h.problem.unwrap_or_default(),
+                    archive_lineage: archive.lineage,
+                    archive_timeline: archive.timeline,
+                    archived_lsn: if archive.archived_lsn > 0 {
+                        crate::backup::wal::format_lsn(archive.archived_lsn)
+                    } else {
+                        String::new()
+                    },
+                    restorable_until_ms: archive.restorable_until_ms,
+                    archive_problem: archive.problem.unwrap_or_default(),
+                }
             })
             .collect();
         Ok(Response::new(HealthReply {
@@ -463,12 +677,21 @@ impl HostManager for HostService {
             valid.map_err(|e| Status::invalid_argument(e.to_string()))?;
             Some(spec)
         };
+        let work: Option<TaskWork> = if r.work_json.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str(&r.work_json)
+                    .map_err(|e| Status::invalid_argument(format!("task work is not valid: {e}")))?,
+            )
+        };
         let admission = self
             .admit(Admit {
                 task_id: r.task_id.clone(),
                 instance: r.instance_id.clone(),
                 action,
                 spec,
+                work,
                 fence: r.fence,
                 join_only: r.join_only,
             })
@@ -487,6 +710,7 @@ impl HostManager for HostService {
                     r.instance_id
                 ),
                 retryable: true,
+                output_json: String::new(),
             })),
             Admission::Absent => Ok(Response::new(unknown(&r.task_id))),
         }

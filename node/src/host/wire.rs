@@ -16,6 +16,8 @@ pub fn action_to_wire(a: TaskAction) -> i32 {
         TaskAction::Destroy => WireAction::Destroy,
         TaskAction::SetPassword => WireAction::SetPassword,
         TaskAction::SetAccess => WireAction::SetAccess,
+        TaskAction::Snapshot => WireAction::Snapshot,
+        TaskAction::Restore => WireAction::Restore,
     };
     w as i32
 }

@@ -34,7 +34,14 @@ pub struct HostClients {
 /// A reply's meaning; `Running` also stands for `Busy` (nothing of ours runs yet: send again).
 fn result_of(r: TaskReply) -> TaskResult {
     match state_from_wire(r.state) {
-        TaskState::Succeeded => TaskResult::Succeeded(r.detail),
+        TaskState::Succeeded if r.output_json.is_empty() => TaskResult::Succeeded(r.detail, None),
+        TaskState::Succeeded => match serde_json::from_str(&r.output_json) {
+            Ok(output) => TaskResult::Succeeded(r.detail, Some(output)),
+            Err(e) => TaskResult::Failed {
+                detail: format!("the host's output for the catalog is not readable ({e}): {}", r.detail),
+                retryable: false,
+            },
+        },
         TaskState::Failed => TaskResult::Failed {
             detail: r.detail,
             retryable: r.retryable,

@@ -3,6 +3,7 @@
 
 use keel_raft_store::{AdminState, Job, JobKind, Modification, StepState, Task, TaskAction, Workflow};
 
+use crate::backup::work::TaskWork;
 use crate::classes;
 use crate::host::engine::InstanceSpec;
 
@@ -75,8 +76,52 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 add(TaskAction::Destroy, &i.host, &i.id);
             }
         }
+        JobKind::SnapshotDatabase { .. } => {
+            let primary = instances
+                .iter()
+                .find(|i| i.role == keel_raft_store::InstanceRole::Primary)
+                .ok_or_else(|| format!("database {name} has no primary instance to snapshot"))?;
+            add(TaskAction::Snapshot, &primary.host, &primary.id);
+        }
+        JobKind::RestoreDatabase { .. } => {
+            for i in &instances {
+                add(TaskAction::Restore, &i.host, &i.id);
+                add(TaskAction::Check, &i.host, &i.id);
+            }
+        }
     }
     Ok(tasks)
+}
+
+/// What a snapshot or restore task carries to its host beyond the instance spec.
+pub fn task_work(state: &AdminState, job: &Job) -> Result<Option<TaskWork>, String> {
+    match &job.kind {
+        JobKind::SnapshotDatabase { database, .. } => {
+            let db = state
+                .databases
+                .get(database)
+                .ok_or_else(|| format!("database {database} no longer exists"))?;
+            Ok(Some(TaskWork::Snapshot {
+                lineage: db.lineage(),
+                id: job.id.clone(),
+            }))
+        }
+        JobKind::RestoreDatabase { from, .. } => {
+            let snap = state
+                .snapshots
+                .get(&from.snapshot)
+                .ok_or_else(|| format!("snapshot {} no longer exists", from.snapshot))?;
+            Ok(Some(TaskWork::Restore {
+                lineage: from.lineage.clone(),
+                zone: snap.zone.clone(),
+                objects: snap.objects.clone(),
+                timeline: snap.timeline,
+                start_lsn: snap.start_lsn.clone(),
+                target: from.target.clone(),
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The tasks that undo a failed workflow's work, in order: a failed create removes every
@@ -109,7 +154,7 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
             ..Task::default()
         };
         match &job.kind {
-            JobKind::CreateDatabase { .. } => out.push(undo(TaskAction::Destroy)),
+            JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. } => out.push(undo(TaskAction::Destroy)),
             JobKind::ModifyDatabase { .. } if restarted => {
                 out.push(undo(TaskAction::Restart));
                 out.push(undo(TaskAction::Check));
@@ -119,7 +164,8 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
                 out.push(undo(TaskAction::Start));
                 out.push(undo(TaskAction::Check));
             }
-            JobKind::DeleteDatabase { .. } | JobKind::Noop { .. } => {}
+            // A failed snapshot leaves nothing in the store (its host removes what it stored).
+            JobKind::DeleteDatabase { .. } | JobKind::SnapshotDatabase { .. } | JobKind::Noop { .. } => {}
         }
         // The old verifier back (an undo task's spec is the database as it was).
         if password {
@@ -170,6 +216,8 @@ pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str, undo: boo
             .clone()
             .unwrap_or_else(|| db.master_verifier.clone()),
         allowed_cidrs: modification.access.clone().or_else(|| db.access.clone()),
+        // Retention 0 means no automatic backups, and no archive either.
+        backup_lineage: (db.spec.backup_retention_days > 0).then(|| db.lineage()),
     })
 }
 

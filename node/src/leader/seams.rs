@@ -19,8 +19,8 @@ use crate::server::NodeCtx;
 /// What a host manager said (or could not say) about one task attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskResult {
-    /// It succeeded.
-    Succeeded(String),
+    /// It succeeded, with what it produced for the catalog.
+    Succeeded(String, Option<keel_raft_store::TaskOutput>),
     /// It failed; `retryable` says whether another attempt may work.
     Failed {
         /// Why.

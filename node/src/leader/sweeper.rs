@@ -126,7 +126,11 @@ async fn execute(t: &Term, job: Job) {
             }
         }
         // Database jobs finish through their workflow, which completes the job when it commits.
-        JobKind::CreateDatabase { .. } | JobKind::ModifyDatabase { .. } | JobKind::DeleteDatabase { .. } => {
+        JobKind::CreateDatabase { .. }
+        | JobKind::ModifyDatabase { .. }
+        | JobKind::DeleteDatabase { .. }
+        | JobKind::SnapshotDatabase { .. }
+        | JobKind::RestoreDatabase { .. } => {
             if let Err(workflow::Abandoned(why)) = workflow::drive(t, &job).await {
                 tracing::info!(job = %job.id, %why, "Stopped driving the workflow; it resumes from its record.");
                 // If these services still lead, the job is claimable again: pause before the

@@ -211,7 +211,11 @@ impl MemHosts {
                 }
                 host.running.insert(instance.to_string());
             }
-            TaskAction::Configure | TaskAction::Check => {}
+            TaskAction::Configure | TaskAction::Check | TaskAction::Snapshot => {}
+            TaskAction::Restore => {
+                host.volumes.insert(instance.to_string());
+                host.running.insert(instance.to_string());
+            }
             TaskAction::SetPassword | TaskAction::SetAccess => {
                 if !host.running.contains(instance) {
                     return TaskResult::Failed {
@@ -228,7 +232,7 @@ impl MemHosts {
                 host.volumes.remove(instance);
             }
         }
-        TaskResult::Succeeded(format!("{action} done"))
+        TaskResult::Succeeded(format!("{action} done"), None)
     }
 }
 

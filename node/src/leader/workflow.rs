@@ -49,7 +49,7 @@ pub struct Abandoned(pub String);
 /// How one attempt ended, as far as the engine is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Attempt {
-    Succeeded(String),
+    Succeeded(String, Option<keel_raft_store::TaskOutput>),
     Failed {
         detail: String,
         retryable: bool,
@@ -154,6 +154,7 @@ async fn run_task(t: &Term, job: &Job, wf: &Workflow, n: usize) -> Result<Workfl
             attempt,
             result: None,
             undo: None,
+            output: None,
         };
         let current = commit_workflow(t, running).await?;
         let this = current.tasks[n].clone();
@@ -173,8 +174,8 @@ async fn run_task(t: &Term, job: &Job, wf: &Workflow, n: usize) -> Result<Workfl
             Attempt::Lost(_) => attempt < MAX_ATTEMPTS_IN_ALL,
             _ => false,
         };
-        let (state, detail, undo) = match outcome {
-            Attempt::Succeeded(detail) => (StepState::Succeeded, detail, None),
+        let (state, detail, undo, output) = match outcome {
+            Attempt::Succeeded(detail, output) => (StepState::Succeeded, detail, None, output),
             Attempt::Failed { detail, .. } | Attempt::Lost(detail) if retry => {
                 tracing::info!(task = %this.id, %detail, attempt, "Task attempt did not succeed; retrying.");
                 tokio::select! {
@@ -194,7 +195,7 @@ async fn run_task(t: &Term, job: &Job, wf: &Workflow, n: usize) -> Result<Workfl
                 if let Some(undo) = &undo {
                     tracing::warn!(job = %job.id, task = %this.id, %detail, undo = undo.len(), "Task failed; undoing the workflow's work.");
                 }
-                (StepState::Failed, detail, undo)
+                (StepState::Failed, detail, undo, None)
             }
         };
         let done = Command::UpdateTask {
@@ -205,6 +206,7 @@ async fn run_task(t: &Term, job: &Job, wf: &Workflow, n: usize) -> Result<Workfl
             attempt,
             result: Some(detail),
             undo,
+            output,
         };
         return commit_workflow(t, done).await;
     }
@@ -253,6 +255,18 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
     } else {
         String::new()
     };
+    let work_json = match t.read(|a| planner::task_work(a, job)) {
+        Ok(Some(work)) if matches!(task.action, TaskAction::Snapshot | TaskAction::Restore) => {
+            serde_json::to_string(&work).expect("serializable")
+        }
+        Ok(_) => String::new(),
+        Err(e) => {
+            return Ok(Attempt::Failed {
+                detail: e,
+                retryable: false,
+            })
+        }
+    };
     let req = TaskRequest {
         task_id: task.attempt_id(),
         instance_id: task.instance.clone(),
@@ -260,6 +274,7 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
         action: action_to_wire(task.action),
         spec_json,
         join_only: false,
+        work_json,
     };
     // Waiting on an attempt that may already have been sent never starts it again.
     let join = TaskRequest {
@@ -284,7 +299,7 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
     };
     loop {
         match result {
-            TaskResult::Succeeded(detail) => return Ok(Attempt::Succeeded(detail)),
+            TaskResult::Succeeded(detail, output) => return Ok(Attempt::Succeeded(detail, output)),
             TaskResult::Failed { detail, retryable } => return Ok(Attempt::Failed { detail, retryable }),
             TaskResult::Fenced(why) => return Err(Abandoned(format!("fenced by host {}: {why}", task.host))),
             TaskResult::Absent => return Ok(lost(task)),
@@ -310,7 +325,7 @@ async fn settle(t: &Term, addr: &str, at: &At<'_>) -> Result<Option<Attempt>, Ab
             s = t.hosts.task_status(addr, &task.attempt_id()) => s,
         };
         match status {
-            TaskResult::Succeeded(detail) => return Ok(Some(Attempt::Succeeded(detail))),
+            TaskResult::Succeeded(detail, output) => return Ok(Some(Attempt::Succeeded(detail, output))),
             TaskResult::Failed { detail, retryable } => return Ok(Some(Attempt::Failed { detail, retryable })),
             TaskResult::Fenced(why) => return Err(Abandoned(format!("fenced by host {}: {why}", task.host))),
             TaskResult::Absent => return Ok(Some(lost(task))),
@@ -328,6 +343,7 @@ async fn settle(t: &Term, addr: &str, at: &At<'_>) -> Result<Option<Attempt>, Ab
                         task.host
                     )),
                     undo: None,
+                    output: None,
                 };
                 commit_workflow(t, note).await?;
             }
@@ -368,7 +384,7 @@ async fn check(t: &Term, addr: &str, task: &Task) -> Result<Attempt, Abandoned> 
         };
         match report {
             Ok(report) => match report.instances_health.iter().find(|h| h.instance_id == task.instance) {
-                Some(h) if h.accepting => return Ok(Attempt::Succeeded("accepting connections".into())),
+                Some(h) if h.accepting => return Ok(Attempt::Succeeded("accepting connections".into(), None)),
                 Some(h) => last = h.problem.clone(),
                 None => last = format!("host does not know instance {}", task.instance),
             },

@@ -110,6 +110,7 @@ fn spec(id: &str, port: u16, class: &str) -> InstanceSpec {
         master_user: "app".into(),
         master_verifier: postgres_protocol::password::scram_sha_256(b"s3cret pass"),
         allowed_cidrs: Some(vec!["127.0.0.0/8".into()]),
+        backup_lineage: None,
     }
 }
 
@@ -121,6 +122,7 @@ fn request(id: &str, fence: u64, action: TaskAction, spec: Option<&InstanceSpec>
         action: action as i32,
         spec_json: spec.map(|s| serde_json::to_string(s).unwrap()).unwrap_or_default(),
         join_only: false,
+        work_json: String::new(),
     }
 }
 

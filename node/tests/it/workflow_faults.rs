@@ -179,6 +179,7 @@ async fn leader_killed_at_task_boundaries_of_a_create() {
             action: keel_proto::host::TaskAction::Destroy as i32,
             spec_json: String::new(),
             join_only: false,
+            work_json: String::new(),
         })
         .await;
     let refused = late.expect_err("a stale term must be refused");

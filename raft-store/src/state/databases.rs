@@ -16,6 +16,8 @@ pub(crate) struct NewDatabase<'a> {
     pub spec: &'a DatabaseSpec,
     pub master_verifier: &'a str,
     pub instance_id: &'a str,
+    /// For a restore: where the data comes from.
+    pub restore: Option<&'a crate::catalog::RestoreSource>,
 }
 
 /// How a database's workflow ended.
@@ -34,11 +36,11 @@ pub(crate) enum Outcome {
 }
 
 /// Where and by whom an operation is being started.
-struct Start<'a> {
-    index: u64,
-    at: Millis,
-    job_id: &'a str,
-    request: Option<&'a RequestKey>,
+pub(super) struct Start<'a> {
+    pub index: u64,
+    pub at: Millis,
+    pub job_id: &'a str,
+    pub request: Option<&'a RequestKey>,
 }
 
 impl AdminState {
@@ -77,6 +79,7 @@ impl AdminState {
             spec,
             master_verifier,
             instance_id,
+            restore,
         } = new;
         match self.repeat_of(request, account, at) {
             Err(refused) => return refused,
@@ -96,11 +99,22 @@ impl AdminState {
                 existing.status
             ));
         }
+        if let Some(from) = restore {
+            if let Err(why) = self.check_restore(from) {
+                return conflict(why);
+            }
+        }
         let (host, port) = match self.place(spec.zone.as_deref()) {
             Ok(p) => p,
             Err(rejection) => return Response::Rejected { rejection },
         };
-        let kind = JobKind::CreateDatabase { database: key.clone() };
+        let kind = match restore {
+            Some(from) => JobKind::RestoreDatabase {
+                database: key.clone(),
+                from: from.clone(),
+            },
+            None => JobKind::CreateDatabase { database: key.clone() },
+        };
         let job = match self.enqueue(index, at, job_id, request, kind, account) {
             Ok(job) => job,
             Err(refused) => return refused,
@@ -130,10 +144,25 @@ impl AdminState {
                 operation: Some(job_id.to_string()),
                 master_verifier: master_verifier.to_string(),
                 access: Some(self.access_of(account, &spec.security_groups)),
+                lineage: job_id.to_string(),
+                restored_from: restore.map(|from| {
+                    let to = match from.target {
+                        crate::catalog::RestoreTarget::Time { at_ms } => crate::timefmt::format_ms(at_ms),
+                        crate::catalog::RestoreTarget::Latest => "the latest restorable time".into(),
+                        crate::catalog::RestoreTarget::Snapshot => format!("snapshot {}", from.snapshot),
+                    };
+                    format!("{} at {to}", from.database)
+                }),
                 ..Database::default()
             },
         );
-        let message = format!("Database {name} is being created on host {host}, port {port}.");
+        let message = match restore {
+            Some(from) => format!(
+                "Database {name} is being restored from {} on host {host}, port {port}.",
+                from.database
+            ),
+            None => format!("Database {name} is being created on host {host}, port {port}."),
+        };
         self.event(index, at, "database-creating", &key, message);
         self.database_response(&job, true)
     }
@@ -245,7 +274,7 @@ impl AdminState {
 
     /// Start an operation on an existing database: refuse repeats, unknown names, busy
     /// databases and what `allowed` refuses; else queue the job and move to `status`.
-    fn begin(
+    pub(super) fn begin(
         &mut self,
         start: Start<'_>,
         name: &str,
@@ -319,7 +348,15 @@ impl AdminState {
             }
             // A failed create whose undo removed its volume gives back its port and slot; if
             // the undo failed, the instance record keeps them until a delete cleans up.
-            (JobKind::CreateDatabase { .. }, Outcome::Failed { undone: true, .. }) => self.release_instances(&name),
+            (
+                JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. },
+                Outcome::Failed { undone: true, .. },
+            ) => self.release_instances(&name),
+            (JobKind::SnapshotDatabase { snapshot, .. }, outcome) => {
+                let ok = *outcome == Outcome::Succeeded;
+                self.conclude_snapshot(index, at, &name, snapshot, ok);
+                return;
+            }
             _ => {}
         }
         let endpoint = self.primary_endpoint(&name);
@@ -340,7 +377,7 @@ impl AdminState {
             }
             (_, Outcome::Failed { error, undone }) => {
                 let what = match kind {
-                    JobKind::CreateDatabase { .. } if *undone => {
+                    JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. } if *undone => {
                         "creating it failed and what it made was removed; delete it, then create it again"
                     }
                     JobKind::DeleteDatabase { .. } => "deleting it failed; retry the delete",
@@ -351,7 +388,7 @@ impl AdminState {
                 db.endpoint = None;
                 ("database-failed", format!("Database {name} failed: {error} ({what})."))
             }
-            (JobKind::CreateDatabase { .. }, Outcome::Succeeded) => {
+            (JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. }, Outcome::Succeeded) => {
                 db.status = DatabaseStatus::Available;
                 db.endpoint = endpoint;
                 let at_addr = db

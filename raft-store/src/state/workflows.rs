@@ -16,6 +16,7 @@ pub(super) struct TaskUpdate<'a> {
     pub attempt: u32,
     pub result: Option<&'a str>,
     pub undo: Option<&'a [Task]>,
+    pub output: Option<&'a crate::catalog::TaskOutput>,
 }
 
 impl AdminState {
@@ -172,11 +173,20 @@ impl AdminState {
             (false, None) => &[][..],
         };
         let action = task.action;
+        if let (StepState::Succeeded, Some(output)) = (update.state, update.output) {
+            let instance = task.instance.clone();
+            if let Some(kind) = self.jobs.get(&wf.job_id).map(|j| j.kind.clone()) {
+                self.record_output(&kind, &instance, output);
+            }
+        }
         let wf = self.workflows.get_mut(workflow_id).expect("checked");
         let task = &mut wf.tasks[n];
         task.state = update.state;
         task.attempt = update.attempt;
         task.result = update.result.map(str::to_string);
+        if update.state == StepState::Succeeded {
+            task.output = update.output.cloned();
+        }
         match update.state {
             StepState::Running => {
                 task.started_at_ms = Some(at);
@@ -404,6 +414,7 @@ mod tests {
                 attempt,
                 result: Some(format!("{state:?}")),
                 undo,
+                output: None,
             })
         }
 
@@ -673,6 +684,7 @@ mod tests {
             attempt: 1,
             result: Some("leadership lost".into()),
             undo: Some(vec![]),
+            output: None,
         });
         refused(&late, "is stale");
         ok(&h.claim("j1"));

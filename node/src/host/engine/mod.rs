@@ -2,6 +2,7 @@
 //! engine implements the same operations.
 
 pub mod postgres;
+pub mod restore;
 pub mod snapshot;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,9 @@ pub struct InstanceSpec {
     /// `None` for specs from before security groups: any address.
     #[serde(default)]
     pub allowed_cidrs: Option<Vec<String>>,
+    /// The lineage its WAL is archived under, when the database keeps backups.
+    #[serde(default)]
+    pub backup_lineage: Option<String>,
 }
 
 /// `text` as a canonical CIDR (`10.1.2.3/8` → `10.0.0.0/8`; a bare address is a /32 or
@@ -126,6 +130,12 @@ impl InstanceSpec {
                 "master_user",
                 "use 1-63 lowercase letters, digits or '_', not starting with a digit",
             );
+        }
+        let lineage_ok = |l: &str| {
+            !l.is_empty() && l.len() <= 200 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        if self.backup_lineage.as_deref().is_some_and(|l| !lineage_ok(l)) {
+            return bad("backup_lineage", "use 1-200 letters, digits, '.', '-' or '_'");
         }
         for cidr in self.allowed_cidrs.iter().flatten() {
             if canonical_cidr(cidr).as_deref() != Ok(cidr.as_str()) {
@@ -225,6 +235,7 @@ mod tests {
             master_user: "app".into(),
             master_verifier: postgres_protocol::password::scram_sha_256(b"change me please"),
             allowed_cidrs: Some(vec!["10.0.0.0/8".into()]),
+            backup_lineage: None,
         }
     }
 
@@ -266,6 +277,10 @@ mod tests {
             ),
             ("id", Box::new(|s| s.id = "../other".into())),
             ("port", Box::new(|s| s.port = 22)),
+            (
+                "backup_lineage",
+                Box::new(|s| s.backup_lineage = Some("../../etc".into())),
+            ),
         ];
         for (field, change) in cases {
             let mut s = spec();

@@ -102,7 +102,7 @@ impl Postgres {
         self.volume(id).join("data")
     }
 
-    pub(super) fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(if program.contains('/') {
             PathBuf::from(program)
         } else {
@@ -116,7 +116,7 @@ impl Postgres {
         cmd
     }
 
-    pub(super) async fn run(&self, what: &str, cmd: &mut Command, stdin: Option<&str>) -> Result<String, EngineError> {
+    pub(crate) async fn run(&self, what: &str, cmd: &mut Command, stdin: Option<&str>) -> Result<String, EngineError> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
@@ -141,7 +141,7 @@ impl Postgres {
         Ok(text)
     }
 
-    pub(super) fn chown(&self, path: &Path) -> Result<(), EngineError> {
+    pub(crate) fn chown(&self, path: &Path) -> Result<(), EngineError> {
         if let Some((uid, gid)) = self.run_as {
             std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("chown"))?;
         }
@@ -422,7 +422,7 @@ impl Postgres {
     /// new connections; nothing restarts).
     pub async fn reload(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
         let (client, conn) = self
-            .superuser_config(spec, Duration::from_secs(10))
+            .superuser(spec, Duration::from_secs(10))
             .connect(tokio_postgres::NoTls)
             .await
             .map_err(|e| EngineError::Unavailable(format!("cannot reach the engine to reload it: {e}")))?;
@@ -445,7 +445,7 @@ impl Postgres {
     pub async fn set_password(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
         spec.validate().map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let (client, conn) = self
-            .superuser_config(spec, Duration::from_secs(10))
+            .superuser(spec, Duration::from_secs(10))
             .connect(tokio_postgres::NoTls)
             .await
             .map_err(|e| EngineError::Unavailable(format!("cannot reach the engine to set the password: {e}")))?;
@@ -463,7 +463,7 @@ impl Postgres {
     }
 
     /// The engine's superuser over the instance's private socket.
-    fn superuser_config(&self, spec: &InstanceSpec, within: Duration) -> tokio_postgres::Config {
+    pub(crate) fn superuser(&self, spec: &InstanceSpec, within: Duration) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
             .host_path(self.volume(&spec.id))
@@ -490,7 +490,7 @@ impl Postgres {
                 ..Health::default()
             };
         }
-        let config = self.superuser_config(spec, within);
+        let config = self.superuser(spec, within);
         let probe = async {
             let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
             tokio::spawn(conn);
@@ -530,7 +530,7 @@ fn quote_literal(text: &str) -> String {
 }
 
 /// A postgresql.conf string value: quoted, with quotes and backslashes escaped, and no line breaks.
-fn conf_value(text: &str) -> String {
+pub(super) fn conf_value(text: &str) -> String {
     let clean: String = text.chars().filter(|c| !c.is_control()).collect();
     format!("'{}'", clean.replace('\\', "\\\\").replace('\'', "''"))
 }
@@ -568,7 +568,7 @@ fn os_user_name(uid: u32) -> Option<String> {
     name.to_str().ok().map(str::to_string)
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(super) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -1,0 +1,392 @@
+//! The continuous WAL archive of one instance: `pg_receivewal` streams the engine's WAL
+//! over its private socket into a spool directory as it is written (`--synchronous`:
+//! flushed and reported at once, through a replication slot so nothing is recycled
+//! before it is received), and an uploader moves it to the zone's store every tick:
+//! whole segments once, the segment being written as each new stretch.
+//!
+//! Each tick also commits a heartbeat transaction (`txid_current()`), stamped after the
+//! tick's start time. Recovery to a time T stops at the first commit after T, so T is
+//! restorable only once such a commit is in the store: the heartbeat's is, as soon as its
+//! position is uploaded. `restorable_until_ms` is the start of the newest tick whose
+//! heartbeat is stored, so it trails now by a tick plus an upload.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::store::BackupStore;
+use super::wal::{self, WalObject};
+use super::work::wal_prefix;
+use crate::clock::now_ms;
+use crate::host::engine::postgres::Postgres;
+use crate::host::engine::InstanceSpec;
+
+/// The replication slot the archive streams through.
+pub const SLOT: &str = "keel_archive";
+/// How often the spool is uploaded and a heartbeat committed.
+const TICK: Duration = Duration::from_millis(200);
+/// Pause before restarting a failed `pg_receivewal`.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+/// How far an instance's archive reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// The lineage it archives for.
+    pub lineage: String,
+    /// Timeline of the newest archived WAL.
+    pub timeline: u32,
+    /// Everything before this position is stored.
+    pub archived_lsn: u64,
+    /// Every commit up to this time is stored.
+    pub restorable_until_ms: u64,
+    /// Why it is not moving, if it is not.
+    pub problem: Option<String>,
+}
+
+struct Running {
+    lineage: String,
+    stop: CancellationToken,
+    coverage: Arc<Mutex<Coverage>>,
+}
+
+/// Every archive this host runs, by instance.
+#[derive(Default, Clone)]
+pub struct Archives {
+    running: Arc<Mutex<HashMap<String, Running>>>,
+}
+
+impl Archives {
+    /// Make sure `spec`'s instance is being archived for `lineage` into `store` (spooling
+    /// under `spool`); a change of lineage restarts it.
+    pub fn ensure(
+        &self,
+        engine: Arc<Postgres>,
+        spec: &InstanceSpec,
+        lineage: &str,
+        store: BackupStore,
+        spool: PathBuf,
+    ) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = running.get(&spec.id) {
+            if r.lineage == lineage && !r.stop.is_cancelled() {
+                return;
+            }
+            r.stop.cancel();
+        }
+        let stop = CancellationToken::new();
+        let coverage = Arc::new(Mutex::new(Coverage {
+            lineage: lineage.to_string(),
+            ..Coverage::default()
+        }));
+        let archive = Archive {
+            engine,
+            spec: spec.clone(),
+            lineage: lineage.to_string(),
+            store,
+            spool,
+            coverage: coverage.clone(),
+        };
+        tokio::spawn(archive.run(stop.clone()));
+        running.insert(
+            spec.id.clone(),
+            Running {
+                lineage: lineage.to_string(),
+                stop,
+                coverage,
+            },
+        );
+    }
+
+    /// Stop archiving an instance (it is being stopped or destroyed).
+    pub fn stop(&self, instance: &str) {
+        if let Some(r) = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(instance) {
+            r.stop.cancel();
+        }
+    }
+
+    /// Whether an instance is being archived.
+    pub fn is_running(&self, instance: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(instance)
+    }
+
+    /// How far an instance's archive reaches.
+    pub fn coverage(&self, instance: &str) -> Option<Coverage> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .get(instance)
+            .map(|r| r.coverage.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+struct Archive {
+    engine: Arc<Postgres>,
+    spec: InstanceSpec,
+    lineage: String,
+    store: BackupStore,
+    spool: PathBuf,
+    coverage: Arc<Mutex<Coverage>>,
+}
+
+/// What the uploader has stored of the spool.
+#[derive(Default)]
+struct Uploaded {
+    /// Per segment being written: bytes stored so far, and the stretch objects' keys.
+    parts: HashMap<String, (u64, Vec<String>)>,
+    /// History files stored.
+    histories: BTreeSet<String>,
+    /// (tick start, heartbeat position) not yet known stored.
+    beats: Vec<(u64, u64)>,
+}
+
+impl Archive {
+    async fn run(self, stop: CancellationToken) {
+        if let Err(e) = std::fs::create_dir_all(&self.spool)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.engine.chown(&self.spool).map_err(|e| e.to_string()))
+        {
+            self.problem(format!("cannot make the WAL spool {}: {e}", self.spool.display()));
+            return;
+        }
+        let receiver = {
+            let (engine, spec, spool, stop) =
+                (self.engine.clone(), self.spec.clone(), self.spool.clone(), stop.clone());
+            let coverage = self.coverage.clone();
+            tokio::spawn(async move { receive(engine, spec, spool, stop, coverage).await })
+        };
+        let mut uploaded = Uploaded::default();
+        let mut client: Option<tokio_postgres::Client> = None;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            if let Err(e) = self.tick(&mut client, &mut uploaded).await {
+                client = None;
+                self.problem(e);
+            }
+        }
+        let _ = receiver.await;
+    }
+
+    fn problem(&self, why: String) {
+        tracing::debug!(instance = %self.spec.id, problem = %why, "WAL archive is not keeping up.");
+        self.coverage.lock().unwrap_or_else(|p| p.into_inner()).problem = Some(why);
+    }
+
+    async fn tick(&self, client: &mut Option<tokio_postgres::Client>, up: &mut Uploaded) -> Result<(), String> {
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            let (c, conn) = self
+                .engine
+                .superuser(&self.spec, Duration::from_secs(5))
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("cannot reach the engine: {e}"))?;
+            tokio::spawn(conn);
+            *client = Some(c);
+        }
+        let c = client.as_ref().expect("connected above");
+        // The heartbeat: a commit stamped after `started`, at a position we then learn.
+        let started = now_ms();
+        let row = c
+            .query_one(
+                "SELECT txid_current(), pg_current_wal_lsn()::text, \
+                 (SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&SLOT],
+            )
+            .await
+            .map_err(|e| format!("heartbeat failed: {e}"))?;
+        let beat: String = row.get(1);
+        let flushed: Option<String> = row.get(2);
+        let beat = wal::parse_lsn(&beat).ok_or("unreadable WAL position")?;
+        up.beats.push((started, beat));
+        // What pg_receivewal has flushed (and so written to the spool) by now.
+        let flushed = flushed.as_deref().and_then(wal::parse_lsn).unwrap_or(0);
+        let timeline = self.upload(flushed, up).await?;
+        // Every heartbeat at or below the stored position is stored.
+        let stored: Vec<u64> = up
+            .beats
+            .iter()
+            .filter(|(_, l)| *l <= flushed)
+            .map(|(t, _)| *t)
+            .collect();
+        up.beats.retain(|(_, l)| *l > flushed);
+        let mut cov = self.coverage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = stored.into_iter().max() {
+            cov.restorable_until_ms = cov.restorable_until_ms.max(t);
+        }
+        if flushed > cov.archived_lsn {
+            cov.archived_lsn = flushed;
+        }
+        if timeline > 0 {
+            cov.timeline = timeline;
+        }
+        cov.problem = None;
+        Ok(())
+    }
+
+    /// Upload what the spool holds below `flushed`; returns the newest timeline seen.
+    async fn upload(&self, flushed: u64, up: &mut Uploaded) -> Result<u32, String> {
+        let prefix = wal_prefix(&self.lineage);
+        let mut names: Vec<String> = std::fs::read_dir(&self.spool)
+            .map_err(|e| format!("cannot read the WAL spool: {e}"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut timeline = 0;
+        for file in names {
+            let path = self.spool.join(&file);
+            if file.ends_with(".history") {
+                if up.histories.contains(&file) {
+                    continue;
+                }
+                let bytes = read(&path)?;
+                let sha = super::store::sha256_hex(&bytes);
+                let obj = WalObject::History {
+                    name: file.clone(),
+                    sha256: sha,
+                };
+                self.put(&format!("{prefix}{}", obj.file_name()), bytes).await?;
+                up.histories.insert(file);
+            } else if let Some(name) = file.strip_suffix(".partial") {
+                let Some(start) = wal::segment_start(name) else {
+                    continue;
+                };
+                timeline = timeline.max(wal::timeline_of(name).unwrap_or(0));
+                let upto = flushed.saturating_sub(start).min(wal::SEGMENT_BYTES);
+                let entry = up.parts.entry(name.to_string()).or_default();
+                if upto <= entry.0 {
+                    continue;
+                }
+                let bytes = read_range(&path, entry.0, upto)?;
+                let obj = WalObject::Part {
+                    name: name.to_string(),
+                    start: entry.0,
+                    end: upto,
+                    sha256: super::store::sha256_hex(&bytes),
+                };
+                let key = format!("{prefix}{}", obj.file_name());
+                self.put(&key, bytes).await?;
+                entry.0 = upto;
+                entry.1.push(key);
+            } else if wal::segment_start(&file).is_some() {
+                timeline = timeline.max(wal::timeline_of(&file).unwrap_or(0));
+                let bytes = read(&path)?;
+                let obj = WalObject::Segment {
+                    name: file.clone(),
+                    sha256: super::store::sha256_hex(&bytes),
+                };
+                self.put(&format!("{prefix}{}", obj.file_name()), bytes).await?;
+                // The whole segment is stored: its stretches and the local copy can go.
+                if let Some((_, keys)) = up.parts.remove(&file) {
+                    for key in keys {
+                        let _ = self.store.delete(&key).await;
+                    }
+                }
+                std::fs::remove_file(&path).map_err(|e| format!("cannot remove archived {file}: {e}"))?;
+            }
+        }
+        Ok(timeline)
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        self.store
+            .put_bytes(key, bytes)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn read_range(path: &Path, from: u64, to: u64) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    f.seek(SeekFrom::Start(from)).map_err(|e| e.to_string())?;
+    let mut buf = vec![0; (to - from) as usize];
+    f.read_exact(&mut buf)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(buf)
+}
+
+/// Keep `pg_receivewal` running into `spool` until `stop` (restarted after a pause when it
+/// exits: the engine restarting, a dropped connection).
+async fn receive(
+    engine: Arc<Postgres>,
+    spec: InstanceSpec,
+    spool: PathBuf,
+    stop: CancellationToken,
+    coverage: Arc<Mutex<Coverage>>,
+) {
+    let conninfo = format!(
+        "host={} port={} user=postgres",
+        engine.volume(&spec.id).display(),
+        spec.port
+    );
+    loop {
+        let mut create = engine.command("pg_receivewal");
+        create
+            .args([
+                "--dbname",
+                &conninfo,
+                "--slot",
+                SLOT,
+                "--create-slot",
+                "--if-not-exists",
+            ])
+            .arg("--directory")
+            .arg(&spool);
+        let created = engine
+            .run("create the archive's replication slot", &mut create, None)
+            .await;
+        let outcome: Result<(), String> = match created {
+            Err(e) => Err(e.to_string()),
+            Ok(_) => {
+                let mut cmd = engine.command("pg_receivewal");
+                cmd.args([
+                    "--dbname",
+                    &conninfo,
+                    "--slot",
+                    SLOT,
+                    "--synchronous",
+                    "--status-interval",
+                    "1",
+                    "--no-loop",
+                ])
+                .arg("--directory")
+                .arg(&spool)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+                match cmd.spawn() {
+                    Err(e) => Err(format!("cannot start pg_receivewal: {e}")),
+                    Ok(mut child) => {
+                        tokio::select! {
+                            _ = stop.cancelled() => {
+                                let _ = child.kill().await;
+                                return;
+                            }
+                            out = child.wait() => Err(format!("pg_receivewal exited ({})", out.map_or_else(|e| e.to_string(), |s| s.to_string()))),
+                        }
+                    }
+                }
+            }
+        };
+        if let Err(why) = outcome {
+            tracing::debug!(instance = %spec.id, %why, "WAL receiver stopped; restarting it.");
+            coverage.lock().unwrap_or_else(|p| p.into_inner()).problem = Some(why);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RESTART_PAUSE) => {}
+        }
+    }
+}

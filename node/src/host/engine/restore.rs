@@ -1,0 +1,133 @@
+//! Making an instance from a snapshot and archived WAL: unpack, write the recovery
+//! settings, start, let the engine replay to the target and promote, then put the
+//! instance's own settings back. Nothing counts until the engine has left recovery.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use keel_raft_store::RestoreTarget;
+
+use super::postgres::{conf_value, io, tail, Postgres};
+use super::{EngineError, InstanceSpec};
+
+impl Postgres {
+    /// Make `spec`'s volume from the snapshot files in `snapshot` (`base.tar.gz`,
+    /// `pg_wal.tar.gz`) and the WAL files in `wal`, replay to `target` and promote;
+    /// waits at most `within` for the replay. Idempotent once it has succeeded.
+    pub async fn restore(
+        &self,
+        spec: &InstanceSpec,
+        snapshot: &Path,
+        wal: &Path,
+        target: &RestoreTarget,
+        within: Duration,
+    ) -> Result<(), EngineError> {
+        if self.provisioned(&spec.id) {
+            return self.start(spec).await;
+        }
+        let volume = self.volume(&spec.id);
+        let _ = self.shut_down(&spec.id).await;
+        let _ = std::fs::remove_dir_all(&volume);
+        let data = volume.join("data");
+        for dir in [&volume, &data] {
+            std::fs::create_dir_all(dir).map_err(io("create volume"))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("protect volume"))?;
+            self.chown(dir)?;
+        }
+        for (tar, into) in [("base.tar.gz", data.clone()), ("pg_wal.tar.gz", data.join("pg_wal"))] {
+            self.run(
+                "unpack snapshot",
+                self.command("/bin/tar")
+                    .arg("-xzf")
+                    .arg(snapshot.join(tar))
+                    .arg("-C")
+                    .arg(&into),
+                None,
+            )
+            .await?;
+        }
+        for stale in ["postmaster.pid", "postmaster.opts", "standby.signal"] {
+            let _ = std::fs::remove_file(data.join(stale));
+        }
+        // The engine's OS user reads the fetched WAL.
+        self.chown(wal)?;
+        for f in std::fs::read_dir(wal).map_err(io("read fetched WAL"))?.flatten() {
+            self.chown(&f.path())?;
+        }
+        self.configure(spec)?;
+        let mut recovery = format!(
+            "\n# Restore: replay, then promote (removed once the instance is promoted).\nrestore_command = {}\nrecovery_target_action = 'promote'\nrecovery_target_timeline = 'latest'\n",
+            conf_value(&format!("cp \"{}/%f\" \"%p\"", wal.display()))
+        );
+        if let RestoreTarget::Time { at_ms } = target {
+            recovery.push_str(&format!(
+                "recovery_target_time = {}\nrecovery_target_inclusive = on\n",
+                conf_value(&keel_raft_store::timefmt::format_ms(*at_ms))
+            ));
+        } else if matches!(target, RestoreTarget::Snapshot) {
+            recovery.push_str("recovery_target = 'immediate'\n");
+        }
+        let conf = data.join("keel.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(io("read keel.conf"))?;
+        text.push_str(&recovery);
+        std::fs::write(&conf, text).map_err(io("write recovery settings"))?;
+        let signal = data.join("recovery.signal");
+        std::fs::write(&signal, b"").map_err(io("write recovery.signal"))?;
+        self.chown(&signal)?;
+        let log = volume.join("postgres.log");
+        self.run(
+            "pg_ctl start (recovery)",
+            self.command("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-W", "start"]),
+            None,
+        )
+        .await?;
+        self.wait_promoted(spec, &log, within).await?;
+        // The instance's own settings, without the recovery ones, for every later start.
+        self.configure(spec)?;
+        std::fs::write(volume.join(".provisioned"), b"").map_err(io("mark provisioned"))?;
+        Ok(())
+    }
+
+    /// Wait until the engine has replayed and left recovery, or say why it will not.
+    async fn wait_promoted(&self, spec: &InstanceSpec, log: &Path, within: Duration) -> Result<(), EngineError> {
+        let started = tokio::time::Instant::now();
+        let until = started + within;
+        let mut last;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            // A moment for the postmaster to write its pid file before judging it gone.
+            if !self.running(&spec.id) && started.elapsed() > Duration::from_secs(3) {
+                return Err(EngineError::Command {
+                    what: "recovery".into(),
+                    detail: format!("the engine stopped during recovery:\n{}", tail(log, 20)),
+                });
+            }
+            let probe = async {
+                let (client, conn) = self
+                    .superuser(spec, Duration::from_secs(2))
+                    .connect(tokio_postgres::NoTls)
+                    .await?;
+                tokio::spawn(conn);
+                let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await?;
+                Ok::<bool, tokio_postgres::Error>(row.get(0))
+            };
+            match probe.await {
+                Ok(false) => return Ok(()),
+                Ok(true) => last = "still replaying".into(),
+                Err(e) => last = e.to_string(),
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(EngineError::Command {
+                    what: "recovery".into(),
+                    detail: format!("not promoted within {within:?} ({last}):\n{}", tail(log, 20)),
+                });
+            }
+        }
+    }
+}

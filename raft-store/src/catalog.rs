@@ -1,0 +1,169 @@
+//! The backup catalog's records: snapshots and the WAL archive's coverage. The objects
+//! themselves live in backup stores the host managers write; the catalog says what each
+//! store holds, with checksums, so a restore can be planned and checked before any work.
+
+use serde::{Deserialize, Serialize};
+
+use crate::records::Millis;
+
+/// Which copy of a database's backups: the frequent one near the data, or the daily one
+/// kept apart from it (seed 004's two environments).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupTier {
+    /// The data environment's store of the zone the instance runs in.
+    #[default]
+    Zone,
+    /// The control environment's store.
+    Control,
+}
+
+/// Why a snapshot exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotKind {
+    /// Taken on the database's cadence; removed after its retention.
+    #[default]
+    Automatic,
+    /// Asked for by a user; kept until deleted, even after its database.
+    User,
+    /// Taken when the database was deleted; kept until deleted.
+    Final,
+}
+
+/// Where a snapshot is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotState {
+    /// Being taken.
+    #[default]
+    Creating,
+    /// Verified and stored: it can be restored.
+    Available,
+}
+
+/// One object in a backup store, as the host that wrote it measured it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupObject {
+    /// Its key in the store.
+    pub key: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of the content, hex; a restore refuses content that differs.
+    pub sha256: String,
+}
+
+/// A snapshot of a database: a verified base backup in a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Snapshot {
+    /// Name, unique in its account.
+    pub name: String,
+    /// The account that owns it.
+    pub account: String,
+    /// The database it is of (its key, `<name>.<account>`; the database may be gone).
+    pub database: String,
+    /// The database's lineage: its backups' prefix in the stores.
+    pub lineage: String,
+    /// Why it exists.
+    pub kind: SnapshotKind,
+    /// Where it is in its life.
+    pub state: SnapshotState,
+    /// When it was asked for.
+    pub requested_at_ms: Millis,
+    /// When the backup ended: the database can be restored to this time or later from it.
+    pub taken_at_ms: Millis,
+    /// The engine's timeline it was taken on.
+    pub timeline: u32,
+    /// WAL position replay starts from.
+    pub start_lsn: String,
+    /// WAL position it is consistent at.
+    pub end_lsn: String,
+    /// Bytes stored.
+    pub size_bytes: u64,
+    /// Its objects, with their checksums.
+    pub objects: Vec<BackupObject>,
+    /// The instance it was taken from.
+    pub source_instance: String,
+    /// The zone of the store holding it.
+    pub zone: String,
+    /// Which tier of copy it is.
+    pub tier: BackupTier,
+    /// The operation that took it.
+    pub job_id: String,
+}
+
+impl Snapshot {
+    /// Its key in the catalog: `<name>.<account>`.
+    pub fn key(&self) -> String {
+        crate::records::database_key(&self.name, &self.account)
+    }
+}
+
+/// How far a database lineage's WAL archive reaches, as its host last reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WalArchive {
+    /// The lineage (prefix in the stores).
+    pub lineage: String,
+    /// The database (key) it belongs to.
+    pub database: String,
+    /// The zone whose store holds it.
+    pub zone: String,
+    /// The timeline being archived.
+    pub timeline: u32,
+    /// Everything written before this WAL position is in the store.
+    pub archived_lsn: String,
+    /// Every transaction committed at or before this time is in the store.
+    pub restorable_until_ms: Millis,
+}
+
+/// What a task produced that the catalog records when it succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TaskOutput {
+    /// A snapshot was taken, verified and stored.
+    Snapshot {
+        /// When the backup ended.
+        taken_at_ms: Millis,
+        /// Timeline.
+        timeline: u32,
+        /// Replay start.
+        start_lsn: String,
+        /// Consistent at.
+        end_lsn: String,
+        /// Stored objects.
+        objects: Vec<BackupObject>,
+        /// Zone of the store.
+        zone: String,
+    },
+}
+
+/// What a restore starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "kebab-case")]
+pub enum RestoreTarget {
+    /// Every transaction committed at or before this time, and none after.
+    Time {
+        /// The target, ms since the epoch.
+        at_ms: Millis,
+    },
+    /// As far as the archive reaches.
+    Latest,
+    /// The snapshot alone, as it was taken.
+    Snapshot,
+}
+
+/// Where a restored database's data comes from, fixed when the restore is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSource {
+    /// The source database's key (it may have been deleted since).
+    pub database: String,
+    /// Its lineage: where its snapshots and WAL are in the stores.
+    pub lineage: String,
+    /// The snapshot replay starts from (its catalog key).
+    pub snapshot: String,
+    /// How far to replay.
+    pub target: RestoreTarget,
+}
