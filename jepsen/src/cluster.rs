@@ -314,6 +314,7 @@ impl Cluster {
         if !tls.join("cert.pem").exists() {
             self.issue(&["--host", &self.hosts[i].name.clone()], &tls)?;
         }
+        let backups = self.backup_dir();
         let h = &self.hosts[i];
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
         let child = Command::new(&self.spec.bin)
@@ -321,12 +322,19 @@ impl Cluster {
                 "host", "--name", &h.name, "--zone", &h.zone, "--addr", &h.addr, "--root",
             ])
             .arg(&h.root)
+            .arg("--backup-dir")
+            .arg(backups)
             .stdout(out.try_clone()?)
             .stderr(out)
             .stdin(Stdio::null())
             .spawn()?;
         self.hosts[i].child = Some(child);
         Ok(())
+    }
+
+    /// Where the host managers keep backups: `zone-<zone>/` and `control/` stores.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.dir.path().join("backups")
     }
 
     /// The process id of host manager `i` (0-based), while it runs.

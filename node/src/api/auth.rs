@@ -169,6 +169,8 @@ pub fn required_role(method: &axum::http::Method, path: &str) -> Role {
             let read = method == Method::GET;
             path == "/v1/databases"
                 || path.starts_with("/v1/databases/")
+                || path == "/v1/snapshots"
+                || path.starts_with("/v1/snapshots/")
                 || path == "/v1/security-groups"
                 || path.starts_with("/v1/security-groups/")
                 || (read && (path == "/v1/ops" || path == "/v1/events" || path == "/v1/whoami"))

@@ -149,7 +149,7 @@ fn window(what: &str, w: &str, weekly: bool) -> Result<(), ApiError> {
         .map_err(|e| ApiError::InvalidArgument(format!("{what}: {e}")))
 }
 
-fn class(name: &str) -> Result<(), ApiError> {
+pub(crate) fn class(name: &str) -> Result<(), ApiError> {
     classes::lookup(name).map(|_| ()).ok_or_else(|| {
         let names: Vec<&str> = classes::CLASSES.iter().map(|c| c.name).collect();
         ApiError::InvalidArgument(format!(
@@ -167,7 +167,7 @@ pub const EVENTS_PAGE_MAX: usize = 10_000;
 /// Storage Keel allocates, GiB.
 pub const STORAGE_GIB: std::ops::RangeInclusive<u32> = 1..=16_384;
 
-fn storage(gib: u32) -> Result<(), ApiError> {
+pub(crate) fn storage(gib: u32) -> Result<(), ApiError> {
     if STORAGE_GIB.contains(&gib) {
         Ok(())
     } else {
@@ -180,7 +180,7 @@ fn storage(gib: u32) -> Result<(), ApiError> {
 }
 
 impl Api {
-    fn database_reply(
+    pub(crate) fn database_reply(
         &self,
         r: Response,
         master_password: Option<String>,

@@ -15,6 +15,7 @@ use super::accounts::{
     WhoAmI,
 };
 use super::auth::Principal;
+use super::backups::{RestoreRequest, SnapshotRequest};
 use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
 use super::error::ApiError;
 use super::openapi;
@@ -22,7 +23,7 @@ use super::security_groups::{CreateSecurityGroupRequest, SecurityGroupRulesReque
 use super::service::{AddHostRequest, AddNodeRequest, Api, OpsPage, SubmitNoopRequest};
 use super::views::{
     AddHostResponse, ClusterStatusView, DatabaseOperation, DatabaseView, EventView, HostView, NodeStatusView,
-    OperationView,
+    OperationView, SnapshotView,
 };
 
 /// A request body as sent: any JSON, checked by [`body`].
@@ -69,6 +70,10 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(list_databases, create_database))
         .routes(routes!(describe_database, modify_database, delete_database))
         .routes(routes!(events))
+        .routes(routes!(snapshot_database))
+        .routes(routes!(restore_database))
+        .routes(routes!(list_snapshots))
+        .routes(routes!(describe_snapshot))
         .routes(routes!(dns_zone))
         .routes(routes!(cluster_status))
         .routes(routes!(add_node))
@@ -255,6 +260,61 @@ async fn delete_database(
 ) -> Reply<DatabaseOperation> {
     let q = query(q)?;
     Ok(Json(api.delete_database(&who, &name, q.request_id).await?))
+}
+
+/// Take a snapshot of a database (kept until deleted).
+#[utoipa::path(post, path = "/v1/databases/{name}/snapshots", tag = "backups", request_body = SnapshotRequest,
+    params(("name" = String, Path, description = "Database name")), responses((status = 200, body = DatabaseOperation)))]
+async fn snapshot_database(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    req: Body,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.snapshot_database(&who, &name, body(req)?).await?))
+}
+
+/// Make a new database from this one's backups: to a time, the latest restorable time, or a snapshot.
+#[utoipa::path(post, path = "/v1/databases/{name}/restore", tag = "backups", request_body = RestoreRequest,
+    params(("name" = String, Path, description = "Source database name")), responses((status = 200, body = DatabaseOperation)))]
+async fn restore_database(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    req: Body,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.restore_database(&who, &name, body(req)?).await?))
+}
+
+/// Query of `GET /v1/snapshots`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SnapshotsQuery {
+    /// Only this database's snapshots.
+    db: Option<String>,
+}
+
+/// The caller's snapshots, oldest first.
+#[utoipa::path(get, path = "/v1/snapshots", tag = "backups", params(SnapshotsQuery),
+    responses((status = 200, body = Vec<SnapshotView>)))]
+async fn list_snapshots(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    q: QueryOf<SnapshotsQuery>,
+) -> Reply<Vec<SnapshotView>> {
+    let q = query(q)?;
+    Ok(Json(api.list_snapshots(&who, q.db.as_deref()).await?))
+}
+
+/// One snapshot, with its stored objects and their checksums.
+#[utoipa::path(get, path = "/v1/snapshots/{name}", tag = "backups",
+    params(("name" = String, Path, description = "Snapshot name")), responses((status = 200, body = SnapshotView)))]
+async fn describe_snapshot(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<SnapshotView> {
+    Ok(Json(api.describe_snapshot(&who, &name).await?))
 }
 
 /// Query of `GET /v1/events`.

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod backups;
 pub mod databases;
 pub mod error;
 pub mod grpc;

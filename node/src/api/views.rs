@@ -292,6 +292,112 @@ pub struct DatabaseView {
     pub pending: Option<ModificationView>,
     /// Client networks its instances allow now (`null`: any, made before security groups).
     pub access: Option<Vec<String>>,
+    /// The times it can be restored to now (`null` until its first snapshot).
+    pub restorable: Option<RestorableView>,
+    /// What it was restored from, if it was.
+    pub restored_from: Option<String>,
+}
+
+/// The span of times a database can be restored to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RestorableView {
+    /// Earliest restorable time (Unix ms): the end of its oldest snapshot.
+    pub earliest_ms: u64,
+    /// Latest restorable time (Unix ms): every commit up to it is archived.
+    pub latest_ms: u64,
+}
+
+/// Why a snapshot exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotKindView {
+    /// On the database's cadence.
+    Automatic,
+    /// Asked for by a user; kept until deleted.
+    User,
+    /// Taken at deletion; kept until deleted.
+    Final,
+}
+
+/// A snapshot in the backup catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotView {
+    /// Name, unique in its account.
+    pub name: String,
+    /// Owning account.
+    pub account: String,
+    /// The database it is of (its name; it may have been deleted).
+    pub database: String,
+    /// Why it exists.
+    pub kind: SnapshotKindView,
+    /// `creating` or `available`.
+    pub state: String,
+    /// When it was asked for (Unix ms).
+    pub requested_at_ms: u64,
+    /// When the backup ended: restorable from then on (Unix ms; 0 while creating).
+    pub taken_at_ms: u64,
+    /// The engine timeline.
+    pub timeline: u32,
+    /// WAL position replay starts from.
+    pub start_lsn: String,
+    /// WAL position it is consistent at.
+    pub end_lsn: String,
+    /// Bytes stored.
+    pub size_bytes: u64,
+    /// Zone of the store holding it.
+    pub zone: String,
+    /// `zone` (the data environment's store) or `control`.
+    pub tier: String,
+    /// Stored objects with their SHA-256.
+    pub objects: Vec<BackupObjectView>,
+}
+
+/// One stored object of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupObjectView {
+    /// Key in the store.
+    pub key: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+impl From<&rs::Snapshot> for SnapshotView {
+    fn from(s: &rs::Snapshot) -> Self {
+        Self {
+            name: s.name.clone(),
+            account: s.account.clone(),
+            database: s
+                .database
+                .split_once('.')
+                .map_or(s.database.as_str(), |(n, _)| n)
+                .to_string(),
+            kind: match s.kind {
+                rs::SnapshotKind::Automatic => SnapshotKindView::Automatic,
+                rs::SnapshotKind::User => SnapshotKindView::User,
+                rs::SnapshotKind::Final => SnapshotKindView::Final,
+            },
+            state: rs::wire_name(&s.state),
+            requested_at_ms: s.requested_at_ms,
+            taken_at_ms: s.taken_at_ms,
+            timeline: s.timeline,
+            start_lsn: s.start_lsn.clone(),
+            end_lsn: s.end_lsn.clone(),
+            size_bytes: s.size_bytes,
+            zone: s.zone.clone(),
+            tier: rs::wire_name(&s.tier),
+            objects: s
+                .objects
+                .iter()
+                .map(|o| BackupObjectView {
+                    key: o.key.clone(),
+                    size: o.size,
+                    sha256: o.sha256.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl DatabaseView {
@@ -318,6 +424,11 @@ impl DatabaseView {
             operation: db.operation.clone(),
             pending: db.pending.as_ref().map(ModificationView::from),
             access: db.access.clone(),
+            restorable: state.restorable_window(&db.lineage()).map(|w| RestorableView {
+                earliest_ms: w.earliest_ms,
+                latest_ms: w.latest_ms,
+            }),
+            restored_from: db.restored_from.clone(),
         }
     }
 }

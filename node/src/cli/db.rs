@@ -10,6 +10,7 @@ use clap::Subcommand;
 use super::client::{typed, Client};
 use super::output::{table, time, Format};
 use super::print;
+use crate::api::backups::{RestoreRequest, SnapshotRequest};
 use crate::api::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
 use crate::api::views::{DatabaseOperation, DatabaseView, EventView, OperationView, Progress};
 
@@ -110,6 +111,51 @@ pub enum DbCmd {
         /// Replace the security groups (comma-separated; applied at once).
         #[arg(long, value_delimiter = ',')]
         security_groups: Option<Vec<String>>,
+    },
+    /// Take a snapshot, kept until deleted (even after the database).
+    Snapshot {
+        /// Database name.
+        name: String,
+        /// Snapshot name (unique in the account).
+        snapshot: String,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Request id: a retry with the same id answers the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Make a new database from this one's backups (to a time, the latest, or a snapshot).
+    Restore {
+        /// Source database name.
+        source: String,
+        /// The new database's name.
+        #[arg(long)]
+        to: String,
+        /// Every transaction committed at or before this time (RFC 3339, e.g. 2026-11-30T16:00:05Z).
+        #[arg(long, required_unless_present_any = ["latest", "snapshot"], conflicts_with_all = ["latest", "snapshot"])]
+        time: Option<String>,
+        /// As far as the archive reaches.
+        #[arg(long, conflicts_with = "snapshot")]
+        latest: bool,
+        /// This snapshot, as it was taken.
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Instance class (default: the source's).
+        #[arg(long)]
+        class: Option<String>,
+        /// Storage in GiB (default: the source's).
+        #[arg(long)]
+        storage_gib: Option<u32>,
+        /// Zone (default: any).
+        #[arg(long)]
+        zone: Option<String>,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Request id: a retry with the same id answers the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Delete a database and its data.
     Delete {
@@ -229,6 +275,45 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             };
             (client.patch(&format!("/v1/databases/{name}"), &req).await?, wait)
         }
+        DbCmd::Snapshot {
+            name,
+            snapshot,
+            wait,
+            request_id,
+        } => {
+            let req = SnapshotRequest { snapshot, request_id };
+            (
+                client.post(&format!("/v1/databases/{name}/snapshots"), &req).await?,
+                wait,
+            )
+        }
+        DbCmd::Restore {
+            source,
+            to,
+            time,
+            latest,
+            snapshot,
+            class,
+            storage_gib,
+            zone,
+            wait,
+            request_id,
+        } => {
+            let req = RestoreRequest {
+                to,
+                time,
+                latest,
+                snapshot,
+                class,
+                storage_gib,
+                zone,
+                request_id,
+            };
+            (
+                client.post(&format!("/v1/databases/{source}/restore"), &req).await?,
+                wait,
+            )
+        }
         DbCmd::Delete { name, wait, request_id } => {
             let query = match request_id {
                 Some(r) if r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)) => {
@@ -306,6 +391,17 @@ fn describe(d: &DatabaseView) -> String {
         time(Some(d.created_at_ms)),
         d.operation.as_deref().unwrap_or("-"),
     );
+    match &d.restorable {
+        Some(r) => s.push_str(&format!(
+            "  restorable:  {} to {}\n",
+            time(Some(r.earliest_ms)),
+            time(Some(r.latest_ms))
+        )),
+        None => s.push_str("  restorable:  - (no snapshot yet)\n"),
+    }
+    if let Some(from) = &d.restored_from {
+        s.push_str(&format!("  restored:    from {from}\n"));
+    }
     if let Some(p) = &d.pending {
         s.push_str(&format!(
             "  pending:     {}\n",

@@ -7,6 +7,7 @@ mod db;
 mod output;
 pub mod profile;
 mod security_groups;
+mod snapshots;
 
 use keel_raft_store::wire_name;
 use std::collections::BTreeMap;
@@ -97,6 +98,9 @@ enum Cmd {
     /// Client networks allowed to connect to an account's databases.
     #[command(subcommand)]
     SecurityGroups(security_groups::SecurityGroupsCmd),
+    /// Snapshots in the backup catalog.
+    #[command(subcommand)]
+    Snapshots(snapshots::SnapshotsCmd),
     /// The certificate authority of internal mutual TLS and the API's certificate.
     #[command(subcommand)]
     Ca(ca::CaCmd),
@@ -317,6 +321,7 @@ async fn call_api(client: &Client, out: Format, command: Cmd) -> anyhow::Result<
         Cmd::Whoami => access::whoami(client, out).await,
         Cmd::Audit(args) => access::audit(client, out, args).await,
         Cmd::SecurityGroups(cmd) => security_groups::run(client, out, cmd).await,
+        Cmd::Snapshots(cmd) => snapshots::run(client, out, cmd).await,
         Cmd::Server(_) | Cmd::Host(_) | Cmd::Dev(_) | Cmd::Ca(_) => unreachable!("run handles the roles"),
     }
 }

@@ -288,6 +288,9 @@ async fn start_host(exe: &Path, dir: &Path, i: u64, client: &crate::cli::client:
             "--root",
         ])
         .arg(dir.join(format!("host-{i}")))
+        // Backups on by default: every zone's store and the control store under the dev directory.
+        .arg("--backup-dir")
+        .arg(dir.join("backups"))
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)

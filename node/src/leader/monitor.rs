@@ -1,13 +1,14 @@
 //! The monitor: health-checks every registered host manager on an interval and
 //! commits only changes — a host becoming unreachable or recovering, a new
-//! capacity report, a database's storage crossing the full mark.
+//! capacity report, a database's storage crossing the full mark, a WAL archive
+//! reaching further (into the backup catalog).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use keel_proto::host::HealthReply;
-use keel_raft_store::{AdminState, Command, DatabaseStatus, HostCapacity, HostHealth, InstanceHealth};
+use keel_raft_store::{AdminState, Command, DatabaseStatus, HostCapacity, HostHealth, InstanceHealth, WalArchive};
 
 use super::Term;
 
@@ -209,7 +210,40 @@ async fn healthy(
     for mark in marks {
         t.commit(mark).await?;
     }
+    let archives = t.read(|a| archive_progress(a, &host.name, report));
+    if !archives.is_empty() {
+        t.commit(Command::RecordArchive { archives }).await?;
+    }
     Ok(())
+}
+
+/// The WAL archives in `report` that reach further than the catalog says, for instances
+/// the catalog places on `host` (a report about an instance elsewhere is ignored).
+pub fn archive_progress(state: &AdminState, host: &str, report: &HealthReply) -> Vec<WalArchive> {
+    report
+        .instances_health
+        .iter()
+        .filter(|h| !h.archive_lineage.is_empty() && h.restorable_until_ms > 0)
+        .filter_map(|h| {
+            let instance = state.instances.get(&h.instance_id).filter(|i| i.host == host)?;
+            let db = state.databases.get(&instance.database)?;
+            if db.lineage() != h.archive_lineage {
+                return None;
+            }
+            let known = state
+                .archives
+                .get(&h.archive_lineage)
+                .map_or(0, |a| a.restorable_until_ms);
+            (h.restorable_until_ms > known).then(|| WalArchive {
+                lineage: h.archive_lineage.clone(),
+                database: instance.database.clone(),
+                zone: state.hosts.get(host).map(|x| x.zone.clone()).unwrap_or_default(),
+                timeline: h.archive_timeline,
+                archived_lsn: h.archived_lsn.clone(),
+                restorable_until_ms: h.restorable_until_ms,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -341,5 +375,30 @@ mod tests {
         assert!(storage_full(91, 100, true), "stays full inside the gap");
         assert!(!storage_full(89, 100, true));
         assert!(!storage_full(5, 0, false), "no allocation reported: never full");
+    }
+
+    #[test]
+    fn archive_reports_move_the_catalog_only_forward_and_only_from_the_instances_host() {
+        let mut s = state(DatabaseStatus::Available, InstanceHealth::Healthy);
+        s.databases.get_mut("db").unwrap().lineage = "L1".into();
+        let mut r = report(Some(true));
+        r.instances_health[0].archive_lineage = "L1".into();
+        r.instances_health[0].restorable_until_ms = 5_000;
+        r.instances_health[0].archived_lsn = "0/3000060".into();
+        let got = archive_progress(&s, "h1", &r);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].database.as_str(), got[0].restorable_until_ms), ("db", 5_000));
+        assert!(
+            archive_progress(&s, "h2", &r).is_empty(),
+            "another host's word about i1 is ignored"
+        );
+        s.archives.insert("L1".into(), got[0].clone());
+        assert!(archive_progress(&s, "h1", &r).is_empty(), "nothing new");
+        r.instances_health[0].archive_lineage = "other".into();
+        r.instances_health[0].restorable_until_ms = 9_000;
+        assert!(
+            archive_progress(&s, "h1", &r).is_empty(),
+            "a lineage that is not the database's"
+        );
     }
 }

@@ -3,12 +3,16 @@
 //! its events and its failure handling are the same as for `--apply-immediately`),
 //! brings every database at rest whose instances allow other client networks than
 //! its security groups now give to those groups' rules (also a modify job, at once:
-//! access is not maintenance), and keeps the history bounded by proposing
-//! `PruneHistory` when there is something older than the retention to forget.
+//! access is not maintenance), takes each database's automatic snapshot when its
+//! interval has passed since the last one (a snapshot job like a user's), and keeps
+//! the history bounded by proposing `PruneHistory` when there is something older than
+//! the retention to forget.
 
 use std::time::Duration;
 
-use keel_raft_store::{Command, DatabaseStatus, Modification, RequestKey, Response};
+use keel_raft_store::{
+    AdminState, Command, Database, DatabaseStatus, Modification, RequestKey, Response, SnapshotKind,
+};
 
 use super::Term;
 use crate::clock::now_ms;
@@ -34,13 +38,13 @@ pub async fn run(t: Term) {
             _ = tokio::time::sleep(interval) => {}
         }
         let now = now_ms();
-        let due: Vec<(String, Modification)> = t.read(|a| {
+        let due: Vec<Due> = t.read(|a| {
             let at_rest = a
                 .databases
                 .values()
                 .filter(|d| d.operation.is_none())
                 .filter(|d| matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull));
-            let mut due: Vec<(String, Modification)> = Vec::new();
+            let mut due: Vec<Due> = Vec::new();
             for d in at_rest {
                 let desired = a.desired_access(d);
                 if d.access.as_ref() != Some(&desired) {
@@ -48,33 +52,53 @@ pub async fn run(t: Term) {
                         access: Some(desired),
                         ..Modification::default()
                     };
-                    due.push((d.key(), access));
-                } else if let Some(pending) = d.pending.clone() {
-                    if Window::weekly(&d.spec.maintenance_window).is_ok_and(|w| w.contains(now)) {
-                        due.push((d.key(), pending));
-                    }
+                    due.push(Due::Modify(d.key(), access));
+                } else if let Some(pending) = d
+                    .pending
+                    .clone()
+                    .filter(|_| Window::weekly(&d.spec.maintenance_window).is_ok_and(|w| w.contains(now)))
+                {
+                    due.push(Due::Modify(d.key(), pending));
+                } else if snapshot_due(a, d, now) {
+                    due.push(Due::Snapshot(d.key(), automatic_name(&d.name, now)));
                 }
             }
             due
         });
-        for (name, modification) in due {
+        for work in due {
             let job_id = uuid::Uuid::now_v7().simple().to_string();
-            let start = Command::ModifyDatabase {
-                job_id: job_id.clone(),
-                request: Some(RequestKey {
-                    id: format!("maintenance/{job_id}"),
-                    fingerprint: String::new(),
-                    retention_ms: 3_600_000,
-                }),
-                name: name.clone(),
-                modification,
+            let request = Some(RequestKey {
+                id: format!("maintenance/{job_id}"),
+                fingerprint: String::new(),
+                retention_ms: 3_600_000,
+            });
+            let (name, start) = match work {
+                Due::Modify(name, modification) => (
+                    name.clone(),
+                    Command::ModifyDatabase {
+                        job_id: job_id.clone(),
+                        request,
+                        name,
+                        modification,
+                    },
+                ),
+                Due::Snapshot(name, snapshot) => (
+                    name.clone(),
+                    Command::SnapshotDatabase {
+                        job_id: job_id.clone(),
+                        request,
+                        name,
+                        snapshot,
+                        kind: SnapshotKind::Automatic,
+                    },
+                ),
             };
             match t.commit(start).await {
                 Ok(Response::Rejected { rejection }) => {
-                    tracing::info!(database = %name, %rejection, "Maintenance-window modification not started; will retry.")
+                    tracing::info!(database = %name, %rejection, "Scheduled work not started; will retry.")
                 }
                 Ok(_) => {
-                    tracing::info!(database = %name, job = %job_id, "Maintenance window open: applying the pending modification.")
+                    tracing::info!(database = %name, job = %job_id, "Started scheduled work.")
                 }
                 Err(e) => {
                     tracing::warn!(database = %name, error = %e, "Could not start a maintenance-window modification.");
@@ -83,6 +107,42 @@ pub async fn run(t: Term) {
             }
         }
     }
+}
+
+/// Work the scheduler starts on a database.
+enum Due {
+    /// A modification (security-group rules, or a pending one in its window).
+    Modify(String, Modification),
+    /// An automatic snapshot, with its name.
+    Snapshot(String, String),
+}
+
+/// Whether `d` keeps backups and its last snapshot (or its creation) is an interval old.
+pub fn snapshot_due(a: &AdminState, d: &Database, now: u64) -> bool {
+    if d.spec.backup_retention_days == 0 {
+        return false;
+    }
+    let lineage = d.lineage();
+    let last = a
+        .snapshots
+        .values()
+        .filter(|s| s.lineage == lineage)
+        .map(|s| s.requested_at_ms)
+        .max();
+    match last {
+        Some(at) => now.saturating_sub(at) >= u64::from(d.spec.snapshot_interval_min()) * 60_000,
+        // The first as soon as the database is available: it starts the restorable window.
+        None => true,
+    }
+}
+
+/// An automatic snapshot's name: `<db>-auto-<YYYYMMDDHHMMSS>`.
+pub fn automatic_name(db: &str, now: u64) -> String {
+    let digits: String = keel_raft_store::timefmt::format_ms(now - now % 1000)
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    format!("{db}-auto-{digits}")
 }
 
 /// Propose a prune when the history holds something older than the retention.

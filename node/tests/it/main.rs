@@ -3,6 +3,7 @@
 mod access;
 mod api_surface;
 mod backup_store;
+mod backups;
 mod bad_input;
 mod cluster_faults;
 mod databases;

@@ -63,7 +63,12 @@ impl Postgres {
         if let RestoreTarget::Time { at_ms } = target {
             recovery.push_str(&format!(
                 "recovery_target_time = {}\nrecovery_target_inclusive = on\n",
-                conf_value(&keel_raft_store::timefmt::format_ms(*at_ms))
+                // PostgreSQL's own form: its parser refuses the `T…Z` spelling here.
+                conf_value(
+                    &keel_raft_store::timefmt::format_ms(*at_ms)
+                        .replace('T', " ")
+                        .replace('Z', "+00")
+                )
             ));
         } else if matches!(target, RestoreTarget::Snapshot) {
             recovery.push_str("recovery_target = 'immediate'\n");

@@ -1,0 +1,228 @@
+//! Snapshots and restores: the operations shared by both protocols. A restore is
+//! checked against the source's restorable window here and again when it is applied,
+//! before any work starts.
+
+use keel_raft_store::{database_key, timefmt, Command, RestoreSource, RestoreTarget, SnapshotKind};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Principal;
+use super::databases::{account_ref, class, key_of, storage};
+use super::error::ApiError;
+use super::service::Api;
+use super::validate;
+use super::views::{DatabaseOperation, SnapshotView};
+
+/// `db snapshot` input.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    /// The snapshot's name, unique in the account (a DNS label).
+    pub snapshot: String,
+    /// Retry id.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// `db restore` input: exactly one of `time`, `latest` or `snapshot`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The new database's name.
+    pub to: String,
+    /// Restore every transaction committed at or before this time (RFC 3339).
+    #[serde(default)]
+    pub time: Option<String>,
+    /// Restore as far as the archive reaches.
+    #[serde(default)]
+    pub latest: bool,
+    /// Restore this snapshot as it was taken.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Instance class (default: the source's).
+    #[serde(default)]
+    pub class: Option<String>,
+    /// Storage, GiB (default: the source's; never less).
+    #[serde(default)]
+    pub storage_gib: Option<u32>,
+    /// Zone (default: any).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Retry id.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+impl Api {
+    /// Take a user snapshot of a database.
+    pub async fn snapshot_database(
+        &self,
+        who: &Principal,
+        name: &str,
+        req: SnapshotRequest,
+    ) -> Result<DatabaseOperation, ApiError> {
+        let key = key_of(who, name)?;
+        validate::dns_label("snapshot name", &req.snapshot)?;
+        validate::request_id(req.request_id.as_deref())?;
+        let job_id = uuid::Uuid::now_v7().simple().to_string();
+        let fingerprint = serde_json::json!({"kind": "snapshot-database", "name": key, "snapshot": req.snapshot});
+        let request = self.request_key(req.request_id, &job_id, fingerprint);
+        let command = Command::SnapshotDatabase {
+            job_id,
+            request: Some(request),
+            name: key,
+            snapshot: req.snapshot,
+            kind: SnapshotKind::User,
+        };
+        let r = self.commit(who, command).await?;
+        self.database_reply(r, None, None)
+    }
+
+    /// The caller's snapshots (an admin's: every account's), optionally of one database.
+    pub async fn list_snapshots(&self, who: &Principal, db: Option<&str>) -> Result<Vec<SnapshotView>, ApiError> {
+        let db = db.map(|d| key_of(who, d)).transpose()?;
+        let who = who.clone();
+        self.node
+            .read(move |s| {
+                let mut list: Vec<SnapshotView> = s
+                    .snapshots
+                    .values()
+                    .filter(|snap| who.sees(&snap.account))
+                    .filter(|snap| db.as_ref().is_none_or(|d| &snap.database == d))
+                    .map(SnapshotView::from)
+                    .collect();
+                list.sort_by_key(|v| v.requested_at_ms);
+                list
+            })
+            .await
+    }
+
+    /// One of the caller's snapshots.
+    pub async fn describe_snapshot(&self, who: &Principal, name: &str) -> Result<SnapshotView, ApiError> {
+        let (snap, account) = account_ref(who, "snapshot name", name).map_err(|_| missing(name))?;
+        let key = database_key(snap, account);
+        self.node
+            .read(move |s| s.snapshots.get(&key).map(SnapshotView::from))
+            .await?
+            .ok_or_else(|| missing(name))
+    }
+
+    /// Make a new database from `source`'s backups.
+    pub async fn restore_database(
+        &self,
+        who: &Principal,
+        source: &str,
+        req: RestoreRequest,
+    ) -> Result<DatabaseOperation, ApiError> {
+        let source_key = key_of(who, source)?;
+        validate::dns_label("database name", &req.to)?;
+        validate::request_id(req.request_id.as_deref())?;
+        let target = match (&req.time, req.latest, &req.snapshot) {
+            (Some(t), false, None) => RestoreTarget::Time {
+                at_ms: timefmt::parse(t).ok_or_else(|| {
+                    ApiError::InvalidArgument(format!(
+                        "time {t:?} is not an RFC 3339 time such as 2026-11-30T16:00:05Z"
+                    ))
+                })?,
+            },
+            (None, true, None) => RestoreTarget::Latest,
+            (None, false, Some(_)) => RestoreTarget::Snapshot,
+            _ => {
+                return Err(ApiError::InvalidArgument(
+                    "give exactly one of time, latest or snapshot".into(),
+                ))
+            }
+        };
+        if let Some(c) = &req.class {
+            class(c)?;
+        }
+        if let Some(g) = req.storage_gib {
+            storage(g)?;
+        }
+        if let Some(z) = &req.zone {
+            validate::dns_label("zone", z)?;
+        }
+        let named = match &req.snapshot {
+            Some(s) => {
+                let (snap, account) = account_ref(who, "snapshot name", s).map_err(|_| missing(s))?;
+                Some(database_key(snap, account))
+            }
+            None => None,
+        };
+        let planned = self
+            .node
+            .read({
+                let (source_key, target, named) = (source_key.clone(), target.clone(), named.clone());
+                move |s| -> Result<_, ApiError> {
+                    // The source: a database of the caller's, or (for a snapshot restore) the
+                    // snapshot's own database, which may have been deleted.
+                    let db = s.databases.get(&source_key).ok_or_else(|| {
+                        ApiError::NotFound(format!(
+                            "database {source_key:?} does not exist; `keel db list` shows them"
+                        ))
+                    })?;
+                    let (lineage, spec, verifier, account) = (
+                        db.lineage(),
+                        db.spec.clone(),
+                        db.master_verifier.clone(),
+                        db.account.clone(),
+                    );
+                    let base = s
+                        .restore_base(&lineage, &source_key, &target, named.as_deref())
+                        .map_err(ApiError::Conflict)?;
+                    if named.is_some() && base.lineage != lineage {
+                        return Err(ApiError::InvalidArgument(format!(
+                            "snapshot {} is of {}, not of {source_key}",
+                            base.name, base.database
+                        )));
+                    }
+                    let snapshot = base.key();
+                    Ok((lineage, spec, verifier, account, snapshot))
+                }
+            })
+            .await??;
+        let (lineage, mut spec, master_verifier, account, snapshot) = planned;
+        if let Some(g) = req.storage_gib {
+            if g < spec.storage_gib {
+                return Err(ApiError::InvalidArgument(format!(
+                    "storage can only grow: the source has {} GiB, asked for {g} GiB",
+                    spec.storage_gib
+                )));
+            }
+            spec.storage_gib = g;
+        }
+        if let Some(c) = req.class {
+            spec.class = c;
+        }
+        spec.zone = req.zone;
+        let job_id = uuid::Uuid::now_v7().simple().to_string();
+        let fingerprint = serde_json::json!({
+            "kind": "restore-database", "source": source_key, "to": req.to,
+            "target": target, "spec": spec,
+        });
+        let request = self.request_key(req.request_id, &job_id, fingerprint);
+        let command = Command::RestoreDatabase {
+            job_id,
+            request: Some(request),
+            name: req.to,
+            account,
+            spec,
+            master_verifier,
+            instance_id: uuid::Uuid::now_v7().simple().to_string(),
+            from: RestoreSource {
+                database: source_key,
+                lineage,
+                snapshot,
+                target,
+            },
+        };
+        let r = self.commit(who, command).await?;
+        self.database_reply(r, None, None)
+    }
+}
+
+fn missing(name: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "snapshot {name:?} does not exist; `keel snapshots list` shows them"
+    ))
+}

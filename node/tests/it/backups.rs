@@ -1,0 +1,214 @@
+//! Backups end to end: automatic snapshots into the zone store, the continuous WAL
+//! archive, and restores to a point in time checked against what a writer saw
+//! committed. Real PostgreSQL, real pg_basebackup and pg_receivewal.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keel_raft_store::timefmt;
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::{cluster, create_body, wait_op, PASSWORD};
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// One acknowledged insert: its id, when it was sent and when its commit was acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct Write {
+    id: i64,
+    sent_ms: u64,
+    acked_ms: u64,
+}
+
+async fn connect(addr: &str, port: u64) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(addr)
+        .port(port as u16)
+        .user("app")
+        .password(PASSWORD)
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("the master user connects");
+    tokio::spawn(conn);
+    client
+}
+
+fn endpoint(db: &Value) -> (String, u64) {
+    (
+        db["endpoint"]["addr"].as_str().unwrap().to_string(),
+        db["endpoint"]["port"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then() {
+    let mut c = cluster(&["--scheduler-interval-ms", "500"]).await;
+    c.start_hosts(2).await.unwrap();
+    let (code, created) = c.post(1, "/v1/databases", &create_body("ledger")).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, db) = c.get(1, "/v1/databases/ledger").await.unwrap();
+    let (addr, port) = endpoint(&db);
+
+    // Before any snapshot, nothing can be restored, and nothing is made by asking.
+    let (code, early) = c
+        .post(
+            1,
+            "/v1/databases/ledger/restore",
+            &json!({"to": "too-early", "latest": true}),
+        )
+        .await
+        .unwrap();
+    if code == 409 {
+        assert!(early["detail"].as_str().unwrap().contains("no backup yet"), "{early}");
+    }
+
+    // One writer, one row per transaction, every acknowledgement timed.
+    let client = connect(&addr, port).await;
+    client
+        .batch_execute("CREATE TABLE ledger (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut log = Vec::new();
+            let mut id = 0i64;
+            while !stop.is_cancelled() {
+                id += 1;
+                let sent_ms = now_ms();
+                client
+                    .execute("INSERT INTO ledger (id) VALUES ($1)", &[&id])
+                    .await
+                    .expect("insert");
+                log.push(Write {
+                    id,
+                    sent_ms,
+                    acked_ms: now_ms(),
+                });
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            log
+        })
+    };
+
+    // The first automatic snapshot opens the restorable window.
+    let snap = c
+        .wait_for(Duration::from_secs(120), "the first automatic snapshot", || async {
+            let (_, list) = c.get(1, "/v1/snapshots?db=ledger").await?;
+            Ok(list
+                .as_array()
+                .and_then(|l| l.iter().find(|s| s["state"] == "available"))
+                .cloned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(snap["kind"], "automatic", "{snap}");
+    assert!(snap["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["sha256"].as_str().unwrap().len() == 64));
+    let window_start = snap["taken_at_ms"].as_u64().unwrap();
+    // Writes go on for a while after it; then the archive must cover the last of them.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.cancel();
+    let log = writer.await.unwrap();
+    let last = *log.last().unwrap();
+    let db = c
+        .wait_for(
+            Duration::from_secs(30),
+            "the archive to cover the last write",
+            || async {
+                let (_, db) = c.get(1, "/v1/databases/ledger").await?;
+                let latest = db["restorable"]["latest_ms"].as_u64().unwrap_or(0);
+                Ok((latest >= last.acked_ms).then_some(db))
+            },
+        )
+        .await
+        .unwrap();
+    let latest = db["restorable"]["latest_ms"].as_u64().unwrap();
+    assert_eq!(db["restorable"]["earliest_ms"].as_u64(), Some(window_start), "{db}");
+
+    // A time outside the window is refused before any work, and names the window.
+    let (code, outside) = c
+        .post(
+            1,
+            "/v1/databases/ledger/restore",
+            &json!({"to": "outside", "time": timefmt::format_ms(window_start - 60_000)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 409, "{outside}");
+    let detail = outside["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("outside the restorable window") && detail.contains(&timefmt::format_ms(window_start)),
+        "{detail}"
+    );
+    let (code, _) = c.get(1, "/v1/databases/outside").await.unwrap();
+    assert_eq!(code, 404, "nothing was made");
+
+    // Five random targets inside the window, each restored into its own database.
+    let mut rng = rand::thread_rng();
+    let targets: Vec<u64> = (0..5)
+        .map(|_| rng.gen_range(window_start..=last.acked_ms.min(latest)))
+        .collect();
+    let mut ops = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let body = json!({"to": format!("ledger-r{i}"), "time": timefmt::format_ms(*t)});
+        let (code, r) = c.post(1, "/v1/databases/ledger/restore", &body).await.unwrap();
+        assert_eq!(code, 200, "{r}");
+        ops.push(r["operation_id"].as_str().unwrap().to_string());
+    }
+    for (i, (op, t)) in ops.iter().zip(&targets).enumerate() {
+        let done = wait_op(&c, op).await;
+        assert_eq!(
+            done["state"],
+            "succeeded",
+            "restore to {}: {done}",
+            timefmt::format_ms(*t)
+        );
+        let (_, r) = c.get(1, &format!("/v1/databases/ledger-r{i}")).await.unwrap();
+        // Serving; its own first snapshot may already be under way.
+        assert!(r["status"] == "available" || r["status"] == "backing-up", "{r}");
+        assert!(r["restored_from"].as_str().unwrap().contains("ledger"), "{r}");
+        let (addr, port) = endpoint(&r);
+        let restored = connect(&addr, port).await;
+        let ids: Vec<i64> = restored
+            .query("SELECT id FROM ledger ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        // A single writer commits in id order: what is there is a prefix 1..=k.
+        let k = ids.len() as i64;
+        assert!(ids.iter().zip(1..).all(|(a, b)| *a == b), "not a prefix: {ids:?}");
+        // Row k is there: its commit is at or before T, so it was sent before T. Row k+1 is
+        // not: its commit is after T, so it was acknowledged after T.
+        let t = *t;
+        if k > 0 {
+            let w = log[k as usize - 1];
+            assert!(
+                w.sent_ms <= t,
+                "row {} sent at {} is after the target {t}",
+                w.id,
+                w.sent_ms
+            );
+        }
+        if let Some(w) = log.get(k as usize) {
+            assert!(
+                w.acked_ms > t,
+                "row {} acknowledged at {} <= target {t} is missing",
+                w.id,
+                w.acked_ms
+            );
+        }
+        eprintln!("restore to {}: {k} rows of {}", timefmt::format_ms(t), log.len());
+    }
+}
