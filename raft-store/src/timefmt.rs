@@ -40,7 +40,8 @@ pub fn parse(text: &str) -> Option<Millis> {
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 59 {
+    // A leap second (:60) counts as the next second's start.
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
     let mut rest = &text[19..];
@@ -75,7 +76,8 @@ pub fn parse(text: &str) -> Option<Millis> {
         return None;
     }
     let ms = ((days * 86_400 + h * 3600 + mi * 60 + s) - offset_min * 60) * 1000 + millis;
-    u64::try_from(ms).ok()
+    // Before 1970 is before every backup: the epoch says so as well.
+    Some(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).

@@ -43,7 +43,7 @@ pub struct RestoreRequest {
     #[serde(default)]
     pub class: Option<String>,
     /// Storage, GiB (default: the source's; never less).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::optional")]
     pub storage_gib: Option<u32>,
     /// Zone (default: any).
     #[serde(default)]

@@ -64,6 +64,15 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
         |min: usize| json!({ "minItems": min, "maxItems": 100, "items": { "type": "string", "pattern": IPV4_CIDR } });
     vec![
         ("CreateDatabaseRequest", "name", label.clone()),
+        ("SnapshotRequest", "snapshot", label.clone()),
+        ("SnapshotRequest", "request_id", request_id.clone()),
+        ("RestoreRequest", "to", label.clone()),
+        ("RestoreRequest", "zone", label.clone()),
+        ("RestoreRequest", "class", json!({ "enum": classes.clone() })),
+        ("RestoreRequest", "storage_gib", storage.clone()),
+        ("RestoreRequest", "request_id", request_id.clone()),
+        ("RestoreRequest", "snapshot", json!({ "pattern": DATABASE_REF })),
+        ("RestoreRequest", "time", json!({ "format": "date-time" })),
         ("CreateDatabaseRequest", "account", label.clone()),
         (
             "CreateAccountRequest",
@@ -159,6 +168,8 @@ fn parameters() -> Vec<(&'static str, &'static str, Value)> {
         ("/v1/databases/", "name", json!({ "pattern": DATABASE_REF })),
         ("/v1/security-groups/", "name", json!({ "pattern": DATABASE_REF })),
         ("/v1/events", "db", json!({ "pattern": DATABASE_REF })),
+        ("/v1/snapshots", "db", json!({ "pattern": DATABASE_REF })),
+        ("/v1/snapshots/", "name", json!({ "pattern": DATABASE_REF })),
         ("/v1/ops", "db", json!({ "pattern": DATABASE_REF })),
         ("/v1/databases/", "request_id", json!({ "maxLength": REQUEST_ID_MAX })),
         ("/v1/ops", "limit", json!({ "minimum": 1, "maximum": OPS_PAGE_MAX })),
@@ -205,6 +216,12 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Document {
     .collect();
     changes.push(json!({ "required": ["rotate_master_password"], "properties": { "rotate_master_password": { "const": true } } }));
     doc["components"]["schemas"]["ModifyDatabaseRequest"]["anyOf"] = json!(changes);
+    // A restore goes to exactly one of: a time, the latest restorable time, a snapshot.
+    doc["components"]["schemas"]["RestoreRequest"]["oneOf"] = json!([
+        { "required": ["time"], "properties": { "time": { "type": "string" } } },
+        { "required": ["latest"], "properties": { "latest": { "const": true } } },
+        { "required": ["snapshot"], "properties": { "snapshot": { "type": "string" } } },
+    ]);
     // A password is given or generated, not both.
     doc["components"]["schemas"]["ModifyDatabaseRequest"]["not"] = json!({
         "required": ["master_password", "rotate_master_password"],

@@ -35,6 +35,11 @@ async fn the_api_fuzzer_finds_nothing() {
             &format!("{}/v1/openapi.json", c.url(1)),
             "--checks",
             "all",
+            // An admin may create a resource in another account, which a bare name in a
+            // path then does not reach (`<name>.<account>` does, by design): the check's
+            // inferred link from a create's `name` to `{name}` cannot say so.
+            "--exclude-checks",
+            "ensure_resource_availability",
             // Membership changes would break the cluster under test, and revoking tokens
             // could revoke the fuzzer's own; both have their own tests.
             "--exclude-path-regex",
