@@ -47,7 +47,9 @@ fn endpoint(db: &Value) -> (String, u64) {
 async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then() {
     let mut c = cluster(&["--scheduler-interval-ms", "500"]).await;
     c.start_hosts(2).await.unwrap();
-    let (code, created) = c.post(1, "/v1/databases", &create_body("ledger")).await.unwrap();
+    let mut body = create_body("ledger");
+    body["backup_retention_days"] = json!(7);
+    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
     assert_eq!(code, 200, "{created}");
     let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{op}");
