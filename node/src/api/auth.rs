@@ -164,6 +164,10 @@ pub fn required_role(method: &axum::http::Method, path: &str) -> Role {
                 | "AuthorizeSecurityGroup"
                 | "RevokeSecurityGroup"
                 | "DeleteSecurityGroup"
+                | "SnapshotDatabase"
+                | "RestoreDatabase"
+                | "ListSnapshots"
+                | "DescribeSnapshot"
         ),
         None => {
             let read = method == Method::GET;
@@ -227,31 +231,44 @@ pub async fn layer(State(api): State<Api>, mut req: Request, next: Next) -> Resp
         });
         return next.run(req).await;
     }
-    let checked = bearer(&req).and_then(|token| {
+    // What the check needs from the request, owned: the request is not held across the
+    // lookup's await.
+    let token = bearer(&req).map(str::to_string);
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let checked = async {
+        let token = token?;
         let now = now_ms();
-        // One read of the applied state per call: the token, and its account's limits.
-        let (principal, limits) = api.node.state.read(|a| {
-            let principal = authenticate(&a.state, token, now)?;
-            let limits = a.state.accounts.get(&principal.account).map(|acc| acc.limits);
+        let check = |a: &AdminState| {
+            let principal = authenticate(a, &token, now)?;
+            let limits = a.accounts.get(&principal.account).map(|acc| acc.limits);
             Ok::<_, ApiError>((principal, limits.unwrap_or_default()))
-        })?;
-        if required_role(req.method(), req.uri().path()) > principal.role {
+        };
+        // One read of the applied state per call: the token, and its account's limits.
+        let mut found = api.node.state.read(|a| check(&a.state));
+        // A token of the right shape that this node has not applied yet (made a moment ago
+        // through another node) is looked up again after a linearizable read, so a new
+        // token works at once on every node.
+        let unknown_here =
+            parse(&token).is_some_and(|(id, _)| !api.node.state.read(|a| a.state.tokens.contains_key(id)));
+        if found.is_err() && unknown_here {
+            found = api.node.read(check).await?;
+        }
+        let (principal, limits) = found?;
+        if required_role(&method, &path) > principal.role {
             return Err(ApiError::PermissionDenied(format!(
-                "{} {} needs an admin token; this token is a member of account {}",
-                req.method(),
-                req.uri().path(),
+                "{method} {path} needs an admin token; this token is a member of account {}",
                 principal.account
             )));
         }
         api.usage.note(&principal.token_id, now);
         throttle(&api, &principal, limits)?;
-        let source = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.to_string());
         Ok(Principal { source, ..principal })
-    });
-    match checked {
+    };
+    match checked.await {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::accounts::{AuditPage, CreateAccountRequest, CreateTokenRequest};
 use super::auth::Principal;
+use super::backups::SnapshotRequest;
 use super::grpc_accounts as accounts;
 use super::grpc_databases as dbs;
 use super::security_groups::{CreateSecurityGroupRequest, SecurityGroupRulesRequest, SecurityGroupView};
@@ -454,6 +455,59 @@ impl Keel for GrpcApi {
         let who = principal(&req)?;
         let name = req.into_inner().name;
         Ok(Response::new(group(self.api.delete_security_group(&who, &name).await?)))
+    }
+
+    async fn snapshot_database(
+        &self,
+        req: Request<pb::SnapshotDatabaseRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let snap = SnapshotRequest {
+            snapshot: r.snapshot,
+            request_id: opt(r.request_id),
+        };
+        let out = self.api.snapshot_database(&who, &r.name, snap).await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
+    async fn restore_database(
+        &self,
+        req: Request<pb::RestoreDatabaseRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let source = r.source.clone();
+        let out = self
+            .api
+            .restore_database(&who, &source, dbs::restore_request(r))
+            .await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let who = principal(&req)?;
+        let db = opt(req.into_inner().db);
+        let snapshots = self
+            .api
+            .list_snapshots(&who, db.as_deref())
+            .await?
+            .into_iter()
+            .map(dbs::snapshot)
+            .collect();
+        Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
+    }
+
+    async fn describe_snapshot(
+        &self,
+        req: Request<pb::DescribeSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        let who = principal(&req)?;
+        let s = self.api.describe_snapshot(&who, &req.into_inner().name).await?;
+        Ok(Response::new(dbs::snapshot(s)))
     }
 
     async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {

@@ -1,7 +1,8 @@
 //! Wire conversions for the database part of `keel.v1` over gRPC.
 
+use super::backups::RestoreRequest;
 use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
-use super::views::{DatabaseOperation, DatabaseView, EventView, ModificationView};
+use super::views::{DatabaseOperation, DatabaseView, EventView, ModificationView, SnapshotView};
 use keel_proto::keel as pb;
 use keel_raft_store::wire_name;
 
@@ -79,6 +80,9 @@ pub fn database(d: DatabaseView) -> pb::Database {
         security_groups: d.spec.security_groups,
         open_to_any: d.access.is_none(),
         access: d.access.unwrap_or_default(),
+        restorable_earliest_ms: d.restorable.map_or(0, |r| r.earliest_ms),
+        restorable_latest_ms: d.restorable.map_or(0, |r| r.latest_ms),
+        restored_from: d.restored_from.unwrap_or_default(),
         endpoint: d.endpoint.map(|e| pb::Endpoint {
             host: e.host,
             addr: e.addr,
@@ -118,5 +122,47 @@ pub fn event(e: EventView) -> pb::Event {
         kind: e.kind,
         subject: e.subject,
         message: e.message,
+    }
+}
+
+/// A snapshot for the wire.
+pub fn snapshot(s: SnapshotView) -> pb::Snapshot {
+    pb::Snapshot {
+        name: s.name,
+        account: s.account,
+        database: s.database,
+        kind: wire_name(&s.kind),
+        state: s.state,
+        requested_at_ms: s.requested_at_ms,
+        taken_at_ms: s.taken_at_ms,
+        timeline: s.timeline,
+        start_lsn: s.start_lsn,
+        end_lsn: s.end_lsn,
+        size_bytes: s.size_bytes,
+        zone: s.zone,
+        tier: s.tier,
+        objects: s
+            .objects
+            .into_iter()
+            .map(|o| pb::BackupObject {
+                key: o.key,
+                size: o.size,
+                sha256: o.sha256,
+            })
+            .collect(),
+    }
+}
+
+/// A restore request from the wire.
+pub fn restore_request(r: pb::RestoreDatabaseRequest) -> RestoreRequest {
+    RestoreRequest {
+        to: r.to,
+        time: opt(r.time),
+        latest: r.latest,
+        snapshot: opt(r.snapshot),
+        class: opt(r.class),
+        storage_gib: (r.storage_gib > 0).then_some(r.storage_gib),
+        zone: opt(r.zone),
+        request_id: opt(r.request_id),
     }
 }

@@ -136,6 +136,26 @@ async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then
         .unwrap();
     let latest = db["restorable"]["latest_ms"].as_u64().unwrap();
     assert_eq!(db["restorable"]["earliest_ms"].as_u64(), Some(window_start), "{db}");
+    // gRPC carries the same catalog.
+    let mut grpc = c.grpc(2).await.unwrap();
+    let listed = grpc
+        .list_snapshots(keel_proto::keel::ListSnapshotsRequest { db: "ledger".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed
+            .snapshots
+            .iter()
+            .any(|s| s.name == snap["name"].as_str().unwrap() && s.state == "available"),
+        "{listed:?}"
+    );
+    let described = grpc
+        .describe_database(keel_proto::keel::DescribeDatabaseRequest { name: "ledger".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.restorable_earliest_ms, window_start);
 
     // A time outside the window is refused before any work, and names the window.
     let (code, outside) = c
