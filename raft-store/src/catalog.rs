@@ -40,6 +40,8 @@ pub enum SnapshotState {
     Creating,
     /// Verified and stored: it can be restored.
     Available,
+    /// Its objects are being removed; it can no longer be restored.
+    Deleting,
 }
 
 /// One object in a backup store, as the host that wrote it measured it.
@@ -92,9 +94,26 @@ pub struct Snapshot {
     pub tier: BackupTier,
     /// The operation that took it.
     pub job_id: String,
+    /// Days an automatic snapshot is kept (its database's retention when it was taken).
+    pub retention_days: u32,
+    /// The database's spec when it was taken: what a restore after the database is
+    /// deleted starts from.
+    pub spec: Option<crate::records::DatabaseSpec>,
+    /// The master password's verifier then (the data holds the same role).
+    pub master_verifier: String,
 }
 
 impl Snapshot {
+    /// Whether an automatic snapshot's retention has run out at `now`.
+    pub fn expired(&self, now: Millis) -> bool {
+        self.kind == SnapshotKind::Automatic
+            && self.state == SnapshotState::Available
+            && now
+                >= self
+                    .taken_at_ms
+                    .saturating_add(u64::from(self.retention_days) * 86_400_000)
+    }
+
     /// Its key in the catalog: `<name>.<account>`.
     pub fn key(&self) -> String {
         crate::records::database_key(&self.name, &self.account)
@@ -123,7 +142,7 @@ pub struct WalArchive {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TaskOutput {
-    /// A snapshot was taken, verified and stored.
+    /// A snapshot was taken, verified and stored (by a snapshot job, or a delete's final one).
     Snapshot {
         /// When the backup ended.
         taken_at_ms: Millis,

@@ -268,6 +268,19 @@ pub enum Command {
         request: Option<RequestKey>,
         /// Database name.
         name: String,
+        /// Take a final snapshot of this name first (kept until deleted).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        final_snapshot: Option<String>,
+    },
+    /// Queue the deletion of a snapshot (a user's, or by the scheduler an expired one).
+    DeleteSnapshot {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// The client's request id, for retries.
+        #[serde(default)]
+        request: Option<RequestKey>,
+        /// The snapshot's catalog key.
+        snapshot: String,
     },
     /// Queue a snapshot of a database (recorded as `creating` in the catalog).
     SnapshotDatabase {
@@ -400,6 +413,7 @@ impl Command {
             | Command::DeleteDatabase { .. }
             | Command::SnapshotDatabase { .. }
             | Command::RestoreDatabase { .. }
+            | Command::DeleteSnapshot { .. }
             | Command::CreateAccount { .. }
             | Command::SetAccountLimits { .. }
             | Command::PutSecurityGroup { .. }
@@ -444,6 +458,7 @@ impl Command {
             | Command::ClaimJob { job_id, .. }
             | Command::CompleteJob { job_id, .. } => job_id,
             Command::CreateToken { token } => &token.id,
+            Command::DeleteSnapshot { snapshot, .. } => snapshot,
             Command::RevokeToken { id } => id,
             Command::RecordCall { target, .. } => target,
             Command::StartWorkflow { workflow_id, .. }
@@ -467,7 +482,8 @@ impl Command {
             | Command::ModifyDatabase { request, .. }
             | Command::DeleteDatabase { request, .. }
             | Command::SnapshotDatabase { request, .. }
-            | Command::RestoreDatabase { request, .. } => request.as_ref().map(|r| r.id.as_str()),
+            | Command::RestoreDatabase { request, .. }
+            | Command::DeleteSnapshot { request, .. } => request.as_ref().map(|r| r.id.as_str()),
             Command::AddHost { client_token, .. } => client_token.as_deref(),
             Command::RemoveHost { request_id, .. } => request_id.as_deref(),
             _ => None,
@@ -505,6 +521,7 @@ impl Command {
             Command::SnapshotDatabase { .. } => "snapshot-database",
             Command::RestoreDatabase { .. } => "restore-database",
             Command::RecordArchive { .. } => "record-archive",
+            Command::DeleteSnapshot { .. } => "delete-snapshot",
             Command::StartWorkflow { .. } => "start-workflow",
             Command::UpdateTask { .. } => "update-task",
             Command::FinishWorkflow { .. } => "finish-workflow",

@@ -450,6 +450,14 @@ pub enum JobKind {
     DeleteDatabase {
         /// The database.
         database: String,
+        /// A final snapshot taken first (its catalog key), kept until deleted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        final_snapshot: Option<String>,
+    },
+    /// Remove a snapshot's objects (and WAL no snapshot needs any more) from its store.
+    DeleteSnapshot {
+        /// The snapshot's catalog key.
+        snapshot: String,
     },
     /// Take a snapshot of a database into its zone's store.
     SnapshotDatabase {
@@ -480,6 +488,7 @@ impl JobKind {
             JobKind::CreateDatabase { .. } => "create-database",
             JobKind::ModifyDatabase { .. } => "modify-database",
             JobKind::DeleteDatabase { .. } => "delete-database",
+            JobKind::DeleteSnapshot { .. } => "delete-snapshot",
             JobKind::SnapshotDatabase { .. } => "snapshot-database",
             JobKind::RestoreDatabase { .. } => "restore-database",
         }
@@ -488,10 +497,10 @@ impl JobKind {
     /// The database the job is about, if any.
     pub fn database(&self) -> Option<&str> {
         match self {
-            JobKind::Noop { .. } => None,
+            JobKind::Noop { .. } | JobKind::DeleteSnapshot { .. } => None,
             JobKind::CreateDatabase { database }
             | JobKind::ModifyDatabase { database, .. }
-            | JobKind::DeleteDatabase { database }
+            | JobKind::DeleteDatabase { database, .. }
             | JobKind::SnapshotDatabase { database, .. }
             | JobKind::RestoreDatabase { database, .. } => Some(database),
         }
@@ -655,6 +664,9 @@ pub enum TaskAction {
     /// Make the instance's volume from a snapshot and the WAL archive, replay to the
     /// target and promote it.
     Restore,
+    /// Remove backup objects from a store (a deleted or expired snapshot, WAL no
+    /// snapshot needs).
+    DeleteBackup,
 }
 
 /// How the workflow engine knows a task's attempt succeeded.
@@ -668,7 +680,7 @@ pub enum SuccessCheck {
 
 impl TaskAction {
     /// Every action, for tables and tests.
-    pub const ALL: [TaskAction; 11] = [
+    pub const ALL: [TaskAction; 12] = [
         TaskAction::Provision,
         TaskAction::Start,
         TaskAction::Check,
@@ -680,6 +692,7 @@ impl TaskAction {
         TaskAction::SetAccess,
         TaskAction::Snapshot,
         TaskAction::Restore,
+        TaskAction::DeleteBackup,
     ];
 
     /// Its name on the wire and in listings, e.g. `provision`.
@@ -696,6 +709,7 @@ impl TaskAction {
             TaskAction::SetAccess => "set-access",
             TaskAction::Snapshot => "snapshot",
             TaskAction::Restore => "restore",
+            TaskAction::DeleteBackup => "delete-backup",
         }
     }
 
@@ -711,6 +725,7 @@ impl TaskAction {
             TaskAction::Stop | TaskAction::Destroy => 90,
             // Bounded by the data's size: an hour covers hundreds of GiB on local disks.
             TaskAction::Snapshot | TaskAction::Restore => 3600,
+            TaskAction::DeleteBackup => 600,
         };
         std::time::Duration::from_secs(secs)
     }

@@ -262,6 +262,7 @@ impl AdminState {
             Command::PutSecurityGroup { account, .. } | Command::DeleteSecurityGroup { account, .. } => {
                 Some(account.clone())
             }
+            Command::DeleteSnapshot { snapshot, .. } => self.snapshots.get(snapshot).map(|s| s.account.clone()),
             _ => None,
         };
         owner
@@ -403,9 +404,17 @@ impl AdminState {
                 modification,
             } => self.modify_database(index, at, job_id, request.as_ref(), name, modification),
             Command::DeferModification { name, modification } => self.defer_modification(index, at, name, modification),
-            Command::DeleteDatabase { job_id, request, name } => {
-                self.delete_database(index, at, job_id, request.as_ref(), name)
-            }
+            Command::DeleteDatabase {
+                job_id,
+                request,
+                name,
+                final_snapshot,
+            } => self.delete_database(index, at, job_id, request.as_ref(), name, final_snapshot.as_deref()),
+            Command::DeleteSnapshot {
+                job_id,
+                request,
+                snapshot,
+            } => self.delete_snapshot(index, at, job_id, request.as_ref(), snapshot),
             Command::StartWorkflow {
                 workflow_id,
                 job_id,

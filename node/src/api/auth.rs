@@ -168,6 +168,7 @@ pub fn required_role(method: &axum::http::Method, path: &str) -> Role {
                 | "RestoreDatabase"
                 | "ListSnapshots"
                 | "DescribeSnapshot"
+                | "DeleteSnapshot"
         ),
         None => {
             let read = method == Method::GET;

@@ -2,16 +2,16 @@
 //! checked against the source's restorable window here and again when it is applied,
 //! before any work starts.
 
-use keel_raft_store::{database_key, timefmt, Command, RestoreSource, RestoreTarget, SnapshotKind};
+use keel_raft_store::{database_key, timefmt, Command, Response, RestoreSource, RestoreTarget, SnapshotKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Principal;
 use super::databases::{account_ref, class, key_of, storage};
 use super::error::ApiError;
-use super::service::Api;
+use super::service::{unexpected, Api};
 use super::validate;
-use super::views::{DatabaseOperation, SnapshotView};
+use super::views::{DatabaseOperation, OperationView, SnapshotView};
 
 /// `db snapshot` input.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -105,6 +105,34 @@ impl Api {
             .read(move |s| s.snapshots.get(&key).map(SnapshotView::from))
             .await?
             .ok_or_else(|| missing(name))
+    }
+
+    /// Delete one of the caller's snapshots (its objects leave the store).
+    pub async fn delete_snapshot(
+        &self,
+        who: &Principal,
+        name: &str,
+        request_id: Option<String>,
+    ) -> Result<OperationView, ApiError> {
+        let (snap, account) = account_ref(who, "snapshot name", name).map_err(|_| missing(name))?;
+        let key = database_key(snap, account);
+        validate::request_id(request_id.as_deref())?;
+        let job_id = uuid::Uuid::now_v7().simple().to_string();
+        let fingerprint = serde_json::json!({"kind": "delete-snapshot", "snapshot": key});
+        let request = self.request_key(request_id, &job_id, fingerprint);
+        let command = Command::DeleteSnapshot {
+            job_id,
+            request: Some(request),
+            snapshot: key,
+        };
+        match self.commit(who, command).await? {
+            Response::Job { job, .. } => Ok(OperationView::of(&job, None)),
+            Response::Rejected {
+                rejection: keel_raft_store::Rejection::NotFound { .. },
+            } => Err(missing(name)),
+            Response::Rejected { rejection } => Err(rejection.into()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Make a new database from `source`'s backups.

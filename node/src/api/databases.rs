@@ -436,7 +436,11 @@ impl Api {
         who: &Principal,
         name: &str,
         request_id: Option<String>,
+        final_snapshot: Option<String>,
     ) -> Result<DatabaseOperation, ApiError> {
+        if let Some(s) = &final_snapshot {
+            validate::dns_label("final snapshot name", s)?;
+        }
         // The key is in the caller's account (or an admin's choice): another account's
         // database cannot be named, and the store says "does not exist" for a missing one
         // (a retried delete of a deleted one answers its operation).
@@ -444,7 +448,8 @@ impl Api {
         let name = key.as_str();
         validate::request_id(request_id.as_deref())?;
         let job_id = uuid::Uuid::now_v7().simple().to_string();
-        let fingerprint = serde_json::json!({"kind": "delete-database", "name": name});
+        let fingerprint =
+            serde_json::json!({"kind": "delete-database", "name": name, "final_snapshot": final_snapshot});
         let request = self.request_key(request_id, &job_id, fingerprint);
         let r = self
             .commit(
@@ -453,6 +458,7 @@ impl Api {
                     job_id,
                     request: Some(request),
                     name: name.into(),
+                    final_snapshot,
                 },
             )
             .await?;

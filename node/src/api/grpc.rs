@@ -284,7 +284,10 @@ impl Keel for GrpcApi {
     ) -> Result<Response<pb::DatabaseOperation>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let out = self.api.delete_database(&who, &r.name, opt(r.request_id)).await?;
+        let out = self
+            .api
+            .delete_database(&who, &r.name, opt(r.request_id), opt(r.final_snapshot))
+            .await?;
         Ok(Response::new(dbs::operation(out)))
     }
 
@@ -483,6 +486,16 @@ impl Keel for GrpcApi {
             .restore_database(&who, &source, dbs::restore_request(r))
             .await?;
         Ok(Response::new(dbs::operation(out)))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        req: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let op = self.api.delete_snapshot(&who, &r.name, opt(r.request_id)).await?;
+        Ok(Response::new(operation(op)))
     }
 
     async fn list_snapshots(

@@ -73,7 +73,7 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(snapshot_database))
         .routes(routes!(restore_database))
         .routes(routes!(list_snapshots))
-        .routes(routes!(describe_snapshot))
+        .routes(routes!(describe_snapshot, delete_snapshot))
         .routes(routes!(dns_zone))
         .routes(routes!(cluster_status))
         .routes(routes!(add_node))
@@ -246,6 +246,8 @@ async fn modify_database(
 struct DeleteQuery {
     /// Retry id.
     request_id: Option<String>,
+    /// Take a final snapshot of this name first (kept until deleted).
+    final_snapshot: Option<String>,
 }
 
 /// Delete a database and everything it holds.
@@ -259,7 +261,9 @@ async fn delete_database(
     q: QueryOf<DeleteQuery>,
 ) -> Reply<DatabaseOperation> {
     let q = query(q)?;
-    Ok(Json(api.delete_database(&who, &name, q.request_id).await?))
+    Ok(Json(
+        api.delete_database(&who, &name, q.request_id, q.final_snapshot).await?,
+    ))
 }
 
 /// Take a snapshot of a database (kept until deleted).
@@ -315,6 +319,28 @@ async fn describe_snapshot(
     Path(name): Path<String>,
 ) -> Reply<SnapshotView> {
     Ok(Json(api.describe_snapshot(&who, &name).await?))
+}
+
+/// Query of `DELETE /v1/snapshots/{name}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeleteSnapshotQuery {
+    /// Retry id.
+    request_id: Option<String>,
+}
+
+/// Delete a snapshot: its objects leave the store (and WAL no remaining snapshot needs).
+#[utoipa::path(delete, path = "/v1/snapshots/{name}", tag = "backups",
+    params(("name" = String, Path, description = "Snapshot name"), DeleteSnapshotQuery),
+    responses((status = 200, body = OperationView)))]
+async fn delete_snapshot(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    q: QueryOf<DeleteSnapshotQuery>,
+) -> Reply<OperationView> {
+    let q = query(q)?;
+    Ok(Json(api.delete_snapshot(&who, &name, q.request_id).await?))
 }
 
 /// Query of `GET /v1/events`.

@@ -170,6 +170,8 @@ fn parameters() -> Vec<(&'static str, &'static str, Value)> {
         ("/v1/events", "db", json!({ "pattern": DATABASE_REF })),
         ("/v1/snapshots", "db", json!({ "pattern": DATABASE_REF })),
         ("/v1/snapshots/", "name", json!({ "pattern": DATABASE_REF })),
+        ("/v1/snapshots/", "request_id", json!({ "maxLength": REQUEST_ID_MAX })),
+        ("/v1/databases/", "final_snapshot", json!({ "pattern": DNS_LABEL })),
         ("/v1/ops", "db", json!({ "pattern": DATABASE_REF })),
         ("/v1/databases/", "request_id", json!({ "maxLength": REQUEST_ID_MAX })),
         ("/v1/ops", "limit", json!({ "minimum": 1, "maximum": OPS_PAGE_MAX })),

@@ -505,6 +505,8 @@ pub enum OperationKind {
     SnapshotDatabase,
     /// Make a database from another's backups.
     RestoreDatabase,
+    /// Delete a snapshot.
+    DeleteSnapshot,
 }
 
 /// A committed claim of an operation by the leader services in force.
@@ -605,6 +607,7 @@ impl OperationView {
             rs::JobKind::DeleteDatabase { .. } => (OperationKind::DeleteDatabase, None, None),
             rs::JobKind::SnapshotDatabase { .. } => (OperationKind::SnapshotDatabase, None, None),
             rs::JobKind::RestoreDatabase { .. } => (OperationKind::RestoreDatabase, None, None),
+            rs::JobKind::DeleteSnapshot { .. } => (OperationKind::DeleteSnapshot, None, None),
         };
         Self {
             id: job.id.clone(),

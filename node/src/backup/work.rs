@@ -30,7 +30,20 @@ pub enum TaskWork {
         /// How far to replay.
         target: RestoreTarget,
     },
+    /// Remove objects from a zone's store.
+    DeleteBackup {
+        /// The zone whose store holds them.
+        zone: String,
+        /// The objects' keys.
+        keys: Vec<String>,
+        /// WAL no remaining snapshot needs: the lineage's segments that end at or before
+        /// this position (`None`: keep the WAL).
+        wal_before: Option<(String, u64)>,
+    },
 }
+
+/// The pseudo-instance backup-store tasks run under on a host (one at a time there).
+pub const BACKUP_TASKS: &str = "backups";
 
 /// The store key of a lineage's WAL archive.
 pub fn wal_prefix(lineage: &str) -> String {

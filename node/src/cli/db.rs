@@ -161,6 +161,9 @@ pub enum DbCmd {
     Delete {
         /// Database name.
         name: String,
+        /// Take a final snapshot of this name first (kept until deleted).
+        #[arg(long)]
+        final_snapshot: Option<String>,
         /// Wait for the operation, showing progress.
         #[arg(long)]
         wait: bool,
@@ -314,13 +317,34 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 wait,
             )
         }
-        DbCmd::Delete { name, wait, request_id } => {
-            let query = match request_id {
+        DbCmd::Delete {
+            name,
+            final_snapshot,
+            wait,
+            request_id,
+        } => {
+            let mut params = Vec::new();
+            match request_id {
                 Some(r) if r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)) => {
-                    format!("?request_id={r}")
+                    params.push(format!("request_id={r}"))
                 }
                 Some(r) => bail!("request id {r:?} may use only letters, digits and - _ . ~"),
-                None => String::new(),
+                None => {}
+            }
+            match final_snapshot {
+                Some(s)
+                    if s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+                {
+                    params.push(format!("final_snapshot={s}"))
+                }
+                Some(s) => bail!("snapshot name {s:?} may use only lowercase letters, digits and -"),
+                None => {}
+            }
+            let query = if params.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", params.join("&"))
             };
             (client.delete(&format!("/v1/databases/{name}{query}")).await?, wait)
         }

@@ -3,7 +3,7 @@
 mod access;
 mod ca;
 pub mod client;
-mod db;
+pub(crate) mod db;
 mod output;
 pub mod profile;
 mod security_groups;

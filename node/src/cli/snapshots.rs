@@ -5,7 +5,7 @@ use keel_raft_store::wire_name;
 use super::client::{typed, Client};
 use super::output::{table, time, Format};
 use super::print;
-use crate::api::views::SnapshotView;
+use crate::api::views::{OperationView, Progress, SnapshotView};
 
 /// `keel snapshots` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -20,6 +20,14 @@ pub enum SnapshotsCmd {
     Describe {
         /// Snapshot name.
         name: String,
+    },
+    /// Delete a snapshot: its objects leave the store.
+    Delete {
+        /// Snapshot name.
+        name: String,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -53,6 +61,20 @@ pub async fn run(client: &Client, out: Format, cmd: SnapshotsCmd) -> anyhow::Res
                     &rows,
                 ))
             })
+        }
+        SnapshotsCmd::Delete { name, wait } => {
+            let v = client.delete(&format!("/v1/snapshots/{name}")).await?;
+            let op: OperationView = typed(v.clone())?;
+            print(out, &v, || {
+                Ok(format!("Snapshot {name} is being deleted (operation {}).", op.id))
+            })?;
+            if wait {
+                let done = super::db::wait_for(client, &op.id, out == Format::Table).await?;
+                if done.state == Progress::Failed {
+                    anyhow::bail!("operation {} failed: {}", op.id, done.error.unwrap_or_default());
+                }
+            }
+            Ok(())
         }
         SnapshotsCmd::Describe { name } => {
             let v = client.get(&format!("/v1/snapshots/{name}")).await?;

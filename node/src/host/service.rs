@@ -339,6 +339,7 @@ impl HostService {
                     *output.lock().unwrap_or_else(|p| p.into_inner()) = Some(made);
                     Ok(detail)
                 }
+                TaskAction::DeleteBackup => self.delete_backup(work).await,
                 TaskAction::Restore => {
                     let spec = need(spec)?;
                     let detail = self.restore(&spec, work).await?;
@@ -509,6 +510,52 @@ impl HostService {
             zone: self.config.zone.clone(),
         };
         Ok((detail, output))
+    }
+
+    /// Remove a snapshot's objects, and the WAL no remaining snapshot needs, from a
+    /// zone's store (idempotent: a missing object counts as removed).
+    async fn delete_backup(&self, work: Option<TaskWork>) -> Result<String, EngineError> {
+        let Some(TaskWork::DeleteBackup { zone, keys, wal_before }) = work else {
+            return Err(EngineError::Unavailable(
+                "a delete-backup task needs its objects".into(),
+            ));
+        };
+        let store = self
+            .stores
+            .zone(&zone)
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let failed = |e: crate::backup::store::StoreError| EngineError::Command {
+            what: "delete backup objects".into(),
+            detail: e.to_string(),
+        };
+        for key in &keys {
+            store.delete(key).await.map_err(failed)?;
+        }
+        let mut wal = 0;
+        if let Some((lineage, before)) = wal_before {
+            let prefix = crate::backup::work::wal_prefix(&lineage);
+            for key in store.list(&prefix).await.map_err(failed)? {
+                let file = key.rsplit('/').next().unwrap_or(&key);
+                let Some(obj) = crate::backup::wal::WalObject::parse(file) else {
+                    continue;
+                };
+                let end = crate::backup::wal::segment_start(obj.name()).map(|s| s + crate::backup::wal::SEGMENT_BYTES);
+                // History files go only with the whole lineage.
+                let unneeded = match end {
+                    Some(end) => end <= before,
+                    None => before == u64::MAX,
+                };
+                if unneeded {
+                    store.delete(&key).await.map_err(failed)?;
+                    wal += 1;
+                }
+            }
+        }
+        Ok(format!(
+            "removed {} snapshot objects and {wal} WAL objects from {}",
+            keys.len(),
+            store.name()
+        ))
     }
 
     /// Make the instance from a snapshot and the archive, replayed to the target.

@@ -18,6 +18,7 @@ pub fn action_to_wire(a: TaskAction) -> i32 {
         TaskAction::SetAccess => WireAction::SetAccess,
         TaskAction::Snapshot => WireAction::Snapshot,
         TaskAction::Restore => WireAction::Restore,
+        TaskAction::DeleteBackup => WireAction::DeleteBackup,
     };
     w as i32
 }

@@ -3,7 +3,8 @@
 
 use keel_raft_store::{AdminState, Job, JobKind, Modification, StepState, Task, TaskAction, Workflow};
 
-use crate::backup::work::TaskWork;
+use crate::backup::wal::parse_lsn;
+use crate::backup::work::{TaskWork, BACKUP_TASKS};
 use crate::classes;
 use crate::host::engine::InstanceSpec;
 
@@ -19,6 +20,25 @@ fn task(workflow_id: &str, n: usize, action: TaskAction, host: &str, instance: &
 
 /// The tasks of `job`'s workflow, in order.
 pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task>, String> {
+    if let JobKind::DeleteSnapshot { snapshot } = &job.kind {
+        let snap = state
+            .snapshots
+            .get(snapshot)
+            .ok_or_else(|| format!("snapshot {snapshot} no longer exists"))?;
+        // Any healthy host of the snapshot's zone reaches that zone's store.
+        let host = state
+            .hosts
+            .values()
+            .find(|h| h.zone == snap.zone && h.health == keel_raft_store::HostHealth::Healthy)
+            .ok_or_else(|| format!("no healthy host in zone {} can reach its backup store", snap.zone))?;
+        return Ok(vec![task(
+            workflow_id,
+            0,
+            TaskAction::DeleteBackup,
+            &host.name,
+            BACKUP_TASKS,
+        )]);
+    }
     let name = job.kind.database().ok_or("this job has no database")?;
     let db = state
         .databases
@@ -71,11 +91,19 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 }
             }
         }
-        JobKind::DeleteDatabase { .. } => {
+        JobKind::DeleteDatabase { final_snapshot, .. } => {
+            if final_snapshot.is_some() {
+                let primary = instances
+                    .iter()
+                    .find(|i| i.role == keel_raft_store::InstanceRole::Primary)
+                    .ok_or_else(|| format!("database {name} has no primary instance to snapshot"))?;
+                add(TaskAction::Snapshot, &primary.host, &primary.id);
+            }
             for i in &instances {
                 add(TaskAction::Destroy, &i.host, &i.id);
             }
         }
+        JobKind::DeleteSnapshot { .. } => unreachable!("planned above"),
         JobKind::SnapshotDatabase { .. } => {
             let primary = instances
                 .iter()
@@ -96,7 +124,11 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
 /// What a snapshot or restore task carries to its host beyond the instance spec.
 pub fn task_work(state: &AdminState, job: &Job) -> Result<Option<TaskWork>, String> {
     match &job.kind {
-        JobKind::SnapshotDatabase { database, .. } => {
+        JobKind::SnapshotDatabase { database, .. }
+        | JobKind::DeleteDatabase {
+            database,
+            final_snapshot: Some(_),
+        } => {
             let db = state
                 .databases
                 .get(database)
@@ -104,6 +136,17 @@ pub fn task_work(state: &AdminState, job: &Job) -> Result<Option<TaskWork>, Stri
             Ok(Some(TaskWork::Snapshot {
                 lineage: db.lineage(),
                 id: job.id.clone(),
+            }))
+        }
+        JobKind::DeleteSnapshot { snapshot } => {
+            let snap = state
+                .snapshots
+                .get(snapshot)
+                .ok_or_else(|| format!("snapshot {snapshot} no longer exists"))?;
+            Ok(Some(TaskWork::DeleteBackup {
+                zone: snap.zone.clone(),
+                keys: snap.objects.iter().map(|o| o.key.clone()).collect(),
+                wal_before: wal_no_longer_needed(state, snap),
             }))
         }
         JobKind::RestoreDatabase { from, .. } => {
@@ -165,7 +208,10 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
                 out.push(undo(TaskAction::Check));
             }
             // A failed snapshot leaves nothing in the store (its host removes what it stored).
-            JobKind::DeleteDatabase { .. } | JobKind::SnapshotDatabase { .. } | JobKind::Noop { .. } => {}
+            JobKind::DeleteDatabase { .. }
+            | JobKind::SnapshotDatabase { .. }
+            | JobKind::DeleteSnapshot { .. }
+            | JobKind::Noop { .. } => {}
         }
         // The old verifier back (an undo task's spec is the database as it was).
         if password {
@@ -177,6 +223,24 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
         }
     }
     out
+}
+
+/// The WAL of `snap`'s lineage that no snapshot needs once `snap` is gone: before the
+/// oldest remaining snapshot's start; all of it once the database is gone and no snapshot
+/// remains; none while the database lives without another snapshot (its next one will
+/// need what comes).
+pub fn wal_no_longer_needed(state: &AdminState, snap: &keel_raft_store::Snapshot) -> Option<(String, u64)> {
+    let oldest_left = state
+        .snapshots_of(&snap.lineage)
+        .filter(|s| s.name != snap.name || s.account != snap.account)
+        .filter_map(|s| parse_lsn(&s.start_lsn))
+        .min();
+    let lineage_lives = state.databases.values().any(|d| d.lineage() == snap.lineage);
+    match oldest_left {
+        Some(lsn) => Some((snap.lineage.clone(), lsn)),
+        None if !lineage_lives => Some((snap.lineage.clone(), u64::MAX)),
+        None => None,
+    }
 }
 
 /// What the host manager needs to run an instance of `job`'s database: with the job's

@@ -4,7 +4,8 @@
 //! brings every database at rest whose instances allow other client networks than
 //! its security groups now give to those groups' rules (also a modify job, at once:
 //! access is not maintenance), takes each database's automatic snapshot when its
-//! interval has passed since the last one (a snapshot job like a user's), and keeps
+//! interval has passed since the last one (a snapshot job like a user's), deletes
+//! automatic snapshots past their retention (a delete-snapshot job), and keeps
 //! the history bounded by proposing `PruneHistory` when there is something older than
 //! the retention to forget.
 
@@ -63,6 +64,7 @@ pub async fn run(t: Term) {
                     due.push(Due::Snapshot(d.key(), automatic_name(&d.name, now)));
                 }
             }
+            due.extend(expired_snapshots(a, now).into_iter().map(Due::Expire));
             due
         });
         for work in due {
@@ -80,6 +82,14 @@ pub async fn run(t: Term) {
                         request,
                         name,
                         modification,
+                    },
+                ),
+                Due::Expire(snapshot) => (
+                    snapshot.clone(),
+                    Command::DeleteSnapshot {
+                        job_id: job_id.clone(),
+                        request,
+                        snapshot,
                     },
                 ),
                 Due::Snapshot(name, snapshot) => (
@@ -115,6 +125,18 @@ enum Due {
     Modify(String, Modification),
     /// An automatic snapshot, with its name.
     Snapshot(String, String),
+    /// Deleting an automatic snapshot past its retention (its catalog key).
+    Expire(String),
+}
+
+/// Automatic snapshots past their retention at `now` (catalog keys): their database's
+/// backups reach back that many days, whether it still exists or not.
+pub fn expired_snapshots(a: &AdminState, now: u64) -> Vec<String> {
+    a.snapshots
+        .iter()
+        .filter(|(_, s)| s.expired(now))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// Whether `d` keeps backups and its last snapshot (or its creation) is an interval old.
@@ -154,4 +176,89 @@ async fn prune(t: &Term) -> Result<(), String> {
         return Ok(());
     }
     t.commit(Command::PruneHistory { before_ms, keep }).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_raft_store::{Snapshot, SnapshotKind, SnapshotState};
+
+    const DAY: u64 = 86_400_000;
+
+    #[test]
+    fn only_available_automatic_snapshots_past_their_retention_expire() {
+        let mut a = AdminState::default();
+        let snap = |kind, state, taken_at_ms, retention_days| Snapshot {
+            kind,
+            state,
+            taken_at_ms,
+            retention_days,
+            ..Snapshot::default()
+        };
+        let now = 100 * DAY;
+        a.snapshots.insert(
+            "old.acme".into(),
+            snap(SnapshotKind::Automatic, SnapshotState::Available, now - 8 * DAY, 7),
+        );
+        a.snapshots.insert(
+            "young.acme".into(),
+            snap(SnapshotKind::Automatic, SnapshotState::Available, now - 6 * DAY, 7),
+        );
+        a.snapshots.insert(
+            "edge.acme".into(),
+            snap(SnapshotKind::Automatic, SnapshotState::Available, now - 7 * DAY, 7),
+        );
+        a.snapshots.insert(
+            "mine.acme".into(),
+            snap(SnapshotKind::User, SnapshotState::Available, now - 99 * DAY, 7),
+        );
+        a.snapshots.insert(
+            "last.acme".into(),
+            snap(SnapshotKind::Final, SnapshotState::Available, now - 99 * DAY, 7),
+        );
+        a.snapshots.insert(
+            "going.acme".into(),
+            snap(SnapshotKind::Automatic, SnapshotState::Deleting, now - 9 * DAY, 7),
+        );
+        assert_eq!(expired_snapshots(&a, now), ["edge.acme", "old.acme"]);
+    }
+
+    #[test]
+    fn the_first_snapshot_is_due_at_once_and_then_every_interval() {
+        let mut a = AdminState::default();
+        let db = Database {
+            name: "orders".into(),
+            account: "acme".into(),
+            lineage: "L".into(),
+            spec: keel_raft_store::DatabaseSpec {
+                backup_retention_days: 7,
+                snapshot_interval_min: Some(15),
+                ..Default::default()
+            },
+            ..Database::default()
+        };
+        assert!(snapshot_due(&a, &db, 1_000));
+        a.snapshots.insert(
+            "s.acme".into(),
+            Snapshot {
+                lineage: "L".into(),
+                requested_at_ms: 1_000,
+                ..Snapshot::default()
+            },
+        );
+        assert!(!snapshot_due(&a, &db, 1_000 + 14 * 60_000));
+        assert!(snapshot_due(&a, &db, 1_000 + 15 * 60_000));
+        let off = Database {
+            spec: keel_raft_store::DatabaseSpec::default(),
+            ..db.clone()
+        };
+        assert!(
+            !snapshot_due(&a, &off, 1_000 + 60 * 60_000),
+            "retention 0: no automatic snapshots"
+        );
+        assert_eq!(
+            automatic_name("orders", 1_795_000_000_123),
+            "orders-auto-20261118110640"
+        );
+    }
 }

@@ -211,7 +211,7 @@ impl MemHosts {
                 }
                 host.running.insert(instance.to_string());
             }
-            TaskAction::Configure | TaskAction::Check | TaskAction::Snapshot => {}
+            TaskAction::Configure | TaskAction::Check | TaskAction::Snapshot | TaskAction::DeleteBackup => {}
             TaskAction::Restore => {
                 host.volumes.insert(instance.to_string());
                 host.running.insert(instance.to_string());

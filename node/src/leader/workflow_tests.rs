@@ -221,6 +221,7 @@ async fn setup(case: &Case, control: &Arc<MemControl>, hosts: &MemHosts) -> Stri
                 job_id: "delete".into(),
                 request: None,
                 name: "db.acme".into(),
+                final_snapshot: None,
             });
             assert!(matches!(r, Response::Database { .. }), "{r:?}");
             "delete".into()

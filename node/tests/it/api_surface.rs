@@ -198,6 +198,7 @@ async fn databases_over_grpc() {
         .delete_database(DeleteDatabaseRequest {
             name: "viagrpc".into(),
             request_id: String::new(),
+            final_snapshot: String::new(),
         })
         .await
         .unwrap()

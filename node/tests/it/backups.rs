@@ -234,3 +234,162 @@ async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then
         eprintln!("restore to {}: {k} rows of {}", timefmt::format_ms(t), log.len());
     }
 }
+
+/// Wait for snapshot `name` to be available, and return it.
+async fn available_snapshot(c: &keel_jepsen::cluster::Cluster, name: &str) -> Value {
+    c.wait_for(Duration::from_secs(120), &format!("snapshot {name}"), || async {
+        let (code, s) = c.get(1, &format!("/v1/snapshots/{name}")).await?;
+        Ok((code == 200 && s["state"] == "available").then_some(s))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_restore_as_taken_a_damaged_object_fails_loudly_and_deletes_take_their_objects() {
+    let mut c = cluster(&["--scheduler-interval-ms", "500"]).await;
+    c.start_hosts(1).await.unwrap();
+    let mut body = create_body("shop");
+    body["backup_retention_days"] = json!(7);
+    body["snapshot_interval_min"] = json!(600);
+    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    assert_eq!(
+        wait_op(&c, created["operation_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let (_, db) = c.get(1, "/v1/databases/shop").await.unwrap();
+    let (addr, port) = endpoint(&db);
+    let pg = connect(&addr, port).await;
+    pg.batch_execute("CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 100)")
+        .await
+        .unwrap();
+    // The first automatic snapshot; the database is at rest again once it is there.
+    c.wait_for(Duration::from_secs(120), "the first automatic snapshot", || async {
+        let (_, list) = c.get(1, "/v1/snapshots?db=shop").await?;
+        let (_, db) = c.get(1, "/v1/databases/shop").await?;
+        let done = list
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s["state"] == "available"));
+        Ok((done && db["status"] == "available").then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // A user snapshot, then more rows: a restore of the snapshot has only the first 100.
+    let (code, op) = c
+        .post(1, "/v1/databases/shop/snapshots", &json!({"snapshot": "before-sale"}))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{op}");
+    assert_eq!(
+        wait_op(&c, op["operation_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let snap = available_snapshot(&c, "before-sale").await;
+    assert_eq!(snap["kind"], "user", "{snap}");
+    pg.batch_execute("INSERT INTO items SELECT generate_series(101, 150)")
+        .await
+        .unwrap();
+    let (code, r) = c
+        .post(
+            1,
+            "/v1/databases/shop/restore",
+            &json!({"to": "shop-copy", "snapshot": "before-sale"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        wait_op(&c, r["operation_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let (_, copy) = c.get(1, "/v1/databases/shop-copy").await.unwrap();
+    let (caddr, cport) = endpoint(&copy);
+    let n: i64 = connect(&caddr, cport)
+        .await
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 100, "the snapshot as it was taken");
+
+    // A name already taken, an unknown snapshot: refused, nothing made.
+    let (code, taken) = c
+        .post(
+            1,
+            "/v1/databases/shop/restore",
+            &json!({"to": "shop-copy", "latest": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 409, "{taken}");
+    let (code, unknown) = c
+        .post(
+            1,
+            "/v1/databases/shop/restore",
+            &json!({"to": "nope", "snapshot": "no-such"}),
+        )
+        .await
+        .unwrap();
+    assert!(code == 404 || code == 409, "{code} {unknown}");
+    assert_eq!(c.get(1, "/v1/databases/nope").await.unwrap().0, 404);
+
+    // One byte of the stored snapshot damaged: the restore fails and says which object.
+    let base = snap["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["key"].as_str().unwrap().ends_with("base.tar.gz"))
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stored = c.backup_dir().join("zone-a").join(&base);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let original = bytes.clone();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&stored, &bytes).unwrap();
+    let (code, r) = c
+        .post(
+            1,
+            "/v1/databases/shop/restore",
+            &json!({"to": "shop-bad", "snapshot": "before-sale"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{r}");
+    let failed = wait_op(&c, r["operation_id"].as_str().unwrap()).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let why = failed["error"].as_str().unwrap();
+    assert!(why.contains("damaged") && why.contains(&base), "{why}");
+    let (_, bad) = c.get(1, "/v1/databases/shop-bad").await.unwrap();
+    assert!(
+        bad["instances"].as_array().unwrap().is_empty(),
+        "nothing left behind: {bad}"
+    );
+    std::fs::write(&stored, &original).unwrap();
+
+    // Deleting the user snapshot removes its objects from the store.
+    let (code, del) = c.delete(1, "/v1/snapshots/before-sale").await.unwrap();
+    assert_eq!(code, 200, "{del}");
+    assert_eq!(wait_op(&c, del["id"].as_str().unwrap()).await["state"], "succeeded");
+    assert_eq!(c.get(1, "/v1/snapshots/before-sale").await.unwrap().0, 404);
+    assert!(!stored.exists(), "{} is gone", stored.display());
+
+    // Deleting the database with a final snapshot keeps one, restorable-sized and final.
+    let (code, gone) = c
+        .delete(1, "/v1/databases/shop?final_snapshot=shop-last")
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{gone}");
+    assert_eq!(
+        wait_op(&c, gone["operation_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let last = available_snapshot(&c, "shop-last").await;
+    assert_eq!(last["kind"], "final", "{last}");
+    assert!(last["size_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(c.get(1, "/v1/databases/shop").await.unwrap().0, 404);
+}

@@ -129,7 +129,6 @@ impl AdminState {
             return not_found("database", name);
         };
         let account = db.account.clone();
-        let lineage = db.lineage();
         let key = database_key(snapshot, &account);
         let repeat = self.repeat_of(request, &account, at).ok().flatten().is_some();
         if !repeat {
@@ -159,28 +158,106 @@ impl AdminState {
         };
         let response = self.begin(start, name, job, DatabaseStatus::BackingUp, "backed up", allowed);
         if !repeat && matches!(response, Response::Database { created: true, .. }) {
-            self.snapshots.insert(
-                key,
-                Snapshot {
-                    name: snapshot.to_string(),
-                    account,
-                    database: name.to_string(),
-                    lineage,
-                    kind,
-                    state: SnapshotState::Creating,
-                    requested_at_ms: at,
-                    job_id: job_id.to_string(),
-                    ..Snapshot::default()
-                },
-            );
+            self.new_snapshot(&key, name, job_id, at, kind);
         }
         response
+    }
+
+    /// Record a snapshot of `database` being taken by `job_id`, as `key`.
+    pub(super) fn new_snapshot(&mut self, key: &str, database: &str, job_id: &str, at: Millis, kind: SnapshotKind) {
+        let Some(db) = self.databases.get(database) else {
+            return;
+        };
+        let (name, _) = key.split_once('.').unwrap_or((key, ""));
+        let snapshot = Snapshot {
+            name: name.to_string(),
+            account: db.account.clone(),
+            database: database.to_string(),
+            lineage: db.lineage(),
+            kind,
+            state: SnapshotState::Creating,
+            requested_at_ms: at,
+            job_id: job_id.to_string(),
+            retention_days: db.spec.backup_retention_days,
+            spec: Some(db.spec.clone()),
+            master_verifier: db.master_verifier.clone(),
+            ..Snapshot::default()
+        };
+        self.snapshots.insert(key.to_string(), snapshot);
+    }
+
+    pub(super) fn delete_snapshot(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        request: Option<&RequestKey>,
+        key: &str,
+    ) -> Response {
+        let Some(snap) = self.snapshots.get(key) else {
+            return not_found("snapshot", key);
+        };
+        let account = snap.account.clone();
+        match self.repeat_of(request, &account, at) {
+            Err(refused) => return refused,
+            Ok(Some(job)) => {
+                return Response::Job {
+                    job: Box::new(job.clone()),
+                    created: false,
+                }
+            }
+            Ok(None) => {}
+        }
+        if snap.state != SnapshotState::Available {
+            return conflict(format!(
+                "snapshot {} is {}; only an available snapshot can be deleted (wait for it)",
+                snap.name,
+                wire_name(&snap.state)
+            ));
+        }
+        let kind = JobKind::DeleteSnapshot { snapshot: key.into() };
+        let job = match self.enqueue(index, at, job_id, request, kind, &account) {
+            Ok(job) => job,
+            Err(refused) => return refused,
+        };
+        let snap = self.snapshots.get_mut(key).expect("checked above");
+        snap.state = SnapshotState::Deleting;
+        let message = format!("Snapshot {} of {} is being deleted.", snap.name, snap.database);
+        self.account_event(index, at, "snapshot-deleting", key, account, message);
+        Response::Job {
+            job: Box::new(job),
+            created: true,
+        }
+    }
+
+    /// A snapshot delete ended: forgotten, or (failed) available again.
+    pub(super) fn conclude_snapshot_delete(&mut self, index: u64, at: Millis, key: &str, ok: bool) {
+        let Some(snap) = self.snapshots.get_mut(key) else {
+            return;
+        };
+        let account = snap.account.clone();
+        let (kind, message) = if ok {
+            let message = format!("Snapshot {} of {} was deleted.", snap.name, snap.database);
+            self.snapshots.remove(key);
+            ("snapshot-deleted", message)
+        } else {
+            snap.state = SnapshotState::Available;
+            (
+                "snapshot-delete-failed",
+                format!("Deleting snapshot {} failed; it is kept. Retry the delete.", snap.name),
+            )
+        };
+        self.account_event(index, at, kind, key, account, message);
     }
 
     /// Record what a succeeded task of `job` produced.
     pub(super) fn record_output(&mut self, job: &JobKind, instance: &str, output: &TaskOutput) {
         let (
-            JobKind::SnapshotDatabase { snapshot, .. },
+            JobKind::SnapshotDatabase { snapshot, .. }
+            | JobKind::DeleteDatabase {
+                final_snapshot: Some(snapshot),
+                ..
+            },
             TaskOutput::Snapshot {
                 taken_at_ms,
                 timeline,

@@ -261,15 +261,43 @@ impl AdminState {
         job_id: &str,
         request: Option<&RequestKey>,
         name: &str,
+        final_snapshot: Option<&str>,
     ) -> Response {
-        let kind = JobKind::DeleteDatabase { database: name.into() };
+        let account = name.split_once('.').map_or("", |(_, a)| a);
+        let final_key = final_snapshot.map(|s| database_key(s, account));
+        let repeat = self.repeat_of(request, account, at).ok().flatten().is_some();
+        if let (Some(key), false) = (&final_key, repeat) {
+            if self.snapshots.contains_key(key) {
+                return conflict(format!(
+                    "snapshot {} already exists in account {account}; choose another name for the final snapshot",
+                    final_snapshot.unwrap_or_default()
+                ));
+            }
+        }
+        let kind = JobKind::DeleteDatabase {
+            database: name.into(),
+            final_snapshot: final_key.clone(),
+        };
         let start = Start {
             index,
             at,
             job_id,
             request,
         };
-        self.begin(start, name, kind, DatabaseStatus::Deleting, "deleted", |_| Ok(()))
+        // A final snapshot needs a running instance to take it from.
+        let allowed = |db: &Database| match (&final_key, db.status) {
+            (Some(_), DatabaseStatus::Available | DatabaseStatus::StorageFull) => Ok(()),
+            (Some(_), other) => Err(format!(
+                "database {name} is {}; a final snapshot needs it available (delete it without one)",
+                wire_name(&other)
+            )),
+            (None, _) => Ok(()),
+        };
+        let response = self.begin(start, name, kind, DatabaseStatus::Deleting, "deleted", allowed);
+        if let (Some(key), false, Response::Database { created: true, .. }) = (&final_key, repeat, &response) {
+            self.new_snapshot(key, name, job_id, at, crate::catalog::SnapshotKind::Final);
+        }
+        response
     }
 
     /// Start an operation on an existing database: refuse repeats, unknown names, busy
@@ -329,11 +357,31 @@ impl AdminState {
 
     /// The effect of a finished workflow on its database.
     pub(super) fn conclude(&mut self, index: u64, at: Millis, kind: &JobKind, outcome: &Outcome) {
+        if let JobKind::DeleteSnapshot { snapshot } = kind {
+            self.conclude_snapshot_delete(index, at, snapshot, *outcome == Outcome::Succeeded);
+            return;
+        }
         let Some(name) = kind.database().map(str::to_string) else {
             return;
         };
         match (kind, outcome) {
-            (JobKind::DeleteDatabase { .. }, Outcome::Succeeded) => {
+            (
+                JobKind::DeleteDatabase {
+                    final_snapshot: Some(snap),
+                    ..
+                },
+                outcome,
+            ) if *outcome != Outcome::Succeeded => {
+                // The final snapshot is not kept from a delete that did not finish.
+                self.snapshots.remove(snap);
+            }
+            _ => {}
+        }
+        match (kind, outcome) {
+            (JobKind::DeleteDatabase { final_snapshot, .. }, Outcome::Succeeded) => {
+                if let Some(s) = final_snapshot.as_ref().and_then(|k| self.snapshots.get_mut(k)) {
+                    s.state = crate::catalog::SnapshotState::Available;
+                }
                 self.release_instances(&name);
                 // Recorded while the database exists, so the event keeps its account.
                 self.event(

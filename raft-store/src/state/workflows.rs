@@ -541,12 +541,14 @@ mod tests {
             job_id: "j2".into(),
             request: None,
             name: "db.acme".into(),
+            final_snapshot: None,
         }));
         refused(
             &h.apply(Command::DeleteDatabase {
                 job_id: "j3".into(),
                 request: None,
                 name: "db.acme".into(),
+                final_snapshot: None,
             }),
             "busy",
         );
