@@ -101,6 +101,21 @@ pub struct Snapshot {
     pub spec: Option<crate::records::DatabaseSpec>,
     /// The master password's verifier then (the data holds the same role).
     pub master_verifier: String,
+    /// Its copy in the control environment's store, once the daily copy made one.
+    pub control: Option<ControlCopy>,
+}
+
+/// A snapshot's copy in the control environment's store, with the lineage's WAL up to
+/// when it was made: what a restore falls back to when the zone's store is lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControlCopy {
+    /// Its objects there, with their checksums.
+    pub objects: Vec<BackupObject>,
+    /// Every commit up to this time is in the control store's WAL copy.
+    pub wal_until_ms: Millis,
+    /// When the copy was made.
+    pub copied_at_ms: Millis,
 }
 
 impl Snapshot {
@@ -142,6 +157,13 @@ pub struct WalArchive {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TaskOutput {
+    /// A snapshot and its lineage's WAL were copied to the control environment's store.
+    ControlCopy {
+        /// The copied objects.
+        objects: Vec<BackupObject>,
+        /// The WAL copied reaches this time.
+        wal_until_ms: Millis,
+    },
     /// A snapshot was taken, verified and stored (by a snapshot job, or a delete's final one).
     Snapshot {
         /// When the backup ended.
@@ -185,4 +207,11 @@ pub struct RestoreSource {
     pub snapshot: String,
     /// How far to replay.
     pub target: RestoreTarget,
+    /// Copies updated within this long of the newest count as equally fresh, and the
+    /// nearest of them serves (seed 002; `None`: the default, 15 minutes).
+    #[serde(default)]
+    pub prefer_near_within_ms: Option<Millis>,
 }
+
+/// Copies updated within this long of the newest count as equally fresh (seed 002).
+pub const PREFER_NEAR_WITHIN_MS: Millis = 15 * 60_000;

@@ -318,6 +318,13 @@ pub enum Command {
         /// Where its data comes from.
         from: RestoreSource,
     },
+    /// Queue the daily copy of a snapshot to the control environment's store (the scheduler).
+    CopySnapshot {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// The snapshot's catalog key.
+        snapshot: String,
+    },
     /// What the hosts report of their WAL archives (the monitor proposes it when one moved).
     RecordArchive {
         /// Each lineage's coverage as now reported.
@@ -433,7 +440,8 @@ impl Command {
             | Command::ObserveHost { .. }
             | Command::ObserveStorage { .. }
             | Command::ObserveInstance { .. }
-            | Command::RecordArchive { .. } => Origin::LeaderServices,
+            | Command::RecordArchive { .. }
+            | Command::CopySnapshot { .. } => Origin::LeaderServices,
         }
     }
 
@@ -458,7 +466,7 @@ impl Command {
             | Command::ClaimJob { job_id, .. }
             | Command::CompleteJob { job_id, .. } => job_id,
             Command::CreateToken { token } => &token.id,
-            Command::DeleteSnapshot { snapshot, .. } => snapshot,
+            Command::DeleteSnapshot { snapshot, .. } | Command::CopySnapshot { snapshot, .. } => snapshot,
             Command::RevokeToken { id } => id,
             Command::RecordCall { target, .. } => target,
             Command::StartWorkflow { workflow_id, .. }
@@ -522,6 +530,7 @@ impl Command {
             Command::RestoreDatabase { .. } => "restore-database",
             Command::RecordArchive { .. } => "record-archive",
             Command::DeleteSnapshot { .. } => "delete-snapshot",
+            Command::CopySnapshot { .. } => "copy-snapshot",
             Command::StartWorkflow { .. } => "start-workflow",
             Command::UpdateTask { .. } => "update-task",
             Command::FinishWorkflow { .. } => "finish-workflow",

@@ -459,6 +459,11 @@ pub enum JobKind {
         /// The snapshot's catalog key.
         snapshot: String,
     },
+    /// Copy a snapshot and its lineage's WAL to the control environment's store (daily).
+    CopySnapshot {
+        /// The snapshot's catalog key.
+        snapshot: String,
+    },
     /// Take a snapshot of a database into its zone's store.
     SnapshotDatabase {
         /// The database.
@@ -489,6 +494,7 @@ impl JobKind {
             JobKind::ModifyDatabase { .. } => "modify-database",
             JobKind::DeleteDatabase { .. } => "delete-database",
             JobKind::DeleteSnapshot { .. } => "delete-snapshot",
+            JobKind::CopySnapshot { .. } => "copy-snapshot",
             JobKind::SnapshotDatabase { .. } => "snapshot-database",
             JobKind::RestoreDatabase { .. } => "restore-database",
         }
@@ -497,7 +503,7 @@ impl JobKind {
     /// The database the job is about, if any.
     pub fn database(&self) -> Option<&str> {
         match self {
-            JobKind::Noop { .. } | JobKind::DeleteSnapshot { .. } => None,
+            JobKind::Noop { .. } | JobKind::DeleteSnapshot { .. } | JobKind::CopySnapshot { .. } => None,
             JobKind::CreateDatabase { database }
             | JobKind::ModifyDatabase { database, .. }
             | JobKind::DeleteDatabase { database, .. }
@@ -667,6 +673,8 @@ pub enum TaskAction {
     /// Remove backup objects from a store (a deleted or expired snapshot, WAL no
     /// snapshot needs).
     DeleteBackup,
+    /// Copy a snapshot and its WAL from a zone's store to the control environment's.
+    CopyBackup,
 }
 
 /// How the workflow engine knows a task's attempt succeeded.
@@ -680,7 +688,7 @@ pub enum SuccessCheck {
 
 impl TaskAction {
     /// Every action, for tables and tests.
-    pub const ALL: [TaskAction; 12] = [
+    pub const ALL: [TaskAction; 13] = [
         TaskAction::Provision,
         TaskAction::Start,
         TaskAction::Check,
@@ -693,6 +701,7 @@ impl TaskAction {
         TaskAction::Snapshot,
         TaskAction::Restore,
         TaskAction::DeleteBackup,
+        TaskAction::CopyBackup,
     ];
 
     /// Its name on the wire and in listings, e.g. `provision`.
@@ -710,6 +719,7 @@ impl TaskAction {
             TaskAction::Snapshot => "snapshot",
             TaskAction::Restore => "restore",
             TaskAction::DeleteBackup => "delete-backup",
+            TaskAction::CopyBackup => "copy-backup",
         }
     }
 
@@ -724,7 +734,7 @@ impl TaskAction {
             TaskAction::Configure | TaskAction::SetPassword | TaskAction::SetAccess => 30,
             TaskAction::Stop | TaskAction::Destroy => 90,
             // Bounded by the data's size: an hour covers hundreds of GiB on local disks.
-            TaskAction::Snapshot | TaskAction::Restore => 3600,
+            TaskAction::Snapshot | TaskAction::Restore | TaskAction::CopyBackup => 3600,
             TaskAction::DeleteBackup => 600,
         };
         std::time::Duration::from_secs(secs)
@@ -736,6 +746,15 @@ impl TaskAction {
             TaskAction::Check => SuccessCheck::AcceptsSql,
             _ => SuccessCheck::HostOutcome,
         }
+    }
+
+    /// Whether the host needs the task's work (`TaskRequest.work_json`): which snapshot,
+    /// objects or target.
+    pub fn needs_work(self) -> bool {
+        matches!(
+            self,
+            TaskAction::Snapshot | TaskAction::Restore | TaskAction::DeleteBackup | TaskAction::CopyBackup
+        )
     }
 
     /// Whether the host needs the instance spec to perform it.

@@ -397,6 +397,7 @@ impl AdminState {
                 kind,
             } => self.snapshot_database(index, at, job_id, request.as_ref(), name, snapshot, *kind),
             Command::RecordArchive { archives } => self.record_archive(archives),
+            Command::CopySnapshot { job_id, snapshot } => self.copy_snapshot(index, at, job_id, snapshot),
             Command::ModifyDatabase {
                 job_id,
                 request,

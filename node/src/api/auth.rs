@@ -166,6 +166,7 @@ pub fn required_role(method: &axum::http::Method, path: &str) -> Role {
                 | "DeleteSecurityGroup"
                 | "SnapshotDatabase"
                 | "RestoreDatabase"
+                | "CloneDatabase"
                 | "ListSnapshots"
                 | "DescribeSnapshot"
                 | "DeleteSnapshot"

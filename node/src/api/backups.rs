@@ -48,10 +48,60 @@ pub struct RestoreRequest {
     /// Zone (default: any).
     #[serde(default)]
     pub zone: Option<String>,
+    /// Copies of the backups updated within this many minutes of the newest count as
+    /// equally fresh, and the nearest to the new database's zone serves (default 15).
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    pub prefer_near_within_min: Option<u32>,
     /// Retry id.
     #[serde(default)]
     pub request_id: Option<String>,
 }
+
+/// `db clone` input: a restore whose defaults come from the source, to a time or (by
+/// default) the latest restorable time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneRequest {
+    /// The clone's name.
+    pub to: String,
+    /// The source as it was at this time (RFC 3339; default: the latest restorable time).
+    #[serde(default)]
+    pub time: Option<String>,
+    /// Instance class (default: the source's).
+    #[serde(default)]
+    pub class: Option<String>,
+    /// Storage, GiB (default: the source's; never less).
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    pub storage_gib: Option<u32>,
+    /// Zone (default: any).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// As for a restore (default 15 minutes).
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    pub prefer_near_within_min: Option<u32>,
+    /// Retry id.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+impl From<CloneRequest> for RestoreRequest {
+    fn from(c: CloneRequest) -> Self {
+        RestoreRequest {
+            to: c.to,
+            latest: c.time.is_none(),
+            time: c.time,
+            snapshot: None,
+            class: c.class,
+            storage_gib: c.storage_gib,
+            zone: c.zone,
+            prefer_near_within_min: c.prefer_near_within_min,
+            request_id: c.request_id,
+        }
+    }
+}
+
+/// The longest `prefer_near_within_min` (a day).
+pub const PREFER_NEAR_WITHIN_MAX_MIN: u32 = 1440;
 
 impl Api {
     /// Take a user snapshot of a database.
@@ -170,6 +220,11 @@ impl Api {
         if let Some(z) = &req.zone {
             validate::dns_label("zone", z)?;
         }
+        if let Some(m) = req.prefer_near_within_min.filter(|m| *m > PREFER_NEAR_WITHIN_MAX_MIN) {
+            return Err(ApiError::InvalidArgument(format!(
+                "prefer_near_within_min {m} is out of range: use 0 to {PREFER_NEAR_WITHIN_MAX_MIN}"
+            )));
+        }
         let named = match &req.snapshot {
             Some(s) => {
                 let (snap, account) = account_ref(who, "snapshot name", s).map_err(|_| missing(s))?;
@@ -182,19 +237,35 @@ impl Api {
             .read({
                 let (source_key, target, named) = (source_key.clone(), target.clone(), named.clone());
                 move |s| -> Result<_, ApiError> {
-                    // The source: a database of the caller's, or (for a snapshot restore) the
-                    // snapshot's own database, which may have been deleted.
-                    let db = s.databases.get(&source_key).ok_or_else(|| {
-                        ApiError::NotFound(format!(
-                            "database {source_key:?} does not exist; `keel db list` shows them"
-                        ))
-                    })?;
-                    let (lineage, spec, verifier, account) = (
-                        db.lineage(),
-                        db.spec.clone(),
-                        db.master_verifier.clone(),
-                        db.account.clone(),
-                    );
+                    // The source: a database of the caller's, or one deleted within its
+                    // retention, through its newest snapshot (which kept its spec).
+                    let (lineage, spec, verifier, account) = match s.databases.get(&source_key) {
+                        Some(db) => (
+                            db.lineage(),
+                            db.spec.clone(),
+                            db.master_verifier.clone(),
+                            db.account.clone(),
+                        ),
+                        None => {
+                            let last = s
+                                .snapshots
+                                .values()
+                                .filter(|x| x.database == source_key && x.spec.is_some())
+                                .filter(|x| x.state == keel_raft_store::SnapshotState::Available)
+                                .max_by_key(|x| x.taken_at_ms)
+                                .ok_or_else(|| {
+                                    ApiError::NotFound(format!(
+                                        "database {source_key:?} does not exist and has no backups left; `keel db list` and `keel snapshots list` show what does"
+                                    ))
+                                })?;
+                            (
+                                last.lineage.clone(),
+                                last.spec.clone().unwrap_or_default(),
+                                last.master_verifier.clone(),
+                                last.account.clone(),
+                            )
+                        }
+                    };
                     let base = s
                         .restore_base(&lineage, &source_key, &target, named.as_deref())
                         .map_err(ApiError::Conflict)?;
@@ -242,6 +313,7 @@ impl Api {
                 lineage,
                 snapshot,
                 target,
+                prefer_near_within_ms: req.prefer_near_within_min.map(|m| u64::from(m) * 60_000),
             },
         };
         let r = self.commit(who, command).await?;

@@ -498,6 +498,20 @@ impl Keel for GrpcApi {
         Ok(Response::new(operation(op)))
     }
 
+    async fn clone_database(
+        &self,
+        req: Request<pb::RestoreDatabaseRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let source = r.source.clone();
+        let mut restore = dbs::restore_request(r);
+        restore.snapshot = None;
+        restore.latest = restore.time.is_none();
+        let out = self.api.restore_database(&who, &source, restore).await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
     async fn list_snapshots(
         &self,
         req: Request<pb::ListSnapshotsRequest>,

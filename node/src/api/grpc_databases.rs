@@ -150,6 +150,8 @@ pub fn snapshot(s: SnapshotView) -> pb::Snapshot {
                 sha256: o.sha256,
             })
             .collect(),
+        control_copied_at_ms: s.control_copied_at_ms.unwrap_or(0),
+        control_wal_until_ms: s.control_wal_until_ms.unwrap_or(0),
     }
 }
 
@@ -163,6 +165,7 @@ pub fn restore_request(r: pb::RestoreDatabaseRequest) -> RestoreRequest {
         class: opt(r.class),
         storage_gib: (r.storage_gib > 0).then_some(r.storage_gib),
         zone: opt(r.zone),
+        prefer_near_within_min: r.prefer_near_within_min,
         request_id: opt(r.request_id),
     }
 }

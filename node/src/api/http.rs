@@ -15,7 +15,7 @@ use super::accounts::{
     WhoAmI,
 };
 use super::auth::Principal;
-use super::backups::{RestoreRequest, SnapshotRequest};
+use super::backups::{CloneRequest, RestoreRequest, SnapshotRequest};
 use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
 use super::error::ApiError;
 use super::openapi;
@@ -72,6 +72,7 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(events))
         .routes(routes!(snapshot_database))
         .routes(routes!(restore_database))
+        .routes(routes!(clone_database))
         .routes(routes!(list_snapshots))
         .routes(routes!(describe_snapshot, delete_snapshot))
         .routes(routes!(dns_zone))
@@ -288,6 +289,20 @@ async fn restore_database(
     req: Body,
 ) -> Reply<DatabaseOperation> {
     Ok(Json(api.restore_database(&who, &name, body(req)?).await?))
+}
+
+/// Clone a database: a new one from its backups at a time (default: the latest), with
+/// the source's settings unless changed; the source is not touched.
+#[utoipa::path(post, path = "/v1/databases/{name}/clone", tag = "backups", request_body = CloneRequest,
+    params(("name" = String, Path, description = "Source database name")), responses((status = 200, body = DatabaseOperation)))]
+async fn clone_database(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    req: Body,
+) -> Reply<DatabaseOperation> {
+    let clone: CloneRequest = body(req)?;
+    Ok(Json(api.restore_database(&who, &name, clone.into()).await?))
 }
 
 /// Query of `GET /v1/snapshots`.

@@ -73,6 +73,22 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
         ("RestoreRequest", "request_id", request_id.clone()),
         ("RestoreRequest", "snapshot", json!({ "pattern": DATABASE_REF })),
         ("RestoreRequest", "time", json!({ "format": "date-time" })),
+        (
+            "RestoreRequest",
+            "prefer_near_within_min",
+            json!({ "minimum": 0, "maximum": super::backups::PREFER_NEAR_WITHIN_MAX_MIN }),
+        ),
+        ("CloneRequest", "to", label.clone()),
+        ("CloneRequest", "zone", label.clone()),
+        ("CloneRequest", "class", json!({ "enum": classes.clone() })),
+        ("CloneRequest", "storage_gib", storage.clone()),
+        ("CloneRequest", "request_id", request_id.clone()),
+        ("CloneRequest", "time", json!({ "format": "date-time" })),
+        (
+            "CloneRequest",
+            "prefer_near_within_min",
+            json!({ "minimum": 0, "maximum": super::backups::PREFER_NEAR_WITHIN_MAX_MIN }),
+        ),
         ("CreateDatabaseRequest", "account", label.clone()),
         (
             "CreateAccountRequest",

@@ -350,6 +350,10 @@ pub struct SnapshotView {
     pub tier: String,
     /// Stored objects with their SHA-256.
     pub objects: Vec<BackupObjectView>,
+    /// When its copy in the control environment's store was made (`null`: none yet).
+    pub control_copied_at_ms: Option<u64>,
+    /// How far the WAL copied with it reaches (Unix ms; `null`: no copy).
+    pub control_wal_until_ms: Option<u64>,
 }
 
 /// One stored object of a snapshot.
@@ -396,6 +400,8 @@ impl From<&rs::Snapshot> for SnapshotView {
                     sha256: o.sha256.clone(),
                 })
                 .collect(),
+            control_copied_at_ms: s.control.as_ref().map(|c| c.copied_at_ms),
+            control_wal_until_ms: s.control.as_ref().map(|c| c.wal_until_ms),
         }
     }
 }
@@ -507,6 +513,8 @@ pub enum OperationKind {
     RestoreDatabase,
     /// Delete a snapshot.
     DeleteSnapshot,
+    /// Copy a snapshot to the control environment's store.
+    CopySnapshot,
 }
 
 /// A committed claim of an operation by the leader services in force.
@@ -608,6 +616,7 @@ impl OperationView {
             rs::JobKind::SnapshotDatabase { .. } => (OperationKind::SnapshotDatabase, None, None),
             rs::JobKind::RestoreDatabase { .. } => (OperationKind::RestoreDatabase, None, None),
             rs::JobKind::DeleteSnapshot { .. } => (OperationKind::DeleteSnapshot, None, None),
+            rs::JobKind::CopySnapshot { .. } => (OperationKind::CopySnapshot, None, None),
         };
         Self {
             id: job.id.clone(),

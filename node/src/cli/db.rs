@@ -10,7 +10,7 @@ use clap::Subcommand;
 use super::client::{typed, Client};
 use super::output::{table, time, Format};
 use super::print;
-use crate::api::backups::{RestoreRequest, SnapshotRequest};
+use crate::api::backups::{CloneRequest, RestoreRequest, SnapshotRequest};
 use crate::api::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
 use crate::api::views::{DatabaseOperation, DatabaseView, EventView, OperationView, Progress};
 
@@ -150,6 +150,41 @@ pub enum DbCmd {
         /// Zone (default: any).
         #[arg(long)]
         zone: Option<String>,
+        /// Copies updated within this many minutes of the newest count as equally fresh;
+        /// the nearest serves (default 15).
+        #[arg(long = "prefer-near-within")]
+        prefer_near_within_min: Option<u32>,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Request id: a retry with the same id answers the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Clone a database: a new one from its backups (at --time, or the latest), with its
+    /// settings unless changed; the source is not stopped, locked or slowed.
+    Clone {
+        /// Source database name.
+        source: String,
+        /// The clone's name.
+        #[arg(long)]
+        to: String,
+        /// The source as it was at this time (RFC 3339; default: the latest restorable time).
+        #[arg(long)]
+        time: Option<String>,
+        /// Instance class (default: the source's).
+        #[arg(long)]
+        class: Option<String>,
+        /// Storage in GiB (default: the source's).
+        #[arg(long)]
+        storage_gib: Option<u32>,
+        /// Zone (default: any).
+        #[arg(long)]
+        zone: Option<String>,
+        /// Copies updated within this many minutes of the newest count as equally fresh;
+        /// the nearest serves (default 15).
+        #[arg(long = "prefer-near-within")]
+        prefer_near_within_min: Option<u32>,
         /// Wait for the operation, showing progress.
         #[arg(long)]
         wait: bool,
@@ -299,6 +334,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             class,
             storage_gib,
             zone,
+            prefer_near_within_min,
             wait,
             request_id,
         } => {
@@ -310,12 +346,35 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 class,
                 storage_gib,
                 zone,
+                prefer_near_within_min,
                 request_id,
             };
             (
                 client.post(&format!("/v1/databases/{source}/restore"), &req).await?,
                 wait,
             )
+        }
+        DbCmd::Clone {
+            source,
+            to,
+            time,
+            class,
+            storage_gib,
+            zone,
+            prefer_near_within_min,
+            wait,
+            request_id,
+        } => {
+            let req = CloneRequest {
+                to,
+                time,
+                class,
+                storage_gib,
+                zone,
+                prefer_near_within_min,
+                request_id,
+            };
+            (client.post(&format!("/v1/databases/{source}/clone"), &req).await?, wait)
         }
         DbCmd::Delete {
             name,

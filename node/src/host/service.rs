@@ -340,6 +340,11 @@ impl HostService {
                     Ok(detail)
                 }
                 TaskAction::DeleteBackup => self.delete_backup(work).await,
+                TaskAction::CopyBackup => {
+                    let (detail, made) = self.copy_backup(work).await?;
+                    *output.lock().unwrap_or_else(|p| p.into_inner()) = Some(made);
+                    Ok(detail)
+                }
                 TaskAction::Restore => {
                     let spec = need(spec)?;
                     let detail = self.restore(&spec, work).await?;
@@ -515,26 +520,54 @@ impl HostService {
     /// Remove a snapshot's objects, and the WAL no remaining snapshot needs, from a
     /// zone's store (idempotent: a missing object counts as removed).
     async fn delete_backup(&self, work: Option<TaskWork>) -> Result<String, EngineError> {
-        let Some(TaskWork::DeleteBackup { zone, keys, wal_before }) = work else {
+        let Some(TaskWork::DeleteBackup {
+            zone,
+            keys,
+            control_keys,
+            wal_before,
+        }) = work
+        else {
             return Err(EngineError::Unavailable(
                 "a delete-backup task needs its objects".into(),
             ));
         };
-        let store = self
-            .stores
-            .zone(&zone)
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
-        let failed = |e: crate::backup::store::StoreError| EngineError::Command {
-            what: "delete backup objects".into(),
-            detail: e.to_string(),
-        };
-        for key in &keys {
-            store.delete(key).await.map_err(failed)?;
+        let unusable = |e: crate::backup::store::StoreError| EngineError::Unavailable(e.to_string());
+        let mut stores = vec![(self.stores.zone(&zone).map_err(unusable)?, keys)];
+        // The control store holds a copy only if the daily copy made one; its WAL copy goes too.
+        if let Ok(control) = self.stores.control() {
+            stores.push((control, control_keys));
+        }
+        let mut removed = (0, 0);
+        for (store, keys) in stores {
+            let (objects, wal) =
+                Self::remove(&store, &keys, wal_before.as_ref())
+                    .await
+                    .map_err(|e| EngineError::Command {
+                        what: "delete backup objects".into(),
+                        detail: e.to_string(),
+                    })?;
+            removed.0 += objects;
+            removed.1 += wal;
+        }
+        Ok(format!(
+            "removed {} snapshot objects and {} WAL objects",
+            removed.0, removed.1
+        ))
+    }
+
+    /// Remove `keys` from `store`, and the WAL `wal_before` says no snapshot needs.
+    async fn remove(
+        store: &crate::backup::store::BackupStore,
+        keys: &[String],
+        wal_before: Option<&(String, u64)>,
+    ) -> Result<(usize, usize), crate::backup::store::StoreError> {
+        for key in keys {
+            store.delete(key).await?;
         }
         let mut wal = 0;
         if let Some((lineage, before)) = wal_before {
-            let prefix = crate::backup::work::wal_prefix(&lineage);
-            for key in store.list(&prefix).await.map_err(failed)? {
+            let prefix = crate::backup::work::wal_prefix(lineage);
+            for key in store.list(&prefix).await? {
                 let file = key.rsplit('/').next().unwrap_or(&key);
                 let Some(obj) = crate::backup::wal::WalObject::parse(file) else {
                     continue;
@@ -542,31 +575,25 @@ impl HostService {
                 let end = crate::backup::wal::segment_start(obj.name()).map(|s| s + crate::backup::wal::SEGMENT_BYTES);
                 // History files go only with the whole lineage.
                 let unneeded = match end {
-                    Some(end) => end <= before,
-                    None => before == u64::MAX,
+                    Some(end) => end <= *before,
+                    None => *before == u64::MAX,
                 };
                 if unneeded {
-                    store.delete(&key).await.map_err(failed)?;
+                    store.delete(&key).await?;
                     wal += 1;
                 }
             }
         }
-        Ok(format!(
-            "removed {} snapshot objects and {wal} WAL objects from {}",
-            keys.len(),
-            store.name()
-        ))
+        Ok((keys.len(), wal))
     }
 
     /// Make the instance from a snapshot and the archive, replayed to the target.
     async fn restore(&self, spec: &InstanceSpec, work: Option<TaskWork>) -> Result<String, EngineError> {
         let Some(TaskWork::Restore {
             lineage,
-            zone,
-            objects,
-            start_lsn,
+            sources,
+            choice,
             target,
-            ..
         }) = work
         else {
             return Err(EngineError::Unavailable(
@@ -577,44 +604,153 @@ impl HostService {
             self.engine.start(spec).await?;
             return Ok("already restored".into());
         }
-        let store = self
-            .stores
-            .zone(&zone)
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let dir = self.config.root.join("restores").join(&spec.id);
-        let _ = std::fs::remove_dir_all(&dir);
         let (files, wal) = (dir.join("snapshot"), dir.join("wal"));
-        for d in [&files, &wal] {
-            std::fs::create_dir_all(d).map_err(|source| EngineError::Io {
-                what: "make the restore directory".into(),
-                source,
-            })?;
-        }
-        self.engine.chown(&dir)?;
-        let fetch_failed = |e: crate::backup::store::StoreError| EngineError::Command {
-            what: "fetch the backup".into(),
-            detail: e.to_string(),
-        };
+        // The first copy that fetches whole serves; each failure is kept for the record.
+        let mut failures = Vec::new();
         let started = std::time::Instant::now();
-        let base = crate::backup::fetch::snapshot(&store, &objects, &files)
-            .await
-            .map_err(fetch_failed)?;
-        let start = crate::backup::wal::parse_lsn(&start_lsn).unwrap_or(0);
-        let logs = crate::backup::fetch::wal(&store, &lineage, start, &wal)
-            .await
-            .map_err(fetch_failed)?;
-        let fetched = started.elapsed();
+        let mut fetched = None;
+        for source in &sources {
+            match self.fetch(source, &lineage, &dir).await {
+                Ok(bytes) => {
+                    fetched = Some((source, bytes));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %spec.id, copy = %source.copy, error = %e, "A copy of the backup could not be fetched; trying the next.");
+                    failures.push(format!("{}: {e}", source.copy));
+                }
+            }
+        }
+        let Some((source, (base, logs))) = fetched else {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(EngineError::Command {
+                what: "fetch the backup".into(),
+                detail: failures.join("; "),
+            });
+        };
+        let fetch_time = started.elapsed();
         let replay = self
             .engine
             .restore(spec, &files, &wal, &target, TaskAction::Restore.deadline())
             .await;
         let _ = std::fs::remove_dir_all(&dir);
         replay?;
+        let fallback = if failures.is_empty() {
+            format!("chosen: {choice}")
+        } else {
+            format!("after {} failed: {}", failures.len(), failures.join("; "))
+        };
         Ok(format!(
-            "restored from {} ({base} bytes of snapshot and {logs} bytes of WAL fetched in {:.1}s, replayed and promoted in {:.1}s)",
-            store.name(),
-            fetched.as_secs_f64(),
-            (started.elapsed() - fetched).as_secs_f64()
+            "restored from {} ({fallback}); {base} bytes of snapshot and {logs} bytes of WAL fetched in {:.1}s, replayed and promoted in {:.1}s",
+            source.copy,
+            fetch_time.as_secs_f64(),
+            (started.elapsed() - fetch_time).as_secs_f64()
+        ))
+    }
+
+    /// Fetch one copy's snapshot and WAL into `dir` (emptied first); bytes of each.
+    async fn fetch(
+        &self,
+        source: &crate::backup::work::RestoreFrom,
+        lineage: &str,
+        dir: &std::path::Path,
+    ) -> Result<(u64, u64), String> {
+        let store = match source.tier {
+            keel_raft_store::BackupTier::Zone => self.stores.zone(&source.zone),
+            keel_raft_store::BackupTier::Control => self.stores.control(),
+        }
+        .map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(dir);
+        let (files, wal) = (dir.join("snapshot"), dir.join("wal"));
+        for d in [&files, &wal] {
+            std::fs::create_dir_all(d).map_err(|e| format!("cannot make {}: {e}", d.display()))?;
+        }
+        self.engine.chown(dir).map_err(|e| e.to_string())?;
+        let base = crate::backup::fetch::snapshot(&store, &source.objects, &files)
+            .await
+            .map_err(|e| e.to_string())?;
+        let start = crate::backup::wal::parse_lsn(&source.start_lsn).unwrap_or(0);
+        let logs = crate::backup::fetch::wal(&store, lineage, start, &wal)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((base, logs))
+    }
+
+    /// Copy a snapshot and its lineage's WAL from a zone's store to the control store,
+    /// every object checked on the way; objects already there (same name, same sum) stay.
+    async fn copy_backup(&self, work: Option<TaskWork>) -> Result<(String, TaskOutput), EngineError> {
+        let Some(TaskWork::CopyBackup {
+            zone,
+            lineage,
+            objects,
+            start_lsn,
+            wal_until_ms,
+        }) = work
+        else {
+            return Err(EngineError::Unavailable("a copy-backup task needs its snapshot".into()));
+        };
+        let unusable = |e: crate::backup::store::StoreError| EngineError::Unavailable(e.to_string());
+        let (from, to) = (
+            self.stores.zone(&zone).map_err(unusable)?,
+            self.stores.control().map_err(unusable)?,
+        );
+        let failed = |e: crate::backup::store::StoreError| EngineError::Command {
+            what: "copy the backup".into(),
+            detail: e.to_string(),
+        };
+        let scratch = self.config.root.join("copies");
+        std::fs::create_dir_all(&scratch).map_err(|source| EngineError::Io {
+            what: "make the copy directory".into(),
+            source,
+        })?;
+        let tmp = scratch.join(format!("{}.part", uuid::Uuid::now_v7().simple()));
+        let copy = |o: crate::backup::store::StoredObject| {
+            let (from, to, tmp) = (from.clone(), to.clone(), tmp.clone());
+            async move {
+                from.get_file(&o, &tmp).await?;
+                let stored = to.put_file(&o.key, &tmp).await?;
+                let _ = std::fs::remove_file(&tmp);
+                Ok::<_, crate::backup::store::StoreError>(stored)
+            }
+        };
+        let mut copied = Vec::new();
+        for o in objects {
+            copied.push(copy(o).await.map_err(failed)?);
+        }
+        // The WAL from the snapshot's start on, as far as the zone store has it now.
+        let prefix = crate::backup::work::wal_prefix(&lineage);
+        let there: std::collections::BTreeSet<String> = to.list(&prefix).await.map_err(failed)?.into_iter().collect();
+        let start = crate::backup::wal::parse_lsn(&start_lsn).unwrap_or(0);
+        let mut wal = 0;
+        for key in from.list(&prefix).await.map_err(failed)? {
+            let file = key.rsplit('/').next().unwrap_or(&key).to_string();
+            let Some(obj) = crate::backup::wal::WalObject::parse(&file) else {
+                continue;
+            };
+            let needed = crate::backup::wal::segment_start(obj.name())
+                .is_none_or(|s| s + crate::backup::wal::SEGMENT_BYTES > start);
+            if !needed || there.contains(&key) {
+                continue;
+            }
+            let sha256 = file.rsplit('.').next().unwrap_or_default().to_string();
+            copy(crate::backup::store::StoredObject { key, size: 0, sha256 })
+                .await
+                .map_err(failed)?;
+            wal += 1;
+        }
+        let detail = format!(
+            "copied {} snapshot objects and {wal} WAL objects from {} to {}",
+            copied.len(),
+            from.name(),
+            to.name()
+        );
+        Ok((
+            detail,
+            TaskOutput::ControlCopy {
+                objects: copied,
+                wal_until_ms,
+            },
         ))
     }
 

@@ -19,6 +19,7 @@ pub fn action_to_wire(a: TaskAction) -> i32 {
         TaskAction::Snapshot => WireAction::Snapshot,
         TaskAction::Restore => WireAction::Restore,
         TaskAction::DeleteBackup => WireAction::DeleteBackup,
+        TaskAction::CopyBackup => WireAction::CopyBackup,
     };
     w as i32
 }

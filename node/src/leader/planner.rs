@@ -3,8 +3,9 @@
 
 use keel_raft_store::{AdminState, Job, JobKind, Modification, StepState, Task, TaskAction, Workflow};
 
+use super::clone_source::{self, Copy, ZoneDistances};
 use crate::backup::wal::parse_lsn;
-use crate::backup::work::{TaskWork, BACKUP_TASKS};
+use crate::backup::work::{RestoreFrom, TaskWork, BACKUP_TASKS};
 use crate::classes;
 use crate::host::engine::InstanceSpec;
 
@@ -20,7 +21,7 @@ fn task(workflow_id: &str, n: usize, action: TaskAction, host: &str, instance: &
 
 /// The tasks of `job`'s workflow, in order.
 pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task>, String> {
-    if let JobKind::DeleteSnapshot { snapshot } = &job.kind {
+    if let JobKind::DeleteSnapshot { snapshot } | JobKind::CopySnapshot { snapshot } = &job.kind {
         let snap = state
             .snapshots
             .get(snapshot)
@@ -31,13 +32,11 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             .values()
             .find(|h| h.zone == snap.zone && h.health == keel_raft_store::HostHealth::Healthy)
             .ok_or_else(|| format!("no healthy host in zone {} can reach its backup store", snap.zone))?;
-        return Ok(vec![task(
-            workflow_id,
-            0,
-            TaskAction::DeleteBackup,
-            &host.name,
-            BACKUP_TASKS,
-        )]);
+        let action = match job.kind {
+            JobKind::CopySnapshot { .. } => TaskAction::CopyBackup,
+            _ => TaskAction::DeleteBackup,
+        };
+        return Ok(vec![task(workflow_id, 0, action, &host.name, BACKUP_TASKS)]);
     }
     let name = job.kind.database().ok_or("this job has no database")?;
     let db = state
@@ -103,7 +102,7 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 add(TaskAction::Destroy, &i.host, &i.id);
             }
         }
-        JobKind::DeleteSnapshot { .. } => unreachable!("planned above"),
+        JobKind::DeleteSnapshot { .. } | JobKind::CopySnapshot { .. } => unreachable!("planned above"),
         JobKind::SnapshotDatabase { .. } => {
             let primary = instances
                 .iter()
@@ -146,21 +145,45 @@ pub fn task_work(state: &AdminState, job: &Job) -> Result<Option<TaskWork>, Stri
             Ok(Some(TaskWork::DeleteBackup {
                 zone: snap.zone.clone(),
                 keys: snap.objects.iter().map(|o| o.key.clone()).collect(),
+                control_keys: snap
+                    .control
+                    .iter()
+                    .flat_map(|c| c.objects.iter().map(|o| o.key.clone()))
+                    .collect(),
                 wal_before: wal_no_longer_needed(state, snap),
             }))
         }
-        JobKind::RestoreDatabase { from, .. } => {
-            let snap = state
-                .snapshots
-                .get(&from.snapshot)
-                .ok_or_else(|| format!("snapshot {} no longer exists", from.snapshot))?;
+        JobKind::RestoreDatabase { from, database } => {
+            let target_zone = state
+                .databases
+                .get(database)
+                .and_then(|d| d.instances.first())
+                .and_then(|i| state.instances.get(i))
+                .and_then(|i| state.hosts.get(&i.host))
+                .map(|h| h.zone.clone())
+                .unwrap_or_default();
+            let (sources, choice) = restore_sources(state, from, &target_zone)?;
             Ok(Some(TaskWork::Restore {
                 lineage: from.lineage.clone(),
-                zone: snap.zone.clone(),
-                objects: snap.objects.clone(),
-                timeline: snap.timeline,
-                start_lsn: snap.start_lsn.clone(),
+                sources,
+                choice,
                 target: from.target.clone(),
+            }))
+        }
+        JobKind::CopySnapshot { snapshot } => {
+            let snap = state
+                .snapshots
+                .get(snapshot)
+                .ok_or_else(|| format!("snapshot {snapshot} no longer exists"))?;
+            Ok(Some(TaskWork::CopyBackup {
+                zone: snap.zone.clone(),
+                lineage: snap.lineage.clone(),
+                objects: snap.objects.clone(),
+                start_lsn: snap.start_lsn.clone(),
+                wal_until_ms: state
+                    .archives
+                    .get(&snap.lineage)
+                    .map_or(snap.taken_at_ms, |a| a.restorable_until_ms.max(snap.taken_at_ms)),
             }))
         }
         _ => Ok(None),
@@ -211,6 +234,7 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
             JobKind::DeleteDatabase { .. }
             | JobKind::SnapshotDatabase { .. }
             | JobKind::DeleteSnapshot { .. }
+            | JobKind::CopySnapshot { .. }
             | JobKind::Noop { .. } => {}
         }
         // The old verifier back (an undo task's spec is the database as it was).
@@ -223,6 +247,78 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
         }
     }
     out
+}
+
+/// The copies a restore can read from, the chosen one first (seed 002's rule, in
+/// `clone_source`), and why: the base snapshot in its zone's store, and a control-store
+/// copy of a snapshot that serves the same target.
+pub fn restore_sources(
+    state: &AdminState,
+    from: &keel_raft_store::RestoreSource,
+    target_zone: &str,
+) -> Result<(Vec<RestoreFrom>, String), String> {
+    use keel_raft_store::{BackupTier, RestoreTarget};
+    let base = state
+        .snapshots
+        .get(&from.snapshot)
+        .ok_or_else(|| format!("snapshot {} no longer exists", from.snapshot))?;
+    let zone_reach = state
+        .archives
+        .get(&from.lineage)
+        .map_or(base.taken_at_ms, |a| a.restorable_until_ms.max(base.taken_at_ms));
+    let mut candidates = vec![(
+        Copy {
+            id: format!("zone-store:{}", base.zone),
+            zone: Some(base.zone.clone()),
+            updated_at_ms: zone_reach,
+        },
+        RestoreFrom {
+            copy: format!("zone-store:{}", base.zone),
+            tier: BackupTier::Zone,
+            zone: base.zone.clone(),
+            objects: base.objects.clone(),
+            start_lsn: base.start_lsn.clone(),
+        },
+    )];
+    // A control copy serves if its snapshot starts at or before the target and its WAL reaches it.
+    let control = match from.target {
+        RestoreTarget::Snapshot => base.control.as_ref().map(|c| (base, c)),
+        RestoreTarget::Latest => state
+            .snapshots_of(&from.lineage)
+            .filter_map(|s| s.control.as_ref().map(|c| (s, c)))
+            .last(),
+        RestoreTarget::Time { at_ms } => state
+            .snapshots_of(&from.lineage)
+            .filter(|s| s.taken_at_ms <= at_ms)
+            .filter_map(|s| s.control.as_ref().map(|c| (s, c)))
+            .filter(|(_, c)| c.wal_until_ms >= at_ms)
+            .last(),
+    };
+    if let Some((snap, copy)) = control {
+        candidates.push((
+            Copy {
+                id: "control-store".into(),
+                zone: None,
+                updated_at_ms: copy.wal_until_ms,
+            },
+            RestoreFrom {
+                copy: "control-store".into(),
+                tier: BackupTier::Control,
+                zone: String::new(),
+                objects: copy.objects.clone(),
+                start_lsn: snap.start_lsn.clone(),
+            },
+        ));
+    }
+    let copies: Vec<Copy> = candidates.iter().map(|(c, _)| c.clone()).collect();
+    let within = from
+        .prefer_near_within_ms
+        .unwrap_or(keel_raft_store::PREFER_NEAR_WITHIN_MS);
+    let choice = clone_source::choose(&copies, target_zone, within, &ZoneDistances::default())
+        .ok_or("no copy of the backups can serve this restore")?;
+    // The chosen copy first; the others after it, freshest first, as fallbacks.
+    candidates.sort_by_key(|(c, _)| (c.id != choice.id, std::cmp::Reverse(c.updated_at_ms)));
+    Ok((candidates.into_iter().map(|(_, r)| r).collect(), choice.reason))
 }
 
 /// The WAL of `snap`'s lineage that no snapshot needs once `snap` is gone: before the

@@ -65,6 +65,7 @@ pub async fn run(t: Term) {
                 }
             }
             due.extend(expired_snapshots(a, now).into_iter().map(Due::Expire));
+            due.extend(copies_due(a, now).into_iter().map(Due::Copy));
             due
         });
         for work in due {
@@ -82,6 +83,13 @@ pub async fn run(t: Term) {
                         request,
                         name,
                         modification,
+                    },
+                ),
+                Due::Copy(snapshot) => (
+                    snapshot.clone(),
+                    Command::CopySnapshot {
+                        job_id: job_id.clone(),
+                        snapshot,
                     },
                 ),
                 Due::Expire(snapshot) => (
@@ -127,6 +135,45 @@ enum Due {
     Snapshot(String, String),
     /// Deleting an automatic snapshot past its retention (its catalog key).
     Expire(String),
+    /// The daily copy of a snapshot to the control environment's store.
+    Copy(String),
+}
+
+/// How often a database's backups are copied to the control environment's store.
+const CONTROL_COPY_EVERY_MS: u64 = 86_400_000;
+
+/// Snapshots to copy to the control store now (catalog keys): for each database that
+/// keeps backups and is inside its daily backup window, its newest snapshot, once a day.
+pub fn copies_due(a: &AdminState, now: u64) -> Vec<String> {
+    let copying: Vec<&str> = a
+        .open_jobs()
+        .filter_map(|j| match &j.kind {
+            keel_raft_store::JobKind::CopySnapshot { snapshot } => Some(snapshot.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut due = Vec::new();
+    for d in a.databases.values().filter(|d| d.spec.backup_retention_days > 0) {
+        if !Window::daily(&d.spec.backup_window).is_ok_and(|w| w.contains(now)) {
+            continue;
+        }
+        let lineage = d.lineage();
+        let last_copy = a
+            .snapshots_of(&lineage)
+            .filter_map(|s| s.control.as_ref().map(|c| c.copied_at_ms))
+            .max();
+        if last_copy.is_some_and(|at| now.saturating_sub(at) < CONTROL_COPY_EVERY_MS) {
+            continue;
+        }
+        let Some(newest) = a.snapshots_of(&lineage).last() else {
+            continue;
+        };
+        let key = newest.key();
+        if newest.control.is_none() && !copying.contains(&key.as_str()) {
+            due.push(key);
+        }
+    }
+    due
 }
 
 /// Automatic snapshots past their retention at `now` (catalog keys): their database's
@@ -260,5 +307,51 @@ mod tests {
             automatic_name("orders", 1_795_000_000_123),
             "orders-auto-20261118110640"
         );
+    }
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+    use keel_raft_store::{ControlCopy, DatabaseSpec, Snapshot, SnapshotState};
+
+    #[test]
+    fn the_newest_snapshot_is_copied_once_a_day_inside_the_backup_window() {
+        let hour = 3_600_000;
+        let day = 24 * hour;
+        let now = 100 * day + 3 * hour + 30 * 60_000; // 03:30 UTC
+        let mut a = AdminState::default();
+        a.databases.insert(
+            "orders.acme".into(),
+            Database {
+                name: "orders".into(),
+                account: "acme".into(),
+                lineage: "L".into(),
+                spec: DatabaseSpec {
+                    backup_retention_days: 7,
+                    backup_window: "03:00-04:00".into(),
+                    ..DatabaseSpec::default()
+                },
+                ..Database::default()
+            },
+        );
+        let snap = |name: &str, taken| Snapshot {
+            name: name.into(),
+            account: "acme".into(),
+            lineage: "L".into(),
+            state: SnapshotState::Available,
+            taken_at_ms: taken,
+            ..Snapshot::default()
+        };
+        a.snapshots.insert("old.acme".into(), snap("old", now - 2 * hour));
+        a.snapshots.insert("new.acme".into(), snap("new", now - hour));
+        assert_eq!(copies_due(&a, now), ["new.acme"]);
+        assert!(copies_due(&a, now - 2 * hour).is_empty(), "outside the window");
+        a.snapshots.get_mut("old.acme").unwrap().control = Some(ControlCopy {
+            copied_at_ms: now - 2 * hour,
+            ..ControlCopy::default()
+        });
+        assert!(copies_due(&a, now).is_empty(), "copied within the day");
+        assert_eq!(copies_due(&a, now + day), ["new.acme"], "the next day's window");
     }
 }

@@ -131,7 +131,8 @@ async fn execute(t: &Term, job: Job) {
         | JobKind::DeleteDatabase { .. }
         | JobKind::SnapshotDatabase { .. }
         | JobKind::RestoreDatabase { .. }
-        | JobKind::DeleteSnapshot { .. } => {
+        | JobKind::DeleteSnapshot { .. }
+        | JobKind::CopySnapshot { .. } => {
             if let Err(workflow::Abandoned(why)) = workflow::drive(t, &job).await {
                 tracing::info!(job = %job.id, %why, "Stopped driving the workflow; it resumes from its record.");
                 // If these services still lead, the job is claimable again: pause before the

@@ -211,7 +211,11 @@ impl MemHosts {
                 }
                 host.running.insert(instance.to_string());
             }
-            TaskAction::Configure | TaskAction::Check | TaskAction::Snapshot | TaskAction::DeleteBackup => {}
+            TaskAction::Configure
+            | TaskAction::Check
+            | TaskAction::Snapshot
+            | TaskAction::DeleteBackup
+            | TaskAction::CopyBackup => {}
             TaskAction::Restore => {
                 host.volumes.insert(instance.to_string());
                 host.running.insert(instance.to_string());

@@ -256,14 +256,7 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
         String::new()
     };
     let work_json = match t.read(|a| planner::task_work(a, job)) {
-        Ok(Some(work))
-            if matches!(
-                task.action,
-                TaskAction::Snapshot | TaskAction::Restore | TaskAction::DeleteBackup
-            ) =>
-        {
-            serde_json::to_string(&work).expect("serializable")
-        }
+        Ok(Some(work)) if task.action.needs_work() => serde_json::to_string(&work).expect("serializable"),
         Ok(_) => String::new(),
         Err(e) => {
             return Ok(Attempt::Failed {

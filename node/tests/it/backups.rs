@@ -393,3 +393,148 @@ async fn snapshots_restore_as_taken_a_damaged_object_fails_loudly_and_deletes_ta
     assert!(last["size_bytes"].as_u64().unwrap() > 0);
     assert_eq!(c.get(1, "/v1/databases/shop").await.unwrap().0, 404);
 }
+
+/// A daily backup window `HH:MM-HH:MM` (UTC) that holds now for the next hour.
+fn window_around_now() -> String {
+    let minute = now_ms() / 60_000 % (24 * 60);
+    let at = |m: u64| format!("{:02}:{:02}", m / 60 % 24, m % 60);
+    format!("{}-{}", at(minute + 24 * 60 - 5), at(minute + 55))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_read_the_nearest_fresh_copy_and_a_lost_zone_store_falls_back_to_the_control_copy() {
+    let mut c = cluster(&["--scheduler-interval-ms", "500"]).await;
+    c.start_hosts(2).await.unwrap();
+    let mut body = create_body("src");
+    body["backup_retention_days"] = json!(7);
+    body["snapshot_interval_min"] = json!(600);
+    body["backup_window"] = json!(window_around_now());
+    body["zone"] = json!("a");
+    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    assert_eq!(
+        wait_op(&c, created["operation_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let (_, db) = c.get(1, "/v1/databases/src").await.unwrap();
+    let (addr, port) = endpoint(&db);
+    let client = connect(&addr, port).await;
+    client
+        .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+
+    // The writer runs through everything below; every write must succeed.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut log, mut slowest) = (Vec::new(), 0u64);
+            let mut id = 0i64;
+            while !stop.is_cancelled() {
+                id += 1;
+                let sent_ms = now_ms();
+                client
+                    .execute("INSERT INTO t VALUES ($1)", &[&id])
+                    .await
+                    .expect("the source keeps taking writes");
+                let acked_ms = now_ms();
+                slowest = slowest.max(acked_ms - sent_ms);
+                log.push(Write { id, sent_ms, acked_ms });
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (log, slowest)
+        })
+    };
+
+    // The first snapshot, then its daily copy to the control store (the window is open).
+    let snap = c
+        .wait_for(
+            Duration::from_secs(120),
+            "the control copy of the first snapshot",
+            || async {
+                let (_, list) = c.get(1, "/v1/snapshots?db=src").await?;
+                Ok(list
+                    .as_array()
+                    .and_then(|l| l.iter().find(|s| s["control_wal_until_ms"].as_u64().is_some()))
+                    .cloned())
+            },
+        )
+        .await
+        .unwrap();
+    let (from, until) = (
+        snap["taken_at_ms"].as_u64().unwrap(),
+        snap["control_wal_until_ms"].as_u64().unwrap(),
+    );
+    assert!(until >= from, "{snap}");
+    let target = from + (until - from) / 2;
+
+    // A clone in zone a: both copies are fresh, the zone's own store is nearer.
+    let (code, r) = c
+        .post(
+            1,
+            "/v1/databases/src/clone",
+            &json!({"to": "near", "zone": "a", "time": timefmt::format_ms(target)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{r}");
+    let op = wait_op(&c, r["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let restored = op["tasks"][0]["result"].as_str().unwrap();
+    assert!(
+        restored.contains("restored from zone-store:a") && restored.contains("chosen:"),
+        "{restored}"
+    );
+
+    // The zone's store is lost: a restore falls back to the control copy and its WAL.
+    // (Moved aside in one step: archivers keep writing there.)
+    std::fs::rename(c.backup_dir().join("zone-a"), c.backup_dir().join("zone-a.lost")).unwrap();
+    let (code, r) = c
+        .post(
+            1,
+            "/v1/databases/src/restore",
+            &json!({"to": "far", "zone": "b", "time": timefmt::format_ms(target)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{r}");
+    let op = wait_op(&c, r["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let restored = op["tasks"][0]["result"].as_str().unwrap();
+    assert!(
+        restored.contains("restored from control-store") && restored.contains("after 1 failed"),
+        "{restored}"
+    );
+
+    stop.cancel();
+    let (log, slowest) = writer.await.unwrap();
+    eprintln!(
+        "source writes during snapshot, copy and clone: {} acknowledged, slowest {slowest} ms",
+        log.len()
+    );
+    // Both hold exactly what was committed by the target.
+    for name in ["near", "far"] {
+        let (_, d) = c.get(1, &format!("/v1/databases/{name}")).await.unwrap();
+        let (a, p) = endpoint(&d);
+        let k: i64 = connect(&a, p)
+            .await
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if k > 0 {
+            assert!(
+                log[k as usize - 1].sent_ms <= target,
+                "{name}: row {k} sent after the target"
+            );
+        }
+        if let Some(w) = log.get(k as usize) {
+            assert!(
+                w.acked_ms > target,
+                "{name}: row {} acknowledged by the target is missing",
+                w.id
+            );
+        }
+    }
+}

@@ -250,8 +250,53 @@ impl AdminState {
         self.account_event(index, at, kind, key, account, message);
     }
 
+    pub(super) fn copy_snapshot(&mut self, index: u64, at: Millis, job_id: &str, key: &str) -> Response {
+        let Some(snap) = self.snapshots.get(key) else {
+            return not_found("snapshot", key);
+        };
+        if snap.state != SnapshotState::Available {
+            return conflict(format!("snapshot {key} is not available to copy"));
+        }
+        let account = snap.account.clone();
+        let kind = JobKind::CopySnapshot { snapshot: key.into() };
+        match self.enqueue(index, at, job_id, None, kind, &account) {
+            Ok(job) => Response::Job {
+                job: Box::new(job),
+                created: true,
+            },
+            Err(refused) => refused,
+        }
+    }
+
+    /// A control copy ended: recorded (by its task's output), or said to have failed.
+    pub(super) fn conclude_snapshot_copy(&mut self, index: u64, at: Millis, key: &str, ok: bool) {
+        let Some(snap) = self.snapshots.get(key) else {
+            return;
+        };
+        let (account, name, database) = (snap.account.clone(), snap.name.clone(), snap.database.clone());
+        let (kind, message) = if ok {
+            (
+                "snapshot-copied",
+                format!("Snapshot {name} of {database} was copied to the control environment's store."),
+            )
+        } else {
+            ("snapshot-copy-failed", format!("Copying snapshot {name} of {database} to the control environment's store failed; the next daily copy tries again."))
+        };
+        self.account_event(index, at, kind, key, account, message);
+    }
+
     /// Record what a succeeded task of `job` produced.
-    pub(super) fn record_output(&mut self, job: &JobKind, instance: &str, output: &TaskOutput) {
+    pub(super) fn record_output(&mut self, at: Millis, job: &JobKind, instance: &str, output: &TaskOutput) {
+        if let (JobKind::CopySnapshot { snapshot }, TaskOutput::ControlCopy { objects, wal_until_ms }) = (job, output) {
+            if let Some(s) = self.snapshots.get_mut(snapshot) {
+                s.control = Some(ControlCopy {
+                    objects: objects.clone(),
+                    wal_until_ms: *wal_until_ms,
+                    copied_at_ms: at,
+                });
+            }
+            return;
+        }
         let (
             JobKind::SnapshotDatabase { snapshot, .. }
             | JobKind::DeleteDatabase {

@@ -357,9 +357,16 @@ impl AdminState {
 
     /// The effect of a finished workflow on its database.
     pub(super) fn conclude(&mut self, index: u64, at: Millis, kind: &JobKind, outcome: &Outcome) {
-        if let JobKind::DeleteSnapshot { snapshot } = kind {
-            self.conclude_snapshot_delete(index, at, snapshot, *outcome == Outcome::Succeeded);
-            return;
+        match kind {
+            JobKind::DeleteSnapshot { snapshot } => {
+                self.conclude_snapshot_delete(index, at, snapshot, *outcome == Outcome::Succeeded);
+                return;
+            }
+            JobKind::CopySnapshot { snapshot } => {
+                self.conclude_snapshot_copy(index, at, snapshot, *outcome == Outcome::Succeeded);
+                return;
+            }
+            _ => {}
         }
         let Some(name) = kind.database().map(str::to_string) else {
             return;

@@ -176,7 +176,7 @@ impl AdminState {
         if let (StepState::Succeeded, Some(output)) = (update.state, update.output) {
             let instance = task.instance.clone();
             if let Some(kind) = self.jobs.get(&wf.job_id).map(|j| j.kind.clone()) {
-                self.record_output(&kind, &instance, output);
+                self.record_output(at, &kind, &instance, output);
             }
         }
         let wf = self.workflows.get_mut(workflow_id).expect("checked");
