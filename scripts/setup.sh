@@ -23,6 +23,7 @@ if [[ "${1:-}" == "--bench" ]]; then
   need_pkg etcd-client
   need_pkg knot         # DNS peers for `keel-lab bench dns` (with nsd)
   need_pkg dnsperf
+  need_pkg pgbackrest   # the backup peer for `keel-lab bench backups`
 fi
 
 if ((${#want[@]})); then

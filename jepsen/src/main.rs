@@ -32,6 +32,8 @@ enum BenchCmd {
     History(bench::history::HistoryBench),
     /// What TLS and token checks cost on the write path (vs plain, unauthenticated).
     Security(bench::security::SecurityBench),
+    /// Snapshot and restore throughput against pgBackRest and cp -a, archive lag, TPS during a snapshot.
+    Backups(bench::backups::BackupsBench),
 }
 
 #[tokio::main]
@@ -42,5 +44,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Dns(b)) => bench::dns::run(b).await,
         Cmd::Bench(BenchCmd::History(b)) => bench::history::run(b).await,
         Cmd::Bench(BenchCmd::Security(b)) => bench::security::run(b).await,
+        Cmd::Bench(BenchCmd::Backups(b)) => bench::backups::run(b).await,
     }
 }

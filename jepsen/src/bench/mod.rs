@@ -1,5 +1,6 @@
 //! Whole-cluster benchmarks: Keel side by side with a peer, in one run.
 
+pub mod backups;
 pub mod cpu;
 pub mod db;
 pub mod dns;

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use keel_raft_store::BackupObject;
 
+use super::progress::Progress;
 use super::store::{BackupStore, StoreError, StoredObject};
 use super::wal::{self, WalObject};
 use super::work::wal_prefix;
@@ -15,14 +17,26 @@ use super::work::wal_prefix;
 /// Objects downloaded at once.
 const IN_FLIGHT: usize = 4;
 
-/// Download `objects` into `dir` (each under its key's last part), verified.
-pub async fn snapshot(store: &BackupStore, objects: &[BackupObject], dir: &Path) -> Result<u64, StoreError> {
+/// Download `objects` into `dir` (each under its key's last part), verified, counting
+/// into `progress`.
+pub async fn snapshot(
+    store: &BackupStore,
+    objects: &[BackupObject],
+    dir: &Path,
+    progress: &Arc<Progress>,
+) -> Result<u64, StoreError> {
+    progress.expect(objects.iter().map(|o| o.size).sum());
     let downloads: Vec<_> = objects
         .iter()
         .map(|o| {
             let file = o.key.rsplit('/').next().unwrap_or(&o.key);
-            let (store, o, path) = (store.clone(), o.clone(), dir.join(file));
-            async move { store.get_file(&o, &path).await.map(|()| o.size) }
+            let (store, o, path, progress) = (store.clone(), o.clone(), dir.join(file), progress.clone());
+            async move {
+                store
+                    .get_file_counted(&o, &path, Some(&progress))
+                    .await
+                    .map(|()| o.size)
+            }
         })
         .collect();
     futures::stream::iter(downloads)
@@ -35,9 +49,17 @@ pub async fn snapshot(store: &BackupStore, objects: &[BackupObject], dir: &Path)
 /// as the files PostgreSQL's restore_command asks for: whole segments, the segment being
 /// written rebuilt from its stretches and padded to a whole segment (replay stops where
 /// the data does), and timeline history files. Returns the bytes fetched.
-pub async fn wal(store: &BackupStore, lineage: &str, start_lsn: u64, dir: &Path) -> Result<u64, StoreError> {
+pub async fn wal(
+    store: &BackupStore,
+    lineage: &str,
+    start_lsn: u64,
+    dir: &Path,
+    progress: &Arc<Progress>,
+) -> Result<u64, StoreError> {
     let prefix = wal_prefix(lineage);
-    let keys = store.list(&prefix).await?;
+    let listed = store.list_sized(&prefix).await?;
+    let sizes: BTreeMap<&str, u64> = listed.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let keys: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
     let mut whole: BTreeMap<String, WalObject> = BTreeMap::new();
     let mut parts: BTreeMap<String, Vec<WalObject>> = BTreeMap::new();
     for key in &keys {
@@ -69,12 +91,18 @@ pub async fn wal(store: &BackupStore, lineage: &str, start_lsn: u64, dir: &Path)
             }
         },
     };
+    let stretches = parts
+        .iter()
+        .filter(|(name, _)| !whole.contains_key(*name))
+        .flat_map(|(_, p)| p);
+    let wanted = whole.values().chain(stretches).map(|o| object(o).key);
+    progress.expect(wanted.filter_map(|k| sizes.get(k.as_str())).sum());
     let downloads: Vec<_> = whole
         .values()
         .map(|o| {
-            let (store, obj, path) = (store.clone(), object(o), dir.join(o.name()));
+            let (store, obj, path, progress) = (store.clone(), object(o), dir.join(o.name()), progress.clone());
             async move {
-                store.get_file(&obj, &path).await?;
+                store.get_file_counted(&obj, &path, Some(&progress)).await?;
                 Ok::<u64, StoreError>(std::fs::metadata(&path).map_or(0, |m| m.len()))
             }
         })
@@ -90,7 +118,7 @@ pub async fn wal(store: &BackupStore, lineage: &str, start_lsn: u64, dir: &Path)
         let mut bytes = Vec::with_capacity(wal::SEGMENT_BYTES as usize);
         for part in wal::part_chain(&stretches) {
             let tmp = dir.join(format!("{name}.stretch"));
-            store.get_file(&object(&part), &tmp).await?;
+            store.get_file_counted(&object(&part), &tmp, Some(progress)).await?;
             let data = std::fs::read(&tmp).map_err(|source| StoreError::Io {
                 path: tmp.clone(),
                 source,

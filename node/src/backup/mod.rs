@@ -1,9 +1,11 @@
 //! Backups (issue 14): the stores ([`store`], [`stores`]), what tasks carry ([`work`]),
 //! WAL naming ([`wal`]), the continuous WAL archive a host runs per instance
-//! ([`archive`]), and fetching what a restore replays ([`fetch`]).
+//! ([`archive`]), fetching what a restore replays ([`fetch`]), and long tasks'
+//! progress ([`progress`]).
 
 pub mod archive;
 pub mod fetch;
+pub mod progress;
 pub mod store;
 pub mod stores;
 pub mod wal;

@@ -242,6 +242,16 @@ impl BackupStore {
     /// Download `object` to `local`, checking its SHA-256 against the catalog's; a
     /// mismatch removes the partial file and fails.
     pub async fn get_file(&self, object: &StoredObject, local: &Path) -> Result<(), StoreError> {
+        self.get_file_counted(object, local, None).await
+    }
+
+    /// [`BackupStore::get_file`], counting the bytes into `progress` as they arrive.
+    pub async fn get_file_counted(
+        &self,
+        object: &StoredObject,
+        local: &Path,
+        progress: Option<&super::progress::Progress>,
+    ) -> Result<(), StoreError> {
         let got = self
             .inner
             .get(&self.path(&object.key))
@@ -254,6 +264,9 @@ impl BackupStore {
             let chunk = chunk.map_err(|e| self.failed(e))?;
             hasher.update(&chunk);
             out.write_all(&chunk).await.map_err(io(local))?;
+            if let Some(p) = progress {
+                p.add(chunk.len() as u64);
+            }
         }
         out.sync_all().await.map_err(io(local))?;
         let found = hex(&hasher.finalize());
@@ -271,6 +284,11 @@ impl BackupStore {
 
     /// Keys under `prefix`, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.list_sized(prefix).await?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Keys under `prefix` with their sizes, sorted by key.
+    pub async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let base = self.path(prefix);
         let mut keys = Vec::new();
         let mut listing = self.inner.list(Some(&base));
@@ -281,7 +299,7 @@ impl BackupStore {
                 "" => full,
                 p => full.strip_prefix(&format!("{p}/")).unwrap_or(&full).to_string(),
             };
-            keys.push(key);
+            keys.push((key, meta.size));
         }
         keys.sort();
         Ok(keys)

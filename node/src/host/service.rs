@@ -19,6 +19,7 @@ use super::journal::{valid_id, FenceError, Journal, Outcome};
 use super::wire::action_from_wire;
 use super::HostConfig;
 use crate::backup::archive::Archives;
+use crate::backup::progress::Progress;
 use crate::backup::stores::Stores;
 use crate::backup::work::{snapshot_prefix, TaskWork};
 use keel_raft_store::TaskOutput;
@@ -65,6 +66,8 @@ pub struct HostService {
     stores: Stores,
     /// The WAL archives running, by instance ([`HostService::watch_archives`]).
     archives: Archives,
+    /// How far each running task has got, by task id (answered while it runs).
+    progress: Arc<Mutex<HashMap<String, Arc<Progress>>>>,
 }
 
 /// The answer for a task this host has no record of (and now records as absent).
@@ -131,7 +134,22 @@ impl HostService {
             usage: Arc::default(),
             stores,
             archives: Archives::default(),
+            progress: Arc::default(),
         }
+    }
+
+    /// The answer for a task still running: its progress, if it reports one.
+    fn running_reply(&self, task_id: &str) -> TaskReply {
+        TaskReply {
+            detail: self.progress_of(task_id),
+            ..reply(task_id, None)
+        }
+    }
+
+    /// What a running task says of its progress ("" if nothing).
+    fn progress_of(&self, task_id: &str) -> String {
+        let map = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(task_id).map(|p| p.describe()).unwrap_or_default()
     }
 
     /// Keep a WAL archive running for every running instance whose database keeps
@@ -274,6 +292,7 @@ impl HostService {
         instance: &str,
         spec: Option<InstanceSpec>,
         work: Option<TaskWork>,
+        progress: Arc<Progress>,
     ) -> Outcome {
         let need = |spec: Option<InstanceSpec>| {
             spec.ok_or_else(|| EngineError::Unavailable(format!("action {action} needs an instance spec")))
@@ -347,7 +366,7 @@ impl HostService {
                 }
                 TaskAction::Restore => {
                     let spec = need(spec)?;
-                    let detail = self.restore(&spec, work).await?;
+                    let detail = self.restore(&spec, work, &progress).await?;
                     self.save_spec(&spec)?;
                     Ok(detail)
                 }
@@ -430,12 +449,17 @@ impl HostService {
             fence,
             ..
         } = a;
+        let progress = Arc::new(Progress::default());
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task_id.clone(), progress.clone());
         // The task runs to the end even if the caller gives up waiting; its outcome is journalled.
         tokio::spawn(async move {
             tracing::info!(task = %task_id, %action, instance = %instance, fence, "Running task.");
             let work = {
                 let (this, instance) = (this.clone(), instance.clone());
-                tokio::spawn(async move { this.execute(action, &instance, spec, work).await })
+                tokio::spawn(async move { this.execute(action, &instance, spec, work, progress).await })
             };
             // A panic in the work is an outcome too, or the instance would stay busy for ever.
             let outcome = work.await.unwrap_or_else(|e| Outcome::Failed {
@@ -443,6 +467,7 @@ impl HostService {
                 retryable: true,
             });
             this.record(&task_id, &outcome);
+            this.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_id);
             tracing::info!(task = %task_id, ?outcome, "Task finished.");
             let mut running = this.running.lock().unwrap_or_else(|p| p.into_inner());
             let _ = tx.send(Some(outcome));
@@ -588,7 +613,12 @@ impl HostService {
     }
 
     /// Make the instance from a snapshot and the archive, replayed to the target.
-    async fn restore(&self, spec: &InstanceSpec, work: Option<TaskWork>) -> Result<String, EngineError> {
+    async fn restore(
+        &self,
+        spec: &InstanceSpec,
+        work: Option<TaskWork>,
+        progress: &Arc<Progress>,
+    ) -> Result<String, EngineError> {
         let Some(TaskWork::Restore {
             lineage,
             sources,
@@ -611,7 +641,8 @@ impl HostService {
         let started = std::time::Instant::now();
         let mut fetched = None;
         for source in &sources {
-            match self.fetch(source, &lineage, &dir).await {
+            progress.phase(&format!("fetching the backup from {}", source.copy));
+            match self.fetch(source, &lineage, &dir, progress).await {
                 Ok(bytes) => {
                     fetched = Some((source, bytes));
                     break;
@@ -630,6 +661,11 @@ impl HostService {
             });
         };
         let fetch_time = started.elapsed();
+        progress.phase(&format!(
+            "fetched {:.1} MiB in {:.1} s; replaying WAL to the target and promoting",
+            (base + logs) as f64 / (1 << 20) as f64,
+            fetch_time.as_secs_f64()
+        ));
         let replay = self
             .engine
             .restore(spec, &files, &wal, &target, TaskAction::Restore.deadline())
@@ -655,6 +691,7 @@ impl HostService {
         source: &crate::backup::work::RestoreFrom,
         lineage: &str,
         dir: &std::path::Path,
+        progress: &Arc<Progress>,
     ) -> Result<(u64, u64), String> {
         let store = match source.tier {
             keel_raft_store::BackupTier::Zone => self.stores.zone(&source.zone),
@@ -667,11 +704,11 @@ impl HostService {
             std::fs::create_dir_all(d).map_err(|e| format!("cannot make {}: {e}", d.display()))?;
         }
         self.engine.chown(dir).map_err(|e| e.to_string())?;
-        let base = crate::backup::fetch::snapshot(&store, &source.objects, &files)
+        let base = crate::backup::fetch::snapshot(&store, &source.objects, &files, progress)
             .await
             .map_err(|e| e.to_string())?;
         let start = crate::backup::wal::parse_lsn(&source.start_lsn).unwrap_or(0);
-        let logs = crate::backup::fetch::wal(&store, lineage, start, &wal)
+        let logs = crate::backup::fetch::wal(&store, lineage, start, &wal, progress)
             .await
             .map_err(|e| e.to_string())?;
         Ok((base, logs))
@@ -783,13 +820,16 @@ impl HostService {
         })
     }
 
-    async fn wait(task_id: &str, mut rx: watch::Receiver<Option<Outcome>>) -> TaskReply {
+    async fn wait(&self, task_id: &str, mut rx: watch::Receiver<Option<Outcome>>) -> TaskReply {
         let done = tokio::time::timeout(ANSWER_WITHIN, rx.wait_for(|o| o.is_some())).await;
         let outcome = match done {
             Ok(Ok(o)) => o.clone(),
             _ => None,
         };
-        reply(task_id, outcome.as_ref())
+        match outcome {
+            Some(o) => reply(task_id, Some(&o)),
+            None => self.running_reply(task_id),
+        }
     }
 }
 
@@ -884,7 +924,7 @@ impl HostManager for HostService {
             })?;
         match admission {
             Admission::Done(outcome) => Ok(Response::new(reply(&r.task_id, Some(&outcome)))),
-            Admission::Wait(rx) => Ok(Response::new(Self::wait(&r.task_id, rx).await)),
+            Admission::Wait(rx) => Ok(Response::new(self.wait(&r.task_id, rx).await)),
             Admission::Busy(other) => Ok(Response::new(TaskReply {
                 task_id: r.task_id,
                 state: TaskState::Busy as i32,
@@ -911,7 +951,7 @@ impl HostManager for HostService {
             return Ok(Response::new(reply(&id, Some(&done))));
         }
         if running.values().any(|r| r.task_id == id) {
-            return Ok(Response::new(reply(&id, None)));
+            return Ok(Response::new(self.running_reply(&id)));
         }
         // Recorded as absent, under the lock, so a request for it still in flight never runs.
         self.record(&id, &absent());

@@ -46,7 +46,8 @@ fn result_of(r: TaskReply) -> TaskResult {
             detail: r.detail,
             retryable: r.retryable,
         },
-        TaskState::Running | TaskState::Busy => TaskResult::Running,
+        TaskState::Running => TaskResult::Running(r.detail),
+        TaskState::Busy => TaskResult::Running(String::new()),
         TaskState::Unknown => TaskResult::Absent,
         TaskState::Unspecified => TaskResult::Unknown(format!("the host answered an unknown task state {}", r.state)),
     }
@@ -113,7 +114,7 @@ impl HostClients {
                     match result_of(reply) {
                         // Still running (re-sends are deduplicated by the host and wait again),
                         // or another task holds the instance: nothing of ours started yet.
-                        TaskResult::Running => {
+                        TaskResult::Running(_) => {
                             if busy {
                                 tokio::time::sleep(BUSY_PAUSE.min(left)).await;
                             }

@@ -30,8 +30,8 @@ pub enum TaskResult {
     },
     /// The host refused our fence: newer leader services are in charge; stop acting.
     Fenced(String),
-    /// The host still runs it.
-    Running,
+    /// The host still runs it; what it says of its progress ("" if nothing).
+    Running(String),
     /// The host has no record of it and runs nothing of it (never arrived, or the host
     /// manager restarted before it finished).
     Absent,

@@ -164,7 +164,9 @@ async fn run_task(t: &Term, job: &Job, wf: &Workflow, n: usize) -> Result<Workfl
             n,
             task: &this,
         };
-        let outcome = perform(t, job, &at, resumed).instrument(span).await?;
+        let outcome = with_progress(t, &at, perform(t, job, &at, resumed))
+            .instrument(span)
+            .await?;
         resumed = false;
         let retry = match &outcome {
             Attempt::Failed { retryable: true, .. } => {
@@ -211,6 +213,55 @@ async fn run_task(t: &Term, job: &Job, wf: &Workflow, n: usize) -> Result<Workfl
         return commit_workflow(t, done).await;
     }
 }
+
+/// Run `work` (one attempt of a long task: snapshot, restore, copy), and meanwhile record
+/// on the task what its host says of its progress whenever that changes, so
+/// `ops describe` and `--wait` show bytes, throughput and time left.
+async fn with_progress(
+    t: &Term,
+    at: &At<'_>,
+    work: impl std::future::Future<Output = Result<Attempt, Abandoned>>,
+) -> Result<Attempt, Abandoned> {
+    let task = at.task;
+    let addr = t.read(|a| a.hosts.get(&task.host).map(|h| h.addr.clone()));
+    let (true, Some(addr)) = (task.action.needs_work(), addr) else {
+        return work.await;
+    };
+    let report = async {
+        let mut said = String::new();
+        loop {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            let TaskResult::Running(now) = t.hosts.task_status(&addr, &task.attempt_id()).await else {
+                continue;
+            };
+            if now.is_empty() || now == said {
+                continue;
+            }
+            let note = Command::UpdateTask {
+                workflow_id: at.workflow_id.to_string(),
+                index: at.n,
+                fence: t.fence,
+                state: StepState::Running,
+                attempt: task.attempt,
+                result: Some(now.clone()),
+                undo: None,
+                output: None,
+            };
+            // A note that does not commit is only a missed report; the attempt goes on.
+            if t.commit(note).await.is_ok() {
+                said = now;
+            }
+        }
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => done,
+        never = report => never,
+    }
+}
+
+/// How often a long task's progress is asked for.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// The outcome of an attempt its host has no record of: retry it as a new attempt.
 fn lost(task: &Task) -> Attempt {
@@ -301,7 +352,7 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
             TaskResult::Failed { detail, retryable } => return Ok(Attempt::Failed { detail, retryable }),
             TaskResult::Fenced(why) => return Err(Abandoned(format!("fenced by host {}: {why}", task.host))),
             TaskResult::Absent => return Ok(lost(task)),
-            TaskResult::Running | TaskResult::Unknown(_) => match settle(t, addr, at).await? {
+            TaskResult::Running(_) | TaskResult::Unknown(_) => match settle(t, addr, at).await? {
                 Some(done) => return Ok(done),
                 // Still running: wait on it through a join-only re-send.
                 None => result = send(join.clone()).await?,
@@ -327,7 +378,7 @@ async fn settle(t: &Term, addr: &str, at: &At<'_>) -> Result<Option<Attempt>, Ab
             TaskResult::Failed { detail, retryable } => return Ok(Some(Attempt::Failed { detail, retryable })),
             TaskResult::Fenced(why) => return Err(Abandoned(format!("fenced by host {}: {why}", task.host))),
             TaskResult::Absent => return Ok(Some(lost(task))),
-            TaskResult::Running => return Ok(None),
+            TaskResult::Running(_) => return Ok(None),
             TaskResult::Unknown(why) if !noted => {
                 noted = true;
                 let note = Command::UpdateTask {

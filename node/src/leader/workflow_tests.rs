@@ -412,3 +412,95 @@ fn next_step_is_a_function_of_the_record() {
     };
     assert_eq!(next(&done), Next::Done);
 }
+
+/// A host whose long task runs until released, reporting progress meanwhile.
+struct SlowHost {
+    released: Arc<std::sync::atomic::AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Hosts for SlowHost {
+    fn run_task(
+        &self,
+        _addr: &str,
+        _req: keel_proto::host::TaskRequest,
+        _deadline: std::time::Duration,
+    ) -> futures::future::BoxFuture<'_, super::super::seams::TaskResult> {
+        Box::pin(async move {
+            while !self.released.load(std::sync::atomic::Ordering::SeqCst) {
+                self.wake.notified().await;
+            }
+            super::super::seams::TaskResult::Succeeded("snapshot stored".into(), None)
+        })
+    }
+
+    fn task_status(
+        &self,
+        _addr: &str,
+        _task_id: &str,
+    ) -> futures::future::BoxFuture<'_, super::super::seams::TaskResult> {
+        Box::pin(async move {
+            super::super::seams::TaskResult::Running(
+                "fetching the backup: 1.0 of 2.0 MiB (1.0 MiB/s, about 1 s left)".into(),
+            )
+        })
+    }
+
+    fn health(
+        &self,
+        _addr: &str,
+        _timeout: std::time::Duration,
+    ) -> futures::future::BoxFuture<'_, Result<keel_proto::host::HealthReply, String>> {
+        Box::pin(async move { Err("not used".to_string()) })
+    }
+}
+
+#[tokio::test]
+async fn a_long_tasks_progress_is_recorded_on_the_task_while_it_runs() {
+    let control = MemControl::new(base());
+    let hosts = MemHosts::default();
+    available(&control, &hosts).await;
+    let r = control.apply(Command::SnapshotDatabase {
+        job_id: "snap".into(),
+        request: None,
+        name: "db.acme".into(),
+        snapshot: "s1".into(),
+        kind: keel_raft_store::SnapshotKind::User,
+    });
+    assert!(matches!(r, Response::Database { created: true, .. }), "{r:?}");
+    let slow = Arc::new(SlowHost {
+        released: Arc::default(),
+        wake: Arc::default(),
+    });
+    let t = {
+        let c: Arc<dyn Control> = control.clone();
+        let h: Arc<dyn Hosts> = slow.clone();
+        start_services(c, h, 1, 1, CancellationToken::new(), Arc::new(ServerConfig::default()))
+            .await
+            .expect("services start")
+    };
+    let driving = tokio::spawn(async move { claim_and_drive(&t, "snap").await });
+    let task = |c: &MemControl| c.state().workflow_of("snap").and_then(|w| w.tasks.first().cloned());
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let started = loop {
+        if let Some(t) = task(&control).filter(|t| t.result.as_deref().is_some_and(|r| r.contains("fetching"))) {
+            break t;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no progress recorded: {:?}",
+            task(&control)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(started.state, keel_raft_store::StepState::Running);
+    slow.released.store(true, std::sync::atomic::Ordering::SeqCst);
+    slow.wake.notify_one();
+    driving.await.unwrap().expect("the workflow finishes");
+    let done = task(&control).unwrap();
+    assert_eq!(done.result.as_deref(), Some("snapshot stored"));
+    assert_eq!(
+        done.started_at_ms, started.started_at_ms,
+        "a progress note keeps the attempt's start"
+    );
+}

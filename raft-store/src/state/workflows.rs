@@ -181,6 +181,8 @@ impl AdminState {
         }
         let wf = self.workflows.get_mut(workflow_id).expect("checked");
         let task = &mut wf.tasks[n];
+        // A note on an attempt already running (progress, an unknown outcome) keeps its start.
+        let same_attempt = task.state == StepState::Running && task.attempt == update.attempt;
         task.state = update.state;
         task.attempt = update.attempt;
         task.result = update.result.map(str::to_string);
@@ -189,7 +191,9 @@ impl AdminState {
         }
         match update.state {
             StepState::Running => {
-                task.started_at_ms = Some(at);
+                if !same_attempt || task.started_at_ms.is_none() {
+                    task.started_at_ms = Some(at);
+                }
                 task.finished_at_ms = None;
             }
             _ => task.finished_at_ms = Some(at),

@@ -1,0 +1,428 @@
+//! `keel-lab bench backups`: snapshot and restore throughput of a pgbench database
+//! through Keel, beside `cp -a` of its data directory and pgBackRest's full backup and
+//! restore of the same data with the same parallelism and compression, in one run; the
+//! latest restorable time's lag under `pgbench -c 4`; pgbench TPS while a snapshot is
+//! taken against without.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use super::quantile;
+use crate::cluster::{Cluster, Spec};
+use crate::ports::free_port;
+
+/// Benchmark settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupsBench {
+    /// The keel binary (release build).
+    #[arg(long)]
+    pub keel_bin: Option<PathBuf>,
+    /// pgbench scale factor (200 is about 3 GB).
+    #[arg(long, default_value_t = 200)]
+    pub scale: u32,
+    /// PostgreSQL's bin directory.
+    #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
+    pub pg_bin: PathBuf,
+    /// Seconds of `pgbench -c 4` for the lag phase.
+    #[arg(long, default_value_t = 30)]
+    pub lag_seconds: u32,
+}
+
+const PASSWORD: &str = "bench pass word 1";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+async fn op_done(c: &Cluster, id: &str) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let (code, op) = c.get(1, &format!("/v1/ops/{id}")).await?;
+        if code == 200 && op["state"] == "succeeded" {
+            return Ok(op);
+        }
+        if op["state"] == "failed" {
+            bail!("operation {id} failed: {op}");
+        }
+        if Instant::now() > deadline {
+            bail!("operation {id} did not finish within an hour: {op}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Run `cmd`, failing with its output if it fails; returns its stdout.
+fn sh(what: &str, cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A command run as the `postgres` OS user (PostgreSQL and pgBackRest refuse root).
+fn as_postgres(program: &Path) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--"]).arg(program);
+    cmd
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let out = Command::new("du").args(["-sb"]).arg(path).output();
+    out.ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// TPS pgbench reports for `-c 4 -j 2 -T seconds` against `conninfo`.
+fn pgbench_tps(pg_bin: &Path, conninfo: &str, seconds: u32) -> anyhow::Result<f64> {
+    let out = sh(
+        "pgbench",
+        Command::new(pg_bin.join("pgbench"))
+            .args(["-c", "4", "-j", "2", "-T", &seconds.to_string(), "-n"])
+            .arg(conninfo)
+            .env("PGPASSWORD", PASSWORD),
+    )?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no tps in pgbench's output: {out}"))
+}
+
+/// The peer: a stand-alone PostgreSQL with pgBackRest archiving, the same pgbench data,
+/// a full backup and a restore that is started and promoted, timed.
+struct PgBackRest {
+    root: PathBuf,
+}
+
+impl PgBackRest {
+    fn conf(&self) -> PathBuf {
+        self.root.join("pgbackrest.conf")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = as_postgres(Path::new("/usr/bin/pgbackrest"));
+        c.arg(format!("--config={}", self.conf().display()))
+            .arg("--stanza=bench")
+            .args(args);
+        c
+    }
+
+    fn setup(pg_bin: &Path, scale: u32) -> anyhow::Result<Self> {
+        let root = PathBuf::from(format!("/var/tmp/keel-bench-pgbackrest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root)?;
+        sh("chown", Command::new("chown").arg("postgres:postgres").arg(&root))?;
+        let port = free_port();
+        let me = Self { root };
+        let data = me.root.join("data");
+        sh(
+            "initdb",
+            as_postgres(&pg_bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-A", "trust", "-U", "postgres"]),
+        )?;
+        let conf = format!(
+            "[global]\nrepo1-path={}\nprocess-max=1\ncompress-type=gz\nstart-fast=y\nlog-level-console=warn\nlog-path={}\n\n[bench]\npg1-path={}\npg1-port={port}\npg1-socket-path={}\n",
+            me.root.join("repo").display(),
+            me.root.display(),
+            data.display(),
+            me.root.display()
+        );
+        std::fs::write(me.conf(), conf)?;
+        sh("chown", Command::new("chown").arg("postgres:postgres").arg(me.conf()))?;
+        let settings = format!(
+            "port = {port}\nunix_socket_directories = '{}'\nlisten_addresses = ''\narchive_mode = on\narchive_command = '/usr/bin/pgbackrest --config={} --stanza=bench archive-push %p'\nshared_buffers = 512MB\n",
+            me.root.display(),
+            me.conf().display()
+        );
+        let mut pgconf = std::fs::read_to_string(data.join("postgresql.conf"))?;
+        pgconf.push_str(&settings);
+        std::fs::write(data.join("postgresql.conf"), pgconf)?;
+        me.start(&data)?;
+        sh(
+            "pgbench -i (pgBackRest's instance)",
+            as_postgres(&pg_bin.join("pgbench"))
+                .args(["-i", "-q", "-s", &scale.to_string(), "-h"])
+                .arg(&me.root)
+                .args(["-p", &port.to_string(), "postgres"]),
+        )?;
+        sh("pgbackrest stanza-create", &mut me.cmd(&["stanza-create"]))?;
+        Ok(me)
+    }
+
+    fn start(&self, data: &Path) -> anyhow::Result<()> {
+        let pg_ctl = Path::new("/usr/lib/postgresql/15/bin/pg_ctl");
+        sh(
+            "pg_ctl start",
+            as_postgres(pg_ctl)
+                .arg("-D")
+                .arg(data)
+                .arg("-l")
+                .arg(data.with_extension("log"))
+                .args(["-w", "start"]),
+        )
+        .map(drop)
+    }
+
+    fn stop(&self, data: &Path) {
+        let pg_ctl = Path::new("/usr/lib/postgresql/15/bin/pg_ctl");
+        let _ = as_postgres(pg_ctl)
+            .arg("-D")
+            .arg(data)
+            .args(["-m", "fast", "stop"])
+            .output();
+    }
+
+    /// Seconds for a full backup.
+    fn backup(&self) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        sh("pgbackrest backup", &mut self.cmd(&["backup", "--type=full"]))?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Seconds for a restore into a new directory, started and promoted (as Keel's
+    /// restore counts them).
+    fn restore(&self, pg_bin: &Path) -> anyhow::Result<f64> {
+        let target = self.root.join("restored");
+        let t = Instant::now();
+        sh(
+            "pgbackrest restore",
+            &mut self.cmd(&[
+                "restore",
+                &format!("--pg1-path={}", target.display()),
+                "--type=immediate",
+                "--target-action=promote",
+            ]),
+        )?;
+        // Its own port, so the source keeps running.
+        let port = free_port();
+        let mut auto = std::fs::read_to_string(target.join("postgresql.auto.conf")).unwrap_or_default();
+        auto.push_str(&format!("port = {port}\narchive_mode = off\n"));
+        std::fs::write(target.join("postgresql.auto.conf"), auto)?;
+        self.start(&target)?;
+        loop {
+            let out = as_postgres(&pg_bin.join("psql"))
+                .arg("-h")
+                .arg(&self.root)
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-tAc",
+                    "SELECT pg_is_in_recovery()",
+                    "postgres",
+                ])
+                .output()?;
+            if String::from_utf8_lossy(&out.stdout).trim() == "f" {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(3600) {
+                bail!("pgBackRest's restore did not promote within an hour");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let secs = t.elapsed().as_secs_f64();
+        self.stop(&target);
+        Ok(secs)
+    }
+}
+
+impl Drop for PgBackRest {
+    fn drop(&mut self) {
+        self.stop(&self.root.join("data"));
+        self.stop(&self.root.join("restored"));
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Run the benchmark and print its table.
+pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
+    let bin = super::keel_binary(b.keel_bin.as_deref())?;
+    anyhow::ensure!(
+        Path::new("/usr/bin/pgbackrest").exists(),
+        "pgBackRest is not installed: run scripts/setup.sh --bench"
+    );
+    let mut c =
+        Cluster::start(Spec::new(&bin, 1).args(&["--monitor-interval-ms", "200", "--scheduler-interval-ms", "1000"]))
+            .await?;
+    c.start_hosts(1).await?;
+    let body = json!({"name": "bench", "engine": "postgres", "class": "medium", "storage_gib": 50,
+                      "master_user": "app", "master_password": PASSWORD,
+                      "backup_retention_days": 7, "snapshot_interval_min": 1440});
+    let (code, created) = c.post(1, "/v1/databases", &body).await?;
+    if code != 200 {
+        bail!("create refused ({code}): {created}");
+    }
+    op_done(&c, created["operation_id"].as_str().unwrap_or_default()).await?;
+    // The first automatic snapshot comes at once; let it pass before measuring.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, db) = c.get(1, "/v1/databases/bench").await?;
+        if db["restorable"].is_object() && db["status"] == "available" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("no first snapshot within 300 s: {db}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, db) = c.get(1, "/v1/databases/bench").await?;
+    let conninfo = format!(
+        "host={} port={} user=app dbname=postgres",
+        db["endpoint"]["addr"].as_str().unwrap_or_default(),
+        db["endpoint"]["port"]
+    );
+    let instance = db["instances"][0]["id"].as_str().unwrap_or_default().to_string();
+    eprintln!(
+        "loading pgbench scale {} into Keel and into pgBackRest's instance…",
+        b.scale
+    );
+    sh(
+        "pgbench -i",
+        Command::new(b.pg_bin.join("pgbench"))
+            .args(["-i", "-q", "-s", &b.scale.to_string()])
+            .arg(&conninfo)
+            .env("PGPASSWORD", PASSWORD),
+    )?;
+    let peer = PgBackRest::setup(&b.pg_bin, b.scale)?;
+    let data = c.hosts[0].root.join("volumes").join(&instance).join("data");
+    let bytes = dir_bytes(&data);
+
+    // Snapshot and restore through Keel.
+    let snapshot = |name: &'static str| {
+        let c = &c;
+        async move {
+            let t = Instant::now();
+            let (code, r) = c
+                .post(1, "/v1/databases/bench/snapshots", &json!({"snapshot": name}))
+                .await?;
+            if code != 200 {
+                bail!("snapshot refused ({code}): {r}");
+            }
+            op_done(c, r["operation_id"].as_str().unwrap_or_default()).await?;
+            Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64())
+        }
+    };
+    eprintln!("Keel snapshot…");
+    let keel_snapshot = snapshot("bench-1").await?;
+    let (_, snap) = c.get(1, "/v1/snapshots/bench-1").await?;
+    let stored = snap["size_bytes"].as_u64().unwrap_or(0);
+    eprintln!("Keel restore…");
+    let t = Instant::now();
+    let (code, r) = c
+        .post(
+            1,
+            "/v1/databases/bench/restore",
+            &json!({"to": "bench-r", "snapshot": "bench-1"}),
+        )
+        .await?;
+    if code != 200 {
+        bail!("restore refused ({code}): {r}");
+    }
+    op_done(&c, r["operation_id"].as_str().unwrap_or_default()).await?;
+    let keel_restore = t.elapsed().as_secs_f64();
+
+    eprintln!("cp -a…");
+    let copy = PathBuf::from(format!("/var/tmp/keel-bench-cp-{}", std::process::id()));
+    let t = Instant::now();
+    sh("cp -a", Command::new("cp").arg("-a").arg(&data).arg(&copy))?;
+    let cp = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&copy);
+
+    eprintln!("pgBackRest backup and restore…");
+    let br_backup = peer.backup()?;
+    let br_restore = peer.restore(&b.pg_bin)?;
+    drop(peer);
+
+    // TPS without and during a snapshot, each as long as a snapshot takes.
+    let seconds = (keel_snapshot.ceil() as u32).max(10);
+    eprintln!("pgbench -c 4 for {seconds} s without, then during, a snapshot…");
+    let quiet = {
+        let (pg_bin, conninfo) = (b.pg_bin.clone(), conninfo.clone());
+        tokio::task::spawn_blocking(move || pgbench_tps(&pg_bin, &conninfo, seconds)).await??
+    };
+    let during = {
+        let (pg_bin, conninfo) = (b.pg_bin.clone(), conninfo.clone());
+        let load = tokio::task::spawn_blocking(move || pgbench_tps(&pg_bin, &conninfo, seconds));
+        snapshot("bench-2").await?;
+        load.await??
+    };
+
+    // The latest restorable time's lag, as `describe` shows it, under pgbench -c 4.
+    eprintln!("lag under pgbench -c 4 for {} s…", b.lag_seconds);
+    let load = {
+        let (pg_bin, conninfo, secs) = (b.pg_bin.clone(), conninfo.clone(), b.lag_seconds);
+        tokio::task::spawn_blocking(move || pgbench_tps(&pg_bin, &conninfo, secs))
+    };
+    let mut lags = Vec::new();
+    let until = Instant::now() + Duration::from_secs(u64::from(b.lag_seconds));
+    while Instant::now() < until {
+        let (_, db) = c.get(1, "/v1/databases/bench").await?;
+        if let Some(latest) = db["restorable"]["latest_ms"].as_u64() {
+            lags.push(now_ms().saturating_sub(latest) as f64 / 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lag_tps = load.await??;
+
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let rate = |secs: f64| mib(bytes) / secs;
+    println!(
+        "data directory {:.0} MiB (pgbench scale {}); Keel's snapshot stored {:.0} MiB",
+        mib(bytes),
+        b.scale,
+        mib(stored)
+    );
+    println!(
+        "| step | Keel s | Keel MiB/s | pgBackRest s | pgBackRest MiB/s | cp -a s | cp -a MiB/s | Keel vs pgBackRest |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| backup | {keel_snapshot:.1} | {:.0} | {br_backup:.1} | {:.0} | {cp:.1} | {:.0} | {:.2}× |",
+        rate(keel_snapshot),
+        rate(br_backup),
+        rate(cp),
+        br_backup / keel_snapshot
+    );
+    println!(
+        "| restore (started, promoted) | {keel_restore:.1} | {:.0} | {br_restore:.1} | {:.0} | {cp:.1} | {:.0} | {:.2}× |",
+        rate(keel_restore),
+        rate(br_restore),
+        rate(cp),
+        br_restore / keel_restore
+    );
+    println!(
+        "restore throughput vs cp -a (the disk's copy rate): {:.0}%",
+        100.0 * cp / keel_restore
+    );
+    println!(
+        "pgbench -c 4 TPS: {quiet:.0} without a snapshot, {during:.0} during one ({:.0}%)",
+        100.0 * during / quiet
+    );
+    println!(
+        "latest restorable lag under pgbench -c 4 ({lag_tps:.0} TPS, {} samples): p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        lags.len(),
+        quantile(&lags, 0.5),
+        quantile(&lags, 0.99),
+        quantile(&lags, 1.0)
+    );
+    Ok(())
+}
