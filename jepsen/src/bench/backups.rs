@@ -203,6 +203,9 @@ impl PgBackRest {
     /// restore counts them).
     fn restore(&self, pg_bin: &Path) -> anyhow::Result<f64> {
         let target = self.root.join("restored");
+        std::fs::create_dir_all(&target)?;
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        sh("chown", Command::new("chown").arg("postgres:postgres").arg(&target))?;
         let t = Instant::now();
         sh(
             "pgbackrest restore",
