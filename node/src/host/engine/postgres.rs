@@ -116,6 +116,20 @@ impl Postgres {
         cmd
     }
 
+    /// An engine command at background priority (`nice`, the lowest best-effort I/O class where the kernel
+    /// has it): a snapshot's copy, compression and verification yield to the database's
+    /// own work, so clients keep their throughput while it runs.
+    pub(crate) fn background(&self, program: &str) -> Command {
+        let bin = if program.contains('/') {
+            PathBuf::from(program)
+        } else {
+            self.bin_dir.join(program)
+        };
+        let mut cmd = self.command("/usr/bin/nice");
+        cmd.args(["-n", "15", "/usr/bin/ionice", "-c", "2", "-n", "7"]).arg(bin);
+        cmd
+    }
+
     pub(crate) async fn run(&self, what: &str, cmd: &mut Command, stdin: Option<&str>) -> Result<String, EngineError> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if stdin.is_some() {

@@ -49,7 +49,7 @@ impl Postgres {
         let out = work.join("backup");
         self.run(
             "pg_basebackup",
-            self.command("pg_basebackup")
+            self.background("pg_basebackup")
                 .arg("--host")
                 .arg(self.volume(&spec.id))
                 .args([
@@ -74,7 +74,7 @@ impl Postgres {
         for (tar, into) in [("base.tar.gz", plain.clone()), ("pg_wal.tar.gz", plain.join("pg_wal"))] {
             self.run(
                 "unpack snapshot",
-                self.command("/bin/tar")
+                self.background("/bin/tar")
                     .arg("-xzf")
                     .arg(out.join(tar))
                     .arg("-C")
@@ -85,7 +85,7 @@ impl Postgres {
         }
         self.run(
             "pg_verifybackup",
-            self.command("pg_verifybackup")
+            self.background("pg_verifybackup")
                 .arg("--manifest-path")
                 .arg(out.join("backup_manifest"))
                 .arg(&plain),
