@@ -141,7 +141,7 @@ impl PgBackRest {
                 .args(["-A", "trust", "-U", "postgres"]),
         )?;
         let conf = format!(
-            "[global]\nrepo1-path={}\nprocess-max=1\ncompress-type=gz\nstart-fast=y\nlog-level-console=warn\nlog-path={}\n\n[bench]\npg1-path={}\npg1-port={port}\npg1-socket-path={}\n",
+            "[global]\nrepo1-path={}\nprocess-max=1\ncompress-type=gz\ncompress-level=1\nstart-fast=y\nlog-level-console=warn\nlog-path={}\n\n[bench]\npg1-path={}\npg1-port={port}\npg1-socket-path={}\n",
             me.root.join("repo").display(),
             me.root.display(),
             data.display(),
@@ -219,7 +219,10 @@ impl PgBackRest {
         // Its own port, so the source keeps running.
         let port = free_port();
         let mut auto = std::fs::read_to_string(target.join("postgresql.auto.conf")).unwrap_or_default();
-        auto.push_str(&format!("port = {port}\narchive_mode = off\n"));
+        // The same start-up sync as Keel's restores use.
+        auto.push_str(&format!(
+            "port = {port}\narchive_mode = off\nrecovery_init_sync_method = 'syncfs'\n"
+        ));
         std::fs::write(target.join("postgresql.auto.conf"), auto)?;
         self.start(&target)?;
         loop {
@@ -340,8 +343,9 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     if code != 200 {
         bail!("restore refused ({code}): {r}");
     }
-    op_done(&c, r["operation_id"].as_str().unwrap_or_default()).await?;
+    let restored = op_done(&c, r["operation_id"].as_str().unwrap_or_default()).await?;
     let keel_restore = t.elapsed().as_secs_f64();
+    eprintln!("Keel's restore task: {}", restored["tasks"][0]["result"]);
 
     eprintln!("cp -a…");
     let copy = PathBuf::from(format!("/var/tmp/keel-bench-cp-{}", std::process::id()));

@@ -57,7 +57,7 @@ impl Postgres {
         }
         self.configure(spec)?;
         let mut recovery = format!(
-            "\n# Restore: replay, then promote (removed once the instance is promoted).\nrestore_command = {}\nrecovery_target_action = 'promote'\nrecovery_target_timeline = 'latest'\n",
+            "\n# Restore: replay, then promote (removed once the instance is promoted).\nrestore_command = {}\nrecovery_target_action = 'promote'\nrecovery_target_timeline = 'latest'\nrecovery_init_sync_method = 'syncfs'\n",
             conf_value(&format!("cp \"{}/%f\" \"%p\"", wal.display()))
         );
         if let RestoreTarget::Time { at_ms } = target {
