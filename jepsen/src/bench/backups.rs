@@ -141,7 +141,7 @@ impl PgBackRest {
                 .args(["-A", "trust", "-U", "postgres"]),
         )?;
         let conf = format!(
-            "[global]\nrepo1-path={}\nprocess-max=1\ncompress-type=gz\ncompress-level=1\nstart-fast=y\nlog-level-console=warn\nlog-path={}\n\n[bench]\npg1-path={}\npg1-port={port}\npg1-socket-path={}\n",
+            "[global]\nrepo1-path={}\nprocess-max=1\ncompress-type=lz4\nstart-fast=y\nlog-level-console=warn\nlog-path={}\n\n[bench]\npg1-path={}\npg1-port={port}\npg1-socket-path={}\n",
             me.root.join("repo").display(),
             me.root.display(),
             data.display(),

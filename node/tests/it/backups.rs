@@ -340,7 +340,7 @@ async fn snapshots_restore_as_taken_a_damaged_object_fails_loudly_and_deletes_ta
         .as_array()
         .unwrap()
         .iter()
-        .find(|o| o["key"].as_str().unwrap().ends_with("base.tar.gz"))
+        .find(|o| o["key"].as_str().unwrap().ends_with("base.tar.lz4"))
         .unwrap()["key"]
         .as_str()
         .unwrap()

@@ -12,8 +12,8 @@ use super::postgres::{conf_value, io, tail, Postgres};
 use super::{EngineError, InstanceSpec};
 
 impl Postgres {
-    /// Make `spec`'s volume from the snapshot files in `snapshot` (`base.tar.gz`,
-    /// `pg_wal.tar.gz`) and the WAL files in `wal`, replay to `target` and promote;
+    /// Make `spec`'s volume from the snapshot files in `snapshot` (`base.tar[.lz4|.gz]`,
+    /// `pg_wal.tar[.gz]`) and the WAL files in `wal`, replay to `target` and promote;
     /// waits at most `within` for the replay. Idempotent once it has succeeded.
     pub async fn restore(
         &self,
@@ -35,18 +35,9 @@ impl Postgres {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("protect volume"))?;
             self.chown(dir)?;
         }
-        for (tar, into) in [("base.tar.gz", data.clone()), ("pg_wal.tar.gz", data.join("pg_wal"))] {
-            self.run(
-                "unpack snapshot",
-                self.command("/bin/tar")
-                    .arg("-xzf")
-                    .arg(snapshot.join(tar))
-                    .arg("-C")
-                    .arg(&into),
-                None,
-            )
-            .await?;
-        }
+        let (base, pg_wal) = super::snapshot::tars(snapshot)?;
+        self.untar(&base, &data, false).await?;
+        self.untar(&pg_wal, &data.join("pg_wal"), false).await?;
         for stale in ["postmaster.pid", "postmaster.opts", "standby.signal"] {
             let _ = std::fs::remove_file(data.join(stale));
         }
