@@ -1,5 +1,5 @@
 //! Online snapshots of a running instance: `pg_basebackup` over the instance's private
-//! socket (tar, gzip, WAL streamed alongside, a SHA-256 manifest), verified with
+//! socket (tar, lz4, WAL streamed alongside, a SHA-256 manifest), verified with
 //! `pg_verifybackup` before it counts. Writes are never blocked; the checkpoint it starts
 //! with is a fast one.
 
