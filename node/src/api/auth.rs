@@ -253,10 +253,10 @@ pub async fn layer(State(api): State<Api>, mut req: Request, next: Next) -> Resp
         let mut found = api.node.state.read(|a| check(&a.state));
         // A token of the right shape that this node has not applied yet (made a moment ago
         // through another node) is looked up again after a linearizable read, so a new
-        // token works at once on every node.
-        let unknown_here =
-            parse(&token).is_some_and(|(id, _)| !api.node.state.read(|a| a.state.tokens.contains_key(id)));
-        if found.is_err() && unknown_here {
+        // token works at once on every node. Only a refusal pays for the second look.
+        if found.is_err()
+            && parse(&token).is_some_and(|(id, _)| !api.node.state.read(|a| a.state.tokens.contains_key(id)))
+        {
             found = api.node.read(check).await?;
         }
         let (principal, limits) = found?;

@@ -71,6 +71,7 @@ impl Archives {
     ) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = running.get(&spec.id) {
+            // Already archiving this lineage: nothing to do; another one: replaced.
             if r.lineage == lineage && !r.stop.is_cancelled() {
                 return;
             }
@@ -107,12 +108,12 @@ impl Archives {
         }
     }
 
-    /// Whether an instance is being archived.
-    pub fn is_running(&self, instance: &str) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(instance)
+    /// Whether an instance is being archived for `lineage`.
+    pub fn archiving(&self, instance: &str, lineage: &str) -> bool {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .get(instance)
+            .is_some_and(|r| r.lineage == lineage && !r.stop.is_cancelled())
     }
 
     /// How far an instance's archive reaches.

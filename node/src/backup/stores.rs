@@ -67,7 +67,9 @@ impl Stores {
     /// The control environment's store.
     pub fn control(&self) -> Result<BackupStore, StoreError> {
         match self {
-            Stores::None => self.zone(""),
+            Stores::None => Err(StoreError::Config(
+                "this host has no backup store; start it with --backup-dir DIR or --backup-stores FILE".into(),
+            )),
             Stores::Dir(root) => BackupStore::open(&StoreConfig::Local { dir: root.join("control") }),
             Stores::Configured(c) => match &c.control {
                 Some(config) => BackupStore::open(config),

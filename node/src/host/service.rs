@@ -166,6 +166,10 @@ impl HostService {
                     self.archives.stop(&spec.id);
                     continue;
                 }
+                // The store is opened only to start an archive, not on every pass.
+                if self.archives.archiving(&spec.id, &lineage) {
+                    continue;
+                }
                 match self.stores.zone(&self.config.zone) {
                     Ok(store) => {
                         let spool = self.spool(&spec.id);
