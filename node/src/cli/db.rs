@@ -141,25 +141,9 @@ pub enum DbCmd {
         /// This snapshot, as it was taken.
         #[arg(long)]
         snapshot: Option<String>,
-        /// Instance class (default: the source's).
-        #[arg(long)]
-        class: Option<String>,
-        /// Storage in GiB (default: the source's).
-        #[arg(long)]
-        storage_gib: Option<u32>,
-        /// Zone (default: any).
-        #[arg(long)]
-        zone: Option<String>,
-        /// Copies updated within this many minutes of the newest count as equally fresh;
-        /// the nearest serves (default 15).
-        #[arg(long = "prefer-near-within")]
-        prefer_near_within_min: Option<u32>,
-        /// Wait for the operation, showing progress.
-        #[arg(long)]
-        wait: bool,
-        /// Request id: a retry with the same id answers the original operation.
-        #[arg(long)]
-        request_id: Option<String>,
+        /// Where and how the new database runs.
+        #[command(flatten)]
+        new: FromBackups,
     },
     /// Clone a database: a new one from its backups (at --time, or the latest), with its
     /// settings unless changed; the source is not stopped, locked or slowed.
@@ -172,25 +156,9 @@ pub enum DbCmd {
         /// The source as it was at this time (RFC 3339; default: the latest restorable time).
         #[arg(long)]
         time: Option<String>,
-        /// Instance class (default: the source's).
-        #[arg(long)]
-        class: Option<String>,
-        /// Storage in GiB (default: the source's).
-        #[arg(long)]
-        storage_gib: Option<u32>,
-        /// Zone (default: any).
-        #[arg(long)]
-        zone: Option<String>,
-        /// Copies updated within this many minutes of the newest count as equally fresh;
-        /// the nearest serves (default 15).
-        #[arg(long = "prefer-near-within")]
-        prefer_near_within_min: Option<u32>,
-        /// Wait for the operation, showing progress.
-        #[arg(long)]
-        wait: bool,
-        /// Request id: a retry with the same id answers the original operation.
-        #[arg(long)]
-        request_id: Option<String>,
+        /// Where and how the new database runs.
+        #[command(flatten)]
+        new: FromBackups,
     },
     /// Delete a database and its data.
     Delete {
@@ -206,6 +174,31 @@ pub enum DbCmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+}
+
+/// What a restore or clone makes: the new database's settings (the source's unless
+/// given) and how the call behaves.
+#[derive(Debug, clap::Args)]
+pub struct FromBackups {
+    /// Instance class (default: the source's).
+    #[arg(long)]
+    class: Option<String>,
+    /// Storage in GiB (default: the source's).
+    #[arg(long)]
+    storage_gib: Option<u32>,
+    /// Zone (default: any).
+    #[arg(long)]
+    zone: Option<String>,
+    /// Copies updated within this many minutes of the newest count as equally fresh;
+    /// the nearest serves (default 15).
+    #[arg(long = "prefer-near-within")]
+    prefer_near_within_min: Option<u32>,
+    /// Wait for the operation, showing progress.
+    #[arg(long)]
+    wait: bool,
+    /// Request id: a retry with the same id answers the original operation.
+    #[arg(long)]
+    request_id: Option<String>,
 }
 
 fn endpoint(d: &DatabaseView) -> String {
@@ -331,50 +324,34 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             time,
             latest,
             snapshot,
-            class,
-            storage_gib,
-            zone,
-            prefer_near_within_min,
-            wait,
-            request_id,
+            new,
         } => {
             let req = RestoreRequest {
                 to,
                 time,
                 latest,
                 snapshot,
-                class,
-                storage_gib,
-                zone,
-                prefer_near_within_min,
-                request_id,
+                class: new.class,
+                storage_gib: new.storage_gib,
+                zone: new.zone,
+                prefer_near_within_min: new.prefer_near_within_min,
+                request_id: new.request_id,
             };
-            (
-                client.post(&format!("/v1/databases/{source}/restore"), &req).await?,
-                wait,
-            )
+            let path = format!("/v1/databases/{source}/restore");
+            (client.post(&path, &req).await?, new.wait)
         }
-        DbCmd::Clone {
-            source,
-            to,
-            time,
-            class,
-            storage_gib,
-            zone,
-            prefer_near_within_min,
-            wait,
-            request_id,
-        } => {
+        DbCmd::Clone { source, to, time, new } => {
             let req = CloneRequest {
                 to,
                 time,
-                class,
-                storage_gib,
-                zone,
-                prefer_near_within_min,
-                request_id,
+                class: new.class,
+                storage_gib: new.storage_gib,
+                zone: new.zone,
+                prefer_near_within_min: new.prefer_near_within_min,
+                request_id: new.request_id,
             };
-            (client.post(&format!("/v1/databases/{source}/clone"), &req).await?, wait)
+            let path = format!("/v1/databases/{source}/clone");
+            (client.post(&path, &req).await?, new.wait)
         }
         DbCmd::Delete {
             name,
