@@ -226,6 +226,51 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
     let (_, hers) = a.call("get", "/v1/security-groups", None).await;
     assert!(hers.to_string().contains("10.0.0.0/8"), "still as she made it: {hers}");
 
+    // Snapshots are per account: Alice's is hers to list, restore and delete; to Bob her
+    // snapshot and her database's backups do not exist.
+    let (code, snap) = a
+        .call(
+            "post",
+            "/v1/databases/ledger/snapshots",
+            Some(json!({"snapshot": "keep"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{snap}");
+    assert_eq!(
+        wait_op(&c, snap["operation_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let (_, mine) = a.call("get", "/v1/snapshots", None).await;
+    assert_eq!(mine[0]["name"], "keep", "{mine}");
+    let (_, listed) = b.call("get", "/v1/snapshots", None).await;
+    assert_eq!(listed, json!([]), "bob lists no snapshot");
+    for (method, path, body) in [
+        ("get", "/v1/snapshots/keep", None),
+        ("get", "/v1/snapshots/keep.alice", None),
+        ("delete", "/v1/snapshots/keep.alice", None),
+        ("get", "/v1/snapshots?db=ledger.alice", None),
+        (
+            "post",
+            "/v1/databases/ledger.alice/snapshots",
+            Some(json!({"snapshot": "mine-now"})),
+        ),
+        (
+            "post",
+            "/v1/databases/ledger.alice/restore",
+            Some(json!({"to": "stolen", "snapshot": "keep.alice"})),
+        ),
+        (
+            "post",
+            "/v1/databases/ledger.alice/clone",
+            Some(json!({"to": "stolen"})),
+        ),
+    ] {
+        let (code, v) = b.call(method, path, body).await;
+        assert_eq!(code, 404, "bob {method} {path}: {v}");
+    }
+    let (code, _) = a.call("get", "/v1/snapshots/keep", None).await;
+    assert_eq!(code, 200, "bob's attempts left alice's snapshot alone");
+
     // Admin calls refuse members with 403.
     for (method, path) in [
         ("get", "/v1/hosts"),
@@ -300,6 +345,48 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         let err = bob_grpc.delete_security_group(delete).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound, "{name}: {err:?}");
     }
+    use keel_proto::keel as pb;
+    let snapshots = bob_grpc
+        .list_snapshots(pb::ListSnapshotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshots;
+    assert!(snapshots.is_empty(), "{snapshots:?}");
+    for name in ["keep", "keep.alice"] {
+        let err = bob_grpc
+            .describe_snapshot(pb::DescribeSnapshotRequest { name: name.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{name}: {err:?}");
+        let err = bob_grpc
+            .delete_snapshot(pb::DeleteSnapshotRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{name}: {err:?}");
+    }
+    let err = bob_grpc
+        .snapshot_database(pb::SnapshotDatabaseRequest {
+            name: "ledger.alice".into(),
+            snapshot: "mine-now".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let steal = pb::RestoreDatabaseRequest {
+        source: "ledger.alice".into(),
+        to: "stolen".into(),
+        latest: true,
+        ..Default::default()
+    };
+    let err = bob_grpc.restore_database(steal.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = bob_grpc.clone_database(steal).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     let mut alice_grpc = c.grpc_as(3, &alice).await.unwrap();
     let d = alice_grpc
         .describe_database(DescribeDatabaseRequest { name: "ledger".into() })
@@ -344,7 +431,7 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
     let (code, v) = b.call("get", "/v1/databases/ledger.alice", None).await;
     assert_eq!(code, 404, "bob cannot reach alice's by its full name either: {v}");
 
-    // The audit log has Alice's create (and her refused attempt to create in Bob's
+    // The audit log has Alice's create, group and snapshot (and her refused attempt to create in Bob's
     // account never reached the store); Bob's probes were answered at the edge.
     let (code, audit) = c.get(1, "/v1/audit?account=alice&limit=1000").await.unwrap();
     assert_eq!(code, 200, "{audit}");
@@ -354,8 +441,9 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         .iter()
         .filter(|r| r["account"] == "alice")
         .collect();
-    assert_eq!(by_alice.len(), 2, "{audit}");
+    assert_eq!(by_alice.len(), 3, "{audit}");
     assert_eq!(by_alice[1]["action"], "create-security-group", "{audit}");
+    assert_eq!(by_alice[2]["action"], "snapshot-database", "{audit}");
     let r = by_alice[0];
     assert_eq!(
         (r["action"].as_str(), r["target"].as_str()),
@@ -396,6 +484,8 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
             ("change-security-group", "office", false),
             ("change-security-group", "office", false),
             ("delete-security-group", "office", false),
+            // His gRPC delete of "keep" meant his own snapshot, which does not exist.
+            ("delete-snapshot", "keep.bob", false),
             ("create-database", "ledger", true),
         ],
         "{audit}"

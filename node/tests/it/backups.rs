@@ -43,6 +43,89 @@ fn endpoint(db: &Value) -> (String, u64) {
     )
 }
 
+/// One writer inserting ids 1, 2, … into `table`, one row per transaction, every
+/// acknowledgement timed; every write must succeed.
+struct Writer {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Vec<Write>>,
+}
+
+impl Writer {
+    fn start(client: tokio_postgres::Client, table: &'static str) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let insert = format!("INSERT INTO {table} (id) VALUES ($1)");
+                let mut log = Vec::new();
+                let mut id = 0i64;
+                while !stop.is_cancelled() {
+                    id += 1;
+                    let sent_ms = now_ms();
+                    client
+                        .execute(&insert, &[&id])
+                        .await
+                        .expect("the source takes every write");
+                    log.push(Write {
+                        id,
+                        sent_ms,
+                        acked_ms: now_ms(),
+                    });
+                    // Pacing: a row every ~20 ms gives targets between commits.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                log
+            })
+        };
+        Self { stop, task }
+    }
+
+    /// Stop writing; every acknowledged write, in order.
+    async fn finish(self) -> Vec<Write> {
+        self.stop.cancel();
+        self.task.await.unwrap()
+    }
+}
+
+/// Check that the database at `endpoint` holds in `table` exactly the writes committed by
+/// `t`, and return how many. A single writer commits in id order, so what is there is a
+/// prefix 1..=k; row k is there, so its commit (and so its send) was at or before T; row
+/// k+1 is not, so its commit (and so its acknowledgement) was after T. Times are whole
+/// milliseconds, cut down: an acknowledgement after T.000 may read as T.
+async fn holds_exactly(what: &str, endpoint: (String, u64), table: &str, log: &[Write], t: u64) -> usize {
+    let ids: Vec<i64> = connect(&endpoint.0, endpoint.1)
+        .await
+        .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        ids.iter().zip(1..).all(|(a, b)| *a == b),
+        "{what}: not a prefix: {ids:?}"
+    );
+    let k = ids.len();
+    if k > 0 {
+        let w = log[k - 1];
+        assert!(
+            w.sent_ms <= t,
+            "{what}: row {} sent at {} is after the target {t}",
+            w.id,
+            w.sent_ms
+        );
+    }
+    if let Some(w) = log.get(k) {
+        assert!(
+            w.acked_ms >= t,
+            "{what}: row {} acknowledged at {} < target {t} is missing",
+            w.id,
+            w.acked_ms
+        );
+    }
+    k
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then() {
     let mut c = cluster(&["--scheduler-interval-ms", "500"]).await;
@@ -56,48 +139,12 @@ async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then
     let (_, db) = c.get(1, "/v1/databases/ledger").await.unwrap();
     let (addr, port) = endpoint(&db);
 
-    // Before any snapshot, nothing can be restored, and nothing is made by asking.
-    let (code, early) = c
-        .post(
-            1,
-            "/v1/databases/ledger/restore",
-            &json!({"to": "too-early", "latest": true}),
-        )
-        .await
-        .unwrap();
-    if code == 409 {
-        assert!(early["detail"].as_str().unwrap().contains("no backup yet"), "{early}");
-    }
-
-    // One writer, one row per transaction, every acknowledgement timed.
     let client = connect(&addr, port).await;
     client
         .batch_execute("CREATE TABLE ledger (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
         .await
         .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let writer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut log = Vec::new();
-            let mut id = 0i64;
-            while !stop.is_cancelled() {
-                id += 1;
-                let sent_ms = now_ms();
-                client
-                    .execute("INSERT INTO ledger (id) VALUES ($1)", &[&id])
-                    .await
-                    .expect("insert");
-                log.push(Write {
-                    id,
-                    sent_ms,
-                    acked_ms: now_ms(),
-                });
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            log
-        })
-    };
+    let writer = Writer::start(client, "ledger");
 
     // The first automatic snapshot opens the restorable window.
     let snap = c
@@ -117,10 +164,20 @@ async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then
         .iter()
         .all(|o| o["sha256"].as_str().unwrap().len() == 64));
     let window_start = snap["taken_at_ms"].as_u64().unwrap();
-    // Writes go on for a while after it; then the archive must cover the last of them.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    stop.cancel();
-    let log = writer.await.unwrap();
+    // Writes go on until the archive reaches 5 s past the snapshot; then it must cover the
+    // last of them.
+    c.wait_for(
+        Duration::from_secs(60),
+        "the archive to reach 5 s past the snapshot",
+        || async {
+            let (_, db) = c.get(1, "/v1/databases/ledger").await?;
+            let latest = db["restorable"]["latest_ms"].as_u64().unwrap_or(0);
+            Ok((latest >= window_start + 5_000).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let log = writer.finish().await;
     let last = *log.last().unwrap();
     let db = c
         .wait_for(
@@ -199,40 +256,8 @@ async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then
         // Serving; its own first snapshot may already be under way.
         assert!(r["status"] == "available" || r["status"] == "backing-up", "{r}");
         assert!(r["restored_from"].as_str().unwrap().contains("ledger"), "{r}");
-        let (addr, port) = endpoint(&r);
-        let restored = connect(&addr, port).await;
-        let ids: Vec<i64> = restored
-            .query("SELECT id FROM ledger ORDER BY id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        // A single writer commits in id order: what is there is a prefix 1..=k.
-        let k = ids.len() as i64;
-        assert!(ids.iter().zip(1..).all(|(a, b)| *a == b), "not a prefix: {ids:?}");
-        // Row k is there: its commit is at or before T, so it was sent before T. Row k+1 is
-        // not: its commit is after T, so it was acknowledged after T. Times here are whole
-        // milliseconds, cut down: an acknowledgement after T.000 may read as T.
-        let t = *t;
-        if k > 0 {
-            let w = log[k as usize - 1];
-            assert!(
-                w.sent_ms <= t,
-                "row {} sent at {} is after the target {t}",
-                w.id,
-                w.sent_ms
-            );
-        }
-        if let Some(w) = log.get(k as usize) {
-            assert!(
-                w.acked_ms >= t,
-                "row {} acknowledged at {} < target {t} is missing",
-                w.id,
-                w.acked_ms
-            );
-        }
-        eprintln!("restore to {}: {k} rows of {}", timefmt::format_ms(t), log.len());
+        let k = holds_exactly(&format!("ledger-r{i}"), endpoint(&r), "ledger", &log, *t).await;
+        eprintln!("restore to {}: {k} rows of {}", timefmt::format_ms(*t), log.len());
     }
 }
 
@@ -250,6 +275,26 @@ async fn available_snapshot(c: &keel_jepsen::cluster::Cluster, name: &str) -> Va
 async fn snapshots_restore_as_taken_a_damaged_object_fails_loudly_and_deletes_take_their_objects() {
     let mut c = cluster(&["--scheduler-interval-ms", "500"]).await;
     c.start_hosts(1).await.unwrap();
+    // A database without backups (retention 0) cannot be restored or cloned; nothing is made.
+    let (code, bare) = c.post(1, "/v1/databases", &create_body("bare")).await.unwrap();
+    assert_eq!(code, 200, "{bare}");
+    assert_eq!(
+        wait_op(&c, bare["operation_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    for (path, body) in [
+        ("/v1/databases/bare/restore", json!({"to": "bare-copy", "latest": true})),
+        ("/v1/databases/bare/clone", json!({"to": "bare-copy"})),
+    ] {
+        let (code, refused) = c.post(1, path, &body).await.unwrap();
+        assert_eq!(code, 409, "{path}: {refused}");
+        assert!(
+            refused["detail"].as_str().unwrap().contains("no backup yet"),
+            "{refused}"
+        );
+    }
+    assert_eq!(c.get(1, "/v1/databases/bare-copy").await.unwrap().0, 404);
+
     let mut body = create_body("shop");
     body["backup_retention_days"] = json!(7);
     body["snapshot_interval_min"] = json!(600);
@@ -426,27 +471,7 @@ async fn clones_read_the_nearest_fresh_copy_and_a_lost_zone_store_falls_back_to_
         .unwrap();
 
     // The writer runs through everything below; every write must succeed.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let writer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let (mut log, mut slowest) = (Vec::new(), 0u64);
-            let mut id = 0i64;
-            while !stop.is_cancelled() {
-                id += 1;
-                let sent_ms = now_ms();
-                client
-                    .execute("INSERT INTO t VALUES ($1)", &[&id])
-                    .await
-                    .expect("the source keeps taking writes");
-                let acked_ms = now_ms();
-                slowest = slowest.max(acked_ms - sent_ms);
-                log.push(Write { id, sent_ms, acked_ms });
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (log, slowest)
-        })
-    };
+    let writer = Writer::start(client, "t");
 
     // The first snapshot, then its daily copy to the control store (the window is open).
     let snap = c
@@ -508,8 +533,8 @@ async fn clones_read_the_nearest_fresh_copy_and_a_lost_zone_store_falls_back_to_
         "{restored}"
     );
 
-    stop.cancel();
-    let (log, slowest) = writer.await.unwrap();
+    let log = writer.finish().await;
+    let slowest = log.iter().map(|w| w.acked_ms - w.sent_ms).max().unwrap_or(0);
     eprintln!(
         "source writes during snapshot, copy and clone: {} acknowledged, slowest {slowest} ms",
         log.len()
@@ -517,25 +542,6 @@ async fn clones_read_the_nearest_fresh_copy_and_a_lost_zone_store_falls_back_to_
     // Both hold exactly what was committed by the target.
     for name in ["near", "far"] {
         let (_, d) = c.get(1, &format!("/v1/databases/{name}")).await.unwrap();
-        let (a, p) = endpoint(&d);
-        let k: i64 = connect(&a, p)
-            .await
-            .query_one("SELECT count(*) FROM t", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if k > 0 {
-            assert!(
-                log[k as usize - 1].sent_ms <= target,
-                "{name}: row {k} sent after the target"
-            );
-        }
-        if let Some(w) = log.get(k as usize) {
-            assert!(
-                w.acked_ms >= target,
-                "{name}: row {} acknowledged by the target is missing",
-                w.id
-            );
-        }
+        holds_exactly(name, endpoint(&d), "t", &log, target).await;
     }
 }
