@@ -350,6 +350,28 @@ impl Cluster {
         }
     }
 
+    /// Host loss: kill -9 host manager `i` (0-based) and every process working under its
+    /// root (its PostgreSQL postmasters, WAL receivers); returns how many were killed.
+    pub fn kill_host_and_instances(&mut self, i: usize) -> usize {
+        self.kill_host(i);
+        let needle = self.hosts[i].root.to_string_lossy().into_owned();
+        let pids: Vec<i32> = std::fs::read_dir("/proc")
+            .map(|d| d.flatten().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.file_name().to_string_lossy().parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
+            })
+            .collect();
+        for pid in &pids {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        pids.len()
+    }
+
     /// Define and start a new node that will be added to the running cluster.
     pub fn launch_joiner(&mut self, id: u64) -> anyhow::Result<()> {
         self.define(id, false);

@@ -157,6 +157,12 @@ pub struct WalArchive {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TaskOutput {
+    /// An instance was restored and promoted; replay ended after the last transaction
+    /// committed at this time (`None`: the engine reported none).
+    Restored {
+        /// The last replayed transaction's commit time.
+        last_commit_ms: Option<Millis>,
+    },
     /// A snapshot and its lineage's WAL were copied to the control environment's store.
     ControlCopy {
         /// The copied objects.

@@ -318,6 +318,31 @@ pub enum Command {
         /// Where its data comes from.
         from: RestoreSource,
     },
+    /// Recover a database whose instance or host failed: fence the instance, place a new
+    /// one on another host (the same port if free there), bump the generation, point the
+    /// name at nothing until the new one is restored from the backups to the latest
+    /// restorable time. The monitor proposes it (`automatic`) or a user does
+    /// (`keel db recover`); for a database in manual recovery mode, the monitor's only
+    /// raises an event.
+    RecoverDatabase {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// The client's request id, for retries.
+        #[serde(default)]
+        request: Option<RequestKey>,
+        /// Database key.
+        name: String,
+        /// Id for the new instance, stamped by the proposer.
+        instance_id: String,
+        /// What failed, for the event.
+        reason: String,
+        /// When the failed instance was last seen answering (0: not known).
+        #[serde(default)]
+        last_seen_ms: Millis,
+        /// The monitor proposes it (else a user asked).
+        #[serde(default)]
+        automatic: bool,
+    },
     /// Queue the daily copy of a snapshot to the control environment's store (the scheduler).
     CopySnapshot {
         /// Job id stamped by the proposer.
@@ -420,6 +445,7 @@ impl Command {
             | Command::DeleteDatabase { .. }
             | Command::SnapshotDatabase { .. }
             | Command::RestoreDatabase { .. }
+            | Command::RecoverDatabase { .. }
             | Command::DeleteSnapshot { .. }
             | Command::CreateAccount { .. }
             | Command::SetAccountLimits { .. }
@@ -457,6 +483,7 @@ impl Command {
             | Command::DeleteDatabase { name, .. }
             | Command::SnapshotDatabase { name, .. }
             | Command::RestoreDatabase { name, .. }
+            | Command::RecoverDatabase { name, .. }
             | Command::CreateAccount { name }
             | Command::SetAccountLimits { name, .. }
             | Command::PutSecurityGroup { name, .. }
@@ -491,6 +518,7 @@ impl Command {
             | Command::DeleteDatabase { request, .. }
             | Command::SnapshotDatabase { request, .. }
             | Command::RestoreDatabase { request, .. }
+            | Command::RecoverDatabase { request, .. }
             | Command::DeleteSnapshot { request, .. } => request.as_ref().map(|r| r.id.as_str()),
             Command::AddHost { client_token, .. } => client_token.as_deref(),
             Command::RemoveHost { request_id, .. } => request_id.as_deref(),
@@ -528,6 +556,7 @@ impl Command {
             Command::DeleteDatabase { .. } => "delete-database",
             Command::SnapshotDatabase { .. } => "snapshot-database",
             Command::RestoreDatabase { .. } => "restore-database",
+            Command::RecoverDatabase { .. } => "recover-database",
             Command::RecordArchive { .. } => "record-archive",
             Command::DeleteSnapshot { .. } => "delete-snapshot",
             Command::CopySnapshot { .. } => "copy-snapshot",

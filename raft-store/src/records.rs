@@ -243,6 +243,19 @@ pub struct DatabaseSpec {
     pub security_groups: Vec<String>,
     /// Minutes between automatic snapshots (`None`: [`DEFAULT_SNAPSHOT_INTERVAL_MIN`]).
     pub snapshot_interval_min: Option<u32>,
+    /// What happens when its instance or host fails.
+    pub recovery: RecoveryMode,
+}
+
+/// What the monitor does when a database's instance or its host fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryMode {
+    /// Recover at once: a new instance on another host from the backups, same name.
+    #[default]
+    Automatic,
+    /// Only raise an event; `keel db recover NAME` starts the recovery.
+    Manual,
 }
 
 /// Minutes between automatic snapshots unless a database says otherwise.
@@ -301,8 +314,42 @@ pub struct Database {
     /// of the same name never mixes with this one's WAL ("" for databases made before
     /// backups: they use their key).
     pub lineage: String,
+    /// Its latest recovery from a failed instance or host, once one finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_recovery: Option<Recovery>,
     /// What it was restored from, for people (`orders.acme at 2026-…`).
     pub restored_from: Option<String>,
+}
+
+/// What a recovery did, and what it may have lost, as measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Recovery {
+    /// The recovery job.
+    pub job_id: String,
+    /// When the failed instance was last seen answering (0: not known).
+    pub last_seen_ms: Millis,
+    /// When the failure was declared (the recovery began).
+    pub failed_at_ms: Millis,
+    /// The time of the last transaction the new instance replayed (`None`: replay found
+    /// no transaction to report).
+    pub restored_to_ms: Option<Millis>,
+    /// When the database was available again.
+    pub recovered_at_ms: Millis,
+}
+
+impl Recovery {
+    /// Commits after `restored_to_ms` up to the failure are lost: at most this long of them
+    /// (up to when the failure was declared), at least the part before the last good probe.
+    pub fn lost_window_ms(&self) -> (Millis, Millis) {
+        let Some(to) = self.restored_to_ms else {
+            return (0, 0);
+        };
+        (
+            self.last_seen_ms.saturating_sub(to),
+            self.failed_at_ms.saturating_sub(to),
+        )
+    }
 }
 
 /// The group every database of an account is in unless it names others.
@@ -372,6 +419,8 @@ pub struct Modification {
     pub security_groups: Option<Vec<String>>,
     /// Client CIDRs to put in force on the instances (the proposer resolves the groups).
     pub access: Option<Vec<String>>,
+    /// New recovery mode.
+    pub recovery: Option<RecoveryMode>,
 }
 
 /// The role of an instance in its database.
@@ -405,6 +454,11 @@ pub struct Instance {
     pub created_at_ms: Millis,
     /// What the monitor last concluded of its engine (only while its database is at rest).
     pub health: InstanceHealth,
+    /// Set when a recovery replaced it: the database's generation from then on. Its host
+    /// refuses to start it again or run anything on it but a destroy, and nothing points
+    /// at it; the record stays (holding its port and slot) until the volume is destroyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced_at: Option<u64>,
 }
 
 /// The monitor's verdict on an instance's engine.
@@ -471,6 +525,23 @@ pub enum JobKind {
         /// The snapshot's catalog key.
         snapshot: String,
     },
+    /// Replace a failed instance: fence it, restore a new one elsewhere from the
+    /// database's backups to the latest restorable time, move the name.
+    RecoverDatabase {
+        /// The database.
+        database: String,
+        /// Where its data comes from (its own backups, latest).
+        from: crate::catalog::RestoreSource,
+        /// The failed instance it replaces (fenced), if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<String>,
+        /// When the failed instance was last seen answering (0: not known).
+        #[serde(default)]
+        last_seen_ms: Millis,
+        /// When the failure was declared.
+        #[serde(default)]
+        failed_at_ms: Millis,
+    },
     /// Make a new database from another's backups.
     RestoreDatabase {
         /// The new database.
@@ -483,6 +554,7 @@ pub enum JobKind {
 impl JobKind {
     /// Whether the job is a heavy workflow, counted against its account's cap.
     pub fn is_heavy(&self) -> bool {
+        // A recovery is not counted: the system starts it, and a cap must never hold it back.
         matches!(self, JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. })
     }
 
@@ -497,6 +569,7 @@ impl JobKind {
             JobKind::CopySnapshot { .. } => "copy-snapshot",
             JobKind::SnapshotDatabase { .. } => "snapshot-database",
             JobKind::RestoreDatabase { .. } => "restore-database",
+            JobKind::RecoverDatabase { .. } => "recover-database",
         }
     }
 
@@ -508,7 +581,8 @@ impl JobKind {
             | JobKind::ModifyDatabase { database, .. }
             | JobKind::DeleteDatabase { database, .. }
             | JobKind::SnapshotDatabase { database, .. }
-            | JobKind::RestoreDatabase { database, .. } => Some(database),
+            | JobKind::RestoreDatabase { database, .. }
+            | JobKind::RecoverDatabase { database, .. } => Some(database),
         }
     }
 }
@@ -675,6 +749,9 @@ pub enum TaskAction {
     DeleteBackup,
     /// Copy a snapshot and its WAL from a zone's store to the control environment's.
     CopyBackup,
+    /// Stop a replaced instance for good (its host refuses to start it again), first
+    /// moving the WAL its volume still holds to the archive.
+    Fence,
 }
 
 /// How the workflow engine knows a task's attempt succeeded.
@@ -688,7 +765,7 @@ pub enum SuccessCheck {
 
 impl TaskAction {
     /// Every action, for tables and tests.
-    pub const ALL: [TaskAction; 13] = [
+    pub const ALL: [TaskAction; 14] = [
         TaskAction::Provision,
         TaskAction::Start,
         TaskAction::Check,
@@ -702,6 +779,7 @@ impl TaskAction {
         TaskAction::Restore,
         TaskAction::DeleteBackup,
         TaskAction::CopyBackup,
+        TaskAction::Fence,
     ];
 
     /// Its name on the wire and in listings, e.g. `provision`.
@@ -720,6 +798,7 @@ impl TaskAction {
             TaskAction::Restore => "restore",
             TaskAction::DeleteBackup => "delete-backup",
             TaskAction::CopyBackup => "copy-backup",
+            TaskAction::Fence => "fence",
         }
     }
 
@@ -736,6 +815,8 @@ impl TaskAction {
             // Bounded by the data's size: an hour covers hundreds of GiB on local disks.
             TaskAction::Snapshot | TaskAction::Restore | TaskAction::CopyBackup => 3600,
             TaskAction::DeleteBackup => 600,
+            // Crash recovery of the old volume, then its WAL to the store.
+            TaskAction::Fence => 600,
         };
         std::time::Duration::from_secs(secs)
     }
@@ -753,7 +834,11 @@ impl TaskAction {
     pub fn needs_work(self) -> bool {
         matches!(
             self,
-            TaskAction::Snapshot | TaskAction::Restore | TaskAction::DeleteBackup | TaskAction::CopyBackup
+            TaskAction::Snapshot
+                | TaskAction::Restore
+                | TaskAction::DeleteBackup
+                | TaskAction::CopyBackup
+                | TaskAction::Fence
         )
     }
 
@@ -769,6 +854,7 @@ impl TaskAction {
                 | TaskAction::SetAccess
                 | TaskAction::Snapshot
                 | TaskAction::Restore
+                | TaskAction::Fence
         )
     }
 }

@@ -11,6 +11,7 @@ mod history;
 mod jobs;
 mod monitor;
 mod placement;
+mod recovery;
 mod security_groups;
 mod table;
 mod workflows;
@@ -240,7 +241,8 @@ impl AdminState {
                 .map(|(key, _)| key.as_str()),
             Command::ModifyDatabase { name, .. }
             | Command::DeleteDatabase { name, .. }
-            | Command::SnapshotDatabase { name, .. } => Some(name),
+            | Command::SnapshotDatabase { name, .. }
+            | Command::RecoverDatabase { name, .. } => Some(name),
             Command::ObserveStorage { database, .. } => Some(database),
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
@@ -255,7 +257,8 @@ impl AdminState {
             Command::ModifyDatabase { name, .. }
             | Command::SnapshotDatabase { name, .. }
             | Command::DeferModification { name, .. }
-            | Command::DeleteDatabase { name, .. } => of_database(name),
+            | Command::DeleteDatabase { name, .. }
+            | Command::RecoverDatabase { name, .. } => of_database(name),
             Command::CreateToken { token } => Some(token.account.clone()),
             Command::RevokeToken { id } => self.tokens.get(id).map(|t| t.account.clone()),
             Command::CreateAccount { name } | Command::SetAccountLimits { name, .. } => Some(name.clone()),
@@ -397,6 +400,27 @@ impl AdminState {
                 kind,
             } => self.snapshot_database(index, at, job_id, request.as_ref(), name, snapshot, *kind),
             Command::RecordArchive { archives } => self.record_archive(archives),
+            Command::RecoverDatabase {
+                job_id,
+                request,
+                name,
+                instance_id,
+                reason,
+                last_seen_ms,
+                automatic,
+            } => self.recover_database(
+                index,
+                at,
+                recovery::Recover {
+                    job_id,
+                    request: request.as_ref(),
+                    name,
+                    instance_id,
+                    reason,
+                    last_seen_ms: *last_seen_ms,
+                    automatic: *automatic,
+                },
+            ),
             Command::CopySnapshot { job_id, snapshot } => self.copy_snapshot(index, at, job_id, snapshot),
             Command::ModifyDatabase {
                 job_id,

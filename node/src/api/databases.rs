@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_raft_store::{Command, DatabaseSpec, Modification, Response};
+use keel_raft_store::{Command, DatabaseSpec, Modification, RecoveryMode, Response};
 use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -67,6 +67,21 @@ pub struct CreateDatabaseRequest {
     /// Minutes between automatic snapshots (default 15).
     #[serde(default, deserialize_with = "whole::optional")]
     pub snapshot_interval_min: Option<u32>,
+    /// `automatic` (default: a failed instance or host is replaced from the backups at
+    /// once) or `manual` (an event only; `keel db recover` starts it).
+    #[serde(default)]
+    pub recovery: Option<String>,
+}
+
+/// The recovery mode a request names.
+pub fn recovery_mode(text: &str) -> Result<RecoveryMode, ApiError> {
+    match text {
+        "automatic" => Ok(RecoveryMode::Automatic),
+        "manual" => Ok(RecoveryMode::Manual),
+        other => Err(ApiError::InvalidArgument(format!(
+            "recovery mode {other:?} is not one: use automatic or manual"
+        ))),
+    }
 }
 
 /// The shortest interval between automatic snapshots, in minutes.
@@ -96,6 +111,8 @@ pub struct ModifyDatabaseRequest {
     pub rotate_master_password: bool,
     /// New security groups (replacing the list); applied at once.
     pub security_groups: Option<Vec<String>>,
+    /// New recovery mode (`automatic` or `manual`); applied at once.
+    pub recovery: Option<String>,
 }
 
 /// Group names as given, each a DNS label, at most 10.
@@ -298,6 +315,12 @@ impl Api {
             maintenance_window,
             security_groups: req.security_groups,
             snapshot_interval_min: req.snapshot_interval_min,
+            recovery: req
+                .recovery
+                .as_deref()
+                .map(recovery_mode)
+                .transpose()?
+                .unwrap_or_default(),
         };
         let fingerprint = serde_json::json!({
             "kind": "create-database",
@@ -382,10 +405,11 @@ impl Api {
             master_verifier: new_password
                 .as_ref()
                 .map(|(p, _)| postgres_protocol::password::scram_sha_256(p.as_bytes())),
+            recovery: req.recovery.as_deref().map(recovery_mode).transpose()?,
         };
         if modification == Modification::default() {
             return Err(ApiError::InvalidArgument(
-                "nothing to modify: give --class, --storage-gib, --backup-window, --maintenance-window, --master-password, --rotate-master-password or --security-groups".into(),
+                "nothing to modify: give --class, --storage-gib, --backup-window, --maintenance-window, --master-password, --rotate-master-password, --security-groups or --recovery".into(),
             ));
         }
         // Windows change no instance, so they always apply at once; class and storage wait
@@ -462,6 +486,33 @@ impl Api {
                 },
             )
             .await?;
+        self.database_reply(r, None, None)
+    }
+
+    /// Recover a database whose instance or host failed (or whose last recovery failed):
+    /// a new instance on another host, restored from its backups to the latest
+    /// restorable time, under the same name; the old instance is fenced.
+    pub async fn recover_database(
+        &self,
+        who: &Principal,
+        name: &str,
+        request_id: Option<String>,
+    ) -> Result<DatabaseOperation, ApiError> {
+        let key = key_of(who, name)?;
+        validate::request_id(request_id.as_deref())?;
+        let job_id = uuid::Uuid::now_v7().simple().to_string();
+        let fingerprint = serde_json::json!({"kind": "recover-database", "name": key});
+        let request = self.request_key(request_id, &job_id, fingerprint);
+        let command = Command::RecoverDatabase {
+            job_id,
+            request: Some(request),
+            name: key,
+            instance_id: uuid::Uuid::now_v7().simple().to_string(),
+            reason: format!("recovery asked for with token {}", who.token_id),
+            last_seen_ms: 0,
+            automatic: false,
+        };
+        let r = self.commit(who, command).await?;
         self.database_reply(r, None, None)
     }
 

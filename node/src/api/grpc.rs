@@ -474,6 +474,16 @@ impl Keel for GrpcApi {
         Ok(Response::new(dbs::operation(out)))
     }
 
+    async fn recover_database(
+        &self,
+        req: Request<pb::RecoverDatabaseRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let out = self.api.recover_database(&who, &r.name, opt(r.request_id)).await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
     async fn restore_database(
         &self,
         req: Request<pb::RestoreDatabaseRequest>,

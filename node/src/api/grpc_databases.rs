@@ -18,6 +18,7 @@ pub fn modification(m: ModificationView) -> pb::Modification {
         backup_window: m.backup_window,
         maintenance_window: m.maintenance_window,
         master_password: m.master_password,
+        recovery: m.recovery,
     }
 }
 
@@ -40,6 +41,7 @@ pub fn create_request(r: pb::CreateDatabaseRequest) -> CreateDatabaseRequest {
         account: opt(r.account),
         security_groups: r.security_groups,
         snapshot_interval_min: r.snapshot_interval_min,
+        recovery: opt(r.recovery),
     }
 }
 
@@ -56,6 +58,7 @@ pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
         master_password: r.master_password,
         rotate_master_password: r.rotate_master_password,
         security_groups: r.set_security_groups.then_some(r.security_groups),
+        recovery: m.recovery,
     }
 }
 
@@ -83,6 +86,14 @@ pub fn database(d: DatabaseView) -> pb::Database {
         restorable_earliest_ms: d.restorable.map_or(0, |r| r.earliest_ms),
         restorable_latest_ms: d.restorable.map_or(0, |r| r.latest_ms),
         restored_from: d.restored_from.unwrap_or_default(),
+        recovery: d.spec.recovery,
+        last_recovery: d.last_recovery.map(|r| pb::RecoveryRecord {
+            operation_id: r.operation_id,
+            last_seen_ms: r.last_seen_ms,
+            failed_at_ms: r.failed_at_ms,
+            restored_to_ms: r.restored_to_ms.unwrap_or(0),
+            recovered_at_ms: r.recovered_at_ms.unwrap_or(0),
+        }),
         endpoint: d.endpoint.map(|e| pb::Endpoint {
             host: e.host,
             addr: e.addr,

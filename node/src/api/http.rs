@@ -71,6 +71,7 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(describe_database, modify_database, delete_database))
         .routes(routes!(events))
         .routes(routes!(snapshot_database))
+        .routes(routes!(recover_database))
         .routes(routes!(restore_database))
         .routes(routes!(clone_database))
         .routes(routes!(list_snapshots))
@@ -265,6 +266,29 @@ async fn delete_database(
     Ok(Json(
         api.delete_database(&who, &name, q.request_id, q.final_snapshot).await?,
     ))
+}
+
+/// Query of `POST /v1/databases/{name}/recover`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RecoverQuery {
+    /// Retry id: the same id within its retention answers the first call's operation.
+    request_id: Option<String>,
+}
+
+/// Recover a database whose instance or host failed: a new instance on another host,
+/// restored from its backups to the latest restorable time, under the same name.
+#[utoipa::path(post, path = "/v1/databases/{name}/recover", tag = "databases",
+    params(("name" = String, Path, description = "Database name"), RecoverQuery),
+    responses((status = 200, body = DatabaseOperation)))]
+async fn recover_database(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    q: QueryOf<RecoverQuery>,
+) -> Reply<DatabaseOperation> {
+    let q = query(q)?;
+    Ok(Json(api.recover_database(&who, &name, q.request_id).await?))
 }
 
 /// Take a snapshot of a database (kept until deleted).

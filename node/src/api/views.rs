@@ -162,6 +162,8 @@ pub struct SpecView {
     pub maintenance_window: String,
     /// Security groups (empty: the account's `default`).
     pub security_groups: Vec<String>,
+    /// `automatic` or `manual`: what happens when its instance or host fails.
+    pub recovery: String,
 }
 
 impl From<&rs::DatabaseSpec> for SpecView {
@@ -179,6 +181,34 @@ impl From<&rs::DatabaseSpec> for SpecView {
             backup_window: s.backup_window.clone(),
             maintenance_window: s.maintenance_window.clone(),
             security_groups: s.security_groups.clone(),
+            recovery: rs::wire_name(&s.recovery),
+        }
+    }
+}
+
+/// What a recovery did, and what it may have lost, as measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryView {
+    /// The recovery operation.
+    pub operation_id: String,
+    /// When the failed instance was last seen answering (Unix ms; 0: not known).
+    pub last_seen_ms: u64,
+    /// When the failure was declared (Unix ms).
+    pub failed_at_ms: u64,
+    /// The last replayed transaction's commit time (Unix ms): every commit up to it is kept.
+    pub restored_to_ms: Option<u64>,
+    /// When the database was available again (Unix ms; absent while recovering).
+    pub recovered_at_ms: Option<u64>,
+}
+
+impl From<&rs::Recovery> for RecoveryView {
+    fn from(r: &rs::Recovery) -> Self {
+        Self {
+            operation_id: r.job_id.clone(),
+            last_seen_ms: r.last_seen_ms,
+            failed_at_ms: r.failed_at_ms,
+            restored_to_ms: r.restored_to_ms,
+            recovered_at_ms: (r.recovered_at_ms > 0).then_some(r.recovered_at_ms),
         }
     }
 }
@@ -207,6 +237,8 @@ pub struct ModificationView {
     pub maintenance_window: Option<String>,
     /// Whether it sets a new master password (never shown).
     pub master_password: bool,
+    /// New recovery mode.
+    pub recovery: Option<String>,
 }
 
 impl From<&rs::Modification> for ModificationView {
@@ -217,6 +249,7 @@ impl From<&rs::Modification> for ModificationView {
             backup_window: m.backup_window.clone(),
             maintenance_window: m.maintenance_window.clone(),
             master_password: m.master_verifier.is_some(),
+            recovery: m.recovery.as_ref().map(rs::wire_name),
         }
     }
 }
@@ -296,6 +329,8 @@ pub struct DatabaseView {
     pub restorable: Option<RestorableView>,
     /// What it was restored from, if it was.
     pub restored_from: Option<String>,
+    /// Its latest recovery from a failed instance or host, if it had one.
+    pub last_recovery: Option<RecoveryView>,
 }
 
 /// The span of times a database can be restored to.
@@ -435,6 +470,7 @@ impl DatabaseView {
                 latest_ms: w.latest_ms,
             }),
             restored_from: db.restored_from.clone(),
+            last_recovery: db.last_recovery.as_ref().map(RecoveryView::from),
         }
     }
 }
@@ -515,6 +551,8 @@ pub enum OperationKind {
     DeleteSnapshot,
     /// Copy a snapshot to the control environment's store.
     CopySnapshot,
+    /// Replace a failed instance from the database's backups.
+    RecoverDatabase,
 }
 
 /// A committed claim of an operation by the leader services in force.
@@ -617,6 +655,7 @@ impl OperationView {
             rs::JobKind::RestoreDatabase { .. } => (OperationKind::RestoreDatabase, None, None),
             rs::JobKind::DeleteSnapshot { .. } => (OperationKind::DeleteSnapshot, None, None),
             rs::JobKind::CopySnapshot { .. } => (OperationKind::CopySnapshot, None, None),
+            rs::JobKind::RecoverDatabase { .. } => (OperationKind::RecoverDatabase, None, None),
         };
         Self {
             id: job.id.clone(),

@@ -40,6 +40,12 @@ pub enum TaskWork {
         /// What the catalog knew archived when the copy was planned (the copy reaches it).
         wal_until_ms: u64,
     },
+    /// Fence a replaced instance, first moving the WAL its volume still holds to the
+    /// archive of `lineage` in the host's zone store.
+    Fence {
+        /// The database's lineage.
+        lineage: String,
+    },
     /// Remove objects from a zone's store.
     DeleteBackup {
         /// The zone whose store holds them.

@@ -69,6 +69,10 @@ pub enum DbCmd {
         /// Security groups allowed to connect (default: the account's `default`).
         #[arg(long, value_delimiter = ',')]
         security_groups: Vec<String>,
+        /// When its instance or host fails: automatic (replace it from the backups at
+        /// once) or manual (an event; `keel db recover` starts it).
+        #[arg(long, value_parser = ["automatic", "manual"])]
+        recovery: Option<String>,
     },
     /// List databases.
     List,
@@ -111,6 +115,21 @@ pub enum DbCmd {
         /// Replace the security groups (comma-separated; applied at once).
         #[arg(long, value_delimiter = ',')]
         security_groups: Option<Vec<String>>,
+        /// When its instance or host fails: automatic or manual (applied at once).
+        #[arg(long, value_parser = ["automatic", "manual"])]
+        recovery: Option<String>,
+    },
+    /// Recover a database whose instance or host failed: a new instance on another host,
+    /// restored from its backups to the latest restorable time, under the same name.
+    Recover {
+        /// Database name.
+        name: String,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Request id: a retry with the same id answers the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Take a snapshot, kept until deleted (even after the database).
     Snapshot {
@@ -259,8 +278,10 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             request_id,
             account,
             security_groups,
+            recovery,
         } => {
             let req = CreateDatabaseRequest {
+                recovery,
                 security_groups,
                 name,
                 engine,
@@ -292,8 +313,10 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             master_password,
             rotate_master_password,
             security_groups,
+            recovery,
         } => {
             let req = ModifyDatabaseRequest {
+                recovery,
                 security_groups,
                 class,
                 storage_gib,
@@ -305,6 +328,13 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 rotate_master_password,
             };
             (client.patch(&format!("/v1/databases/{name}"), &req).await?, wait)
+        }
+        DbCmd::Recover { name, wait, request_id } => {
+            let path = match request_id_param(request_id)? {
+                Some(param) => format!("/v1/databases/{name}/recover?{param}"),
+                None => format!("/v1/databases/{name}/recover"),
+            };
+            (client.post(&path, &serde_json::json!({})).await?, wait)
         }
         DbCmd::Snapshot {
             name,
@@ -359,14 +389,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             wait,
             request_id,
         } => {
-            let mut params = Vec::new();
-            match request_id {
-                Some(r) if r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)) => {
-                    params.push(format!("request_id={r}"))
-                }
-                Some(r) => bail!("request id {r:?} may use only letters, digits and - _ . ~"),
-                None => {}
-            }
+            let mut params: Vec<String> = request_id_param(request_id)?.into_iter().collect();
             match final_snapshot {
                 Some(s)
                     if s.bytes()
@@ -461,6 +484,22 @@ fn describe(d: &DatabaseView) -> String {
     }
     if let Some(from) = &d.restored_from {
         s.push_str(&format!("  restored:    from {from}\n"));
+    }
+    s.push_str(&format!("  recovery:    {}\n", d.spec.recovery));
+    if let Some(r) = &d.last_recovery {
+        let kept = match r.restored_to_ms {
+            Some(to) => format!(
+                "every commit up to {} kept (failure declared {:.1} s later)",
+                time(Some(to)),
+                r.failed_at_ms.saturating_sub(to) as f64 / 1000.0
+            ),
+            None => "loss not measured".into(),
+        };
+        s.push_str(&format!(
+            "  recovered:   {} (operation {}): {kept}\n",
+            r.recovered_at_ms.map_or("in progress".to_string(), |t| time(Some(t))),
+            r.operation_id
+        ));
     }
     if let Some(p) = &d.pending {
         s.push_str(&format!(
@@ -588,5 +627,16 @@ pub async fn events(client: &Client, out: Format, filter: EventsFilter) -> anyho
         if events.len() < page {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// A request id as a query parameter (`request_id=…`), refused if it needs escaping.
+fn request_id_param(request_id: Option<String>) -> anyhow::Result<Option<String>> {
+    match request_id {
+        Some(r) if r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)) => {
+            Ok(Some(format!("request_id={r}")))
+        }
+        Some(r) => bail!("request id {r:?} may use only letters, digits and - _ . ~"),
+        None => Ok(None),
     }
 }

@@ -130,6 +130,16 @@ pub enum FenceError {
     /// The token could not be persisted.
     #[error("cannot persist the fencing token: {0}")]
     Io(std::io::Error),
+    /// The instance was replaced by a recovery.
+    #[error("instance {instance} was fenced at generation {generation} (a recovery replaced it); this call carries generation {given}: only a destroy from generation {generation} on is accepted")]
+    Fenced {
+        /// The instance.
+        instance: String,
+        /// Its fence.
+        generation: u64,
+        /// The call's generation.
+        given: u64,
+    },
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ pub async fn run(config: HostConfig, shutdown: CancellationToken) -> anyhow::Res
     let stop_instances = config.stop_instances_on_exit;
     let svc = service::HostService::new(config, Arc::new(journal), Arc::new(engine), stores);
     svc.reconcile().await;
-    svc.restore_instances().await;
+    tokio::spawn(svc.clone().restore_instances_when_confirmed(shutdown.clone()));
     tokio::spawn(svc.clone().watch_usage(shutdown.clone()));
     tokio::spawn(svc.clone().watch_archives(shutdown.clone()));
     tonic::transport::Server::builder()

@@ -2,6 +2,7 @@
 //! backup tasks' work is in [`backup_tasks`].
 
 mod backup_tasks;
+mod fencing;
 
 use std::collections::HashMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -50,6 +51,7 @@ struct Admit {
     spec: Option<InstanceSpec>,
     work: Option<TaskWork>,
     fence: u64,
+    generation: u64,
     join_only: bool,
 }
 
@@ -71,6 +73,9 @@ pub struct HostService {
     archives: Archives,
     /// How far each running task has got, by task id (answered while it runs).
     progress: Arc<Mutex<HashMap<String, Arc<Progress>>>>,
+    /// Whether the monitor has probed since this host manager started (and so told it
+    /// which instances were fenced); instances that are down start only after that.
+    confirmed: Arc<watch::Sender<bool>>,
 }
 
 /// The answer for a task this host has no record of (and now records as absent).
@@ -138,6 +143,7 @@ impl HostService {
             stores,
             archives: Archives::default(),
             progress: Arc::default(),
+            confirmed: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -161,6 +167,10 @@ impl HostService {
     pub async fn watch_archives(self, stop: tokio_util::sync::CancellationToken) {
         loop {
             for spec in self.instances() {
+                // A fenced instance's last WAL is moved by its fence task alone.
+                if self.engine.fenced_at(&spec.id).is_some() {
+                    continue;
+                }
                 let Some(lineage) = spec.backup_lineage.clone() else {
                     self.archives.stop(&spec.id);
                     continue;
@@ -261,7 +271,8 @@ impl HostService {
     /// Start every provisioned instance that was not stopped on purpose (after a host restart).
     pub async fn restore_instances(&self) {
         for spec in self.instances() {
-            if self.engine.stopped_on_purpose(&spec.id) || self.engine.running(&spec.id) {
+            let fenced = self.engine.fenced_at(&spec.id).is_some();
+            if fenced || self.engine.stopped_on_purpose(&spec.id) || self.engine.running(&spec.id) {
                 continue;
             }
             match self.engine.start(&spec).await {
@@ -299,6 +310,7 @@ impl HostService {
         instance: &str,
         spec: Option<InstanceSpec>,
         work: Option<TaskWork>,
+        generation: u64,
         progress: Arc<Progress>,
     ) -> Outcome {
         let need = |spec: Option<InstanceSpec>| {
@@ -373,10 +385,12 @@ impl HostService {
                 }
                 TaskAction::Restore => {
                     let spec = need(spec)?;
-                    let detail = self.restore(&spec, work, &progress).await?;
+                    let (detail, made) = self.restore(&spec, work, &progress).await?;
                     self.save_spec(&spec)?;
+                    *output.lock().unwrap_or_else(|p| p.into_inner()) = Some(made);
                     Ok(detail)
                 }
+                TaskAction::Fence => self.fence(need(spec)?, work, generation).await,
             };
             done
         };
@@ -404,6 +418,17 @@ impl HostService {
     fn admit(&self, a: Admit) -> Result<Admission, FenceError> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         self.journal.admit(&a.instance, a.fence)?;
+        if let Some(fenced) = self.engine.fenced_at(&a.instance) {
+            // Only the fence itself (again) and a destroy, from the generation that fenced it on.
+            let allowed = matches!(a.action, TaskAction::Fence | TaskAction::Destroy) && a.generation >= fenced;
+            if !allowed {
+                return Err(FenceError::Fenced {
+                    instance: a.instance.clone(),
+                    generation: fenced,
+                    given: a.generation,
+                });
+            }
+        }
         if let Some(done) = self.journal.outcome(&a.task_id) {
             return Ok(Admission::Done(done));
         }
@@ -454,6 +479,7 @@ impl HostService {
             spec,
             work,
             fence,
+            generation,
             ..
         } = a;
         let progress = Arc::new(Progress::default());
@@ -466,7 +492,7 @@ impl HostService {
             tracing::info!(task = %task_id, %action, instance = %instance, fence, "Running task.");
             let work = {
                 let (this, instance) = (this.clone(), instance.clone());
-                tokio::spawn(async move { this.execute(action, &instance, spec, work, progress).await })
+                tokio::spawn(async move { this.execute(action, &instance, spec, work, generation, progress).await })
             };
             // A panic in the work is an outcome too, or the instance would stay busy for ever.
             let outcome = work.await.unwrap_or_else(|e| Outcome::Failed {
@@ -527,7 +553,12 @@ impl HostService {
 
 #[tonic::async_trait]
 impl HostManager for HostService {
-    async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthReply>, Status> {
+    async fn health(&self, req: Request<HealthRequest>) -> Result<Response<HealthReply>, Status> {
+        let req = req.into_inner();
+        self.fence_named(&req.fenced);
+        if req.from_monitor {
+            self.confirmed.send_replace(true);
+        }
         let specs = self.instances();
         let probes = futures::future::join_all(specs.iter().map(|spec| self.engine.health(spec, PROBE_WITHIN))).await;
         let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -552,6 +583,7 @@ impl HostManager for HostService {
                     },
                     restorable_until_ms: archive.restorable_until_ms,
                     archive_problem: archive.problem.unwrap_or_default(),
+                    fenced_at: self.engine.fenced_at(&spec.id).unwrap_or(0),
                 }
             })
             .collect();
@@ -608,10 +640,12 @@ impl HostManager for HostService {
                 spec,
                 work,
                 fence: r.fence,
+                generation: r.generation,
                 join_only: r.join_only,
             })
             .map_err(|e| match e {
                 FenceError::Stale(s) => Status::failed_precondition(s.to_string()),
+                e @ FenceError::Fenced { .. } => Status::failed_precondition(e.to_string()),
                 FenceError::Io(e) => Status::unavailable(format!("cannot persist the fencing token: {e}")),
             })?;
         match admission {

@@ -20,6 +20,7 @@ pub fn action_to_wire(a: TaskAction) -> i32 {
         TaskAction::Restore => WireAction::Restore,
         TaskAction::DeleteBackup => WireAction::DeleteBackup,
         TaskAction::CopyBackup => WireAction::CopyBackup,
+        TaskAction::Fence => WireAction::Fence,
     };
     w as i32
 }

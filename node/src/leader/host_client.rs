@@ -142,9 +142,9 @@ impl HostClients {
         }
     }
 
-    async fn health_report(&self, addr: &str, timeout: Duration) -> Result<HealthReply, String> {
+    async fn health_report(&self, addr: &str, req: HealthRequest, timeout: Duration) -> Result<HealthReply, String> {
         let (mut client, _) = self.get(addr)?;
-        let mut call = tonic::Request::new(HealthRequest {});
+        let mut call = tonic::Request::new(req);
         call.set_timeout(timeout);
         match tokio::time::timeout(timeout, client.health(call)).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
@@ -165,8 +165,8 @@ impl Hosts for HostClients {
         Box::pin(async move { self.status(&addr, &task_id).await })
     }
 
-    fn health(&self, addr: &str, timeout: Duration) -> BoxFuture<'_, Result<HealthReply, String>> {
+    fn health(&self, addr: &str, req: HealthRequest, timeout: Duration) -> BoxFuture<'_, Result<HealthReply, String>> {
         let addr = addr.to_string();
-        Box::pin(async move { self.health_report(&addr, timeout).await })
+        Box::pin(async move { self.health_report(&addr, req, timeout).await })
     }
 }

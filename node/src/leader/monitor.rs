@@ -1,14 +1,20 @@
 //! The monitor: health-checks every registered host manager on an interval and
 //! commits only changes — a host becoming unreachable or recovering, a new
 //! capacity report, a database's storage crossing the full mark, a WAL archive
-//! reaching further (into the backup catalog).
+//! reaching further (into the backup catalog) — and asks for the recovery of a
+//! database whose instance or host failed. Every probe tells the host which of its
+//! instances recoveries fenced, so one that comes back never runs them again.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use keel_proto::host::HealthReply;
-use keel_raft_store::{AdminState, Command, DatabaseStatus, HostCapacity, HostHealth, InstanceHealth, WalArchive};
+use keel_proto::host::{FencedInstance, HealthReply, HealthRequest};
+use keel_raft_store::{
+    AdminState, Command, DatabaseStatus, HostCapacity, HostHealth, InstanceHealth, InstanceRole, Millis, WalArchive,
+};
+
+use crate::clock::now_ms;
 
 use super::Term;
 
@@ -33,11 +39,16 @@ pub fn storage_full(used: u64, allocated: u64, was_full: bool) -> bool {
 /// Health checks in flight at once (a round over many dead hosts is bounded by timeouts).
 const PROBES_AT_ONCE: usize = 64;
 
+/// A failed database's recovery is asked for again (a refusal: blocked, or manual) at most this often.
+const RECOVERY_RETRY: Duration = Duration::from_secs(10);
+
 struct Seen {
     name: String,
     addr: String,
     health: HostHealth,
     capacity: HostCapacity,
+    /// Its instances that recoveries fenced, for the probe.
+    fenced: Vec<FencedInstance>,
 }
 
 /// Run until the term ends.
@@ -47,6 +58,9 @@ pub async fn run(t: Term) {
     let probe_timeout = interval.max(Duration::from_millis(200));
     let mut failures: HashMap<String, u32> = HashMap::new();
     let mut instance_failures: HashMap<String, u32> = HashMap::new();
+    // When each host, and each instance, last answered (this leader's own observations).
+    let mut last_seen: HashMap<String, Millis> = HashMap::new();
+    let mut recoveries_asked: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = t.cancel.cancelled() => return,
@@ -60,16 +74,36 @@ pub async fn run(t: Term) {
                     addr: h.addr.clone(),
                     health: h.health,
                     capacity: h.capacity.clone(),
+                    fenced: a
+                        .instances
+                        .values()
+                        .filter(|i| i.host == h.name)
+                        .filter_map(|i| {
+                            i.fenced_at.map(|generation| FencedInstance {
+                                instance_id: i.id.clone(),
+                                generation,
+                            })
+                        })
+                        .collect(),
                 })
                 .collect()
         });
         failures.retain(|name, _| hosts.iter().any(|h| &h.name == name));
-        let addrs: Vec<String> = hosts.iter().map(|h| h.addr.clone()).collect();
+        let calls: Vec<(String, HealthRequest)> = hosts
+            .iter()
+            .map(|h| {
+                let req = HealthRequest {
+                    fenced: h.fenced.clone(),
+                    from_monitor: true,
+                };
+                (h.addr.clone(), req)
+            })
+            .collect();
         let clients = t.hosts.clone();
-        let probes: Vec<Result<HealthReply, String>> = stream::iter(addrs)
-            .map(move |addr: String| {
+        let probes: Vec<Result<HealthReply, String>> = stream::iter(calls)
+            .map(move |(addr, req): (String, HealthRequest)| {
                 let clients = clients.clone();
-                async move { clients.health(&addr, probe_timeout).await }
+                async move { clients.health(&addr, req, probe_timeout).await }
             })
             .buffered(PROBES_AT_ONCE)
             .collect()
@@ -78,6 +112,11 @@ pub async fn run(t: Term) {
             let outcome = match probe {
                 Ok(report) => {
                     failures.remove(&host.name);
+                    let now = now_ms();
+                    last_seen.insert(host.name.clone(), now);
+                    for i in report.instances_health.iter().filter(|i| i.accepting) {
+                        last_seen.insert(i.instance_id.clone(), now);
+                    }
                     healthy(&t, host, &report, &mut instance_failures).await
                 }
                 Err(problem) => {
@@ -104,7 +143,81 @@ pub async fn run(t: Term) {
                 }
             }
         }
+        let failed = t.read(failed_databases);
+        recoveries_asked.retain(|db, at| failed.iter().any(|f| &f.database == db) && at.elapsed() < RECOVERY_RETRY);
+        for f in failed {
+            if recoveries_asked.contains_key(&f.database) {
+                continue;
+            }
+            recoveries_asked.insert(f.database.clone(), Instant::now());
+            let last = last_seen.get(&f.instance).or(last_seen.get(&f.host)).copied();
+            let command = Command::RecoverDatabase {
+                job_id: uuid::Uuid::now_v7().simple().to_string(),
+                request: None,
+                name: f.database.clone(),
+                instance_id: uuid::Uuid::now_v7().simple().to_string(),
+                reason: f.reason,
+                last_seen_ms: last.unwrap_or(0),
+                automatic: true,
+            };
+            // A refusal (blocked, or manual recovery) is an event the state records once.
+            if let Err(e) = t.commit(command).await {
+                tracing::info!(database = %f.database, why = %e, "Recovery not started.");
+            }
+        }
     }
+}
+
+/// A database whose primary failed, as the monitor recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// The database's key.
+    pub database: String,
+    /// Its failed primary instance.
+    pub instance: String,
+    /// The instance's host.
+    pub host: String,
+    /// What failed, for the event.
+    pub reason: String,
+}
+
+/// The databases at rest whose primary instance the monitor found unhealthy, or whose
+/// host it found unreachable (each after the configured number of failed probes).
+pub fn failed_databases(state: &AdminState) -> Vec<Failed> {
+    state
+        .databases
+        .iter()
+        .filter(|(_, d)| {
+            d.operation.is_none() && matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull)
+        })
+        .filter_map(|(key, d)| {
+            let primary = d
+                .instances
+                .iter()
+                .filter_map(|id| state.instances.get(id))
+                .find(|i| i.role == InstanceRole::Primary && i.fenced_at.is_none())?;
+            let host_down = state
+                .hosts
+                .get(&primary.host)
+                .is_some_and(|h| h.health == HostHealth::Unreachable);
+            let reason = match &primary.health {
+                _ if host_down => format!("host {} of instance {} stopped answering", primary.host, primary.id),
+                InstanceHealth::Unhealthy { problem, .. } => {
+                    format!(
+                        "instance {} on host {} is unhealthy: {problem}",
+                        primary.id, primary.host
+                    )
+                }
+                InstanceHealth::Healthy => return None,
+            };
+            Some(Failed {
+                database: key.clone(),
+                instance: primary.id.clone(),
+                host: primary.host.clone(),
+                reason,
+            })
+        })
+        .collect()
 }
 
 /// The instance transitions a good report from `host` implies, for instances of databases
@@ -118,7 +231,11 @@ fn instance_changes(
     after: u32,
 ) -> Vec<Command> {
     let mut changes = Vec::new();
-    for i in state.instances.values().filter(|i| i.host == host) {
+    for i in state
+        .instances
+        .values()
+        .filter(|i| i.host == host && i.fenced_at.is_none())
+    {
         let at_rest = state.databases.get(&i.database).is_some_and(|d| {
             d.operation.is_none() && matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull)
         });
@@ -225,7 +342,10 @@ pub fn archive_progress(state: &AdminState, host: &str, report: &HealthReply) ->
         .iter()
         .filter(|h| !h.archive_lineage.is_empty() && h.restorable_until_ms > 0)
         .filter_map(|h| {
-            let instance = state.instances.get(&h.instance_id).filter(|i| i.host == host)?;
+            let instance = state
+                .instances
+                .get(&h.instance_id)
+                .filter(|i| i.host == host && i.fenced_at.is_none())?;
             let db = state.databases.get(&instance.database)?;
             if db.lineage() != h.archive_lineage {
                 return None;
@@ -400,5 +520,86 @@ mod tests {
             archive_progress(&s, "h1", &r).is_empty(),
             "a lineage that is not the database's"
         );
+    }
+
+    #[test]
+    fn a_failed_primary_or_its_lost_host_asks_for_recovery_only_at_rest() {
+        let unhealthy = InstanceHealth::Unhealthy {
+            problem: "PostgreSQL is not running".into(),
+            since_ms: 1,
+        };
+        // (database status, instance health, host health, fenced, asks)
+        let table = [
+            (
+                DatabaseStatus::Available,
+                InstanceHealth::Healthy,
+                HostHealth::Healthy,
+                false,
+                false,
+            ),
+            (
+                DatabaseStatus::Available,
+                unhealthy.clone(),
+                HostHealth::Healthy,
+                false,
+                true,
+            ),
+            (
+                DatabaseStatus::StorageFull,
+                InstanceHealth::Healthy,
+                HostHealth::Unreachable,
+                false,
+                true,
+            ),
+            (
+                DatabaseStatus::Modifying,
+                unhealthy.clone(),
+                HostHealth::Healthy,
+                false,
+                false,
+            ),
+            (
+                DatabaseStatus::Failed,
+                unhealthy.clone(),
+                HostHealth::Unreachable,
+                false,
+                false,
+            ),
+            (
+                DatabaseStatus::Available,
+                unhealthy,
+                HostHealth::Unreachable,
+                true,
+                false,
+            ),
+        ];
+        for (status, health, host, fenced, asks) in table {
+            let mut s = state(status, health.clone());
+            s.databases.get_mut("db").unwrap().instances = vec!["i1".into()];
+            s.instances.get_mut("i1").unwrap().fenced_at = fenced.then_some(2);
+            s.hosts.insert(
+                "h1".into(),
+                keel_raft_store::Host {
+                    name: "h1".into(),
+                    health: host,
+                    ..keel_raft_store::Host::default()
+                },
+            );
+            let failed = failed_databases(&s);
+            assert_eq!(
+                !failed.is_empty(),
+                asks,
+                "{status:?} {health:?} {host:?} fenced={fenced}"
+            );
+            if let Some(f) = failed.first() {
+                let why = if host == HostHealth::Unreachable {
+                    "stopped answering"
+                } else {
+                    "is unhealthy"
+                };
+                assert!(f.reason.contains(why), "{}", f.reason);
+                assert_eq!((f.instance.as_str(), f.host.as_str()), ("i1", "h1"));
+            }
+        }
     }
 }

@@ -101,6 +101,21 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             for i in &instances {
                 add(TaskAction::Destroy, &i.host, &i.id);
             }
+            // Instances recoveries fenced go too, where their host answers (a volume on a
+            // host that never comes back stays fenced there: it never starts).
+            for i in state
+                .instances
+                .values()
+                .filter(|i| i.database == name && i.fenced_at.is_some())
+            {
+                let reachable = state
+                    .hosts
+                    .get(&i.host)
+                    .is_some_and(|h| h.health != keel_raft_store::HostHealth::Unreachable);
+                if reachable {
+                    add(TaskAction::Destroy, &i.host, &i.id);
+                }
+            }
         }
         JobKind::DeleteSnapshot { .. } | JobKind::CopySnapshot { .. } => unreachable!("planned above"),
         JobKind::SnapshotDatabase { .. } => {
@@ -116,13 +131,35 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 add(TaskAction::Check, &i.host, &i.id);
             }
         }
+        JobKind::RecoverDatabase { replaces, .. } => {
+            // A failed instance whose host answers is fenced first, and what WAL its volume
+            // still holds goes to the archive, so the restore replays it too. An unreachable
+            // host is fenced by the record alone: it learns of it when it answers again.
+            let old = replaces.as_ref().and_then(|id| state.instances.get(id));
+            if let Some(old) = old {
+                let reachable = state
+                    .hosts
+                    .get(&old.host)
+                    .is_some_and(|h| h.health == keel_raft_store::HostHealth::Healthy);
+                if reachable {
+                    add(TaskAction::Fence, &old.host, &old.id);
+                }
+            }
+            for i in &instances {
+                add(TaskAction::Restore, &i.host, &i.id);
+                add(TaskAction::Check, &i.host, &i.id);
+            }
+        }
     }
     Ok(tasks)
 }
 
-/// What a snapshot or restore task carries to its host beyond the instance spec.
-pub fn task_work(state: &AdminState, job: &Job) -> Result<Option<TaskWork>, String> {
+/// What a backup task (`action`) of `job` carries to its host beyond the instance spec.
+pub fn task_work(state: &AdminState, job: &Job, action: TaskAction) -> Result<Option<TaskWork>, String> {
     match &job.kind {
+        JobKind::RecoverDatabase { from, .. } if action == TaskAction::Fence => Ok(Some(TaskWork::Fence {
+            lineage: from.lineage.clone(),
+        })),
         JobKind::SnapshotDatabase { database, .. }
         | JobKind::DeleteDatabase {
             database,
@@ -153,7 +190,7 @@ pub fn task_work(state: &AdminState, job: &Job) -> Result<Option<TaskWork>, Stri
                 wal_before: wal_no_longer_needed(state, snap),
             }))
         }
-        JobKind::RestoreDatabase { from, database } => {
+        JobKind::RestoreDatabase { from, database } | JobKind::RecoverDatabase { from, database, .. } => {
             let target_zone = state
                 .databases
                 .get(database)
@@ -221,6 +258,11 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
         };
         match &job.kind {
             JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. } => out.push(undo(TaskAction::Destroy)),
+            // The new instance goes; the fenced one stays fenced (its data is in the archive).
+            JobKind::RecoverDatabase { replaces, .. } if replaces.as_deref() != Some(instance) => {
+                out.push(undo(TaskAction::Destroy))
+            }
+            JobKind::RecoverDatabase { .. } => {}
             JobKind::ModifyDatabase { .. } if restarted => {
                 out.push(undo(TaskAction::Restart));
                 out.push(undo(TaskAction::Check));
@@ -581,5 +623,94 @@ mod tests {
         wf.tasks[1].attempt = 1;
         let undo: Vec<TaskAction> = compensation(&office, &wf).into_iter().map(|t| t.action).collect();
         assert_eq!(undo.last(), Some(&TaskAction::SetAccess), "{undo:?}");
+    }
+
+    #[test]
+    fn a_recovery_fences_an_answering_host_first_and_undoes_only_the_new_instance() {
+        let (mut s, _) = state_with_db();
+        s.hosts.insert(
+            "h2".into(),
+            Host {
+                name: "h2".into(),
+                addr: "127.0.1.2:7300".into(),
+                zone: "b".into(),
+                health: HostHealth::Healthy,
+                ..Host::default()
+            },
+        );
+        let db = s.databases.get_mut("orders.acme").unwrap();
+        db.status = keel_raft_store::DatabaseStatus::Available;
+        db.operation = None;
+        db.spec.backup_retention_days = 7;
+        s.snapshots.insert(
+            "auto.acme".into(),
+            keel_raft_store::Snapshot {
+                name: "auto".into(),
+                account: "acme".into(),
+                lineage: "j1".into(),
+                state: keel_raft_store::SnapshotState::Available,
+                zone: "a".into(),
+                ..keel_raft_store::Snapshot::default()
+            },
+        );
+        let recover = |s: &mut AdminState, automatic| {
+            let command = Command::RecoverDatabase {
+                job_id: "r1".into(),
+                request: None,
+                name: "orders.acme".into(),
+                instance_id: "i2".into(),
+                reason: "instance i1 is unhealthy".into(),
+                last_seen_ms: 0,
+                automatic,
+            };
+            match s.apply(3, &Proposal::new(1, command)) {
+                Response::Database { job, .. } => *job,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut unreachable = s.clone();
+        let job = recover(&mut s, true);
+        let tasks = plan(&s, &job, "w").unwrap();
+        let steps: Vec<(TaskAction, &str, &str)> = tasks
+            .iter()
+            .map(|t| (t.action, t.host.as_str(), t.instance.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (TaskAction::Fence, "h1", "i1"),
+                (TaskAction::Restore, "h2", "i2"),
+                (TaskAction::Check, "h2", "i2")
+            ]
+        );
+        assert_eq!(
+            task_work(&s, &job, TaskAction::Fence).unwrap(),
+            Some(TaskWork::Fence { lineage: "j1".into() })
+        );
+        assert!(matches!(
+            task_work(&s, &job, TaskAction::Restore).unwrap(),
+            Some(TaskWork::Restore { lineage, target: keel_raft_store::RestoreTarget::Latest, .. }) if lineage == "j1"
+        ));
+        // Every task tried; the undo removes the new instance only.
+        let mut wf = Workflow {
+            tasks,
+            ..Workflow::default()
+        };
+        wf.tasks.iter_mut().for_each(|t| t.attempt = 1);
+        let undo: Vec<(TaskAction, String)> = compensation(&job, &wf)
+            .into_iter()
+            .map(|t| (t.action, t.instance))
+            .collect();
+        assert_eq!(undo, [(TaskAction::Destroy, "i2".to_string())]);
+
+        // An unreachable host is fenced by the record alone: no task is sent there.
+        unreachable.hosts.get_mut("h1").unwrap().health = HostHealth::Unreachable;
+        let job = recover(&mut unreachable, true);
+        let actions: Vec<TaskAction> = plan(&unreachable, &job, "w")
+            .unwrap()
+            .iter()
+            .map(|t| t.action)
+            .collect();
+        assert_eq!(actions, [TaskAction::Restore, TaskAction::Check]);
     }
 }

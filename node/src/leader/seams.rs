@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use keel_proto::host::{HealthReply, TaskRequest};
+use keel_proto::host::{HealthReply, HealthRequest, TaskRequest};
 use keel_raft_store::{AdminState, Proposal, Response};
 use tokio::sync::watch;
 
@@ -58,7 +58,7 @@ pub trait Hosts: Send + Sync + 'static {
     /// Ask what became of attempt `task_id`: `Running`, `Absent`, an outcome, or `Unknown`.
     fn task_status(&self, addr: &str, task_id: &str) -> BoxFuture<'_, TaskResult>;
     /// The host manager's health report.
-    fn health(&self, addr: &str, timeout: Duration) -> BoxFuture<'_, Result<HealthReply, String>>;
+    fn health(&self, addr: &str, req: HealthRequest, timeout: Duration) -> BoxFuture<'_, Result<HealthReply, String>>;
 }
 
 /// Raft as the leader services' [`Control`].

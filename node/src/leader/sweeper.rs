@@ -131,6 +131,7 @@ async fn execute(t: &Term, job: Job) {
         | JobKind::DeleteDatabase { .. }
         | JobKind::SnapshotDatabase { .. }
         | JobKind::RestoreDatabase { .. }
+        | JobKind::RecoverDatabase { .. }
         | JobKind::DeleteSnapshot { .. }
         | JobKind::CopySnapshot { .. } => {
             if let Err(workflow::Abandoned(why)) = workflow::drive(t, &job).await {

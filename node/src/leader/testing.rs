@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use keel_proto::host::{HealthReply, InstanceHealth, TaskRequest};
+use keel_proto::host::{HealthReply, HealthRequest, InstanceHealth, TaskRequest};
 use keel_raft_store::{AdminState, Proposal, Response, TaskAction};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -228,7 +228,7 @@ impl MemHosts {
                     };
                 }
             }
-            TaskAction::Stop => {
+            TaskAction::Stop | TaskAction::Fence => {
                 host.running.remove(instance);
             }
             TaskAction::Destroy => {
@@ -296,7 +296,12 @@ impl Hosts for MemHosts {
         })
     }
 
-    fn health(&self, addr: &str, _timeout: Duration) -> BoxFuture<'_, Result<HealthReply, String>> {
+    fn health(
+        &self,
+        addr: &str,
+        _req: HealthRequest,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<HealthReply, String>> {
         let addr = addr.to_string();
         Box::pin(async move {
             let mut hosts = self.0.lock().unwrap();

@@ -306,7 +306,7 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
     } else {
         String::new()
     };
-    let work_json = match t.read(|a| planner::task_work(a, job)) {
+    let work_json = match t.read(|a| planner::task_work(a, job, task.action)) {
         Ok(Some(work)) if task.action.needs_work() => serde_json::to_string(&work).expect("serializable"),
         Ok(_) => String::new(),
         Err(e) => {
@@ -324,6 +324,12 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
         spec_json,
         join_only: false,
         work_json,
+        generation: t.read(|a| {
+            job.kind
+                .database()
+                .and_then(|d| a.databases.get(d))
+                .map_or(0, |d| d.generation)
+        }),
     };
     // Waiting on an attempt that may already have been sent never starts it again.
     let join = TaskRequest {
@@ -429,7 +435,7 @@ async fn check(t: &Term, addr: &str, task: &Task) -> Result<Attempt, Abandoned> 
     while tokio::time::Instant::now() < until {
         let report = tokio::select! {
             _ = t.cancel.cancelled() => return Err(Abandoned("leadership lost".into())),
-            r = t.hosts.health(addr, Duration::from_secs(5)) => r,
+            r = t.hosts.health(addr, keel_proto::host::HealthRequest::default(), Duration::from_secs(5)) => r,
         };
         match report {
             Ok(report) => match report.instances_health.iter().find(|h| h.instance_id == task.instance) {

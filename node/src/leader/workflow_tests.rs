@@ -449,6 +449,7 @@ impl Hosts for SlowHost {
     fn health(
         &self,
         _addr: &str,
+        _req: keel_proto::host::HealthRequest,
         _timeout: std::time::Duration,
     ) -> futures::future::BoxFuture<'_, Result<keel_proto::host::HealthReply, String>> {
         Box::pin(async move { Err("not used".to_string()) })

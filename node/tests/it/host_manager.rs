@@ -61,7 +61,7 @@ impl HostProc {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let mut c = HostManagerClient::new(super::host_channel(&ca_dir(&self.root), &self.addr));
-            if c.health(HealthRequest {}).await.is_ok() {
+            if c.health(HealthRequest::default()).await.is_ok() {
                 return c;
             }
             assert!(tokio::time::Instant::now() < deadline, "host manager did not come up");
@@ -123,6 +123,7 @@ fn request(id: &str, fence: u64, action: TaskAction, spec: Option<&InstanceSpec>
         spec_json: spec.map(|s| serde_json::to_string(s).unwrap()).unwrap_or_default(),
         join_only: false,
         work_json: String::new(),
+        generation: 0,
     }
 }
 
@@ -192,7 +193,7 @@ async fn host_manager_runs_real_postgres() {
         .await
         .unwrap();
     assert_eq!(state(&again), TaskState::Succeeded);
-    let health = c.health(HealthRequest {}).await.unwrap().into_inner();
+    let health = c.health(HealthRequest::default()).await.unwrap().into_inner();
     assert_eq!(health.instances, 1);
     assert!(health.instances_health[0].accepting, "{health:?}");
 
@@ -221,7 +222,7 @@ async fn host_manager_runs_real_postgres() {
     assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
     assert!(connect(port).await.is_err(), "port closed after destroy");
     assert!(!root.join("volumes/inst-1").exists(), "volume gone");
-    let health = c.health(HealthRequest {}).await.unwrap().into_inner();
+    let health = c.health(HealthRequest::default()).await.unwrap().into_inner();
     assert_eq!(health.instances, 0);
 }
 

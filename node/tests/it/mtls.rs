@@ -27,7 +27,7 @@ fn through(r: Result<(), tonic::Status>) -> Result<(), tonic::Status> {
 async fn host_calls(channel: Channel) -> Vec<(&'static str, Result<(), tonic::Status>)> {
     let mut c = HostManagerClient::new(channel);
     vec![
-        ("Health", through(c.health(HealthRequest {}).await.map(drop))),
+        ("Health", through(c.health(HealthRequest::default()).await.map(drop))),
         ("RunTask", through(c.run_task(TaskRequest::default()).await.map(drop))),
         (
             "TaskStatus",
@@ -264,7 +264,12 @@ async fn the_ca_and_every_certificate_rotate_while_writes_continue() {
             for ((_, _, peer), addr) in dirs.iter().zip(&addrs) {
                 let ch = link::channel(addr, link::client_config(&creds, *peer), Duration::from_secs(2)).unwrap();
                 let ok = match peer {
-                    Peer::HostManager => through(HostManagerClient::new(ch).health(HealthRequest {}).await.map(drop)),
+                    Peer::HostManager => through(
+                        HostManagerClient::new(ch)
+                            .health(HealthRequest::default())
+                            .await
+                            .map(drop),
+                    ),
                     Peer::ControlNode => through(RaftClient::new(ch).status(StatusRequest::default()).await.map(drop)),
                 };
                 if ok.is_err() {

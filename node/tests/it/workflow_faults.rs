@@ -180,6 +180,7 @@ async fn leader_killed_at_task_boundaries_of_a_create() {
             spec_json: String::new(),
             join_only: false,
             work_json: String::new(),
+            generation: 0,
         })
         .await;
     let refused = late.expect_err("a stale term must be refused");

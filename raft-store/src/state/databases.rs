@@ -44,7 +44,7 @@ pub(super) struct Start<'a> {
 }
 
 impl AdminState {
-    fn database_response(&self, job: &Job, created: bool) -> Response {
+    pub(super) fn database_response(&self, job: &Job, created: bool) -> Response {
         let database = job
             .kind
             .database()
@@ -61,7 +61,7 @@ impl AdminState {
         }
     }
 
-    fn busy(&self, db: &Database) -> Option<Response> {
+    pub(super) fn busy(&self, db: &Database) -> Option<Response> {
         let op = db.operation.as_ref()?;
         let kind = self.jobs.get(op).map_or("an operation", |j| j.kind.name());
         Some(conflict(format!(
@@ -129,6 +129,7 @@ impl AdminState {
                 port,
                 created_at_ms: at,
                 health: InstanceHealth::Healthy,
+                fenced_at: None,
             },
         );
         self.databases.insert(
@@ -407,6 +408,13 @@ impl AdminState {
                 JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. },
                 Outcome::Failed { undone: true, .. },
             ) => self.release_instances(&name),
+            // Only the new instance went; the fenced one keeps its record until a delete.
+            (JobKind::RecoverDatabase { .. }, Outcome::Failed { undone: true, .. }) => {
+                let new = self.databases.get_mut(&name).map(|d| std::mem::take(&mut d.instances));
+                for id in new.unwrap_or_default() {
+                    self.instances.remove(&id);
+                }
+            }
             (JobKind::SnapshotDatabase { snapshot, .. }, outcome) => {
                 let ok = *outcome == Outcome::Succeeded;
                 self.conclude_snapshot(index, at, &name, snapshot, ok);
@@ -436,6 +444,12 @@ impl AdminState {
                         "creating it failed and what it made was removed; delete it, then create it again"
                     }
                     JobKind::DeleteDatabase { .. } => "deleting it failed; retry the delete",
+                    JobKind::RecoverDatabase { .. } if *undone => {
+                        "recovering it failed and the new instance was removed; `keel db recover` tries again"
+                    }
+                    JobKind::RecoverDatabase { .. } => {
+                        "recovering it failed; `keel db recover` tries again, or delete it"
+                    }
                     _ => "its instance may be in an unknown state; retry the modify, or delete it",
                 };
                 db.status = DatabaseStatus::Failed;
@@ -452,6 +466,17 @@ impl AdminState {
                     .map(|e| format!(" at {}:{}", e.addr, e.port))
                     .unwrap_or_default();
                 ("database-available", format!("Database {name} is available{at_addr}."))
+            }
+            (JobKind::RecoverDatabase { .. }, Outcome::Succeeded) => {
+                db.status = DatabaseStatus::Available;
+                db.status_reason = unhealthy;
+                db.endpoint = endpoint;
+                if let Some(r) = db.last_recovery.as_mut() {
+                    r.recovered_at_ms = at;
+                }
+                let message = self.recovered_message(&name);
+                self.event(index, at, "database-recovered", &name, message);
+                return;
             }
             (JobKind::ModifyDatabase { modification, .. }, Outcome::Succeeded) => {
                 if let Some(class) = &modification.class {
@@ -475,6 +500,9 @@ impl AdminState {
                 if let Some(access) = &modification.access {
                     db.access = Some(access.clone());
                 }
+                if let Some(mode) = modification.recovery {
+                    db.spec.recovery = mode;
+                }
                 db.status = DatabaseStatus::Available;
                 db.status_reason = unhealthy;
                 db.endpoint = endpoint;
@@ -489,7 +517,7 @@ impl AdminState {
     pub(super) fn health_reason(&self, name: &str) -> Option<String> {
         self.instances
             .values()
-            .filter(|i| i.database == name)
+            .filter(|i| i.database == name && i.fenced_at.is_none())
             .find_map(|i| match &i.health {
                 InstanceHealth::Healthy => None,
                 InstanceHealth::Unhealthy { problem, .. } => {
@@ -502,7 +530,7 @@ impl AdminState {
         let primary = self
             .instances
             .values()
-            .find(|i| i.database == name && i.role == InstanceRole::Primary)?;
+            .find(|i| i.database == name && i.role == InstanceRole::Primary && i.fenced_at.is_none())?;
         let host = self.hosts.get(&primary.host)?;
         let addr = host.addr.rsplit_once(':').map_or(host.addr.as_str(), |(h, _)| h);
         Some(Endpoint {

@@ -17,6 +17,17 @@ const DEFAULT_SLOTS: u32 = 16;
 impl AdminState {
     /// Pick a host (in `zone` if given; else the least loaded) with a free slot, and a free port on it.
     pub(crate) fn place(&self, zone: Option<&str>) -> Result<(String, u16), Rejection> {
+        self.place_avoiding(zone, None, None)
+    }
+
+    /// As [`AdminState::place`], never on `avoid` (a failed instance's host), and on
+    /// `port` if it is free on the chosen host.
+    pub(crate) fn place_avoiding(
+        &self,
+        zone: Option<&str>,
+        avoid: Option<&str>,
+        port: Option<u16>,
+    ) -> Result<(String, u16), Rejection> {
         if let Some(zone) = zone {
             if !self.hosts.values().any(|h| h.zone == zone) {
                 let zones: BTreeSet<&str> = self.hosts.values().map(|h| h.zone.as_str()).collect();
@@ -37,7 +48,7 @@ impl AdminState {
             self.hosts
                 .values()
                 .filter(|h| zone.is_none_or(|z| h.zone == z))
-                .filter(|h| !h.draining)
+                .filter(|h| !h.draining && Some(h.name.as_str()) != avoid)
                 .filter(|h| match h.health {
                     HostHealth::Healthy => true,
                     HostHealth::Unknown => !healthy_only,
@@ -58,9 +69,11 @@ impl AdminState {
         let host = eligible(true)
             .or_else(|| eligible(false))
             .ok_or_else(|| Rejection::Conflict {
-                message: match zone {
-                    Some(z) => format!("no capacity in zone {z:?}: every host there is full, draining or unreachable"),
-                    None => "no capacity: every host is full, draining or unreachable; add or drain-back a host".into(),
+                message: match (zone, avoid) {
+                    (Some(z), Some(a)) => format!("no capacity in zone {z:?} beside host {a}: every other host there is full, draining or unreachable; add a host to the zone"),
+                    (None, Some(a)) => format!("no capacity beside host {a}: every other host is full, draining or unreachable; add or drain-back a host"),
+                    (Some(z), None) => format!("no capacity in zone {z:?}: every host there is full, draining or unreachable"),
+                    (None, None) => "no capacity: every host is full, draining or unreachable; add or drain-back a host".into(),
                 },
             })?;
         let used: BTreeSet<u16> = self
@@ -69,8 +82,9 @@ impl AdminState {
             .filter(|i| i.host == host)
             .map(|i| i.port)
             .collect();
-        let port = (FIRST_PORT..=u16::MAX)
-            .find(|p| !used.contains(p))
+        let port = port
+            .filter(|p| !used.contains(p))
+            .or_else(|| (FIRST_PORT..=u16::MAX).find(|p| !used.contains(p)))
             .ok_or_else(|| Rejection::Conflict {
                 message: format!("host {host} has no free port"),
             })?;

@@ -1,6 +1,7 @@
 //! Database engines a host manager runs. PostgreSQL is the first; a second
 //! engine implements the same operations.
 
+pub mod fencing;
 pub mod postgres;
 pub mod restore;
 pub mod snapshot;
@@ -199,6 +200,14 @@ pub enum EngineError {
         /// Its output or error.
         detail: String,
     },
+    /// The instance was replaced by a recovery: it never starts again.
+    #[error("instance {id} was fenced at generation {generation} (a recovery replaced it); it never starts again, only a destroy removes it")]
+    Fenced {
+        /// The instance.
+        id: String,
+        /// The database's generation when it was fenced.
+        generation: u64,
+    },
     /// File system trouble.
     #[error("{what}: {source}")]
     Io {
@@ -212,7 +221,7 @@ pub enum EngineError {
 impl EngineError {
     /// Whether retrying the same task may succeed.
     pub fn retryable(&self) -> bool {
-        !matches!(self, EngineError::Unavailable(_))
+        !matches!(self, EngineError::Unavailable(_) | EngineError::Fenced { .. })
     }
 }
 

@@ -98,7 +98,7 @@ impl Postgres {
         self.root.join("volumes").join(id)
     }
 
-    fn data(&self, id: &str) -> PathBuf {
+    pub(super) fn data(&self, id: &str) -> PathBuf {
         self.volume(id).join("data")
     }
 
@@ -359,6 +359,12 @@ impl Postgres {
 
     /// Start the instance and wait until it accepts connections; idempotent.
     pub async fn start(&self, spec: &InstanceSpec) -> Result<(), EngineError> {
+        if let Some(generation) = self.fenced_at(&spec.id) {
+            return Err(EngineError::Fenced {
+                id: spec.id.clone(),
+                generation,
+            });
+        }
         let _ = std::fs::remove_file(self.stopped_marker(&spec.id));
         if !self.running(&spec.id) {
             let log = self.volume(&spec.id).join("postgres.log");

@@ -90,6 +90,19 @@ impl Postgres {
         Ok(())
     }
 
+    /// When the last transaction the instance's recovery replayed was committed, as the
+    /// engine logs it at the end of replay (the newest such line in its log).
+    pub fn last_replayed_commit(&self, id: &str) -> Option<keel_raft_store::Millis> {
+        let log = std::fs::read_to_string(self.volume(id).join("postgres.log")).ok()?;
+        log.lines()
+            .rev()
+            .find_map(|l| {
+                l.split_once("last completed transaction was at log time ")
+                    .map(|(_, t)| t)
+            })
+            .and_then(|t| parse_pg_time(t.trim()))
+    }
+
     /// Wait until the engine has replayed and left recovery, or say why it will not.
     async fn wait_promoted(&self, spec: &InstanceSpec, log: &Path, within: Duration) -> Result<(), EngineError> {
         let started = tokio::time::Instant::now();
@@ -125,5 +138,28 @@ impl Postgres {
                 });
             }
         }
+    }
+}
+
+/// A time as the engine writes it in its log (`2026-11-30 19:43:01.123456+00`).
+fn parse_pg_time(text: &str) -> Option<keel_raft_store::Millis> {
+    // Its zone offset may be `+HH` alone; the RFC 3339 parser wants `+HH:MM`.
+    let tail = text.len().checked_sub(3)?;
+    let text = match text.as_bytes()[tail] {
+        b'+' | b'-' => format!("{text}:00"),
+        _ => text.to_string(),
+    };
+    keel_raft_store::timefmt::parse(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_engines_log_times_parse_with_short_and_long_offsets() {
+        let t = super::parse_pg_time("2026-11-30 19:43:01.123456+00").unwrap();
+        assert_eq!(keel_raft_store::timefmt::format_ms(t), "2026-11-30T19:43:01.123Z");
+        assert_eq!(super::parse_pg_time("2026-11-30 20:43:01.5+01"), Some(t - 123 + 500));
+        assert_eq!(super::parse_pg_time("2026-11-30 19:43:01+00:00"), Some(t - 123));
+        assert_eq!(super::parse_pg_time("garbage"), None);
     }
 }

@@ -159,7 +159,7 @@ impl HostService {
         spec: &InstanceSpec,
         work: Option<TaskWork>,
         progress: &Arc<Progress>,
-    ) -> Result<String, EngineError> {
+    ) -> Result<(String, TaskOutput), EngineError> {
         let Some(TaskWork::Restore {
             lineage,
             sources,
@@ -171,9 +171,13 @@ impl HostService {
                 "a restore task needs its snapshot and target".into(),
             ));
         };
+        let restored = |detail: String| {
+            let last_commit_ms = self.engine.last_replayed_commit(&spec.id);
+            (detail, TaskOutput::Restored { last_commit_ms })
+        };
         if self.engine.provisioned(&spec.id) {
             self.engine.start(spec).await?;
-            return Ok("already restored".into());
+            return Ok(restored("already restored".into()));
         }
         let dir = self.config.root.join("restores").join(&spec.id);
         let (files, wal) = (dir.join("snapshot"), dir.join("wal"));
@@ -218,12 +222,12 @@ impl HostService {
         } else {
             format!("after {} failed: {}", failures.len(), failures.join("; "))
         };
-        Ok(format!(
+        Ok(restored(format!(
             "restored from {} ({fallback}); {base} bytes of snapshot and {logs} bytes of WAL fetched in {:.1}s, replayed and promoted in {:.1}s",
             source.copy,
             fetch_time.as_secs_f64(),
             (started.elapsed() - fetch_time).as_secs_f64()
-        ))
+        )))
     }
 
     /// Fetch one copy's snapshot and WAL into `dir` (emptied first); bytes of each.
