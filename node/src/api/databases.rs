@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_raft_store::{Command, DatabaseSpec, Modification, RecoveryMode, Response};
+use keel_raft_store::{Command, DatabaseSpec, Modification, Response};
 use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::service::Api;
 use super::validate;
-use super::views::{DatabaseOperation, DatabaseView, EventView, OperationView};
+use super::views::{DatabaseOperation, DatabaseView, EventView, OperationView, RecoveryModeView};
 use super::whole;
 use crate::classes;
 use crate::window::Window;
@@ -70,14 +70,15 @@ pub struct CreateDatabaseRequest {
     /// `automatic` (default: a failed instance or host is replaced from the backups at
     /// once) or `manual` (an event only; `keel db recover` starts it).
     #[serde(default)]
-    pub recovery: Option<String>,
+    pub recovery: Option<RecoveryModeView>,
 }
 
-/// The recovery mode a request names.
-pub fn recovery_mode(text: &str) -> Result<RecoveryMode, ApiError> {
+/// The recovery mode a gRPC request names (empty: none given).
+pub fn recovery_mode(text: &str) -> Result<Option<RecoveryModeView>, ApiError> {
     match text {
-        "automatic" => Ok(RecoveryMode::Automatic),
-        "manual" => Ok(RecoveryMode::Manual),
+        "" => Ok(None),
+        "automatic" => Ok(Some(RecoveryModeView::Automatic)),
+        "manual" => Ok(Some(RecoveryModeView::Manual)),
         other => Err(ApiError::InvalidArgument(format!(
             "recovery mode {other:?} is not one: use automatic or manual"
         ))),
@@ -111,8 +112,8 @@ pub struct ModifyDatabaseRequest {
     pub rotate_master_password: bool,
     /// New security groups (replacing the list); applied at once.
     pub security_groups: Option<Vec<String>>,
-    /// New recovery mode (`automatic` or `manual`); applied at once.
-    pub recovery: Option<String>,
+    /// New recovery mode; applied at once.
+    pub recovery: Option<RecoveryModeView>,
 }
 
 /// Group names as given, each a DNS label, at most 10.
@@ -315,12 +316,7 @@ impl Api {
             maintenance_window,
             security_groups: req.security_groups,
             snapshot_interval_min: req.snapshot_interval_min,
-            recovery: req
-                .recovery
-                .as_deref()
-                .map(recovery_mode)
-                .transpose()?
-                .unwrap_or_default(),
+            recovery: req.recovery.unwrap_or_default().into(),
         };
         let fingerprint = serde_json::json!({
             "kind": "create-database",
@@ -405,7 +401,7 @@ impl Api {
             master_verifier: new_password
                 .as_ref()
                 .map(|(p, _)| postgres_protocol::password::scram_sha_256(p.as_bytes())),
-            recovery: req.recovery.as_deref().map(recovery_mode).transpose()?,
+            recovery: req.recovery.map(Into::into),
         };
         if modification == Modification::default() {
             return Err(ApiError::InvalidArgument(

@@ -263,7 +263,7 @@ impl Keel for GrpcApi {
         req: Request<pb::CreateDatabaseRequest>,
     ) -> Result<Response<pb::DatabaseOperation>, Status> {
         let who = principal(&req)?;
-        let r = dbs::create_request(req.into_inner());
+        let r = dbs::create_request(req.into_inner())?;
         Ok(Response::new(dbs::operation(self.api.create_database(&who, r).await?)))
     }
 
@@ -274,7 +274,7 @@ impl Keel for GrpcApi {
         let who = principal(&req)?;
         let r = req.into_inner();
         let name = r.name.clone();
-        let out = self.api.modify_database(&who, &name, dbs::modify_request(r)).await?;
+        let out = self.api.modify_database(&who, &name, dbs::modify_request(r)?).await?;
         Ok(Response::new(dbs::operation(out)))
     }
 

@@ -1,7 +1,8 @@
 //! Wire conversions for the database part of `keel.v1` over gRPC.
 
 use super::backups::RestoreRequest;
-use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
+use super::databases::{recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest};
+use super::error::ApiError;
 use super::views::{DatabaseOperation, DatabaseView, EventView, ModificationView, SnapshotView};
 use keel_proto::keel as pb;
 use keel_raft_store::wire_name;
@@ -18,13 +19,13 @@ pub fn modification(m: ModificationView) -> pb::Modification {
         backup_window: m.backup_window,
         maintenance_window: m.maintenance_window,
         master_password: m.master_password,
-        recovery: m.recovery,
+        recovery: m.recovery.map(|r| wire_name(&keel_raft_store::RecoveryMode::from(r))),
     }
 }
 
 /// A create request from the wire.
-pub fn create_request(r: pb::CreateDatabaseRequest) -> CreateDatabaseRequest {
-    CreateDatabaseRequest {
+pub fn create_request(r: pb::CreateDatabaseRequest) -> Result<CreateDatabaseRequest, ApiError> {
+    Ok(CreateDatabaseRequest {
         name: r.name,
         engine: r.engine,
         engine_version: opt(r.engine_version),
@@ -41,14 +42,14 @@ pub fn create_request(r: pb::CreateDatabaseRequest) -> CreateDatabaseRequest {
         account: opt(r.account),
         security_groups: r.security_groups,
         snapshot_interval_min: r.snapshot_interval_min,
-        recovery: opt(r.recovery),
-    }
+        recovery: recovery_mode(&r.recovery)?,
+    })
 }
 
 /// A modify request from the wire.
-pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
+pub fn modify_request(r: pb::ModifyDatabaseRequest) -> Result<ModifyDatabaseRequest, ApiError> {
     let m = r.modification.unwrap_or_default();
-    ModifyDatabaseRequest {
+    Ok(ModifyDatabaseRequest {
         class: m.class,
         storage_gib: m.storage_gib,
         backup_window: m.backup_window,
@@ -58,8 +59,8 @@ pub fn modify_request(r: pb::ModifyDatabaseRequest) -> ModifyDatabaseRequest {
         master_password: r.master_password,
         rotate_master_password: r.rotate_master_password,
         security_groups: r.set_security_groups.then_some(r.security_groups),
-        recovery: m.recovery,
-    }
+        recovery: recovery_mode(m.recovery.as_deref().unwrap_or_default())?,
+    })
 }
 
 /// A database for the wire.
@@ -86,7 +87,7 @@ pub fn database(d: DatabaseView) -> pb::Database {
         restorable_earliest_ms: d.restorable.map_or(0, |r| r.earliest_ms),
         restorable_latest_ms: d.restorable.map_or(0, |r| r.latest_ms),
         restored_from: d.restored_from.unwrap_or_default(),
-        recovery: d.spec.recovery,
+        recovery: wire_name(&keel_raft_store::RecoveryMode::from(d.spec.recovery)),
         last_recovery: d.last_recovery.map(|r| pb::RecoveryRecord {
             operation_id: r.operation_id,
             last_seen_ms: r.last_seen_ms,

@@ -162,8 +162,37 @@ pub struct SpecView {
     pub maintenance_window: String,
     /// Security groups (empty: the account's `default`).
     pub security_groups: Vec<String>,
-    /// `automatic` or `manual`: what happens when its instance or host fails.
-    pub recovery: String,
+    /// What happens when its instance or host fails.
+    pub recovery: RecoveryModeView,
+}
+
+/// What the monitor does when a database's instance or host fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryModeView {
+    /// Recover at once: a new instance on another host from the backups, same name.
+    #[default]
+    Automatic,
+    /// Only raise an event; `keel db recover NAME` starts the recovery.
+    Manual,
+}
+
+impl From<rs::RecoveryMode> for RecoveryModeView {
+    fn from(m: rs::RecoveryMode) -> Self {
+        match m {
+            rs::RecoveryMode::Automatic => Self::Automatic,
+            rs::RecoveryMode::Manual => Self::Manual,
+        }
+    }
+}
+
+impl From<RecoveryModeView> for rs::RecoveryMode {
+    fn from(m: RecoveryModeView) -> Self {
+        match m {
+            RecoveryModeView::Automatic => Self::Automatic,
+            RecoveryModeView::Manual => Self::Manual,
+        }
+    }
 }
 
 impl From<&rs::DatabaseSpec> for SpecView {
@@ -181,7 +210,7 @@ impl From<&rs::DatabaseSpec> for SpecView {
             backup_window: s.backup_window.clone(),
             maintenance_window: s.maintenance_window.clone(),
             security_groups: s.security_groups.clone(),
-            recovery: rs::wire_name(&s.recovery),
+            recovery: s.recovery.into(),
         }
     }
 }
@@ -238,7 +267,7 @@ pub struct ModificationView {
     /// Whether it sets a new master password (never shown).
     pub master_password: bool,
     /// New recovery mode.
-    pub recovery: Option<String>,
+    pub recovery: Option<RecoveryModeView>,
 }
 
 impl From<&rs::Modification> for ModificationView {
@@ -249,7 +278,7 @@ impl From<&rs::Modification> for ModificationView {
             backup_window: m.backup_window.clone(),
             maintenance_window: m.maintenance_window.clone(),
             master_password: m.master_verifier.is_some(),
-            recovery: m.recovery.as_ref().map(rs::wire_name),
+            recovery: m.recovery.map(Into::into),
         }
     }
 }

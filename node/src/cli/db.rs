@@ -11,7 +11,7 @@ use super::client::{typed, Client};
 use super::output::{table, time, Format};
 use super::print;
 use crate::api::backups::{CloneRequest, RestoreRequest, SnapshotRequest};
-use crate::api::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
+use crate::api::databases::{recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest};
 use crate::api::views::{DatabaseOperation, DatabaseView, EventView, OperationView, Progress};
 
 /// `keel db` subcommands.
@@ -281,7 +281,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             recovery,
         } => {
             let req = CreateDatabaseRequest {
-                recovery,
+                recovery: recovery.as_deref().map(recovery_mode).transpose()?.flatten(),
                 security_groups,
                 name,
                 engine,
@@ -316,7 +316,7 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             recovery,
         } => {
             let req = ModifyDatabaseRequest {
-                recovery,
+                recovery: recovery.as_deref().map(recovery_mode).transpose()?.flatten(),
                 security_groups,
                 class,
                 storage_gib,
@@ -485,7 +485,7 @@ fn describe(d: &DatabaseView) -> String {
     if let Some(from) = &d.restored_from {
         s.push_str(&format!("  restored:    from {from}\n"));
     }
-    s.push_str(&format!("  recovery:    {}\n", d.spec.recovery));
+    s.push_str(&format!("  recovery:    {}\n", wire_name(&d.spec.recovery)));
     if let Some(r) = &d.last_recovery {
         let kept = match r.restored_to_ms {
             Some(to) => format!(
