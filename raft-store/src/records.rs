@@ -245,6 +245,19 @@ pub struct DatabaseSpec {
     pub snapshot_interval_min: Option<u32>,
     /// What happens when its instance or host fails.
     pub recovery: RecoveryMode,
+    /// How much a lost host may cost of what was committed.
+    pub backup_rpo: BackupRpo,
+}
+
+/// What the continuous archive promises about commits (`--backup-rpo`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupRpo {
+    /// Commits are acknowledged at once; the archive trails them by about a second.
+    #[default]
+    Lag,
+    /// No commit is acknowledged before its WAL is in the zone's store.
+    Zero,
 }
 
 /// What the monitor does when a database's instance or its host fails.

@@ -11,7 +11,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::service::Api;
 use super::validate;
-use super::views::{DatabaseOperation, DatabaseView, EventView, OperationView, RecoveryModeView};
+use super::views::{BackupRpoView, DatabaseOperation, DatabaseView, EventView, OperationView, RecoveryModeView};
 use super::whole;
 use crate::classes;
 use crate::window::Window;
@@ -71,6 +71,22 @@ pub struct CreateDatabaseRequest {
     /// once) or `manual` (an event only; `keel db recover` starts it).
     #[serde(default)]
     pub recovery: Option<RecoveryModeView>,
+    /// `lag` (default: the archive trails commits by about a second) or `zero` (no
+    /// commit is acknowledged before its WAL is in the zone's backup store).
+    #[serde(default)]
+    pub backup_rpo: Option<BackupRpoView>,
+}
+
+/// The backup RPO a gRPC request names (empty: none given).
+pub fn backup_rpo(text: &str) -> Result<Option<BackupRpoView>, ApiError> {
+    match text {
+        "" => Ok(None),
+        "lag" => Ok(Some(BackupRpoView::Lag)),
+        "zero" => Ok(Some(BackupRpoView::Zero)),
+        other => Err(ApiError::InvalidArgument(format!(
+            "backup RPO {other:?} is not one: use lag or zero"
+        ))),
+    }
 }
 
 /// The recovery mode a gRPC request names (empty: none given).
@@ -277,6 +293,11 @@ impl Api {
                 "backup retention {retention} days is out of range: use 0 to 35"
             )));
         }
+        if retention == 0 && req.backup_rpo == Some(BackupRpoView::Zero) {
+            return Err(ApiError::InvalidArgument(
+                "backup RPO zero needs backups: give a backup retention of 1 to 35 days".into(),
+            ));
+        }
         if let Some(m) = req
             .snapshot_interval_min
             .filter(|m| !(SNAPSHOT_INTERVAL_MIN..=1440).contains(m))
@@ -317,6 +338,7 @@ impl Api {
             security_groups: req.security_groups,
             snapshot_interval_min: req.snapshot_interval_min,
             recovery: req.recovery.unwrap_or_default().into(),
+            backup_rpo: req.backup_rpo.unwrap_or_default().into(),
         };
         let fingerprint = serde_json::json!({
             "kind": "create-database",

@@ -1,7 +1,7 @@
 //! Wire conversions for the database part of `keel.v1` over gRPC.
 
 use super::backups::RestoreRequest;
-use super::databases::{recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest};
+use super::databases::{backup_rpo, recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest};
 use super::error::ApiError;
 use super::views::{DatabaseOperation, DatabaseView, EventView, ModificationView, SnapshotView};
 use keel_proto::keel as pb;
@@ -43,6 +43,7 @@ pub fn create_request(r: pb::CreateDatabaseRequest) -> Result<CreateDatabaseRequ
         security_groups: r.security_groups,
         snapshot_interval_min: r.snapshot_interval_min,
         recovery: recovery_mode(&r.recovery)?,
+        backup_rpo: backup_rpo(&r.backup_rpo)?,
     })
 }
 
@@ -88,6 +89,7 @@ pub fn database(d: DatabaseView) -> pb::Database {
         restorable_latest_ms: d.restorable.map_or(0, |r| r.latest_ms),
         restored_from: d.restored_from.unwrap_or_default(),
         recovery: wire_name(&keel_raft_store::RecoveryMode::from(d.spec.recovery)),
+        backup_rpo: wire_name(&keel_raft_store::BackupRpo::from(d.spec.backup_rpo)),
         last_recovery: d.last_recovery.map(|r| pb::RecoveryRecord {
             operation_id: r.operation_id,
             last_seen_ms: r.last_seen_ms,

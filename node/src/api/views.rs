@@ -164,6 +164,38 @@ pub struct SpecView {
     pub security_groups: Vec<String>,
     /// What happens when its instance or host fails.
     pub recovery: RecoveryModeView,
+    /// What a lost host may cost of what was committed.
+    pub backup_rpo: BackupRpoView,
+}
+
+/// What the continuous archive promises about commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupRpoView {
+    /// Commits are acknowledged at once; the archive trails them by about a second.
+    #[default]
+    Lag,
+    /// No commit is acknowledged before its WAL is in the zone's backup store (commits
+    /// wait for the store, and stop while it is unreachable).
+    Zero,
+}
+
+impl From<rs::BackupRpo> for BackupRpoView {
+    fn from(r: rs::BackupRpo) -> Self {
+        match r {
+            rs::BackupRpo::Lag => Self::Lag,
+            rs::BackupRpo::Zero => Self::Zero,
+        }
+    }
+}
+
+impl From<BackupRpoView> for rs::BackupRpo {
+    fn from(r: BackupRpoView) -> Self {
+        match r {
+            BackupRpoView::Lag => Self::Lag,
+            BackupRpoView::Zero => Self::Zero,
+        }
+    }
 }
 
 /// What the monitor does when a database's instance or host fails.
@@ -211,6 +243,7 @@ impl From<&rs::DatabaseSpec> for SpecView {
             maintenance_window: s.maintenance_window.clone(),
             security_groups: s.security_groups.clone(),
             recovery: s.recovery.into(),
+            backup_rpo: s.backup_rpo.into(),
         }
     }
 }

@@ -4,6 +4,10 @@
 //! before it is received), and an uploader moves it to the zone's store every tick:
 //! whole segments once, the segment being written as each new stretch.
 //!
+//! For a database with `--backup-rpo zero` the engine waits for the archive as its
+//! synchronous standby, `pg_receivewal` reaches it through a [`Relay`] that reports WAL
+//! flushed only once it is stored, and the uploader runs as soon as new WAL arrives.
+//!
 //! Each tick also commits a heartbeat transaction (`txid_current()`), stamped after the
 //! tick's start time. Recovery to a time T stops at the first commit after T, so T is
 //! restorable only once such a commit is in the store: the heartbeat's is, as soon as its
@@ -15,8 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::relay::{Relay, STANDBY_NAME};
 use super::store::BackupStore;
 use super::wal::{self, WalObject};
 use super::work::wal_prefix;
@@ -154,25 +160,69 @@ impl Archive {
             self.problem(format!("cannot make the WAL spool {}: {e}", self.spool.display()));
             return;
         }
+        // Commits wait for the store: pg_receivewal reaches the engine through the relay.
+        let (stored_tx, stored_rx) = watch::channel(0u64);
+        let relay = if self.spec.archive_sync {
+            match self.start_relay(stored_rx, stop.clone()) {
+                Ok(relay) => Some(relay),
+                Err(e) => {
+                    self.problem(format!("cannot start the archive relay: {e}"));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let receiver = {
             let (engine, spec, spool, stop) =
                 (self.engine.clone(), self.spec.clone(), self.spool.clone(), stop.clone());
             let coverage = self.coverage.clone();
-            tokio::spawn(async move { receive(engine, spec, spool, stop, coverage).await })
+            let via = relay.as_ref().map(|_| self.relay_dir());
+            tokio::spawn(async move { receive(engine, spec, spool, via, stop, coverage).await })
         };
+        let mut received = relay.map(|r| r.received);
         let mut uploaded = Uploaded::default();
         let mut client: Option<tokio_postgres::Client> = None;
+        // One clock for the ticks, however often new WAL wakes the loop between them.
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            // Every tick commits a heartbeat; WAL arriving for a synchronous archive is
+            // stored at once (without a heartbeat, which would itself be new WAL).
+            let beat = tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(TICK) => {}
-            }
-            if let Err(e) = self.tick(&mut client, &mut uploaded).await {
-                client = None;
-                self.problem(e);
+                _ = ticks.tick() => true,
+                Ok(()) = async { match received.as_mut() { Some(r) => r.changed().await, None => std::future::pending().await } } => false,
+            };
+            let reach = received.as_ref().map(|r| *r.borrow());
+            match self.tick(&mut client, &mut uploaded, beat, reach).await {
+                Ok(stored) => {
+                    stored_tx.send_if_modified(|s| {
+                        let moved = stored > *s;
+                        *s = (*s).max(stored);
+                        moved
+                    });
+                }
+                Err(e) => {
+                    client = None;
+                    self.problem(e);
+                }
             }
         }
         let _ = receiver.await;
+    }
+
+    fn relay_dir(&self) -> PathBuf {
+        self.spool.with_extension("relay")
+    }
+
+    fn start_relay(&self, stored: watch::Receiver<u64>, stop: CancellationToken) -> Result<Relay, String> {
+        let dir = self.relay_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| e.to_string())?;
+        self.engine.chown(&dir).map_err(|e| e.to_string())?;
+        Relay::start(&dir, &self.engine.volume(&self.spec.id), self.spec.port, stored, stop).map_err(|e| e.to_string())
     }
 
     fn problem(&self, why: String) {
@@ -180,7 +230,16 @@ impl Archive {
         self.coverage.lock().unwrap_or_else(|p| p.into_inner()).problem = Some(why);
     }
 
-    async fn tick(&self, client: &mut Option<tokio_postgres::Client>, up: &mut Uploaded) -> Result<(), String> {
+    /// Commit a heartbeat (if `beat`), store the spool up to what pg_receivewal has
+    /// flushed (`received` for a synchronous archive, else the slot's position), and
+    /// return the position now stored.
+    async fn tick(
+        &self,
+        client: &mut Option<tokio_postgres::Client>,
+        up: &mut Uploaded,
+        beat: bool,
+        received: Option<u64>,
+    ) -> Result<u64, String> {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             let (c, conn) = self
                 .engine
@@ -192,22 +251,28 @@ impl Archive {
             *client = Some(c);
         }
         let c = client.as_ref().expect("connected above");
-        // The heartbeat: a commit stamped after `started`, at a position we then learn.
-        let started = now_ms();
-        let row = c
-            .query_one(
-                "SELECT txid_current(), pg_current_wal_lsn()::text, \
-                 (SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1)",
-                &[&SLOT],
-            )
-            .await
-            .map_err(|e| format!("heartbeat failed: {e}"))?;
-        let beat: String = row.get(1);
-        let flushed: Option<String> = row.get(2);
-        let beat = wal::parse_lsn(&beat).ok_or("unreadable WAL position")?;
-        up.beats.push((started, beat));
-        // What pg_receivewal has flushed (and so written to the spool) by now.
-        let flushed = flushed.as_deref().and_then(wal::parse_lsn).unwrap_or(0);
+        let flushed = if beat {
+            // The heartbeat: a commit stamped after `started`, at a position we then learn.
+            let started = now_ms();
+            let row = c
+                .query_one(
+                    "SELECT txid_current(), pg_current_wal_lsn()::text, \
+                     (SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1)",
+                    &[&SLOT],
+                )
+                .await
+                .map_err(|e| format!("heartbeat failed: {e}"))?;
+            let beat: String = row.get(1);
+            let flushed: Option<String> = row.get(2);
+            let beat = wal::parse_lsn(&beat).ok_or("unreadable WAL position")?;
+            up.beats.push((started, beat));
+            flushed.as_deref().and_then(wal::parse_lsn).unwrap_or(0)
+        } else {
+            0
+        };
+        // What pg_receivewal has flushed (and so written to the spool) by now: the relay
+        // knows it first hand; otherwise the slot says (it follows the flush reports).
+        let flushed = received.unwrap_or(flushed);
         let timeline = self.upload(flushed, up).await?;
         // Every heartbeat at or below the stored position is stored.
         let stored: Vec<u64> = up
@@ -228,7 +293,7 @@ impl Archive {
             cov.timeline = timeline;
         }
         cov.problem = None;
-        Ok(())
+        Ok(flushed)
     }
 
     /// Upload what the spool holds below `flushed`; returns the newest timeline seen.
@@ -325,6 +390,7 @@ async fn receive(
     engine: Arc<Postgres>,
     spec: InstanceSpec,
     spool: PathBuf,
+    via: Option<PathBuf>,
     stop: CancellationToken,
     coverage: Arc<Mutex<Coverage>>,
 ) {
@@ -333,6 +399,16 @@ async fn receive(
         engine.volume(&spec.id).display(),
         spec.port
     );
+    // The stream goes through the relay when there is one, under the standby name the
+    // engine waits for.
+    let stream_conninfo = match &via {
+        Some(dir) => format!(
+            "host={} port={} user=postgres application_name={STANDBY_NAME}",
+            dir.display(),
+            spec.port
+        ),
+        None => conninfo.clone(),
+    };
     loop {
         let mut create = engine.command("pg_receivewal");
         create
@@ -355,7 +431,7 @@ async fn receive(
                 let mut cmd = engine.command("pg_receivewal");
                 cmd.args([
                     "--dbname",
-                    &conninfo,
+                    &stream_conninfo,
                     "--slot",
                     SLOT,
                     "--synchronous",

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod fetch;
 pub mod progress;
+pub mod relay;
 pub mod store;
 pub mod stores;
 pub mod wal;

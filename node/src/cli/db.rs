@@ -11,7 +11,7 @@ use super::client::{typed, Client};
 use super::output::{table, time, Format};
 use super::print;
 use crate::api::backups::{CloneRequest, RestoreRequest, SnapshotRequest};
-use crate::api::databases::{recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest};
+use crate::api::databases::{backup_rpo as rpo, recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest};
 use crate::api::views::{DatabaseOperation, DatabaseView, EventView, OperationView, Progress};
 
 /// `keel db` subcommands.
@@ -73,6 +73,10 @@ pub enum DbCmd {
         /// once) or manual (an event; `keel db recover` starts it).
         #[arg(long, value_parser = ["automatic", "manual"])]
         recovery: Option<String>,
+        /// lag (the archive trails commits by about a second) or zero (no commit is
+        /// acknowledged before its WAL is in the zone's backup store).
+        #[arg(long, value_parser = ["lag", "zero"])]
+        backup_rpo: Option<String>,
     },
     /// List databases.
     List,
@@ -279,8 +283,10 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             account,
             security_groups,
             recovery,
+            backup_rpo,
         } => {
             let req = CreateDatabaseRequest {
+                backup_rpo: backup_rpo.as_deref().map(rpo).transpose()?.flatten(),
                 recovery: recovery.as_deref().map(recovery_mode).transpose()?.flatten(),
                 security_groups,
                 name,
@@ -485,7 +491,11 @@ fn describe(d: &DatabaseView) -> String {
     if let Some(from) = &d.restored_from {
         s.push_str(&format!("  restored:    from {from}\n"));
     }
-    s.push_str(&format!("  recovery:    {}\n", wire_name(&d.spec.recovery)));
+    s.push_str(&format!(
+        "  recovery:    {}, backup RPO {}\n",
+        wire_name(&d.spec.recovery),
+        wire_name(&d.spec.backup_rpo)
+    ));
     if let Some(r) = &d.last_recovery {
         let kept = match r.restored_to_ms {
             Some(to) => format!(

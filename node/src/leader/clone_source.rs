@@ -18,7 +18,7 @@ pub struct Copy {
 }
 
 /// Configured distances between zones (symmetric; a zone is at 0 from itself).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ZoneDistances(BTreeMap<(String, String), u32>);
 
 impl ZoneDistances {
@@ -35,6 +35,28 @@ impl ZoneDistances {
             Some(z) => self.0.get(&ordered(z, target)).copied().unwrap_or(u32::MAX - 1),
             None => u32::MAX,
         }
+    }
+}
+
+impl std::str::FromStr for ZoneDistances {
+    type Err = String;
+
+    /// `a:b=1,a:c=5,b:c=2` (symmetric; a zone is at 0 from itself; pairs not given come
+    /// after every given one).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut zones = ZoneDistances::default();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || format!("zone distance {pair:?} is not ZONE:ZONE=N (e.g. a:b=1)");
+            let (zs, d) = pair.split_once('=').ok_or_else(bad)?;
+            let (a, b) = zs.split_once(':').ok_or_else(bad)?;
+            let d: u32 = d.trim().parse().map_err(|_| bad())?;
+            let (a, b) = (a.trim(), b.trim());
+            if a.is_empty() || b.is_empty() || a == b || d >= u32::MAX - 1 {
+                return Err(bad());
+            }
+            zones = zones.with(a, b, d);
+        }
+        Ok(zones)
     }
 }
 
@@ -221,5 +243,21 @@ mod tests {
         )
         .unwrap();
         assert!(newest.reason.contains("most recently updated"), "{}", newest.reason);
+    }
+
+    #[test]
+    fn distances_parse_from_the_flag_and_bad_ones_are_refused() {
+        let zones: ZoneDistances = "a:b=1, a:c=5,b:c=2".parse().unwrap();
+        assert_eq!(
+            zones,
+            ZoneDistances::default()
+                .with("a", "b", 1)
+                .with("c", "a", 5)
+                .with("b", "c", 2)
+        );
+        assert_eq!("".parse::<ZoneDistances>().unwrap(), ZoneDistances::default());
+        for bad in ["a:b", "a=1", "a:a=1", "a:b=x", ":b=1"] {
+            assert!(bad.parse::<ZoneDistances>().is_err(), "{bad}");
+        }
     }
 }

@@ -154,8 +154,14 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
     Ok(tasks)
 }
 
-/// What a backup task (`action`) of `job` carries to its host beyond the instance spec.
-pub fn task_work(state: &AdminState, job: &Job, action: TaskAction) -> Result<Option<TaskWork>, String> {
+/// What a backup task (`action`) of `job` carries to its host beyond the instance spec;
+/// a restore's copies are ranked with `zones`.
+pub fn task_work(
+    state: &AdminState,
+    job: &Job,
+    action: TaskAction,
+    zones: &ZoneDistances,
+) -> Result<Option<TaskWork>, String> {
     match &job.kind {
         JobKind::RecoverDatabase { from, .. } if action == TaskAction::Fence => Ok(Some(TaskWork::Fence {
             lineage: from.lineage.clone(),
@@ -199,7 +205,7 @@ pub fn task_work(state: &AdminState, job: &Job, action: TaskAction) -> Result<Op
                 .and_then(|i| state.hosts.get(&i.host))
                 .map(|h| h.zone.clone())
                 .unwrap_or_default();
-            let (sources, choice) = restore_sources(state, from, &target_zone)?;
+            let (sources, choice) = restore_sources(state, from, &target_zone, zones)?;
             Ok(Some(TaskWork::Restore {
                 lineage: from.lineage.clone(),
                 sources,
@@ -298,6 +304,7 @@ pub fn restore_sources(
     state: &AdminState,
     from: &keel_raft_store::RestoreSource,
     target_zone: &str,
+    zones: &ZoneDistances,
 ) -> Result<(Vec<RestoreFrom>, String), String> {
     use keel_raft_store::{BackupTier, RestoreTarget};
     let base = state
@@ -356,7 +363,7 @@ pub fn restore_sources(
     let within = from
         .prefer_near_within_ms
         .unwrap_or(keel_raft_store::PREFER_NEAR_WITHIN_MS);
-    let choice = clone_source::choose(&copies, target_zone, within, &ZoneDistances::default())
+    let choice = clone_source::choose(&copies, target_zone, within, zones)
         .ok_or("no copy of the backups can serve this restore")?;
     // The chosen copy first; the others after it, freshest first, as fallbacks.
     candidates.sort_by_key(|(c, _)| (c.id != choice.id, std::cmp::Reverse(c.updated_at_ms)));
@@ -420,6 +427,7 @@ pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str, undo: boo
         allowed_cidrs: modification.access.clone().or_else(|| db.access.clone()),
         // Retention 0 means no automatic backups, and no archive either.
         backup_lineage: (db.spec.backup_retention_days > 0).then(|| db.lineage()),
+        archive_sync: db.spec.backup_rpo == keel_raft_store::BackupRpo::Zero,
     })
 }
 
@@ -684,11 +692,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            task_work(&s, &job, TaskAction::Fence).unwrap(),
+            task_work(&s, &job, TaskAction::Fence, &ZoneDistances::default()).unwrap(),
             Some(TaskWork::Fence { lineage: "j1".into() })
         );
         assert!(matches!(
-            task_work(&s, &job, TaskAction::Restore).unwrap(),
+            task_work(&s, &job, TaskAction::Restore, &ZoneDistances::default()).unwrap(),
             Some(TaskWork::Restore { lineage, target: keel_raft_store::RestoreTarget::Latest, .. }) if lineage == "j1"
         ));
         // Every task tried; the undo removes the new instance only.

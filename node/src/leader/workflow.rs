@@ -306,7 +306,8 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
     } else {
         String::new()
     };
-    let work_json = match t.read(|a| planner::task_work(a, job, task.action)) {
+    let zones = t.config.zone_distances.parse().unwrap_or_default();
+    let work_json = match t.read(|a| planner::task_work(a, job, task.action, &zones)) {
         Ok(Some(work)) if task.action.needs_work() => serde_json::to_string(&work).expect("serializable"),
         Ok(_) => String::new(),
         Err(e) => {

@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub unreachable_after: u32,
     /// How often the scheduler looks for maintenance windows that have opened.
     pub scheduler_interval_ms: u64,
+    /// How far zones are from each other (`a:b=1,a:c=5`), for choosing which copy of a
+    /// backup a restore reads: give every node the same.
+    pub zone_distances: String,
     /// UDP and TCP address of the authoritative DNS zone.
     pub dns_addr: String,
     /// The zone Keel answers for.
@@ -135,6 +138,7 @@ impl Default for ServerConfig {
             monitor_interval_ms: 1_000,
             unreachable_after: 3,
             scheduler_interval_ms: 10_000,
+            zone_distances: String::new(),
             dns_addr: "127.0.0.1:8600".into(),
             dns_zone: "db.keel.internal.".into(),
             dns_ttl: 5,
@@ -205,6 +209,10 @@ pub struct ServerArgs {
     /// Maintenance-window check interval in ms.
     #[arg(long, env = "KEEL_SCHEDULER_INTERVAL_MS")]
     pub scheduler_interval_ms: Option<u64>,
+    /// How far zones are from each other, `a:b=1,a:c=5` (a restore reads the nearest of
+    /// equally fresh backup copies; pairs not given come last). Give every node the same.
+    #[arg(long, env = "KEEL_ZONE_DISTANCES")]
+    pub zone_distances: Option<String>,
     /// DNS address (UDP and TCP), host:port.
     #[arg(long, env = "KEEL_DNS_ADDR")]
     pub dns_addr: Option<String>,
@@ -282,6 +290,7 @@ impl ServerArgs {
             monitor_interval_ms,
             unreachable_after,
             scheduler_interval_ms,
+            zone_distances,
             dns_addr,
             dns_zone,
             dns_ttl,
@@ -349,6 +358,12 @@ impl ServerConfig {
         }
         if self.monitor_interval_ms == 0 || self.unreachable_after == 0 || self.scheduler_interval_ms == 0 {
             bail!("--monitor-interval-ms, --unreachable-after and --scheduler-interval-ms must be at least 1");
+        }
+        if let Err(e) = self
+            .zone_distances
+            .parse::<crate::leader::clone_source::ZoneDistances>()
+        {
+            bail!("--zone-distances: {e}");
         }
         if self.dns_addr.parse::<std::net::SocketAddr>().is_err() {
             bail!("--dns-addr {:?} is not an ip:port address", self.dns_addr);

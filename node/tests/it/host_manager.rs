@@ -111,6 +111,7 @@ fn spec(id: &str, port: u16, class: &str) -> InstanceSpec {
         master_verifier: postgres_protocol::password::scram_sha_256(b"s3cret pass"),
         allowed_cidrs: Some(vec!["127.0.0.0/8".into()]),
         backup_lineage: None,
+        archive_sync: false,
     }
 }
 

@@ -341,3 +341,82 @@ async fn a_lost_host_and_a_dead_instance_are_recovered_under_their_names_and_the
     );
     assert_eq!(database(&c, "orders").await["endpoint"], recovered["endpoint"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_backup_rpo_zero_a_lost_host_loses_no_acknowledged_commit() {
+    let mut c = cluster(&[
+        "--monitor-interval-ms",
+        "200",
+        "--unreachable-after",
+        "3",
+        "--scheduler-interval-ms",
+        "500",
+    ])
+    .await;
+    c.start_hosts(2).await.unwrap();
+    let mut body = create_body("vault");
+    body["backup_retention_days"] = json!(7);
+    body["backup_rpo"] = json!("zero");
+    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    assert_eq!(
+        wait_op(&c, created["operation_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let db = database(&c, "vault").await;
+    assert_eq!(
+        (db["spec"]["backup_rpo"].as_str(), db["endpoint"]["host"].as_str()),
+        (Some("zero"), Some("h1"))
+    );
+    let (addr, port) = endpoint(&db);
+    let client = connect(&addr, port).await.unwrap();
+    let standby: String = client
+        .query_one("SHOW synchronous_standby_names", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(standby, "keel_archive", "commits wait for the archive");
+    client
+        .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let started = now_ms();
+    let writes = writer(client);
+    c.wait_for(
+        Duration::from_secs(120),
+        "vault's first snapshot and some archive",
+        || async {
+            let db = database(&c, "vault").await;
+            Ok(db["restorable"]["latest_ms"]
+                .as_u64()
+                .is_some_and(|l| l > db["restorable"]["earliest_ms"].as_u64().unwrap_or(u64::MAX) + 2_000)
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let killed_at = now_ms();
+    c.kill_host_and_instances(0);
+    let acked = writes.await.unwrap();
+    let rate = acked.len() as f64 * 1000.0 / (killed_at - started) as f64;
+    assert!(acked.len() > 20, "the writer wrote: {}", acked.len());
+
+    let recovered = c
+        .wait_for(Duration::from_secs(180), "vault to be recovered", || async {
+            let db = database(&c, "vault").await;
+            Ok((db["status"] == "available" && db["endpoint"]["host"] == "h2").then_some(db))
+        })
+        .await
+        .unwrap();
+    let held = ids(endpoint(&recovered)).await;
+    let lost: Vec<i64> = acked
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !held.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged and lost with backup RPO zero: {lost:?}");
+    eprintln!(
+        "vault (backup RPO zero): {} acknowledged at {rate:.0}/s with a 10 ms pause, 0 lost",
+        acked.len()
+    );
+}

@@ -45,6 +45,9 @@ pub struct InstanceSpec {
     /// The lineage its WAL is archived under, when the database keeps backups.
     #[serde(default)]
     pub backup_lineage: Option<String>,
+    /// Commits wait until their WAL is in the archive's store (`--backup-rpo zero`).
+    #[serde(default)]
+    pub archive_sync: bool,
 }
 
 /// `text` as a canonical CIDR (`10.1.2.3/8` → `10.0.0.0/8`; a bare address is a /32 or
@@ -245,6 +248,7 @@ mod tests {
             master_verifier: postgres_protocol::password::scram_sha_256(b"change me please"),
             allowed_cidrs: Some(vec!["10.0.0.0/8".into()]),
             backup_lineage: None,
+            archive_sync: false,
         }
     }
 

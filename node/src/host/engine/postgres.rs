@@ -227,6 +227,8 @@ impl Postgres {
             "create master user",
             self.command("postgres")
                 .arg("--single")
+                // Even here a commit would wait for a synchronous archive (none runs yet).
+                .args(["-c", "synchronous_commit=local"])
                 .arg("-D")
                 .arg(&data)
                 .arg("postgres"),
@@ -264,6 +266,13 @@ impl Postgres {
         let mut conf = String::from("# Written by Keel's host manager; changes are overwritten.\n");
         for (name, value) in settings {
             conf.push_str(&format!("{name} = {value}\n"));
+        }
+        // A commit waits until the archive (the relay) reports its WAL stored.
+        if spec.archive_sync && spec.backup_lineage.is_some() {
+            conf.push_str(&format!(
+                "synchronous_standby_names = {}\n",
+                conf_value(crate::backup::relay::STANDBY_NAME)
+            ));
         }
         // No trust anywhere. Over the (private) socket only the engine's superuser, and only
         // for the OS users mapped in pg_ident (the engine's and the host manager's own);
@@ -490,6 +499,8 @@ impl Postgres {
             .port(spec.port)
             .user("postgres")
             .dbname("postgres")
+            // The host manager's own commits (heartbeats, roles) never wait for the archive.
+            .options("-c synchronous_commit=local")
             .connect_timeout(within);
         config
     }
