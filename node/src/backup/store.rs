@@ -252,26 +252,51 @@ impl BackupStore {
         local: &Path,
         progress: Option<&super::progress::Progress>,
     ) -> Result<(), StoreError> {
+        let mut out = tokio::fs::File::create(local).await.map_err(io(local))?;
+        let copied = self.copy_to(object, &mut out, local, progress).await;
+        let synced = match copied {
+            Ok(()) => out.sync_all().await.map_err(io(local)),
+            Err(e) => Err(e),
+        };
+        if synced.is_err() {
+            let _ = tokio::fs::remove_file(local).await;
+        }
+        synced
+    }
+
+    /// Stream `object` into `out` (`to` names it in errors), checking its SHA-256. The
+    /// whole object is read even if `out` stops taking it (a process that exited), so a
+    /// damaged object is reported as such rather than as what it made the reader do.
+    pub async fn copy_to(
+        &self,
+        object: &StoredObject,
+        mut out: impl tokio::io::AsyncWrite + Unpin,
+        to: &Path,
+        progress: Option<&super::progress::Progress>,
+    ) -> Result<(), StoreError> {
         let got = self
             .inner
             .get(&self.path(&object.key))
             .await
             .map_err(|e| self.failed(e))?;
         let mut stream = got.into_stream();
-        let mut out = tokio::fs::File::create(local).await.map_err(io(local))?;
         let mut hasher = Sha256::new();
+        let mut written: Result<(), std::io::Error> = Ok(());
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.failed(e))?;
             hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(io(local))?;
+            if written.is_ok() {
+                written = out.write_all(&chunk).await;
+            }
             if let Some(p) = progress {
                 p.add(chunk.len() as u64);
             }
         }
-        out.sync_all().await.map_err(io(local))?;
+        if written.is_ok() {
+            written = out.flush().await;
+        }
         let found = hex(&hasher.finalize());
         if found != object.sha256 {
-            let _ = tokio::fs::remove_file(local).await;
             return Err(StoreError::ChecksumMismatch {
                 store: self.name.clone(),
                 key: object.key.clone(),
@@ -279,7 +304,7 @@ impl BackupStore {
                 found,
             });
         }
-        Ok(())
+        written.map_err(io(to))
     }
 
     /// Keys under `prefix`, sorted.

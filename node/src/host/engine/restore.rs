@@ -12,20 +12,9 @@ use super::postgres::{conf_value, io, tail, Postgres};
 use super::{EngineError, InstanceSpec};
 
 impl Postgres {
-    /// Make `spec`'s volume from the snapshot files in `snapshot` (`base.tar[.lz4|.gz]`,
-    /// `pg_wal.tar[.gz]`) and the WAL files in `wal`, replay to `target` and promote;
-    /// waits at most `within` for the replay. Idempotent once it has succeeded.
-    pub async fn restore(
-        &self,
-        spec: &InstanceSpec,
-        snapshot: &Path,
-        wal: &Path,
-        target: &RestoreTarget,
-        within: Duration,
-    ) -> Result<(), EngineError> {
-        if self.provisioned(&spec.id) {
-            return self.start(spec).await;
-        }
+    /// Make `spec`'s volume empty for a restore (whatever an earlier attempt left goes);
+    /// returns its data directory, for the base tar to be unpacked into.
+    pub async fn begin_restore(&self, spec: &InstanceSpec) -> Result<std::path::PathBuf, EngineError> {
         let volume = self.volume(&spec.id);
         let _ = self.shut_down(&spec.id).await;
         let _ = std::fs::remove_dir_all(&volume);
@@ -35,8 +24,23 @@ impl Postgres {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("protect volume"))?;
             self.chown(dir)?;
         }
-        let (base, pg_wal) = super::snapshot::tars(snapshot)?;
-        self.untar(&base, &data, false).await?;
+        Ok(data)
+    }
+
+    /// Finish a restore whose base tar is unpacked in the volume: unpack `pg_wal.tar[.gz]`
+    /// from `snapshot`, replay the WAL files in `wal` to `target` and promote; waits at
+    /// most `within` for the replay.
+    pub async fn finish_restore(
+        &self,
+        spec: &InstanceSpec,
+        snapshot: &Path,
+        wal: &Path,
+        target: &RestoreTarget,
+        within: Duration,
+    ) -> Result<(), EngineError> {
+        let volume = self.volume(&spec.id);
+        let data = volume.join("data");
+        let pg_wal = super::snapshot::tar_named(snapshot, "pg_wal.tar")?;
         self.untar(&pg_wal, &data.join("pg_wal"), false).await?;
         for stale in ["postmaster.pid", "postmaster.opts", "standby.signal"] {
             let _ = std::fs::remove_file(data.join(stale));

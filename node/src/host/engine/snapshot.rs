@@ -177,26 +177,50 @@ impl Postgres {
         } else {
             self.command("/bin/tar")
         };
-        match tar.extension().and_then(|e| e.to_str()) {
-            Some("gz") => cmd.arg("-xzf"),
-            Some("lz4") => cmd.arg("--use-compress-program=lz4").arg("-xf"),
-            _ => cmd.arg("-xf"),
-        };
+        untar_args(&mut cmd, tar.extension().and_then(|e| e.to_str()));
         self.run("unpack snapshot", cmd.arg(tar).arg("-C").arg(into), None)
             .await
             .map(drop)
+    }
+
+    /// A `tar` unpacking into `into` what is written to its stdin (`name` is the tar's
+    /// file name, which says its compression); the caller writes, closes and waits.
+    pub fn untar_stdin(&self, name: &str, into: &Path) -> Result<tokio::process::Child, EngineError> {
+        let mut cmd = self.command("/bin/tar");
+        untar_args(&mut cmd, Path::new(name).extension().and_then(|e| e.to_str()));
+        cmd.arg("-")
+            .arg("-C")
+            .arg(into)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().map_err(|e| EngineError::Command {
+            what: "unpack snapshot".into(),
+            detail: format!("cannot start tar: {e}"),
+        })
     }
 }
 
 /// The base and WAL tar files of a backup in `dir`, whatever their compression
 /// (snapshots taken before lz4 are gzip).
 pub(super) fn tars(dir: &Path) -> Result<(PathBuf, PathBuf), EngineError> {
-    let named = |stem: &str| {
-        ["", ".gz", ".lz4"]
-            .iter()
-            .map(|ext| dir.join(format!("{stem}{ext}")))
-            .find(|p| p.exists())
-            .ok_or_else(|| EngineError::Unavailable(format!("the snapshot has no {stem} in {}", dir.display())))
+    Ok((tar_named(dir, "base.tar")?, tar_named(dir, "pg_wal.tar")?))
+}
+
+/// The tar file `stem` (`base.tar`, `pg_wal.tar`) in `dir`, whatever its compression.
+pub(super) fn tar_named(dir: &Path, stem: &str) -> Result<PathBuf, EngineError> {
+    ["", ".gz", ".lz4"]
+        .iter()
+        .map(|ext| dir.join(format!("{stem}{ext}")))
+        .find(|p| p.exists())
+        .ok_or_else(|| EngineError::Unavailable(format!("the snapshot has no {stem} in {}", dir.display())))
+}
+
+/// `tar`'s flags for extracting a file with extension `ext` (`gz`, `lz4`, none).
+fn untar_args(cmd: &mut tokio::process::Command, ext: Option<&str>) {
+    match ext {
+        Some("gz") => cmd.arg("-xzf"),
+        Some("lz4") => cmd.arg("--use-compress-program=lz4").arg("-xf"),
+        _ => cmd.arg("-xf"),
     };
-    Ok((named("base.tar")?, named("pg_wal.tar")?))
 }

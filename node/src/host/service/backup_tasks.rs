@@ -186,8 +186,8 @@ impl HostService {
         let started = std::time::Instant::now();
         let mut fetched = None;
         for source in &sources {
-            progress.phase(&format!("fetching the backup from {}", source.copy));
-            match self.fetch(source, &lineage, &dir, progress).await {
+            progress.phase(&format!("fetching and unpacking the backup from {}", source.copy));
+            match self.fetch(spec, source, &lineage, &dir, progress).await {
                 Ok(bytes) => {
                     fetched = Some((source, bytes));
                     break;
@@ -207,13 +207,13 @@ impl HostService {
         };
         let fetch_time = started.elapsed();
         progress.phase(&format!(
-            "fetched {:.1} MiB in {:.1} s; replaying WAL to the target and promoting",
+            "fetched and unpacked {:.1} MiB in {:.1} s; replaying WAL to the target and promoting",
             (base + logs) as f64 / (1 << 20) as f64,
             fetch_time.as_secs_f64()
         ));
         let replay = self
             .engine
-            .restore(spec, &files, &wal, &target, TaskAction::Restore.deadline())
+            .finish_restore(spec, &files, &wal, &target, TaskAction::Restore.deadline())
             .await;
         let _ = std::fs::remove_dir_all(&dir);
         replay?;
@@ -223,16 +223,20 @@ impl HostService {
             format!("after {} failed: {}", failures.len(), failures.join("; "))
         };
         Ok(restored(format!(
-            "restored from {} ({fallback}); {base} bytes of snapshot and {logs} bytes of WAL fetched in {:.1}s, replayed and promoted in {:.1}s",
+            "restored from {} ({fallback}); {base} bytes of snapshot and {logs} bytes of WAL fetched and unpacked in {:.1}s, replayed and promoted in {:.1}s",
             source.copy,
             fetch_time.as_secs_f64(),
             (started.elapsed() - fetch_time).as_secs_f64()
         )))
     }
 
-    /// Fetch one copy's snapshot and WAL into `dir` (emptied first); bytes of each.
+    /// Fetch one copy of the backup: the base tar streamed straight into the instance's
+    /// empty volume (checked as it streams: a damaged object fails here, before anything
+    /// starts), the rest of the snapshot and the WAL into `dir` (emptied first), all at
+    /// once; bytes of snapshot and of WAL.
     async fn fetch(
         &self,
+        spec: &InstanceSpec,
         source: &crate::backup::work::RestoreFrom,
         lineage: &str,
         dir: &std::path::Path,
@@ -249,14 +253,45 @@ impl HostService {
             std::fs::create_dir_all(d).map_err(|e| format!("cannot make {}: {e}", d.display()))?;
         }
         self.engine.chown(dir).map_err(|e| e.to_string())?;
-        let base = crate::backup::fetch::snapshot(&store, &source.objects, &files, progress)
-            .await
-            .map_err(|e| e.to_string())?;
+        let data = self.engine.begin_restore(spec).await.map_err(|e| e.to_string())?;
+        let is_base =
+            |o: &&keel_raft_store::BackupObject| o.key.rsplit('/').next().is_some_and(|f| f.starts_with("base.tar"));
+        let base_tar = source
+            .objects
+            .iter()
+            .find(is_base)
+            .ok_or("the snapshot has no base.tar")?;
+        let others: Vec<_> = source.objects.iter().filter(|o| !is_base(o)).cloned().collect();
+        progress.expect(base_tar.size);
+        let unpack = async {
+            let name = base_tar.key.rsplit('/').next().unwrap_or_default();
+            let mut tar = self.engine.untar_stdin(name, &data).map_err(|e| e.to_string())?;
+            let stdin = tar.stdin.take().ok_or("tar has no stdin")?;
+            let copied = store.copy_to(base_tar, stdin, &data, Some(progress)).await;
+            let out = tar.wait_with_output().await.map_err(|e| e.to_string())?;
+            copied.map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "unpacking {name} failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Ok(base_tar.size)
+        };
+        let rest = async {
+            crate::backup::fetch::snapshot(&store, &others, &files, progress)
+                .await
+                .map_err(|e| e.to_string())
+        };
         let start = crate::backup::wal::parse_lsn(&source.start_lsn).unwrap_or(0);
-        let logs = crate::backup::fetch::wal(&store, lineage, start, &wal, progress)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((base, logs))
+        let logs = async {
+            crate::backup::fetch::wal(&store, lineage, start, &wal, progress)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let (base, rest, logs) = tokio::try_join!(unpack, rest, logs)?;
+        Ok((base + rest, logs))
     }
 
     /// Copy a snapshot and its lineage's WAL from a zone's store to the control store,
