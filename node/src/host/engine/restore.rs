@@ -113,7 +113,8 @@ impl Postgres {
         let until = started + within;
         let mut last;
         loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            // Promotion is what the restore waits for: look often, a probe is cheap.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             // A moment for the postmaster to write its pid file before judging it gone.
             if !self.running(&spec.id) && started.elapsed() > Duration::from_secs(3) {
                 return Err(EngineError::Command {

@@ -265,18 +265,13 @@ impl HostService {
         progress.expect(base_tar.size);
         let unpack = async {
             let name = base_tar.key.rsplit('/').next().unwrap_or_default();
-            let mut tar = self.engine.untar_stdin(name, &data).map_err(|e| e.to_string())?;
-            let stdin = tar.stdin.take().ok_or("tar has no stdin")?;
+            let mut unpacker = self.engine.untar_stdin(name, &data).map_err(|e| e.to_string())?;
+            let stdin = unpacker.stdin.take().ok_or("the unpacking has no input")?;
             let copied = store.copy_to(base_tar, stdin, &data, Some(progress)).await;
-            let out = tar.wait_with_output().await.map_err(|e| e.to_string())?;
+            let unpacked = unpacker.finish().await;
+            // A damaged object is the story, whatever it made the unpacking do.
             copied.map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!(
-                    "unpacking {name} failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
+            unpacked.map_err(|e| format!("unpacking {name}: {e}"))?;
             Ok(base_tar.size)
         };
         let rest = async {
