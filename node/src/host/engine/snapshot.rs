@@ -84,6 +84,48 @@ pub struct Snapshot {
 struct Manifest {
     #[serde(rename = "WAL-Ranges")]
     wal_ranges: Vec<WalRange>,
+    #[serde(rename = "Files", default)]
+    files: Vec<ManifestFile>,
+}
+
+#[derive(Deserialize)]
+struct ManifestFile {
+    #[serde(rename = "Size")]
+    size: u64,
+}
+
+/// Where a snapshot of `bytes` unpacked is verified: in shared memory (`/dev/shm`) when
+/// that is at most a quarter of the memory available and of the room there, else beside
+/// the snapshot in `work`.
+fn verify_dir(work: &Path, id: &str, bytes: u64) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    let room = free_bytes(shm).unwrap_or(0);
+    if bytes.saturating_mul(4) <= available.min(room) {
+        shm.join(format!("keel-verify-{id}"))
+    } else {
+        work.join("verify")
+    }
+}
+
+/// Free bytes on the file system holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; all zeroes is a valid value of it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a valid out-parameter for the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 #[derive(Deserialize)]
@@ -136,27 +178,33 @@ impl Postgres {
             copied = copy => { copied?; }
             () = self.background_walsenders(spec) => unreachable!("it never ends"),
         }
-        // PostgreSQL 15's pg_verifybackup reads the plain format only: unpack beside it.
-        let plain = work.join("verify");
-        std::fs::create_dir_all(plain.join("pg_wal")).map_err(io("create verify directory"))?;
-        self.chown(&plain)?;
-        self.chown(&plain.join("pg_wal"))?;
-        let (base, wal) = tars(&out)?;
-        self.untar(&base, &plain, true).await?;
-        self.untar(&wal, &plain.join("pg_wal"), true).await?;
-        self.run(
-            "pg_verifybackup",
-            self.background("pg_verifybackup")
-                .arg("--manifest-path")
-                .arg(out.join("backup_manifest"))
-                .arg(&plain),
-            None,
-        )
-        .await?;
-        let _ = std::fs::remove_dir_all(&plain);
         let text = std::fs::read_to_string(out.join("backup_manifest")).map_err(io("read backup manifest"))?;
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| EngineError::Unavailable(format!("the backup manifest is not readable: {e}")))?;
+        // PostgreSQL 15's pg_verifybackup reads the plain format only: unpack it, in memory
+        // when it fits easily (writing it to disk competes with the clients' fsyncs).
+        let unpacked: u64 = manifest.files.iter().map(|f| f.size).sum();
+        let plain = verify_dir(work, &spec.id, unpacked);
+        let (base, wal) = tars(&out)?;
+        let verified = async {
+            std::fs::create_dir_all(plain.join("pg_wal")).map_err(io("create verify directory"))?;
+            self.chown(&plain)?;
+            self.chown(&plain.join("pg_wal"))?;
+            self.untar(&base, &plain, true).await?;
+            self.untar(&wal, &plain.join("pg_wal"), true).await?;
+            self.run(
+                "pg_verifybackup",
+                self.background("pg_verifybackup")
+                    .arg("--manifest-path")
+                    .arg(out.join("backup_manifest"))
+                    .arg(&plain),
+                None,
+            )
+            .await
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&plain);
+        verified?;
         let range = manifest
             .wal_ranges
             .first()
