@@ -327,6 +327,10 @@ pub struct Database {
     /// of the same name never mixes with this one's WAL ("" for databases made before
     /// backups: they use their key).
     pub lineage: String,
+    /// The lineages recoveries replaced, oldest first (a recovery that failed before the
+    /// new lineage's first snapshot is retried from them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub earlier_lineages: Vec<String>,
     /// Its latest recovery from a failed instance or host, once one finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_recovery: Option<Recovery>,

@@ -227,6 +227,45 @@ async fn a_lost_host_and_a_dead_instance_are_recovered_under_their_names_and_the
         "{event:?}"
     );
     assert_eq!(events(&c, "orders", "database-recovering").await.len(), 1);
+    // The recovered database has a lineage of its own from the recovery on: once its
+    // first snapshot is taken, a restore to the latest time holds a row written after
+    // the recovery as well as everything recovered.
+    connect(&endpoint(&recovered).0, endpoint(&recovered).1)
+        .await
+        .unwrap()
+        .execute("INSERT INTO t (id) VALUES (1000000)", &[])
+        .await
+        .unwrap();
+    let written = now_ms();
+    c.wait_for(
+        Duration::from_secs(30),
+        "the archive to pass the row written after the recovery",
+        || async {
+            let db = database(&c, "orders").await;
+            // The window is the new lineage's: it opens at the first snapshot after the kill.
+            let since = db["restorable"]["earliest_ms"].as_u64().unwrap_or(0);
+            let latest = db["restorable"]["latest_ms"].as_u64().unwrap_or(0);
+            Ok((since > killed_at && latest > written).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let (code, restore) = c
+        .post(
+            1,
+            "/v1/databases/orders/restore",
+            &json!({"to": "orders-after", "latest": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{restore}");
+    let op = wait_op(&c, restore["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let after = ids(endpoint(&database(&c, "orders-after").await)).await;
+    assert!(
+        after.contains(&1_000_000) && held.is_subset(&after),
+        "a restore after the recovery"
+    );
     assert!(
         recovered["last_recovery"]["restored_to_ms"].as_u64().unwrap() > 0,
         "{recovered}"
@@ -393,6 +432,14 @@ async fn with_backup_rpo_zero_a_lost_host_loses_no_acknowledged_commit() {
                 .then_some(()))
         },
     )
+    .await
+    .unwrap();
+    // Enough acknowledged commits to count (each waits for the store here).
+    let probe = connect(&addr, port).await.unwrap();
+    c.wait_for(Duration::from_secs(60), "50 acknowledged commits", || async {
+        let n: i64 = probe.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
+        Ok((n >= 50).then_some(()))
+    })
     .await
     .unwrap();
     let killed_at = now_ms();

@@ -2,8 +2,9 @@
 //! host, restored from its own backups to the latest restorable time, under the same
 //! name. The failed instance is fenced at the new generation in the same apply that
 //! places its successor, so nothing points at it from then on, and its host refuses to
-//! run it again. The lineage stays: the new instance's promotion starts a new timeline
-//! in the same archive, so restores to any second before and after the recovery work.
+//! run it again. The recovered database starts a new lineage (the recovery's job id):
+//! its host may be in another zone, whose store would otherwise hold only part of the
+//! lineage's WAL. Snapshots from before the recovery stay restorable by name.
 
 use super::{conflict, not_found, AdminState};
 use crate::catalog::{RestoreSource, RestoreTarget};
@@ -52,10 +53,19 @@ impl AdminState {
             );
             return self.recovery_blocked(index, at, r.name, "recovery-needed", why);
         }
-        let lineage = db.lineage();
-        let base = match self.restore_base(&lineage, &short, &RestoreTarget::Latest, None) {
-            Ok(base) => base.key(),
-            Err(_) => {
+        // The newest lineage with a backup: the current one, or (a recovery that failed
+        // before the new lineage's first snapshot) one it replaced.
+        let lineages: Vec<String> = std::iter::once(db.lineage())
+            .chain(db.earlier_lineages.iter().rev().cloned())
+            .collect();
+        let found = lineages.iter().find_map(|l| {
+            self.restore_base(l, &short, &RestoreTarget::Latest, None)
+                .ok()
+                .map(|b| (l.clone(), b.key()))
+        });
+        let (lineage, base) = match found {
+            Some(found) => found,
+            None => {
                 let why = format!(
                     "{}; it cannot be recovered: it has no backup (backup retention {} days{}), so its data is only on the failed instance",
                     r.reason,
@@ -131,6 +141,10 @@ impl AdminState {
         // Nothing points at the fenced instance from this apply on.
         db.endpoint = None;
         db.instances = vec![r.instance_id.to_string()];
+        // A new lineage: its archive and snapshots start in the new instance's zone store.
+        let replaced = db.lineage();
+        db.earlier_lineages.push(replaced);
+        db.lineage = r.job_id.to_string();
         db.last_recovery = Some(Recovery {
             job_id: r.job_id.to_string(),
             last_seen_ms: r.last_seen_ms,
@@ -332,7 +346,7 @@ mod tests {
             (DatabaseStatus::Recovering, 2, None)
         );
         assert_eq!(db.instances, ["new10"]);
-        assert_eq!(db.lineage, "j1", "the lineage goes on (a new timeline in it)");
+        assert_eq!(db.lineage, "r10", "a new lineage from the recovery on");
         assert_eq!(s.instances["old"].fenced_at, Some(2));
         assert_eq!(
             (s.instances["new10"].host.as_str(), s.instances["new10"].port),
