@@ -167,6 +167,7 @@ pub fn required_role(method: &axum::http::Method, path: &str) -> Role {
                 | "SnapshotDatabase"
                 | "RestoreDatabase"
                 | "CloneDatabase"
+                | "RecoverDatabase"
                 | "ListSnapshots"
                 | "DescribeSnapshot"
                 | "DeleteSnapshot"

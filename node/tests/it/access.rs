@@ -264,6 +264,8 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
             "/v1/databases/ledger.alice/clone",
             Some(json!({"to": "stolen"})),
         ),
+        ("post", "/v1/databases/ledger.alice/recover", Some(json!({}))),
+        ("post", "/v1/databases/ledger/recover", Some(json!({}))),
     ] {
         let (code, v) = b.call(method, path, body).await;
         assert_eq!(code, 404, "bob {method} {path}: {v}");
@@ -387,6 +389,14 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     let err = bob_grpc.clone_database(steal).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = bob_grpc
+        .recover_database(pb::RecoverDatabaseRequest {
+            name: "ledger.alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     let mut alice_grpc = c.grpc_as(3, &alice).await.unwrap();
     let d = alice_grpc
         .describe_database(DescribeDatabaseRequest { name: "ledger".into() })
@@ -481,6 +491,8 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
             ("change-security-group", "office", false),
             ("delete-security-group", "office", false),
             ("create-database", "sneaky", false),
+            // His "ledger" recover meant his own, which does not exist yet.
+            ("recover-database", "ledger.bob", false),
             ("change-security-group", "office", false),
             ("change-security-group", "office", false),
             ("delete-security-group", "office", false),
