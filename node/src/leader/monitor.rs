@@ -67,6 +67,16 @@ pub async fn run(t: Term) {
             _ = tokio::time::sleep(interval) => {}
         }
         let hosts: Vec<Seen> = t.read(|a| {
+            // One pass over the instances for every host's fences.
+            let mut fenced: HashMap<&str, Vec<FencedInstance>> = HashMap::new();
+            for i in a.instances.values() {
+                if let Some(generation) = i.fenced_at {
+                    fenced.entry(i.host.as_str()).or_default().push(FencedInstance {
+                        instance_id: i.id.clone(),
+                        generation,
+                    });
+                }
+            }
             a.hosts
                 .values()
                 .map(|h| Seen {
@@ -74,17 +84,7 @@ pub async fn run(t: Term) {
                     addr: h.addr.clone(),
                     health: h.health,
                     capacity: h.capacity.clone(),
-                    fenced: a
-                        .instances
-                        .values()
-                        .filter(|i| i.host == h.name)
-                        .filter_map(|i| {
-                            i.fenced_at.map(|generation| FencedInstance {
-                                instance_id: i.id.clone(),
-                                generation,
-                            })
-                        })
-                        .collect(),
+                    fenced: fenced.remove(h.name.as_str()).unwrap_or_default(),
                 })
                 .collect()
         });

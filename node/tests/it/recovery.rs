@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use keel_jepsen::cluster::Cluster;
 use serde_json::{json, Value};
 
+use super::monitor::processes_in;
 use super::{cluster, create_body, wait_op, PASSWORD};
 
 fn now_ms() -> u64 {
@@ -84,19 +85,9 @@ async fn events(c: &Cluster, db: &str, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Processes working in `dir` (PostgreSQL's backends chdir to the data directory).
-fn processes_in(dir: &std::path::Path) -> usize {
-    let Ok(dir) = std::fs::canonicalize(dir) else { return 0 };
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|p| std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == dir))
-        .count()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_host_and_a_dead_instance_are_recovered_under_their_names_and_the_fenced_one_never_returns() {
+/// A cluster whose monitor notices a failure within a second and whose scheduler
+/// takes the first snapshot at once.
+async fn fast_cluster(hosts: usize) -> Cluster {
     let mut c = cluster(&[
         "--monitor-interval-ms",
         "200",
@@ -106,7 +97,13 @@ async fn a_lost_host_and_a_dead_instance_are_recovered_under_their_names_and_the
         "500",
     ])
     .await;
-    c.start_hosts(3).await.unwrap();
+    c.start_hosts(hosts).await.unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_host_and_a_dead_instance_are_recovered_under_their_names_and_the_fenced_one_never_returns() {
+    let mut c = fast_cluster(3).await;
     // orders (automatic recovery) lands on h1, ledger (manual) on h2: least loaded first.
     let mut made = Vec::new();
     for (name, mode) in [("orders", "automatic"), ("ledger", "manual")] {
@@ -383,16 +380,7 @@ async fn a_lost_host_and_a_dead_instance_are_recovered_under_their_names_and_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_backup_rpo_zero_a_lost_host_loses_no_acknowledged_commit() {
-    let mut c = cluster(&[
-        "--monitor-interval-ms",
-        "200",
-        "--unreachable-after",
-        "3",
-        "--scheduler-interval-ms",
-        "500",
-    ])
-    .await;
-    c.start_hosts(2).await.unwrap();
+    let mut c = fast_cluster(2).await;
     let mut body = create_body("vault");
     body["backup_retention_days"] = json!(7);
     body["backup_rpo"] = json!("zero");

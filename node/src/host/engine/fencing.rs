@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::postgres::{io, tail, Postgres};
+use super::postgres::{io, Postgres};
 use super::{EngineError, InstanceSpec};
 
 impl Postgres {
@@ -37,46 +37,14 @@ impl Postgres {
     /// Stop the postmaster at once (immediate shutdown: sessions end now, nothing is
     /// flushed that a commit has not already flushed).
     pub async fn shut_down_now(&self, id: &str) -> Result<(), EngineError> {
-        if self.running(id) {
-            self.run(
-                "pg_ctl stop (immediate)",
-                self.command("pg_ctl")
-                    .arg("-D")
-                    .arg(self.data(id))
-                    .args(["-m", "immediate", "-w", "-t", "60", "stop"]),
-                None,
-            )
-            .await?;
-        }
-        Ok(())
+        self.pg_ctl_stop(id, "pg_ctl stop (immediate)", "immediate").await
     }
 
     /// Start a fenced instance with no TCP listener: only the host manager reaches it,
     /// through the socket in its volume. Crash recovery runs first, as on any start.
     pub async fn start_unlisted(&self, id: &str) -> Result<(), EngineError> {
-        if self.running(id) {
-            return Ok(());
-        }
-        let log = self.volume(id).join("postgres.log");
-        self.run(
-            "pg_ctl start (no listener)",
-            self.command("pg_ctl")
-                .arg("-D")
-                .arg(self.data(id))
-                .arg("-l")
-                .arg(&log)
-                .args(["-o", "-c listen_addresses=''", "-w", "-t", "300", "start"]),
-            None,
-        )
-        .await
-        .map(drop)
-        .map_err(|e| match e {
-            EngineError::Command { what, detail } => EngineError::Command {
-                what,
-                detail: format!("{detail}\n{}", tail(&log, 20)),
-            },
-            other => other,
-        })
+        self.pg_ctl_start(id, "pg_ctl start (no listener)", &["-c listen_addresses=''"], 300)
+            .await
     }
 
     /// Where the instance's WAL ends now.

@@ -391,26 +391,49 @@ impl Postgres {
             });
         }
         let _ = std::fs::remove_file(self.stopped_marker(&spec.id));
-        if !self.running(&spec.id) {
-            let log = self.volume(&spec.id).join("postgres.log");
+        self.pg_ctl_start(&spec.id, "pg_ctl start", &[], 60).await
+    }
+
+    /// `pg_ctl start` with `server_options` (`-o`), unless it runs, waiting at most
+    /// `wait_s` seconds; a failure carries the end of the engine's log.
+    pub(super) async fn pg_ctl_start(
+        &self,
+        id: &str,
+        what: &str,
+        server_options: &[&str],
+        wait_s: u32,
+    ) -> Result<(), EngineError> {
+        if self.running(id) {
+            return Ok(());
+        }
+        let log = self.volume(id).join("postgres.log");
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("-D").arg(self.data(id)).arg("-l").arg(&log);
+        for o in server_options {
+            cmd.args(["-o", o]);
+        }
+        cmd.args(["-w", "-t", &wait_s.to_string(), "start"]);
+        self.run(what, &mut cmd, None).await.map(drop).map_err(|e| match e {
+            EngineError::Command { what, detail } => EngineError::Command {
+                what,
+                detail: format!("{detail}\n{}", tail(&log, 20)),
+            },
+            other => other,
+        })
+    }
+
+    /// `pg_ctl stop -m <mode>`, if it runs.
+    pub(super) async fn pg_ctl_stop(&self, id: &str, what: &str, mode: &str) -> Result<(), EngineError> {
+        if self.running(id) {
             self.run(
-                "pg_ctl start",
+                what,
                 self.command("pg_ctl")
                     .arg("-D")
-                    .arg(self.data(&spec.id))
-                    .arg("-l")
-                    .arg(&log)
-                    .args(["-w", "-t", "60", "start"]),
+                    .arg(self.data(id))
+                    .args(["-m", mode, "-w", "-t", "60", "stop"]),
                 None,
             )
-            .await
-            .map_err(|e| match e {
-                EngineError::Command { what, detail } => EngineError::Command {
-                    what,
-                    detail: format!("{detail}\n{}", tail(&log, 20)),
-                },
-                other => other,
-            })?;
+            .await?;
         }
         Ok(())
     }
@@ -434,18 +457,7 @@ impl Postgres {
 
     /// Stop the postmaster without changing what the control plane wants (host shutdown).
     pub async fn shut_down(&self, id: &str) -> Result<(), EngineError> {
-        if self.running(id) {
-            self.run(
-                "pg_ctl stop",
-                self.command("pg_ctl")
-                    .arg("-D")
-                    .arg(self.data(id))
-                    .args(["-m", "fast", "-w", "-t", "60", "stop"]),
-                None,
-            )
-            .await?;
-        }
-        Ok(())
+        self.pg_ctl_stop(id, "pg_ctl stop", "fast").await
     }
 
     /// Restart so new settings apply.
