@@ -2,7 +2,7 @@
 //! through Keel, beside `cp -a` of its data directory and pgBackRest's full backup and
 //! restore of the same data with the same parallelism and compression, in one run; the
 //! latest restorable time's lag under `pgbench -c 4`; pgbench TPS while a snapshot is
-//! taken against without.
+//! taken against without, in pairs, beside the same for pgBackRest's full backup.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -106,10 +106,28 @@ fn pgbench_tps(pg_bin: &Path, conninfo: &str, seconds: u32) -> anyhow::Result<f6
         .with_context(|| format!("no tps in pgbench's output: {out}"))
 }
 
+/// pgbench -c 4 TPS against `conninfo` for `seconds` without, then (at once after)
+/// while `work` runs from the window's start.
+async fn tps_without_and_during(
+    pg_bin: &Path,
+    conninfo: &str,
+    seconds: u32,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<(f64, f64)> {
+    let load = |pg_bin: PathBuf, conninfo: String| {
+        tokio::task::spawn_blocking(move || pgbench_tps(&pg_bin, &conninfo, seconds))
+    };
+    let quiet = load(pg_bin.to_path_buf(), conninfo.to_string()).await??;
+    let during = load(pg_bin.to_path_buf(), conninfo.to_string());
+    work.await?;
+    Ok((quiet, during.await??))
+}
+
 /// The peer: a stand-alone PostgreSQL with pgBackRest archiving, the same pgbench data,
 /// a full backup and a restore that is started and promoted, timed.
 struct PgBackRest {
     root: PathBuf,
+    port: u16,
 }
 
 impl PgBackRest {
@@ -131,7 +149,7 @@ impl PgBackRest {
         std::fs::create_dir_all(&root)?;
         sh("chown", Command::new("chown").arg("postgres:postgres").arg(&root))?;
         let port = free_port();
-        let me = Self { root };
+        let me = Self { root, port };
         let data = me.root.join("data");
         sh(
             "initdb",
@@ -190,6 +208,15 @@ impl PgBackRest {
             .arg(data)
             .args(["-m", "fast", "stop"])
             .output();
+    }
+
+    /// Where pgbench reaches its instance.
+    fn conninfo(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.root.display(),
+            self.port
+        )
     }
 
     /// Seconds for a full backup.
@@ -370,21 +397,34 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     eprintln!("pgBackRest backup and restore…");
     let br_backup = peer.backup()?;
     let br_restore = peer.restore(&b.pg_bin)?;
-    drop(peer);
 
-    // TPS without and during a snapshot, each as long as a snapshot takes.
+    // TPS without and during a backup, each window as long as an unloaded backup takes,
+    // in alternating pairs (the machine's own rate drifts between minutes): Keel's
+    // snapshots, then pgBackRest's full backups of its own instance, the peer.
+    let pairs = 3;
     let seconds = (keel_snapshot.ceil() as u32).max(10);
-    eprintln!("pgbench -c 4 for {seconds} s without, then during, a snapshot…");
-    let quiet = {
-        let (pg_bin, conninfo) = (b.pg_bin.clone(), conninfo.clone());
-        tokio::task::spawn_blocking(move || pgbench_tps(&pg_bin, &conninfo, seconds)).await??
-    };
-    let during = {
-        let (pg_bin, conninfo) = (b.pg_bin.clone(), conninfo.clone());
-        let load = tokio::task::spawn_blocking(move || pgbench_tps(&pg_bin, &conninfo, seconds));
-        snapshot("bench-2").await?;
-        load.await??
-    };
+    eprintln!("{pairs} pairs of pgbench -c 4 for {seconds} s without, then during, a Keel snapshot…");
+    let mut keel_tps = Vec::new();
+    for n in 0..pairs {
+        keel_tps.push(
+            tps_without_and_during(&b.pg_bin, &conninfo, seconds, async {
+                snapshot(["bench-2", "bench-3", "bench-4"][n]).await.map(drop)
+            })
+            .await?,
+        );
+    }
+    let seconds = (br_backup.ceil() as u32).max(10);
+    eprintln!("{pairs} pairs of pgbench -c 4 for {seconds} s without, then during, a pgBackRest backup…");
+    let mut peer_tps = Vec::new();
+    for _ in 0..pairs {
+        peer_tps.push(
+            tps_without_and_during(&b.pg_bin, &peer.conninfo(), seconds, async {
+                tokio::task::block_in_place(|| peer.backup()).map(drop)
+            })
+            .await?,
+        );
+    }
+    drop(peer);
 
     // The latest restorable time's lag, as `describe` shows it, under pgbench -c 4.
     eprintln!("lag under pgbench -c 4 for {} s…", b.lag_seconds);
@@ -468,10 +508,18 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
         rate(dd),
         100.0 * dd / keel_restore
     );
-    println!(
-        "pgbench -c 4 TPS: {quiet:.0} without a snapshot, {during:.0} during one ({:.0}%)",
-        100.0 * during / quiet
-    );
+    for (who, tps) in [("a Keel snapshot", &keel_tps), ("a pgBackRest backup", &peer_tps)] {
+        let ratios: Vec<f64> = tps.iter().map(|(quiet, during)| during / quiet).collect();
+        let each: Vec<String> = tps
+            .iter()
+            .map(|(quiet, during)| format!("{quiet:.0}→{during:.0} ({:.0}%)", 100.0 * during / quiet))
+            .collect();
+        println!(
+            "pgbench -c 4 TPS without → during {who}: {}; median {:.0}%",
+            each.join(", "),
+            100.0 * quantile(&ratios, 0.5)
+        );
+    }
     println!(
         "latest restorable lag under pgbench -c 4 ({lag_tps:.0} TPS, {} samples): p50 {:.2} s, p99 {:.2} s, max {:.2} s",
         lags.len(),
