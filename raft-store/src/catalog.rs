@@ -170,6 +170,17 @@ pub enum TaskOutput {
         /// The WAL copied reaches this time.
         wal_until_ms: Millis,
     },
+    /// A primary made a replication slot for a new standby: it keeps WAL from `lsn` on.
+    StandbySlot {
+        /// The slot's restart position.
+        lsn: String,
+    },
+    /// A primary now waits for `standby` on every commit, and the standby has everything
+    /// the primary wrote before it began to.
+    InSync {
+        /// The standby instance.
+        standby: String,
+    },
     /// A snapshot was taken, verified and stored (by a snapshot job, or a delete's final one).
     Snapshot {
         /// When the backup ended.

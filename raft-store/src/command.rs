@@ -180,6 +180,34 @@ pub enum Command {
         #[serde(default)]
         problem: Option<String>,
     },
+    /// Standbys' replication as their primaries report it; proposed by the monitor when
+    /// a state changes, and for lag at most every few seconds.
+    ObserveReplication {
+        /// Standby instance id → what its primary reports of it.
+        standbys: Vec<(String, crate::records::Replication)>,
+    },
+    /// Build the missing synchronous standby of a Multi-AZ database (proposed by the
+    /// scheduler): placed in another zone than the primary's, here.
+    AddStandby {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// Database key.
+        name: String,
+        /// Id for the standby instance, stamped by the proposer.
+        instance_id: String,
+    },
+    /// A Multi-AZ database's synchronous standby is lost (proposed by the monitor): the
+    /// primary is to stop waiting for it. Applied only if it is still the recorded one.
+    ReleaseStandby {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// Database key.
+        name: String,
+        /// The lost standby.
+        standby: String,
+        /// What the monitor saw.
+        reason: String,
+    },
     /// A database's storage use crossed the full mark, either way.
     ObserveStorage {
         /// Database name.
@@ -466,6 +494,9 @@ impl Command {
             | Command::ObserveHost { .. }
             | Command::ObserveStorage { .. }
             | Command::ObserveInstance { .. }
+            | Command::ObserveReplication { .. }
+            | Command::AddStandby { .. }
+            | Command::ReleaseStandby { .. }
             | Command::RecordArchive { .. }
             | Command::CopySnapshot { .. } => Origin::LeaderServices,
         }
@@ -484,6 +515,8 @@ impl Command {
             | Command::SnapshotDatabase { name, .. }
             | Command::RestoreDatabase { name, .. }
             | Command::RecoverDatabase { name, .. }
+            | Command::AddStandby { name, .. }
+            | Command::ReleaseStandby { name, .. }
             | Command::CreateAccount { name }
             | Command::SetAccountLimits { name, .. }
             | Command::PutSecurityGroup { name, .. }
@@ -505,6 +538,7 @@ impl Command {
             Command::TouchTokens { .. }
             | Command::PruneHistory { .. }
             | Command::StartLeaderServices { .. }
+            | Command::ObserveReplication { .. }
             | Command::RecordArchive { .. } => "",
         }
     }
@@ -545,6 +579,9 @@ impl Command {
             Command::ObserveHost { .. } => "observe-host",
             Command::ObserveStorage { .. } => "observe-storage",
             Command::ObserveInstance { .. } => "observe-instance",
+            Command::ObserveReplication { .. } => "observe-replication",
+            Command::AddStandby { .. } => "add-standby",
+            Command::ReleaseStandby { .. } => "release-standby",
             Command::SubmitJob { .. } => "submit-job",
             Command::ClaimJob { .. } => "claim-job",
             Command::CompleteJob { .. } => "complete-job",

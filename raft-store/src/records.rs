@@ -247,6 +247,9 @@ pub struct DatabaseSpec {
     pub recovery: RecoveryMode,
     /// How much a lost host may cost of what was committed.
     pub backup_rpo: BackupRpo,
+    /// A synchronous standby in another zone (built by the scheduler from the latest
+    /// snapshot and the archive once the database is available and has one).
+    pub multi_az: bool,
 }
 
 /// What the continuous archive promises about commits (`--backup-rpo`).
@@ -334,6 +337,10 @@ pub struct Database {
     /// Its latest recovery from a failed instance or host, once one finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_recovery: Option<Recovery>,
+    /// The standby the primary waits for on every commit, recorded only once the primary
+    /// does (so every acknowledged commit is on it): the one instance a failover may promote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_standby: Option<String>,
     /// What it was restored from, for people (`orders.acme at 2026-…`).
     pub restored_from: Option<String>,
 }
@@ -438,6 +445,8 @@ pub struct Modification {
     pub access: Option<Vec<String>>,
     /// New recovery mode.
     pub recovery: Option<RecoveryMode>,
+    /// Keep (or stop keeping) a synchronous standby in another zone.
+    pub multi_az: Option<bool>,
 }
 
 /// The role of an instance in its database.
@@ -476,6 +485,26 @@ pub struct Instance {
     /// at it; the record stays (holding its port and slot) until the volume is destroyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fenced_at: Option<u64>,
+    /// A standby's replication as the monitor last relayed it from its primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+}
+
+/// How a standby follows its primary, as the primary reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Replication {
+    /// `streaming`, `catchup`, `startup`… as the primary's walsender reports it; `down`
+    /// when the primary has no connection from it.
+    pub state: String,
+    /// The primary waits for it on every commit (`sync_state = sync`).
+    pub sync: bool,
+    /// WAL bytes the primary has written that it has not replayed yet.
+    pub lag_bytes: u64,
+    /// How long its replay trails the primary's commits (when the primary measured it).
+    pub replay_lag_ms: Option<u64>,
+    /// When the monitor saw this.
+    pub as_of_ms: Millis,
 }
 
 /// The monitor's verdict on an instance's engine.
@@ -559,6 +588,22 @@ pub enum JobKind {
         #[serde(default)]
         failed_at_ms: Millis,
     },
+    /// Build a synchronous standby for a Multi-AZ database from its latest snapshot and
+    /// archive, start it streaming from the primary, and make the primary wait for it.
+    AddStandby {
+        /// The database.
+        database: String,
+        /// The new standby instance.
+        standby: String,
+    },
+    /// Stop waiting for a Multi-AZ database's lost synchronous standby: committed (with
+    /// a new generation, the standby fenced) before its primary is told.
+    ReleaseStandby {
+        /// The database.
+        database: String,
+        /// The standby released.
+        standby: String,
+    },
     /// Make a new database from another's backups.
     RestoreDatabase {
         /// The new database.
@@ -587,6 +632,8 @@ impl JobKind {
             JobKind::SnapshotDatabase { .. } => "snapshot-database",
             JobKind::RestoreDatabase { .. } => "restore-database",
             JobKind::RecoverDatabase { .. } => "recover-database",
+            JobKind::AddStandby { .. } => "add-standby",
+            JobKind::ReleaseStandby { .. } => "release-standby",
         }
     }
 
@@ -599,7 +646,9 @@ impl JobKind {
             | JobKind::DeleteDatabase { database, .. }
             | JobKind::SnapshotDatabase { database, .. }
             | JobKind::RestoreDatabase { database, .. }
-            | JobKind::RecoverDatabase { database, .. } => Some(database),
+            | JobKind::RecoverDatabase { database, .. }
+            | JobKind::AddStandby { database, .. }
+            | JobKind::ReleaseStandby { database, .. } => Some(database),
         }
     }
 }
@@ -769,6 +818,14 @@ pub enum TaskAction {
     /// Stop a replaced instance for good (its host refuses to start it again), first
     /// moving the WAL its volume still holds to the archive.
     Fence,
+    /// On a primary: the replication role and a slot for a new standby (so the primary
+    /// keeps the WAL it will stream), and the replication link's TLS.
+    PrepareStandby,
+    /// Make a standby from the latest snapshot and the archive, and start it streaming
+    /// from its primary.
+    BuildStandby,
+    /// On a primary: wait for the standby on every commit, once it has caught up.
+    SyncStandby,
 }
 
 /// How the workflow engine knows a task's attempt succeeded.
@@ -782,7 +839,7 @@ pub enum SuccessCheck {
 
 impl TaskAction {
     /// Every action, for tables and tests.
-    pub const ALL: [TaskAction; 14] = [
+    pub const ALL: [TaskAction; 17] = [
         TaskAction::Provision,
         TaskAction::Start,
         TaskAction::Check,
@@ -797,6 +854,9 @@ impl TaskAction {
         TaskAction::DeleteBackup,
         TaskAction::CopyBackup,
         TaskAction::Fence,
+        TaskAction::PrepareStandby,
+        TaskAction::BuildStandby,
+        TaskAction::SyncStandby,
     ];
 
     /// Its name on the wire and in listings, e.g. `provision`.
@@ -816,6 +876,9 @@ impl TaskAction {
             TaskAction::DeleteBackup => "delete-backup",
             TaskAction::CopyBackup => "copy-backup",
             TaskAction::Fence => "fence",
+            TaskAction::PrepareStandby => "prepare-standby",
+            TaskAction::BuildStandby => "build-standby",
+            TaskAction::SyncStandby => "sync-standby",
         }
     }
 
@@ -834,6 +897,11 @@ impl TaskAction {
             TaskAction::DeleteBackup => 600,
             // Crash recovery of the old volume, then its WAL to the store.
             TaskAction::Fence => 600,
+            TaskAction::PrepareStandby => 60,
+            // Unpacking the snapshot and replaying the archive, as a restore.
+            TaskAction::BuildStandby => 3600,
+            // Waits for the standby to catch up with the primary.
+            TaskAction::SyncStandby => 600,
         };
         std::time::Duration::from_secs(secs)
     }
@@ -856,6 +924,7 @@ impl TaskAction {
                 | TaskAction::DeleteBackup
                 | TaskAction::CopyBackup
                 | TaskAction::Fence
+                | TaskAction::BuildStandby
         )
     }
 
@@ -872,6 +941,9 @@ impl TaskAction {
                 | TaskAction::Snapshot
                 | TaskAction::Restore
                 | TaskAction::Fence
+                | TaskAction::PrepareStandby
+                | TaskAction::BuildStandby
+                | TaskAction::SyncStandby
         )
     }
 }

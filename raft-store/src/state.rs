@@ -13,6 +13,7 @@ mod monitor;
 mod placement;
 mod recovery;
 mod security_groups;
+mod standby;
 mod table;
 mod workflows;
 
@@ -242,7 +243,9 @@ impl AdminState {
             Command::ModifyDatabase { name, .. }
             | Command::DeleteDatabase { name, .. }
             | Command::SnapshotDatabase { name, .. }
-            | Command::RecoverDatabase { name, .. } => Some(name),
+            | Command::RecoverDatabase { name, .. }
+            | Command::AddStandby { name, .. }
+            | Command::ReleaseStandby { name, .. } => Some(name),
             Command::ObserveStorage { database, .. } => Some(database),
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
@@ -340,6 +343,18 @@ impl AdminState {
                 healthy,
                 problem,
             } => self.observe_instance(index, at, instance, *healthy, problem.as_deref()),
+            Command::ObserveReplication { standbys } => self.observe_replication(standbys),
+            Command::AddStandby {
+                job_id,
+                name,
+                instance_id,
+            } => self.add_standby(index, at, job_id, name, instance_id),
+            Command::ReleaseStandby {
+                job_id,
+                name,
+                standby,
+                reason,
+            } => self.release_standby(index, at, job_id, name, standby, reason),
             Command::SubmitJob { job_id, request, kind } => self.submit_job(index, at, job_id, request.as_ref(), kind),
             Command::ClaimJob { job_id, fence, node_id } => self.claim_job(index, at, job_id, *fence, *node_id),
             Command::CompleteJob { job_id, fence, error } => {

@@ -75,6 +75,10 @@ pub struct CreateDatabaseRequest {
     /// commit is acknowledged before its WAL is in the zone's backup store).
     #[serde(default)]
     pub backup_rpo: Option<BackupRpoView>,
+    /// Keep a synchronous standby in another zone, built from the backups once the
+    /// database is available (needs a backup retention above 0).
+    #[serde(default)]
+    pub multi_az: bool,
 }
 
 /// The backup RPO a gRPC request names (empty: none given).
@@ -130,6 +134,9 @@ pub struct ModifyDatabaseRequest {
     pub security_groups: Option<Vec<String>>,
     /// New recovery mode; applied at once.
     pub recovery: Option<RecoveryModeView>,
+    /// Keep (true) or stop keeping (false) a synchronous standby in another zone; applied
+    /// at once (the standby is built or removed right after).
+    pub multi_az: Option<bool>,
 }
 
 /// Group names as given, each a DNS label, at most 10.
@@ -298,6 +305,12 @@ impl Api {
                 "backup RPO zero needs backups: give a backup retention of 1 to 35 days".into(),
             ));
         }
+        if retention == 0 && req.multi_az {
+            return Err(ApiError::InvalidArgument(
+                "a Multi-AZ database's standby is built from its backups: give a backup retention of 1 to 35 days"
+                    .into(),
+            ));
+        }
         if let Some(m) = req
             .snapshot_interval_min
             .filter(|m| !(SNAPSHOT_INTERVAL_MIN..=1440).contains(m))
@@ -339,6 +352,7 @@ impl Api {
             snapshot_interval_min: req.snapshot_interval_min,
             recovery: req.recovery.unwrap_or_default().into(),
             backup_rpo: req.backup_rpo.unwrap_or_default().into(),
+            multi_az: req.multi_az,
         };
         let fingerprint = serde_json::json!({
             "kind": "create-database",
@@ -424,10 +438,11 @@ impl Api {
                 .as_ref()
                 .map(|(p, _)| postgres_protocol::password::scram_sha_256(p.as_bytes())),
             recovery: req.recovery.map(Into::into),
+            multi_az: req.multi_az,
         };
         if modification == Modification::default() {
             return Err(ApiError::InvalidArgument(
-                "nothing to modify: give --class, --storage-gib, --backup-window, --maintenance-window, --master-password, --rotate-master-password, --security-groups or --recovery".into(),
+                "nothing to modify: give --class, --storage-gib, --backup-window, --maintenance-window, --master-password, --rotate-master-password, --security-groups, --recovery or --multi-az".into(),
             ));
         }
         // Windows change no instance, so they always apply at once; class and storage wait

@@ -20,6 +20,7 @@ pub fn modification(m: ModificationView) -> pb::Modification {
         maintenance_window: m.maintenance_window,
         master_password: m.master_password,
         recovery: m.recovery.map(|r| wire_name(&keel_raft_store::RecoveryMode::from(r))),
+        multi_az: m.multi_az,
     }
 }
 
@@ -44,6 +45,7 @@ pub fn create_request(r: pb::CreateDatabaseRequest) -> Result<CreateDatabaseRequ
         snapshot_interval_min: r.snapshot_interval_min,
         recovery: recovery_mode(&r.recovery)?,
         backup_rpo: backup_rpo(&r.backup_rpo)?,
+        multi_az: r.multi_az,
     })
 }
 
@@ -61,6 +63,7 @@ pub fn modify_request(r: pb::ModifyDatabaseRequest) -> Result<ModifyDatabaseRequ
         rotate_master_password: r.rotate_master_password,
         security_groups: r.set_security_groups.then_some(r.security_groups),
         recovery: recovery_mode(m.recovery.as_deref().unwrap_or_default())?,
+        multi_az: m.multi_az,
     })
 }
 
@@ -90,6 +93,8 @@ pub fn database(d: DatabaseView) -> pb::Database {
         restored_from: d.restored_from.unwrap_or_default(),
         recovery: wire_name(&keel_raft_store::RecoveryMode::from(d.spec.recovery)),
         backup_rpo: wire_name(&keel_raft_store::BackupRpo::from(d.spec.backup_rpo)),
+        multi_az: d.spec.multi_az,
+        sync_standby: d.sync_standby.unwrap_or_default(),
         last_recovery: d.last_recovery.map(|r| pb::RecoveryRecord {
             operation_id: r.operation_id,
             last_seen_ms: r.last_seen_ms,
@@ -111,6 +116,10 @@ pub fn database(d: DatabaseView) -> pb::Database {
                 host: i.host,
                 port: u32::from(i.port),
                 health: i.health,
+                replication_state: i.replication.as_ref().map(|r| r.state.clone()).unwrap_or_default(),
+                replication_sync: i.replication.as_ref().is_some_and(|r| r.sync),
+                replication_lag_bytes: i.replication.as_ref().map_or(0, |r| r.lag_bytes),
+                replication_lag_ms: i.replication.as_ref().and_then(|r| r.replay_lag_ms),
             })
             .collect(),
         created_at_ms: d.created_at_ms,

@@ -166,6 +166,8 @@ pub struct SpecView {
     pub recovery: RecoveryModeView,
     /// What a lost host may cost of what was committed.
     pub backup_rpo: BackupRpoView,
+    /// It keeps a synchronous standby in another zone.
+    pub multi_az: bool,
 }
 
 /// What the continuous archive promises about commits.
@@ -244,6 +246,7 @@ impl From<&rs::DatabaseSpec> for SpecView {
             security_groups: s.security_groups.clone(),
             recovery: s.recovery.into(),
             backup_rpo: s.backup_rpo.into(),
+            multi_az: s.multi_az,
         }
     }
 }
@@ -301,6 +304,8 @@ pub struct ModificationView {
     pub master_password: bool,
     /// New recovery mode.
     pub recovery: Option<RecoveryModeView>,
+    /// Keep (or stop keeping) a synchronous standby in another zone.
+    pub multi_az: Option<bool>,
 }
 
 impl From<&rs::Modification> for ModificationView {
@@ -312,6 +317,7 @@ impl From<&rs::Modification> for ModificationView {
             maintenance_window: m.maintenance_window.clone(),
             master_password: m.master_verifier.is_some(),
             recovery: m.recovery.map(Into::into),
+            multi_az: m.multi_az,
         }
     }
 }
@@ -341,6 +347,23 @@ pub struct InstanceView {
     pub port: u16,
     /// `healthy`, or `unhealthy: <what the monitor saw>`.
     pub health: String,
+    /// A standby's replication, as its primary last reported it.
+    pub replication: Option<ReplicationView>,
+}
+
+/// How a standby follows its primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicationView {
+    /// `streaming`, `catchup`, `startup`, or `down` (no connection from it).
+    pub state: String,
+    /// Every commit waits for it.
+    pub sync: bool,
+    /// WAL bytes written on the primary it has not replayed.
+    pub lag_bytes: u64,
+    /// How far its replay trails the primary's commits, when measured (ms).
+    pub replay_lag_ms: Option<u64>,
+    /// When the monitor saw this (Unix ms).
+    pub as_of_ms: u64,
 }
 
 impl From<&rs::Instance> for InstanceView {
@@ -358,6 +381,13 @@ impl From<&rs::Instance> for InstanceView {
                 rs::InstanceHealth::Healthy => "healthy".into(),
                 rs::InstanceHealth::Unhealthy { problem, .. } => format!("unhealthy: {problem}"),
             },
+            replication: i.replication.as_ref().map(|r| ReplicationView {
+                state: r.state.clone(),
+                sync: r.sync,
+                lag_bytes: r.lag_bytes,
+                replay_lag_ms: r.replay_lag_ms,
+                as_of_ms: r.as_of_ms,
+            }),
         }
     }
 }
@@ -393,6 +423,8 @@ pub struct DatabaseView {
     pub restored_from: Option<String>,
     /// Its latest recovery from a failed instance or host, if it had one.
     pub last_recovery: Option<RecoveryView>,
+    /// The standby every commit waits for (the one a failover may promote), if any.
+    pub sync_standby: Option<String>,
 }
 
 /// The span of times a database can be restored to.
@@ -533,6 +565,7 @@ impl DatabaseView {
             }),
             restored_from: db.restored_from.clone(),
             last_recovery: db.last_recovery.as_ref().map(RecoveryView::from),
+            sync_standby: db.sync_standby.clone(),
         }
     }
 }
@@ -615,6 +648,10 @@ pub enum OperationKind {
     CopySnapshot,
     /// Replace a failed instance from the database's backups.
     RecoverDatabase,
+    /// Build a Multi-AZ database's synchronous standby.
+    AddStandby,
+    /// Stop waiting for a Multi-AZ database's lost standby.
+    ReleaseStandby,
 }
 
 /// A committed claim of an operation by the leader services in force.
@@ -718,6 +755,8 @@ impl OperationView {
             rs::JobKind::DeleteSnapshot { .. } => (OperationKind::DeleteSnapshot, None, None),
             rs::JobKind::CopySnapshot { .. } => (OperationKind::CopySnapshot, None, None),
             rs::JobKind::RecoverDatabase { .. } => (OperationKind::RecoverDatabase, None, None),
+            rs::JobKind::AddStandby { .. } => (OperationKind::AddStandby, None, None),
+            rs::JobKind::ReleaseStandby { .. } => (OperationKind::ReleaseStandby, None, None),
         };
         Self {
             id: job.id.clone(),

@@ -45,6 +45,22 @@ pub async fn snapshot(
         .await
 }
 
+/// How far `lineage`'s archive in `store` reaches: the end of its furthest whole segment
+/// or uploaded stretch.
+pub async fn reach(store: &BackupStore, lineage: &str) -> Result<u64, StoreError> {
+    let keys = store.list(&wal_prefix(lineage)).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| WalObject::parse(k.rsplit('/').next().unwrap_or(k)))
+        .filter_map(|o| match &o {
+            WalObject::Segment { name, .. } => wal::segment_start(name).map(|s| s + wal::SEGMENT_BYTES),
+            WalObject::Part { name, end, .. } => wal::segment_start(name).map(|s| s + end),
+            WalObject::History { .. } => None,
+        })
+        .max()
+        .unwrap_or(0))
+}
+
 /// Download `lineage`'s archived WAL from the segment holding `start_lsn` on into `dir`,
 /// as the files PostgreSQL's restore_command asks for: whole segments, the segment being
 /// written rebuilt from its stretches and padded to a whole segment (replay stops where

@@ -27,6 +27,19 @@ pub enum TaskWork {
         /// How far to replay.
         target: RestoreTarget,
     },
+    /// Make a standby from a snapshot and its lineage's archive, read from the first of
+    /// `sources` that serves whole, once the archive reaches `need_lsn` (from there on its
+    /// primary keeps the WAL, in the standby's slot).
+    BuildStandby {
+        /// The database's lineage.
+        lineage: String,
+        /// The copies to read from, in order: the chosen one first.
+        sources: Vec<RestoreFrom>,
+        /// Why the first was chosen.
+        choice: String,
+        /// Where the primary's slot for the standby starts.
+        need_lsn: String,
+    },
     /// Copy a snapshot and its lineage's WAL from a zone's store to the control store.
     CopyBackup {
         /// The zone whose store holds them.

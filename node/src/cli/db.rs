@@ -77,6 +77,10 @@ pub enum DbCmd {
         /// acknowledged before its WAL is in the zone's backup store).
         #[arg(long, value_parser = ["lag", "zero"])]
         backup_rpo: Option<String>,
+        /// Keep a synchronous standby in another zone (built from the backups once the
+        /// database is available; every commit then waits for it).
+        #[arg(long)]
+        multi_az: bool,
     },
     /// List databases.
     List,
@@ -122,6 +126,10 @@ pub enum DbCmd {
         /// When its instance or host fails: automatic or manual (applied at once).
         #[arg(long, value_parser = ["automatic", "manual"])]
         recovery: Option<String>,
+        /// Keep (true) or stop keeping (false) a synchronous standby in another zone
+        /// (applied at once).
+        #[arg(long)]
+        multi_az: Option<bool>,
     },
     /// Recover a database whose instance or host failed: a new instance on another host,
     /// restored from its backups to the latest restorable time, under the same name.
@@ -284,8 +292,10 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             security_groups,
             recovery,
             backup_rpo,
+            multi_az,
         } => {
             let req = CreateDatabaseRequest {
+                multi_az,
                 backup_rpo: backup_rpo.as_deref().map(rpo).transpose()?.flatten(),
                 recovery: recovery.as_deref().map(recovery_mode).transpose()?.flatten(),
                 security_groups,
@@ -320,8 +330,10 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             rotate_master_password,
             security_groups,
             recovery,
+            multi_az,
         } => {
             let req = ModifyDatabaseRequest {
+                multi_az,
                 recovery: recovery.as_deref().map(recovery_mode).transpose()?.flatten(),
                 security_groups,
                 class,
@@ -496,6 +508,13 @@ fn describe(d: &DatabaseView) -> String {
         wire_name(&d.spec.recovery),
         wire_name(&d.spec.backup_rpo)
     ));
+    if d.spec.multi_az {
+        let standby = match &d.sync_standby {
+            Some(id) => format!("synchronous standby {id}"),
+            None => "no synchronous standby yet (it is built from the latest snapshot)".into(),
+        };
+        s.push_str(&format!("  multi-az:    {standby}\n"));
+    }
     if let Some(r) = &d.last_recovery {
         let kept = match r.restored_to_ms {
             Some(to) => format!(
@@ -519,8 +538,23 @@ fn describe(d: &DatabaseView) -> String {
     }
     s.push_str("  instances:\n");
     for i in &d.instances {
+        let replication = i
+            .replication
+            .as_ref()
+            .map(|r| {
+                format!(
+                    "; {}{}, {} bytes behind{}",
+                    r.state,
+                    if r.sync { " (synchronous)" } else { "" },
+                    r.lag_bytes,
+                    r.replay_lag_ms
+                        .map(|ms| format!(", replay {ms} ms behind"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
         s.push_str(&format!(
-            "    {} {} on {} port {}: {}\n",
+            "    {} {} on {} port {}: {}{replication}\n",
             i.id,
             wire_name(&i.role),
             i.host,

@@ -102,7 +102,14 @@ pub async fn run(config: HostConfig, shutdown: CancellationToken) -> anyhow::Res
             .watch(std::time::Duration::from_millis(config.tls_reload_ms), shutdown.clone()),
     );
     let journal = journal::Journal::open(&config.root).context("cannot open the task journal")?;
-    let engine = engine::postgres::Postgres::new(&config.root).context("the PostgreSQL engine is not usable")?;
+    // Multi-AZ standbys stream over mutual TLS with this host's own certificate.
+    let cluster = tls.current().identity.clone().map(|i| i.cluster).unwrap_or_default();
+    let engine = engine::postgres::Postgres::new(&config.root)
+        .context("the PostgreSQL engine is not usable")?
+        .with_replication_tls(engine::replication::ReplicationTls {
+            files: tls.files().clone(),
+            cluster,
+        });
     let listener = TcpListener::bind(&config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;

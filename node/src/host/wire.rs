@@ -21,6 +21,9 @@ pub fn action_to_wire(a: TaskAction) -> i32 {
         TaskAction::DeleteBackup => WireAction::DeleteBackup,
         TaskAction::CopyBackup => WireAction::CopyBackup,
         TaskAction::Fence => WireAction::Fence,
+        TaskAction::PrepareStandby => WireAction::PrepareStandby,
+        TaskAction::BuildStandby => WireAction::BuildStandby,
+        TaskAction::SyncStandby => WireAction::SyncStandby,
     };
     w as i32
 }

@@ -143,8 +143,31 @@ pub async fn run(t: Term) {
                 }
             }
         }
+        let down_after = interval.as_millis() as u64 * u64::from(t.config.unreachable_after);
+        let lost = t.read(|a| lost_standbys(a, now_ms(), down_after.max(1_000)));
+        for l in lost {
+            let key = format!("standby:{}", l.database);
+            if recoveries_asked
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < RECOVERY_RETRY)
+            {
+                continue;
+            }
+            recoveries_asked.insert(key, Instant::now());
+            let command = Command::ReleaseStandby {
+                job_id: uuid::Uuid::now_v7().simple().to_string(),
+                name: l.database.clone(),
+                standby: l.instance,
+                reason: l.reason,
+            };
+            if let Err(e) = t.commit(command).await {
+                tracing::info!(database = %l.database, why = %e, "Standby not released.");
+            }
+        }
         let failed = t.read(failed_databases);
-        recoveries_asked.retain(|db, at| failed.iter().any(|f| &f.database == db) && at.elapsed() < RECOVERY_RETRY);
+        recoveries_asked.retain(|db, at| {
+            (db.starts_with("standby:") || failed.iter().any(|f| &f.database == db)) && at.elapsed() < RECOVERY_RETRY
+        });
         for f in failed {
             if recoveries_asked.contains_key(&f.database) {
                 continue;
@@ -166,6 +189,41 @@ pub async fn run(t: Term) {
             }
         }
     }
+}
+
+/// Multi-AZ databases at rest whose recorded synchronous standby is lost: the monitor
+/// found it unhealthy or its host unreachable, or its primary has reported no connection
+/// from it for `down_after_ms`. Its primary's commits wait until it is released.
+pub fn lost_standbys(state: &AdminState, now: u64, down_after_ms: u64) -> Vec<Failed> {
+    state
+        .databases
+        .iter()
+        .filter(|(_, d)| {
+            d.operation.is_none() && matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull)
+        })
+        .filter_map(|(key, d)| {
+            let standby = state.instances.get(d.sync_standby.as_deref()?)?;
+            let host_down = state
+                .hosts
+                .get(&standby.host)
+                .is_some_and(|h| h.health == HostHealth::Unreachable);
+            let reason = match (&standby.health, &standby.replication) {
+                _ if host_down => format!("its host {} stopped answering", standby.host),
+                (InstanceHealth::Unhealthy { problem, .. }, _) => format!("it is unhealthy: {problem}"),
+                (_, Some(r)) if r.state == "down" && now.saturating_sub(r.as_of_ms) >= down_after_ms => format!(
+                    "its primary has had no replication connection from it for {:.1} s",
+                    now.saturating_sub(r.as_of_ms) as f64 / 1000.0
+                ),
+                _ => return None,
+            };
+            Some(Failed {
+                database: key.clone(),
+                instance: standby.id.clone(),
+                host: standby.host.clone(),
+                reason,
+            })
+        })
+        .collect()
 }
 
 /// A database whose primary failed, as the monitor recorded it.
@@ -331,7 +389,60 @@ async fn healthy(
     if !archives.is_empty() {
         t.commit(Command::RecordArchive { archives }).await?;
     }
+    let now = crate::clock::now_ms();
+    let standbys = t.read(|a| replication_changes(a, &host.name, report, now));
+    if !standbys.is_empty() {
+        t.commit(Command::ObserveReplication { standbys }).await?;
+    }
     Ok(())
+}
+
+/// How often a standby's lag alone is relayed (a state change is relayed at once).
+pub const REPLICATION_RELAY_MS: u64 = 5_000;
+
+/// Standbys whose replication, as their primary on `host` reports it, changed state
+/// (or whether commits wait for it), or whose lag changed and was last relayed
+/// [`REPLICATION_RELAY_MS`] ago.
+pub fn replication_changes(
+    state: &AdminState,
+    host: &str,
+    report: &HealthReply,
+    now: u64,
+) -> Vec<(String, keel_raft_store::Replication)> {
+    let mut out = Vec::new();
+    for h in &report.instances_health {
+        let primary_here = state
+            .instances
+            .get(&h.instance_id)
+            .is_some_and(|i| i.host == host && i.fenced_at.is_none() && i.role == InstanceRole::Primary);
+        if !primary_here {
+            continue;
+        }
+        for s in &h.standbys {
+            let Some(standby) = state.instances.get(&s.instance_id) else {
+                continue;
+            };
+            let seen = keel_raft_store::Replication {
+                state: s.state.clone(),
+                sync: s.sync,
+                lag_bytes: s.lag_bytes,
+                replay_lag_ms: s.replay_lag_ms,
+                as_of_ms: now,
+            };
+            let relay = match &standby.replication {
+                None => true,
+                Some(r) if r.state != seen.state || r.sync != seen.sync => true,
+                Some(r) => {
+                    (r.lag_bytes != seen.lag_bytes || r.replay_lag_ms != seen.replay_lag_ms)
+                        && now.saturating_sub(r.as_of_ms) >= REPLICATION_RELAY_MS
+                }
+            };
+            if relay {
+                out.push((s.instance_id.clone(), seen));
+            }
+        }
+    }
+    out
 }
 
 /// The WAL archives in `report` that reach further than the catalog says, for instances
@@ -413,6 +524,91 @@ mod tests {
                 .collect(),
             ..HealthReply::default()
         }
+    }
+
+    #[test]
+    fn a_synchronous_standby_is_lost_when_unhealthy_unreachable_or_disconnected_long_enough() {
+        let mut s = state(DatabaseStatus::Available, InstanceHealth::Healthy);
+        s.instances.insert(
+            "s1".into(),
+            Instance {
+                id: "s1".into(),
+                database: "db".into(),
+                host: "h2".into(),
+                role: InstanceRole::Standby,
+                ..Instance::default()
+            },
+        );
+        s.hosts.insert(
+            "h2".into(),
+            keel_raft_store::Host {
+                name: "h2".into(),
+                health: HostHealth::Healthy,
+                ..keel_raft_store::Host::default()
+            },
+        );
+        assert!(
+            lost_standbys(&s, 10_000, 1_000).is_empty(),
+            "no synchronous standby recorded"
+        );
+        s.databases.get_mut("db").unwrap().sync_standby = Some("s1".into());
+        assert!(lost_standbys(&s, 10_000, 1_000).is_empty(), "healthy");
+        s.instances.get_mut("s1").unwrap().replication = Some(keel_raft_store::Replication {
+            state: "down".into(),
+            as_of_ms: 9_500,
+            ..Default::default()
+        });
+        assert!(lost_standbys(&s, 10_000, 1_000).is_empty(), "not down long enough");
+        let lost = lost_standbys(&s, 10_500, 1_000);
+        assert!(lost[0].reason.contains("no replication connection"), "{lost:?}");
+        s.hosts.get_mut("h2").unwrap().health = HostHealth::Unreachable;
+        assert!(lost_standbys(&s, 9_600, 1_000)[0]
+            .reason
+            .contains("h2 stopped answering"));
+        s.databases.get_mut("db").unwrap().operation = Some("j".into());
+        assert!(lost_standbys(&s, 10_500, 1_000).is_empty(), "only at rest");
+    }
+
+    #[test]
+    fn a_standbys_state_is_relayed_at_once_and_its_lag_at_most_every_few_seconds() {
+        let mut s = state(DatabaseStatus::Available, InstanceHealth::Healthy);
+        s.instances.insert(
+            "s1".into(),
+            Instance {
+                id: "s1".into(),
+                database: "db".into(),
+                host: "h2".into(),
+                role: InstanceRole::Standby,
+                ..Instance::default()
+            },
+        );
+        let mut r = report(Some(true));
+        let standby = |state: &str, sync: bool, lag_bytes: u64| keel_proto::host::StandbyHealth {
+            instance_id: "s1".into(),
+            state: state.into(),
+            sync,
+            lag_bytes,
+            replay_lag_ms: None,
+        };
+        r.instances_health[0].standbys = vec![standby("streaming", true, 100)];
+        let got = replication_changes(&s, "h1", &r, 1_000);
+        assert_eq!(got.len(), 1, "first sight");
+        assert!(
+            replication_changes(&s, "h2", &r, 1_000).is_empty(),
+            "only from the primary's own host"
+        );
+        s.instances.get_mut("s1").unwrap().replication = Some(got[0].1.clone());
+        assert!(replication_changes(&s, "h1", &r, 2_000).is_empty(), "nothing changed");
+        r.instances_health[0].standbys = vec![standby("streaming", true, 200)];
+        assert!(replication_changes(&s, "h1", &r, 2_000).is_empty(), "lag alone waits");
+        assert_eq!(replication_changes(&s, "h1", &r, 1_000 + REPLICATION_RELAY_MS).len(), 1);
+        r.instances_health[0].standbys = vec![standby("down", false, 200)];
+        let got = replication_changes(&s, "h1", &r, 2_000);
+        assert_eq!(
+            (got[0].1.state.as_str(), got[0].1.sync),
+            ("down", false),
+            "a state change at once"
+        );
     }
 
     #[test]

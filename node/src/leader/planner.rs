@@ -1,13 +1,13 @@
 //! The planner: which tasks turn a job into the state it asks for. Pure
 //! functions of the admin state, unit-tested without I/O.
 
-use keel_raft_store::{AdminState, Job, JobKind, Modification, StepState, Task, TaskAction, Workflow};
+use keel_raft_store::{AdminState, InstanceRole, Job, JobKind, Modification, StepState, Task, TaskAction, Workflow};
 
 use super::clone_source::{self, Copy, ZoneDistances};
 use crate::backup::wal::parse_lsn;
 use crate::backup::work::{RestoreFrom, TaskWork, BACKUP_TASKS};
 use crate::classes;
-use crate::host::engine::InstanceSpec;
+use crate::host::engine::{InstanceSpec, ReplicationSpec, Upstream};
 
 fn task(workflow_id: &str, n: usize, action: TaskAction, host: &str, instance: &str) -> Task {
     Task {
@@ -89,6 +89,22 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                     add(TaskAction::SetAccess, &i.host, &i.id);
                 }
             }
+            // Leaving Multi-AZ: the primary stops waiting for the standby and drops its
+            // slot (cutting it off), then the standby goes.
+            if modification.multi_az == Some(false) {
+                let (standbys, primaries): (Vec<&&keel_raft_store::Instance>, Vec<_>) = instances
+                    .iter()
+                    .filter(|i| i.fenced_at.is_none())
+                    .partition(|i| i.role == InstanceRole::Standby);
+                if !standbys.is_empty() {
+                    for p in primaries.iter().filter(|i| i.role == InstanceRole::Primary) {
+                        add(TaskAction::PrepareStandby, &p.host, &p.id);
+                    }
+                    for s in standbys {
+                        add(TaskAction::Destroy, &s.host, &s.id);
+                    }
+                }
+            }
         }
         JobKind::DeleteDatabase { final_snapshot, .. } => {
             if final_snapshot.is_some() {
@@ -131,6 +147,41 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 add(TaskAction::Check, &i.host, &i.id);
             }
         }
+        JobKind::AddStandby { standby, .. } => {
+            // The primary keeps the WAL the standby will need (a slot) before the standby
+            // is made from the latest snapshot and the archive up to the slot's start;
+            // then the primary waits for it on every commit once it has caught up.
+            let primary = instances
+                .iter()
+                .find(|i| i.role == keel_raft_store::InstanceRole::Primary && i.fenced_at.is_none())
+                .ok_or_else(|| format!("database {name} has no primary for a standby to follow"))?;
+            let standby = state
+                .instances
+                .get(standby)
+                .ok_or_else(|| format!("standby {standby} no longer exists"))?;
+            add(TaskAction::PrepareStandby, &primary.host, &primary.id);
+            add(TaskAction::BuildStandby, &standby.host, &standby.id);
+            add(TaskAction::SyncStandby, &primary.host, &primary.id);
+        }
+        JobKind::ReleaseStandby { standby, .. } => {
+            // The release is committed: the primary stops waiting (its spec names no
+            // synchronous standby, and no slot for the fenced one), then the standby goes
+            // where its host answers.
+            let primary = instances
+                .iter()
+                .find(|i| i.role == InstanceRole::Primary && i.fenced_at.is_none())
+                .ok_or_else(|| format!("database {name} has no primary to release its standby"))?;
+            add(TaskAction::PrepareStandby, &primary.host, &primary.id);
+            if let Some(s) = state.instances.get(standby) {
+                let reachable = state
+                    .hosts
+                    .get(&s.host)
+                    .is_some_and(|h| h.health == keel_raft_store::HostHealth::Healthy);
+                if reachable {
+                    add(TaskAction::Destroy, &s.host, &s.id);
+                }
+            }
+        }
         JobKind::RecoverDatabase { replaces, .. } => {
             // A failed instance whose host answers is fenced first, and what WAL its volume
             // still holds goes to the archive, so the restore replays it too. An unreachable
@@ -166,6 +217,9 @@ pub fn task_work(
         JobKind::RecoverDatabase { from, .. } if action == TaskAction::Fence => Ok(Some(TaskWork::Fence {
             lineage: from.lineage.clone(),
         })),
+        JobKind::AddStandby { database, standby } if action == TaskAction::BuildStandby => {
+            build_standby_work(state, job, database, standby, zones).map(Some)
+        }
         JobKind::SnapshotDatabase { database, .. }
         | JobKind::DeleteDatabase {
             database,
@@ -233,6 +287,57 @@ pub fn task_work(
     }
 }
 
+/// What a standby is built from: the database's latest snapshot (from the copy nearest
+/// the standby's zone), and the archive up to where the primary's slot keeps WAL from, as
+/// the workflow's prepare step recorded it.
+fn build_standby_work(
+    state: &AdminState,
+    job: &Job,
+    database: &str,
+    standby: &str,
+    zones: &ZoneDistances,
+) -> Result<TaskWork, String> {
+    use keel_raft_store::{RestoreSource, RestoreTarget, TaskOutput};
+    let db = state
+        .databases
+        .get(database)
+        .ok_or_else(|| format!("database {database} no longer exists"))?;
+    let lineage = db.lineage();
+    let base = state
+        .snapshots_of(&lineage)
+        .last()
+        .ok_or_else(|| format!("database {database} has no snapshot to build a standby from yet"))?;
+    let zone = state
+        .instances
+        .get(standby)
+        .and_then(|i| state.hosts.get(&i.host))
+        .map(|h| h.zone.clone())
+        .unwrap_or_default();
+    let from = RestoreSource {
+        database: database.to_string(),
+        lineage: lineage.clone(),
+        snapshot: base.key(),
+        target: RestoreTarget::Latest,
+        prefer_near_within_ms: None,
+    };
+    let (sources, choice) = restore_sources(state, &from, &zone, zones)?;
+    let need_lsn = state
+        .workflow_of(&job.id)
+        .and_then(|w| {
+            w.tasks.iter().find_map(|t| match &t.output {
+                Some(TaskOutput::StandbySlot { lsn }) => Some(lsn.clone()),
+                _ => None,
+            })
+        })
+        .ok_or("the primary's slot for the standby is not recorded yet")?;
+    Ok(TaskWork::BuildStandby {
+        lineage,
+        sources,
+        choice,
+        need_lsn,
+    })
+}
+
 /// The tasks that undo a failed workflow's work, in order: a failed create removes every
 /// instance it touched; a failed modify puts every instance it touched back on the
 /// database's previous settings (restarting it if the forward work restarted it). Ids are
@@ -269,6 +374,11 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
                 out.push(undo(TaskAction::Destroy))
             }
             JobKind::RecoverDatabase { .. } => {}
+            // The new standby goes; the primary drops its slot and waits for it no more.
+            JobKind::AddStandby { standby, .. } if standby == instance => out.push(undo(TaskAction::Destroy)),
+            JobKind::AddStandby { .. } => out.push(undo(TaskAction::PrepareStandby)),
+            // A release is not undone: the decision is committed, the primary is told again.
+            JobKind::ReleaseStandby { .. } => {}
             JobKind::ModifyDatabase { .. } if restarted => {
                 out.push(undo(TaskAction::Restart));
                 out.push(undo(TaskAction::Check));
@@ -390,7 +500,13 @@ pub fn wal_no_longer_needed(state: &AdminState, snap: &keel_raft_store::Snapshot
 
 /// What the host manager needs to run an instance of `job`'s database: with the job's
 /// modification applied, or (for an undo task, `undo`) as the database was before it.
-pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str, undo: bool) -> Result<InstanceSpec, String> {
+pub fn instance_spec(
+    state: &AdminState,
+    job: &Job,
+    instance_id: &str,
+    undo: bool,
+    action: TaskAction,
+) -> Result<InstanceSpec, String> {
     let instance = state
         .instances
         .get(instance_id)
@@ -426,9 +542,73 @@ pub fn instance_spec(state: &AdminState, job: &Job, instance_id: &str, undo: boo
             .unwrap_or_else(|| db.master_verifier.clone()),
         allowed_cidrs: modification.access.clone().or_else(|| db.access.clone()),
         // Retention 0 means no automatic backups, and no archive either.
-        backup_lineage: (db.spec.backup_retention_days > 0).then(|| db.lineage()),
+        // A standby archives nothing: its primary does.
+        backup_lineage: (db.spec.backup_retention_days > 0 && instance.role == InstanceRole::Primary)
+            .then(|| db.lineage()),
         archive_sync: db.spec.backup_rpo == keel_raft_store::BackupRpo::Zero,
+        replication: replication_spec(state, job, instance, undo, action),
     })
+}
+
+/// An instance's part in its database's replication: a primary keeps a slot for each
+/// standby and waits for the recorded synchronous one (and, in an add-standby's sync
+/// step, for the new one); a standby streams from the primary. `None` for a database
+/// without standbys.
+fn replication_spec(
+    state: &AdminState,
+    job: &Job,
+    instance: &keel_raft_store::Instance,
+    undo: bool,
+    action: TaskAction,
+) -> Option<ReplicationSpec> {
+    let db = state.databases.get(&instance.database)?;
+    if let JobKind::ModifyDatabase { modification, .. } = &job.kind {
+        // Leaving Multi-AZ: the primary keeps no slot and waits for no one.
+        if modification.multi_az == Some(false) && !undo {
+            return None;
+        }
+    }
+    let adding = match &job.kind {
+        JobKind::AddStandby { standby, .. } => Some(standby.as_str()),
+        _ => None,
+    };
+    let standbys: Vec<String> = db
+        .instances
+        .iter()
+        .filter_map(|id| state.instances.get(id))
+        .filter(|i| i.role == InstanceRole::Standby && i.fenced_at.is_none())
+        // Undoing an add-standby: the primary as it was, without the new one's slot.
+        .filter(|i| !(undo && adding == Some(i.id.as_str())))
+        .map(|i| i.id.clone())
+        .collect();
+    if !db.spec.multi_az && standbys.is_empty() {
+        return None;
+    }
+    match instance.role {
+        InstanceRole::Primary => Some(ReplicationSpec {
+            sync_standby: match adding {
+                Some(new) if !undo && action == TaskAction::SyncStandby => Some(new.to_string()),
+                _ => db.sync_standby.clone(),
+            },
+            standbys,
+            upstream: None,
+        }),
+        InstanceRole::Standby => {
+            let primary = state.primary_of(&instance.database)?;
+            let host = state.hosts.get(&primary.host)?;
+            Some(ReplicationSpec {
+                upstream: Some(Upstream {
+                    addr: host
+                        .addr
+                        .rsplit_once(':')
+                        .map_or(host.addr.clone(), |(h, _)| h.to_string()),
+                    port: primary.port,
+                }),
+                ..ReplicationSpec::default()
+            })
+        }
+        InstanceRole::Replica => None,
+    }
 }
 
 #[cfg(test)]
@@ -489,11 +669,137 @@ mod tests {
         let undo = compensation(&job, &wf);
         assert_eq!(undo.len(), 1);
         assert_eq!((undo[0].action, undo[0].instance.as_str()), (TaskAction::Destroy, "i1"));
-        let spec = instance_spec(&s, &job, "i1", false).unwrap();
+        let spec = instance_spec(&s, &job, "i1", false, TaskAction::Configure).unwrap();
         assert_eq!(
             (spec.listen_addr.as_str(), spec.port, spec.settings.shared_buffers_mb),
             ("127.0.1.1", 5432, 128)
         );
+    }
+
+    /// `state_with_db`'s database made Multi-AZ, with host h2 in zone b, a snapshot, and
+    /// an add-standby job placing standby `s` there.
+    fn state_adding_standby() -> (AdminState, Job) {
+        let (mut s, _) = state_with_db();
+        s.hosts.insert(
+            "h2".into(),
+            Host {
+                name: "h2".into(),
+                addr: "127.0.1.2:7300".into(),
+                zone: "b".into(),
+                health: HostHealth::Healthy,
+                ..Host::default()
+            },
+        );
+        let db = s.databases.get_mut("orders.acme").unwrap();
+        db.spec.multi_az = true;
+        db.spec.backup_retention_days = 7;
+        db.status = keel_raft_store::DatabaseStatus::Available;
+        db.operation = None;
+        s.snapshots.insert(
+            "auto1.acme".into(),
+            keel_raft_store::Snapshot {
+                name: "auto1".into(),
+                account: "acme".into(),
+                database: "orders.acme".into(),
+                lineage: "j1".into(),
+                zone: "a".into(),
+                state: keel_raft_store::SnapshotState::Available,
+                ..keel_raft_store::Snapshot::default()
+            },
+        );
+        let add = Command::AddStandby {
+            job_id: "j2".into(),
+            name: "orders.acme".into(),
+            instance_id: "s".into(),
+        };
+        let Response::Database { job, .. } = s.apply(3, &Proposal::new(3, add)) else {
+            panic!("refused")
+        };
+        (s, *job)
+    }
+
+    #[test]
+    fn a_standby_is_prepared_built_then_waited_for_and_undone_primary_first() {
+        let (s, job) = state_adding_standby();
+        let tasks = plan(&s, &job, "w").unwrap();
+        let steps: Vec<(&str, &str)> = tasks.iter().map(|t| (t.action.name(), t.instance.as_str())).collect();
+        assert_eq!(
+            steps,
+            [
+                ("prepare-standby", "i1"),
+                ("build-standby", "s"),
+                ("sync-standby", "i1")
+            ]
+        );
+        let spec = |instance, undo, action| instance_spec(&s, &job, instance, undo, action).unwrap();
+        // The primary keeps the new standby's slot from the start, but waits for it only in
+        // the sync step (and not at all once undone).
+        let prepare = spec("i1", false, TaskAction::PrepareStandby).replication.unwrap();
+        assert_eq!(
+            (prepare.standbys.as_slice(), prepare.sync_standby),
+            (&["s".to_string()][..], None)
+        );
+        let sync = spec("i1", false, TaskAction::SyncStandby).replication.unwrap();
+        assert_eq!(sync.sync_standby.as_deref(), Some("s"));
+        let undone = spec("i1", true, TaskAction::PrepareStandby).replication.unwrap();
+        assert!(
+            undone.standbys.is_empty() && undone.sync_standby.is_none(),
+            "{undone:?}"
+        );
+        // The standby streams from the primary and archives nothing.
+        let standby = spec("s", false, TaskAction::BuildStandby);
+        let up = standby.replication.unwrap().upstream.unwrap();
+        assert_eq!((up.addr.as_str(), up.port), ("127.0.1.1", 5432));
+        assert_eq!(standby.backup_lineage, None);
+        assert_eq!(
+            spec("i1", false, TaskAction::Configure).backup_lineage.as_deref(),
+            Some("j1")
+        );
+        // Built from the latest snapshot once the prepare step recorded the slot.
+        let why = task_work(&s, &job, TaskAction::BuildStandby, &ZoneDistances::default()).unwrap_err();
+        assert!(why.contains("slot"), "{why}");
+
+        let mut wf = Workflow {
+            id: "w".into(),
+            tasks,
+            ..Workflow::default()
+        };
+        for t in &mut wf.tasks {
+            t.attempt = 1;
+        }
+        let undo: Vec<(TaskAction, String)> = compensation(&job, &wf)
+            .into_iter()
+            .map(|t| (t.action, t.instance))
+            .collect();
+        assert_eq!(
+            undo,
+            [
+                (TaskAction::PrepareStandby, "i1".to_string()),
+                (TaskAction::Destroy, "s".to_string())
+            ],
+            "the primary stops waiting (and cuts the standby off) before the standby goes"
+        );
+    }
+
+    #[test]
+    fn leaving_multi_az_unwaits_the_primary_then_destroys_the_standby() {
+        let (mut s, _) = state_adding_standby();
+        let db = s.databases.get_mut("orders.acme").unwrap();
+        db.operation = None;
+        db.status = keel_raft_store::DatabaseStatus::Available;
+        db.sync_standby = Some("s".into());
+        let job = modify_job(Modification {
+            multi_az: Some(false),
+            ..Modification::default()
+        });
+        let steps: Vec<(&str, String)> = plan(&s, &job, "w")
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.action.name(), t.instance))
+            .collect();
+        assert_eq!(steps, [("prepare-standby", "i1".into()), ("destroy", "s".into())]);
+        let spec = instance_spec(&s, &job, "i1", false, TaskAction::PrepareStandby).unwrap();
+        assert_eq!(spec.replication, None, "no slot, no synchronous standby");
     }
 
     /// A modify job of `orders` in `acme` (the database `state_with_db` makes).
@@ -539,7 +845,7 @@ mod tests {
             "a failed class change restarts on the old class"
         );
         assert_eq!(
-            instance_spec(&s, &bigger, "i1", true)
+            instance_spec(&s, &bigger, "i1", true, TaskAction::Configure)
                 .unwrap()
                 .settings
                 .shared_buffers_mb,
@@ -547,7 +853,7 @@ mod tests {
             "an undo task gets the settings from before the modification"
         );
         assert_eq!(
-            instance_spec(&s, &bigger, "i1", false)
+            instance_spec(&s, &bigger, "i1", false, TaskAction::Configure)
                 .unwrap()
                 .settings
                 .shared_buffers_mb,
@@ -571,11 +877,15 @@ mod tests {
         let names: Vec<&str> = tasks.iter().map(|t| t.action.name()).collect();
         assert_eq!(names, ["start", "set-password"]);
         assert_eq!(
-            instance_spec(&s, &password, "i1", false).unwrap().master_verifier,
+            instance_spec(&s, &password, "i1", false, TaskAction::Configure)
+                .unwrap()
+                .master_verifier,
             "SCRAM-SHA-256$new"
         );
         assert_eq!(
-            instance_spec(&s, &password, "i1", true).unwrap().master_verifier,
+            instance_spec(&s, &password, "i1", true, TaskAction::Configure)
+                .unwrap()
+                .master_verifier,
             "v",
             "undo: the old one"
         );
@@ -616,7 +926,11 @@ mod tests {
         let tasks = plan(&s, &office, "w").unwrap();
         let names: Vec<TaskAction> = tasks.iter().map(|t| t.action).collect();
         assert_eq!(names, [TaskAction::Start, TaskAction::SetAccess]);
-        let rules = |undo| instance_spec(&s, &office, "i1", undo).unwrap().allowed_cidrs;
+        let rules = |undo| {
+            instance_spec(&s, &office, "i1", undo, TaskAction::Configure)
+                .unwrap()
+                .allowed_cidrs
+        };
         assert_eq!(rules(false), Some(vec!["10.0.0.0/8".to_string()]));
         assert_eq!(
             rules(true),

@@ -62,6 +62,8 @@ pub async fn run(t: Term) {
                     due.push(Due::Modify(d.key(), pending));
                 } else if snapshot_due(a, d, now) {
                     due.push(Due::Snapshot(d.key(), automatic_name(&d.name, now)));
+                } else if standby_due(a, d, now) {
+                    due.push(Due::Standby(d.key()));
                 }
             }
             due.extend(expired_snapshots(a, now).into_iter().map(Due::Expire));
@@ -98,6 +100,14 @@ pub async fn run(t: Term) {
                         job_id: job_id.clone(),
                         request,
                         snapshot,
+                    },
+                ),
+                Due::Standby(name) => (
+                    name.clone(),
+                    Command::AddStandby {
+                        job_id: job_id.clone(),
+                        name,
+                        instance_id: uuid::Uuid::now_v7().simple().to_string(),
                     },
                 ),
                 Due::Snapshot(name, snapshot) => (
@@ -137,6 +147,25 @@ enum Due {
     Expire(String),
     /// The daily copy of a snapshot to the control environment's store.
     Copy(String),
+    /// Building a Multi-AZ database's missing synchronous standby.
+    Standby(String),
+}
+
+/// How long after a failed attempt to build a standby the next one starts.
+pub const STANDBY_RETRY_MS: u64 = 60_000;
+
+/// Whether database `d` (at rest) is Multi-AZ without a synchronous standby, has a
+/// snapshot to build one from, and its last attempt (if it failed) is old enough.
+pub fn standby_due(a: &AdminState, d: &Database, now: u64) -> bool {
+    d.spec.multi_az
+        && d.sync_standby.is_none()
+        && d.status == DatabaseStatus::Available
+        && a.snapshots_of(&d.lineage()).next().is_some()
+        && a.last_standby_attempt(&d.key()).is_none_or(|j| {
+            j.state != keel_raft_store::JobState::Failed
+                || j.finished_at_ms
+                    .is_some_and(|t| now.saturating_sub(t) >= STANDBY_RETRY_MS)
+        })
 }
 
 /// How often a database's backups are copied to the control environment's store.
@@ -307,6 +336,82 @@ mod tests {
             automatic_name("orders", 1_795_000_000_123),
             "orders-auto-20261118110640"
         );
+    }
+}
+
+#[cfg(test)]
+mod standby_tests {
+    use super::*;
+    use keel_raft_store::{Command, DatabaseSpec, Host, HostHealth, JobKind, Proposal, Snapshot, SnapshotState};
+
+    #[test]
+    fn a_missing_standby_is_due_once_there_is_a_snapshot_and_again_a_while_after_a_failure() {
+        let mut a = AdminState::default();
+        for (name, zone) in [("h1", "a"), ("h2", "b")] {
+            a.hosts.insert(
+                name.into(),
+                Host {
+                    name: name.into(),
+                    zone: zone.into(),
+                    health: HostHealth::Healthy,
+                    ..Host::default()
+                },
+            );
+        }
+        a.apply(1, &Proposal::new(1, Command::CreateAccount { name: "acme".into() }));
+        let create = Command::CreateDatabase {
+            job_id: "j1".into(),
+            request: None,
+            name: "orders".into(),
+            account: "acme".into(),
+            spec: DatabaseSpec {
+                class: "small".into(),
+                storage_gib: 1,
+                backup_retention_days: 7,
+                multi_az: true,
+                ..DatabaseSpec::default()
+            },
+            master_verifier: "v".into(),
+            instance_id: "p".into(),
+        };
+        a.apply(2, &Proposal::new(2, create));
+        let key = "orders.acme";
+        let rest = |a: &mut AdminState| {
+            let db = a.databases.get_mut(key).unwrap();
+            db.status = DatabaseStatus::Available;
+            db.operation = None;
+        };
+        rest(&mut a);
+        let due = |a: &AdminState, now| standby_due(a, &a.databases[key], now);
+        assert!(!due(&a, 1_000), "nothing to build it from yet");
+        a.snapshots.insert(
+            "auto1.acme".into(),
+            Snapshot {
+                lineage: "j1".into(),
+                state: SnapshotState::Available,
+                ..Snapshot::default()
+            },
+        );
+        assert!(due(&a, 1_000));
+        let add = Command::AddStandby {
+            job_id: "j2".into(),
+            name: key.into(),
+            instance_id: "s".into(),
+        };
+        a.apply(3, &Proposal::new(3, add));
+        assert!(matches!(a.jobs["j2"].kind, JobKind::AddStandby { .. }));
+        // The job failed at 10 s: the next attempt waits a minute.
+        let job = a.jobs.get_mut("j2").unwrap();
+        job.state = keel_raft_store::JobState::Failed;
+        job.finished_at_ms = Some(10_000);
+        rest(&mut a);
+        assert!(!due(&a, 10_000 + STANDBY_RETRY_MS - 1));
+        assert!(due(&a, 10_000 + STANDBY_RETRY_MS));
+        a.databases.get_mut(key).unwrap().sync_standby = Some("s".into());
+        assert!(!due(&a, 10_000 + STANDBY_RETRY_MS), "it has one");
+        a.databases.get_mut(key).unwrap().sync_standby = None;
+        a.databases.get_mut(key).unwrap().spec.multi_az = false;
+        assert!(!due(&a, 10_000 + STANDBY_RETRY_MS), "not Multi-AZ");
     }
 }
 

@@ -132,6 +132,8 @@ async fn execute(t: &Term, job: Job) {
         | JobKind::SnapshotDatabase { .. }
         | JobKind::RestoreDatabase { .. }
         | JobKind::RecoverDatabase { .. }
+        | JobKind::AddStandby { .. }
+        | JobKind::ReleaseStandby { .. }
         | JobKind::DeleteSnapshot { .. }
         | JobKind::CopySnapshot { .. } => {
             if let Err(workflow::Abandoned(why)) = workflow::drive(t, &job).await {

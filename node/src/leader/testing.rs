@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use keel_proto::host::{HealthReply, HealthRequest, InstanceHealth, TaskRequest};
-use keel_raft_store::{AdminState, Proposal, Response, TaskAction};
+use keel_raft_store::{AdminState, Proposal, Response, TaskAction, TaskOutput};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::seams::{Control, Hosts, TaskResult};
+use crate::host::engine::InstanceSpec;
 use crate::host::wire::action_from_wire;
 
 /// How leadership is lost at the chosen commit.
@@ -187,7 +188,7 @@ impl MemHosts {
         f(self.0.lock().unwrap().entry(addr.to_string()).or_default())
     }
 
-    fn perform(host: &mut MemHost, action: TaskAction, instance: &str) -> TaskResult {
+    fn perform(host: &mut MemHost, action: TaskAction, instance: &str, spec: Option<InstanceSpec>) -> TaskResult {
         if let Some(Script::Fail { retryable, times }) = host.scripts.get(&action) {
             let failed = host.scripted.entry(action).or_default();
             if *failed < *times {
@@ -216,9 +217,21 @@ impl MemHosts {
             | TaskAction::Snapshot
             | TaskAction::DeleteBackup
             | TaskAction::CopyBackup => {}
-            TaskAction::Restore => {
+            TaskAction::Restore | TaskAction::BuildStandby => {
                 host.volumes.insert(instance.to_string());
                 host.running.insert(instance.to_string());
+            }
+            // A primary's slot, and (sync) the standby its spec names, as a real host reports.
+            TaskAction::PrepareStandby => {
+                let lsn = "0/3000000".to_string();
+                return TaskResult::Succeeded("slots made".into(), Some(TaskOutput::StandbySlot { lsn }));
+            }
+            TaskAction::SyncStandby => {
+                let standby = spec
+                    .and_then(|s| s.replication)
+                    .and_then(|r| r.sync_standby)
+                    .unwrap_or_default();
+                return TaskResult::Succeeded("in sync".into(), Some(TaskOutput::InSync { standby }));
             }
             TaskAction::SetPassword | TaskAction::SetAccess => {
                 if !host.running.contains(instance) {
@@ -268,7 +281,8 @@ impl Hosts for MemHosts {
                 return TaskResult::Absent;
             }
             host.executions.push((req.task_id.clone(), action));
-            let outcome = Self::perform(host, action, &req.instance_id);
+            let spec = serde_json::from_str(&req.spec_json).ok();
+            let outcome = Self::perform(host, action, &req.instance_id, spec);
             host.journal.insert(req.task_id.clone(), outcome.clone());
             if host.scripts.get(&action) == Some(&Script::AnswerLost) && host.lost.insert(req.task_id.clone()) {
                 return TaskResult::Unknown("the answer was lost (scripted)".into());

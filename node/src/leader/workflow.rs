@@ -294,7 +294,7 @@ async fn perform(t: &Term, job: &Job, at: &At<'_>, resumed: bool) -> Result<Atte
         return check(t, &addr, task).await;
     }
     let spec_json = if task.action.needs_spec() {
-        match t.read(|a| planner::instance_spec(a, job, &task.instance, task.compensation)) {
+        match t.read(|a| planner::instance_spec(a, job, &task.instance, task.compensation, task.action)) {
             Ok(spec) => serde_json::to_string(&spec).expect("serializable"),
             Err(e) => {
                 return Ok(Attempt::Failed {

@@ -271,7 +271,7 @@ fn weekly_window(from_ms: u64, minutes: u64) -> String {
     format!("{}-{}", at(from_ms), at(from_ms + minutes * 60_000))
 }
 
-async fn patch(c: &Cluster, node: u64, name: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn patch(c: &Cluster, node: u64, name: &str, body: Value) -> (u16, Value) {
     let resp = c
         .http()
         .patch(format!("{}/v1/databases/{name}", c.url(node)))

@@ -112,6 +112,7 @@ fn spec(id: &str, port: u16, class: &str) -> InstanceSpec {
         allowed_cidrs: Some(vec!["127.0.0.0/8".into()]),
         backup_lineage: None,
         archive_sync: false,
+        replication: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod host_manager;
 mod membership;
 mod monitor;
 mod mtls;
+mod multi_az;
 mod recovery;
 mod security_groups;
 mod sweeper;

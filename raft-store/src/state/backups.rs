@@ -297,6 +297,12 @@ impl AdminState {
             }
             return;
         }
+        if let (JobKind::AddStandby { database, standby }, TaskOutput::InSync { standby: synced }) = (job, output) {
+            if standby == synced {
+                self.record_in_sync(database, standby);
+            }
+            return;
+        }
         if let (JobKind::RecoverDatabase { database, .. }, TaskOutput::Restored { last_commit_ms }) = (job, output) {
             if let Some(r) = self.databases.get_mut(database).and_then(|d| d.last_recovery.as_mut()) {
                 r.restored_to_ms = *last_commit_ms;

@@ -130,6 +130,7 @@ impl AdminState {
                 created_at_ms: at,
                 health: InstanceHealth::Healthy,
                 fenced_at: None,
+                replication: None,
             },
         );
         self.databases.insert(
@@ -203,6 +204,11 @@ impl AdminState {
             if let Some(missing) = missing_group {
                 return Err(missing);
             }
+            if modification.multi_az == Some(true) && db.spec.backup_retention_days == 0 {
+                return Err(format!(
+                    "a Multi-AZ database's standby is built from its backups, and {name} keeps none (retention 0): modify its backup retention first"
+                ));
+            }
             match modification.storage_gib {
                 Some(gib) if gib < db.spec.storage_gib => Err(format!(
                     "storage can only grow: {name} has {} GiB, asked for {gib} GiB",
@@ -218,6 +224,13 @@ impl AdminState {
             request,
         };
         let response = self.begin(start, name, kind, DatabaseStatus::Modifying, "modified", allowed);
+        // Leaving Multi-AZ: from this index no standby may be promoted (the primary stops
+        // waiting for it only after this is committed).
+        if modification.multi_az == Some(false) && matches!(response, Response::Database { created: true, .. }) {
+            if let Some(db) = self.databases.get_mut(name) {
+                db.sync_standby = None;
+            }
+        }
         // The pending modification is being applied now (by the scheduler, or asked for at once).
         if let Some(db) = self.databases.get_mut(name) {
             if db.pending.as_ref() == Some(modification) && db.operation.as_deref() == Some(job_id) {
@@ -372,6 +385,22 @@ impl AdminState {
         let Some(name) = kind.database().map(str::to_string) else {
             return;
         };
+        if let JobKind::AddStandby { standby, .. } = kind {
+            let (error, undone) = match outcome {
+                Outcome::Succeeded => (None, false),
+                Outcome::Failed { error, undone } => (Some(error.as_str()), *undone),
+            };
+            self.conclude_add_standby(index, at, &name, standby, error, undone);
+            return;
+        }
+        if let JobKind::ReleaseStandby { .. } = kind {
+            let error = match outcome {
+                Outcome::Succeeded => None,
+                Outcome::Failed { error, .. } => Some(error.as_str()),
+            };
+            self.conclude_release_standby(index, at, &name, error);
+            return;
+        }
         match (kind, outcome) {
             (
                 JobKind::DeleteDatabase {
@@ -502,6 +531,23 @@ impl AdminState {
                 }
                 if let Some(mode) = modification.recovery {
                     db.spec.recovery = mode;
+                }
+                if let Some(multi_az) = modification.multi_az {
+                    db.spec.multi_az = multi_az;
+                }
+                // Leaving Multi-AZ destroyed the standby: its record (port, slot) goes too.
+                if modification.multi_az == Some(false) {
+                    let instances = &self.instances;
+                    let gone: Vec<String> = db
+                        .instances
+                        .iter()
+                        .filter(|id| instances.get(*id).is_some_and(|i| i.role == InstanceRole::Standby))
+                        .cloned()
+                        .collect();
+                    db.instances.retain(|id| !gone.contains(id));
+                    for id in gone {
+                        self.instances.remove(&id);
+                    }
                 }
                 db.status = DatabaseStatus::Available;
                 db.status_reason = unhealthy;

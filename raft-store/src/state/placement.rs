@@ -43,11 +43,51 @@ impl AdminState {
                 });
             }
         }
+        let host = self.least_loaded(&|z| zone.is_none_or(|want| z == want), avoid).ok_or_else(|| {
+            Rejection::Conflict {
+                message: match (zone, avoid) {
+                    (Some(z), Some(a)) => format!("no capacity in zone {z:?} beside host {a}: every other host there is full, draining or unreachable; add a host to the zone"),
+                    (None, Some(a)) => format!("no capacity beside host {a}: every other host is full, draining or unreachable; add or drain-back a host"),
+                    (Some(z), None) => format!("no capacity in zone {z:?}: every host there is full, draining or unreachable"),
+                    (None, None) => "no capacity: every host is full, draining or unreachable; add or drain-back a host".into(),
+                },
+            }
+        })?;
+        self.port_on(host, port)
+    }
+
+    /// A host for a Multi-AZ database's standby: in any zone but its primary's
+    /// (`primary_zone`), on `port` (the primary's, so a failover keeps it) if free there.
+    pub(crate) fn place_standby(&self, primary_zone: &str, port: Option<u16>) -> Result<(String, u16), Rejection> {
+        let host = self.least_loaded(&|z| z != primary_zone, None).ok_or_else(|| {
+            let zones: BTreeSet<&str> = self
+                .hosts
+                .values()
+                .map(|h| h.zone.as_str())
+                .filter(|z| *z != primary_zone)
+                .collect();
+            Rejection::Conflict {
+                message: if zones.is_empty() {
+                    format!("a Multi-AZ database needs hosts in a second zone, and every host is in zone {primary_zone:?}, the primary's; add a host in another zone")
+                } else {
+                    format!(
+                        "no capacity for a standby outside zone {primary_zone:?}: every host in {} is full, draining or unreachable",
+                        zones.into_iter().collect::<Vec<_>>().join(", ")
+                    )
+                },
+            }
+        })?;
+        self.port_on(host, port)
+    }
+
+    /// The least loaded host with a free slot in a zone `in_zone` accepts, never `avoid`:
+    /// one the monitor has seen healthy, else one not probed yet.
+    fn least_loaded(&self, in_zone: &dyn Fn(&str) -> bool, avoid: Option<&str>) -> Option<String> {
         let load = |name: &str| self.instances.values().filter(|i| i.host == name).count() as u32;
         let eligible = |healthy_only: bool| {
             self.hosts
                 .values()
-                .filter(|h| zone.is_none_or(|z| h.zone == z))
+                .filter(|h| in_zone(&h.zone))
                 .filter(|h| !h.draining && Some(h.name.as_str()) != avoid)
                 .filter(|h| match h.health {
                     HostHealth::Healthy => true,
@@ -65,17 +105,11 @@ impl AdminState {
                 .min_by_key(|h| (load(&h.name), h.name.clone()))
                 .map(|h| h.name.clone())
         };
-        // Prefer hosts the monitor has seen healthy; fall back to ones not yet probed.
-        let host = eligible(true)
-            .or_else(|| eligible(false))
-            .ok_or_else(|| Rejection::Conflict {
-                message: match (zone, avoid) {
-                    (Some(z), Some(a)) => format!("no capacity in zone {z:?} beside host {a}: every other host there is full, draining or unreachable; add a host to the zone"),
-                    (None, Some(a)) => format!("no capacity beside host {a}: every other host is full, draining or unreachable; add or drain-back a host"),
-                    (Some(z), None) => format!("no capacity in zone {z:?}: every host there is full, draining or unreachable"),
-                    (None, None) => "no capacity: every host is full, draining or unreachable; add or drain-back a host".into(),
-                },
-            })?;
+        eligible(true).or_else(|| eligible(false))
+    }
+
+    /// `host` and `port` on it if that is free there, else its lowest free port.
+    fn port_on(&self, host: String, port: Option<u16>) -> Result<(String, u16), Rejection> {
         let used: BTreeSet<u16> = self
             .instances
             .values()

@@ -95,6 +95,12 @@ impl AdminState {
                 }
             };
         let (account, generation) = (db.account.clone(), db.generation + 1);
+        let standbys: Vec<String> = db
+            .instances
+            .iter()
+            .filter(|id| self.instances.get(*id).is_some_and(|i| i.role == InstanceRole::Standby))
+            .cloned()
+            .collect();
         // The failure was declared when the monitor marked the instance unhealthy, if it did.
         let failed_at = match old.as_ref().map(|i| &i.health) {
             Some(InstanceHealth::Unhealthy { since_ms, .. }) => *since_ms,
@@ -120,6 +126,13 @@ impl AdminState {
         if let Some(old) = old.as_ref().and_then(|o| self.instances.get_mut(&o.id)) {
             old.fenced_at = Some(generation);
         }
+        // A standby followed the failed primary's lineage: it is fenced with it (a new one
+        // is built from the recovered database's first snapshot).
+        for id in &standbys {
+            if let Some(i) = self.instances.get_mut(id) {
+                i.fenced_at = Some(generation);
+            }
+        }
         self.instances.insert(
             r.instance_id.to_string(),
             Instance {
@@ -131,6 +144,7 @@ impl AdminState {
                 created_at_ms: at,
                 health: InstanceHealth::Healthy,
                 fenced_at: None,
+                replication: None,
             },
         );
         let db = self.databases.get_mut(r.name).expect("checked above");
@@ -138,6 +152,7 @@ impl AdminState {
         db.status_reason = Some(r.reason.to_string());
         db.operation = Some(r.job_id.to_string());
         db.generation = generation;
+        db.sync_standby = None;
         // Nothing points at the fenced instance from this apply on.
         db.endpoint = None;
         db.instances = vec![r.instance_id.to_string()];

@@ -3,6 +3,7 @@
 
 pub mod fencing;
 pub mod postgres;
+pub mod replication;
 pub mod restore;
 pub mod snapshot;
 
@@ -48,6 +49,38 @@ pub struct InstanceSpec {
     /// Commits wait until their WAL is in the archive's store (`--backup-rpo zero`).
     #[serde(default)]
     pub archive_sync: bool,
+    /// Its part in a Multi-AZ database's replication, if it has one.
+    #[serde(default)]
+    pub replication: Option<ReplicationSpec>,
+}
+
+/// An instance's part in its database's streaming replication. Standbys stream over
+/// mutual TLS with their host's Keel certificate, as the `keel_replication` role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicationSpec {
+    /// On a primary: the standbys (instance ids) it keeps a slot for.
+    pub standbys: Vec<String>,
+    /// On a primary: the standby every commit waits for.
+    pub sync_standby: Option<String>,
+    /// On a standby: the primary it streams from.
+    pub upstream: Option<Upstream>,
+}
+
+/// Where a standby streams from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// The primary's host address.
+    pub addr: String,
+    /// The primary's port.
+    pub port: u16,
+}
+
+/// The replication slot, and the name the primary knows it by, of standby `instance`.
+pub fn standby_name(instance: &str) -> String {
+    // A slot name holds at most 63 lowercase letters, digits and '_'.
+    let id: String = instance.replace('-', "_").to_lowercase().chars().take(58).collect();
+    format!("keel_{id}")
 }
 
 /// `text` as a canonical CIDR (`10.1.2.3/8` → `10.0.0.0/8`; a bare address is a /32 or
@@ -152,6 +185,18 @@ impl InstanceSpec {
                 "must be SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key> in base64",
             );
         }
+        if let Some(r) = &self.replication {
+            let ids = r.standbys.iter().chain(r.sync_standby.iter());
+            if ids.clone().any(|id| !crate::host::journal::valid_id(id)) {
+                return bad("replication", "standby ids use 1-128 letters, digits, '-' or '_'");
+            }
+            if r.upstream
+                .as_ref()
+                .is_some_and(|u| u.addr.parse::<std::net::IpAddr>().is_err())
+            {
+                return bad("replication", "the upstream address must be an IP address");
+            }
+        }
         Ok(())
     }
 }
@@ -249,6 +294,7 @@ mod tests {
             allowed_cidrs: Some(vec!["10.0.0.0/8".into()]),
             backup_lineage: None,
             archive_sync: false,
+            replication: None,
         }
     }
 

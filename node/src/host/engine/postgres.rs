@@ -24,6 +24,8 @@ pub struct Postgres {
     root: PathBuf,
     run_as: Option<(u32, u32)>,
     template_lock: Mutex<()>,
+    /// The host's TLS material, for Multi-AZ databases' replication links.
+    pub(super) replication_tls: Option<super::replication::ReplicationTls>,
 }
 
 pub(super) fn io(what: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
@@ -81,7 +83,14 @@ impl Postgres {
             root: root.to_path_buf(),
             run_as: postgres_user()?,
             template_lock: Mutex::new(()),
+            replication_tls: None,
         })
+    }
+
+    /// The engine, with `tls` for replication links between hosts.
+    pub fn with_replication_tls(mut self, tls: super::replication::ReplicationTls) -> Self {
+        self.replication_tls = Some(tls);
+        self
     }
 
     /// The major version these binaries are.
@@ -283,12 +292,21 @@ impl Postgres {
         for (name, value) in settings {
             conf.push_str(&format!("{name} = {value}\n"));
         }
-        // A commit waits until the archive (the relay) reports its WAL stored.
-        if spec.archive_sync && spec.backup_lineage.is_some() {
-            conf.push_str(&format!(
+        // A commit waits for the synchronous standby, and (RPO zero) until the archive
+        // (the relay) reports its WAL stored: for each named here.
+        let sync = Self::sync_names(spec);
+        let quoted: Vec<String> = sync.iter().map(|n| format!("\"{n}\"")).collect();
+        match quoted.len() {
+            0 => {}
+            1 => conf.push_str(&format!("synchronous_standby_names = {}\n", conf_value(&quoted[0]))),
+            n => conf.push_str(&format!(
                 "synchronous_standby_names = {}\n",
-                conf_value(crate::backup::relay::STANDBY_NAME)
-            ));
+                conf_value(&format!("FIRST {n} ({})", quoted.join(", ")))
+            )),
+        }
+        if spec.replication.is_some() {
+            self.install_tls(spec)?;
+            conf.push_str(&self.replication_conf(spec));
         }
         // No trust anywhere. Over the (private) socket only the engine's superuser, and only
         // for the OS users mapped in pg_ident (the engine's and the host manager's own);
@@ -300,11 +318,20 @@ impl Postgres {
         let mut hba = String::from(
             "local all postgres peer map=keel\nlocal replication postgres peer map=keel\nlocal all all scram-sha-256\n",
         );
+        hba.push_str(&Self::replication_hba(spec));
+        // A standby is not readable: no client reaches it over the network.
+        let standby = spec.replication.as_ref().is_some_and(|r| r.upstream.is_some());
         let open = ["0.0.0.0/0".to_string(), "::/0".to_string()];
-        for cidr in spec.allowed_cidrs.as_deref().unwrap_or(&open) {
+        for cidr in spec
+            .allowed_cidrs
+            .as_deref()
+            .unwrap_or(&open)
+            .iter()
+            .filter(|_| !standby)
+        {
             hba.push_str(&format!("host all all {cidr} scram-sha-256\n"));
         }
-        let mut ident = String::new();
+        let mut ident = self.replication_ident(spec);
         for os_user in self.local_os_users() {
             ident.push_str(&format!("keel {os_user} postgres\n"));
         }

@@ -234,7 +234,7 @@ impl HostService {
     /// empty volume (checked as it streams: a damaged object fails here, before anything
     /// starts), the rest of the snapshot and the WAL into `dir` (emptied first), all at
     /// once; bytes of snapshot and of WAL.
-    async fn fetch(
+    pub(super) async fn fetch(
         &self,
         spec: &InstanceSpec,
         source: &crate::backup::work::RestoreFrom,
