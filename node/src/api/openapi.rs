@@ -228,12 +228,26 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Document {
         "backup_window",
         "maintenance_window",
         "master_password",
+        "security_groups",
+        "recovery",
+        "multi_az",
     ]
     .iter()
     .map(|f| json!({ "required": [f], "properties": { *f: { "not": { "type": "null" } } } }))
     .collect();
     changes.push(json!({ "required": ["rotate_master_password"], "properties": { "rotate_master_password": { "const": true } } }));
     doc["components"]["schemas"]["ModifyDatabaseRequest"]["anyOf"] = json!(changes);
+    // A Multi-AZ database and backup RPO zero both need backups: not a retention of 0.
+    let needs_backups = |property: &str, value: Value| {
+        json!({
+            "if": { "required": [property], "properties": { property: { "const": value } } },
+            "then": { "properties": { "backup_retention_days": { "not": { "const": 0 } } } }
+        })
+    };
+    doc["components"]["schemas"]["CreateDatabaseRequest"]["allOf"] = json!([
+        needs_backups("multi_az", json!(true)),
+        needs_backups("backup_rpo", json!("zero"))
+    ]);
     // A restore goes to exactly one of: a time, the latest restorable time, a snapshot.
     doc["components"]["schemas"]["RestoreRequest"]["oneOf"] = json!([
         { "required": ["time"], "properties": { "time": { "type": "string" } } },

@@ -366,7 +366,12 @@ async fn healthy(
             .instances_health
             .iter()
             .filter_map(|instance| {
-                let database = &a.instances.get(&instance.instance_id)?.database;
+                // The primary's use is the database's (a standby's WAL may differ).
+                let member = a.instances.get(&instance.instance_id)?;
+                if member.role != InstanceRole::Primary {
+                    return None;
+                }
+                let database = &member.database;
                 let status = a.databases.get(database)?.status;
                 if !matches!(status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
                     return None;

@@ -294,14 +294,14 @@ impl Postgres {
         }
         // A commit waits for the synchronous standby, and (RPO zero) until the archive
         // (the relay) reports its WAL stored: for each named here.
+        // The names are plain lowercase identifiers (`standby_name`, the relay's).
         let sync = Self::sync_names(spec);
-        let quoted: Vec<String> = sync.iter().map(|n| format!("\"{n}\"")).collect();
-        match quoted.len() {
+        match sync.len() {
             0 => {}
-            1 => conf.push_str(&format!("synchronous_standby_names = {}\n", conf_value(&quoted[0]))),
+            1 => conf.push_str(&format!("synchronous_standby_names = {}\n", conf_value(&sync[0]))),
             n => conf.push_str(&format!(
                 "synchronous_standby_names = {}\n",
-                conf_value(&format!("FIRST {n} ({})", quoted.join(", ")))
+                conf_value(&format!("FIRST {n} ({})", sync.join(", ")))
             )),
         }
         if spec.replication.is_some() {
