@@ -183,6 +183,13 @@ pub struct Host {
     pub added_at_ms: Millis,
 }
 
+impl Host {
+    /// The address its databases listen on: its host manager's, without the port.
+    pub fn ip(&self) -> &str {
+        self.addr.rsplit_once(':').map_or(self.addr.as_str(), |(ip, _)| ip)
+    }
+}
+
 /// Lifecycle status of a database (shared/PRODUCT.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -410,6 +417,11 @@ impl SecurityGroup {
 }
 
 impl Database {
+    /// Serving with no operation working on it: what the monitor and the scheduler act on.
+    pub fn at_rest(&self) -> bool {
+        self.operation.is_none() && matches!(self.status, DatabaseStatus::Available | DatabaseStatus::StorageFull)
+    }
+
     /// Its key in the store and name in DNS (see [`database_key`]).
     pub fn key(&self) -> String {
         database_key(&self.name, &self.account)

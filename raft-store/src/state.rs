@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 mod accounts;
 mod backups;
 mod databases;
+#[cfg(test)]
+mod fixtures;
 mod history;
 mod jobs;
 mod monitor;

@@ -574,32 +574,11 @@ impl HostManager for HostService {
         }
         let specs = self.instances();
         let probes = futures::future::join_all(specs.iter().map(|spec| self.engine.health(spec, PROBE_WITHIN))).await;
-        // A primary's standbys, as it sees them (only for an engine that answered).
-        let standbys = futures::future::join_all(specs.iter().zip(&probes).map(|(spec, h)| async move {
-            if !h.accepting {
-                return Vec::new();
-            }
-            match tokio::time::timeout(PROBE_WITHIN, self.engine.standbys_status(spec)).await {
-                Ok(Ok(list)) => list
-                    .into_iter()
-                    .map(|(id, s)| keel_proto::host::StandbyHealth {
-                        instance_id: id,
-                        state: s.state,
-                        sync: s.sync,
-                        lag_bytes: s.lag_bytes,
-                        replay_lag_ms: s.replay_lag_ms,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            }
-        }))
-        .await;
         let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let instances_health = specs
             .iter()
             .zip(probes)
-            .zip(standbys)
-            .map(|((spec, h), standbys)| {
+            .map(|(spec, h)| {
                 let archive = self.archives.coverage(&spec.id).unwrap_or_default();
                 InstanceHealth {
                     instance_id: spec.id.clone(),
@@ -618,7 +597,17 @@ impl HostManager for HostService {
                     restorable_until_ms: archive.restorable_until_ms,
                     archive_problem: archive.problem.unwrap_or_default(),
                     fenced_at: self.engine.fenced_at(&spec.id).unwrap_or(0),
-                    standbys,
+                    standbys: h
+                        .standbys
+                        .into_iter()
+                        .map(|(id, s)| keel_proto::host::StandbyHealth {
+                            instance_id: id,
+                            state: s.state,
+                            sync: s.sync,
+                            lag_bytes: s.lag_bytes,
+                            replay_lag_ms: s.replay_lag_ms,
+                        })
+                        .collect(),
                 }
             })
             .collect();

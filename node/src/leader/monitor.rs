@@ -198,9 +198,7 @@ pub fn lost_standbys(state: &AdminState, now: u64, down_after_ms: u64) -> Vec<Fa
     state
         .databases
         .iter()
-        .filter(|(_, d)| {
-            d.operation.is_none() && matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull)
-        })
+        .filter(|(_, d)| d.at_rest())
         .filter_map(|(key, d)| {
             let standby = state.instances.get(d.sync_standby.as_deref()?)?;
             let host_down = state
@@ -245,15 +243,9 @@ pub fn failed_databases(state: &AdminState) -> Vec<Failed> {
     state
         .databases
         .iter()
-        .filter(|(_, d)| {
-            d.operation.is_none() && matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull)
-        })
-        .filter_map(|(key, d)| {
-            let primary = d
-                .instances
-                .iter()
-                .filter_map(|id| state.instances.get(id))
-                .find(|i| i.role == InstanceRole::Primary && i.fenced_at.is_none())?;
+        .filter(|(_, d)| d.at_rest())
+        .filter_map(|(key, _)| {
+            let primary = state.primary_of(key)?;
             let host_down = state
                 .hosts
                 .get(&primary.host)
@@ -294,9 +286,7 @@ fn instance_changes(
         .values()
         .filter(|i| i.host == host && i.fenced_at.is_none())
     {
-        let at_rest = state.databases.get(&i.database).is_some_and(|d| {
-            d.operation.is_none() && matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull)
-        });
+        let at_rest = state.databases.get(&i.database).is_some_and(|d| d.at_rest());
         if !at_rest {
             failures.remove(&i.id);
             continue;
@@ -511,6 +501,22 @@ mod tests {
         s
     }
 
+    /// `state`'s database at rest with standby `s1` on host h2.
+    fn with_standby() -> AdminState {
+        let mut s = state(DatabaseStatus::Available, InstanceHealth::Healthy);
+        s.instances.insert(
+            "s1".into(),
+            Instance {
+                id: "s1".into(),
+                database: "db".into(),
+                host: "h2".into(),
+                role: InstanceRole::Standby,
+                ..Instance::default()
+            },
+        );
+        s
+    }
+
     fn report(accepting: Option<bool>) -> HealthReply {
         HealthReply {
             instances_health: accepting
@@ -533,17 +539,7 @@ mod tests {
 
     #[test]
     fn a_synchronous_standby_is_lost_when_unhealthy_unreachable_or_disconnected_long_enough() {
-        let mut s = state(DatabaseStatus::Available, InstanceHealth::Healthy);
-        s.instances.insert(
-            "s1".into(),
-            Instance {
-                id: "s1".into(),
-                database: "db".into(),
-                host: "h2".into(),
-                role: InstanceRole::Standby,
-                ..Instance::default()
-            },
-        );
+        let mut s = with_standby();
         s.hosts.insert(
             "h2".into(),
             keel_raft_store::Host {
@@ -576,17 +572,7 @@ mod tests {
 
     #[test]
     fn a_standbys_state_is_relayed_at_once_and_its_lag_at_most_every_few_seconds() {
-        let mut s = state(DatabaseStatus::Available, InstanceHealth::Healthy);
-        s.instances.insert(
-            "s1".into(),
-            Instance {
-                id: "s1".into(),
-                database: "db".into(),
-                host: "h2".into(),
-                role: InstanceRole::Standby,
-                ..Instance::default()
-            },
-        );
+        let mut s = with_standby();
         let mut r = report(Some(true));
         let standby = |state: &str, sync: bool, lag_bytes: u64| keel_proto::host::StandbyHealth {
             instance_id: "s1".into(),

@@ -19,6 +19,14 @@ fn task(workflow_id: &str, n: usize, action: TaskAction, host: &str, instance: &
     }
 }
 
+/// Whether the monitor last saw `host` healthy (a task sent there is expected to run).
+fn answers(state: &AdminState, host: &str) -> bool {
+    state
+        .hosts
+        .get(host)
+        .is_some_and(|h| h.health == keel_raft_store::HostHealth::Healthy)
+}
+
 /// The tasks of `job`'s workflow, in order.
 pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task>, String> {
     if let JobKind::DeleteSnapshot { snapshot } | JobKind::CopySnapshot { snapshot } = &job.kind {
@@ -92,14 +100,9 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             // Leaving Multi-AZ: the primary stops waiting for the standby and drops its
             // slot (cutting it off), then the standby goes.
             if modification.multi_az == Some(false) {
-                let (standbys, primaries): (Vec<&&keel_raft_store::Instance>, Vec<_>) = instances
-                    .iter()
-                    .filter(|i| i.fenced_at.is_none())
-                    .partition(|i| i.role == InstanceRole::Standby);
-                if !standbys.is_empty() {
-                    for p in primaries.iter().filter(|i| i.role == InstanceRole::Primary) {
-                        add(TaskAction::PrepareStandby, &p.host, &p.id);
-                    }
+                let standbys = instances.iter().filter(|i| i.role == InstanceRole::Standby);
+                if let (Some(p), true) = (state.primary_of(name), standbys.clone().next().is_some()) {
+                    add(TaskAction::PrepareStandby, &p.host, &p.id);
                     for s in standbys {
                         add(TaskAction::Destroy, &s.host, &s.id);
                     }
@@ -108,9 +111,8 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
         }
         JobKind::DeleteDatabase { final_snapshot, .. } => {
             if final_snapshot.is_some() {
-                let primary = instances
-                    .iter()
-                    .find(|i| i.role == keel_raft_store::InstanceRole::Primary)
+                let primary = state
+                    .primary_of(name)
                     .ok_or_else(|| format!("database {name} has no primary instance to snapshot"))?;
                 add(TaskAction::Snapshot, &primary.host, &primary.id);
             }
@@ -135,9 +137,8 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
         }
         JobKind::DeleteSnapshot { .. } | JobKind::CopySnapshot { .. } => unreachable!("planned above"),
         JobKind::SnapshotDatabase { .. } => {
-            let primary = instances
-                .iter()
-                .find(|i| i.role == keel_raft_store::InstanceRole::Primary)
+            let primary = state
+                .primary_of(name)
                 .ok_or_else(|| format!("database {name} has no primary instance to snapshot"))?;
             add(TaskAction::Snapshot, &primary.host, &primary.id);
         }
@@ -151,9 +152,8 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             // The primary keeps the WAL the standby will need (a slot) before the standby
             // is made from the latest snapshot and the archive up to the slot's start;
             // then the primary waits for it on every commit once it has caught up.
-            let primary = instances
-                .iter()
-                .find(|i| i.role == keel_raft_store::InstanceRole::Primary && i.fenced_at.is_none())
+            let primary = state
+                .primary_of(name)
                 .ok_or_else(|| format!("database {name} has no primary for a standby to follow"))?;
             let standby = state
                 .instances
@@ -167,19 +167,12 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             // The release is committed: the primary stops waiting (its spec names no
             // synchronous standby, and no slot for the fenced one), then the standby goes
             // where its host answers.
-            let primary = instances
-                .iter()
-                .find(|i| i.role == InstanceRole::Primary && i.fenced_at.is_none())
+            let primary = state
+                .primary_of(name)
                 .ok_or_else(|| format!("database {name} has no primary to release its standby"))?;
             add(TaskAction::PrepareStandby, &primary.host, &primary.id);
-            if let Some(s) = state.instances.get(standby) {
-                let reachable = state
-                    .hosts
-                    .get(&s.host)
-                    .is_some_and(|h| h.health == keel_raft_store::HostHealth::Healthy);
-                if reachable {
-                    add(TaskAction::Destroy, &s.host, &s.id);
-                }
+            if let Some(s) = state.instances.get(standby).filter(|s| answers(state, &s.host)) {
+                add(TaskAction::Destroy, &s.host, &s.id);
             }
         }
         JobKind::RecoverDatabase { replaces, .. } => {
@@ -187,14 +180,8 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             // still holds goes to the archive, so the restore replays it too. An unreachable
             // host is fenced by the record alone: it learns of it when it answers again.
             let old = replaces.as_ref().and_then(|id| state.instances.get(id));
-            if let Some(old) = old {
-                let reachable = state
-                    .hosts
-                    .get(&old.host)
-                    .is_some_and(|h| h.health == keel_raft_store::HostHealth::Healthy);
-                if reachable {
-                    add(TaskAction::Fence, &old.host, &old.id);
-                }
+            if let Some(old) = old.filter(|o| answers(state, &o.host)) {
+                add(TaskAction::Fence, &old.host, &old.id);
             }
             for i in &instances {
                 add(TaskAction::Restore, &i.host, &i.id);
@@ -528,10 +515,7 @@ pub fn instance_spec(
     let class = classes::lookup(class_name).ok_or_else(|| format!("unknown instance class {class_name:?}"))?;
     Ok(InstanceSpec {
         id: instance.id.clone(),
-        listen_addr: host
-            .addr
-            .rsplit_once(':')
-            .map_or(host.addr.clone(), |(h, _)| h.to_string()),
+        listen_addr: host.ip().to_string(),
         port: instance.port,
         settings: class.settings(),
         storage_gib: modification.storage_gib.unwrap_or(db.spec.storage_gib),
@@ -598,10 +582,7 @@ fn replication_spec(
             let host = state.hosts.get(&primary.host)?;
             Some(ReplicationSpec {
                 upstream: Some(Upstream {
-                    addr: host
-                        .addr
-                        .rsplit_once(':')
-                        .map_or(host.addr.clone(), |(h, _)| h.to_string()),
+                    addr: host.ip().to_string(),
                     port: primary.port,
                 }),
                 ..ReplicationSpec::default()

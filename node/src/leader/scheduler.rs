@@ -40,11 +40,7 @@ pub async fn run(t: Term) {
         }
         let now = now_ms();
         let due: Vec<Due> = t.read(|a| {
-            let at_rest = a
-                .databases
-                .values()
-                .filter(|d| d.operation.is_none())
-                .filter(|d| matches!(d.status, DatabaseStatus::Available | DatabaseStatus::StorageFull));
+            let at_rest = a.databases.values().filter(|d| d.at_rest());
             let mut due: Vec<Due> = Vec::new();
             for d in at_rest {
                 let desired = a.desired_access(d);

@@ -92,13 +92,20 @@ async fn unreachable_host_is_marked_avoided_and_recovers() {
 /// Processes working in `dir` (PostgreSQL's backends chdir to the data directory); none
 /// when it does not exist.
 pub(crate) fn processes_in(dir: &std::path::Path) -> usize {
-    let Ok(dir) = std::fs::canonicalize(dir) else { return 0 };
+    pids_in(dir).len()
+}
+
+/// The ids of the processes working in `dir`.
+pub(crate) fn pids_in(dir: &std::path::Path) -> Vec<i32> {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return Vec::new();
+    };
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok())
         .filter(|p| std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == dir))
-        .count()
+        .filter_map(|p| p.file_name().to_string_lossy().parse::<i32>().ok())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

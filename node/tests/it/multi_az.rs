@@ -10,31 +10,9 @@ use std::time::Duration;
 use keel_jepsen::cluster::Cluster;
 use serde_json::{json, Value};
 
-use super::{cluster, create_body, wait_op, PASSWORD};
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-async fn events(c: &Cluster, kind: &str) -> Vec<Value> {
-    let (_, events) = c.get(1, "/v1/events?limit=10000").await.unwrap();
-    events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["subject"] == "orders.admin" && e["kind"] == kind)
-        .cloned()
-        .collect()
-}
-
-async fn database(c: &Cluster, name: &str) -> Value {
-    let (code, db) = c.get(1, &format!("/v1/databases/{name}")).await.unwrap();
-    assert_eq!(code, 200, "{db}");
-    db
-}
+use super::monitor::pids_in;
+use super::recovery::{connect, database, events, now_ms};
+use super::{cluster, create_body, wait_op};
 
 /// The engine's superuser on an instance's private socket (the tests run as root, which
 /// the instance's pg_ident maps, as it maps the host manager).
@@ -51,36 +29,13 @@ async fn superuser(volume: &Path, port: u16) -> tokio_postgres::Client {
     client
 }
 
-async fn app(addr: &str, port: u16) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(addr)
-        .port(port)
-        .user("app")
-        .password(PASSWORD)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(5))
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
 /// Signal every process working in `dir` (the postmaster and its children).
 fn signal_in(dir: &Path, signal: i32) -> usize {
-    let dir = std::fs::canonicalize(dir).unwrap();
-    let mut n = 0;
-    for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == dir) {
-            // SAFETY: kill has no memory-safety preconditions.
-            if unsafe { libc::kill(pid, signal) } == 0 {
-                n += 1;
-            }
-        }
-    }
-    n
+    // SAFETY: kill has no memory-safety preconditions.
+    pids_in(dir)
+        .into_iter()
+        .filter(|pid| unsafe { libc::kill(*pid, signal) } == 0)
+        .count()
 }
 
 struct Member {
@@ -122,7 +77,7 @@ async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds
     let db = database(&c, "orders").await;
     let primary = member(&c, &db, "primary");
     let endpoint = db["endpoint"]["addr"].as_str().unwrap().to_string();
-    let client = app(&endpoint, primary.port).await.unwrap();
+    let client = connect(&endpoint, u64::from(primary.port)).await.unwrap();
     client
         .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)")
         .await
@@ -204,8 +159,16 @@ async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds
     assert_eq!(user, "keel_replication");
 
     // Not readable: clients cannot connect to the standby.
-    let refused = app(&standby_addr(&c, &standby.host), standby.port).await;
-    assert!(refused.is_err(), "a client reached the standby");
+    let refused = connect(&standby_addr(&c, &standby.host), u64::from(standby.port))
+        .await
+        .expect_err("a client reached the standby");
+    let refused = refused
+        .as_db_error()
+        .map_or(refused.to_string(), |e| e.message().to_string());
+    assert!(
+        refused.contains("pg_hba.conf"),
+        "refused by the standby itself: {refused}"
+    );
 
     // Synchronous: with the standby paused, a commit waits. It is acknowledged only after
     // the monitor's committed decision to release the lost standby (its generation bumped,
@@ -221,7 +184,7 @@ async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds
         .expect("the lost standby is released without a person")
         .unwrap();
     signal_in(&data, libc::SIGCONT);
-    let lost = events(&c, "standby-lost").await;
+    let lost = events(&c, "orders", "standby-lost").await;
     assert_eq!(lost.len(), 1, "{lost:?}");
     assert!(
         lost[0]["at_ms"].as_u64().unwrap() <= acked_at,

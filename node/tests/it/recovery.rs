@@ -13,11 +13,11 @@ use serde_json::{json, Value};
 use super::monitor::processes_in;
 use super::{cluster, create_body, wait_op, PASSWORD};
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub(crate) async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::Config::new()
         .host(addr)
         .port(port as u16)
@@ -31,7 +31,7 @@ async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_
     Ok(client)
 }
 
-async fn database(c: &Cluster, name: &str) -> Value {
+pub(crate) async fn database(c: &Cluster, name: &str) -> Value {
     let (code, db) = c.get(1, &format!("/v1/databases/{name}")).await.unwrap();
     assert_eq!(code, 200, "{db}");
     db
@@ -73,7 +73,7 @@ async fn ids(endpoint: (String, u64)) -> std::collections::BTreeSet<i64> {
         .collect()
 }
 
-async fn events(c: &Cluster, db: &str, kind: &str) -> Vec<Value> {
+pub(crate) async fn events(c: &Cluster, db: &str, kind: &str) -> Vec<Value> {
     let (_, events) = c.get(1, "/v1/events?limit=10000").await.unwrap();
     let key = format!("{db}.admin");
     events

@@ -573,15 +573,11 @@ impl AdminState {
     }
 
     fn primary_endpoint(&self, name: &str) -> Option<Endpoint> {
-        let primary = self
-            .instances
-            .values()
-            .find(|i| i.database == name && i.role == InstanceRole::Primary && i.fenced_at.is_none())?;
+        let primary = self.primary_of(name)?;
         let host = self.hosts.get(&primary.host)?;
-        let addr = host.addr.rsplit_once(':').map_or(host.addr.as_str(), |(h, _)| h);
         Some(Endpoint {
             host: host.name.clone(),
-            addr: addr.to_string(),
+            addr: host.ip().to_string(),
             port: primary.port,
         })
     }

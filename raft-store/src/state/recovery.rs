@@ -79,12 +79,7 @@ impl AdminState {
                 return self.recovery_blocked(index, at, r.name, "recovery-blocked", why);
             }
         };
-        let old = db
-            .instances
-            .iter()
-            .filter_map(|id| self.instances.get(id))
-            .find(|i| i.role == InstanceRole::Primary && i.fenced_at.is_none())
-            .cloned();
+        let old = self.primary_of(r.name).cloned();
         let port = old.as_ref().map(|i| i.port).or(db.endpoint.as_ref().map(|e| e.port));
         let (host, port) =
             match self.place_avoiding(db.spec.zone.as_deref(), old.as_ref().map(|i| i.host.as_str()), port) {
@@ -233,60 +228,21 @@ impl AdminState {
 mod tests {
     use super::super::databases::Outcome;
     use super::*;
-    use crate::catalog::{Snapshot, SnapshotState, TaskOutput};
+    use crate::catalog::TaskOutput;
     use crate::command::{Command, Proposal};
 
-    const DB: &str = "orders.acme";
+    use super::super::fixtures::{add_snapshot, with_database, DB};
 
     /// A state with hosts h1 (zone a) and h2 (zone b), and database orders on h1, available.
     fn state(mode: RecoveryMode, with_backup: bool) -> AdminState {
-        let mut s = AdminState::default();
-        for (name, zone) in [("h1", "a"), ("h2", "b")] {
-            s.hosts.insert(
-                name.into(),
-                Host {
-                    name: name.into(),
-                    addr: format!("127.0.1.{}:7300", &name[1..]),
-                    zone: zone.into(),
-                    health: HostHealth::Healthy,
-                    ..Host::default()
-                },
-            );
-        }
-        s.apply(1, &Proposal::new(1, Command::CreateAccount { name: "acme".into() }));
-        let create = Command::CreateDatabase {
-            job_id: "j1".into(),
-            request: None,
-            name: "orders".into(),
-            account: "acme".into(),
-            spec: DatabaseSpec {
-                class: "small".into(),
-                storage_gib: 1,
-                backup_retention_days: 7,
-                recovery: mode,
-                ..DatabaseSpec::default()
-            },
-            master_verifier: "v".into(),
-            instance_id: "old".into(),
+        let spec = DatabaseSpec {
+            recovery: mode,
+            ..DatabaseSpec::default()
         };
-        s.apply(2, &Proposal::new(2, create));
-        let db = s.databases.get_mut(DB).unwrap();
-        db.status = DatabaseStatus::Available;
-        db.operation = None;
+        let mut s = with_database(&[("h1", "a"), ("h2", "b")], spec, "old");
         assert_eq!(s.instances["old"].host, "h1");
         if with_backup {
-            s.snapshots.insert(
-                "auto1.acme".into(),
-                Snapshot {
-                    name: "auto1".into(),
-                    account: "acme".into(),
-                    database: DB.into(),
-                    lineage: "j1".into(),
-                    state: SnapshotState::Available,
-                    taken_at_ms: 1_000,
-                    ..Snapshot::default()
-                },
-            );
+            add_snapshot(&mut s);
         }
         s
     }

@@ -223,7 +223,7 @@ impl AdminState {
         error: Option<&str>,
         undone: bool,
     ) {
-        let endpoint_host = self.standby_of(database).map(|i| (i.host.clone(), i.port));
+        let standby_at = self.standby_of(database).map(|i| (i.host.clone(), i.port));
         if error.is_some() && undone {
             self.instances.remove(standby);
             if let Some(db) = self.databases.get_mut(database) {
@@ -238,7 +238,7 @@ impl AdminState {
         db.status = DatabaseStatus::Available;
         db.status_reason = unhealthy;
         let short = db.name.clone();
-        let (kind, message) = match (error, endpoint_host) {
+        let (kind, message) = match (error, standby_at) {
             (None, Some((host, port))) => (
                 "database-multi-az",
                 format!("Database {short} is Multi-AZ: every commit now waits for its standby on host {host}, port {port}."),
@@ -267,59 +267,21 @@ impl AdminState {
 mod tests {
     use super::super::databases::Outcome;
     use super::*;
-    use crate::catalog::{Snapshot, SnapshotState, TaskOutput};
+    use crate::catalog::TaskOutput;
     use crate::command::{Command, Proposal};
 
-    const DB: &str = "orders.acme";
+    use super::super::fixtures::{add_snapshot, with_database, DB};
 
     /// Hosts h1 (zone a), h2 (zone a) and h3 (zone b); Multi-AZ database orders on h1,
     /// available, with a snapshot when `with_snapshot`.
     fn state(multi_az: bool, with_snapshot: bool) -> AdminState {
-        let mut s = AdminState::default();
-        for (name, zone) in [("h1", "a"), ("h2", "a"), ("h3", "b")] {
-            s.hosts.insert(
-                name.into(),
-                Host {
-                    name: name.into(),
-                    addr: format!("127.0.1.{}:7300", &name[1..]),
-                    zone: zone.into(),
-                    health: HostHealth::Healthy,
-                    ..Host::default()
-                },
-            );
-        }
-        s.apply(1, &Proposal::new(1, Command::CreateAccount { name: "acme".into() }));
-        let create = Command::CreateDatabase {
-            job_id: "j1".into(),
-            request: None,
-            name: "orders".into(),
-            account: "acme".into(),
-            spec: DatabaseSpec {
-                class: "small".into(),
-                storage_gib: 1,
-                backup_retention_days: 7,
-                multi_az,
-                ..DatabaseSpec::default()
-            },
-            master_verifier: "v".into(),
-            instance_id: "p".into(),
+        let spec = DatabaseSpec {
+            multi_az,
+            ..DatabaseSpec::default()
         };
-        s.apply(2, &Proposal::new(2, create));
-        let db = s.databases.get_mut(DB).unwrap();
-        db.status = DatabaseStatus::Available;
-        db.operation = None;
+        let mut s = with_database(&[("h1", "a"), ("h2", "a"), ("h3", "b")], spec, "p");
         if with_snapshot {
-            s.snapshots.insert(
-                "auto1.acme".into(),
-                Snapshot {
-                    name: "auto1".into(),
-                    account: "acme".into(),
-                    database: DB.into(),
-                    lineage: "j1".into(),
-                    state: SnapshotState::Available,
-                    ..Snapshot::default()
-                },
-            );
+            add_snapshot(&mut s);
         }
         s
     }

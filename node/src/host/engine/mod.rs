@@ -232,6 +232,8 @@ pub struct Health {
     pub used_bytes: u64,
     /// What went wrong, if anything.
     pub problem: Option<String>,
+    /// On a primary with standbys: each as it sees it (read on the probe's connection).
+    pub standbys: Vec<(String, replication::StandbyStatus)>,
 }
 
 /// An engine operation failed.

@@ -580,26 +580,31 @@ impl Postgres {
         let probe = async {
             let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
             tokio::spawn(conn);
-            client.simple_query("SELECT 1").await.map(|_| ())
+            client.simple_query("SELECT 1").await?;
+            // Best effort: an answer without the standbys is still an answer.
+            Ok::<_, tokio_postgres::Error>(Self::standbys_status(&client, spec).await.unwrap_or_default())
         };
         match tokio::time::timeout(within, probe).await {
-            Ok(Ok(())) => Health {
+            Ok(Ok(standbys)) => Health {
                 running: true,
                 accepting: true,
                 used_bytes,
                 problem: None,
+                standbys,
             },
             Ok(Err(e)) => Health {
                 running: true,
                 accepting: false,
                 used_bytes,
                 problem: Some(format!("SQL probe failed: {e}")),
+                ..Health::default()
             },
             Err(_) => Health {
                 running: true,
                 accepting: false,
                 used_bytes,
                 problem: Some("SQL probe timed out".into()),
+                ..Health::default()
             },
         }
     }

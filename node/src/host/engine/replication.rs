@@ -25,7 +25,7 @@ pub struct ReplicationTls {
 }
 
 /// What a primary reports of one standby.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StandbyStatus {
     /// The walsender's state (`streaming`, `catchup`, …).
     pub state: String,
@@ -331,16 +331,18 @@ impl Postgres {
         }
     }
 
-    /// What a running primary reports of each standby it has a slot for (a standby
-    /// without a connection is `down`).
-    pub async fn standbys_status(&self, spec: &InstanceSpec) -> Result<Vec<(String, StandbyStatus)>, EngineError> {
+    /// What a running primary (on `client`) reports of each standby `spec` keeps a slot
+    /// for (a standby without a connection is `down`).
+    pub(super) async fn standbys_status(
+        client: &tokio_postgres::Client,
+        spec: &InstanceSpec,
+    ) -> Result<Vec<(String, StandbyStatus)>, EngineError> {
         let Some(r) = &spec.replication else {
             return Ok(Vec::new());
         };
         if r.standbys.is_empty() {
             return Ok(Vec::new());
         }
-        let client = self.superuser_client(spec, "read replication state").await?;
         let rows = client
             .query(
                 "SELECT application_name, state, sync_state, \
