@@ -261,7 +261,13 @@ async fn a_lost_host_and_a_dead_instance_are_recovered_under_their_names_and_the
     let after = ids(endpoint(&database(&c, "orders-after").await)).await;
     assert!(
         after.contains(&1_000_000) && held.is_subset(&after),
-        "a restore after the recovery"
+        "a restore after the recovery: the row written after it {}, recovered rows missing: {:?}; restore: {op}",
+        if after.contains(&1_000_000) {
+            "is there"
+        } else {
+            "is missing"
+        },
+        held.difference(&after).collect::<Vec<_>>()
     );
     assert!(
         recovered["last_recovery"]["restored_to_ms"].as_u64().unwrap() > 0,
