@@ -181,6 +181,11 @@ pub enum TaskOutput {
         /// The standby instance.
         standby: String,
     },
+    /// A standby was promoted: it accepts writes from this time (its host's clock).
+    Promoted {
+        /// When the engine left recovery.
+        promoted_at_ms: Millis,
+    },
     /// A snapshot was taken, verified and stored (by a snapshot job, or a delete's final one).
     Snapshot {
         /// When the backup ended.

@@ -208,6 +208,25 @@ pub enum Command {
         /// What the monitor saw.
         reason: String,
     },
+    /// A Multi-AZ database's primary failed and its synchronous standby no longer hears
+    /// from it (proposed by the monitor): fence the primary at a new generation, move the
+    /// name to the standby and promote it. Applied only if `standby` is still the
+    /// recorded synchronous standby and the database at rest.
+    FailoverDatabase {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// Database key.
+        name: String,
+        /// The synchronous standby to promote.
+        standby: String,
+        /// What the monitor and the standby saw.
+        reason: String,
+        /// When the monitor first saw the primary fail.
+        detected_ms: u64,
+        /// When the primary (or its host) last answered the monitor (0: not known).
+        #[serde(default)]
+        last_seen_ms: u64,
+    },
     /// A database's storage use crossed the full mark, either way.
     ObserveStorage {
         /// Database name.
@@ -497,6 +516,7 @@ impl Command {
             | Command::ObserveReplication { .. }
             | Command::AddStandby { .. }
             | Command::ReleaseStandby { .. }
+            | Command::FailoverDatabase { .. }
             | Command::RecordArchive { .. }
             | Command::CopySnapshot { .. } => Origin::LeaderServices,
         }
@@ -517,6 +537,7 @@ impl Command {
             | Command::RecoverDatabase { name, .. }
             | Command::AddStandby { name, .. }
             | Command::ReleaseStandby { name, .. }
+            | Command::FailoverDatabase { name, .. }
             | Command::CreateAccount { name }
             | Command::SetAccountLimits { name, .. }
             | Command::PutSecurityGroup { name, .. }
@@ -582,6 +603,7 @@ impl Command {
             Command::ObserveReplication { .. } => "observe-replication",
             Command::AddStandby { .. } => "add-standby",
             Command::ReleaseStandby { .. } => "release-standby",
+            Command::FailoverDatabase { .. } => "failover-database",
             Command::SubmitJob { .. } => "submit-job",
             Command::ClaimJob { .. } => "claim-job",
             Command::CompleteJob { .. } => "complete-job",

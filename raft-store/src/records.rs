@@ -303,6 +303,54 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+/// One failover (or switchover) of a Multi-AZ database, step by step, as data: each
+/// time is when that step was committed or observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Failover {
+    /// The failover job's id.
+    pub id: String,
+    /// The database.
+    pub database: String,
+    /// Why (what the monitor and the standby saw).
+    pub reason: String,
+    /// The fenced primary, its host and zone.
+    pub from_instance: String,
+    /// Host of the fenced primary.
+    pub from_host: String,
+    /// Zone of the fenced primary.
+    pub from_zone: String,
+    /// The promoted standby, its host and zone.
+    pub to_instance: String,
+    /// Host of the promoted standby.
+    pub to_host: String,
+    /// Zone of the promoted standby.
+    pub to_zone: String,
+    /// The generation the failover fenced the old primary at.
+    pub generation: u64,
+    /// When the old primary (or its host) last answered the monitor (0: not known).
+    pub last_seen_ms: Millis,
+    /// When the monitor concluded the primary failed.
+    pub detected_ms: Millis,
+    /// When the new generation, the fence and the name's move were committed (one entry).
+    pub fenced_ms: Millis,
+    /// When the standby reported itself promoted (its host's clock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promoted_ms: Option<Millis>,
+    /// When the promotion was committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion_committed_ms: Option<Millis>,
+    /// The first write on the new primary the monitor saw stored (its archive's heartbeat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_write_ms: Option<Millis>,
+    /// When the failover job ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<Millis>,
+    /// Why it failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// A customer database: desired spec and what is known to run, kept apart.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -616,6 +664,16 @@ pub enum JobKind {
         /// The standby released.
         standby: String,
     },
+    /// Fail a Multi-AZ database over to its synchronous standby: committed (a new
+    /// generation, the old primary fenced, the name moved) before the standby is promoted.
+    FailoverDatabase {
+        /// The database.
+        database: String,
+        /// The fenced primary.
+        from: String,
+        /// The standby being promoted.
+        to: String,
+    },
     /// Make a new database from another's backups.
     RestoreDatabase {
         /// The new database.
@@ -646,6 +704,7 @@ impl JobKind {
             JobKind::RecoverDatabase { .. } => "recover-database",
             JobKind::AddStandby { .. } => "add-standby",
             JobKind::ReleaseStandby { .. } => "release-standby",
+            JobKind::FailoverDatabase { .. } => "failover-database",
         }
     }
 
@@ -660,7 +719,8 @@ impl JobKind {
             | JobKind::RestoreDatabase { database, .. }
             | JobKind::RecoverDatabase { database, .. }
             | JobKind::AddStandby { database, .. }
-            | JobKind::ReleaseStandby { database, .. } => Some(database),
+            | JobKind::ReleaseStandby { database, .. }
+            | JobKind::FailoverDatabase { database, .. } => Some(database),
         }
     }
 }
@@ -838,6 +898,9 @@ pub enum TaskAction {
     BuildStandby,
     /// On a primary: wait for the standby on every commit, once it has caught up.
     SyncStandby,
+    /// Promote a synchronous standby to primary and configure it as one (client access,
+    /// its archive), after a failover committed it.
+    Promote,
 }
 
 /// How the workflow engine knows a task's attempt succeeded.
@@ -851,7 +914,7 @@ pub enum SuccessCheck {
 
 impl TaskAction {
     /// Every action, for tables and tests.
-    pub const ALL: [TaskAction; 17] = [
+    pub const ALL: [TaskAction; 18] = [
         TaskAction::Provision,
         TaskAction::Start,
         TaskAction::Check,
@@ -869,6 +932,7 @@ impl TaskAction {
         TaskAction::PrepareStandby,
         TaskAction::BuildStandby,
         TaskAction::SyncStandby,
+        TaskAction::Promote,
     ];
 
     /// Its name on the wire and in listings, e.g. `provision`.
@@ -891,6 +955,7 @@ impl TaskAction {
             TaskAction::PrepareStandby => "prepare-standby",
             TaskAction::BuildStandby => "build-standby",
             TaskAction::SyncStandby => "sync-standby",
+            TaskAction::Promote => "promote",
         }
     }
 
@@ -914,6 +979,9 @@ impl TaskAction {
             TaskAction::BuildStandby => 3600,
             // Waits for the standby to catch up with the primary.
             TaskAction::SyncStandby => 600,
+            // pg_promote waits for the end of replay: what the standby received and had
+            // not replayed yet (seconds at most under synchronous commit).
+            TaskAction::Promote => 120,
         };
         std::time::Duration::from_secs(secs)
     }
@@ -956,6 +1024,7 @@ impl TaskAction {
                 | TaskAction::PrepareStandby
                 | TaskAction::BuildStandby
                 | TaskAction::SyncStandby
+                | TaskAction::Promote
         )
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 mod accounts;
 mod backups;
 mod databases;
+mod failover;
 #[cfg(test)]
 mod fixtures;
 mod history;
@@ -51,6 +52,8 @@ pub struct AdminState {
     pub snapshots: BTreeMap<String, Snapshot>,
     /// How far each lineage's WAL archive reaches, by lineage.
     pub archives: BTreeMap<String, WalArchive>,
+    /// Failovers by job id (the newest few per database).
+    pub failovers: BTreeMap<String, Failover>,
     /// Jobs by id (ids are time-ordered).
     pub jobs: Table<Job>,
     /// Workflows by id.
@@ -247,7 +250,8 @@ impl AdminState {
             | Command::SnapshotDatabase { name, .. }
             | Command::RecoverDatabase { name, .. }
             | Command::AddStandby { name, .. }
-            | Command::ReleaseStandby { name, .. } => Some(name),
+            | Command::ReleaseStandby { name, .. }
+            | Command::FailoverDatabase { name, .. } => Some(name),
             Command::ObserveStorage { database, .. } => Some(database),
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
@@ -357,6 +361,25 @@ impl AdminState {
                 standby,
                 reason,
             } => self.release_standby(index, at, job_id, name, standby, reason),
+            Command::FailoverDatabase {
+                job_id,
+                name,
+                standby,
+                reason,
+                detected_ms,
+                last_seen_ms,
+            } => self.fail_over(
+                index,
+                at,
+                failover::FailOver {
+                    job_id,
+                    name,
+                    standby,
+                    reason,
+                    detected_ms: *detected_ms,
+                    last_seen_ms: *last_seen_ms,
+                },
+            ),
             Command::SubmitJob { job_id, request, kind } => self.submit_job(index, at, job_id, request.as_ref(), kind),
             Command::ClaimJob { job_id, fence, node_id } => self.claim_job(index, at, job_id, *fence, *node_id),
             Command::CompleteJob { job_id, fence, error } => {

@@ -11,7 +11,9 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::service::Api;
 use super::validate;
-use super::views::{BackupRpoView, DatabaseOperation, DatabaseView, EventView, OperationView, RecoveryModeView};
+use super::views::{
+    BackupRpoView, DatabaseOperation, DatabaseView, EventView, FailoverView, OperationView, RecoveryModeView,
+};
 use super::whole;
 use crate::classes;
 use crate::window::Window;
@@ -568,6 +570,19 @@ impl Api {
         let key = key_of(who, name)?;
         self.node
             .read(|s| s.databases.get(&key).map(|d| DatabaseView::of(d, s)))
+            .await?
+            .ok_or_else(|| missing(name))
+    }
+
+    /// A database's failovers, oldest first.
+    pub async fn failovers(&self, who: &Principal, name: &str) -> Result<Vec<FailoverView>, ApiError> {
+        let key = key_of(who, name)?;
+        self.node
+            .read(|s| {
+                s.databases
+                    .contains_key(&key)
+                    .then(|| s.failovers_of(&key).map(FailoverView::from).collect())
+            })
             .await?
             .ok_or_else(|| missing(name))
     }

@@ -22,8 +22,8 @@ use super::openapi;
 use super::security_groups::{CreateSecurityGroupRequest, SecurityGroupRulesRequest, SecurityGroupView};
 use super::service::{AddHostRequest, AddNodeRequest, Api, OpsPage, SubmitNoopRequest};
 use super::views::{
-    AddHostResponse, ClusterStatusView, DatabaseOperation, DatabaseView, EventView, HostView, NodeStatusView,
-    OperationView, SnapshotView,
+    AddHostResponse, ClusterStatusView, DatabaseOperation, DatabaseView, EventView, FailoverView, HostView,
+    NodeStatusView, OperationView, SnapshotView,
 };
 
 /// A request body as sent: any JSON, checked by [`body`].
@@ -72,6 +72,7 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(events))
         .routes(routes!(snapshot_database))
         .routes(routes!(recover_database))
+        .routes(routes!(list_failovers))
         .routes(routes!(restore_database))
         .routes(routes!(clone_database))
         .routes(routes!(list_snapshots))
@@ -228,6 +229,17 @@ async fn describe_database(
     Path(name): Path<String>,
 ) -> Reply<DatabaseView> {
     Ok(Json(api.describe_database(&who, &name).await?))
+}
+
+/// A Multi-AZ database's failovers, oldest first, each step with its time.
+#[utoipa::path(get, path = "/v1/databases/{name}/failovers", tag = "databases",
+    params(("name" = String, Path, description = "Database name")), responses((status = 200, body = Vec<FailoverView>)))]
+async fn list_failovers(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<Vec<FailoverView>> {
+    Ok(Json(api.failovers(&who, &name).await?))
 }
 
 /// Modify a database: now, or in its maintenance window.

@@ -351,6 +351,72 @@ pub struct InstanceView {
     pub replication: Option<ReplicationView>,
 }
 
+/// One failover of a Multi-AZ database, step by step (Unix ms; absent: not reached).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FailoverView {
+    /// The failover operation's id.
+    pub id: String,
+    /// Why it failed over.
+    pub reason: String,
+    /// The fenced primary.
+    pub from_instance: String,
+    /// Its host.
+    pub from_host: String,
+    /// Its zone.
+    pub from_zone: String,
+    /// The promoted standby.
+    pub to_instance: String,
+    /// Its host.
+    pub to_host: String,
+    /// Its zone.
+    pub to_zone: String,
+    /// The generation the old primary was fenced at.
+    pub generation: u64,
+    /// When the old primary last answered the monitor (absent: not known).
+    pub last_seen_ms: Option<u64>,
+    /// When the monitor concluded the primary failed.
+    pub detected_ms: u64,
+    /// When the new generation, the fence and the name's move were committed (one entry).
+    pub fenced_ms: u64,
+    /// When the name moved to the new primary (with the fence).
+    pub dns_moved_ms: u64,
+    /// When the standby left recovery.
+    pub promoted_ms: Option<u64>,
+    /// When its promotion was committed.
+    pub promotion_committed_ms: Option<u64>,
+    /// The first write on the new primary the monitor saw stored.
+    pub first_write_ms: Option<u64>,
+    /// When the operation ended.
+    pub finished_ms: Option<u64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+impl From<&rs::Failover> for FailoverView {
+    fn from(f: &rs::Failover) -> Self {
+        Self {
+            id: f.id.clone(),
+            reason: f.reason.clone(),
+            from_instance: f.from_instance.clone(),
+            from_host: f.from_host.clone(),
+            from_zone: f.from_zone.clone(),
+            to_instance: f.to_instance.clone(),
+            to_host: f.to_host.clone(),
+            to_zone: f.to_zone.clone(),
+            generation: f.generation,
+            last_seen_ms: (f.last_seen_ms > 0).then_some(f.last_seen_ms),
+            detected_ms: f.detected_ms,
+            fenced_ms: f.fenced_ms,
+            dns_moved_ms: f.fenced_ms,
+            promoted_ms: f.promoted_ms,
+            promotion_committed_ms: f.promotion_committed_ms,
+            first_write_ms: f.first_write_ms,
+            finished_ms: f.finished_ms,
+            error: f.error.clone(),
+        }
+    }
+}
+
 /// How a standby follows its primary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReplicationView {
@@ -652,6 +718,8 @@ pub enum OperationKind {
     AddStandby,
     /// Stop waiting for a Multi-AZ database's lost standby.
     ReleaseStandby,
+    /// Fail a Multi-AZ database over to its synchronous standby.
+    FailoverDatabase,
 }
 
 /// A committed claim of an operation by the leader services in force.
@@ -757,6 +825,7 @@ impl OperationView {
             rs::JobKind::RecoverDatabase { .. } => (OperationKind::RecoverDatabase, None, None),
             rs::JobKind::AddStandby { .. } => (OperationKind::AddStandby, None, None),
             rs::JobKind::ReleaseStandby { .. } => (OperationKind::ReleaseStandby, None, None),
+            rs::JobKind::FailoverDatabase { .. } => (OperationKind::FailoverDatabase, None, None),
         };
         Self {
             id: job.id.clone(),

@@ -12,7 +12,7 @@ use super::output::{table, time, Format};
 use super::print;
 use crate::api::backups::{CloneRequest, RestoreRequest, SnapshotRequest};
 use crate::api::databases::{backup_rpo as rpo, recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest};
-use crate::api::views::{DatabaseOperation, DatabaseView, EventView, OperationView, Progress};
+use crate::api::views::{DatabaseOperation, DatabaseView, EventView, FailoverView, OperationView, Progress};
 
 /// `keel db` subcommands.
 #[derive(Debug, Subcommand)]
@@ -143,6 +143,11 @@ pub enum DbCmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// A Multi-AZ database's failovers: each step and when it happened.
+    Failovers {
+        /// Database name.
+        name: String,
+    },
     /// Take a snapshot, kept until deleted (even after the database).
     Snapshot {
         /// Database name.
@@ -232,6 +237,51 @@ pub struct FromBackups {
     request_id: Option<String>,
 }
 
+/// Each failover as its timeline: the steps in order, each at its offset from the
+/// first (the old primary's last answer, or the detection).
+fn failovers(name: &str, list: &[FailoverView]) -> String {
+    if list.is_empty() {
+        return format!("{name} has not failed over.\n");
+    }
+    let mut out = String::new();
+    for f in list {
+        let state = match (&f.error, f.finished_ms) {
+            (Some(e), _) => format!("failed: {e}"),
+            (None, Some(_)) => "done".to_string(),
+            (None, None) => "in progress".to_string(),
+        };
+        out.push_str(&format!(
+            "failover {} ({state})\n  from {} on {} (zone {}) to {} on {} (zone {}), generation {}\n  why: {}\n",
+            f.id,
+            f.from_instance,
+            f.from_host,
+            f.from_zone,
+            f.to_instance,
+            f.to_host,
+            f.to_zone,
+            f.generation,
+            f.reason
+        ));
+        let start = f.last_seen_ms.unwrap_or(f.detected_ms);
+        let steps = [
+            ("primary last answered", f.last_seen_ms),
+            ("failure detected", Some(f.detected_ms)),
+            ("fenced, generation bumped, name moved (committed)", Some(f.fenced_ms)),
+            ("standby promoted", f.promoted_ms),
+            ("promotion committed", f.promotion_committed_ms),
+            ("first write seen stored", f.first_write_ms),
+            ("finished", f.finished_ms),
+        ];
+        for (what, at) in steps {
+            if let Some(at) = at {
+                let offset = at as i64 - start as i64;
+                out.push_str(&format!("  {:>+7} ms  {}  {what}\n", offset, time(Some(at))));
+            }
+        }
+    }
+    out
+}
+
 fn endpoint(d: &DatabaseView) -> String {
     d.endpoint
         .as_ref()
@@ -271,6 +321,12 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
         DbCmd::Describe { name } => {
             let v = client.get(&format!("/v1/databases/{name}")).await?;
             return print(out, &v, || Ok(describe(&typed(v.clone())?)));
+        }
+        DbCmd::Failovers { name } => {
+            let v = client.get(&format!("/v1/databases/{name}/failovers")).await?;
+            return print(out, &v, || {
+                Ok(failovers(&name, &typed::<Vec<FailoverView>>(v.clone())?))
+            });
         }
         DbCmd::Create {
             name,

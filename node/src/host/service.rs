@@ -33,7 +33,7 @@ use keel_raft_store::TaskOutput;
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 /// How long one instance's SQL probe may take in a health report (probes run concurrently,
 /// so a hung instance costs the report this, never its host's reachability).
-const PROBE_WITHIN: Duration = Duration::from_millis(800);
+pub const PROBE_WITHIN: Duration = Duration::from_millis(800);
 /// How often the storage-use cache the health report reads is refreshed.
 const USAGE_EVERY: Duration = Duration::from_secs(5);
 
@@ -398,6 +398,15 @@ impl HostService {
                     *output.lock().unwrap_or_else(|p| p.into_inner()) = Some(made);
                     Ok(detail)
                 }
+                TaskAction::Promote => {
+                    let spec = need(spec)?;
+                    // Leave the task's deadline a margin to configure and report in.
+                    let within = TaskAction::Promote.deadline().saturating_sub(Duration::from_secs(30));
+                    let promoted_at_ms = engine.promote(&spec, within).await?;
+                    self.save_spec(&spec)?;
+                    *output.lock().unwrap_or_else(|p| p.into_inner()) = Some(TaskOutput::Promoted { promoted_at_ms });
+                    Ok("promoted: the primary now, taking writes".into())
+                }
                 TaskAction::BuildStandby => {
                     let spec = need(spec)?;
                     let detail = self.build_standby(&spec, work, &progress).await?;
@@ -608,6 +617,10 @@ impl HostManager for HostService {
                             replay_lag_ms: s.replay_lag_ms,
                         })
                         .collect(),
+                    upstream: h.upstream.map(|u| keel_proto::host::UpstreamHealth {
+                        streaming: u.streaming,
+                        silent_ms: u.silent_ms,
+                    }),
                 }
             })
             .collect();

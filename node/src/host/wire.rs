@@ -24,6 +24,7 @@ pub fn action_to_wire(a: TaskAction) -> i32 {
         TaskAction::PrepareStandby => WireAction::PrepareStandby,
         TaskAction::BuildStandby => WireAction::BuildStandby,
         TaskAction::SyncStandby => WireAction::SyncStandby,
+        TaskAction::Promote => WireAction::Promote,
     };
     w as i32
 }

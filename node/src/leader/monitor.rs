@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use keel_proto::host::{FencedInstance, HealthReply, HealthRequest};
+use keel_proto::host::{FencedInstance, HealthReply, HealthRequest, UpstreamHealth};
 use keel_raft_store::{
     AdminState, Command, DatabaseStatus, HostCapacity, HostHealth, InstanceHealth, InstanceRole, Millis, WalArchive,
 };
@@ -54,13 +54,18 @@ struct Seen {
 /// Run until the term ends.
 pub async fn run(t: Term) {
     let interval = Duration::from_millis(t.config.monitor_interval_ms);
-    // A probe may take most of an interval, never more.
-    let probe_timeout = interval.max(Duration::from_millis(200));
+    // A host answers within its own instance-probe budget plus a margin for a loaded
+    // machine, so an instance slow to answer SQL shows as that instance's problem and
+    // never as its host's unreachability (a short interval must not shorten it).
+    let probe_timeout = interval.max(crate::host::service::PROBE_WITHIN + Duration::from_millis(400));
     let mut failures: HashMap<String, u32> = HashMap::new();
     let mut instance_failures: HashMap<String, u32> = HashMap::new();
     // When each host, and each instance, last answered (this leader's own observations).
     let mut last_seen: HashMap<String, Millis> = HashMap::new();
     let mut recoveries_asked: HashMap<String, Instant> = HashMap::new();
+    // What each standby said of its primary in this round's reports.
+    let mut upstreams: HashMap<String, UpstreamHealth> = HashMap::new();
+    let mut held: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = t.cancel.cancelled() => return,
@@ -108,9 +113,15 @@ pub async fn run(t: Term) {
             .buffered(PROBES_AT_ONCE)
             .collect()
             .await;
+        upstreams.clear();
         for (host, probe) in hosts.iter().zip(probes) {
             let outcome = match probe {
                 Ok(report) => {
+                    for i in &report.instances_health {
+                        if let Some(u) = &i.upstream {
+                            upstreams.insert(i.instance_id.clone(), *u);
+                        }
+                    }
                     failures.remove(&host.name);
                     let now = now_ms();
                     last_seen.insert(host.name.clone(), now);
@@ -168,21 +179,41 @@ pub async fn run(t: Term) {
         recoveries_asked.retain(|db, at| {
             (db.starts_with("standby:") || failed.iter().any(|f| &f.database == db)) && at.elapsed() < RECOVERY_RETRY
         });
+        held.retain(|db, _| failed.iter().any(|f| &f.database == db));
         for f in failed {
             if recoveries_asked.contains_key(&f.database) {
                 continue;
             }
-            recoveries_asked.insert(f.database.clone(), Instant::now());
             let last = last_seen.get(&f.instance).or(last_seen.get(&f.host)).copied();
-            let command = Command::RecoverDatabase {
-                job_id: uuid::Uuid::now_v7().simple().to_string(),
-                request: None,
-                name: f.database.clone(),
-                instance_id: uuid::Uuid::now_v7().simple().to_string(),
-                reason: f.reason,
-                last_seen_ms: last.unwrap_or(0),
-                automatic: true,
+            let remedy = t.read(|a| remedy(a, &f, &upstreams, down_after.max(1_000)));
+            let command = match remedy {
+                Remedy::Hold(why) => {
+                    // Said once in a while, not every round.
+                    if held.get(&f.database).is_none_or(|at| at.elapsed() >= RECOVERY_RETRY) {
+                        held.insert(f.database.clone(), Instant::now());
+                        tracing::info!(database = %f.database, failed = %f.reason, %why, "Not failing over.");
+                    }
+                    continue;
+                }
+                Remedy::Failover { standby, reason } => Command::FailoverDatabase {
+                    job_id: uuid::Uuid::now_v7().simple().to_string(),
+                    name: f.database.clone(),
+                    standby,
+                    reason,
+                    detected_ms: f.since_ms.unwrap_or_else(now_ms),
+                    last_seen_ms: last.unwrap_or(0),
+                },
+                Remedy::Recover => Command::RecoverDatabase {
+                    job_id: uuid::Uuid::now_v7().simple().to_string(),
+                    request: None,
+                    name: f.database.clone(),
+                    instance_id: uuid::Uuid::now_v7().simple().to_string(),
+                    reason: f.reason.clone(),
+                    last_seen_ms: last.unwrap_or(0),
+                    automatic: true,
+                },
             };
+            recoveries_asked.insert(f.database.clone(), Instant::now());
             // A refusal (blocked, or manual recovery) is an event the state records once.
             if let Err(e) = t.commit(command).await {
                 tracing::info!(database = %f.database, why = %e, "Recovery not started.");
@@ -219,6 +250,7 @@ pub fn lost_standbys(state: &AdminState, now: u64, down_after_ms: u64) -> Vec<Fa
                 instance: standby.id.clone(),
                 host: standby.host.clone(),
                 reason,
+                since_ms: None,
             })
         })
         .collect()
@@ -235,6 +267,73 @@ pub struct Failed {
     pub host: String,
     /// What failed, for the event.
     pub reason: String,
+    /// Since when the monitor has held the instance unhealthy, if it has.
+    pub since_ms: Option<Millis>,
+}
+
+/// What the monitor does about a database whose primary failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remedy {
+    /// Promote its synchronous standby, which no longer hears from the primary either.
+    Failover {
+        /// The standby.
+        standby: String,
+        /// What the monitor and the standby saw, for the record.
+        reason: String,
+    },
+    /// Nothing yet, and why: its standby still hears from the primary (the control plane
+    /// is cut off from a primary that serves), or has not said yet.
+    Hold(String),
+    /// Restore it from its backups on another host (no standby can take over).
+    Recover,
+}
+
+/// The remedy for `failed`, given what each standby said of its primary this round
+/// (`upstreams`): a Multi-AZ database whose recorded synchronous standby is healthy on a
+/// reachable host fails over only when that standby has not heard from its primary for
+/// `silent_after_ms` either (both views agree the primary is gone); one without a
+/// standby able to take over is recovered from its backups.
+pub fn remedy(
+    state: &AdminState,
+    failed: &Failed,
+    upstreams: &HashMap<String, UpstreamHealth>,
+    silent_after_ms: u64,
+) -> Remedy {
+    let standby = state
+        .databases
+        .get(&failed.database)
+        .and_then(|d| d.sync_standby.as_deref())
+        .and_then(|id| state.instances.get(id))
+        .filter(|s| s.fenced_at.is_none() && s.health == InstanceHealth::Healthy)
+        .filter(|s| {
+            state
+                .hosts
+                .get(&s.host)
+                .is_some_and(|h| h.health == HostHealth::Healthy)
+        });
+    let Some(standby) = standby else {
+        return Remedy::Recover;
+    };
+    match upstreams.get(&standby.id) {
+        None => Remedy::Hold(format!("standby {} has not said yet what it sees of its primary", standby.id)),
+        Some(u) if u.streaming && u.silent_ms < silent_after_ms => Remedy::Hold(format!(
+            "standby {} still streams from its primary (last heard {} ms ago): the primary serves, only the control plane cannot see it",
+            standby.id, u.silent_ms
+        )),
+        Some(u) => Remedy::Failover {
+            standby: standby.id.clone(),
+            reason: format!(
+                "{}, and standby {} {}",
+                failed.reason,
+                standby.id,
+                match (u.streaming, u.silent_ms) {
+                    (_, u64::MAX) => "has no connection to it".to_string(),
+                    (false, ms) => format!("lost its connection to it (last heard {ms} ms ago)"),
+                    (true, ms) => format!("has not heard from it for {ms} ms"),
+                }
+            ),
+        },
+    }
 }
 
 /// The databases at rest whose primary instance the monitor found unhealthy, or whose
@@ -250,6 +349,10 @@ pub fn failed_databases(state: &AdminState) -> Vec<Failed> {
                 .hosts
                 .get(&primary.host)
                 .is_some_and(|h| h.health == HostHealth::Unreachable);
+            let since_ms = match &primary.health {
+                InstanceHealth::Unhealthy { since_ms, .. } => Some(*since_ms),
+                InstanceHealth::Healthy => None,
+            };
             let reason = match &primary.health {
                 _ if host_down => format!("host {} of instance {} stopped answering", primary.host, primary.id),
                 InstanceHealth::Unhealthy { problem, .. } => {
@@ -265,6 +368,7 @@ pub fn failed_databases(state: &AdminState) -> Vec<Failed> {
                 instance: primary.id.clone(),
                 host: primary.host.clone(),
                 reason,
+                since_ms,
             })
         })
         .collect()
@@ -568,6 +672,81 @@ mod tests {
             .contains("h2 stopped answering"));
         s.databases.get_mut("db").unwrap().operation = Some("j".into());
         assert!(lost_standbys(&s, 10_500, 1_000).is_empty(), "only at rest");
+    }
+
+    #[test]
+    fn a_failed_primary_fails_over_only_when_its_in_sync_standby_no_longer_hears_from_it() {
+        let failed = Failed {
+            database: "db".into(),
+            instance: "i1".into(),
+            host: "h1".into(),
+            reason: "host h1 stopped answering".into(),
+            since_ms: None,
+        };
+        let healthy_h2 = |s: &mut AdminState, health: HostHealth| {
+            s.hosts.insert(
+                "h2".into(),
+                keel_raft_store::Host {
+                    name: "h2".into(),
+                    health,
+                    ..keel_raft_store::Host::default()
+                },
+            );
+        };
+        let view = |streaming: bool, silent_ms: u64| {
+            HashMap::from([("s1".to_string(), UpstreamHealth { streaming, silent_ms })])
+        };
+        let in_sync = || {
+            let mut s = with_standby();
+            healthy_h2(&mut s, HostHealth::Healthy);
+            s.databases.get_mut("db").unwrap().sync_standby = Some("s1".into());
+            s
+        };
+        let failover = |r: Remedy| matches!(r, Remedy::Failover { standby, .. } if standby == "s1");
+        let hold = |r: Remedy| matches!(r, Remedy::Hold(_));
+        // (state, what the standby says, expected)
+        let s = in_sync();
+        assert!(
+            hold(remedy(&s, &failed, &view(true, 150), 1_000)),
+            "it still streams: the primary serves"
+        );
+        assert!(hold(remedy(&s, &failed, &HashMap::new(), 1_000)), "it has not said yet");
+        assert!(
+            failover(remedy(&s, &failed, &view(true, 1_000), 1_000)),
+            "silent long enough"
+        );
+        assert!(
+            failover(remedy(&s, &failed, &view(false, 40), 1_000)),
+            "its connection ended"
+        );
+        assert!(
+            failover(remedy(&s, &failed, &view(false, u64::MAX), 1_000)),
+            "no receiver at all"
+        );
+        let reason = match remedy(&s, &failed, &view(false, 40), 1_000) {
+            Remedy::Failover { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            reason.contains("h1 stopped answering") && reason.contains("lost its connection"),
+            "{reason}"
+        );
+        // No standby that may take over: recovered from the backups.
+        let mut not_in_sync = in_sync();
+        not_in_sync.databases.get_mut("db").unwrap().sync_standby = None;
+        assert_eq!(remedy(&not_in_sync, &failed, &view(false, 40), 1_000), Remedy::Recover);
+        let mut unhealthy = in_sync();
+        unhealthy.instances.get_mut("s1").unwrap().health = InstanceHealth::Unhealthy {
+            problem: "down".into(),
+            since_ms: 1,
+        };
+        assert_eq!(remedy(&unhealthy, &failed, &view(false, 40), 1_000), Remedy::Recover);
+        let mut unreachable = in_sync();
+        healthy_h2(&mut unreachable, HostHealth::Unreachable);
+        assert_eq!(remedy(&unreachable, &failed, &view(false, 40), 1_000), Remedy::Recover);
+        let mut fenced = in_sync();
+        fenced.instances.get_mut("s1").unwrap().fenced_at = Some(3);
+        assert_eq!(remedy(&fenced, &failed, &view(false, 40), 1_000), Remedy::Recover);
     }
 
     #[test]

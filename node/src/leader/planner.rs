@@ -175,6 +175,19 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 add(TaskAction::Destroy, &s.host, &s.id);
             }
         }
+        JobKind::FailoverDatabase { from, to, .. } => {
+            // The decision is committed (fence, generation, name): promote the standby, then
+            // remove the fenced primary's volume where its host answers. A host that does
+            // not is told of the fence by the monitor's next probe that reaches it.
+            let standby = state
+                .instances
+                .get(to)
+                .ok_or_else(|| format!("standby {to} no longer exists"))?;
+            add(TaskAction::Promote, &standby.host, &standby.id);
+            if let Some(old) = state.instances.get(from).filter(|o| answers(state, &o.host)) {
+                add(TaskAction::Destroy, &old.host, &old.id);
+            }
+        }
         JobKind::RecoverDatabase { replaces, .. } => {
             // A failed instance whose host answers is fenced first, and what WAL its volume
             // still holds goes to the archive, so the restore replays it too. An unreachable
@@ -364,8 +377,9 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
             // The new standby goes; the primary drops its slot and waits for it no more.
             JobKind::AddStandby { standby, .. } if standby == instance => out.push(undo(TaskAction::Destroy)),
             JobKind::AddStandby { .. } => out.push(undo(TaskAction::PrepareStandby)),
-            // A release is not undone: the decision is committed, the primary is told again.
-            JobKind::ReleaseStandby { .. } => {}
+            // A release or a failover is not undone: the decision is committed (a failed
+            // promotion leaves the database to the monitor's recovery).
+            JobKind::ReleaseStandby { .. } | JobKind::FailoverDatabase { .. } => {}
             JobKind::ModifyDatabase { .. } if restarted => {
                 out.push(undo(TaskAction::Restart));
                 out.push(undo(TaskAction::Check));

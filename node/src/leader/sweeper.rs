@@ -134,6 +134,7 @@ async fn execute(t: &Term, job: Job) {
         | JobKind::RecoverDatabase { .. }
         | JobKind::AddStandby { .. }
         | JobKind::ReleaseStandby { .. }
+        | JobKind::FailoverDatabase { .. }
         | JobKind::DeleteSnapshot { .. }
         | JobKind::CopySnapshot { .. } => {
             if let Err(workflow::Abandoned(why)) = workflow::drive(t, &job).await {

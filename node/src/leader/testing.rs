@@ -226,6 +226,16 @@ impl MemHosts {
                 let lsn = "0/3000000".to_string();
                 return TaskResult::Succeeded("slots made".into(), Some(TaskOutput::StandbySlot { lsn }));
             }
+            TaskAction::Promote => {
+                if !host.running.contains(instance) {
+                    return TaskResult::Failed {
+                        detail: "not running".into(),
+                        retryable: true,
+                    };
+                }
+                let promoted_at_ms = 1;
+                return TaskResult::Succeeded("promoted".into(), Some(TaskOutput::Promoted { promoted_at_ms }));
+            }
             TaskAction::SyncStandby => {
                 let standby = spec
                     .and_then(|s| s.replication)

@@ -8,6 +8,7 @@ mod bad_input;
 mod cluster_faults;
 mod databases;
 mod dns;
+mod failover;
 mod fuzz;
 mod host_manager;
 mod membership;

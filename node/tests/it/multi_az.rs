@@ -38,14 +38,30 @@ fn signal_in(dir: &Path, signal: i32) -> usize {
         .count()
 }
 
-struct Member {
-    id: String,
-    host: String,
-    port: u16,
-    volume: PathBuf,
+pub(crate) struct Member {
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub volume: PathBuf,
 }
 
-fn member(c: &Cluster, db: &Value, role: &str) -> Member {
+/// Wait until `name` is available with a synchronous standby (not `not`) that its
+/// primary reports streaming and in sync; the database then.
+pub(crate) async fn wait_in_sync(c: &Cluster, name: &str, not: Option<&str>) -> Value {
+    c.wait_for(Duration::from_secs(240), "a synchronous standby", || async {
+        let db = database(c, name).await;
+        let fresh = db["sync_standby"].as_str().is_some_and(|s| Some(s) != not);
+        let streaming = db["instances"].as_array().unwrap().iter().any(|i| {
+            i["role"] == "standby" && i["replication"]["state"] == "streaming" && i["replication"]["sync"] == true
+        });
+        Ok((fresh && streaming && db["status"] == "available").then_some(db))
+    })
+    .await
+    .unwrap()
+}
+
+/// The database's member in `role`, with where its volume is.
+pub(crate) fn member(c: &Cluster, db: &Value, role: &str) -> Member {
     let i = db["instances"]
         .as_array()
         .unwrap()
@@ -85,16 +101,7 @@ async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds
 
     // The scheduler builds the standby once the first snapshot exists: the database says
     // which standby every commit waits for, and the primary's report says it streams.
-    let db = c
-        .wait_for(Duration::from_secs(180), "a synchronous standby", || async {
-            let db = database(&c, "orders").await;
-            let streaming = db["instances"].as_array().unwrap().iter().any(|i| {
-                i["role"] == "standby" && i["replication"]["state"] == "streaming" && i["replication"]["sync"] == true
-            });
-            Ok((db["sync_standby"].is_string() && db["status"] == "available" && streaming).then_some(db))
-        })
-        .await
-        .unwrap();
+    let db = wait_in_sync(&c, "orders", None).await;
     let standby = member(&c, &db, "standby");
     assert_eq!(db["sync_standby"], standby.id.as_str());
     assert_ne!(standby.host, primary.host, "another host");
@@ -193,19 +200,7 @@ async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds
     assert!(lost[0]["message"].as_str().unwrap().contains(&standby.id));
 
     // A new standby is built from the backups, in the other zone again, and in sync.
-    let db = c
-        .wait_for(Duration::from_secs(240), "a new synchronous standby", || async {
-            let db = database(&c, "orders").await;
-            let fresh = db["sync_standby"].as_str().is_some_and(|s| s != standby.id);
-            let streaming = db["instances"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|i| i["role"] == "standby" && i["replication"]["sync"] == true);
-            Ok((fresh && streaming && db["status"] == "available").then_some(db))
-        })
-        .await
-        .unwrap();
+    let db = wait_in_sync(&c, "orders", Some(&standby.id)).await;
     let standby = member(&c, &db, "standby");
     assert_ne!(zone(&standby.host), zone(&primary.host));
     let on_standby = superuser(&standby.volume, standby.port).await;

@@ -87,6 +87,24 @@ pub(crate) async fn events(c: &Cluster, db: &str, kind: &str) -> Vec<Value> {
 
 /// A cluster whose monitor notices a failure within a second and whose scheduler
 /// takes the first snapshot at once.
+/// Every file under `dir` with its size, one per line (for failure reports).
+fn listing(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.push_str(&listing(&path));
+        } else {
+            let size = e.metadata().map_or(0, |m| m.len());
+            out.push_str(&format!("{} {size}\n", path.display()));
+        }
+    }
+    out
+}
+
 async fn fast_cluster(hosts: usize) -> Cluster {
     let mut c = cluster(&[
         "--monitor-interval-ms",
@@ -259,16 +277,21 @@ async fn a_lost_host_and_a_dead_instance_are_recovered_under_their_names_and_the
     let op = wait_op(&c, restore["operation_id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{op}");
     let after = ids(endpoint(&database(&c, "orders-after").await)).await;
-    assert!(
-        after.contains(&1_000_000) && held.is_subset(&after),
-        "a restore after the recovery: the row written after it {}, recovered rows missing: {:?}; restore: {op}",
-        if after.contains(&1_000_000) {
-            "is there"
-        } else {
-            "is missing"
-        },
-        held.difference(&after).collect::<Vec<_>>()
-    );
+    if !(after.contains(&1_000_000) && held.is_subset(&after)) {
+        let (_, snaps) = c.get(1, "/v1/snapshots").await.unwrap();
+        panic!(
+            "a restore after the recovery: the row written after it {}, recovered rows missing: {:?}; restore: {op}\n\
+             orders: {}\nsnapshots: {snaps}\nwritten at {written}, killed at {killed_at}\nstores:\n{}",
+            if after.contains(&1_000_000) {
+                "is there"
+            } else {
+                "is missing"
+            },
+            held.difference(&after).collect::<Vec<_>>(),
+            database(&c, "orders").await,
+            listing(&c.backup_dir()),
+        );
+    }
     assert!(
         recovered["last_recovery"]["restored_to_ms"].as_u64().unwrap() > 0,
         "{recovered}"

@@ -303,6 +303,10 @@ impl AdminState {
             }
             return;
         }
+        if let (JobKind::FailoverDatabase { database, .. }, TaskOutput::Promoted { promoted_at_ms }) = (job, output) {
+            self.record_promoted(at, database, *promoted_at_ms);
+            return;
+        }
         if let (JobKind::RecoverDatabase { database, .. }, TaskOutput::Restored { last_commit_ms }) = (job, output) {
             if let Some(r) = self.databases.get_mut(database).and_then(|d| d.last_recovery.as_mut()) {
                 r.restored_to_ms = *last_commit_ms;
@@ -373,6 +377,7 @@ impl AdminState {
             if a.restorable_until_ms >= entry.restorable_until_ms {
                 *entry = a.clone();
             }
+            self.record_first_write(&a.lineage, a.restorable_until_ms);
         }
         Response::Done
     }

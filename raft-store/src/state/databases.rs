@@ -393,6 +393,14 @@ impl AdminState {
             self.conclude_add_standby(index, at, &name, standby, error, undone);
             return;
         }
+        if let JobKind::FailoverDatabase { .. } = kind {
+            let error = match outcome {
+                Outcome::Succeeded => None,
+                Outcome::Failed { error, .. } => Some(error.as_str()),
+            };
+            self.conclude_failover(index, at, &name, error);
+            return;
+        }
         if let JobKind::ReleaseStandby { .. } = kind {
             let error = match outcome {
                 Outcome::Succeeded => None,
@@ -572,7 +580,7 @@ impl AdminState {
             })
     }
 
-    fn primary_endpoint(&self, name: &str) -> Option<Endpoint> {
+    pub(super) fn primary_endpoint(&self, name: &str) -> Option<Endpoint> {
         let primary = self.primary_of(name)?;
         let host = self.hosts.get(&primary.host)?;
         Some(Endpoint {

@@ -234,6 +234,8 @@ pub struct Health {
     pub problem: Option<String>,
     /// On a primary with standbys: each as it sees it (read on the probe's connection).
     pub standbys: Vec<(String, replication::StandbyStatus)>,
+    /// On a standby: what it sees of its primary (read on the probe's connection).
+    pub upstream: Option<replication::UpstreamStatus>,
 }
 
 /// An engine operation failed.

@@ -581,16 +581,19 @@ impl Postgres {
             let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
             tokio::spawn(conn);
             client.simple_query("SELECT 1").await?;
-            // Best effort: an answer without the standbys is still an answer.
-            Ok::<_, tokio_postgres::Error>(Self::standbys_status(&client, spec).await.unwrap_or_default())
+            // Best effort: an answer without the replication views is still an answer.
+            let standbys = Self::standbys_status(&client, spec).await.unwrap_or_default();
+            let upstream = Self::upstream_status(&client, spec).await.unwrap_or_default();
+            Ok::<_, tokio_postgres::Error>((standbys, upstream))
         };
         match tokio::time::timeout(within, probe).await {
-            Ok(Ok(standbys)) => Health {
+            Ok(Ok((standbys, upstream))) => Health {
                 running: true,
                 accepting: true,
                 used_bytes,
                 problem: None,
                 standbys,
+                upstream,
             },
             Ok(Err(e)) => Health {
                 running: true,

@@ -24,6 +24,15 @@ pub struct ReplicationTls {
     pub cluster: String,
 }
 
+/// What a standby sees of the primary it streams from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpstreamStatus {
+    /// Its WAL receiver streams.
+    pub streaming: bool,
+    /// Since it last heard from the primary (`u64::MAX`: never, or no receiver).
+    pub silent_ms: u64,
+}
+
 /// What a primary reports of one standby.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StandbyStatus {
@@ -375,5 +384,66 @@ impl Postgres {
                 (id.clone(), status)
             })
             .collect())
+    }
+
+    /// What a running standby (on `client`) sees of its primary: `None` on a primary.
+    pub(super) async fn upstream_status(
+        client: &tokio_postgres::Client,
+        spec: &InstanceSpec,
+    ) -> Result<Option<UpstreamStatus>, EngineError> {
+        if spec.replication.as_ref().is_none_or(|r| r.upstream.is_none()) {
+            return Ok(None);
+        }
+        let row = client
+            .query_opt(
+                "SELECT status, (EXTRACT(EPOCH FROM now() - last_msg_receipt_time) * 1000)::bigint \
+                 FROM pg_stat_wal_receiver",
+                &[],
+            )
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("reading the WAL receiver failed: {e}")))?;
+        // No receiver at all: it is between connection attempts, hearing nothing.
+        Ok(Some(row.map_or(UpstreamStatus::default(), |r| UpstreamStatus {
+            streaming: r.get::<_, Option<String>>(0).as_deref() == Some("streaming"),
+            silent_ms: r.get::<_, Option<i64>>(1).map_or(u64::MAX, |v| v.max(0) as u64),
+        })))
+    }
+
+    /// Promote a standby and make it a primary as `spec` says (client access, the
+    /// standbys it will have, the archive it commits for), at once: `pg_promote` waits
+    /// until replay has ended and the engine takes writes. Returns when it left recovery
+    /// (now, if it had already: a retried promotion).
+    pub async fn promote(&self, spec: &InstanceSpec, within: Duration) -> Result<u64, EngineError> {
+        let client = self.superuser_client(spec, "promote it").await?;
+        let failed = |what: &'static str| {
+            move |e: tokio_postgres::Error| EngineError::Unavailable(format!("{what} failed: {e}"))
+        };
+        let standby: bool = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(failed("asking whether it is a standby"))?
+            .get(0);
+        if standby {
+            let secs = within.as_secs().clamp(1, i32::MAX as u64) as i32;
+            let promoted: bool = client
+                .query_one("SELECT pg_promote(true, $1)", &[&secs])
+                .await
+                .map_err(failed("promoting"))?
+                .get(0);
+            if !promoted {
+                return Err(EngineError::Command {
+                    what: "promote the standby".into(),
+                    detail: format!(
+                        "it did not leave recovery within {secs} s; its log ends:\n{}",
+                        super::postgres::tail(&self.volume(&spec.id).join("postgres.log"), 15)
+                    ),
+                });
+            }
+        }
+        let promoted_at = crate::clock::now_ms();
+        // The standby's settings go; a primary's (client access, synchronous names) come.
+        self.configure(spec)?;
+        self.reload(spec).await?;
+        Ok(promoted_at)
     }
 }

@@ -1,0 +1,382 @@
+//! Failover of a Multi-AZ database: its primary failed and its synchronous standby no
+//! longer hears from it. One apply commits the decision: a new generation, the old
+//! primary fenced at it (its host refuses it from then on), the standby recorded as the
+//! primary and the name moved to it, and a new lineage for the backups from here on
+//! (the standby's zone store takes the archive). The job then promotes the standby.
+//!
+//! Why no acknowledged commit is lost, and no second primary can acknowledge one: the
+//! standby is promoted only while it is the recorded synchronous standby, which holds
+//! every commit the primary acknowledged (see `standby.rs`). The old primary waits, for
+//! every commit, for that standby's flush; once the standby is promoted it never flushes
+//! for the old primary again, so whatever the old primary still commits is never
+//! acknowledged, reachable or not. The name leaves it in the same apply as the fence.
+
+use super::{conflict, not_found, AdminState};
+use crate::command::Response;
+use crate::records::*;
+
+/// The failovers kept per database (older ones are dropped first).
+pub const FAILOVERS_KEPT: usize = 20;
+
+/// What `FailoverDatabase` asks for.
+pub(crate) struct FailOver<'a> {
+    pub job_id: &'a str,
+    pub name: &'a str,
+    pub standby: &'a str,
+    pub reason: &'a str,
+    pub detected_ms: Millis,
+    pub last_seen_ms: Millis,
+}
+
+impl AdminState {
+    /// The database's failovers, oldest first.
+    pub fn failovers_of<'a>(&'a self, database: &'a str) -> impl Iterator<Item = &'a Failover> + 'a {
+        self.failovers.values().filter(move |f| f.database == database)
+    }
+
+    pub(super) fn fail_over(&mut self, index: u64, at: Millis, f: FailOver) -> Response {
+        let Some(db) = self.databases.get(f.name) else {
+            return not_found("database", f.name);
+        };
+        if let Some(refused) = self.busy(db) {
+            return refused;
+        }
+        let short = db.name.clone();
+        if !matches!(db.status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
+            return conflict(format!("database {short} is {}", wire_name(&db.status)));
+        }
+        if db.sync_standby.as_deref() != Some(f.standby) {
+            return conflict(format!(
+                "{} is not the synchronous standby of {short}: only a standby every acknowledged commit waited for is promoted",
+                f.standby
+            ));
+        }
+        let Some(standby) = self.instances.get(f.standby).filter(|i| i.fenced_at.is_none()).cloned() else {
+            return conflict(format!("standby {} of {short} is gone", f.standby));
+        };
+        let old = self.primary_of(f.name).cloned();
+        let (account, generation) = (db.account.clone(), db.generation + 1);
+        let kind = JobKind::FailoverDatabase {
+            database: f.name.to_string(),
+            from: old.as_ref().map(|o| o.id.clone()).unwrap_or_default(),
+            to: standby.id.clone(),
+        };
+        let job = match self.enqueue(index, at, f.job_id, None, kind, &account) {
+            Ok(job) => job,
+            Err(refused) => return refused,
+        };
+        let zone_of = |s: &AdminState, host: &str| s.hosts.get(host).map(|h| h.zone.clone()).unwrap_or_default();
+        let record = Failover {
+            id: f.job_id.to_string(),
+            database: f.name.to_string(),
+            reason: f.reason.to_string(),
+            from_instance: old.as_ref().map(|o| o.id.clone()).unwrap_or_default(),
+            from_host: old.as_ref().map(|o| o.host.clone()).unwrap_or_default(),
+            from_zone: old.as_ref().map(|o| zone_of(self, &o.host)).unwrap_or_default(),
+            to_instance: standby.id.clone(),
+            to_host: standby.host.clone(),
+            to_zone: zone_of(self, &standby.host),
+            generation,
+            last_seen_ms: f.last_seen_ms,
+            detected_ms: f.detected_ms.min(at),
+            fenced_ms: at,
+            ..Failover::default()
+        };
+        if let Some(o) = old.as_ref().and_then(|o| self.instances.get_mut(&o.id)) {
+            o.fenced_at = Some(generation);
+        }
+        if let Some(s) = self.instances.get_mut(&standby.id) {
+            s.role = InstanceRole::Primary;
+            s.replication = None;
+        }
+        let endpoint = self.primary_endpoint(f.name);
+        let db = self.databases.get_mut(f.name).expect("checked above");
+        db.generation = generation;
+        db.sync_standby = None;
+        db.instances = vec![standby.id.clone()];
+        // The name moves with the fence: it never points at the fenced primary again. Until
+        // the standby is promoted it refuses clients (its pg_hba admits none), so one that
+        // arrives early is refused and retries, never served stale.
+        db.endpoint = endpoint;
+        db.status = DatabaseStatus::FailingOver;
+        db.status_reason = Some(f.reason.to_string());
+        db.operation = Some(f.job_id.to_string());
+        // The standby's zone store takes the archive from here on: a new lineage, as a
+        // recovery starts one (a lineage's WAL is in one store).
+        let replaced = db.lineage();
+        db.earlier_lineages.push(replaced);
+        db.lineage = f.job_id.to_string();
+        self.keep_failover(record);
+        let from = old
+            .as_ref()
+            .map(|o| format!("primary {} on host {}", o.id, o.host))
+            .unwrap_or_else(|| "its primary".into());
+        self.event(
+            index,
+            at,
+            "failover-started",
+            f.name,
+            format!(
+                "Database {short} is failing over ({}): {from} is fenced (generation {generation}) and the name now points at standby {} on host {}, which is being promoted; it holds every acknowledged commit.",
+                f.reason, standby.id, standby.host
+            ),
+        );
+        self.database_response(&job, true)
+    }
+
+    fn keep_failover(&mut self, record: Failover) {
+        let database = record.database.clone();
+        self.failovers.insert(record.id.clone(), record);
+        let ids: Vec<String> = self.failovers_of(&database).map(|f| f.id.clone()).collect();
+        for id in ids.iter().take(ids.len().saturating_sub(FAILOVERS_KEPT)) {
+            self.failovers.remove(id);
+        }
+    }
+
+    /// The database's failover under way, if one is.
+    fn open_failover(&mut self, database: &str) -> Option<&mut Failover> {
+        self.failovers
+            .values_mut()
+            .filter(|f| f.database == database && f.finished_ms.is_none())
+            .last()
+    }
+
+    /// The promoted standby's word: when it left recovery.
+    pub(super) fn record_promoted(&mut self, at: Millis, database: &str, promoted_at_ms: Millis) {
+        if let Some(f) = self.open_failover(database) {
+            f.promoted_ms = Some(promoted_at_ms);
+            f.promotion_committed_ms = Some(at);
+        }
+    }
+
+    /// A stored heartbeat of `lineage` at `written_ms`: the first write a failover's new
+    /// primary took, if it was waiting for one.
+    pub(super) fn record_first_write(&mut self, lineage: &str, written_ms: Millis) {
+        if written_ms == 0 {
+            return;
+        }
+        if let Some(f) = self
+            .failovers
+            .get_mut(lineage)
+            .filter(|f| f.first_write_ms.is_none() && f.promoted_ms.is_some())
+        {
+            f.first_write_ms = Some(written_ms);
+        }
+    }
+
+    /// A failover ended: the database at rest on its new primary (a new standby is built
+    /// by the scheduler), or, if the promotion failed, left to the monitor, which
+    /// recovers it from its backups.
+    pub(super) fn conclude_failover(&mut self, index: u64, at: Millis, database: &str, error: Option<&str>) {
+        let unhealthy = self.health_reason(database);
+        let Some(db) = self.databases.get_mut(database) else {
+            return;
+        };
+        db.operation = None;
+        db.status = DatabaseStatus::Available;
+        db.status_reason = unhealthy;
+        let short = db.name.clone();
+        let record = self.open_failover(database);
+        let (kind, message) = match (error, record) {
+            (None, Some(f)) => {
+                f.finished_ms = Some(at);
+                let took = f.promotion_committed_ms.unwrap_or(at).saturating_sub(f.detected_ms);
+                (
+                    "failover-finished",
+                    format!(
+                        "Database {short} failed over to {} on host {} (zone {}) {took} ms after the failure was detected; a new standby is built from the backups.",
+                        f.to_instance, f.to_host, f.to_zone
+                    ),
+                )
+            }
+            (None, None) => ("failover-finished", format!("Database {short} failed over.")),
+            (Some(e), record) => {
+                if let Some(f) = record {
+                    f.finished_ms = Some(at);
+                    f.error = Some(e.to_string());
+                }
+                (
+                    "failover-failed",
+                    format!("Promoting the standby of {short} failed ({e}); the monitor recovers it from its backups."),
+                )
+            }
+        };
+        self.event(index, at, kind, database, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::databases::Outcome;
+    use super::*;
+    use crate::catalog::{TaskOutput, WalArchive};
+    use crate::command::{Command, Proposal};
+
+    use super::super::fixtures::{add_snapshot, with_database, DB};
+
+    /// Multi-AZ orders: primary p on h1 (zone a), standby s-j2 on h3 (zone b), in sync.
+    fn multi_az() -> AdminState {
+        let spec = DatabaseSpec {
+            multi_az: true,
+            ..DatabaseSpec::default()
+        };
+        let mut s = with_database(&[("h1", "a"), ("h2", "a"), ("h3", "b")], spec, "p");
+        add_snapshot(&mut s);
+        let add = Command::AddStandby {
+            job_id: "j2".into(),
+            name: DB.into(),
+            instance_id: "s-j2".into(),
+        };
+        s.apply(3, &Proposal::new(3, add));
+        let job = s.jobs["j2"].kind.clone();
+        s.record_output(4, &job, "p", &TaskOutput::InSync { standby: "s-j2".into() });
+        s.conclude(5, 5, &job, &Outcome::Succeeded);
+        s
+    }
+
+    fn fail_over(s: &mut AdminState, index: u64, standby: &str) -> Response {
+        let cmd = Command::FailoverDatabase {
+            job_id: format!("f{index}"),
+            name: DB.into(),
+            standby: standby.into(),
+            reason: "host h1 stopped answering".into(),
+            detected_ms: 1,
+            last_seen_ms: 0,
+        };
+        s.apply(index, &Proposal::new(index, cmd))
+    }
+
+    #[test]
+    fn one_apply_fences_the_primary_moves_the_name_and_makes_the_standby_primary() {
+        let mut s = multi_az();
+        let generation = s.databases[DB].generation;
+        assert!(matches!(
+            fail_over(&mut s, 10, "s-j2"),
+            Response::Database { created: true, .. }
+        ));
+        let db = &s.databases[DB];
+        assert_eq!(db.generation, generation + 1);
+        assert_eq!(s.instances["p"].fenced_at, Some(generation + 1));
+        assert_eq!(s.instances["s-j2"].role, InstanceRole::Primary);
+        assert_eq!(s.primary_of(DB).map(|i| i.id.as_str()), Some("s-j2"));
+        assert_eq!(db.instances, ["s-j2"]);
+        assert_eq!(
+            db.sync_standby, None,
+            "nothing else may be promoted until a new one is in sync"
+        );
+        let endpoint = db.endpoint.as_ref().expect("the name points somewhere");
+        assert_eq!((endpoint.host.as_str(), endpoint.addr.as_str()), ("h3", "127.0.1.3"));
+        assert_eq!(db.status, DatabaseStatus::FailingOver);
+        assert_eq!(db.lineage, "f10", "the standby's zone store takes a new lineage");
+        assert_eq!(db.earlier_lineages, ["j1"]);
+        let f = &s.failovers["f10"];
+        assert_eq!(
+            (
+                f.from_instance.as_str(),
+                f.from_zone.as_str(),
+                f.to_instance.as_str(),
+                f.to_zone.as_str()
+            ),
+            ("p", "a", "s-j2", "b")
+        );
+        assert_eq!((f.detected_ms, f.fenced_ms, f.generation), (1, 10, generation + 1));
+        assert!(s
+            .events
+            .iter()
+            .any(|e| e.kind == "failover-started" && e.message.contains("fenced")));
+        assert_eq!(
+            s.jobs["f10"].kind,
+            JobKind::FailoverDatabase {
+                database: DB.into(),
+                from: "p".into(),
+                to: "s-j2".into()
+            }
+        );
+
+        // The standby's word, a stored write, the end: the timeline fills in.
+        s.record_output(
+            11,
+            &s.jobs["f10"].kind.clone(),
+            "s-j2",
+            &TaskOutput::Promoted { promoted_at_ms: 11 },
+        );
+        s.record_archive(&[WalArchive {
+            lineage: "j1".into(),
+            restorable_until_ms: 12,
+            ..WalArchive::default()
+        }]);
+        assert_eq!(
+            s.failovers["f10"].first_write_ms, None,
+            "the old lineage's is not the new primary's"
+        );
+        s.record_archive(&[WalArchive {
+            lineage: "f10".into(),
+            restorable_until_ms: 13,
+            ..WalArchive::default()
+        }]);
+        s.conclude(14, 14, &s.jobs["f10"].kind.clone(), &Outcome::Succeeded);
+        let f = &s.failovers["f10"];
+        assert_eq!(
+            (f.promoted_ms, f.promotion_committed_ms, f.first_write_ms, f.finished_ms),
+            (Some(11), Some(11), Some(13), Some(14))
+        );
+        assert_eq!(s.databases[DB].status, DatabaseStatus::Available);
+        assert!(s.events.iter().any(|e| e.kind == "failover-finished"));
+        assert!(
+            matches!(fail_over(&mut s, 15, "s-j2"), Response::Rejected { .. }),
+            "no standby is recorded in sync any more"
+        );
+    }
+
+    #[test]
+    fn only_the_recorded_synchronous_standby_of_a_database_at_rest_is_promoted() {
+        let refused = |s: &mut AdminState, standby: &str| match fail_over(s, 10, standby) {
+            Response::Rejected { rejection } => rejection.to_string(),
+            other => panic!("accepted: {other:?}"),
+        };
+        let mut s = multi_az();
+        assert!(refused(&mut s, "p").contains("not the synchronous standby"));
+        // Released: no longer in sync, never promoted.
+        let mut s = multi_az();
+        let release = Command::ReleaseStandby {
+            job_id: "r".into(),
+            name: DB.into(),
+            standby: "s-j2".into(),
+            reason: "lost".into(),
+        };
+        s.apply(6, &Proposal::new(6, release));
+        assert!(refused(&mut s, "s-j2").contains("busy"));
+        s.conclude(7, 7, &s.jobs["r"].kind.clone(), &Outcome::Succeeded);
+        assert!(refused(&mut s, "s-j2").contains("not the synchronous standby"));
+        assert_eq!(s.primary_of(DB).map(|i| i.id.as_str()), Some("p"), "nothing changed");
+    }
+
+    #[test]
+    fn a_failed_promotion_leaves_the_database_to_recovery_and_says_so() {
+        let mut s = multi_az();
+        fail_over(&mut s, 10, "s-j2");
+        let failed = Outcome::Failed {
+            error: "pg_promote timed out".into(),
+            undone: false,
+        };
+        s.conclude(11, 11, &s.jobs["f10"].kind.clone(), &failed);
+        assert_eq!(s.failovers["f10"].error.as_deref(), Some("pg_promote timed out"));
+        assert!(s.events.iter().any(|e| e.kind == "failover-failed"));
+        assert_eq!(s.databases[DB].operation, None, "at rest: the monitor may recover it");
+    }
+
+    #[test]
+    fn a_database_keeps_its_newest_failovers() {
+        let mut s = AdminState::default();
+        for n in 0..(FAILOVERS_KEPT as u64 + 3) {
+            s.keep_failover(Failover {
+                id: format!("f{n:03}"),
+                database: DB.into(),
+                ..Failover::default()
+            });
+        }
+        let kept: Vec<_> = s.failovers_of(DB).map(|f| f.id.clone()).collect();
+        assert_eq!(kept.len(), FAILOVERS_KEPT);
+        assert_eq!(kept[0], "f003");
+    }
+}
