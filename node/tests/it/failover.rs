@@ -1,8 +1,11 @@
 //! Failover of a Multi-AZ database, end to end, with a client that reaches it only by
 //! name through Keel's DNS (re-resolving on every reconnect) and records every
-//! acknowledged insert: the primary's host manager and postmaster are killed (-9), the
-//! standby is promoted, the name moves, and no acknowledged insert is lost; then the
-//! database is Multi-AZ again without a person.
+//! acknowledged insert, while the test kills the primary's host (-9), pauses the
+//! primary past the detection time, or cuts the control plane off from the primary's
+//! host. After each: no acknowledged insert is missing, the fenced primary never
+//! acknowledges a write again, the name points at the one primary, and the database is
+//! Multi-AZ again without a person (or, cut off only from the control plane, never
+//! failed over at all).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +15,7 @@ use std::time::Duration;
 use keel_jepsen::cluster::Cluster;
 use serde_json::{json, Value};
 
-use super::multi_az::{member, wait_in_sync};
+use super::multi_az::{member, signal_in, wait_in_sync, Member};
 use super::recovery::{connect, database, events, now_ms};
 use super::{cluster, create_body, wait_op};
 
@@ -103,8 +106,19 @@ async fn failovers(c: &Cluster, db: &str) -> Vec<Value> {
     list.as_array().unwrap().clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_primary_fails_over_by_name_without_losing_an_acknowledged_insert() {
+/// A Multi-AZ `orders` in sync, on a cluster whose monitor probes every 200 ms, with a
+/// client writing through its name.
+struct UnderLoad {
+    c: Cluster,
+    port: u64,
+    primary: Member,
+    standby: Member,
+    dns: String,
+    stop: Arc<AtomicBool>,
+    client: tokio::task::JoinHandle<History>,
+}
+
+async fn under_load() -> UnderLoad {
     let mut c = cluster(&[
         "--monitor-interval-ms",
         "200",
@@ -124,7 +138,8 @@ async fn a_killed_primary_fails_over_by_name_without_losing_an_acknowledged_inse
     assert_eq!(op["state"], "succeeded", "{op}");
     let db = database(&c, "orders").await;
     let port = db["endpoint"]["port"].as_u64().unwrap();
-    connect(db["endpoint"]["addr"].as_str().unwrap(), port)
+    let addr = db["endpoint"]["addr"].as_str().unwrap().to_string();
+    connect(&addr, port)
         .await
         .unwrap()
         .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY)")
@@ -132,13 +147,12 @@ async fn a_killed_primary_fails_over_by_name_without_losing_an_acknowledged_inse
         .unwrap();
     let db = wait_in_sync(&c, "orders", None).await;
     let (primary, standby) = (member(&c, &db, "primary"), member(&c, &db, "standby"));
-
     let dns = c.node(1).dns_addr.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let client = client_by_name(dns.clone(), dns_name("orders"), port, stop.clone());
-    // A client under way, with the standby streaming every commit.
+    // A client under way, with the standby receiving every commit.
     c.wait_for(Duration::from_secs(60), "100 acknowledged inserts", || async {
-        let n: i64 = connect(db["endpoint"]["addr"].as_str().unwrap(), port)
+        let n: i64 = connect(&addr, port)
             .await?
             .query_one("SELECT count(*) FROM t", &[])
             .await?
@@ -147,72 +161,239 @@ async fn a_killed_primary_fails_over_by_name_without_losing_an_acknowledged_inse
     })
     .await
     .unwrap();
+    UnderLoad {
+        c,
+        port,
+        primary,
+        standby,
+        dns,
+        stop,
+        client,
+    }
+}
 
-    let index = c.hosts.iter().position(|h| h.name == primary.host).unwrap();
+impl UnderLoad {
+    /// The host address of `member`.
+    fn addr_of(&self, m: &Member) -> String {
+        let h = self.c.hosts.iter().find(|h| h.name == m.host).unwrap();
+        h.addr.rsplit_once(':').unwrap().0.to_string()
+    }
+
+    /// Wait until the failover is committed and the standby promoted; its record.
+    async fn promoted(&self) -> Value {
+        self.c
+            .wait_for(Duration::from_secs(60), "the standby to be promoted", || async {
+                let list = failovers(&self.c, "orders").await;
+                Ok(list.first().filter(|f| f["promotion_committed_ms"].is_u64()).cloned())
+            })
+            .await
+            .unwrap()
+    }
+
+    /// After a failover: the name answers the promoted standby, the client writes through
+    /// it again, the timeline is whole, and no acknowledged insert is missing; stops the
+    /// client and returns its longest write gap (ms).
+    async fn check_failed_over(self, since: u64) -> (Cluster, Member, Member, u64) {
+        let UnderLoad {
+            c,
+            port,
+            primary,
+            standby,
+            dns,
+            stop,
+            client,
+        } = self;
+        let record = c
+            .wait_for(Duration::from_secs(120), "the failover to finish", || async {
+                let list = failovers(&c, "orders").await;
+                Ok(list.first().filter(|f| f["finished_ms"].is_u64()).cloned())
+            })
+            .await
+            .unwrap();
+        assert!(record["error"].is_null(), "{record}");
+        assert_eq!(
+            (record["from_instance"].as_str(), record["to_instance"].as_str()),
+            (Some(primary.id.as_str()), Some(standby.id.as_str())),
+            "{record}"
+        );
+        let step = |name: &str| record[name].as_u64().unwrap_or_else(|| panic!("{name} in {record}"));
+        assert!(step("detected_ms") <= step("fenced_ms"), "{record}");
+        assert!(step("fenced_ms") <= step("promotion_committed_ms"), "{record}");
+        assert_eq!(step("dns_moved_ms"), step("fenced_ms"), "the name moves with the fence");
+
+        let db = database(&c, "orders").await;
+        assert_eq!(db["endpoint"]["host"], standby.host.as_str(), "{db}");
+        assert_eq!(db["endpoint"]["port"].as_u64(), Some(port), "the same port");
+        let new_addr = db["endpoint"]["addr"].as_str().unwrap().to_string();
+        assert_eq!(resolve(&dns, &dns_name("orders")).as_deref(), Some(new_addr.as_str()));
+        let first_write = c
+            .wait_for(Duration::from_secs(30), "the first write seen stored", || async {
+                Ok(failovers(&c, "orders").await[0]["first_write_ms"].as_u64())
+            })
+            .await
+            .unwrap();
+        let count = |c: tokio_postgres::Client| async move {
+            let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
+            Ok::<_, tokio_postgres::Error>(n)
+        };
+        let before = count(connect(&new_addr, port).await.unwrap()).await.unwrap();
+        c.wait_for(
+            Duration::from_secs(30),
+            "the client to write through the name again",
+            || async { Ok((count(connect(&new_addr, port).await?).await? > before).then_some(())) },
+        )
+        .await
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let history = client.await.unwrap();
+        assert!(
+            history.connected.iter().any(|(at, a)| *a == new_addr && *at > since),
+            "the client reconnected by name: {:?}",
+            history.connected
+        );
+        let held: std::collections::BTreeSet<i64> = connect(&new_addr, port)
+            .await
+            .unwrap()
+            .query("SELECT id FROM t", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let lost: Vec<i64> = history
+            .acked
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !held.contains(id))
+            .collect();
+        assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+        let (gap, from) = longest_gap(&history.acked);
+        eprintln!(
+            "orders: {} acknowledged, 0 lost; longest write gap {gap} ms from {from} (fault at {since}); first write stored {} ms after the fault; timeline {record}",
+            history.acked.len(),
+            first_write.saturating_sub(since),
+        );
+        assert_eq!(events(&c, "orders", "failover-started").await.len(), 1);
+        assert_eq!(events(&c, "orders", "failover-finished").await.len(), 1);
+        (c, primary, standby, gap)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_fails_over_by_name_without_losing_an_acknowledged_insert() {
+    let mut run = under_load().await;
+    let index = run.c.hosts.iter().position(|h| h.name == run.primary.host).unwrap();
     let killed_at = now_ms();
     assert!(
-        c.kill_host_and_instances(index) >= 2,
+        run.c.kill_host_and_instances(index) >= 2,
         "the host manager and the postmaster"
     );
+    let (c, primary, standby, _) = run.check_failed_over(killed_at).await;
+    // Multi-AZ again: a new standby in sync, not on the lost host.
+    let db = wait_in_sync(&c, "orders", Some(&standby.id)).await;
+    let again = member(&c, &db, "standby");
+    assert_ne!(again.host, standby.host);
+    assert_ne!(again.host, primary.host, "not on the lost host");
+}
 
-    let record = c
-        .wait_for(Duration::from_secs(60), "the failover to finish", || async {
-            let list = failovers(&c, "orders").await;
-            Ok(list.first().filter(|f| f["finished_ms"].is_u64()).cloned())
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_primary_is_fenced_and_never_acknowledges_a_write_again() {
+    let run = under_load().await;
+    let data = run.primary.volume.join("data");
+    let paused_at = now_ms();
+    assert!(signal_in(&data, libc::SIGSTOP) > 0);
+    run.promoted().await;
+    // Resumed after the failover: its sessions' commits wait for a standby that is now a
+    // primary of its own, and its host stops it as soon as the monitor's fence reaches it.
+    signal_in(&data, libc::SIGCONT);
+    let old = run.addr_of(&run.primary);
+    let port = run.port;
+    let write = async {
+        let client = connect(&old, port).await?;
+        client.execute("INSERT INTO t (id) VALUES (-1)", &[]).await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), write).await {
+        Ok(Ok(_)) => panic!("the fenced primary acknowledged a write"),
+        Ok(Err(e)) => eprintln!("a write to the fenced primary failed: {e}"),
+        Err(_) => eprintln!("a write to the fenced primary was never acknowledged"),
+    }
+    run.c
+        .wait_for(Duration::from_secs(60), "the fenced primary to stop", || async {
+            Ok(connect(&old, port).await.is_err().then_some(()))
         })
         .await
         .unwrap();
-    assert!(record["error"].is_null(), "{record}");
-    assert_eq!(
-        (record["from_instance"].as_str(), record["to_instance"].as_str()),
-        (Some(primary.id.as_str()), Some(standby.id.as_str())),
-        "{record}"
-    );
-    let step = |name: &str| record[name].as_u64().unwrap_or_else(|| panic!("{name} in {record}"));
-    assert!(step("detected_ms") <= step("fenced_ms"), "{record}");
-    assert!(step("fenced_ms") <= step("promotion_committed_ms"), "{record}");
-    assert_eq!(step("dns_moved_ms"), step("fenced_ms"), "the name moves with the fence");
-
-    // The name answers the new primary, and the client writes through it again.
+    let (c, primary, ..) = run.check_failed_over(paused_at).await;
     let db = database(&c, "orders").await;
-    assert_eq!(db["endpoint"]["host"], standby.host.as_str(), "{db}");
-    assert_eq!(db["endpoint"]["port"].as_u64(), Some(port), "the same port");
     let new_addr = db["endpoint"]["addr"].as_str().unwrap().to_string();
-    assert_eq!(resolve(&dns, &dns_name("orders")).as_deref(), Some(new_addr.as_str()));
-    let resumed_from = now_ms();
-    c.wait_for(Duration::from_secs(30), "inserts through the name again", || async {
-        let n: i64 = connect(&new_addr, port)
+    let probe: i64 = connect(&new_addr, port)
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM t WHERE id = -1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(probe, 0, "the write to the fenced primary is nowhere");
+    c.wait_for(Duration::from_secs(60), "the fenced primary's volume to go", || async {
+        Ok((!primary.volume.exists()).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_cut_off_from_the_control_plane_only_keeps_serving_and_is_not_failed_over() {
+    let run = under_load().await;
+    let index = run.c.hosts.iter().position(|h| h.name == run.primary.host).unwrap();
+    let pid = run.c.host_pid(index).unwrap() as i32;
+    // The host manager is the control plane's only way to the host: paused, the monitor
+    // loses the host, while the primary and its standby go on.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let host = run.primary.host.clone();
+    run.c
+        .wait_for(Duration::from_secs(30), "the host to be marked unreachable", || async {
+            let (_, hosts) = run.c.get(1, "/v1/hosts").await.unwrap();
+            let h = hosts
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["name"] == host.as_str())
+                .cloned();
+            Ok(h.filter(|h| h["health"] == "unreachable").map(drop))
+        })
+        .await
+        .unwrap();
+    let cut_at = now_ms();
+    // Several detection times pass: the client keeps writing, and nothing fails over.
+    let addr = run.addr_of(&run.primary);
+    let count = || async {
+        let n: i64 = connect(&addr, run.port)
             .await?
-            .query_one("SELECT count(*) FROM t WHERE id > 0", &[])
+            .query_one("SELECT count(*) FROM t", &[])
             .await?
             .get(0);
-        Ok((n > 0).then_some(()))
-    })
-    .await
-    .unwrap();
-    c.wait_for(Duration::from_secs(30), "the first write seen stored", || async {
-        let list = failovers(&c, "orders").await;
-        Ok(list[0]["first_write_ms"].as_u64())
-    })
-    .await
-    .unwrap();
-    // Keep writing a little past the failover, then stop the client.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let history = client.await.unwrap();
-    let after = history.acked.iter().filter(|(_, at)| *at > killed_at).count();
-    assert!(
-        after > 0,
-        "no insert acknowledged after the failover (resumed check at {resumed_from})"
-    );
-    assert!(
-        history.connected.iter().any(|(_, a)| *a == new_addr),
-        "the client reconnected by name: {:?}",
-        history.connected
-    );
-
-    // Every acknowledged insert is on the new primary.
-    let held: std::collections::BTreeSet<i64> = connect(&new_addr, port)
+        Ok::<_, anyhow::Error>(n)
+    };
+    let at_cut = count().await.unwrap();
+    // Three times the detection time the failover tests see, and inserts all along.
+    run.c
+        .wait_for(
+            Duration::from_secs(30),
+            "200 more inserts over 3 s while cut off",
+            || async { Ok((count().await? >= at_cut + 200 && now_ms() - cut_at > 3_000).then_some(())) },
+        )
+        .await
+        .unwrap();
+    assert!(failovers(&run.c, "orders").await.is_empty(), "it never failed over");
+    let db = database(&run.c, "orders").await;
+    assert_eq!(db["endpoint"]["host"], run.primary.host.as_str(), "{db}");
+    assert_eq!(db["sync_standby"], run.standby.id.as_str(), "{db}");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    run.stop.store(true, Ordering::Relaxed);
+    let history = run.client.await.unwrap();
+    let held: std::collections::BTreeSet<i64> = connect(&addr, run.port)
         .await
         .unwrap()
         .query("SELECT id FROM t", &[])
@@ -221,25 +402,7 @@ async fn a_killed_primary_fails_over_by_name_without_losing_an_acknowledged_inse
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let lost: Vec<i64> = history
-        .acked
-        .iter()
-        .map(|(id, _)| *id)
-        .filter(|id| !held.contains(id))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
-    let (gap, from) = longest_gap(&history.acked);
-    eprintln!(
-        "orders: {} acknowledged, 0 lost; write gap {gap} ms (from {}, kill at {killed_at}); timeline {record}",
-        history.acked.len(),
-        from
-    );
-
-    // Events tell the story; and it is Multi-AZ again, with a new standby in another zone.
-    assert_eq!(events(&c, "orders", "failover-started").await.len(), 1);
-    assert_eq!(events(&c, "orders", "failover-finished").await.len(), 1);
-    let db = wait_in_sync(&c, "orders", Some(&standby.id)).await;
-    let again = member(&c, &db, "standby");
-    assert_ne!(again.host, standby.host);
-    assert_ne!(again.host, primary.host, "not on the lost host");
+    assert!(history.acked.iter().all(|(id, _)| held.contains(id)));
+    let (gap, _) = longest_gap(&history.acked);
+    eprintln!("cut off from the control plane: longest write gap {gap} ms, no failover");
 }

@@ -30,7 +30,7 @@ async fn superuser(volume: &Path, port: u16) -> tokio_postgres::Client {
 }
 
 /// Signal every process working in `dir` (the postmaster and its children).
-fn signal_in(dir: &Path, signal: i32) -> usize {
+pub(crate) fn signal_in(dir: &Path, signal: i32) -> usize {
     // SAFETY: kill has no memory-safety preconditions.
     pids_in(dir)
         .into_iter()

@@ -493,9 +493,14 @@ impl Postgres {
         self.start(spec).await
     }
 
-    /// Stop the instance and delete its volume; idempotent.
+    /// Stop the instance and delete its volume; idempotent. A fenced one stops at once:
+    /// nothing of it is kept, and its sessions may be waiting on a standby that is gone.
     pub async fn destroy(&self, id: &str) -> Result<(), EngineError> {
-        self.shut_down(id).await?;
+        if self.fenced_at(id).is_some() {
+            self.shut_down_now(id).await?;
+        } else {
+            self.shut_down(id).await?;
+        }
         match std::fs::remove_dir_all(self.volume(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove volume")(e)),
             _ => Ok(()),
