@@ -227,6 +227,28 @@ pub enum Command {
         #[serde(default)]
         last_seen_ms: u64,
     },
+    /// Switch a Multi-AZ database's primary over to its synchronous standby (planned: the
+    /// old primary stops first, nothing is lost), now or in its maintenance window.
+    Switchover {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// The client's request id, for retries.
+        #[serde(default)]
+        request: Option<RequestKey>,
+        /// Database key.
+        name: String,
+        /// The zone the primary is to move to (its standby's), if named.
+        #[serde(default)]
+        to_zone: Option<String>,
+        /// Record it for the maintenance window instead of starting it.
+        #[serde(default)]
+        in_maintenance_window: bool,
+    },
+    /// Drop a switchover waiting for the maintenance window.
+    CancelSwitchover {
+        /// Database key.
+        name: String,
+    },
     /// A database's storage use crossed the full mark, either way.
     ObserveStorage {
         /// Database name.
@@ -489,6 +511,8 @@ impl Command {
             | Command::CreateDatabase { .. }
             | Command::ModifyDatabase { .. }
             | Command::DeferModification { .. }
+            | Command::Switchover { .. }
+            | Command::CancelSwitchover { .. }
             | Command::DeleteDatabase { .. }
             | Command::SnapshotDatabase { .. }
             | Command::RestoreDatabase { .. }
@@ -538,6 +562,8 @@ impl Command {
             | Command::AddStandby { name, .. }
             | Command::ReleaseStandby { name, .. }
             | Command::FailoverDatabase { name, .. }
+            | Command::Switchover { name, .. }
+            | Command::CancelSwitchover { name }
             | Command::CreateAccount { name }
             | Command::SetAccountLimits { name, .. }
             | Command::PutSecurityGroup { name, .. }
@@ -574,6 +600,7 @@ impl Command {
             | Command::SnapshotDatabase { request, .. }
             | Command::RestoreDatabase { request, .. }
             | Command::RecoverDatabase { request, .. }
+            | Command::Switchover { request, .. }
             | Command::DeleteSnapshot { request, .. } => request.as_ref().map(|r| r.id.as_str()),
             Command::AddHost { client_token, .. } => client_token.as_deref(),
             Command::RemoveHost { request_id, .. } => request_id.as_deref(),
@@ -604,6 +631,8 @@ impl Command {
             Command::AddStandby { .. } => "add-standby",
             Command::ReleaseStandby { .. } => "release-standby",
             Command::FailoverDatabase { .. } => "failover-database",
+            Command::Switchover { .. } => "switchover",
+            Command::CancelSwitchover { .. } => "cancel-switchover",
             Command::SubmitJob { .. } => "submit-job",
             Command::ClaimJob { .. } => "claim-job",
             Command::CompleteJob { .. } => "complete-job",

@@ -303,6 +303,16 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+/// A switchover asked for in the maintenance window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PendingSwitchover {
+    /// The zone the primary is to move to (its standby's), if one was named.
+    pub to_zone: Option<String>,
+    /// When it was asked for.
+    pub requested_at_ms: Millis,
+}
+
 /// One failover (or switchover) of a Multi-AZ database, step by step, as data: each
 /// time is when that step was committed or observed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +338,8 @@ pub struct Failover {
     pub to_zone: String,
     /// The generation the failover fenced the old primary at.
     pub generation: u64,
+    /// A switchover someone asked for (not a failure).
+    pub planned: bool,
     /// When the old primary (or its host) last answered the monitor (0: not known).
     pub last_seen_ms: Millis,
     /// When the monitor concluded the primary failed.
@@ -396,6 +408,9 @@ pub struct Database {
     /// does (so every acknowledged commit is on it): the one instance a failover may promote.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_standby: Option<String>,
+    /// A switchover waiting for the maintenance window, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_switchover: Option<PendingSwitchover>,
     /// What it was restored from, for people (`orders.acme at 2026-…`).
     pub restored_from: Option<String>,
 }
@@ -673,6 +688,10 @@ pub enum JobKind {
         from: String,
         /// The standby being promoted.
         to: String,
+        /// A switchover someone asked for: the old primary is stopped before the standby
+        /// is promoted.
+        #[serde(default)]
+        planned: bool,
     },
     /// Make a new database from another's backups.
     RestoreDatabase {

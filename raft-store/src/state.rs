@@ -251,7 +251,9 @@ impl AdminState {
             | Command::RecoverDatabase { name, .. }
             | Command::AddStandby { name, .. }
             | Command::ReleaseStandby { name, .. }
-            | Command::FailoverDatabase { name, .. } => Some(name),
+            | Command::FailoverDatabase { name, .. }
+            | Command::Switchover { name, .. }
+            | Command::CancelSwitchover { name } => Some(name),
             Command::ObserveStorage { database, .. } => Some(database),
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
@@ -380,6 +382,24 @@ impl AdminState {
                     last_seen_ms: *last_seen_ms,
                 },
             ),
+            Command::Switchover {
+                job_id,
+                request,
+                name,
+                to_zone,
+                in_maintenance_window,
+            } => self.switch_over(
+                index,
+                at,
+                failover::SwitchOver {
+                    job_id,
+                    request: request.as_ref(),
+                    name,
+                    to_zone: to_zone.as_deref(),
+                    defer: *in_maintenance_window,
+                },
+            ),
+            Command::CancelSwitchover { name } => self.cancel_switchover(index, at, name),
             Command::SubmitJob { job_id, request, kind } => self.submit_job(index, at, job_id, request.as_ref(), kind),
             Command::ClaimJob { job_id, fence, node_id } => self.claim_job(index, at, job_id, *fence, *node_id),
             Command::CompleteJob { job_id, fence, error } => {

@@ -107,6 +107,18 @@ pub fn recovery_mode(text: &str) -> Result<Option<RecoveryModeView>, ApiError> {
     }
 }
 
+/// `db failover` input: a switchover to the standby, now or in the maintenance window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwitchoverRequest {
+    /// The zone the primary is to move to (the standby's); refused if the standby is elsewhere.
+    pub to_zone: Option<String>,
+    /// Wait for the database's maintenance window instead of switching over now.
+    pub in_maintenance_window: bool,
+    /// Retry id.
+    pub request_id: Option<String>,
+}
+
 /// The shortest interval between automatic snapshots, in minutes.
 pub const SNAPSHOT_INTERVAL_MIN: u32 = 1;
 
@@ -572,6 +584,39 @@ impl Api {
             .read(|s| s.databases.get(&key).map(|d| DatabaseView::of(d, s)))
             .await?
             .ok_or_else(|| missing(name))
+    }
+
+    /// Switch a Multi-AZ database over to its standby, now or in its maintenance window.
+    pub async fn switchover(
+        &self,
+        who: &Principal,
+        name: &str,
+        req: SwitchoverRequest,
+    ) -> Result<DatabaseOperation, ApiError> {
+        let key = key_of(who, name)?;
+        validate::request_id(req.request_id.as_deref())?;
+        if let Some(zone) = &req.to_zone {
+            validate::dns_label("to_zone", zone)?;
+        }
+        let job_id = uuid::Uuid::now_v7().simple().to_string();
+        let fingerprint = serde_json::json!({"kind": "switchover", "name": key, "to_zone": req.to_zone, "in_maintenance_window": req.in_maintenance_window});
+        let request = self.request_key(req.request_id, &job_id, fingerprint);
+        let command = Command::Switchover {
+            job_id,
+            request: Some(request),
+            name: key,
+            to_zone: req.to_zone,
+            in_maintenance_window: req.in_maintenance_window,
+        };
+        let r = self.commit(who, command).await?;
+        self.database_reply(r, None, None)
+    }
+
+    /// Cancel a switchover waiting for the maintenance window.
+    pub async fn cancel_switchover(&self, who: &Principal, name: &str) -> Result<DatabaseOperation, ApiError> {
+        let key = key_of(who, name)?;
+        let r = self.commit(who, Command::CancelSwitchover { name: key }).await?;
+        self.database_reply(r, None, None)
     }
 
     /// A database's failovers, oldest first.

@@ -16,7 +16,7 @@ use super::accounts::{
 };
 use super::auth::Principal;
 use super::backups::{CloneRequest, RestoreRequest, SnapshotRequest};
-use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest};
+use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest, SwitchoverRequest};
 use super::error::ApiError;
 use super::openapi;
 use super::security_groups::{CreateSecurityGroupRequest, SecurityGroupRulesRequest, SecurityGroupView};
@@ -73,6 +73,7 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(snapshot_database))
         .routes(routes!(recover_database))
         .routes(routes!(list_failovers))
+        .routes(routes!(switchover, cancel_switchover))
         .routes(routes!(restore_database))
         .routes(routes!(clone_database))
         .routes(routes!(list_snapshots))
@@ -229,6 +230,30 @@ async fn describe_database(
     Path(name): Path<String>,
 ) -> Reply<DatabaseView> {
     Ok(Json(api.describe_database(&who, &name).await?))
+}
+
+/// Switch a Multi-AZ database's primary over to its standby in another zone: planned, no
+/// acknowledged commit lost, writes paused for the promotion; now, or in the maintenance window.
+#[utoipa::path(post, path = "/v1/databases/{name}/failover", tag = "databases", request_body = SwitchoverRequest,
+    params(("name" = String, Path, description = "Database name")), responses((status = 200, body = DatabaseOperation)))]
+async fn switchover(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    req: Body,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.switchover(&who, &name, body(req)?).await?))
+}
+
+/// Cancel a switchover waiting for the maintenance window.
+#[utoipa::path(delete, path = "/v1/databases/{name}/failover", tag = "databases",
+    params(("name" = String, Path, description = "Database name")), responses((status = 200, body = DatabaseOperation)))]
+async fn cancel_switchover(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.cancel_switchover(&who, &name).await?))
 }
 
 /// A Multi-AZ database's failovers, oldest first, each step with its time.

@@ -68,6 +68,8 @@ fn properties() -> Vec<(&'static str, &'static str, Value)> {
         ("SnapshotRequest", "request_id", request_id.clone()),
         ("RestoreRequest", "to", label.clone()),
         ("RestoreRequest", "zone", label.clone()),
+        ("SwitchoverRequest", "to_zone", label.clone()),
+        ("SwitchoverRequest", "request_id", request_id.clone()),
         ("RestoreRequest", "class", json!({ "enum": classes.clone() })),
         ("RestoreRequest", "storage_gib", storage.clone()),
         ("RestoreRequest", "request_id", request_id.clone()),

@@ -358,6 +358,8 @@ pub struct FailoverView {
     pub id: String,
     /// Why it failed over.
     pub reason: String,
+    /// A switchover someone asked for (not a failure).
+    pub planned: bool,
     /// The fenced primary.
     pub from_instance: String,
     /// Its host.
@@ -397,6 +399,7 @@ impl From<&rs::Failover> for FailoverView {
         Self {
             id: f.id.clone(),
             reason: f.reason.clone(),
+            planned: f.planned,
             from_instance: f.from_instance.clone(),
             from_host: f.from_host.clone(),
             from_zone: f.from_zone.clone(),
@@ -491,6 +494,9 @@ pub struct DatabaseView {
     pub last_recovery: Option<RecoveryView>,
     /// The standby every commit waits for (the one a failover may promote), if any.
     pub sync_standby: Option<String>,
+    /// A switchover waiting for the maintenance window: to this zone (cancel with DELETE
+    /// /v1/databases/{name}/failover).
+    pub pending_switchover_to: Option<String>,
 }
 
 /// The span of times a database can be restored to.
@@ -632,6 +638,10 @@ impl DatabaseView {
             restored_from: db.restored_from.clone(),
             last_recovery: db.last_recovery.as_ref().map(RecoveryView::from),
             sync_standby: db.sync_standby.clone(),
+            pending_switchover_to: db
+                .pending_switchover
+                .as_ref()
+                .map(|p| p.to_zone.clone().unwrap_or_default()),
         }
     }
 }

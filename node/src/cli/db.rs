@@ -11,7 +11,9 @@ use super::client::{typed, Client};
 use super::output::{table, time, Format};
 use super::print;
 use crate::api::backups::{CloneRequest, RestoreRequest, SnapshotRequest};
-use crate::api::databases::{backup_rpo as rpo, recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest};
+use crate::api::databases::{
+    backup_rpo as rpo, recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest, SwitchoverRequest,
+};
 use crate::api::views::{DatabaseOperation, DatabaseView, EventView, FailoverView, OperationView, Progress};
 
 /// `keel db` subcommands.
@@ -143,6 +145,27 @@ pub enum DbCmd {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Switch a Multi-AZ database's primary over to its standby (planned: nothing is
+    /// lost, writes pause for the promotion), now or in its maintenance window.
+    Failover {
+        /// Database name.
+        name: String,
+        /// The zone the primary is to move to (its standby's).
+        #[arg(long)]
+        to_zone: Option<String>,
+        /// Wait for the maintenance window.
+        #[arg(long, conflicts_with = "cancel")]
+        in_maintenance_window: bool,
+        /// Cancel a switchover waiting for the maintenance window.
+        #[arg(long)]
+        cancel: bool,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Request id: a retry with the same id answers the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// A Multi-AZ database's failovers: each step and when it happened.
     Failovers {
         /// Database name.
@@ -250,8 +273,9 @@ fn failovers(name: &str, list: &[FailoverView]) -> String {
             (None, Some(_)) => "done".to_string(),
             (None, None) => "in progress".to_string(),
         };
+        let what = if f.planned { "switchover" } else { "failover" };
         out.push_str(&format!(
-            "failover {} ({state})\n  from {} on {} (zone {}) to {} on {} (zone {}), generation {}\n  why: {}\n",
+            "{what} {} ({state})\n  from {} on {} (zone {}) to {} on {} (zone {}), generation {}\n  why: {}\n",
             f.id,
             f.from_instance,
             f.from_host,
@@ -402,6 +426,26 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 rotate_master_password,
             };
             (client.patch(&format!("/v1/databases/{name}"), &req).await?, wait)
+        }
+        DbCmd::Failover {
+            name,
+            to_zone,
+            in_maintenance_window,
+            cancel,
+            wait,
+            request_id,
+        } => {
+            let path = format!("/v1/databases/{name}/failover");
+            if cancel {
+                (client.delete(&path).await?, false)
+            } else {
+                let req = SwitchoverRequest {
+                    to_zone,
+                    in_maintenance_window,
+                    request_id,
+                };
+                (client.post(&path, &req).await?, wait)
+            }
         }
         DbCmd::Recover { name, wait, request_id } => {
             let path = match request_id_param(request_id)? {
@@ -570,6 +614,12 @@ fn describe(d: &DatabaseView) -> String {
             None => "no synchronous standby yet (it is built from the latest snapshot)".into(),
         };
         s.push_str(&format!("  multi-az:    {standby}\n"));
+    }
+    if let Some(zone) = &d.pending_switchover_to {
+        s.push_str(&format!(
+            "  switchover:  to zone {zone} in the maintenance window (`keel db failover {} --cancel` cancels it)\n",
+            d.name
+        ));
     }
     if let Some(r) = &d.last_recovery {
         let kept = match r.restored_to_ms {

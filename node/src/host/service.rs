@@ -441,8 +441,10 @@ impl HostService {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         self.journal.admit(&a.instance, a.fence)?;
         if let Some(fenced) = self.engine.fenced_at(&a.instance) {
-            // Only the fence itself (again) and a destroy, from the generation that fenced it on.
-            let allowed = matches!(a.action, TaskAction::Fence | TaskAction::Destroy) && a.generation >= fenced;
+            // Only the fence itself (again), a stop and a destroy, from the generation that
+            // fenced it on.
+            let allowed = matches!(a.action, TaskAction::Fence | TaskAction::Stop | TaskAction::Destroy)
+                && a.generation >= fenced;
             if !allowed {
                 return Err(FenceError::Fenced {
                     instance: a.instance.clone(),

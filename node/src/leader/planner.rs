@@ -175,16 +175,22 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 add(TaskAction::Destroy, &s.host, &s.id);
             }
         }
-        JobKind::FailoverDatabase { from, to, .. } => {
-            // The decision is committed (fence, generation, name): promote the standby, then
-            // remove the fenced primary's volume where its host answers. A host that does
-            // not is told of the fence by the monitor's next probe that reaches it.
+        JobKind::FailoverDatabase { from, to, planned, .. } => {
+            // The decision is committed (fence, generation, name): a switchover stops the old
+            // primary first (its sessions end with an error, none hangs on a commit); then
+            // the standby is promoted, and the fenced primary's volume goes where its host
+            // answers. A host that does not is told of the fence by the monitor's next
+            // probe that reaches it.
             let standby = state
                 .instances
                 .get(to)
                 .ok_or_else(|| format!("standby {to} no longer exists"))?;
+            let old = state.instances.get(from).filter(|o| answers(state, &o.host));
+            if let Some(old) = old.filter(|_| *planned) {
+                add(TaskAction::Stop, &old.host, &old.id);
+            }
             add(TaskAction::Promote, &standby.host, &standby.id);
-            if let Some(old) = state.instances.get(from).filter(|o| answers(state, &o.host)) {
+            if let Some(old) = old {
                 add(TaskAction::Destroy, &old.host, &old.id);
             }
         }

@@ -56,6 +56,12 @@ pub async fn run(t: Term) {
                     .filter(|_| Window::weekly(&d.spec.maintenance_window).is_ok_and(|w| w.contains(now)))
                 {
                     due.push(Due::Modify(d.key(), pending));
+                } else if let Some(pending) = d
+                    .pending_switchover
+                    .clone()
+                    .filter(|_| Window::weekly(&d.spec.maintenance_window).is_ok_and(|w| w.contains(now)))
+                {
+                    due.push(Due::Switchover(d.key(), pending.to_zone));
                 } else if snapshot_due(a, d, now) {
                     due.push(Due::Snapshot(d.key(), automatic_name(&d.name, now)));
                 } else if standby_due(a, d, now) {
@@ -96,6 +102,16 @@ pub async fn run(t: Term) {
                         job_id: job_id.clone(),
                         request,
                         snapshot,
+                    },
+                ),
+                Due::Switchover(name, to_zone) => (
+                    name.clone(),
+                    Command::Switchover {
+                        job_id: job_id.clone(),
+                        request,
+                        name,
+                        to_zone,
+                        in_maintenance_window: false,
                     },
                 ),
                 Due::Standby(name) => (
@@ -145,6 +161,8 @@ enum Due {
     Copy(String),
     /// Building a Multi-AZ database's missing synchronous standby.
     Standby(String),
+    /// A switchover asked for in the maintenance window, to this zone.
+    Switchover(String, Option<String>),
 }
 
 /// How long after a failed attempt to build a standby the next one starts.

@@ -193,7 +193,7 @@ impl UnderLoad {
     /// After a failover: the name answers the promoted standby, the client writes through
     /// it again, the timeline is whole, and no acknowledged insert is missing; stops the
     /// client and returns its longest write gap (ms).
-    async fn check_failed_over(self, since: u64) -> (Cluster, Member, Member, u64) {
+    async fn check_failed_over(self, since: u64, planned: bool) -> (Cluster, Member, Member, u64) {
         let UnderLoad {
             c,
             port,
@@ -273,8 +273,10 @@ impl UnderLoad {
             history.acked.len(),
             first_write.saturating_sub(since),
         );
-        assert_eq!(events(&c, "orders", "failover-started").await.len(), 1);
-        assert_eq!(events(&c, "orders", "failover-finished").await.len(), 1);
+        let what = if planned { "switchover" } else { "failover" };
+        assert_eq!(record["planned"], planned, "{record}");
+        assert_eq!(events(&c, "orders", &format!("{what}-started")).await.len(), 1);
+        assert_eq!(events(&c, "orders", &format!("{what}-finished")).await.len(), 1);
         (c, primary, standby, gap)
     }
 }
@@ -288,7 +290,7 @@ async fn a_killed_primary_fails_over_by_name_without_losing_an_acknowledged_inse
         run.c.kill_host_and_instances(index) >= 2,
         "the host manager and the postmaster"
     );
-    let (c, primary, standby, _) = run.check_failed_over(killed_at).await;
+    let (c, primary, standby, _) = run.check_failed_over(killed_at, false).await;
     // Multi-AZ again: a new standby in sync, not on the lost host.
     let db = wait_in_sync(&c, "orders", Some(&standby.id)).await;
     let again = member(&c, &db, "standby");
@@ -323,7 +325,7 @@ async fn a_paused_primary_is_fenced_and_never_acknowledges_a_write_again() {
         })
         .await
         .unwrap();
-    let (c, primary, ..) = run.check_failed_over(paused_at).await;
+    let (c, primary, ..) = run.check_failed_over(paused_at, false).await;
     let db = database(&c, "orders").await;
     let new_addr = db["endpoint"]["addr"].as_str().unwrap().to_string();
     let probe: i64 = connect(&new_addr, port)
@@ -405,4 +407,61 @@ async fn a_primary_cut_off_from_the_control_plane_only_keeps_serving_and_is_not_
     assert!(history.acked.iter().all(|(id, _)| held.contains(id)));
     let (gap, _) = longest_gap(&history.acked);
     eprintln!("cut off from the control plane: longest write gap {gap} ms, no failover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_under_load_waits_for_the_window_or_runs_now_and_loses_nothing() {
+    let run = under_load().await;
+    let zone = run
+        .c
+        .hosts
+        .iter()
+        .find(|h| h.name == run.standby.host)
+        .unwrap()
+        .zone
+        .clone();
+    let path = "/v1/databases/orders/failover";
+    // Refused: the standby is not in the zone named.
+    let (code, refused) = run.c.post(1, path, &json!({"to_zone": "zz"})).await.unwrap();
+    assert_eq!(code, 409, "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains(&format!("in zone {zone}")),
+        "{refused}"
+    );
+    // For the maintenance window: shown, then cancelled; nothing moved.
+    let (code, pending) = run
+        .c
+        .post(1, path, &json!({"to_zone": zone, "in_maintenance_window": true}))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{pending}");
+    assert!(pending["operation_id"].is_null(), "{pending}");
+    assert_eq!(pending["database"]["pending_switchover_to"], zone.as_str());
+    let (code, cancelled) = run.c.delete(1, path).await.unwrap();
+    assert_eq!(code, 200, "{cancelled}");
+    assert!(database(&run.c, "orders").await["pending_switchover_to"].is_null());
+    assert_eq!(events(&run.c, "orders", "switchover-cancelled").await.len(), 1);
+    // Now, under load.
+    let asked_at = now_ms();
+    let (code, started) = run.c.post(1, path, &json!({"to_zone": zone})).await.unwrap();
+    assert_eq!(code, 200, "{started}");
+    let op = wait_op(&run.c, started["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let actions: Vec<&str> = op["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["stop", "promote", "destroy"],
+        "the old primary stops first: {op}"
+    );
+    let (c, primary, standby, gap) = run.check_failed_over(asked_at, true).await;
+    eprintln!("switchover: longest write gap {gap} ms");
+    assert!(!primary.volume.exists(), "the old primary's volume went");
+    // Multi-AZ again, the standby now away from the new primary's zone.
+    let db = wait_in_sync(&c, "orders", Some(&standby.id)).await;
+    assert_ne!(member(&c, &db, "standby").host, standby.host);
 }

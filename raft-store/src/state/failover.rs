@@ -28,6 +28,15 @@ pub(crate) struct FailOver<'a> {
     pub last_seen_ms: Millis,
 }
 
+/// What `Switchover` asks for.
+pub(crate) struct SwitchOver<'a> {
+    pub job_id: &'a str,
+    pub request: Option<&'a RequestKey>,
+    pub name: &'a str,
+    pub to_zone: Option<&'a str>,
+    pub defer: bool,
+}
+
 impl AdminState {
     /// The database's failovers, oldest first.
     pub fn failovers_of<'a>(&'a self, database: &'a str) -> impl Iterator<Item = &'a Failover> + 'a {
@@ -35,6 +44,111 @@ impl AdminState {
     }
 
     pub(super) fn fail_over(&mut self, index: u64, at: Millis, f: FailOver) -> Response {
+        self.take_over(index, at, f, None, false)
+    }
+
+    /// A switchover asked for: checked now (a Multi-AZ database whose standby is in sync,
+    /// healthy, and in the zone named), then started, or recorded for the maintenance
+    /// window.
+    pub(super) fn switch_over(&mut self, index: u64, at: Millis, s: SwitchOver) -> Response {
+        let owner = s.name.split_once('.').map_or("", |(_, a)| a);
+        match self.repeat_of(s.request, owner, at) {
+            Err(refused) => return refused,
+            Ok(Some(job)) => return self.database_response(&job.clone(), false),
+            Ok(None) => {}
+        }
+        let Some(db) = self.databases.get(s.name) else {
+            return not_found("database", s.name);
+        };
+        let short = db.name.clone();
+        if !db.spec.multi_az {
+            return conflict(format!(
+                "database {short} is not Multi-AZ: it has no standby to switch over to (`keel db modify {short} --multi-az true` adds one)"
+            ));
+        }
+        let Some(standby) = db.sync_standby.as_deref().and_then(|id| self.instances.get(id)) else {
+            return conflict(format!(
+                "database {short} has no standby in sync yet; it switches over once one is (`keel db describe {short}` shows it)"
+            ));
+        };
+        let host = self.hosts.get(&standby.host);
+        let zone = host.map(|h| h.zone.clone()).unwrap_or_default();
+        if let Some(to) = s.to_zone.filter(|to| *to != zone) {
+            return conflict(format!(
+                "the standby of {short} is in zone {zone}, not {to}: a switchover moves the primary to its standby's zone"
+            ));
+        }
+        let in_sync = standby
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.sync && r.state == "streaming");
+        let healthy =
+            standby.health == InstanceHealth::Healthy && host.is_some_and(|h| h.health == HostHealth::Healthy);
+        if !(in_sync && healthy) {
+            return conflict(format!(
+                "the standby {} of {short} is not healthy and streaming in sync now; a switchover would not be lossless: retry when it is",
+                standby.id
+            ));
+        }
+        let standby = standby.id.clone();
+        if s.defer {
+            let db = self.databases.get_mut(s.name).expect("checked above");
+            db.pending_switchover = Some(PendingSwitchover {
+                to_zone: Some(zone.clone()),
+                requested_at_ms: at,
+            });
+            let message = format!(
+                "Database {short} will switch over to its standby in zone {zone} in its maintenance window ({} UTC); `keel db failover {short} --cancel` cancels it.",
+                db.spec.maintenance_window
+            );
+            let database = Box::new(db.clone());
+            self.event(index, at, "switchover-pending", s.name, message);
+            return Response::Deferred { database };
+        }
+        let f = FailOver {
+            job_id: s.job_id,
+            name: s.name,
+            standby: &standby,
+            reason: &format!("a switchover to zone {zone} was asked for"),
+            detected_ms: at,
+            last_seen_ms: 0,
+        };
+        let response = self.take_over(index, at, f, s.request, true);
+        if matches!(response, Response::Database { .. }) {
+            if let Some(db) = self.databases.get_mut(s.name) {
+                db.pending_switchover = None;
+            }
+        }
+        response
+    }
+
+    /// Drop the switchover waiting for the maintenance window.
+    pub(super) fn cancel_switchover(&mut self, index: u64, at: Millis, name: &str) -> Response {
+        let Some(db) = self.databases.get_mut(name) else {
+            return not_found("database", name);
+        };
+        if db.pending_switchover.take().is_none() {
+            return conflict(format!("database {} has no switchover pending", db.name));
+        }
+        let message = format!(
+            "The switchover of {} pending for its maintenance window was cancelled.",
+            db.name
+        );
+        let database = Box::new(db.clone());
+        self.event(index, at, "switchover-cancelled", name, message);
+        Response::Deferred { database }
+    }
+
+    /// Fence the primary, move the name to the standby and queue its promotion: a
+    /// failover, or (`planned`) a switchover.
+    fn take_over(
+        &mut self,
+        index: u64,
+        at: Millis,
+        f: FailOver,
+        request: Option<&RequestKey>,
+        planned: bool,
+    ) -> Response {
         let Some(db) = self.databases.get(f.name) else {
             return not_found("database", f.name);
         };
@@ -60,8 +174,9 @@ impl AdminState {
             database: f.name.to_string(),
             from: old.as_ref().map(|o| o.id.clone()).unwrap_or_default(),
             to: standby.id.clone(),
+            planned,
         };
-        let job = match self.enqueue(index, at, f.job_id, None, kind, &account) {
+        let job = match self.enqueue(index, at, f.job_id, request, kind, &account) {
             Ok(job) => job,
             Err(refused) => return refused,
         };
@@ -70,6 +185,7 @@ impl AdminState {
             id: f.job_id.to_string(),
             database: f.name.to_string(),
             reason: f.reason.to_string(),
+            planned,
             from_instance: old.as_ref().map(|o| o.id.clone()).unwrap_or_default(),
             from_host: old.as_ref().map(|o| o.host.clone()).unwrap_or_default(),
             from_zone: old.as_ref().map(|o| zone_of(self, &o.host)).unwrap_or_default(),
@@ -111,13 +227,17 @@ impl AdminState {
             .as_ref()
             .map(|o| format!("primary {} on host {}", o.id, o.host))
             .unwrap_or_else(|| "its primary".into());
+        let (kind, doing) = match planned {
+            true => ("switchover-started", "switching over"),
+            false => ("failover-started", "failing over"),
+        };
         self.event(
             index,
             at,
-            "failover-started",
+            kind,
             f.name,
             format!(
-                "Database {short} is failing over ({}): {from} is fenced (generation {generation}) and the name now points at standby {} on host {}, which is being promoted; it holds every acknowledged commit.",
+                "Database {short} is {doing} ({}): {from} is fenced (generation {generation}) and the name now points at standby {} on host {}, which is being promoted; it holds every acknowledged commit.",
                 f.reason, standby.id, standby.host
             ),
         );
@@ -177,7 +297,18 @@ impl AdminState {
         db.status_reason = unhealthy;
         let short = db.name.clone();
         let record = self.open_failover(database);
+        let planned = record.as_ref().is_some_and(|f| f.planned);
         let (kind, message) = match (error, record) {
+            (None, Some(f)) if f.planned => {
+                f.finished_ms = Some(at);
+                (
+                    "switchover-finished",
+                    format!(
+                        "Database {short} switched over to {} on host {} (zone {}); a new standby is built from the backups.",
+                        f.to_instance, f.to_host, f.to_zone
+                    ),
+                )
+            }
             (None, Some(f)) => {
                 f.finished_ms = Some(at);
                 let took = f.promotion_committed_ms.unwrap_or(at).saturating_sub(f.detected_ms);
@@ -196,7 +327,11 @@ impl AdminState {
                     f.error = Some(e.to_string());
                 }
                 (
-                    "failover-failed",
+                    if planned {
+                        "switchover-failed"
+                    } else {
+                        "failover-failed"
+                    },
                     format!("Promoting the standby of {short} failed ({e}); the monitor recovers it from its backups."),
                 )
             }
@@ -289,7 +424,8 @@ mod tests {
             JobKind::FailoverDatabase {
                 database: DB.into(),
                 from: "p".into(),
-                to: "s-j2".into()
+                to: "s-j2".into(),
+                planned: false,
             }
         );
 
@@ -363,6 +499,66 @@ mod tests {
         assert_eq!(s.failovers["f10"].error.as_deref(), Some("pg_promote timed out"));
         assert!(s.events.iter().any(|e| e.kind == "failover-failed"));
         assert_eq!(s.databases[DB].operation, None, "at rest: the monitor may recover it");
+    }
+
+    #[test]
+    fn a_switchover_is_checked_first_then_started_or_kept_for_the_window_and_cancellable() {
+        let switch = |s: &mut AdminState, index: u64, to_zone: Option<&str>, defer: bool| {
+            let cmd = Command::Switchover {
+                job_id: format!("w{index}"),
+                request: None,
+                name: DB.into(),
+                to_zone: to_zone.map(str::to_string),
+                in_maintenance_window: defer,
+            };
+            s.apply(index, &Proposal::new(index, cmd))
+        };
+        let why = |r: Response| match r {
+            Response::Rejected { rejection } => rejection.to_string(),
+            other => panic!("accepted: {other:?}"),
+        };
+        let mut s = multi_az();
+        assert!(why(switch(&mut s, 10, None, false)).contains("not healthy and streaming in sync"));
+        s.instances.get_mut("s-j2").unwrap().replication = Some(Replication {
+            state: "streaming".into(),
+            sync: true,
+            ..Replication::default()
+        });
+        assert!(why(switch(&mut s, 11, Some("c"), false)).contains("is in zone b, not c"));
+
+        // For the window: recorded, shown, cancellable; nothing else changes.
+        assert!(matches!(switch(&mut s, 12, Some("b"), true), Response::Deferred { .. }));
+        assert_eq!(
+            s.databases[DB]
+                .pending_switchover
+                .as_ref()
+                .and_then(|p| p.to_zone.as_deref()),
+            Some("b")
+        );
+        assert_eq!(s.primary_of(DB).map(|i| i.id.as_str()), Some("p"));
+        assert!(matches!(
+            s.apply(13, &Proposal::new(13, Command::CancelSwitchover { name: DB.into() })),
+            Response::Deferred { .. }
+        ));
+        assert_eq!(s.databases[DB].pending_switchover, None);
+        assert!(s.events.iter().any(|e| e.kind == "switchover-cancelled"));
+
+        // Now: the same committed steps as a failover, planned.
+        switch(&mut s, 14, None, true);
+        assert!(matches!(
+            switch(&mut s, 15, None, false),
+            Response::Database { created: true, .. }
+        ));
+        assert_eq!(s.databases[DB].pending_switchover, None, "done, so no longer pending");
+        assert!(matches!(
+            s.jobs["w15"].kind,
+            JobKind::FailoverDatabase { planned: true, .. }
+        ));
+        assert!(s.failovers["w15"].planned);
+        assert_eq!(s.primary_of(DB).map(|i| i.id.as_str()), Some("s-j2"));
+        assert_eq!(s.instances["p"].fenced_at, Some(s.databases[DB].generation));
+        s.conclude(16, 16, &s.jobs["w15"].kind.clone(), &Outcome::Succeeded);
+        assert!(s.events.iter().any(|e| e.kind == "switchover-finished"));
     }
 
     #[test]
