@@ -34,6 +34,8 @@ enum BenchCmd {
     Security(bench::security::SecurityBench),
     /// Snapshot and restore throughput against pgBackRest and cp -a, archive lag, TPS during a snapshot.
     Backups(bench::backups::BackupsBench),
+    /// A Multi-AZ database's write gap when its primary's host is killed, and where the time goes.
+    Failover(bench::failover::FailoverBench),
 }
 
 #[tokio::main]
@@ -45,5 +47,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::History(b)) => bench::history::run(b).await,
         Cmd::Bench(BenchCmd::Security(b)) => bench::security::run(b).await,
         Cmd::Bench(BenchCmd::Backups(b)) => bench::backups::run(b).await,
+        Cmd::Bench(BenchCmd::Failover(b)) => bench::failover::run(b).await,
     }
 }

@@ -227,6 +227,16 @@ pub enum Command {
         #[serde(default)]
         last_seen_ms: u64,
     },
+    /// Destroy a database's fenced instances on hosts that answer (proposed by the
+    /// scheduler). Applied only while the database is at rest and each is fenced.
+    ReclaimFenced {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// Database key.
+        name: String,
+        /// The fenced instances.
+        instances: Vec<String>,
+    },
     /// Switch a Multi-AZ database's primary over to its synchronous standby (planned: the
     /// old primary stops first, nothing is lost), now or in its maintenance window.
     Switchover {
@@ -541,6 +551,7 @@ impl Command {
             | Command::AddStandby { .. }
             | Command::ReleaseStandby { .. }
             | Command::FailoverDatabase { .. }
+            | Command::ReclaimFenced { .. }
             | Command::RecordArchive { .. }
             | Command::CopySnapshot { .. } => Origin::LeaderServices,
         }
@@ -564,6 +575,7 @@ impl Command {
             | Command::FailoverDatabase { name, .. }
             | Command::Switchover { name, .. }
             | Command::CancelSwitchover { name }
+            | Command::ReclaimFenced { name, .. }
             | Command::CreateAccount { name }
             | Command::SetAccountLimits { name, .. }
             | Command::PutSecurityGroup { name, .. }
@@ -632,6 +644,7 @@ impl Command {
             Command::ReleaseStandby { .. } => "release-standby",
             Command::FailoverDatabase { .. } => "failover-database",
             Command::Switchover { .. } => "switchover",
+            Command::ReclaimFenced { .. } => "reclaim-fenced",
             Command::CancelSwitchover { .. } => "cancel-switchover",
             Command::SubmitJob { .. } => "submit-job",
             Command::ClaimJob { .. } => "claim-job",

@@ -693,6 +693,14 @@ pub enum JobKind {
         #[serde(default)]
         planned: bool,
     },
+    /// Destroy a database's fenced instances (a failed-over primary, a released standby)
+    /// on hosts that answer, and drop their records: their ports, slots and disk go back.
+    ReclaimFenced {
+        /// The database.
+        database: String,
+        /// The fenced instances.
+        instances: Vec<String>,
+    },
     /// Make a new database from another's backups.
     RestoreDatabase {
         /// The new database.
@@ -724,6 +732,7 @@ impl JobKind {
             JobKind::AddStandby { .. } => "add-standby",
             JobKind::ReleaseStandby { .. } => "release-standby",
             JobKind::FailoverDatabase { .. } => "failover-database",
+            JobKind::ReclaimFenced { .. } => "reclaim-fenced",
         }
     }
 
@@ -739,7 +748,8 @@ impl JobKind {
             | JobKind::RecoverDatabase { database, .. }
             | JobKind::AddStandby { database, .. }
             | JobKind::ReleaseStandby { database, .. }
-            | JobKind::FailoverDatabase { database, .. } => Some(database),
+            | JobKind::FailoverDatabase { database, .. }
+            | JobKind::ReclaimFenced { database, .. } => Some(database),
         }
     }
 }

@@ -253,7 +253,8 @@ impl AdminState {
             | Command::ReleaseStandby { name, .. }
             | Command::FailoverDatabase { name, .. }
             | Command::Switchover { name, .. }
-            | Command::CancelSwitchover { name } => Some(name),
+            | Command::CancelSwitchover { name }
+            | Command::ReclaimFenced { name, .. } => Some(name),
             Command::ObserveStorage { database, .. } => Some(database),
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
@@ -400,6 +401,11 @@ impl AdminState {
                 },
             ),
             Command::CancelSwitchover { name } => self.cancel_switchover(index, at, name),
+            Command::ReclaimFenced {
+                job_id,
+                name,
+                instances,
+            } => self.reclaim_fenced(index, at, job_id, name, instances),
             Command::SubmitJob { job_id, request, kind } => self.submit_job(index, at, job_id, request.as_ref(), kind),
             Command::ClaimJob { job_id, fence, node_id } => self.claim_job(index, at, job_id, *fence, *node_id),
             Command::CompleteJob { job_id, fence, error } => {

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod db;
 pub mod dns;
 pub mod etcd;
+pub mod failover;
 pub mod history;
 pub mod load;
 pub mod raft;

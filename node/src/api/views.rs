@@ -730,6 +730,8 @@ pub enum OperationKind {
     ReleaseStandby,
     /// Fail a Multi-AZ database over to its synchronous standby.
     FailoverDatabase,
+    /// Destroy a database's fenced instances and free their ports and slots.
+    ReclaimFenced,
 }
 
 /// A committed claim of an operation by the leader services in force.
@@ -836,6 +838,7 @@ impl OperationView {
             rs::JobKind::AddStandby { .. } => (OperationKind::AddStandby, None, None),
             rs::JobKind::ReleaseStandby { .. } => (OperationKind::ReleaseStandby, None, None),
             rs::JobKind::FailoverDatabase { .. } => (OperationKind::FailoverDatabase, None, None),
+            rs::JobKind::ReclaimFenced { .. } => (OperationKind::ReclaimFenced, None, None),
         };
         Self {
             id: job.id.clone(),

@@ -194,6 +194,11 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 add(TaskAction::Destroy, &old.host, &old.id);
             }
         }
+        JobKind::ReclaimFenced { instances, .. } => {
+            for i in instances.iter().filter_map(|id| state.instances.get(id)) {
+                add(TaskAction::Destroy, &i.host, &i.id);
+            }
+        }
         JobKind::RecoverDatabase { replaces, .. } => {
             // A failed instance whose host answers is fenced first, and what WAL its volume
             // still holds goes to the archive, so the restore replays it too. An unreachable
@@ -386,6 +391,8 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
             // A release or a failover is not undone: the decision is committed (a failed
             // promotion leaves the database to the monitor's recovery).
             JobKind::ReleaseStandby { .. } | JobKind::FailoverDatabase { .. } => {}
+            // A fenced volume left half destroyed is destroyed again by the next attempt.
+            JobKind::ReclaimFenced { .. } => {}
             JobKind::ModifyDatabase { .. } if restarted => {
                 out.push(undo(TaskAction::Restart));
                 out.push(undo(TaskAction::Check));

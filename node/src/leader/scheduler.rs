@@ -66,6 +66,8 @@ pub async fn run(t: Term) {
                     due.push(Due::Snapshot(d.key(), automatic_name(&d.name, now)));
                 } else if standby_due(a, d, now) {
                     due.push(Due::Standby(d.key()));
+                } else if let Some(fenced) = reclaim_due(a, d, now) {
+                    due.push(Due::Reclaim(d.key(), fenced));
                 }
             }
             due.extend(expired_snapshots(a, now).into_iter().map(Due::Expire));
@@ -102,6 +104,14 @@ pub async fn run(t: Term) {
                         job_id: job_id.clone(),
                         request,
                         snapshot,
+                    },
+                ),
+                Due::Reclaim(name, instances) => (
+                    name.clone(),
+                    Command::ReclaimFenced {
+                        job_id: job_id.clone(),
+                        name,
+                        instances,
                     },
                 ),
                 Due::Switchover(name, to_zone) => (
@@ -163,6 +173,31 @@ enum Due {
     Standby(String),
     /// A switchover asked for in the maintenance window, to this zone.
     Switchover(String, Option<String>),
+    /// Destroying fenced instances on hosts that answer.
+    Reclaim(String, Vec<String>),
+}
+
+/// The fenced instances of database `d` (at rest) on healthy hosts, to destroy now: none
+/// within a minute of a failed attempt.
+pub fn reclaim_due(a: &AdminState, d: &Database, now: u64) -> Option<Vec<String>> {
+    let key = d.key();
+    let failed_lately = a
+        .last_job_where(&key, |k| matches!(k, keel_raft_store::JobKind::ReclaimFenced { .. }))
+        .is_some_and(|j| {
+            j.state == keel_raft_store::JobState::Failed
+                && j.finished_at_ms
+                    .is_none_or(|t| now.saturating_sub(t) < STANDBY_RETRY_MS)
+        });
+    let fenced: Vec<String> = a
+        .fenced_of(&key)
+        .filter(|i| {
+            a.hosts
+                .get(&i.host)
+                .is_some_and(|h| h.health == keel_raft_store::HostHealth::Healthy)
+        })
+        .map(|i| i.id.clone())
+        .collect();
+    (!failed_lately && !fenced.is_empty()).then_some(fenced)
 }
 
 /// How long after a failed attempt to build a standby the next one starts.
@@ -426,6 +461,27 @@ mod standby_tests {
         a.databases.get_mut(key).unwrap().sync_standby = None;
         a.databases.get_mut(key).unwrap().spec.multi_az = false;
         assert!(!due(&a, 10_000 + STANDBY_RETRY_MS), "not Multi-AZ");
+
+        // The left standby, fenced: reclaimed where its host answers, and again a minute
+        // after a failed attempt.
+        let reclaim = |a: &AdminState, now| reclaim_due(a, &a.databases[key], now);
+        assert_eq!(reclaim(&a, 1), None, "nothing fenced");
+        a.instances.get_mut("s").unwrap().fenced_at = Some(2);
+        a.hosts.get_mut("h2").unwrap().health = HostHealth::Unreachable;
+        assert_eq!(reclaim(&a, 1), None, "its host does not answer");
+        a.hosts.get_mut("h2").unwrap().health = HostHealth::Healthy;
+        assert_eq!(reclaim(&a, 1), Some(vec!["s".to_string()]));
+        let cmd = Command::ReclaimFenced {
+            job_id: "j3".into(),
+            name: key.into(),
+            instances: vec!["s".into()],
+        };
+        a.apply(4, &Proposal::new(4, cmd));
+        let job = a.jobs.get_mut("j3").unwrap();
+        job.state = keel_raft_store::JobState::Failed;
+        job.finished_at_ms = Some(20_000);
+        assert_eq!(reclaim(&a, 20_000 + STANDBY_RETRY_MS - 1), None);
+        assert!(reclaim(&a, 20_000 + STANDBY_RETRY_MS).is_some());
     }
 }
 

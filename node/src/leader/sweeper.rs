@@ -135,6 +135,7 @@ async fn execute(t: &Term, job: Job) {
         | JobKind::AddStandby { .. }
         | JobKind::ReleaseStandby { .. }
         | JobKind::FailoverDatabase { .. }
+        | JobKind::ReclaimFenced { .. }
         | JobKind::DeleteSnapshot { .. }
         | JobKind::CopySnapshot { .. } => {
             if let Err(workflow::Abandoned(why)) = workflow::drive(t, &job).await {

@@ -290,12 +290,29 @@ async fn a_killed_primary_fails_over_by_name_without_losing_an_acknowledged_inse
         run.c.kill_host_and_instances(index) >= 2,
         "the host manager and the postmaster"
     );
-    let (c, primary, standby, _) = run.check_failed_over(killed_at, false).await;
+    let (mut c, primary, standby, _) = run.check_failed_over(killed_at, false).await;
     // Multi-AZ again: a new standby in sync, not on the lost host.
     let db = wait_in_sync(&c, "orders", Some(&standby.id)).await;
     let again = member(&c, &db, "standby");
     assert_ne!(again.host, standby.host);
     assert_ne!(again.host, primary.host, "not on the lost host");
+    // The lost host comes back: the fenced primary never starts, and its volume is reclaimed.
+    c.launch_host(index).unwrap();
+    c.wait_for(
+        Duration::from_secs(60),
+        "the fenced primary's volume to be reclaimed",
+        || async { Ok((!primary.volume.exists()).then_some(())) },
+    )
+    .await
+    .unwrap();
+    let (_, ops) = c.get(1, "/v1/ops?limit=1000").await.unwrap();
+    assert!(
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["kind"] == "reclaim-fenced" && o["state"] == "succeeded"),
+        "{ops}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

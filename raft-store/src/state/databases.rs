@@ -393,6 +393,10 @@ impl AdminState {
             self.conclude_add_standby(index, at, &name, standby, error, undone);
             return;
         }
+        if let JobKind::ReclaimFenced { instances, .. } = kind {
+            self.conclude_reclaim(&name, instances, *outcome == Outcome::Succeeded);
+            return;
+        }
         if let JobKind::FailoverDatabase { .. } = kind {
             let error = match outcome {
                 Outcome::Succeeded => None,

@@ -253,6 +253,65 @@ impl AdminState {
         }
     }
 
+    /// The fenced instances of `database` (not members any more), oldest first.
+    pub fn fenced_of<'a>(&'a self, database: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.instances
+            .values()
+            .filter(move |i| i.database == database && i.fenced_at.is_some())
+    }
+
+    pub(super) fn reclaim_fenced(
+        &mut self,
+        index: u64,
+        at: Millis,
+        job_id: &str,
+        name: &str,
+        instances: &[String],
+    ) -> Response {
+        let Some(db) = self.databases.get(name) else {
+            return not_found("database", name);
+        };
+        if let Some(refused) = self.busy(db) {
+            return refused;
+        }
+        if instances.is_empty()
+            || !instances.iter().all(|id| {
+                self.instances
+                    .get(id)
+                    .is_some_and(|i| i.database == name && i.fenced_at.is_some())
+            })
+        {
+            return conflict(format!("only fenced instances of {} are reclaimed", db.name));
+        }
+        let account = db.account.clone();
+        let kind = JobKind::ReclaimFenced {
+            database: name.to_string(),
+            instances: instances.to_vec(),
+        };
+        let job = match self.enqueue(index, at, job_id, None, kind, &account) {
+            Ok(job) => job,
+            Err(refused) => return refused,
+        };
+        // One operation at a time on a database; its status (and service) do not change.
+        if let Some(db) = self.databases.get_mut(name) {
+            db.operation = Some(job_id.to_string());
+        }
+        self.database_response(&job, true)
+    }
+
+    /// Reclaimed: the destroyed instances' records go (their ports and slots are free);
+    /// a failed attempt keeps them for the next.
+    pub(super) fn conclude_reclaim(&mut self, database: &str, instances: &[String], ok: bool) {
+        if ok {
+            for id in instances {
+                self.instances.remove(id);
+            }
+        }
+        if let Some(db) = self.databases.get_mut(database) {
+            db.operation = None;
+        }
+    }
+
     /// The database's failover under way, if one is.
     fn open_failover(&mut self, database: &str) -> Option<&mut Failover> {
         self.failovers
@@ -559,6 +618,49 @@ mod tests {
         assert_eq!(s.instances["p"].fenced_at, Some(s.databases[DB].generation));
         s.conclude(16, 16, &s.jobs["w15"].kind.clone(), &Outcome::Succeeded);
         assert!(s.events.iter().any(|e| e.kind == "switchover-finished"));
+    }
+
+    #[test]
+    fn fenced_instances_are_reclaimed_one_operation_at_a_time_and_their_records_go() {
+        let mut s = multi_az();
+        fail_over(&mut s, 10, "s-j2");
+        let reclaim = |s: &mut AdminState, index: u64, ids: &[&str]| {
+            let cmd = Command::ReclaimFenced {
+                job_id: format!("c{index}"),
+                name: DB.into(),
+                instances: ids.iter().map(|i| i.to_string()).collect(),
+            };
+            s.apply(index, &Proposal::new(index, cmd))
+        };
+        assert!(
+            matches!(reclaim(&mut s, 11, &["p"]), Response::Rejected { .. }),
+            "busy failing over"
+        );
+        s.conclude(12, 12, &s.jobs["f10"].kind.clone(), &Outcome::Succeeded);
+        assert_eq!(s.fenced_of(DB).map(|i| i.id.as_str()).collect::<Vec<_>>(), ["p"]);
+        assert!(
+            matches!(reclaim(&mut s, 13, &["s-j2"]), Response::Rejected { .. }),
+            "not fenced"
+        );
+        assert!(matches!(
+            reclaim(&mut s, 14, &["p"]),
+            Response::Database { created: true, .. }
+        ));
+        let db = &s.databases[DB];
+        assert_eq!(
+            (db.status, db.operation.as_deref()),
+            (DatabaseStatus::Available, Some("c14"))
+        );
+        let failed = Outcome::Failed {
+            error: "host gone".into(),
+            undone: false,
+        };
+        s.conclude(15, 15, &s.jobs["c14"].kind.clone(), &failed);
+        assert!(s.instances.contains_key("p"), "kept for the next attempt");
+        reclaim(&mut s, 16, &["p"]);
+        s.conclude(17, 17, &s.jobs["c16"].kind.clone(), &Outcome::Succeeded);
+        assert!(!s.instances.contains_key("p"));
+        assert_eq!(s.databases[DB].operation, None);
     }
 
     #[test]

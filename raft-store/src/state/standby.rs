@@ -29,12 +29,17 @@ impl AdminState {
 
     /// The database's newest add-standby job, if it had one.
     pub fn last_standby_attempt(&self, database: &str) -> Option<&Job> {
+        self.last_job_where(database, |k| matches!(k, JobKind::AddStandby { .. }))
+    }
+
+    /// The database's newest job of a kind `is` accepts, if it had one.
+    pub fn last_job_where(&self, database: &str, is: impl Fn(&JobKind) -> bool) -> Option<&Job> {
         self.jobs_by_database
             .get(database)?
             .iter()
             .rev()
             .filter_map(|id| self.jobs.get(id))
-            .find(|j| matches!(j.kind, JobKind::AddStandby { .. }))
+            .find(|j| is(&j.kind))
     }
 
     pub(super) fn add_standby(
