@@ -25,6 +25,7 @@ if [[ "${1:-}" == "--bench" ]]; then
   need_pkg knot         # DNS peers for `keel-lab bench dns` (with nsd)
   need_pkg dnsperf
   need_pkg pgbackrest   # the backup peer for `keel-lab bench backups`
+  need_pkg patroni      # the failover peer for `keel-lab bench failover` (with etcd-server)
 fi
 
 if ((${#want[@]})); then

@@ -9,13 +9,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rand::Rng;
 use serde_json::{json, Value};
 
+use super::patroni::{Patroni, Timers};
 use super::quantile;
 use crate::cluster::{Cluster, Spec};
 
@@ -34,13 +35,67 @@ pub struct FailoverBench {
     /// Failed probes in a row before a host is lost.
     #[arg(long, default_value_t = 3)]
     pub unreachable_after: u32,
+    /// Kills of Patroni's leader per timer setting (default timers, then tuned); 0 skips Patroni.
+    #[arg(long, default_value_t = 10)]
+    pub patroni_trials: usize,
+}
+
+/// Patroni's default timers and tuned ones (shared/BENCHMARKING.md).
+const PATRONI_TIMERS: [(&str, Timers); 2] = [
+    (
+        "default (ttl 30, loop_wait 10, retry_timeout 10)",
+        Timers {
+            ttl: 30,
+            loop_wait: 10,
+            retry_timeout: 10,
+        },
+    ),
+    (
+        "tuned (ttl 10, loop_wait 1, retry_timeout 3)",
+        Timers {
+            ttl: 10,
+            loop_wait: 1,
+            retry_timeout: 3,
+        },
+    ),
+];
+
+/// Kill Patroni's leader `trials` times with `timers`: each trial's write gap and
+/// acknowledged inserts lost.
+async fn patroni_trials(timers: Timers, trials: usize) -> anyhow::Result<Vec<(u64, usize)>> {
+    let mut p = Patroni::start(timers).await?;
+    let target = Target::Nodes { ports: p.ports() };
+    target
+        .connect()
+        .await?
+        .batch_execute("CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY)")
+        .await?;
+    let mut out = Vec::new();
+    let mut next_id = 0;
+    for n in 1..=trials {
+        p.wait_healthy(Duration::from_secs(300)).await?;
+        let probing = Probing::start(target.clone(), next_id);
+        let phase = rand::thread_rng().gen_range(0..timers.loop_wait * 1000);
+        tokio::time::sleep(Duration::from_millis(1_000 + phase)).await;
+        let leader = p.leader().await?;
+        let killed_at = now_ms();
+        p.kill(leader);
+        let seen = probing.until_resumed(killed_at, Duration::from_secs(180)).await?;
+        next_id = seen.acked.last().map_or(next_id, |(id, _)| *id) + 1_000_000;
+        let (gap_ms, _) = gap(&seen, killed_at)?;
+        let lost = lost(&seen, &target.connect().await?).await?;
+        eprintln!("patroni trial {n}: gap {gap_ms} ms, lost {lost}");
+        out.push((gap_ms, lost));
+        p.restart(leader)?;
+    }
+    Ok(out)
 }
 
 const PASSWORD: &str = "bench-password-1";
 const NAME: &str = "bench.admin.db.keel.internal.";
 
 /// One client's view of a trial.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Seen {
     /// Acknowledged ids with when.
     acked: Vec<(i64, u64)>,
@@ -104,19 +159,53 @@ async fn connect(addr: &str, port: u16) -> anyhow::Result<tokio_postgres::Client
     Ok(client)
 }
 
-/// Insert fresh ids through the name until `stop`; a failed or hung (1 s) insert drops
-/// the connection, and the name is resolved again.
-fn probe(dns: String, port: u16, first_id: i64, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Seen> {
+/// Where the probe connects.
+#[derive(Clone)]
+enum Target {
+    /// Keel: the database's name, resolved with Keel's DNS at this address on every connect.
+    Name { dns: String, port: u16 },
+    /// Patroni: every node, the first that takes writes (`target_session_attrs=read-write`).
+    Nodes { ports: Vec<u16> },
+}
+
+impl Target {
+    async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        match self {
+            Target::Name { dns, port } => {
+                let dns = dns.clone();
+                let addr = tokio::task::spawn_blocking(move || resolve(&dns))
+                    .await?
+                    .context("the name does not resolve")?;
+                connect(&addr, *port).await
+            }
+            Target::Nodes { ports } => {
+                let mut config = tokio_postgres::Config::new();
+                for p in ports {
+                    config.host("127.0.0.1").port(*p);
+                }
+                let (client, conn) = config
+                    .user("postgres")
+                    .password(super::patroni::PASSWORD)
+                    .dbname("postgres")
+                    .connect_timeout(Duration::from_secs(1))
+                    .target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite)
+                    .connect(tokio_postgres::NoTls)
+                    .await?;
+                tokio::spawn(conn);
+                Ok(client)
+            }
+        }
+    }
+}
+
+/// Insert fresh ids from `first_id` on until `stop`, recording into `seen`; a failed or
+/// hung (1 s) insert drops the connection and the client connects afresh.
+fn probe(target: Target, first_id: i64, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut seen = Seen::default();
         let mut id = first_id;
         while !stop.load(Ordering::Relaxed) {
-            let dns2 = dns.clone();
-            let Some(addr) = tokio::task::spawn_blocking(move || resolve(&dns2)).await.ok().flatten() else {
-                continue;
-            };
-            let Ok(client) = connect(&addr, port).await else {
-                seen.failed.push(now_ms());
+            let Ok(client) = target.connect().await else {
+                seen.lock().unwrap_or_else(|p| p.into_inner()).failed.push(now_ms());
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
@@ -124,17 +213,90 @@ fn probe(dns: String, port: u16, first_id: i64, stop: Arc<AtomicBool>) -> tokio:
                 id += 1;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
                 let insert = client.execute("INSERT INTO t (id) VALUES ($1)", &params);
-                match tokio::time::timeout(Duration::from_secs(1), insert).await {
-                    Ok(Ok(_)) => seen.acked.push((id, now_ms())),
-                    _ => {
-                        seen.failed.push(now_ms());
-                        break;
-                    }
+                let ok = matches!(tokio::time::timeout(Duration::from_secs(1), insert).await, Ok(Ok(_)));
+                let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                if ok {
+                    s.acked.push((id, now_ms()));
+                } else {
+                    s.failed.push(now_ms());
+                    break;
                 }
             }
         }
-        seen
     })
+}
+
+/// A probe under way: start it, let it write, then measure around a fault.
+struct Probing {
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probing {
+    fn start(target: Target, first_id: i64) -> Self {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = probe(target, first_id, seen.clone(), stop.clone());
+        Probing { seen, stop, task }
+    }
+
+    /// Wait (at most `within`) until an insert after `at` is acknowledged, then two
+    /// seconds more, and stop.
+    async fn until_resumed(self, at: u64, within: Duration) -> anyhow::Result<Seen> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let resumed = {
+                let s = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                let first_failure = s.failed.iter().find(|t| **t >= at);
+                first_failure.is_some_and(|f| s.acked.last().is_some_and(|(_, t)| t > f))
+            };
+            if resumed {
+                break;
+            }
+            if tokio::time::Instant::now() > until {
+                self.stop.store(true, Ordering::Relaxed);
+                bail!("writes did not resume within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await?;
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(seen)
+    }
+}
+
+/// The write gap around a fault at `at`: last acknowledged insert before the first
+/// failure after `at` → first acknowledged after that failure.
+fn gap(seen: &Seen, at: u64) -> anyhow::Result<(u64, u64)> {
+    let first_failure = seen.failed.iter().copied().find(|t| *t >= at).unwrap_or(at);
+    let last_before = seen
+        .acked
+        .iter()
+        .map(|(_, t)| *t)
+        .filter(|t| *t <= first_failure)
+        .max()
+        .unwrap_or(at);
+    let first_after = seen
+        .acked
+        .iter()
+        .map(|(_, t)| *t)
+        .find(|t| *t > first_failure)
+        .context("no insert was acknowledged after the fault")?;
+    Ok((first_after - last_before, first_after))
+}
+
+/// Acknowledged ids of `seen` that `client`'s table does not hold.
+async fn lost(seen: &Seen, client: &tokio_postgres::Client) -> anyhow::Result<usize> {
+    let held: std::collections::HashSet<i64> = client
+        .query("SELECT id FROM t", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(seen.acked.iter().filter(|(id, _)| !held.contains(id)).count())
 }
 
 async fn get(c: &Cluster, path: &str) -> anyhow::Result<Value> {
@@ -170,8 +332,11 @@ async fn trial(c: &mut Cluster, b: &FailoverBench, n: usize, next_id: &mut i64) 
         .await?
         .as_array()
         .map_or(0, Vec::len);
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = probe(c.node(1).dns_addr.clone(), port, *next_id, stop.clone());
+    let target = Target::Name {
+        dns: c.node(1).dns_addr.clone(),
+        port,
+    };
+    let probing = Probing::start(target, *next_id);
     // Writes under way, then a kill at a random phase of the monitor's loop.
     tokio::time::sleep(Duration::from_millis(
         1_000 + rand::thread_rng().gen_range(0..b.monitor_interval_ms),
@@ -179,8 +344,10 @@ async fn trial(c: &mut Cluster, b: &FailoverBench, n: usize, next_id: &mut i64) 
     .await;
     let killed_at = now_ms();
     c.kill_host_and_instances(index);
+    let seen = probing.until_resumed(killed_at, Duration::from_secs(120)).await?;
+    *next_id = seen.acked.last().map_or(*next_id, |(id, _)| *id) + 1_000_000;
     let record = c
-        .wait_for(Duration::from_secs(120), "the failover", || async {
+        .wait_for(Duration::from_secs(120), "the failover's record", || async {
             let list = get(c, "/v1/databases/bench/failovers").await?;
             Ok(list
                 .as_array()
@@ -189,43 +356,13 @@ async fn trial(c: &mut Cluster, b: &FailoverBench, n: usize, next_id: &mut i64) 
                 .cloned())
         })
         .await?;
-    // Writes go on for two seconds more (the measurement's length), then the client stops.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let seen = client.await?;
-    *next_id = seen.acked.last().map_or(*next_id, |(id, _)| *id) + 1_000_000;
-    let first_failure = seen
-        .failed
-        .iter()
-        .copied()
-        .find(|t| *t >= killed_at)
-        .unwrap_or(killed_at);
-    let last_before = seen
-        .acked
-        .iter()
-        .map(|(_, t)| *t)
-        .filter(|t| *t <= first_failure)
-        .max()
-        .unwrap_or(killed_at);
-    let first_after = seen
-        .acked
-        .iter()
-        .map(|(_, t)| *t)
-        .find(|t| *t > first_failure)
-        .context("no insert was acknowledged after the failover")?;
+    let (gap_ms, first_after) = gap(&seen, killed_at)?;
     let db = get(c, "/v1/databases/bench").await?;
     let addr = db["endpoint"]["addr"].as_str().unwrap_or_default().to_string();
-    let held: std::collections::HashSet<i64> = connect(&addr, port)
-        .await?
-        .query("SELECT id FROM t", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let lost = seen.acked.iter().filter(|(id, _)| !held.contains(id)).count();
+    let lost = lost(&seen, &connect(&addr, port).await?).await?;
     let at = |k: &str| record[k].as_u64().unwrap_or(0);
     let t = Trial {
-        gap: first_after - last_before,
+        gap: gap_ms,
         lost,
         detect: at("detected_ms").saturating_sub(killed_at),
         commit: at("fenced_ms").saturating_sub(at("detected_ms")),
@@ -300,5 +437,25 @@ pub async fn run(b: FailoverBench) -> anyhow::Result<()> {
     row("→ promotion committed", &ms(|t| t.promote));
     row("→ client's first insert", &ms(|t| t.resume));
     println!("acknowledged inserts lost: {lost}");
+    drop(c);
+    if b.patroni_trials == 0 {
+        return Ok(());
+    }
+    let keel_p50 = quantile(&gaps, 0.5);
+    for (what, timers) in PATRONI_TIMERS {
+        let got = patroni_trials(timers, b.patroni_trials).await?;
+        let gaps: Vec<f64> = got.iter().map(|(g, _)| *g as f64).collect();
+        let lost: usize = got.iter().map(|(_, l)| l).sum();
+        println!(
+            "\nPatroni 3 + etcd, {what}, kill -9 of the leader's Patroni and PostgreSQL, {} trials:",
+            got.len()
+        );
+        println!("| | p50 | p95 | max |\n|---|---|---|---|");
+        row("write gap", &gaps);
+        println!(
+            "acknowledged inserts lost: {lost}; Keel's p50 gap is {:.2}× this",
+            keel_p50 / quantile(&gaps, 0.5)
+        );
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod failover;
 pub mod history;
 pub mod load;
+pub mod patroni;
 pub mod raft;
 pub mod security;
 
