@@ -617,6 +617,7 @@ impl HostManager for HostService {
                             sync: s.sync,
                             lag_bytes: s.lag_bytes,
                             replay_lag_ms: s.replay_lag_ms,
+                            silent_ms: s.silent_ms,
                         })
                         .collect(),
                     upstream: h.upstream.map(|u| keel_proto::host::UpstreamHealth {

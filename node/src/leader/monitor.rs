@@ -243,6 +243,10 @@ pub fn lost_standbys(state: &AdminState, now: u64, down_after_ms: u64) -> Vec<Fa
                     "its primary has had no replication connection from it for {:.1} s",
                     now.saturating_sub(r.as_of_ms) as f64 / 1000.0
                 ),
+                (_, Some(r)) if r.state == "silent" && now.saturating_sub(r.as_of_ms) >= down_after_ms => format!(
+                    "its primary has heard nothing from it for {:.1} s though it is connected",
+                    (now.saturating_sub(r.as_of_ms) + SILENT_AFTER_MS) as f64 / 1000.0
+                ),
                 _ => return None,
             };
             Some(Failed {
@@ -499,6 +503,10 @@ async fn healthy(
 /// How often a standby's lag alone is relayed (a state change is relayed at once).
 pub const REPLICATION_RELAY_MS: u64 = 5_000;
 
+/// A connected standby its primary has heard nothing from for this long is `silent`: a
+/// live one replies to every flush, and the archive's heartbeat writes every 200 ms.
+pub const SILENT_AFTER_MS: u64 = 1_000;
+
 /// Standbys whose replication, as their primary on `host` reports it, changed state
 /// (or whether commits wait for it), or whose lag changed and was last relayed
 /// [`REPLICATION_RELAY_MS`] ago.
@@ -521,8 +529,11 @@ pub fn replication_changes(
             let Some(standby) = state.instances.get(&s.instance_id) else {
                 continue;
             };
+            // Connected but unheard (a one-way partition, a stalled standby): commits wait
+            // for it, so it counts as lost like a disconnected one.
+            let silent = s.silent_ms.is_some_and(|ms| ms >= SILENT_AFTER_MS);
             let seen = keel_raft_store::Replication {
-                state: s.state.clone(),
+                state: if silent { "silent".into() } else { s.state.clone() },
                 sync: s.sync,
                 lag_bytes: s.lag_bytes,
                 replay_lag_ms: s.replay_lag_ms,
@@ -666,6 +677,14 @@ mod tests {
         assert!(lost_standbys(&s, 10_000, 1_000).is_empty(), "not down long enough");
         let lost = lost_standbys(&s, 10_500, 1_000);
         assert!(lost[0].reason.contains("no replication connection"), "{lost:?}");
+        s.instances.get_mut("s1").unwrap().replication = Some(keel_raft_store::Replication {
+            state: "silent".into(),
+            as_of_ms: 9_500,
+            ..Default::default()
+        });
+        assert!(lost_standbys(&s, 10_000, 1_000).is_empty(), "not silent long enough");
+        let lost = lost_standbys(&s, 10_500, 1_000);
+        assert!(lost[0].reason.contains("heard nothing from it"), "{lost:?}");
         s.hosts.get_mut("h2").unwrap().health = HostHealth::Unreachable;
         assert!(lost_standbys(&s, 9_600, 1_000)[0]
             .reason
@@ -759,6 +778,7 @@ mod tests {
             sync,
             lag_bytes,
             replay_lag_ms: None,
+            silent_ms: Some(150),
         };
         r.instances_health[0].standbys = vec![standby("streaming", true, 100)];
         let got = replication_changes(&s, "h1", &r, 1_000);
@@ -779,6 +799,12 @@ mod tests {
             ("down", false),
             "a state change at once"
         );
+        // Connected, but its primary has heard nothing from it for a second: silent.
+        let mut unheard = standby("streaming", true, 200);
+        unheard.silent_ms = Some(SILENT_AFTER_MS);
+        r.instances_health[0].standbys = vec![unheard];
+        let got = replication_changes(&s, "h1", &r, 2_000);
+        assert_eq!(got[0].1.state, "silent");
     }
 
     #[test]

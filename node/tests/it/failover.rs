@@ -300,19 +300,19 @@ async fn a_killed_primary_fails_over_by_name_without_losing_an_acknowledged_inse
     c.launch_host(index).unwrap();
     c.wait_for(
         Duration::from_secs(60),
-        "the fenced primary's volume to be reclaimed",
-        || async { Ok((!primary.volume.exists()).then_some(())) },
+        "the fenced primary to be reclaimed",
+        || async {
+            let (_, ops) = c.get(1, "/v1/ops?limit=1000").await?;
+            let reclaimed = ops
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["kind"] == "reclaim-fenced" && o["state"] == "succeeded");
+            Ok((reclaimed && !primary.volume.exists()).then_some(()))
+        },
     )
     .await
     .unwrap();
-    let (_, ops) = c.get(1, "/v1/ops?limit=1000").await.unwrap();
-    assert!(
-        ops.as_array()
-            .unwrap()
-            .iter()
-            .any(|o| o["kind"] == "reclaim-fenced" && o["state"] == "succeeded"),
-        "{ops}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,4 +481,122 @@ async fn a_switchover_under_load_waits_for_the_window_or_runs_now_and_loses_noth
     // Multi-AZ again, the standby now away from the new primary's zone.
     let db = wait_in_sync(&c, "orders", Some(&standby.id)).await;
     assert_ne!(member(&c, &db, "standby").host, standby.host);
+}
+
+/// A one-way cut of the network path from a standby to its primary (nftables: packets
+/// the engine's OS user sends to the primary's address and port are dropped), removed
+/// when dropped. Clients (another OS user) and the host managers' private sockets are
+/// untouched.
+struct StandbyCut {
+    table: String,
+}
+
+impl StandbyCut {
+    fn new(primary_addr: &str, port: u64) -> Self {
+        let table = format!("keel_cut_{port}");
+        let nft = |args: &[&str]| {
+            let out = Command::new("nft")
+                .args(args)
+                .output()
+                .expect("nft runs (apt-get install nftables)");
+            assert!(
+                out.status.success(),
+                "nft {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        nft(&["add", "table", "inet", &table]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            &table,
+            "out",
+            "{ type filter hook output priority 0; }",
+        ]);
+        let rule = format!("ip daddr {primary_addr} tcp dport {port} meta skuid postgres drop");
+        let mut args = vec!["add", "rule", "inet", &table, "out"];
+        args.extend(rule.split(' '));
+        nft(&args);
+        StandbyCut { table }
+    }
+}
+
+impl Drop for StandbyCut {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_cut_off_from_its_standby_only_releases_it_by_a_committed_decision_and_keeps_serving() {
+    let run = under_load().await;
+    let primary_addr = run.addr_of(&run.primary);
+    let count = || async {
+        let n: i64 = connect(&primary_addr, run.port)
+            .await?
+            .query_one("SELECT count(*) FROM t", &[])
+            .await?
+            .get(0);
+        Ok::<_, anyhow::Error>(n)
+    };
+    let cut = StandbyCut::new(&primary_addr, run.port);
+    let cut_at = now_ms();
+    // Commits wait for the unheard standby until the monitor's committed release of it
+    // reaches the primary; then they go on, on the primary (and the archive) alone.
+    let lost = run
+        .c
+        .wait_for(Duration::from_secs(60), "the standby to be released", || async {
+            let e = events(&run.c, "orders", "standby-lost").await;
+            Ok(e.first().cloned())
+        })
+        .await
+        .unwrap();
+    assert!(
+        lost["message"].as_str().unwrap().contains("heard nothing"),
+        "released for its silence: {lost}"
+    );
+    let released = count().await.unwrap();
+    run.c
+        .wait_for(
+            Duration::from_secs(60),
+            "inserts to go on after the release",
+            || async { Ok((count().await? >= released + 100).then_some(())) },
+        )
+        .await
+        .unwrap();
+    assert!(
+        failovers(&run.c, "orders").await.is_empty(),
+        "the primary never failed over"
+    );
+    let db = database(&run.c, "orders").await;
+    assert_eq!(db["endpoint"]["host"], run.primary.host.as_str(), "{db}");
+    drop(cut);
+    run.stop.store(true, Ordering::Relaxed);
+    let history = run.client.await.unwrap();
+    let held: std::collections::BTreeSet<i64> = connect(&primary_addr, run.port)
+        .await
+        .unwrap()
+        .query("SELECT id FROM t", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        history.acked.iter().all(|(id, _)| held.contains(id)),
+        "nothing acknowledged was lost"
+    );
+    // No acknowledgement while the standby was unheard and not yet released.
+    let released_at = lost["at_ms"].as_u64().unwrap();
+    let (gap, from) = longest_gap(&history.acked);
+    eprintln!(
+        "standby cut off at {cut_at}, released at {released_at} ({} ms later); longest write gap {gap} ms from {from}",
+        released_at - cut_at
+    );
+    // Multi-AZ again: a new standby (the cut-off one is fenced and reclaimed).
+    let db = wait_in_sync(&run.c, "orders", Some(&run.standby.id)).await;
+    assert_ne!(member(&run.c, &db, "standby").id, run.standby.id);
 }

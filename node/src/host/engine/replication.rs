@@ -44,6 +44,10 @@ pub struct StandbyStatus {
     pub lag_bytes: u64,
     /// How long its replay trails, when measured.
     pub replay_lag_ms: Option<u64>,
+    /// Since its last reply (it replies to every write it flushes, and the archive's
+    /// heartbeat writes every 200 ms), when connected.
+    #[serde(default)]
+    pub silent_ms: Option<u64>,
 }
 
 impl Postgres {
@@ -356,7 +360,8 @@ impl Postgres {
             .query(
                 "SELECT application_name, state, sync_state, \
                  COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint, \
-                 (EXTRACT(EPOCH FROM replay_lag) * 1000)::bigint \
+                 (EXTRACT(EPOCH FROM replay_lag) * 1000)::bigint, \
+                 (EXTRACT(EPOCH FROM now() - reply_time) * 1000)::bigint \
                  FROM pg_stat_replication",
                 &[],
             )
@@ -379,6 +384,7 @@ impl Postgres {
                             sync: row.get::<_, Option<String>>(2).as_deref() == Some("sync"),
                             lag_bytes: row.get::<_, Option<i64>>(3).unwrap_or(0).max(0) as u64,
                             replay_lag_ms: row.get::<_, Option<i64>>(4).map(|v| v.max(0) as u64),
+                            silent_ms: row.get::<_, Option<i64>>(5).map(|v| v.max(0) as u64),
                         },
                     );
                 (id.clone(), status)
