@@ -346,7 +346,7 @@ pub fn failed_databases(state: &AdminState) -> Vec<Failed> {
     state
         .databases
         .iter()
-        .filter(|(_, d)| d.at_rest())
+        .filter(|(_, d)| state.watched(d))
         .filter_map(|(key, _)| {
             let primary = state.primary_of(key)?;
             let host_down = state
@@ -394,7 +394,7 @@ fn instance_changes(
         .values()
         .filter(|i| i.host == host && i.fenced_at.is_none())
     {
-        let at_rest = state.databases.get(&i.database).is_some_and(|d| d.at_rest());
+        let at_rest = state.databases.get(&i.database).is_some_and(|d| state.watched(d));
         if !at_rest {
             failures.remove(&i.id);
             continue;

@@ -600,3 +600,111 @@ async fn a_primary_cut_off_from_its_standby_only_releases_it_by_a_committed_deci
     let db = wait_in_sync(&run.c, "orders", Some(&run.standby.id)).await;
     assert_ne!(member(&run.c, &db, "standby").id, run.standby.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_control_cluster_the_primary_serves_on_and_no_second_one_appears() {
+    let mut run = under_load().await;
+    let primary_addr = run.addr_of(&run.primary);
+    let port = run.port;
+    let count = || async {
+        let n: i64 = connect(&primary_addr, port)
+            .await?
+            .query_one("SELECT count(*) FROM t", &[])
+            .await?
+            .get(0);
+        Ok::<_, anyhow::Error>(n)
+    };
+    // Every control node killed: no API, no DNS, no monitor.
+    for id in run.c.ids() {
+        run.c.kill(id);
+    }
+    let at_loss = count().await.unwrap();
+    run.c
+        .wait_for(
+            Duration::from_secs(30),
+            "200 inserts without the control cluster",
+            || async { Ok((count().await? >= at_loss + 200).then_some(())) },
+        )
+        .await
+        .unwrap();
+    // Still synchronous, and the standby still a standby.
+    let on_primary = super::multi_az::superuser(&run.primary.volume, run.primary.port).await;
+    let sync: String = on_primary
+        .query_one("SELECT sync_state FROM pg_stat_replication WHERE application_name LIKE 'keel\\_%' AND application_name <> 'keel_archive'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sync, "sync");
+    let on_standby = super::multi_az::superuser(&run.standby.volume, run.standby.port).await;
+    let recovering: bool = on_standby
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(recovering, "nothing promoted the standby");
+    // The control cluster comes back: nothing failed over, the same primary serves.
+    for id in run.c.ids() {
+        run.c.launch(id).unwrap();
+    }
+    let db = run
+        .c
+        .wait_for(
+            Duration::from_secs(60),
+            "the control cluster to answer again",
+            || async {
+                let (code, db) = run.c.get(1, "/v1/databases/orders").await?;
+                Ok((code == 200).then_some(db))
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(db["endpoint"]["host"], run.primary.host.as_str(), "{db}");
+    assert!(failovers(&run.c, "orders").await.is_empty());
+    run.stop.store(true, Ordering::Relaxed);
+    let history = run.client.await.unwrap();
+    let held: std::collections::BTreeSet<i64> = connect(&primary_addr, port)
+        .await
+        .unwrap()
+        .query("SELECT id FROM t", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(history.acked.iter().all(|(id, _)| held.contains(id)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_lost_during_a_snapshot_is_failed_over_without_waiting_for_it() {
+    let mut run = under_load().await;
+    let index = run.c.hosts.iter().position(|h| h.name == run.primary.host).unwrap();
+    // The primary's host manager frozen first, so the snapshot's task cannot finish there.
+    let pid = run.c.host_pid(index).unwrap() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let (code, snap) = run
+        .c
+        .post(1, "/v1/databases/orders/snapshots", &json!({"snapshot": "during"}))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{snap}");
+    let snap_op = snap["operation_id"].as_str().unwrap().to_string();
+    run.c
+        .wait_for(Duration::from_secs(30), "the snapshot to be under way", || async {
+            let (_, op) = run.c.get(1, &format!("/v1/ops/{snap_op}")).await?;
+            Ok((op["state"] == "running").then_some(()))
+        })
+        .await
+        .unwrap();
+    let killed_at = now_ms();
+    run.c.kill_host_and_instances(index);
+    let (c, ..) = run.check_failed_over(killed_at, false).await;
+    let (_, op) = c.get(1, &format!("/v1/ops/{snap_op}")).await.unwrap();
+    let failover = failovers(&c, "orders").await[0].clone();
+    assert!(
+        op["finished_at_ms"]
+            .as_u64()
+            .is_none_or(|t| t > failover["fenced_ms"].as_u64().unwrap()),
+        "the failover did not wait for the snapshot: {op} {failover}"
+    );
+}

@@ -16,7 +16,7 @@ use super::{cluster, create_body, wait_op};
 
 /// The engine's superuser on an instance's private socket (the tests run as root, which
 /// the instance's pg_ident maps, as it maps the host manager).
-async fn superuser(volume: &Path, port: u16) -> tokio_postgres::Client {
+pub(crate) async fn superuser(volume: &Path, port: u16) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::Config::new()
         .host_path(volume)
         .port(port)

@@ -346,7 +346,17 @@ impl AdminState {
 
     /// A snapshot job ended: the snapshot is available, or (failed) forgotten; its
     /// database is at rest again.
-    pub(super) fn conclude_snapshot(&mut self, index: u64, at: Millis, database: &str, snapshot: &str, ok: bool) {
+    /// A snapshot job ended: the catalog records it (or forgets it), and the database, if
+    /// the job still holds it (`holds`; a failover may have pre-empted it), is at rest.
+    pub(super) fn conclude_snapshot(
+        &mut self,
+        index: u64,
+        at: Millis,
+        database: &str,
+        snapshot: &str,
+        ok: bool,
+        holds: bool,
+    ) {
         let name = self.snapshots.get(snapshot).map(|s| s.name.clone()).unwrap_or_default();
         let (kind, message) = if ok {
             if let Some(s) = self.snapshots.get_mut(snapshot) {
@@ -363,7 +373,7 @@ impl AdminState {
                 format!("Snapshot {name} of {database} could not be taken; nothing of it was kept."),
             )
         };
-        if let Some(db) = self.databases.get_mut(database) {
+        if let Some(db) = self.databases.get_mut(database).filter(|_| holds) {
             db.operation = None;
             db.status = DatabaseStatus::Available;
         }

@@ -369,6 +369,23 @@ impl AdminState {
         }
     }
 
+    /// The effect of a workflow a failover pre-empted: its catalog work only (the
+    /// database belongs to the failover now).
+    pub(super) fn conclude_preempted(&mut self, index: u64, at: Millis, kind: &JobKind, outcome: &Outcome) {
+        let ok = *outcome == Outcome::Succeeded;
+        match kind {
+            JobKind::SnapshotDatabase { database, snapshot } => {
+                self.conclude_snapshot(index, at, database, snapshot, ok, false)
+            }
+            JobKind::ReclaimFenced { instances, .. } if ok => {
+                for id in instances {
+                    self.instances.remove(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The effect of a finished workflow on its database.
     pub(super) fn conclude(&mut self, index: u64, at: Millis, kind: &JobKind, outcome: &Outcome) {
         match kind {
@@ -458,7 +475,7 @@ impl AdminState {
             }
             (JobKind::SnapshotDatabase { snapshot, .. }, outcome) => {
                 let ok = *outcome == Outcome::Succeeded;
-                self.conclude_snapshot(index, at, &name, snapshot, ok);
+                self.conclude_snapshot(index, at, &name, snapshot, ok, true);
                 return;
             }
             _ => {}

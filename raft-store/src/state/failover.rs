@@ -38,6 +38,25 @@ pub(crate) struct SwitchOver<'a> {
 }
 
 impl AdminState {
+    /// Whether the monitor may act on a failure of `db`'s primary: at rest, or busy only
+    /// with work a failover pre-empts (a snapshot, a reclaim), which changes nothing the
+    /// failover relies on and finishes on its own.
+    pub fn watched(&self, db: &Database) -> bool {
+        if db.at_rest() {
+            return true;
+        }
+        let preemptible = db
+            .operation
+            .as_ref()
+            .and_then(|op| self.jobs.get(op))
+            .is_some_and(|j| matches!(j.kind, JobKind::SnapshotDatabase { .. } | JobKind::ReclaimFenced { .. }));
+        preemptible
+            && matches!(
+                db.status,
+                DatabaseStatus::Available | DatabaseStatus::StorageFull | DatabaseStatus::BackingUp
+            )
+    }
+
     /// The database's failovers, oldest first.
     pub fn failovers_of<'a>(&'a self, database: &'a str) -> impl Iterator<Item = &'a Failover> + 'a {
         self.failovers.values().filter(move |f| f.database == database)
@@ -152,11 +171,15 @@ impl AdminState {
         let Some(db) = self.databases.get(f.name) else {
             return not_found("database", f.name);
         };
-        if let Some(refused) = self.busy(db) {
-            return refused;
+        // A failure pre-empts a snapshot or a reclaim (it finishes on its own, touching only
+        // the catalog); a switchover waits for the database to be at rest.
+        if planned || !self.watched(db) {
+            if let Some(refused) = self.busy(db) {
+                return refused;
+            }
         }
         let short = db.name.clone();
-        if !matches!(db.status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
+        if !self.watched(db) {
             return conflict(format!("database {short} is {}", wire_name(&db.status)));
         }
         if db.sync_standby.as_deref() != Some(f.standby) {
@@ -661,6 +684,68 @@ mod tests {
         s.conclude(17, 17, &s.jobs["c16"].kind.clone(), &Outcome::Succeeded);
         assert!(!s.instances.contains_key("p"));
         assert_eq!(s.databases[DB].operation, None);
+    }
+
+    #[test]
+    fn a_failure_pre_empts_a_snapshot_which_then_touches_only_the_catalog() {
+        let mut s = multi_az();
+        let snap = Command::SnapshotDatabase {
+            job_id: "snap".into(),
+            request: None,
+            name: DB.into(),
+            snapshot: "mine".into(),
+            kind: crate::catalog::SnapshotKind::User,
+        };
+        assert!(matches!(
+            s.apply(10, &Proposal::new(10, snap)),
+            Response::Database { .. }
+        ));
+        assert!(s.watched(&s.databases[DB]), "a snapshot does not hide a failure");
+        // A switchover waits for it; a failure does not.
+        s.instances.get_mut("s-j2").unwrap().replication = Some(Replication {
+            state: "streaming".into(),
+            sync: true,
+            ..Replication::default()
+        });
+        let switch = Command::Switchover {
+            job_id: "w".into(),
+            request: None,
+            name: DB.into(),
+            to_zone: None,
+            in_maintenance_window: false,
+        };
+        assert!(matches!(
+            s.apply(11, &Proposal::new(11, switch)),
+            Response::Rejected { .. }
+        ));
+        assert!(matches!(
+            fail_over(&mut s, 12, "s-j2"),
+            Response::Database { created: true, .. }
+        ));
+        assert_eq!(s.databases[DB].operation.as_deref(), Some("f12"));
+        // The snapshot's workflow ends later (its host is gone): the catalog forgets it,
+        // and the database stays the failover's.
+        let key = s
+            .snapshots
+            .keys()
+            .find(|k| k.starts_with("mine"))
+            .cloned()
+            .expect("recorded");
+        s.conclude_preempted(
+            13,
+            13,
+            &s.jobs["snap"].kind.clone(),
+            &Outcome::Failed {
+                error: "host gone".into(),
+                undone: false,
+            },
+        );
+        assert!(!s.snapshots.contains_key(&key));
+        let db = &s.databases[DB];
+        assert_eq!(
+            (db.status, db.operation.as_deref()),
+            (DatabaseStatus::FailingOver, Some("f12"))
+        );
     }
 
     #[test]

@@ -305,6 +305,15 @@ impl AdminState {
         };
         wf.error = error.clone();
         let kind = self.finish_job(index, at, &job_id, fence, error).kind;
+        let owner = kind
+            .database()
+            .and_then(|d| self.databases.get(d))
+            .and_then(|d| d.operation.clone());
+        if owner.is_some_and(|op| op != job_id) {
+            // A failover pre-empted it: only its effect on the catalog remains.
+            self.conclude_preempted(index, at, &kind, outcome);
+            return;
+        }
         self.conclude(index, at, &kind, outcome);
     }
 }
