@@ -289,7 +289,14 @@ fn failovers(name: &str, list: &[FailoverView]) -> String {
         let start = f.last_seen_ms.unwrap_or(f.detected_ms);
         let steps = [
             ("primary last answered", f.last_seen_ms),
-            ("failure detected", Some(f.detected_ms)),
+            (
+                if f.planned {
+                    "switchover asked for"
+                } else {
+                    "failure detected"
+                },
+                Some(f.detected_ms),
+            ),
             ("fenced, generation bumped, name moved (committed)", Some(f.fenced_ms)),
             ("standby promoted", f.promoted_ms),
             ("promotion committed", f.promotion_committed_ms),
@@ -788,5 +795,57 @@ fn request_id_param(request_id: Option<String>) -> anyhow::Result<Option<String>
         }
         Some(r) => bail!("request id {r:?} may use only letters, digits and - _ . ~"),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failover_reads_as_its_steps_in_order_from_the_last_answer() {
+        let f = FailoverView {
+            id: "f1".into(),
+            reason: "host h1 stopped answering".into(),
+            planned: false,
+            from_instance: "p".into(),
+            from_host: "h1".into(),
+            from_zone: "a".into(),
+            to_instance: "s".into(),
+            to_host: "h2".into(),
+            to_zone: "b".into(),
+            generation: 2,
+            last_seen_ms: Some(1_000),
+            detected_ms: 1_600,
+            fenced_ms: 1_605,
+            dns_moved_ms: 1_605,
+            promoted_ms: Some(1_730),
+            promotion_committed_ms: Some(1_745),
+            first_write_ms: None,
+            finished_ms: Some(1_800),
+            error: None,
+        };
+        let text = failovers("orders", &[f.clone()]);
+        assert!(text.starts_with("failover f1 (done)\n  from p on h1 (zone a) to s on h2 (zone b), generation 2"));
+        let offsets: Vec<&str> = text
+            .lines()
+            .skip(3)
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(offsets, ["+0", "+600", "+605", "+730", "+745", "+800"], "{text}");
+        assert!(!text.contains("first write"), "a step not reached is not shown");
+        let planned = FailoverView {
+            planned: true,
+            last_seen_ms: None,
+            finished_ms: None,
+            ..f
+        };
+        let text = failovers("orders", &[planned]);
+        assert!(text.starts_with("switchover f1 (in progress)"), "{text}");
+        assert!(
+            text.contains("+0 ms") && text.contains("switchover asked for"),
+            "{text}"
+        );
+        assert_eq!(failovers("orders", &[]), "orders has not failed over.\n");
     }
 }
