@@ -825,7 +825,7 @@ mod tests {
             finished_ms: Some(1_800),
             error: None,
         };
-        let text = failovers("orders", &[f.clone()]);
+        let text = failovers("orders", std::slice::from_ref(&f));
         assert!(text.starts_with("failover f1 (done)\n  from p on h1 (zone a) to s on h2 (zone b), generation 2"));
         let offsets: Vec<&str> = text
             .lines()
