@@ -159,6 +159,9 @@ pub struct HostCapacity {
     pub instance_slots: u32,
     /// Disk it can allocate to volumes.
     pub disk_gib: u64,
+    /// The engine version its host manager reports running (observed, not configured).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub engine_version: String,
 }
 
 /// A data host, registered by the operator.

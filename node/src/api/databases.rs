@@ -12,7 +12,8 @@ use super::error::ApiError;
 use super::service::Api;
 use super::validate;
 use super::views::{
-    BackupRpoView, DatabaseOperation, DatabaseView, EventView, FailoverView, OperationView, RecoveryModeView,
+    BackupRpoView, DatabaseOperation, DatabaseView, EventView, FailoverView, OperationView, PlanStepView,
+    RecoveryModeView, StandbyPlanView,
 };
 use super::whole;
 use crate::classes;
@@ -617,6 +618,30 @@ impl Api {
         let key = key_of(who, name)?;
         let r = self.commit(who, Command::CancelSwitchover { name: key }).await?;
         self.database_reply(r, None, None)
+    }
+
+    /// What adding a synchronous standby to a database would do now (nothing is changed).
+    pub async fn standby_plan(&self, who: &Principal, name: &str) -> Result<StandbyPlanView, ApiError> {
+        let key = key_of(who, name)?;
+        let plan = self
+            .node
+            .read(|s| {
+                s.databases
+                    .contains_key(&key)
+                    .then(|| crate::leader::planner::standby_plan(s, &key))
+            })
+            .await?
+            .ok_or_else(|| missing(name))?
+            .map_err(ApiError::Conflict)?;
+        Ok(StandbyPlanView {
+            steps: plan
+                .into_iter()
+                .map(|p| PlanStepView {
+                    step: p.step.to_string(),
+                    detail: p.detail,
+                })
+                .collect(),
+        })
     }
 
     /// A database's failovers, oldest first.

@@ -23,7 +23,7 @@ use super::security_groups::{CreateSecurityGroupRequest, SecurityGroupRulesReque
 use super::service::{AddHostRequest, AddNodeRequest, Api, OpsPage, SubmitNoopRequest};
 use super::views::{
     AddHostResponse, ClusterStatusView, DatabaseOperation, DatabaseView, EventView, FailoverView, HostView,
-    NodeStatusView, OperationView, SnapshotView,
+    NodeStatusView, OperationView, SnapshotView, StandbyPlanView,
 };
 
 /// A request body as sent: any JSON, checked by [`body`].
@@ -73,6 +73,7 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(snapshot_database))
         .routes(routes!(recover_database))
         .routes(routes!(list_failovers))
+        .routes(routes!(standby_plan))
         .routes(routes!(switchover, cancel_switchover))
         .routes(routes!(restore_database))
         .routes(routes!(clone_database))
@@ -254,6 +255,19 @@ async fn cancel_switchover(
     Path(name): Path<String>,
 ) -> Reply<DatabaseOperation> {
     Ok(Json(api.cancel_switchover(&who, &name).await?))
+}
+
+/// What adding a synchronous standby would do now, read from what runs (members, health,
+/// the engine version each host reports): the plan `modify --multi-az true` would carry
+/// out. Nothing is changed.
+#[utoipa::path(get, path = "/v1/databases/{name}/standby-plan", tag = "databases",
+    params(("name" = String, Path, description = "Database name")), responses((status = 200, body = StandbyPlanView)))]
+async fn standby_plan(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<StandbyPlanView> {
+    Ok(Json(api.standby_plan(&who, &name).await?))
 }
 
 /// A Multi-AZ database's failovers, oldest first, each step with its time.

@@ -351,6 +351,23 @@ pub struct InstanceView {
     pub replication: Option<ReplicationView>,
 }
 
+/// What adding a synchronous standby would do now, step by step, read from what runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StandbyPlanView {
+    /// The steps in order: observe, provision, install, sync, replicate, record (or
+    /// observe, nothing, when a standby is in sync already).
+    pub steps: Vec<PlanStepView>,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlanStepView {
+    /// Its name.
+    pub step: String,
+    /// What it does here.
+    pub detail: String,
+}
+
 /// One failover of a Multi-AZ database, step by step (Unix ms; absent: not reached).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FailoverView {

@@ -14,7 +14,9 @@ use crate::api::backups::{CloneRequest, RestoreRequest, SnapshotRequest};
 use crate::api::databases::{
     backup_rpo as rpo, recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest, SwitchoverRequest,
 };
-use crate::api::views::{DatabaseOperation, DatabaseView, EventView, FailoverView, OperationView, Progress};
+use crate::api::views::{
+    DatabaseOperation, DatabaseView, EventView, FailoverView, OperationView, Progress, StandbyPlanView,
+};
 
 /// `keel db` subcommands.
 #[derive(Debug, Subcommand)]
@@ -132,6 +134,10 @@ pub enum DbCmd {
         /// (applied at once).
         #[arg(long)]
         multi_az: Option<bool>,
+        /// With `--multi-az true`: print the plan for adding the standby, read from what
+        /// runs (members, health, the engine version each host reports), and change nothing.
+        #[arg(long, requires = "multi_az")]
+        dry_run: bool,
     },
     /// Recover a database whose instance or host failed: a new instance on another host,
     /// restored from its backups to the latest restorable time, under the same name.
@@ -258,6 +264,15 @@ pub struct FromBackups {
     /// Request id: a retry with the same id answers the original operation.
     #[arg(long)]
     request_id: Option<String>,
+}
+
+/// A plan, one numbered step per line.
+fn plan(p: &StandbyPlanView) -> String {
+    let mut out = String::from("Plan (nothing changed):\n");
+    for (n, s) in p.steps.iter().enumerate() {
+        out.push_str(&format!("  {}. {:<10} {}\n", n + 1, s.step, s.detail));
+    }
+    out
 }
 
 /// Each failover as its timeline: the steps in order, each at its offset from the
@@ -418,7 +433,15 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
             security_groups,
             recovery,
             multi_az,
+            dry_run,
         } => {
+            if dry_run {
+                if multi_az != Some(true) {
+                    bail!("--dry-run plans adding a standby: use it with --multi-az true");
+                }
+                let v = client.get(&format!("/v1/databases/{name}/standby-plan")).await?;
+                return print(out, &v, || Ok(plan(&typed::<StandbyPlanView>(v.clone())?)));
+            }
             let req = ModifyDatabaseRequest {
                 multi_az,
                 recovery: recovery.as_deref().map(recovery_mode).transpose()?.flatten(),

@@ -443,6 +443,7 @@ async fn healthy(
     let capacity = HostCapacity {
         instance_slots: report.instance_slots,
         disk_gib: report.disk_gib,
+        engine_version: report.engine_version.clone(),
     };
     if host.health != HostHealth::Healthy || host.capacity != capacity {
         t.commit(Command::ObserveHost {

@@ -561,6 +561,158 @@ pub fn instance_spec(
     })
 }
 
+/// One step of a plan, for people: what, and with what (read from what runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanStep {
+    /// The step: observe, provision, install, sync, replicate, record (or nothing).
+    pub step: &'static str,
+    /// What it does here.
+    pub detail: String,
+}
+
+/// What adding a synchronous standby to `database` would do now, step by step (seed
+/// 003's plan), read from what runs as well as the records: the members and their
+/// health and replication as the monitor last saw them, and the engine version each
+/// host manager reports. Nothing is changed; `modify --multi-az true --dry-run` prints it.
+pub fn standby_plan(state: &AdminState, database: &str) -> Result<Vec<PlanStep>, String> {
+    let step = |step, detail: String| PlanStep { step, detail };
+    let db = state
+        .databases
+        .get(database)
+        .ok_or_else(|| format!("database {database} does not exist"))?;
+    let primary = state
+        .primary_of(database)
+        .ok_or_else(|| format!("database {} has no primary to add a standby to", db.name))?;
+    let host_of = |name: &str| state.hosts.get(name);
+    let primary_host = host_of(&primary.host).ok_or("the primary's host is not registered")?;
+    let version = primary_host.capacity.engine_version.clone();
+    let members: Vec<String> = db
+        .instances
+        .iter()
+        .filter_map(|id| state.instances.get(id))
+        .map(|i| {
+            let health = match &i.health {
+                keel_raft_store::InstanceHealth::Healthy => "healthy".to_string(),
+                keel_raft_store::InstanceHealth::Unhealthy { problem, .. } => format!("unhealthy: {problem}"),
+            };
+            let replication = i
+                .replication
+                .as_ref()
+                .map(|r| format!(", {}{}", r.state, if r.sync { " (synchronous)" } else { "" }))
+                .unwrap_or_default();
+            let role = keel_raft_store::wire_name(&i.role);
+            format!("{role} {} on {} ({health}{replication})", i.id, i.host)
+        })
+        .collect();
+    let settings = classes::lookup(&db.spec.class).map(|c| c.settings());
+    let mut steps = vec![step(
+        "observe",
+        format!(
+            "members: {}; the primary's host {} (zone {}) reports PostgreSQL {}; class {}{}",
+            members.join("; "),
+            primary_host.name,
+            primary_host.zone,
+            if version.is_empty() {
+                "(not reported yet)"
+            } else {
+                &version
+            },
+            db.spec.class,
+            settings
+                .map(|s| format!(
+                    " (shared_buffers {} MiB, max_connections {})",
+                    s.shared_buffers_mb, s.max_connections
+                ))
+                .unwrap_or_default()
+        ),
+    )];
+    if let Some(s) = &db.sync_standby {
+        steps.push(step(
+            "nothing",
+            format!("standby {s} is in sync already: nothing to add"),
+        ));
+        return Ok(steps);
+    }
+    if db.spec.backup_retention_days == 0 {
+        return Err(format!(
+            "database {} keeps no backups, and a standby is built from them: set --backup-retention-days first",
+            db.name
+        ));
+    }
+    let (to, port) = state
+        .place_standby(&primary_host.zone, Some(primary.port))
+        .map_err(|r| r.to_string())?;
+    let to = host_of(&to).ok_or("the chosen host is not registered")?;
+    steps.push(step(
+        "provision",
+        format!(
+            "a volume for the standby on host {} (zone {}, another zone than the primary's {}), port {port}{}",
+            to.name,
+            to.zone,
+            primary_host.zone,
+            if port == primary.port {
+                " (the primary's, so a failover keeps it)"
+            } else {
+                ""
+            }
+        ),
+    ));
+    let installed = &to.capacity.engine_version;
+    if !version.is_empty() && !installed.is_empty() && installed != &version {
+        return Err(format!(
+            "host {} reports PostgreSQL {installed} and the primary runs {version}: a standby needs the same version",
+            to.name
+        ));
+    }
+    steps.push(step(
+        "install",
+        format!(
+            "PostgreSQL {} and Keel's host manager on {}: {}",
+            if installed.is_empty() {
+                "(not reported yet)"
+            } else {
+                installed
+            },
+            to.name,
+            if installed.is_empty() {
+                "its host manager has not reported them yet"
+            } else {
+                "already there (reported)"
+            }
+        ),
+    ));
+    let lineage = db.lineage();
+    let sync = match state.snapshots_of(&lineage).last() {
+        Some(snap) => format!(
+            "unpack snapshot {} (taken {}, {} MiB) from zone-store:{}, then the archive's WAL up to where the primary's new slot starts{}",
+            snap.name,
+            keel_raft_store::timefmt::format_ms(snap.taken_at_ms),
+            snap.size_bytes >> 20,
+            snap.zone,
+            state
+                .archives
+                .get(&lineage)
+                .map(|a| format!(" (it reaches {})", keel_raft_store::timefmt::format_ms(a.restorable_until_ms)))
+                .unwrap_or_default()
+        ),
+        None => "waits for the database's first snapshot (none yet), then as above".to_string(),
+    };
+    steps.push(step("sync", sync));
+    steps.push(step(
+        "replicate",
+        format!(
+            "on primary {}: the keel_replication role, a slot reserving WAL, mutual TLS; the standby streams from it; then every commit waits for the standby{}",
+            primary.id,
+            if db.spec.backup_rpo == keel_raft_store::BackupRpo::Zero { " and the archive (FIRST 2)" } else { "" }
+        ),
+    ));
+    steps.push(step(
+        "record",
+        "the database records the standby as its synchronous standby once it has flushed everything written before; from then on a failover may promote it".to_string(),
+    ));
+    Ok(steps)
+}
+
 /// An instance's part in its database's replication: a primary keeps a slot for each
 /// standby and waits for the recorded synchronous one (and, in an add-standby's sync
 /// step, for the new one); a standby streams from the primary. `None` for a database
@@ -658,6 +810,57 @@ mod tests {
             panic!()
         };
         (s, *job)
+    }
+
+    #[test]
+    fn the_standby_plan_reads_what_runs_and_refuses_what_would_not_work() {
+        let (mut s, _) = state_with_db();
+        s.hosts.get_mut("h1").unwrap().capacity.engine_version = "15.18".into();
+        s.hosts.insert(
+            "h2".into(),
+            Host {
+                name: "h2".into(),
+                addr: "127.0.1.2:7300".into(),
+                zone: "b".into(),
+                health: HostHealth::Healthy,
+                capacity: keel_raft_store::HostCapacity {
+                    instance_slots: 8,
+                    disk_gib: 100,
+                    engine_version: "15.18".into(),
+                },
+                ..Host::default()
+            },
+        );
+        let key = "orders.acme";
+        let steps = |s: &AdminState| standby_plan(s, key).map(|p| p.iter().map(|x| x.step).collect::<Vec<_>>());
+        assert!(
+            standby_plan(&s, key).unwrap_err().contains("keeps no backups"),
+            "a standby is built from backups"
+        );
+        s.databases.get_mut(key).unwrap().spec.backup_retention_days = 7;
+        let plan = standby_plan(&s, key).unwrap();
+        assert_eq!(
+            steps(&s).unwrap(),
+            ["observe", "provision", "install", "sync", "replicate", "record"]
+        );
+        assert!(plan[0].detail.contains("primary i1 on h1") && plan[0].detail.contains("reports PostgreSQL 15.18"));
+        assert!(plan[1].detail.contains("host h2 (zone b"), "{}", plan[1].detail);
+        assert!(plan[2].detail.contains("already there"), "{}", plan[2].detail);
+        assert!(
+            plan[3].detail.contains("first snapshot"),
+            "no snapshot yet: {}",
+            plan[3].detail
+        );
+        // What runs decides: another engine version on the only other zone's host refuses.
+        s.hosts.get_mut("h2").unwrap().capacity.engine_version = "16.4".into();
+        let refused = standby_plan(&s, key).unwrap_err();
+        assert!(
+            refused.contains("h2 reports PostgreSQL 16.4") && refused.contains("15.18"),
+            "{refused}"
+        );
+        // In sync already: nothing to add.
+        s.databases.get_mut(key).unwrap().sync_standby = Some("s1".into());
+        assert_eq!(steps(&s).unwrap(), ["observe", "nothing"]);
     }
 
     #[test]

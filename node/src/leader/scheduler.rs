@@ -178,15 +178,17 @@ enum Due {
 }
 
 /// The fenced instances of database `d` (at rest) on healthy hosts, to destroy now: none
-/// within a minute of a failed attempt.
+/// while an attempt runs, or within a minute of a failed one.
 pub fn reclaim_due(a: &AdminState, d: &Database, now: u64) -> Option<Vec<String>> {
     let key = d.key();
-    let failed_lately = a
+    // One at a time (it does not hold the database's slot), none within a minute of a failure.
+    let held_back = a
         .last_job_where(&key, |k| matches!(k, keel_raft_store::JobKind::ReclaimFenced { .. }))
         .is_some_and(|j| {
-            j.state == keel_raft_store::JobState::Failed
-                && j.finished_at_ms
-                    .is_none_or(|t| now.saturating_sub(t) < STANDBY_RETRY_MS)
+            !j.state.is_terminal()
+                || j.state == keel_raft_store::JobState::Failed
+                    && j.finished_at_ms
+                        .is_none_or(|t| now.saturating_sub(t) < STANDBY_RETRY_MS)
         });
     let fenced: Vec<String> = a
         .fenced_of(&key)
@@ -197,7 +199,7 @@ pub fn reclaim_due(a: &AdminState, d: &Database, now: u64) -> Option<Vec<String>
         })
         .map(|i| i.id.clone())
         .collect();
-    (!failed_lately && !fenced.is_empty()).then_some(fenced)
+    (!held_back && !fenced.is_empty()).then_some(fenced)
 }
 
 /// How long after a failed attempt to build a standby the next one starts.
@@ -477,6 +479,7 @@ mod standby_tests {
             instances: vec!["s".into()],
         };
         a.apply(4, &Proposal::new(4, cmd));
+        assert_eq!(reclaim(&a, 5), None, "one at a time");
         let job = a.jobs.get_mut("j3").unwrap();
         job.state = keel_raft_store::JobState::Failed;
         job.finished_at_ms = Some(20_000);

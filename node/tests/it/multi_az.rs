@@ -233,6 +233,32 @@ async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds
         .get(0);
     assert_eq!(names, "");
     client.execute("INSERT INTO t VALUES (202)", &[]).await.unwrap();
+
+    // A dry run of adding it back: the plan, read from what runs, and nothing changed.
+    let (code, plan) = c.get(1, "/v1/databases/orders/standby-plan").await.unwrap();
+    assert_eq!(code, 200, "{plan}");
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["observe", "provision", "install", "sync", "replicate", "record"],
+        "{plan}"
+    );
+    let observed = plan["steps"][0]["detail"].as_str().unwrap();
+    assert!(
+        observed.contains(&format!("primary {}", primary.id)) && observed.contains("reports PostgreSQL 15"),
+        "the engine version as the host reports it: {observed}"
+    );
+    assert!(
+        plan["steps"][3]["detail"].as_str().unwrap().contains("unpack snapshot"),
+        "{plan}"
+    );
+    let db = database(&c, "orders").await;
+    assert_eq!(db["instances"].as_array().unwrap().len(), 1, "nothing was added: {db}");
 }
 
 fn standby_addr(c: &Cluster, host: &str) -> String {

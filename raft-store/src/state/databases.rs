@@ -377,11 +377,7 @@ impl AdminState {
             JobKind::SnapshotDatabase { database, snapshot } => {
                 self.conclude_snapshot(index, at, database, snapshot, ok, false)
             }
-            JobKind::ReclaimFenced { instances, .. } if ok => {
-                for id in instances {
-                    self.instances.remove(id);
-                }
-            }
+            JobKind::ReclaimFenced { instances, .. } => self.conclude_reclaim(instances, ok),
             _ => {}
         }
     }
@@ -411,7 +407,7 @@ impl AdminState {
             return;
         }
         if let JobKind::ReclaimFenced { instances, .. } = kind {
-            self.conclude_reclaim(&name, instances, *outcome == Outcome::Succeeded);
+            self.conclude_reclaim(instances, *outcome == Outcome::Succeeded);
             return;
         }
         if let JobKind::FailoverDatabase { .. } = kind {

@@ -39,8 +39,8 @@ pub(crate) struct SwitchOver<'a> {
 
 impl AdminState {
     /// Whether the monitor may act on a failure of `db`'s primary: at rest, or busy only
-    /// with work a failover pre-empts (a snapshot, a reclaim), which changes nothing the
-    /// failover relies on and finishes on its own.
+    /// with a snapshot, which a failover pre-empts (it changes nothing the failover relies
+    /// on, and finishes on its own).
     pub fn watched(&self, db: &Database) -> bool {
         if db.at_rest() {
             return true;
@@ -49,7 +49,7 @@ impl AdminState {
             .operation
             .as_ref()
             .and_then(|op| self.jobs.get(op))
-            .is_some_and(|j| matches!(j.kind, JobKind::SnapshotDatabase { .. } | JobKind::ReclaimFenced { .. }));
+            .is_some_and(|j| matches!(j.kind, JobKind::SnapshotDatabase { .. }));
         preemptible
             && matches!(
                 db.status,
@@ -294,9 +294,8 @@ impl AdminState {
         let Some(db) = self.databases.get(name) else {
             return not_found("database", name);
         };
-        if let Some(refused) = self.busy(db) {
-            return refused;
-        }
+        // It touches only fenced instances, which no other operation uses: it does not
+        // hold the database's operation slot (a user's modify is never refused for it).
         if instances.is_empty()
             || !instances.iter().all(|id| {
                 self.instances
@@ -315,23 +314,16 @@ impl AdminState {
             Ok(job) => job,
             Err(refused) => return refused,
         };
-        // One operation at a time on a database; its status (and service) do not change.
-        if let Some(db) = self.databases.get_mut(name) {
-            db.operation = Some(job_id.to_string());
-        }
         self.database_response(&job, true)
     }
 
     /// Reclaimed: the destroyed instances' records go (their ports and slots are free);
     /// a failed attempt keeps them for the next.
-    pub(super) fn conclude_reclaim(&mut self, database: &str, instances: &[String], ok: bool) {
+    pub(super) fn conclude_reclaim(&mut self, instances: &[String], ok: bool) {
         if ok {
             for id in instances {
                 self.instances.remove(id);
             }
-        }
-        if let Some(db) = self.databases.get_mut(database) {
-            db.operation = None;
         }
     }
 
@@ -644,7 +636,7 @@ mod tests {
     }
 
     #[test]
-    fn fenced_instances_are_reclaimed_one_operation_at_a_time_and_their_records_go() {
+    fn fenced_instances_are_reclaimed_beside_other_operations_and_their_records_go() {
         let mut s = multi_az();
         fail_over(&mut s, 10, "s-j2");
         let reclaim = |s: &mut AdminState, index: u64, ids: &[&str]| {
@@ -655,10 +647,6 @@ mod tests {
             };
             s.apply(index, &Proposal::new(index, cmd))
         };
-        assert!(
-            matches!(reclaim(&mut s, 11, &["p"]), Response::Rejected { .. }),
-            "busy failing over"
-        );
         s.conclude(12, 12, &s.jobs["f10"].kind.clone(), &Outcome::Succeeded);
         assert_eq!(s.fenced_of(DB).map(|i| i.id.as_str()).collect::<Vec<_>>(), ["p"]);
         assert!(
@@ -672,7 +660,8 @@ mod tests {
         let db = &s.databases[DB];
         assert_eq!(
             (db.status, db.operation.as_deref()),
-            (DatabaseStatus::Available, Some("c14"))
+            (DatabaseStatus::Available, None),
+            "the database stays free for its user's operations"
         );
         let failed = Outcome::Failed {
             error: "host gone".into(),

@@ -162,6 +162,7 @@ mod tests {
             capacity: reachable.then_some(HostCapacity {
                 instance_slots: 8,
                 disk_gib: 100,
+                ..HostCapacity::default()
             }),
             problem: (!reachable).then(|| "connection refused".into()),
         }

@@ -58,7 +58,7 @@ impl AdminState {
 
     /// A host for a Multi-AZ database's standby: in any zone but its primary's
     /// (`primary_zone`), on `port` (the primary's, so a failover keeps it) if free there.
-    pub(crate) fn place_standby(&self, primary_zone: &str, port: Option<u16>) -> Result<(String, u16), Rejection> {
+    pub fn place_standby(&self, primary_zone: &str, port: Option<u16>) -> Result<(String, u16), Rejection> {
         let host = self.least_loaded(&|z| z != primary_zone, None).ok_or_else(|| {
             let zones: BTreeSet<&str> = self
                 .hosts
