@@ -35,6 +35,16 @@ pub(crate) enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Why it failed, if it did.
+    pub(crate) fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Succeeded => None,
+            Outcome::Failed { error, .. } => Some(error),
+        }
+    }
+}
+
 /// Where and by whom an operation is being started.
 pub(super) struct Start<'a> {
     pub index: u64,
@@ -399,11 +409,8 @@ impl AdminState {
             return;
         };
         if let JobKind::AddStandby { standby, .. } = kind {
-            let (error, undone) = match outcome {
-                Outcome::Succeeded => (None, false),
-                Outcome::Failed { error, undone } => (Some(error.as_str()), *undone),
-            };
-            self.conclude_add_standby(index, at, &name, standby, error, undone);
+            let undone = matches!(outcome, Outcome::Failed { undone: true, .. });
+            self.conclude_add_standby(index, at, &name, standby, outcome.error(), undone);
             return;
         }
         if let JobKind::ReclaimFenced { instances, .. } = kind {
@@ -411,19 +418,11 @@ impl AdminState {
             return;
         }
         if let JobKind::FailoverDatabase { .. } = kind {
-            let error = match outcome {
-                Outcome::Succeeded => None,
-                Outcome::Failed { error, .. } => Some(error.as_str()),
-            };
-            self.conclude_failover(index, at, &name, error);
+            self.conclude_failover(index, at, &name, outcome.error());
             return;
         }
         if let JobKind::ReleaseStandby { .. } = kind {
-            let error = match outcome {
-                Outcome::Succeeded => None,
-                Outcome::Failed { error, .. } => Some(error.as_str()),
-            };
-            self.conclude_release_standby(index, at, &name, error);
+            self.conclude_release_standby(index, at, &name, outcome.error());
             return;
         }
         match (kind, outcome) {
@@ -582,6 +581,17 @@ impl AdminState {
             _ => return,
         };
         self.event(index, at, kind_name, &name, message);
+    }
+
+    /// An operation on `name` ended and left it serving: at rest, available (with why its
+    /// instances are unhealthy, if they are). Its short name, for the event, if it exists.
+    pub(super) fn back_at_rest(&mut self, name: &str) -> Option<String> {
+        let unhealthy = self.health_reason(name);
+        let db = self.databases.get_mut(name)?;
+        db.operation = None;
+        db.status = DatabaseStatus::Available;
+        db.status_reason = unhealthy;
+        Some(db.name.clone())
     }
 
     /// Why the database is not healthy at rest, from what the monitor recorded of its instances.

@@ -344,7 +344,8 @@ impl AdminState {
     }
 
     /// A stored heartbeat of `lineage` at `written_ms`: the first write a failover's new
-    /// primary took, if it was waiting for one.
+    /// primary took, if it was waiting for one (a failover's lineage is its job id, the
+    /// record's key, so this is one lookup on every archive report).
     pub(super) fn record_first_write(&mut self, lineage: &str, written_ms: Millis) {
         if written_ms == 0 {
             return;
@@ -362,14 +363,9 @@ impl AdminState {
     /// by the scheduler), or, if the promotion failed, left to the monitor, which
     /// recovers it from its backups.
     pub(super) fn conclude_failover(&mut self, index: u64, at: Millis, database: &str, error: Option<&str>) {
-        let unhealthy = self.health_reason(database);
-        let Some(db) = self.databases.get_mut(database) else {
+        let Some(short) = self.back_at_rest(database) else {
             return;
         };
-        db.operation = None;
-        db.status = DatabaseStatus::Available;
-        db.status_reason = unhealthy;
-        let short = db.name.clone();
         let record = self.open_failover(database);
         let planned = record.as_ref().is_some_and(|f| f.planned);
         let (kind, message) = match (error, record) {

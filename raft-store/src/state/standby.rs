@@ -189,14 +189,9 @@ impl AdminState {
     /// A release ended: the database is at rest, its primary no longer waiting (or, if
     /// the primary could not be told, still waiting: the event says so).
     pub(super) fn conclude_release_standby(&mut self, index: u64, at: Millis, database: &str, error: Option<&str>) {
-        let unhealthy = self.health_reason(database);
-        let Some(db) = self.databases.get_mut(database) else {
+        let Some(short) = self.back_at_rest(database) else {
             return;
         };
-        db.operation = None;
-        db.status = DatabaseStatus::Available;
-        db.status_reason = unhealthy;
-        let short = db.name.clone();
         let (kind, message) = match error {
             None => (
                 "standby-released",
@@ -235,14 +230,9 @@ impl AdminState {
                 db.instances.retain(|i| i != standby);
             }
         }
-        let unhealthy = self.health_reason(database);
-        let Some(db) = self.databases.get_mut(database) else {
+        let Some(short) = self.back_at_rest(database) else {
             return;
         };
-        db.operation = None;
-        db.status = DatabaseStatus::Available;
-        db.status_reason = unhealthy;
-        let short = db.name.clone();
         let (kind, message) = match (error, standby_at) {
             (None, Some((host, port))) => (
                 "database-multi-az",
