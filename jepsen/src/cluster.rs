@@ -355,16 +355,7 @@ impl Cluster {
     pub fn kill_host_and_instances(&mut self, i: usize) -> usize {
         self.kill_host(i);
         let needle = self.hosts[i].root.to_string_lossy().into_owned();
-        let pids: Vec<i32> = std::fs::read_dir("/proc")
-            .map(|d| d.flatten().collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|p| p.file_name().to_string_lossy().parse::<i32>().ok())
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
-            })
-            .collect();
+        let pids = crate::host::pids_with(&[&needle]);
         for pid in &pids {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(*pid, libc::SIGKILL) };

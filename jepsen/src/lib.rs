@@ -5,4 +5,5 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod host;
 pub mod ports;

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -34,12 +34,7 @@ pub struct BackupsBench {
 
 const PASSWORD: &str = "bench pass word 1";
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
+use crate::host::now_ms;
 
 async fn op_done(c: &Cluster, id: &str) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(3600);

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::patroni::{Patroni, Timers};
 use super::quantile;
 use crate::cluster::{Cluster, Spec};
+use crate::host::{dig_a, now_ms};
 
 /// Benchmark settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -117,34 +118,6 @@ struct Trial {
     resume: u64,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn resolve(dns: &str) -> Option<String> {
-    let (ip, port) = dns.rsplit_once(':')?;
-    let out = Command::new("dig")
-        .args([
-            &format!("@{ip}"),
-            "-p",
-            port,
-            "+time=1",
-            "+tries=1",
-            "+short",
-            NAME,
-            "A",
-        ])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-}
-
 async fn connect(addr: &str, port: u16) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::Config::new()
         .host(addr)
@@ -173,7 +146,7 @@ impl Target {
         match self {
             Target::Name { dns, port } => {
                 let dns = dns.clone();
-                let addr = tokio::task::spawn_blocking(move || resolve(&dns))
+                let addr = tokio::task::spawn_blocking(move || dig_a(&dns, NAME))
                     .await?
                     .context("the name does not resolve")?;
                 connect(&addr, *port).await

@@ -164,11 +164,8 @@ impl Patroni {
     /// kill -9 node `i`'s Patroni and every process of its PostgreSQL.
     pub fn kill(&mut self, i: usize) {
         let n = &mut self.nodes[i];
-        let needles = [
-            n.config.to_string_lossy().into_owned(),
-            n.data.to_string_lossy().into_owned(),
-        ];
-        for pid in pids_with(&needles) {
+        let (config, data) = (n.config.to_string_lossy(), n.data.to_string_lossy());
+        for pid in crate::host::pids_with(&[&config, &data]) {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
@@ -257,20 +254,4 @@ fn chown_postgres(dir: &Path) -> anyhow::Result<()> {
         .success();
     anyhow::ensure!(ok, "chown {} failed", dir.display());
     Ok(())
-}
-
-/// Processes whose command line contains any of `needles`.
-fn pids_with(needles: &[String]) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .map(|d| d.flatten().collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|p| p.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let line = String::from_utf8_lossy(&c).replace('\0', " ");
-                needles.iter().any(|n| line.contains(n.as_str()))
-            })
-        })
-        .collect()
 }

@@ -45,6 +45,19 @@ pub(crate) struct Member {
     pub volume: PathBuf,
 }
 
+/// Create `name` with backups and Multi-AZ, wait until it is available (its standby
+/// comes later, from its first snapshot); the database then.
+pub(crate) async fn create_multi_az(c: &Cluster, name: &str) -> Value {
+    let mut body = create_body(name);
+    body["backup_retention_days"] = json!(7);
+    body["multi_az"] = json!(true);
+    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    let op = wait_op(c, created["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    database(c, name).await
+}
+
 /// Wait until `name` is available with a synchronous standby (not `not`) that its
 /// primary reports streaming and in sync; the database then.
 pub(crate) async fn wait_in_sync(c: &Cluster, name: &str, not: Option<&str>) -> Value {
@@ -83,14 +96,7 @@ pub(crate) fn member(c: &Cluster, db: &Value, role: &str) -> Member {
 async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds_every_commit() {
     let mut c = cluster(&["--monitor-interval-ms", "200", "--scheduler-interval-ms", "500"]).await;
     c.start_hosts(2).await.unwrap();
-    let mut body = create_body("orders");
-    body["backup_retention_days"] = json!(7);
-    body["multi_az"] = json!(true);
-    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
-    assert_eq!(code, 200, "{created}");
-    let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
-    assert_eq!(op["state"], "succeeded", "{op}");
-    let db = database(&c, "orders").await;
+    let db = create_multi_az(&c, "orders").await;
     let primary = member(&c, &db, "primary");
     let endpoint = db["endpoint"]["addr"].as_str().unwrap().to_string();
     let client = connect(&endpoint, u64::from(primary.port)).await.unwrap();

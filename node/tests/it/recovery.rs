@@ -61,7 +61,7 @@ fn writer(client: tokio_postgres::Client) -> tokio::task::JoinHandle<Vec<(i64, u
 }
 
 /// The ids the database at `endpoint` holds.
-async fn ids(endpoint: (String, u64)) -> std::collections::BTreeSet<i64> {
+pub(crate) async fn ids(endpoint: (String, u64)) -> std::collections::BTreeSet<i64> {
     connect(&endpoint.0, endpoint.1)
         .await
         .expect("the recovered database serves")
