@@ -23,6 +23,21 @@ pub struct Primary {
     pub addr: IpAddr,
     /// The database's port.
     pub port: u16,
+    /// The host's zone.
+    pub zone: String,
+}
+
+/// A readable replica serving a database's readers, as DNS publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    /// Name of the host running it (a DNS label).
+    pub host: String,
+    /// That host's address.
+    pub addr: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// The host's zone (a DNS label).
+    pub zone: String,
 }
 
 /// One database in the zone.
@@ -35,8 +50,8 @@ pub struct DatabaseEntry {
     /// Where to connect; `None` while the database does not serve (its name
     /// then answers NODATA for A, and TXT says why).
     pub primary: Option<Primary>,
-    /// Addresses of readable replicas (`<db>.ro.<account>` falls back to the primary).
-    pub replicas: Vec<IpAddr>,
+    /// Read replicas that serve readers (`<db>.ro…` falls back to the primary).
+    pub readers: Vec<Reader>,
 }
 
 /// A control node serving the zone: `ns<id>.<zone>` with glue.

@@ -117,7 +117,7 @@ impl ZoneServer {
         self.catalog.store(Arc::new(catalog));
         self.answers.invalidate();
         let mut host_users = BTreeMap::new();
-        for host in table.databases.iter().filter_map(primary_host) {
+        for host in table.databases.iter().flat_map(zone::hosts_of) {
             *host_users.entry(host.to_string()).or_default() += 1;
         }
         *published = Some(Published {
@@ -274,10 +274,6 @@ fn differences(old: &BTreeMap<String, DatabaseEntry>, new: Vec<DatabaseEntry>) -
     changes
 }
 
-fn primary_host(db: &DatabaseEntry) -> Option<&str> {
-    db.primary.as_ref().map(|p| p.host.as_str())
-}
-
 /// Apply `changes` and the SOA for `serial` to the served zone and to `p`.
 async fn apply_changes(p: &mut Published, serial: u32, changes: DatabaseChanges) -> Result<(), DnsError> {
     let apex = EndpointTable {
@@ -292,7 +288,7 @@ async fn apply_changes(p: &mut Published, serial: u32, changes: DatabaseChanges)
         .collect();
     let fresh = changes.iter().filter_map(|(_, entry)| entry.as_ref());
     let mut records: Vec<Rr> = fresh.clone().flat_map(zone::database_records).collect();
-    records.extend(fresh.filter_map(zone::host_record));
+    records.extend(fresh.flat_map(zone::host_records));
     records.extend(zone::apex_records(&apex));
     let sets = zone.record_sets(&records)?;
     // Users per host after the change, for the hosts it touches.
@@ -304,10 +300,10 @@ async fn apply_changes(p: &mut Published, serial: u32, changes: DatabaseChanges)
         *users = users.saturating_add_signed(delta);
     };
     for (name, entry) in &changes {
-        if let Some(host) = p.databases.get(name).and_then(primary_host) {
+        for host in p.databases.get(name).map(zone::hosts_of).unwrap_or_default() {
             count(host, -1);
         }
-        if let Some(host) = entry.as_ref().and_then(primary_host) {
+        for host in entry.as_ref().map(zone::hosts_of).unwrap_or_default() {
             count(host, 1);
         }
     }
@@ -319,7 +315,9 @@ async fn apply_changes(p: &mut Published, serial: u32, changes: DatabaseChanges)
         }
     }
     for (name, _) in &changes {
-        for owner in zone::database_names(name) {
+        // The old entry's names (its reader names follow its zones), and the fixed ones.
+        let old = p.databases.get(name).map(zone::owner_names).unwrap_or_default();
+        for owner in old.into_iter().chain(zone::database_names(name)) {
             let owner = LowerName::from(zone.absolute(&owner)?);
             for kind in [RecordType::A, RecordType::AAAA, RecordType::TXT, RecordType::SRV] {
                 stale.push(RrKey::new(owner.clone(), kind));
@@ -450,8 +448,9 @@ mod tests {
                 host: host.into(),
                 addr: addr.parse().unwrap(),
                 port: 5433,
+                zone: "a".into(),
             }),
-            replicas: vec![],
+            readers: vec![],
         }
     }
 

@@ -4,7 +4,10 @@
 //! Names (all under the zone apex; `<db>.<account>` is a database's key):
 //! - `<db>.<account>` A/AAAA → the primary's host; TXT `status=<status>`
 //! - `<db>.ro.<account>` A/AAAA → readable replicas, else the primary; TXT as above
+//! - `<db>.ro.<zone>.<account>` A/AAAA, for each zone of the primary and the replicas →
+//!   the replicas in that zone, else every replica, else the primary
 //! - `_postgresql._tcp.<db>.<account>` SRV → `<host>.hosts` and the database's port
+//! - `_postgresql._tcp.<reader name>` SRV → the readers' `<host>.hosts` and ports
 //! - `<host>.hosts` A/AAAA → the host's address
 //! - apex SOA and NS `ns<id>.ns` (with glue) for every control node
 //!
@@ -139,7 +142,73 @@ pub fn database_names(key: &str) -> [String; 3] {
     [key.to_string(), ro, format!("_postgresql._tcp.{key}")]
 }
 
-/// One database's records (without its host's address record, see [`host_record`]).
+/// A reader name of database `key` (`<name>.<account>`): `<name>.ro.<account>`, or for
+/// `zone`, `<name>.ro.<zone>.<account>`.
+fn reader_name(key: &str, zone: Option<&str>) -> String {
+    match (key.split_once('.'), zone) {
+        (Some((name, account)), Some(z)) => format!("{name}.ro.{z}.{account}"),
+        (Some((name, account)), None) => format!("{name}.ro.{account}"),
+        (None, Some(z)) => format!("{key}.ro.{z}"),
+        (None, None) => format!("{key}.ro"),
+    }
+}
+
+/// The zones with a reader name of their own: the primary's and the replicas'.
+fn reader_zones(db: &DatabaseEntry) -> BTreeSet<&str> {
+    let primary = db.primary.as_ref().map(|p| p.zone.as_str());
+    primary
+        .into_iter()
+        .chain(db.readers.iter().map(|r| r.zone.as_str()))
+        .filter(|z| !z.is_empty())
+        .collect()
+}
+
+/// Every name `db`'s records live at (a changed database's old records go from these).
+pub fn owner_names(db: &DatabaseEntry) -> Vec<String> {
+    let mut names = database_names(&db.name).to_vec();
+    let ro = reader_name(&db.name, None);
+    names.push(format!("_postgresql._tcp.{ro}"));
+    for zone in reader_zones(db) {
+        let name = reader_name(&db.name, Some(zone));
+        names.push(format!("_postgresql._tcp.{name}"));
+        names.push(name);
+    }
+    names
+}
+
+/// The hosts `db`'s SRV records point at: the primary's and the readers' (none while it
+/// does not serve), the names [`host_records`] gives addresses.
+pub fn hosts_of(db: &DatabaseEntry) -> BTreeSet<&str> {
+    let Some(p) = &db.primary else {
+        return BTreeSet::new();
+    };
+    std::iter::once(p.host.as_str())
+        .chain(db.readers.iter().map(|r| r.host.as_str()))
+        .collect()
+}
+
+/// Address and SRV records at reader name `name` for `readers` (each `(host, addr, port)`).
+fn reader_records(name: &str, readers: &[(&str, IpAddr, u16)]) -> Vec<Rr> {
+    let addrs: BTreeSet<IpAddr> = readers.iter().map(|r| r.1).collect();
+    let mut records: Vec<Rr> = addrs
+        .into_iter()
+        .map(|addr| Rr {
+            name: name.to_string(),
+            data: Data::Addr(addr),
+        })
+        .collect();
+    let targets: BTreeSet<(u16, &str)> = readers.iter().map(|r| (r.2, r.0)).collect();
+    records.extend(targets.into_iter().map(|(port, host)| Rr {
+        name: format!("_postgresql._tcp.{name}"),
+        data: Data::Srv {
+            port,
+            target: format!("{host}.hosts"),
+        },
+    }));
+    records
+}
+
+/// One database's records (without its hosts' address records, see [`host_records`]).
 pub fn database_records(db: &DatabaseEntry) -> Vec<Rr> {
     let [name, ro, srv] = database_names(&db.name);
     let mut records = vec![
@@ -159,16 +228,23 @@ pub fn database_records(db: &DatabaseEntry) -> Vec<Rr> {
         name,
         data: Data::Addr(p.addr),
     });
-    let readable: BTreeSet<IpAddr> = if db.replicas.is_empty() {
-        [p.addr].into()
+    // Readers: the replicas (in the zone asked for, if any there), else the primary.
+    let all: Vec<(&str, IpAddr, u16)> = db.readers.iter().map(|r| (r.host.as_str(), r.addr, r.port)).collect();
+    let anyone = if all.is_empty() {
+        vec![(p.host.as_str(), p.addr, p.port)]
     } else {
-        db.replicas.iter().copied().collect()
+        all
     };
-    for addr in readable {
-        records.push(Rr {
-            name: ro.clone(),
-            data: Data::Addr(addr),
-        });
+    records.extend(reader_records(&ro, &anyone));
+    for zone in reader_zones(db) {
+        let here: Vec<(&str, IpAddr, u16)> = db
+            .readers
+            .iter()
+            .filter(|r| r.zone == zone)
+            .map(|r| (r.host.as_str(), r.addr, r.port))
+            .collect();
+        let readers = if here.is_empty() { anyone.clone() } else { here };
+        records.extend(reader_records(&reader_name(&db.name, Some(zone)), &readers));
     }
     records.push(Rr {
         name: srv,
@@ -180,12 +256,20 @@ pub fn database_records(db: &DatabaseEntry) -> Vec<Rr> {
     records
 }
 
-/// The address record of the host a serving database's SRV points at.
-pub fn host_record(db: &DatabaseEntry) -> Option<Rr> {
-    db.primary.as_ref().map(|p| Rr {
-        name: format!("{}.hosts", p.host),
-        data: Data::Addr(p.addr),
-    })
+/// The address records of the hosts a serving database's SRV records point at.
+pub fn host_records(db: &DatabaseEntry) -> Vec<Rr> {
+    let Some(p) = &db.primary else {
+        return Vec::new();
+    };
+    let mut addrs: BTreeMap<&str, IpAddr> = db.readers.iter().map(|r| (r.host.as_str(), r.addr)).collect();
+    addrs.insert(&p.host, p.addr);
+    addrs
+        .into_iter()
+        .map(|(host, addr)| Rr {
+            name: format!("{host}.hosts"),
+            data: Data::Addr(addr),
+        })
+        .collect()
 }
 
 impl Zone {
@@ -196,7 +280,7 @@ impl Zone {
         let mut hosts: BTreeMap<String, Rr> = BTreeMap::new();
         for db in &table.databases {
             records.extend(database_records(db));
-            if let Some(h) = host_record(db) {
+            for h in host_records(db) {
                 hosts.insert(h.name.clone(), h);
             }
         }
@@ -325,14 +409,15 @@ mod tests {
                         host: "h1".into(),
                         addr: "127.0.1.1".parse().unwrap(),
                         port: 5433,
+                        zone: "a".into(),
                     }),
-                    replicas: vec![],
+                    readers: vec![],
                 },
                 DatabaseEntry {
                     name: "sleepy".into(),
                     status: "hibernated".into(),
                     primary: None,
-                    replicas: vec![],
+                    readers: vec![],
                 },
             ],
         }
@@ -369,6 +454,44 @@ mod tests {
             "a database that does not serve has no address"
         );
         z.catalog().expect("hickory accepts the zone");
+    }
+
+    #[test]
+    fn reader_names_answer_the_replicas_of_their_zone_then_all_then_the_primary() {
+        let reader = |host: &str, n: u8, zone: &str| crate::Reader {
+            host: host.into(),
+            addr: format!("127.0.1.{n}").parse().unwrap(),
+            port: 5500 + n as u16,
+            zone: zone.into(),
+        };
+        let mut t = table();
+        t.databases[0].readers = vec![reader("h2", 2, "b"), reader("h3", 3, "c")];
+        let file = Zone::build(&config(), &t).unwrap().zone_file();
+        for line in [
+            "orders.ro.acme\t5\tIN\tA\t127.0.1.2",
+            "orders.ro.acme\t5\tIN\tA\t127.0.1.3",
+            "_postgresql._tcp.orders.ro.acme\t5\tIN\tSRV\t0 0 5502 h2.hosts",
+            "orders.ro.b.acme\t5\tIN\tA\t127.0.1.2",
+            "_postgresql._tcp.orders.ro.c.acme\t5\tIN\tSRV\t0 0 5503 h3.hosts",
+            // The primary's zone has no replica: every replica answers there.
+            "orders.ro.a.acme\t5\tIN\tA\t127.0.1.3",
+            "h3.hosts\t5\tIN\tA\t127.0.1.3",
+        ] {
+            assert!(file.contains(line), "missing {line:?} in\n{file}");
+        }
+        for absent in [
+            "orders.ro.b.acme\t5\tIN\tA\t127.0.1.3",
+            "orders.ro.acme\t5\tIN\tA\t127.0.1.1",
+        ] {
+            assert!(!file.contains(absent), "{absent:?} in\n{file}");
+        }
+        // No replica: every reader name is the primary.
+        let file = Zone::build(&config(), &table()).unwrap().zone_file();
+        assert!(file.contains("orders.ro.a.acme\t5\tIN\tA\t127.0.1.1"), "{file}");
+        assert!(
+            file.contains("_postgresql._tcp.orders.ro.acme\t5\tIN\tSRV\t0 0 5433 h1.hosts"),
+            "{file}"
+        );
     }
 
     #[test]

@@ -23,8 +23,16 @@ fn db(name: &str, replicas: u8) -> DatabaseEntry {
             host: "h1".into(),
             addr: "10.0.0.1".parse().unwrap(),
             port: 5433,
+            zone: "a".into(),
         }),
-        replicas: (1..=replicas).map(|i| format!("10.0.1.{i}").parse().unwrap()).collect(),
+        readers: (1..=replicas)
+            .map(|i| keel_dns::Reader {
+                host: format!("r{i}"),
+                addr: format!("10.0.1.{i}").parse().unwrap(),
+                port: 5433,
+                zone: "a".into(),
+            })
+            .collect(),
     }
 }
 

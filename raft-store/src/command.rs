@@ -254,6 +254,51 @@ pub enum Command {
         #[serde(default)]
         in_maintenance_window: bool,
     },
+    /// Add a read replica (a user's), or rebuild a stale one in its zone (the scheduler's,
+    /// with `replaces`).
+    AddReplica {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// The client's request id, for retries.
+        #[serde(default)]
+        request: Option<RequestKey>,
+        /// Database key.
+        name: String,
+        /// Id for the replica instance, stamped by the proposer.
+        instance_id: String,
+        /// The zone to place it in (any, if not named; a rebuild's: the old one's).
+        #[serde(default)]
+        zone: Option<String>,
+        /// The stale replica a rebuild replaces.
+        #[serde(default)]
+        replaces: Option<String>,
+    },
+    /// Remove a read replica: out of DNS and fenced at once, then destroyed.
+    RemoveReplica {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// The client's request id, for retries.
+        #[serde(default)]
+        request: Option<RequestKey>,
+        /// Database key.
+        name: String,
+        /// The replica instance.
+        replica: String,
+    },
+    /// Promote a read replica to a stand-alone database named `to` (same account).
+    PromoteReplica {
+        /// Job id stamped by the proposer.
+        job_id: String,
+        /// The client's request id, for retries.
+        #[serde(default)]
+        request: Option<RequestKey>,
+        /// The source database's key.
+        name: String,
+        /// The replica instance.
+        replica: String,
+        /// The new database's name (in the source's account).
+        to: String,
+    },
     /// Drop a switchover waiting for the maintenance window.
     CancelSwitchover {
         /// Database key.
@@ -535,7 +580,10 @@ impl Command {
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }
             | Command::TouchTokens { .. }
-            | Command::RecordCall { .. } => Origin::Api,
+            | Command::RecordCall { .. }
+            | Command::AddReplica { .. }
+            | Command::RemoveReplica { .. }
+            | Command::PromoteReplica { .. } => Origin::Api,
             Command::InitCluster { .. }
             | Command::StartLeaderServices { .. }
             | Command::ClaimJob { .. }
@@ -576,6 +624,9 @@ impl Command {
             | Command::Switchover { name, .. }
             | Command::CancelSwitchover { name }
             | Command::ReclaimFenced { name, .. }
+            | Command::AddReplica { name, .. }
+            | Command::RemoveReplica { name, .. }
+            | Command::PromoteReplica { name, .. }
             | Command::CreateAccount { name }
             | Command::SetAccountLimits { name, .. }
             | Command::PutSecurityGroup { name, .. }
@@ -613,6 +664,9 @@ impl Command {
             | Command::RestoreDatabase { request, .. }
             | Command::RecoverDatabase { request, .. }
             | Command::Switchover { request, .. }
+            | Command::AddReplica { request, .. }
+            | Command::RemoveReplica { request, .. }
+            | Command::PromoteReplica { request, .. }
             | Command::DeleteSnapshot { request, .. } => request.as_ref().map(|r| r.id.as_str()),
             Command::AddHost { client_token, .. } => client_token.as_deref(),
             Command::RemoveHost { request_id, .. } => request_id.as_deref(),
@@ -646,6 +700,10 @@ impl Command {
             Command::Switchover { .. } => "switchover",
             Command::ReclaimFenced { .. } => "reclaim-fenced",
             Command::CancelSwitchover { .. } => "cancel-switchover",
+            Command::AddReplica { replaces: None, .. } => "add-replica",
+            Command::AddReplica { .. } => "rebuild-replica",
+            Command::RemoveReplica { .. } => "remove-replica",
+            Command::PromoteReplica { .. } => "promote-replica",
             Command::SubmitJob { .. } => "submit-job",
             Command::ClaimJob { .. } => "claim-job",
             Command::CompleteJob { .. } => "complete-job",

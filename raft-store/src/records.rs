@@ -566,6 +566,10 @@ pub struct Instance {
     /// A standby's replication as the monitor last relayed it from its primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<Replication>,
+    /// A read replica's: the lineage it was built from, once built. It serves readers
+    /// only while that is its database's lineage (a failover starts a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
 }
 
 /// How a standby follows its primary, as the primary reports it.
@@ -704,6 +708,35 @@ pub enum JobKind {
         /// The fenced instances.
         instances: Vec<String>,
     },
+    /// Build a read replica from the database's latest snapshot and archive and start it
+    /// streaming from the primary (with `replaces`: in place of one that followed an
+    /// earlier lineage, fenced by the same apply).
+    AddReplica {
+        /// The database.
+        database: String,
+        /// The new replica instance.
+        replica: String,
+        /// The stale replica it replaces, if a rebuild.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<String>,
+    },
+    /// Drop a removed (fenced) replica's slot on the primary and destroy it.
+    RemoveReplica {
+        /// The database.
+        database: String,
+        /// The replica.
+        replica: String,
+    },
+    /// Make a read replica a stand-alone database: cut off from its source's primary,
+    /// promoted, its own lineage.
+    PromoteReplica {
+        /// The new database (the replica's record moved to it).
+        database: String,
+        /// The database it replicated.
+        source: String,
+        /// The replica instance.
+        replica: String,
+    },
     /// Make a new database from another's backups.
     RestoreDatabase {
         /// The new database.
@@ -736,6 +769,9 @@ impl JobKind {
             JobKind::ReleaseStandby { .. } => "release-standby",
             JobKind::FailoverDatabase { .. } => "failover-database",
             JobKind::ReclaimFenced { .. } => "reclaim-fenced",
+            JobKind::AddReplica { .. } => "add-replica",
+            JobKind::RemoveReplica { .. } => "remove-replica",
+            JobKind::PromoteReplica { .. } => "promote-replica",
         }
     }
 
@@ -752,7 +788,10 @@ impl JobKind {
             | JobKind::AddStandby { database, .. }
             | JobKind::ReleaseStandby { database, .. }
             | JobKind::FailoverDatabase { database, .. }
-            | JobKind::ReclaimFenced { database, .. } => Some(database),
+            | JobKind::ReclaimFenced { database, .. }
+            | JobKind::AddReplica { database, .. }
+            | JobKind::RemoveReplica { database, .. }
+            | JobKind::PromoteReplica { database, .. } => Some(database),
         }
     }
 }

@@ -15,6 +15,7 @@ mod jobs;
 mod monitor;
 mod placement;
 mod recovery;
+mod replicas;
 mod security_groups;
 mod standby;
 mod table;
@@ -254,7 +255,11 @@ impl AdminState {
             | Command::FailoverDatabase { name, .. }
             | Command::Switchover { name, .. }
             | Command::CancelSwitchover { name }
+            | Command::AddReplica { name, .. }
+            | Command::RemoveReplica { name, .. }
             | Command::ReclaimFenced { name, .. } => Some(name),
+            // Both the source (it loses a reader) and the new database change.
+            Command::PromoteReplica { name, .. } => Some(name),
             Command::ObserveStorage { database, .. } => Some(database),
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
@@ -270,7 +275,10 @@ impl AdminState {
             | Command::SnapshotDatabase { name, .. }
             | Command::DeferModification { name, .. }
             | Command::DeleteDatabase { name, .. }
-            | Command::RecoverDatabase { name, .. } => of_database(name),
+            | Command::RecoverDatabase { name, .. }
+            | Command::AddReplica { name, .. }
+            | Command::RemoveReplica { name, .. }
+            | Command::PromoteReplica { name, .. } => of_database(name),
             Command::CreateToken { token } => Some(token.account.clone()),
             Command::RevokeToken { id } => self.tokens.get(id).map(|t| t.account.clone()),
             Command::CreateAccount { name } | Command::SetAccountLimits { name, .. } => Some(name.clone()),
@@ -401,6 +409,48 @@ impl AdminState {
                 },
             ),
             Command::CancelSwitchover { name } => self.cancel_switchover(index, at, name),
+            Command::AddReplica {
+                job_id,
+                request,
+                name,
+                instance_id,
+                zone,
+                replaces,
+            } => self.add_replica(
+                index,
+                at,
+                replicas::NewReplica {
+                    job_id,
+                    request: request.as_ref(),
+                    name,
+                    instance_id,
+                    zone: zone.as_deref(),
+                    replaces: replaces.as_deref(),
+                },
+            ),
+            Command::RemoveReplica {
+                job_id,
+                request,
+                name,
+                replica,
+            } => self.remove_replica(index, at, job_id, request.as_ref(), name, replica),
+            Command::PromoteReplica {
+                job_id,
+                request,
+                name,
+                replica,
+                to,
+            } => self.promote_replica(
+                index,
+                at,
+                replicas::Promotion {
+                    job_id,
+                    request: request.as_ref(),
+                    name,
+                    replica,
+                    to,
+                },
+            ),
             Command::ReclaimFenced {
                 job_id,
                 name,

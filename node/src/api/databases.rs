@@ -699,7 +699,7 @@ impl Api {
 }
 
 /// The same answer for a database that does not exist and one the caller may not see.
-fn missing(name: &str) -> ApiError {
+pub(crate) fn missing(name: &str) -> ApiError {
     ApiError::NotFound(format!("database {name:?} does not exist; `keel db list` shows them"))
 }
 

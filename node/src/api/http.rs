@@ -19,6 +19,7 @@ use super::backups::{CloneRequest, RestoreRequest, SnapshotRequest};
 use super::databases::{CreateDatabaseRequest, ModifyDatabaseRequest, SwitchoverRequest};
 use super::error::ApiError;
 use super::openapi;
+use super::replicas::{AddReplicaRequest, PromoteReplicaRequest, ReplicaView};
 use super::security_groups::{CreateSecurityGroupRequest, SecurityGroupRulesRequest, SecurityGroupView};
 use super::service::{AddHostRequest, AddNodeRequest, Api, OpsPage, SubmitNoopRequest};
 use super::views::{
@@ -75,6 +76,9 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(list_failovers))
         .routes(routes!(standby_plan))
         .routes(routes!(switchover, cancel_switchover))
+        .routes(routes!(list_replicas, add_replica))
+        .routes(routes!(remove_replica))
+        .routes(routes!(promote_replica))
         .routes(routes!(restore_database))
         .routes(routes!(clone_database))
         .routes(routes!(list_snapshots))
@@ -255,6 +259,66 @@ async fn cancel_switchover(
     Path(name): Path<String>,
 ) -> Reply<DatabaseOperation> {
     Ok(Json(api.cancel_switchover(&who, &name).await?))
+}
+
+/// Add a read replica: asynchronous and readable, built from the latest snapshot and
+/// archive, then streaming from the primary; readers reach it by `<db>.ro…` in DNS.
+#[utoipa::path(post, path = "/v1/databases/{name}/replicas", tag = "databases", request_body = AddReplicaRequest,
+    params(("name" = String, Path, description = "Database name")), responses((status = 200, body = DatabaseOperation)))]
+async fn add_replica(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    req: Body,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.add_replica(&who, &name, body(req)?).await?))
+}
+
+/// A database's read replicas, with their state and lag.
+#[utoipa::path(get, path = "/v1/databases/{name}/replicas", tag = "databases",
+    params(("name" = String, Path, description = "Database name")), responses((status = 200, body = Vec<ReplicaView>)))]
+async fn list_replicas(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Reply<Vec<ReplicaView>> {
+    Ok(Json(api.list_replicas(&who, &name).await?))
+}
+
+/// Query of `DELETE /v1/databases/{name}/replicas/{replica}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RemoveReplicaQuery {
+    /// Retry id.
+    request_id: Option<String>,
+}
+
+/// Remove a read replica: out of the reader name at once, then destroyed.
+#[utoipa::path(delete, path = "/v1/databases/{name}/replicas/{replica}", tag = "databases",
+    params(("name" = String, Path, description = "Database name"), ("replica" = String, Path, description = "Replica id"), RemoveReplicaQuery),
+    responses((status = 200, body = DatabaseOperation)))]
+async fn remove_replica(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path((name, replica)): Path<(String, String)>,
+    q: QueryOf<RemoveReplicaQuery>,
+) -> Reply<DatabaseOperation> {
+    let q = query(q)?;
+    Ok(Json(api.remove_replica(&who, &name, &replica, q.request_id).await?))
+}
+
+/// Promote a read replica to a stand-alone database of its own (its own name, endpoint
+/// and backups); the source is unchanged but for losing the replica.
+#[utoipa::path(post, path = "/v1/databases/{name}/replicas/{replica}/promote", tag = "databases", request_body = PromoteReplicaRequest,
+    params(("name" = String, Path, description = "Database name"), ("replica" = String, Path, description = "Replica id")),
+    responses((status = 200, body = DatabaseOperation)))]
+async fn promote_replica(
+    State(api): State<Api>,
+    Extension(who): Extension<Principal>,
+    Path((name, replica)): Path<(String, String)>,
+    req: Body,
+) -> Reply<DatabaseOperation> {
+    Ok(Json(api.promote_replica(&who, &name, &replica, body(req)?).await?))
 }
 
 /// What adding a synchronous standby would do now, read from what runs (members, health,

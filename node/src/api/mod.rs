@@ -10,6 +10,7 @@ pub mod grpc_accounts;
 pub mod grpc_databases;
 pub mod http;
 pub mod openapi;
+pub mod replicas;
 pub mod routing;
 pub mod security_groups;
 pub mod service;

@@ -749,6 +749,12 @@ pub enum OperationKind {
     FailoverDatabase,
     /// Destroy a database's fenced instances and free their ports and slots.
     ReclaimFenced,
+    /// Build (or rebuild) a read replica.
+    AddReplica,
+    /// Remove a read replica.
+    RemoveReplica,
+    /// Make a read replica a database of its own.
+    PromoteReplica,
 }
 
 /// A committed claim of an operation by the leader services in force.
@@ -856,6 +862,9 @@ impl OperationView {
             rs::JobKind::ReleaseStandby { .. } => (OperationKind::ReleaseStandby, None, None),
             rs::JobKind::FailoverDatabase { .. } => (OperationKind::FailoverDatabase, None, None),
             rs::JobKind::ReclaimFenced { .. } => (OperationKind::ReclaimFenced, None, None),
+            rs::JobKind::AddReplica { .. } => (OperationKind::AddReplica, None, None),
+            rs::JobKind::RemoveReplica { .. } => (OperationKind::RemoveReplica, None, None),
+            rs::JobKind::PromoteReplica { .. } => (OperationKind::PromoteReplica, None, None),
         };
         Self {
             id: job.id.clone(),

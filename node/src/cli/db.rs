@@ -177,6 +177,29 @@ pub enum DbCmd {
         /// Database name.
         name: String,
     },
+    /// Read replicas: add, remove, list.
+    Replica {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: super::replicas::ReplicaCmd,
+    },
+    /// Make a read replica a stand-alone database of its own (its own name, endpoint and
+    /// backups); the source keeps running without it.
+    PromoteReplica {
+        /// Source database name.
+        name: String,
+        /// Replica id (`keel db replica list NAME`).
+        replica: String,
+        /// The new database's name.
+        #[arg(long)]
+        to: String,
+        /// Wait for the operation, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Request id: a retry with the same id answers the original operation.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Take a snapshot, kept until deleted (even after the database).
     Snapshot {
         /// Database name.
@@ -477,6 +500,20 @@ pub async fn run(client: &Client, out: Format, cmd: DbCmd) -> anyhow::Result<()>
                 (client.post(&path, &req).await?, wait)
             }
         }
+        DbCmd::Replica { cmd } => match super::replicas::run(client, out, cmd).await? {
+            Some(operation) => operation,
+            None => return Ok(()),
+        },
+        DbCmd::PromoteReplica {
+            name,
+            replica,
+            to,
+            wait,
+            request_id,
+        } => (
+            super::replicas::promote(client, &name, &replica, to, request_id).await?,
+            wait,
+        ),
         DbCmd::Recover { name, wait, request_id } => {
             let path = match request_id_param(request_id)? {
                 Some(param) => format!("/v1/databases/{name}/recover?{param}"),

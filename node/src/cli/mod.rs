@@ -6,6 +6,7 @@ pub mod client;
 pub(crate) mod db;
 mod output;
 pub mod profile;
+mod replicas;
 mod security_groups;
 mod snapshots;
 

@@ -89,7 +89,8 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 if (password || access) && !restart && !reconfigure {
                     add(TaskAction::Start, &i.host, &i.id);
                 }
-                if password {
+                // On the primary only: its followers replay the change (and refuse writes).
+                if password && i.role == InstanceRole::Primary {
                     add(TaskAction::SetPassword, &i.host, &i.id);
                 }
                 // pg_hba rewritten and reloaded: new connections follow the new rules.
@@ -194,6 +195,45 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 add(TaskAction::Destroy, &old.host, &old.id);
             }
         }
+        JobKind::AddReplica { replica, .. } => {
+            // As a standby's build: the primary keeps the WAL the replica will need (a
+            // slot) before it is made from the latest snapshot and the archive. A replica it
+            // replaces is fenced already; the scheduler's reclaim destroys it.
+            let primary = state
+                .primary_of(name)
+                .ok_or_else(|| format!("database {name} has no primary for a replica to follow"))?;
+            let replica = state
+                .instances
+                .get(replica)
+                .ok_or_else(|| format!("replica {replica} no longer exists"))?;
+            add(TaskAction::PrepareStandby, &primary.host, &primary.id);
+            add(TaskAction::BuildStandby, &replica.host, &replica.id);
+        }
+        JobKind::RemoveReplica { replica, .. } => {
+            // The replica is out of the members: the primary drops its slot (where its host
+            // answers; else a later prepare does), then it is destroyed.
+            if let Some(p) = state.primary_of(name).filter(|p| answers(state, &p.host)) {
+                add(TaskAction::PrepareStandby, &p.host, &p.id);
+            }
+            let replica = state
+                .instances
+                .get(replica)
+                .ok_or_else(|| format!("replica {replica} no longer exists"))?;
+            add(TaskAction::Destroy, &replica.host, &replica.id);
+        }
+        JobKind::PromoteReplica { source, replica, .. } => {
+            // Cut off first (the source's primary drops its slot, ending its stream), so it
+            // never replays the source's writes after it takes its own; then promoted.
+            if let Some(p) = state.primary_of(source).filter(|p| answers(state, &p.host)) {
+                add(TaskAction::PrepareStandby, &p.host, &p.id);
+            }
+            let replica = state
+                .instances
+                .get(replica)
+                .ok_or_else(|| format!("replica {replica} no longer exists"))?;
+            add(TaskAction::Promote, &replica.host, &replica.id);
+            add(TaskAction::Check, &replica.host, &replica.id);
+        }
         JobKind::ReclaimFenced { instances, .. } => {
             for i in instances.iter().filter_map(|id| state.instances.get(id)) {
                 add(TaskAction::Destroy, &i.host, &i.id);
@@ -207,7 +247,8 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             if let Some(old) = old.filter(|o| answers(state, &o.host)) {
                 add(TaskAction::Fence, &old.host, &old.id);
             }
-            for i in &instances {
+            // The new primary only: read replicas are rebuilt from its lineage later.
+            for i in instances.iter().filter(|i| i.role == InstanceRole::Primary) {
                 add(TaskAction::Restore, &i.host, &i.id);
                 add(TaskAction::Check, &i.host, &i.id);
             }
@@ -228,9 +269,15 @@ pub fn task_work(
         JobKind::RecoverDatabase { from, .. } if action == TaskAction::Fence => Ok(Some(TaskWork::Fence {
             lineage: from.lineage.clone(),
         })),
-        JobKind::AddStandby { database, standby } if action == TaskAction::BuildStandby => {
-            build_standby_work(state, job, database, standby, zones).map(Some)
+        JobKind::AddStandby {
+            database,
+            standby: follower,
         }
+        | JobKind::AddReplica {
+            database,
+            replica: follower,
+            ..
+        } if action == TaskAction::BuildStandby => build_standby_work(state, job, database, follower, zones).map(Some),
         JobKind::SnapshotDatabase { database, .. }
         | JobKind::DeleteDatabase {
             database,
@@ -388,6 +435,12 @@ pub fn compensation(job: &Job, workflow: &Workflow) -> Vec<Task> {
             // The new standby goes; the primary drops its slot and waits for it no more.
             JobKind::AddStandby { standby, .. } if standby == instance => out.push(undo(TaskAction::Destroy)),
             JobKind::AddStandby { .. } => out.push(undo(TaskAction::PrepareStandby)),
+            // The new replica goes; the primary drops its slot.
+            JobKind::AddReplica { replica, .. } if replica == instance => out.push(undo(TaskAction::Destroy)),
+            JobKind::AddReplica { .. } => out.push(undo(TaskAction::PrepareStandby)),
+            // A replica removed is fenced and reclaimed later; a promotion that failed leaves
+            // its new database failed (deleting it destroys the instance).
+            JobKind::RemoveReplica { .. } | JobKind::PromoteReplica { .. } => {}
             // A release or a failover is not undone: the decision is committed (a failed
             // promotion leaves the database to the monitor's recovery).
             JobKind::ReleaseStandby { .. } | JobKind::FailoverDatabase { .. } => {}
@@ -733,13 +786,15 @@ fn replication_spec(
     }
     let adding = match &job.kind {
         JobKind::AddStandby { standby, .. } => Some(standby.as_str()),
+        JobKind::AddReplica { replica, .. } => Some(replica.as_str()),
         _ => None,
     };
+    // Every follower (the standby, the read replicas) has a slot on the primary.
     let standbys: Vec<String> = db
         .instances
         .iter()
         .filter_map(|id| state.instances.get(id))
-        .filter(|i| i.role == InstanceRole::Standby && i.fenced_at.is_none())
+        .filter(|i| i.role != InstanceRole::Primary && i.fenced_at.is_none())
         // Undoing an add-standby: the primary as it was, without the new one's slot.
         .filter(|i| !(undo && adding == Some(i.id.as_str())))
         .map(|i| i.id.clone())
@@ -755,8 +810,9 @@ fn replication_spec(
             },
             standbys,
             upstream: None,
+            readable: false,
         }),
-        InstanceRole::Standby => {
+        InstanceRole::Standby | InstanceRole::Replica => {
             let primary = state.primary_of(&instance.database)?;
             let host = state.hosts.get(&primary.host)?;
             Some(ReplicationSpec {
@@ -764,10 +820,10 @@ fn replication_spec(
                     addr: host.ip().to_string(),
                     port: primary.port,
                 }),
+                readable: instance.role == InstanceRole::Replica,
                 ..ReplicationSpec::default()
             })
         }
-        InstanceRole::Replica => None,
     }
 }
 

@@ -66,6 +66,8 @@ pub async fn run(t: Term) {
                     due.push(Due::Snapshot(d.key(), automatic_name(&d.name, now)));
                 } else if standby_due(a, d, now) {
                     due.push(Due::Standby(d.key()));
+                } else if let Some(stale) = replica_due(a, d, now) {
+                    due.push(Due::Replica(d.key(), stale));
                 } else if let Some(fenced) = reclaim_due(a, d, now) {
                     due.push(Due::Reclaim(d.key(), fenced));
                 }
@@ -132,6 +134,17 @@ pub async fn run(t: Term) {
                         instance_id: uuid::Uuid::now_v7().simple().to_string(),
                     },
                 ),
+                Due::Replica(name, stale) => (
+                    name.clone(),
+                    Command::AddReplica {
+                        job_id: job_id.clone(),
+                        request: None,
+                        name,
+                        instance_id: uuid::Uuid::now_v7().simple().to_string(),
+                        zone: None,
+                        replaces: Some(stale),
+                    },
+                ),
                 Due::Snapshot(name, snapshot) => (
                     name.clone(),
                     Command::SnapshotDatabase {
@@ -175,15 +188,43 @@ enum Due {
     Switchover(String, Option<String>),
     /// Destroying fenced instances on hosts that answer.
     Reclaim(String, Vec<String>),
+    /// Rebuilding a read replica that follows an earlier lineage (after a failover or
+    /// recovery), or whose build failed.
+    Replica(String, String),
+}
+
+/// A read replica of database `d` (at rest) to rebuild now: one that follows a lineage
+/// the database left (a failover or recovery made a new primary), once the new lineage has
+/// a snapshot to build from, and not within a minute of a failed attempt.
+pub fn replica_due(a: &AdminState, d: &Database, now: u64) -> Option<String> {
+    let key = d.key();
+    if d.status != DatabaseStatus::Available || a.snapshots_of(&d.lineage()).next().is_none() {
+        return None;
+    }
+    let held_back = a
+        .last_job_where(&key, |k| matches!(k, keel_raft_store::JobKind::AddReplica { .. }))
+        .is_some_and(|j| {
+            j.state == keel_raft_store::JobState::Failed
+                && j.finished_at_ms
+                    .is_none_or(|t| now.saturating_sub(t) < STANDBY_RETRY_MS)
+        });
+    let stale = a.replicas_of(&key).find(|i| a.replica_stale(i))?;
+    (!held_back).then(|| stale.id.clone())
 }
 
 /// The fenced instances of database `d` (at rest) on healthy hosts, to destroy now: none
 /// while an attempt runs, or within a minute of a failed one.
 pub fn reclaim_due(a: &AdminState, d: &Database, now: u64) -> Option<Vec<String>> {
     let key = d.key();
-    // One at a time (it does not hold the database's slot), none within a minute of a failure.
+    // One at a time (it does not hold the database's slot; nor does a replica's removal,
+    // which destroys what it fenced), none within a minute of a failure.
     let held_back = a
-        .last_job_where(&key, |k| matches!(k, keel_raft_store::JobKind::ReclaimFenced { .. }))
+        .last_job_where(&key, |k| {
+            matches!(
+                k,
+                keel_raft_store::JobKind::ReclaimFenced { .. } | keel_raft_store::JobKind::RemoveReplica { .. }
+            )
+        })
         .is_some_and(|j| {
             !j.state.is_terminal()
                 || j.state == keel_raft_store::JobState::Failed

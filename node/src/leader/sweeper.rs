@@ -136,6 +136,9 @@ async fn execute(t: &Term, job: Job) {
         | JobKind::ReleaseStandby { .. }
         | JobKind::FailoverDatabase { .. }
         | JobKind::ReclaimFenced { .. }
+        | JobKind::AddReplica { .. }
+        | JobKind::RemoveReplica { .. }
+        | JobKind::PromoteReplica { .. }
         | JobKind::DeleteSnapshot { .. }
         | JobKind::CopySnapshot { .. } => {
             if let Err(workflow::Abandoned(why)) = workflow::drive(t, &job).await {

@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use keel_dns::server::{DatabaseChanges, ZoneServer};
-use keel_dns::{DatabaseEntry, EndpointTable, Nameserver, Primary, ZoneConfig};
-use keel_raft_store::{wire_name, AdminState, Database, DatabaseStatus, InstanceRole};
+use keel_dns::{DatabaseEntry, EndpointTable, Nameserver, Primary, Reader, ZoneConfig};
+use keel_raft_store::{wire_name, AdminState, Database, DatabaseStatus};
 
 use super::NodeCtx;
 
@@ -46,25 +46,33 @@ fn entry(state: &AdminState, db: &Database) -> DatabaseEntry {
         let ip = addr.rsplit_once(':').map_or(addr.as_str(), |(ip, _)| ip);
         ip.trim_matches(['[', ']']).parse().ok()
     };
+    let zone = |host: &str| state.hosts.get(host).map(|h| h.zone.clone()).unwrap_or_default();
     let primary = db.endpoint.as_ref().filter(|_| serves(db.status)).and_then(|e| {
         Some(Primary {
             host: e.host.clone(),
             addr: e.addr.parse().ok().or_else(|| host_ip(&e.host))?,
             port: e.port,
+            zone: zone(&e.host),
         })
     });
-    let replicas = db
-        .instances
-        .iter()
-        .filter_map(|id| state.instances.get(id))
-        .filter(|i| i.role == InstanceRole::Replica)
-        .filter_map(|i| host_ip(&i.host))
+    // Replicas that follow the current primary and are healthy, while the database serves.
+    let readers = state
+        .replicas_of(&db.key())
+        .filter(|i| primary.is_some() && state.replica_serves(i))
+        .filter_map(|i| {
+            Some(Reader {
+                host: i.host.clone(),
+                addr: host_ip(&i.host)?,
+                port: i.port,
+                zone: zone(&i.host),
+            })
+        })
         .collect();
     DatabaseEntry {
         name: db.key(),
         status: wire_name(&db.status),
         primary,
-        replicas,
+        readers,
     }
 }
 

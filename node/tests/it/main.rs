@@ -16,6 +16,7 @@ mod monitor;
 mod mtls;
 mod multi_az;
 mod recovery;
+mod replicas;
 mod security_groups;
 mod sweeper;
 mod workflow_faults;

@@ -141,6 +141,7 @@ impl AdminState {
                 health: InstanceHealth::Healthy,
                 fenced_at: None,
                 replication: None,
+                follows: None,
             },
         );
         self.databases.insert(
@@ -388,6 +389,7 @@ impl AdminState {
                 self.conclude_snapshot(index, at, database, snapshot, ok, false)
             }
             JobKind::ReclaimFenced { instances, .. } => self.conclude_reclaim(instances, ok),
+            JobKind::RemoveReplica { replica, .. } => self.conclude_reclaim(std::slice::from_ref(replica), ok),
             _ => {}
         }
     }
@@ -415,6 +417,16 @@ impl AdminState {
         }
         if let JobKind::ReclaimFenced { instances, .. } = kind {
             self.conclude_reclaim(instances, *outcome == Outcome::Succeeded);
+            return;
+        }
+        if let JobKind::RemoveReplica { replica, .. } = kind {
+            // Destroyed: the record goes. Not (its host did not answer): it stays fenced,
+            // and the scheduler's reclaim destroys it once the host answers.
+            self.conclude_reclaim(std::slice::from_ref(replica), *outcome == Outcome::Succeeded);
+            return;
+        }
+        if let JobKind::AddReplica { replica, replaces, .. } = kind {
+            self.conclude_add_replica(index, at, &name, replica, replaces.is_some(), outcome.error());
             return;
         }
         if let JobKind::FailoverDatabase { .. } = kind {
@@ -503,6 +515,9 @@ impl AdminState {
                     JobKind::RecoverDatabase { .. } => {
                         "recovering it failed; `keel db recover` tries again, or delete it"
                     }
+                    JobKind::PromoteReplica { .. } => {
+                        "promoting the replica failed; delete this database (its source is unchanged)"
+                    }
                     _ => "its instance may be in an unknown state; retry the modify, or delete it",
                 };
                 db.status = DatabaseStatus::Failed;
@@ -510,7 +525,10 @@ impl AdminState {
                 db.endpoint = None;
                 ("database-failed", format!("Database {name} failed: {error} ({what})."))
             }
-            (JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. }, Outcome::Succeeded) => {
+            (
+                JobKind::CreateDatabase { .. } | JobKind::RestoreDatabase { .. } | JobKind::PromoteReplica { .. },
+                Outcome::Succeeded,
+            ) => {
                 db.status = DatabaseStatus::Available;
                 db.endpoint = endpoint;
                 let at_addr = db

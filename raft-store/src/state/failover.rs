@@ -229,10 +229,13 @@ impl AdminState {
             s.replication = None;
         }
         let endpoint = self.primary_endpoint(f.name);
+        let replicas: Vec<String> = self.replicas_of(f.name).map(|i| i.id.clone()).collect();
         let db = self.databases.get_mut(f.name).expect("checked above");
         db.generation = generation;
         db.sync_standby = None;
-        db.instances = vec![standby.id.clone()];
+        // Read replicas stay members; they followed the old primary's lineage, so they serve
+        // no reader until the scheduler has rebuilt them from the new one.
+        db.instances = std::iter::once(standby.id.clone()).chain(replicas).collect();
         // The name moves with the fence: it never points at the fenced primary again. Until
         // the standby is promoted it refuses clients (its pg_hba admits none), so one that
         // arrives early is refused and retries, never served stale.

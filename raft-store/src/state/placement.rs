@@ -28,6 +28,17 @@ impl AdminState {
         avoid: Option<&str>,
         port: Option<u16>,
     ) -> Result<(String, u16), Rejection> {
+        self.place_beside(zone, avoid.as_slice(), port)
+    }
+
+    /// As [`AdminState::place`], on none of the hosts `avoid` (a failed instance's, or
+    /// those a database's other instances use), and on `port` if it is free there.
+    pub(crate) fn place_beside(
+        &self,
+        zone: Option<&str>,
+        avoid: &[&str],
+        port: Option<u16>,
+    ) -> Result<(String, u16), Rejection> {
         if let Some(zone) = zone {
             if !self.hosts.values().any(|h| h.zone == zone) {
                 let zones: BTreeSet<&str> = self.hosts.values().map(|h| h.zone.as_str()).collect();
@@ -45,7 +56,7 @@ impl AdminState {
         }
         let host = self.least_loaded(&|z| zone.is_none_or(|want| z == want), avoid).ok_or_else(|| {
             Rejection::Conflict {
-                message: match (zone, avoid) {
+                message: match (zone, (!avoid.is_empty()).then(|| avoid.join(", "))) {
                     (Some(z), Some(a)) => format!("no capacity in zone {z:?} beside host {a}: every other host there is full, draining or unreachable; add a host to the zone"),
                     (None, Some(a)) => format!("no capacity beside host {a}: every other host is full, draining or unreachable; add or drain-back a host"),
                     (Some(z), None) => format!("no capacity in zone {z:?}: every host there is full, draining or unreachable"),
@@ -59,7 +70,7 @@ impl AdminState {
     /// A host for a Multi-AZ database's standby: in any zone but its primary's
     /// (`primary_zone`), on `port` (the primary's, so a failover keeps it) if free there.
     pub fn place_standby(&self, primary_zone: &str, port: Option<u16>) -> Result<(String, u16), Rejection> {
-        let host = self.least_loaded(&|z| z != primary_zone, None).ok_or_else(|| {
+        let host = self.least_loaded(&|z| z != primary_zone, &[]).ok_or_else(|| {
             let zones: BTreeSet<&str> = self
                 .hosts
                 .values()
@@ -82,13 +93,13 @@ impl AdminState {
 
     /// The least loaded host with a free slot in a zone `in_zone` accepts, never `avoid`:
     /// one the monitor has seen healthy, else one not probed yet.
-    fn least_loaded(&self, in_zone: &dyn Fn(&str) -> bool, avoid: Option<&str>) -> Option<String> {
+    fn least_loaded(&self, in_zone: &dyn Fn(&str) -> bool, avoid: &[&str]) -> Option<String> {
         let load = |name: &str| self.instances.values().filter(|i| i.host == name).count() as u32;
         let eligible = |healthy_only: bool| {
             self.hosts
                 .values()
                 .filter(|h| in_zone(&h.zone))
-                .filter(|h| !h.draining && Some(h.name.as_str()) != avoid)
+                .filter(|h| !h.draining && !avoid.contains(&h.name.as_str()))
                 .filter(|h| match h.health {
                     HostHealth::Healthy => true,
                     HostHealth::Unknown => !healthy_only,

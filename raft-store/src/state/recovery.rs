@@ -140,6 +140,7 @@ impl AdminState {
                 health: InstanceHealth::Healthy,
                 fenced_at: None,
                 replication: None,
+                follows: None,
             },
         );
         let db = self.databases.get_mut(r.name).expect("checked above");
@@ -150,7 +151,14 @@ impl AdminState {
         db.sync_standby = None;
         // Nothing points at the fenced instance from this apply on.
         db.endpoint = None;
-        db.instances = vec![r.instance_id.to_string()];
+        // Read replicas stay members: they follow the old lineage, so they serve no reader
+        // until the scheduler has rebuilt them from the new one.
+        let replicas = db
+            .instances
+            .iter()
+            .filter(|id| self.instances.get(*id).is_some_and(|i| i.role == InstanceRole::Replica))
+            .cloned();
+        db.instances = std::iter::once(r.instance_id.to_string()).chain(replicas).collect();
         // A new lineage: its archive and snapshots start in the new instance's zone store.
         let replaced = db.lineage();
         db.earlier_lineages.push(replaced);

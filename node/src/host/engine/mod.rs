@@ -59,12 +59,14 @@ pub struct InstanceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReplicationSpec {
-    /// On a primary: the standbys (instance ids) it keeps a slot for.
+    /// On a primary: the followers (standby and read replicas, instance ids) it keeps a slot for.
     pub standbys: Vec<String>,
     /// On a primary: the standby every commit waits for.
     pub sync_standby: Option<String>,
-    /// On a standby: the primary it streams from.
+    /// On a standby or read replica: the primary it streams from.
     pub upstream: Option<Upstream>,
+    /// On a follower: clients may read from it (a read replica); a standby admits none.
+    pub readable: bool,
 }
 
 /// Where a standby streams from.

@@ -319,8 +319,12 @@ impl Postgres {
             "local all postgres peer map=keel\nlocal replication postgres peer map=keel\nlocal all all scram-sha-256\n",
         );
         hba.push_str(&Self::replication_hba(spec));
-        // A standby is not readable: no client reaches it over the network.
-        let standby = spec.replication.as_ref().is_some_and(|r| r.upstream.is_some());
+        // A standby is not readable: no client reaches it over the network (a read
+        // replica is, read-only as every follower is).
+        let standby = spec
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.upstream.is_some() && !r.readable);
         let open = ["0.0.0.0/0".to_string(), "::/0".to_string()];
         for cidr in spec
             .allowed_cidrs

@@ -195,8 +195,9 @@ impl Postgres {
             .collect();
         let rows = client
             .query(
-                "SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_name LIKE 'keel\\_%'",
-                &[],
+                // The archive's slot is the archive's own: never a standby's to drop.
+                "SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_name LIKE 'keel\\_%' AND slot_name <> $1",
+                &[&crate::backup::archive::SLOT],
             )
             .await
             .map_err(failed("listing replication slots"))?;
