@@ -16,7 +16,8 @@ need_pkg postgresql     # PostgreSQL 15 server binaries and the postgres OS user
 need_pkg protobuf-compiler  # protoc for tonic-build (ours and etcd-client's)
 need_pkg dnsutils       # dig, the DNS tests' client
 need_pkg nsd            # a real secondary the DNS tests transfer the zone into
-need_pkg nftables       # the failover tests cut one network path (standby → primary) with nft
+need_pkg nftables       # the failover tests cut one network path (host ↔ control plane, host ↔ standby) with nft
+need_pkg iproute2       # ip netns: each data host of the failover tests in a network namespace of its own
 need_pkg lz4            # snapshots are lz4 tars (pg_basebackup --compress=lz4; tar unpacks them with lz4)
 need_pkg python3        # schemathesis, the API fuzzer the tests run over the OpenAPI document
 need_pkg python3-venv

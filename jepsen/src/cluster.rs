@@ -87,6 +87,8 @@ pub struct HostProc {
     pub root: PathBuf,
     /// Its log file.
     pub log: PathBuf,
+    /// The network namespace it runs in (hosts started by [`Cluster::start_hosts_isolated`]).
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -101,6 +103,8 @@ pub struct Cluster {
     nodes: BTreeMap<u64, Node>,
     http: reqwest::Client,
     token: String,
+    /// The hosts' network namespaces, when isolated (dropped after every process).
+    net: Option<crate::netns::Net>,
 }
 
 impl Cluster {
@@ -152,6 +156,7 @@ impl Cluster {
             hosts: Vec::new(),
             http: http.build()?,
             token,
+            net: None,
         };
         for id in 1..=spec.nodes {
             cluster.define(id, true);
@@ -280,13 +285,42 @@ impl Cluster {
 
     /// Start `n` host managers on 127.0.1.1.. in zones a, b, c… and register them through node 1.
     pub async fn start_hosts(&mut self, n: usize) -> anyhow::Result<()> {
+        self.add_hosts(n, |i| (format!("127.0.1.{}", i + 1), None)).await
+    }
+
+    /// As [`Cluster::start_hosts`], each host in a network namespace of its own on one
+    /// bridge ([`crate::netns::Net`]), so a test can cut exactly one of its paths
+    /// ([`Cluster::net`]). The test's clients reach the hosts from the bridge's address,
+    /// which the admin account's default security group is made to allow. Needs root.
+    pub async fn start_hosts_isolated(&mut self, n: usize) -> anyhow::Result<()> {
+        let net = crate::netns::Net::create(n)?;
+        let at: Vec<(String, Option<String>)> = (0..n)
+            .map(|i| (net.ip(i), Some(net.namespace(i).to_string())))
+            .collect();
+        let clients = serde_json::json!({"cidrs": [format!("{}/32", net.gateway())]});
+        self.net = Some(net);
+        let (code, reply) = self.post(1, "/v1/security-groups/default/authorize", &clients).await?;
+        if code != 200 {
+            bail!("allowing the test's clients failed ({code}): {reply}");
+        }
+        self.add_hosts(n, |i| at[i].clone()).await
+    }
+
+    /// The hosts' network namespaces, if they were started isolated.
+    pub fn net(&self) -> Option<&crate::netns::Net> {
+        self.net.as_ref()
+    }
+
+    /// Start `n` host managers, host `i` at the address (and in the namespace) `at(i)`
+    /// gives, in zones a, b, c…, and register them through node 1.
+    async fn add_hosts(&mut self, n: usize, at: impl Fn(usize) -> (String, Option<String>)) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         // PostgreSQL runs as the postgres OS user and must reach the volumes.
         std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711))?;
         for i in 0..n {
             let name = format!("h{}", i + 1);
             let zone = ((b'a' + (i % 26) as u8) as char).to_string();
-            let ip = format!("127.0.1.{}", i + 1);
+            let (ip, netns) = at(i);
             let addr = format!("{ip}:{}", free_port());
             let root = self.dir.path().join(format!("host-{}", i + 1));
             let log = self.dir.path().join(format!("host-{}.log", i + 1));
@@ -296,6 +330,7 @@ impl Cluster {
                 addr: addr.clone(),
                 root,
                 log,
+                netns,
                 child: None,
             });
             self.launch_host(self.hosts.len() - 1)?;
@@ -317,7 +352,16 @@ impl Cluster {
         let backups = self.backup_dir();
         let h = &self.hosts[i];
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
-        let child = Command::new(&self.spec.bin)
+        // In a namespace: `ip netns exec` enters it and execs the host manager (same pid).
+        let mut command = match &h.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.spec.bin);
+                c
+            }
+            None => Command::new(&self.spec.bin),
+        };
+        let child = command
             .args([
                 "host", "--name", &h.name, "--zone", &h.zone, "--addr", &h.addr, "--root",
             ])

@@ -5,5 +5,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod history;
 pub mod host;
+pub mod netns;
 pub mod ports;

@@ -263,3 +263,70 @@ async fn a_read_replica_serves_readers_by_name_and_can_be_removed_or_promoted() 
     assert!(!volume.exists(), "the removed replica's volume is destroyed");
     assert_eq!(count(&primary).await, 151, "nothing lost on the source");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_rebuilt_from_the_new_primary_after_a_switchover() {
+    use super::multi_az::{create_multi_az, wait_in_sync};
+    let mut c = cluster(&["--monitor-interval-ms", "200", "--scheduler-interval-ms", "500"]).await;
+    c.start_hosts(3).await.unwrap();
+    let db = create_multi_az(&c, "orders").await;
+    let (ip, port) = (
+        db["endpoint"]["addr"].as_str().unwrap().to_string(),
+        db["endpoint"]["port"].as_u64().unwrap(),
+    );
+    let primary = connect(&ip, port).await.unwrap();
+    primary
+        .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)")
+        .await
+        .unwrap();
+    wait_in_sync(&c, "orders", None).await;
+    let added = keel(&c, &["db", "replica", "add", "orders", "--wait"]);
+    assert!(added["operation_id"].is_string(), "{added}");
+    let old = keel(&c, &["db", "replica", "list", "orders"])[0].clone();
+    assert_eq!(old["state"], "serving", "{old}");
+    let old_id = old["id"].as_str().unwrap().to_string();
+
+    // The switchover starts a new lineage: the replica followed the old primary, so it
+    // stops serving readers at once and is rebuilt from the new primary's backups.
+    let (code, op) = c.post(1, "/v1/databases/orders/failover", &json!({})).await.unwrap();
+    assert_eq!(code, 200, "{op}");
+    assert_eq!(
+        wait_op(&c, op["operation_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let db = database(&c, "orders").await;
+    let (ip, port) = (
+        db["endpoint"]["addr"].as_str().unwrap().to_string(),
+        db["endpoint"]["port"].as_u64().unwrap(),
+    );
+    let primary = connect(&ip, port).await.unwrap();
+    primary
+        .batch_execute("INSERT INTO t SELECT generate_series(101, 120)")
+        .await
+        .unwrap();
+    let fresh = c
+        .wait_for(
+            Duration::from_secs(240),
+            "the replica rebuilt from the new primary",
+            || async {
+                let list = keel(&c, &["db", "replica", "list", "orders"]);
+                let r = &list[0];
+                Ok(
+                    (list.as_array().unwrap().len() == 1 && r["id"] != old_id.as_str() && r["state"] == "serving")
+                        .then(|| r.clone()),
+                )
+            },
+        )
+        .await
+        .unwrap();
+    let fresh_ip = host_ip(&c, fresh["host"].as_str().unwrap());
+    wait_rows(&c, &fresh_ip, fresh["port"].as_u64().unwrap(), 120).await;
+    wait_addresses(&c, "orders.ro.admin", &[&fresh_ip]).await;
+    let (_, events) = c.get(1, "/v1/events?db=orders&limit=1000").await.unwrap();
+    let rebuilt = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "replica-building" && e["message"].as_str().unwrap_or_default().contains(&old_id));
+    assert!(rebuilt, "an event names the replica replaced: {events}");
+}
