@@ -261,6 +261,8 @@ impl AdminState {
             // Both the source (it loses a reader) and the new database change.
             Command::PromoteReplica { name, .. } => Some(name),
             Command::ObserveStorage { database, .. } => Some(database),
+            // A replica serves readers only while healthy.
+            Command::ObserveInstance { instance, .. } => self.instances.get(instance).map(|i| i.database.as_str()),
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
         }

@@ -30,12 +30,12 @@ pub struct FailoverBench {
     /// Kills to measure.
     #[arg(long, default_value_t = 10)]
     pub trials: usize,
-    /// The monitor's probe interval (ms).
-    #[arg(long, default_value_t = 200)]
-    pub monitor_interval_ms: u64,
-    /// Failed probes in a row before a host is lost.
-    #[arg(long, default_value_t = 3)]
-    pub unreachable_after: u32,
+    /// The monitor's probe interval (ms); Keel's default if not given.
+    #[arg(long)]
+    pub monitor_interval_ms: Option<u64>,
+    /// Failed probes in a row before a host is lost; Keel's default if not given.
+    #[arg(long)]
+    pub unreachable_after: Option<u32>,
     /// Kills of Patroni's leader per timer setting (default timers, then tuned); 0 skips Patroni.
     #[arg(long, default_value_t = 10)]
     pub patroni_trials: usize,
@@ -312,7 +312,7 @@ async fn trial(c: &mut Cluster, b: &FailoverBench, n: usize, next_id: &mut i64) 
     let probing = Probing::start(target, *next_id);
     // Writes under way, then a kill at a random phase of the monitor's loop.
     tokio::time::sleep(Duration::from_millis(
-        1_000 + rand::thread_rng().gen_range(0..b.monitor_interval_ms),
+        1_000 + rand::thread_rng().gen_range(0..b.monitor_interval_ms.unwrap_or(1_000)),
     ))
     .await;
     let killed_at = now_ms();
@@ -357,17 +357,15 @@ pub async fn run(b: FailoverBench) -> anyhow::Result<()> {
     if Command::new("dig").arg("-v").output().is_err() {
         bail!("dig is not installed; run scripts/setup.sh --bench");
     }
-    let interval = b.monitor_interval_ms.to_string();
-    let after = b.unreachable_after.to_string();
-    let mut c = Cluster::start(Spec::new(&bin, 3).args(&[
-        "--monitor-interval-ms",
-        &interval,
-        "--unreachable-after",
-        &after,
-        "--scheduler-interval-ms",
-        "500",
-    ]))
-    .await?;
+    let mut args = vec!["--scheduler-interval-ms".to_string(), "500".to_string()];
+    if let Some(ms) = b.monitor_interval_ms {
+        args.extend(["--monitor-interval-ms".to_string(), ms.to_string()]);
+    }
+    if let Some(k) = b.unreachable_after {
+        args.extend(["--unreachable-after".to_string(), k.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = Cluster::start(Spec::new(&bin, 3).args(&args)).await?;
     c.start_hosts(3).await?;
     let body = json!({"name": "bench", "engine": "postgres", "class": "small", "storage_gib": 10,
                       "master_user": "app", "master_password": PASSWORD,
@@ -389,11 +387,17 @@ pub async fn run(b: FailoverBench) -> anyhow::Result<()> {
     let ms = |f: fn(&Trial) -> u64| trials.iter().map(|t| f(t) as f64).collect::<Vec<f64>>();
     let gaps = ms(|t| t.gap);
     let lost: usize = trials.iter().map(|t| t.lost).sum();
+    let monitor = match (b.monitor_interval_ms, b.unreachable_after) {
+        (None, None) => "Keel's defaults".to_string(),
+        (ms, k) => format!(
+            "{} ms × {}",
+            ms.map_or("default".into(), |v| v.to_string()),
+            k.map_or("default".into(), |v| v.to_string())
+        ),
+    };
     println!(
-        "\nKeel failover, kill -9 of the primary's host, {} trials, monitor {} ms × {}:",
-        trials.len(),
-        b.monitor_interval_ms,
-        b.unreachable_after
+        "\nKeel failover, kill -9 of the primary's host, {} trials, monitor {monitor}:",
+        trials.len()
     );
     println!("| | p50 | p95 | max |\n|---|---|---|---|");
     let row = |what: &str, xs: &[f64]| {

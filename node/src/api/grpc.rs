@@ -8,8 +8,10 @@ use tonic::{Request, Response, Status};
 use super::accounts::{AuditPage, CreateAccountRequest, CreateTokenRequest};
 use super::auth::Principal;
 use super::backups::SnapshotRequest;
+use super::databases::SwitchoverRequest;
 use super::grpc_accounts as accounts;
 use super::grpc_databases as dbs;
+use super::replicas::{AddReplicaRequest, PromoteReplicaRequest};
 use super::security_groups::{CreateSecurityGroupRequest, SecurityGroupRulesRequest, SecurityGroupView};
 use super::service::{AddHostRequest, AddNodeRequest, Api, SubmitNoopRequest};
 use super::views::{ClusterStatusView, HostView, OperationView};
@@ -545,6 +547,108 @@ impl Keel for GrpcApi {
         let who = principal(&req)?;
         let s = self.api.describe_snapshot(&who, &req.into_inner().name).await?;
         Ok(Response::new(dbs::snapshot(s)))
+    }
+
+    async fn switchover(&self, req: Request<pb::SwitchoverRequest>) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let asked = SwitchoverRequest {
+            to_zone: opt(r.to_zone),
+            in_maintenance_window: r.in_maintenance_window,
+            request_id: opt(r.request_id),
+        };
+        let out = self.api.switchover(&who, &r.name, asked).await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
+    async fn cancel_switchover(
+        &self,
+        req: Request<pb::CancelSwitchoverRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
+        let out = self.api.cancel_switchover(&who, &req.into_inner().name).await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
+    async fn list_failovers(
+        &self,
+        req: Request<pb::ListFailoversRequest>,
+    ) -> Result<Response<pb::ListFailoversResponse>, Status> {
+        let who = principal(&req)?;
+        let list = self.api.failovers(&who, &req.into_inner().name).await?;
+        Ok(Response::new(pb::ListFailoversResponse {
+            failovers: list.into_iter().map(dbs::failover).collect(),
+        }))
+    }
+
+    async fn standby_plan(
+        &self,
+        req: Request<pb::StandbyPlanRequest>,
+    ) -> Result<Response<pb::StandbyPlanResponse>, Status> {
+        let who = principal(&req)?;
+        let plan = self.api.standby_plan(&who, &req.into_inner().name).await?;
+        Ok(Response::new(pb::StandbyPlanResponse {
+            steps: plan
+                .steps
+                .into_iter()
+                .map(|s| pb::PlanStep {
+                    step: s.step,
+                    detail: s.detail,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn add_replica(
+        &self,
+        req: Request<pb::AddReplicaRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let asked = AddReplicaRequest {
+            zone: opt(r.zone),
+            request_id: opt(r.request_id),
+        };
+        let out = self.api.add_replica(&who, &r.name, asked).await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
+    async fn list_replicas(
+        &self,
+        req: Request<pb::ListReplicasRequest>,
+    ) -> Result<Response<pb::ListReplicasResponse>, Status> {
+        let who = principal(&req)?;
+        let list = self.api.list_replicas(&who, &req.into_inner().name).await?;
+        Ok(Response::new(pb::ListReplicasResponse {
+            replicas: list.into_iter().map(dbs::replica).collect(),
+        }))
+    }
+
+    async fn remove_replica(
+        &self,
+        req: Request<pb::RemoveReplicaRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let out = self
+            .api
+            .remove_replica(&who, &r.name, &r.replica, opt(r.request_id))
+            .await?;
+        Ok(Response::new(dbs::operation(out)))
+    }
+
+    async fn promote_replica(
+        &self,
+        req: Request<pb::PromoteReplicaRequest>,
+    ) -> Result<Response<pb::DatabaseOperation>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let asked = PromoteReplicaRequest {
+            to: r.to,
+            request_id: opt(r.request_id),
+        };
+        let out = self.api.promote_replica(&who, &r.name, &r.replica, asked).await?;
+        Ok(Response::new(dbs::operation(out)))
     }
 
     async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {

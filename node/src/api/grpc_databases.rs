@@ -3,7 +3,8 @@
 use super::backups::RestoreRequest;
 use super::databases::{backup_rpo, recovery_mode, CreateDatabaseRequest, ModifyDatabaseRequest};
 use super::error::ApiError;
-use super::views::{DatabaseOperation, DatabaseView, EventView, ModificationView, SnapshotView};
+use super::replicas::ReplicaView;
+use super::views::{DatabaseOperation, DatabaseView, EventView, FailoverView, ModificationView, SnapshotView};
 use keel_proto::keel as pb;
 use keel_raft_store::wire_name;
 
@@ -190,5 +191,45 @@ pub fn restore_request(r: pb::RestoreDatabaseRequest) -> RestoreRequest {
         zone: opt(r.zone),
         prefer_near_within_min: r.prefer_near_within_min,
         request_id: opt(r.request_id),
+    }
+}
+
+/// A failover's timeline for the wire.
+pub fn failover(f: FailoverView) -> pb::Failover {
+    pb::Failover {
+        id: f.id,
+        reason: f.reason,
+        planned: f.planned,
+        from_instance: f.from_instance,
+        from_host: f.from_host,
+        from_zone: f.from_zone,
+        to_instance: f.to_instance,
+        to_host: f.to_host,
+        to_zone: f.to_zone,
+        generation: f.generation,
+        last_seen_ms: f.last_seen_ms,
+        detected_ms: f.detected_ms,
+        fenced_ms: f.fenced_ms,
+        dns_moved_ms: f.dns_moved_ms,
+        promoted_ms: f.promoted_ms,
+        promotion_committed_ms: f.promotion_committed_ms,
+        first_write_ms: f.first_write_ms,
+        finished_ms: f.finished_ms,
+        error: f.error.unwrap_or_default(),
+    }
+}
+
+/// A read replica for the wire.
+pub fn replica(r: ReplicaView) -> pb::Replica {
+    pb::Replica {
+        id: r.id,
+        host: r.host,
+        zone: r.zone,
+        port: u32::from(r.port),
+        state: r.state,
+        health: r.health,
+        replication_state: r.replication.as_ref().map(|x| x.state.clone()).unwrap_or_default(),
+        replication_lag_bytes: r.replication.as_ref().map_or(0, |x| x.lag_bytes),
+        replication_lag_ms: r.replication.as_ref().and_then(|x| x.replay_lag_ms),
     }
 }

@@ -585,6 +585,7 @@ impl HostManager for HostService {
         }
         let specs = self.instances();
         let probes = futures::future::join_all(specs.iter().map(|spec| self.engine.health(spec, PROBE_WITHIN))).await;
+        self.engine.retain_probes(|id| specs.iter().any(|s| s.id == id));
         let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let instances_health = specs
             .iter()

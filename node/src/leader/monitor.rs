@@ -51,9 +51,21 @@ struct Seen {
     fenced: Vec<FencedInstance>,
 }
 
+/// The shortest time a failure must last before the monitor declares it, whatever the
+/// interval: a stall shorter than this (a loaded machine, an fsync storm) is never a failure.
+pub const DECLARE_AFTER_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// How many failed probes in a row declare a host or instance failed: the configured
+/// number, and never fewer than cover [`DECLARE_AFTER_AT_LEAST`] at this interval.
+pub fn failures_to_declare(configured: u32, interval: Duration) -> u32 {
+    let floor = DECLARE_AFTER_AT_LEAST.as_millis().div_ceil(interval.as_millis().max(1));
+    configured.max(floor.min(u128::from(u32::MAX)) as u32)
+}
+
 /// Run until the term ends.
 pub async fn run(t: Term) {
     let interval = Duration::from_millis(t.config.monitor_interval_ms);
+    let after = failures_to_declare(t.config.unreachable_after, interval);
     // A host answers within its own instance-probe budget plus a margin for a loaded
     // machine, so an instance slow to answer SQL shows as that instance's problem and
     // never as its host's unreachability (a short interval must not shorten it).
@@ -128,12 +140,12 @@ pub async fn run(t: Term) {
                     for i in report.instances_health.iter().filter(|i| i.accepting) {
                         last_seen.insert(i.instance_id.clone(), now);
                     }
-                    healthy(&t, host, &report, &mut instance_failures).await
+                    healthy(&t, host, &report, &mut instance_failures, after).await
                 }
                 Err(problem) => {
                     let n = failures.entry(host.name.clone()).or_default();
                     *n += 1;
-                    if *n >= t.config.unreachable_after && host.health != HostHealth::Unreachable {
+                    if *n >= after && host.health != HostHealth::Unreachable {
                         t.commit(Command::ObserveHost {
                             name: host.name.clone(),
                             reachable: false,
@@ -154,7 +166,7 @@ pub async fn run(t: Term) {
                 }
             }
         }
-        let down_after = interval.as_millis() as u64 * u64::from(t.config.unreachable_after);
+        let down_after = interval.as_millis() as u64 * u64::from(after);
         let lost = t.read(|a| lost_standbys(a, now_ms(), down_after.max(1_000)));
         for l in lost {
             let key = format!("standby:{}", l.database);
@@ -379,8 +391,10 @@ pub fn failed_databases(state: &AdminState) -> Vec<Failed> {
 }
 
 /// The instance transitions a good report from `host` implies, for instances of databases
-/// at rest (an operation owns an instance while it runs). An instance turns unhealthy after
-/// `after` failed probes in a row and recovers at its first good one; `failures` counts.
+/// at rest (an operation owns an instance while it runs; one a failover may pre-empt leaves
+/// the primary and standby watched, never the replica it is building). An instance turns
+/// unhealthy after `after` failed probes in a row and recovers at its first good one;
+/// `failures` counts.
 fn instance_changes(
     state: &AdminState,
     host: &str,
@@ -394,8 +408,11 @@ fn instance_changes(
         .values()
         .filter(|i| i.host == host && i.fenced_at.is_none())
     {
-        let at_rest = state.databases.get(&i.database).is_some_and(|d| state.watched(d));
-        if !at_rest {
+        let watched = state
+            .databases
+            .get(&i.database)
+            .is_some_and(|d| d.at_rest() || (state.watched(d) && i.role != keel_raft_store::InstanceRole::Replica));
+        if !watched {
             failures.remove(&i.id);
             continue;
         }
@@ -439,6 +456,7 @@ async fn healthy(
     host: &Seen,
     report: &HealthReply,
     instance_failures: &mut HashMap<String, u32>,
+    after: u32,
 ) -> Result<(), String> {
     let capacity = HostCapacity {
         instance_slots: report.instance_slots,
@@ -454,7 +472,6 @@ async fn healthy(
         })
         .await?;
     }
-    let after = t.config.unreachable_after;
     let changes = t.read(|a| instance_changes(a, &host.name, report, instance_failures, after));
     for change in changes {
         t.commit(change).await?;
@@ -809,6 +826,25 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_is_declared_after_the_probes_configured_and_never_in_under_a_second() {
+        let ms = Duration::from_millis;
+        for (configured, interval, want) in [
+            (3, 1000, 3),
+            (3, 300, 4),
+            (3, 200, 5),
+            (3, 250, 4),
+            (5, 300, 5),
+            (1, 2000, 1),
+        ] {
+            assert_eq!(
+                failures_to_declare(configured, ms(interval)),
+                want,
+                "{configured} probes every {interval} ms"
+            );
+        }
+    }
+
+    #[test]
     fn instances_turn_unhealthy_after_repeated_failures_and_recover_at_once() {
         let unhealthy = InstanceHealth::Unhealthy {
             problem: "x".into(),
@@ -878,6 +914,40 @@ mod tests {
                 })
                 .collect();
             assert_eq!(got, want, "{status:?} {health:?} after {probes:?}");
+        }
+    }
+
+    #[test]
+    fn while_a_replica_is_built_the_primary_is_watched_and_the_replica_is_not() {
+        for (role, judged) in [(InstanceRole::Primary, true), (InstanceRole::Replica, false)] {
+            let mut s = state(DatabaseStatus::Modifying, InstanceHealth::Healthy);
+            s.instances.get_mut("i1").unwrap().role = role;
+            s.jobs.insert(
+                "j".into(),
+                keel_raft_store::Job {
+                    id: "j".into(),
+                    kind: keel_raft_store::JobKind::AddReplica {
+                        database: "db".into(),
+                        replica: "i1".into(),
+                        replaces: None,
+                    },
+                    request_id: None,
+                    account: String::new(),
+                    state: keel_raft_store::JobState::Running,
+                    submitted_at_ms: 0,
+                    claims: Vec::new(),
+                    completed_fence: None,
+                    finished_at_ms: None,
+                    error: None,
+                },
+            );
+            s.databases.get_mut("db").unwrap().operation = Some("j".into());
+            let mut failures = HashMap::new();
+            let mut last = Vec::new();
+            for _ in 0..3 {
+                last = instance_changes(&s, "h1", &report(Some(false)), &mut failures, 3);
+            }
+            assert_eq!(!last.is_empty(), judged, "{role:?}: {last:?}");
         }
     }
 

@@ -103,6 +103,7 @@ async fn databases_over_grpc() {
             class: "micro".into(),
             storage_gib: 1,
             master_user: "app".into(),
+            backup_retention_days: Some(0),
             ..Default::default()
         })
         .await
@@ -180,6 +181,42 @@ async fn databases_over_grpc() {
         "{:?}",
         events.events
     );
+
+    // The high-availability calls answer over gRPC as over HTTP: nothing yet, and
+    // refusals with what to do.
+    let replicas = client
+        .list_replicas(keel_proto::keel::ListReplicasRequest { name: "viagrpc".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(replicas.replicas.is_empty());
+    let failovers = client
+        .list_failovers(keel_proto::keel::ListFailoversRequest { name: "viagrpc".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(failovers.failovers.is_empty());
+    let no_backups = client
+        .add_replica(keel_proto::keel::AddReplicaRequest {
+            name: "viagrpc".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a replica is built from backups, and this database keeps none");
+    assert!(no_backups.message().contains("retention 0"), "{no_backups:?}");
+    let not_multi_az = client
+        .switchover(keel_proto::keel::SwitchoverRequest {
+            name: "viagrpc".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not Multi-AZ");
+    assert!(not_multi_az.message().contains("not Multi-AZ"), "{not_multi_az:?}");
+    let missing = client
+        .list_replicas(keel_proto::keel::ListReplicasRequest { name: "nosuch".into() })
+        .await
+        .expect_err("an unknown database");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
 
     let bad = client
         .create_database(CreateDatabaseRequest {

@@ -39,22 +39,22 @@ pub(crate) struct SwitchOver<'a> {
 
 impl AdminState {
     /// Whether the monitor may act on a failure of `db`'s primary: at rest, or busy only
-    /// with a snapshot, which a failover pre-empts (it changes nothing the failover relies
-    /// on, and finishes on its own).
+    /// with a snapshot or a read replica's build, which a failover pre-empts (neither
+    /// changes anything the failover relies on, and each finishes on its own; a replica
+    /// the failover caught half built follows no lineage, and is rebuilt from the new one).
     pub fn watched(&self, db: &Database) -> bool {
         if db.at_rest() {
             return true;
         }
-        let preemptible = db
-            .operation
-            .as_ref()
-            .and_then(|op| self.jobs.get(op))
-            .is_some_and(|j| matches!(j.kind, JobKind::SnapshotDatabase { .. }));
-        preemptible
-            && matches!(
+        let kind = db.operation.as_ref().and_then(|op| self.jobs.get(op)).map(|j| &j.kind);
+        match kind {
+            Some(JobKind::SnapshotDatabase { .. }) => matches!(
                 db.status,
                 DatabaseStatus::Available | DatabaseStatus::StorageFull | DatabaseStatus::BackingUp
-            )
+            ),
+            Some(JobKind::AddReplica { .. }) => db.status == DatabaseStatus::Modifying,
+            _ => false,
+        }
     }
 
     /// The database's failovers, oldest first.

@@ -547,6 +547,47 @@ mod tests {
         assert_eq!(copy.endpoint.as_ref().map(|e| e.host.as_str()), Some(i_host(&s)));
     }
 
+    #[test]
+    fn a_failover_pre_empts_a_replica_build_and_the_replica_is_rebuilt_from_the_new_lineage() {
+        let mut s = state();
+        // A synchronous standby on h3 (zone b).
+        s.instances.insert(
+            "s".into(),
+            Instance {
+                id: "s".into(),
+                database: DB.into(),
+                role: InstanceRole::Standby,
+                host: "h3".into(),
+                port: 5432,
+                ..Instance::default()
+            },
+        );
+        let db = s.databases.get_mut(DB).unwrap();
+        db.spec.multi_az = true;
+        db.instances.push("s".into());
+        db.sync_standby = Some("s".into());
+        add(&mut s, 3, "j2", Some("a"), None);
+        assert!(s.watched(&s.databases[DB]), "a replica's build does not hide a failure");
+        let fail = Command::FailoverDatabase {
+            job_id: "f4".into(),
+            name: DB.into(),
+            standby: "s".into(),
+            reason: "primary gone".into(),
+            detected_ms: 4,
+            last_seen_ms: 3,
+        };
+        assert!(matches!(s.apply(4, &Proposal::new(4, fail)), Response::Database { .. }));
+        let db = &s.databases[DB];
+        assert_eq!(db.operation.as_deref(), Some("f4"));
+        assert_eq!(db.instances, vec!["s".to_string(), "r-j2".to_string()]);
+        // The build's workflow ends later: nothing changes; the replica follows no lineage,
+        // so it serves no reader until the scheduler has rebuilt it.
+        let kind = s.jobs["j2"].kind.clone();
+        s.conclude_preempted(5, 5, &kind, &super::super::databases::Outcome::Succeeded);
+        assert!(s.replica_stale(&s.instances["r-j2"]) && !s.replica_serves(&s.instances["r-j2"]));
+        assert_eq!(s.databases[DB].operation.as_deref(), Some("f4"));
+    }
+
     fn i_host(s: &AdminState) -> &str {
         &s.instances["r-j2"].host
     }

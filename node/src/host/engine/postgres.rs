@@ -26,6 +26,9 @@ pub struct Postgres {
     template_lock: Mutex<()>,
     /// The host's TLS material, for Multi-AZ databases' replication links.
     pub(super) replication_tls: Option<super::replication::ReplicationTls>,
+    /// One open connection per instance for health probes: a probe is then a round trip,
+    /// not a new backend process, so the monitor may probe several times a second.
+    probe_clients: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Client>>,
 }
 
 pub(super) fn io(what: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
@@ -84,6 +87,7 @@ impl Postgres {
             run_as: postgres_user()?,
             template_lock: Mutex::new(()),
             replication_tls: None,
+            probe_clients: Default::default(),
         })
     }
 
@@ -569,6 +573,15 @@ impl Postgres {
         config
     }
 
+    /// Close the probe connections of instances `keep` refuses (destroyed, or no longer
+    /// this host's).
+    pub fn retain_probes(&self, keep: impl Fn(&str) -> bool) {
+        self.probe_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| keep(id));
+    }
+
     /// Bytes the instance's volume holds (a directory walk: callers cache it).
     pub fn used_bytes(&self, id: &str) -> u64 {
         dir_size(&self.volume(id))
@@ -586,24 +599,45 @@ impl Postgres {
             };
         }
         let config = self.superuser(spec, within);
+        // The connection the last good probe left, if it is still open; else a new one. A
+        // probe that fails or times out drops its connection, so the next one reconnects
+        // (and a postmaster that stopped answering is seen as such either way).
+        let cached = self
+            .probe_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&spec.id)
+            .filter(|c| !c.is_closed());
         let probe = async {
-            let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let client = match cached {
+                Some(client) => client,
+                None => {
+                    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(conn);
+                    client
+                }
+            };
             client.simple_query("SELECT 1").await?;
             // Best effort: an answer without the replication views is still an answer.
             let standbys = Self::standbys_status(&client, spec).await.unwrap_or_default();
             let upstream = Self::upstream_status(&client, spec).await.unwrap_or_default();
-            Ok::<_, tokio_postgres::Error>((standbys, upstream))
+            Ok::<_, tokio_postgres::Error>((client, standbys, upstream))
         };
         match tokio::time::timeout(within, probe).await {
-            Ok(Ok((standbys, upstream))) => Health {
-                running: true,
-                accepting: true,
-                used_bytes,
-                problem: None,
-                standbys,
-                upstream,
-            },
+            Ok(Ok((client, standbys, upstream))) => {
+                self.probe_clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(spec.id.clone(), client);
+                Health {
+                    running: true,
+                    accepting: true,
+                    used_bytes,
+                    problem: None,
+                    standbys,
+                    upstream,
+                }
+            }
             Ok(Err(e)) => Health {
                 running: true,
                 accepting: false,
