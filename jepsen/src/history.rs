@@ -167,6 +167,12 @@ pub fn two_writable(history: &History) -> Option<String> {
     None
 }
 
+/// Whether `e` certainly means the statement did not happen: the server answered it with
+/// an ERROR on a connection that is still open.
+fn refused(e: &tokio_postgres::Error) -> bool {
+    !e.is_closed() && e.as_db_error().is_some_and(|d| d.severity() == "ERROR")
+}
+
 /// `user`/`password` on `addr:port`, database `postgres`.
 pub async fn connect(addr: &str, port: u16, user: &str, password: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::Config::new()
@@ -252,8 +258,10 @@ impl Writer {
                     let insert = client.execute("INSERT INTO t (id) VALUES ($1)", &params);
                     match tokio::time::timeout(Duration::from_secs(2), insert).await {
                         Ok(Ok(_)) => h.push(process, Kind::Ok, "insert", id, &target, None),
-                        // The server refused it (read-only, terminated before the commit…).
-                        Ok(Err(e)) if e.as_db_error().is_some() && !e.is_closed() => {
+                        // The server refused it with an ERROR: it did not happen. A FATAL (a
+                        // session terminated while its commit waited for the standby) or a
+                        // broken connection leaves it unknown: it may be committed.
+                        Ok(Err(e)) if refused(&e) => {
                             h.push(process, Kind::Fail, "insert", id, &target, Some(e.to_string()));
                             break;
                         }
@@ -319,8 +327,12 @@ pub async fn probe(h: &mut History, process: u32, addr: &str, port: u16, user: &
             h.push(process, Kind::Ok, "insert", id, &target, None);
             true
         }
-        Ok(Err(e)) => {
+        Ok(Err(e)) if refused(&e) => {
             h.push(process, Kind::Fail, "insert", id, &target, Some(e.to_string()));
+            false
+        }
+        Ok(Err(e)) => {
+            h.push(process, Kind::Info, "insert", id, &target, Some(e.to_string()));
             false
         }
         Err(_) => {

@@ -43,7 +43,13 @@ impl Net {
         let n = std::process::id()
             .wrapping_mul(7)
             .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
-        let k = 20 + n % 200;
+        // A /24 no interface of this machine is on (another run's bridge may be).
+        let taken = Command::new("ip").args(["-o", "-4", "addr", "show"]).output()?;
+        let taken = String::from_utf8_lossy(&taken.stdout).into_owned();
+        let k = (0..200)
+            .map(|step| 20 + (n + step) % 200)
+            .find(|k| !taken.contains(&format!(" 10.99.{k}.")))
+            .context("every 10.99.x.0/24 subnet for test hosts is taken")?;
         let tag = format!("{:x}", n % 0xfffff);
         let mut net = Net {
             bridge: format!("kb{tag}"),

@@ -719,6 +719,10 @@ pub enum JobKind {
         /// The stale replica it replaces, if a rebuild.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaces: Option<String>,
+        /// The lineage it is built from (the database's when queued): a build a failover
+        /// overtook follows a lineage the database left, and is not recorded as serving.
+        #[serde(default)]
+        lineage: String,
     },
     /// Drop a removed (fenced) replica's slot on the primary and destroy it.
     RemoveReplica {

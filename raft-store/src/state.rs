@@ -224,28 +224,28 @@ impl AdminState {
         }
         // Every command that can change a database's existence, status or endpoint moves the
         // DNS serial, so all nodes publish the same serial for the same zone contents.
-        if self.zone_change(proposal, &response).is_some() {
+        if !self.zone_changes(proposal, &response).is_empty() {
             self.dns_serial = index;
         }
         response
     }
 
-    /// The database whose published DNS records `proposal`, just applied with `response`,
-    /// may have changed (nothing when it was rejected).
-    pub fn zone_change<'a>(&'a self, proposal: &'a Proposal, response: &Response) -> Option<&'a str> {
+    /// The databases whose published DNS records `proposal`, just applied with `response`,
+    /// may have changed (none when it was refused).
+    pub fn zone_changes<'a>(&'a self, proposal: &'a Proposal, response: &Response) -> Vec<&'a str> {
         if matches!(response, Response::Rejected { .. }) {
-            return None;
+            return Vec::new();
         }
-        match &proposal.command {
+        let key_of = |name: &str, account: &str| {
+            self.databases
+                .get_key_value(&database_key(name, account))
+                .map(|(key, _)| key.as_str())
+        };
+        let one = match &proposal.command {
             // A create names the database and its account; everything after uses the key.
-            Command::CreateDatabase { name, account, .. } => self
-                .databases
-                .get_key_value(&database_key(name, account))
-                .map(|(key, _)| key.as_str()),
-            Command::RestoreDatabase { name, account, .. } => self
-                .databases
-                .get_key_value(&database_key(name, account))
-                .map(|(key, _)| key.as_str()),
+            Command::CreateDatabase { name, account, .. } | Command::RestoreDatabase { name, account, .. } => {
+                key_of(name, account)
+            }
             Command::ModifyDatabase { name, .. }
             | Command::DeleteDatabase { name, .. }
             | Command::SnapshotDatabase { name, .. }
@@ -257,15 +257,33 @@ impl AdminState {
             | Command::CancelSwitchover { name }
             | Command::AddReplica { name, .. }
             | Command::RemoveReplica { name, .. }
-            | Command::ReclaimFenced { name, .. } => Some(name),
-            // Both the source (it loses a reader) and the new database change.
-            Command::PromoteReplica { name, .. } => Some(name),
-            Command::ObserveStorage { database, .. } => Some(database),
-            // A replica serves readers only while healthy.
+            | Command::ReclaimFenced { name, .. } => Some(name.as_str()),
+            // The source loses a reader, and the new database appears.
+            Command::PromoteReplica { name, to, .. } => {
+                let account = name.split_once('.').map_or("", |(_, a)| a);
+                return [Some(name.as_str()), key_of(to, account)]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            }
+            Command::ObserveStorage { database, .. } => Some(database.as_str()),
+            // A replica serves readers only while healthy and on a host that answers.
             Command::ObserveInstance { instance, .. } => self.instances.get(instance).map(|i| i.database.as_str()),
+            Command::ObserveHost { name, .. } => {
+                let mut with_replicas: Vec<&str> = self
+                    .instances
+                    .values()
+                    .filter(|i| i.host == *name && i.role == InstanceRole::Replica)
+                    .map(|i| i.database.as_str())
+                    .collect();
+                with_replicas.sort_unstable();
+                with_replicas.dedup();
+                return with_replicas;
+            }
             Command::FinishWorkflow { workflow_id, .. } => self.workflows.get(workflow_id).map(|w| w.database.as_str()),
             _ => None,
-        }
+        };
+        one.into_iter().collect()
     }
 
     /// Whose resource a command is about, read before it applies (a delete removes it).

@@ -334,7 +334,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         } = &mut *applied;
                         let apply = |p: &crate::Proposal| {
                             let response = state.apply(index, p);
-                            if let Some(name) = state.zone_change(p, &response) {
+                            for name in state.zone_changes(p, &response) {
                                 zone_journal.record(index, name);
                             }
                             response

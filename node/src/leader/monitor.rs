@@ -392,7 +392,7 @@ pub fn failed_databases(state: &AdminState) -> Vec<Failed> {
 
 /// The instance transitions a good report from `host` implies, for instances of databases
 /// at rest (an operation owns an instance while it runs; one a failover may pre-empt leaves
-/// the primary and standby watched, never the replica it is building). An instance turns
+/// the others watched, never the replica it is building). An instance turns
 /// unhealthy after `after` failed probes in a row and recovers at its first good one;
 /// `failures` counts.
 fn instance_changes(
@@ -408,10 +408,12 @@ fn instance_changes(
         .values()
         .filter(|i| i.host == host && i.fenced_at.is_none())
     {
-        let watched = state
-            .databases
-            .get(&i.database)
-            .is_some_and(|d| d.at_rest() || (state.watched(d) && i.role != keel_raft_store::InstanceRole::Replica));
+        let watched = state.databases.get(&i.database).is_some_and(|d| {
+            let building = d.operation.as_ref().and_then(|op| state.jobs.get(op)).is_some_and(
+                |j| matches!(&j.kind, keel_raft_store::JobKind::AddReplica { replica, .. } if *replica == i.id),
+            );
+            d.at_rest() || (state.watched(d) && !building)
+        });
         if !watched {
             failures.remove(&i.id);
             continue;
@@ -918,18 +920,21 @@ mod tests {
     }
 
     #[test]
-    fn while_a_replica_is_built_the_primary_is_watched_and_the_replica_is_not() {
-        for (role, judged) in [(InstanceRole::Primary, true), (InstanceRole::Replica, false)] {
+    fn while_a_replica_is_built_the_others_are_watched_and_it_is_not() {
+        for (id, judged) in [("i1", true), ("being-built", false)] {
             let mut s = state(DatabaseStatus::Modifying, InstanceHealth::Healthy);
-            s.instances.get_mut("i1").unwrap().role = role;
+            let mut i = s.instances.remove("i1").unwrap();
+            i.id = id.into();
+            s.instances.insert(id.into(), i);
             s.jobs.insert(
                 "j".into(),
                 keel_raft_store::Job {
                     id: "j".into(),
                     kind: keel_raft_store::JobKind::AddReplica {
                         database: "db".into(),
-                        replica: "i1".into(),
+                        replica: "being-built".into(),
                         replaces: None,
+                        lineage: String::new(),
                     },
                     request_id: None,
                     account: String::new(),
@@ -947,7 +952,7 @@ mod tests {
             for _ in 0..3 {
                 last = instance_changes(&s, "h1", &report(Some(false)), &mut failures, 3);
             }
-            assert_eq!(!last.is_empty(), judged, "{role:?}: {last:?}");
+            assert_eq!(!last.is_empty(), judged, "{id}: {last:?}");
         }
     }
 

@@ -210,9 +210,10 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             add(TaskAction::BuildStandby, &replica.host, &replica.id);
         }
         JobKind::RemoveReplica { replica, .. } => {
-            // The replica is out of the members: the primary drops its slot (where its host
-            // answers; else a later prepare does), then it is destroyed.
-            if let Some(p) = state.primary_of(name).filter(|p| answers(state, &p.host)) {
+            // The replica is out of the members: the primary drops its slot (else it keeps
+            // WAL for ever; a primary that does not answer fails the job, and the scheduler's
+            // reclaim does both later), then it is destroyed.
+            if let Some(p) = state.primary_of(name) {
                 add(TaskAction::PrepareStandby, &p.host, &p.id);
             }
             let replica = state
@@ -223,8 +224,9 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
         }
         JobKind::PromoteReplica { source, replica, .. } => {
             // Cut off first (the source's primary drops its slot, ending its stream), so it
-            // never replays the source's writes after it takes its own; then promoted.
-            if let Some(p) = state.primary_of(source).filter(|p| answers(state, &p.host)) {
+            // never replays the source's writes after it takes its own, and the source keeps
+            // no WAL for it; then promoted.
+            if let Some(p) = state.primary_of(source) {
                 add(TaskAction::PrepareStandby, &p.host, &p.id);
             }
             let replica = state
@@ -235,6 +237,15 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             add(TaskAction::Check, &replica.host, &replica.id);
         }
         JobKind::ReclaimFenced { instances, .. } => {
+            // A removed replica's slot goes from the primary first (its removal could not
+            // reach the primary), so no slot keeps WAL for an instance that is gone.
+            let replica = instances
+                .iter()
+                .filter_map(|id| state.instances.get(id))
+                .any(|i| i.role == InstanceRole::Replica);
+            if let Some(p) = state.primary_of(name).filter(|_| replica) {
+                add(TaskAction::PrepareStandby, &p.host, &p.id);
+            }
             for i in instances.iter().filter_map(|id| state.instances.get(id)) {
                 add(TaskAction::Destroy, &i.host, &i.id);
             }
@@ -778,12 +789,10 @@ fn replication_spec(
     action: TaskAction,
 ) -> Option<ReplicationSpec> {
     let db = state.databases.get(&instance.database)?;
-    if let JobKind::ModifyDatabase { modification, .. } = &job.kind {
-        // Leaving Multi-AZ: the primary keeps no slot and waits for no one.
-        if modification.multi_az == Some(false) && !undo {
-            return None;
-        }
-    }
+    // Leaving Multi-AZ: the primary keeps no slot for the standby and waits for no one
+    // (its read replicas stay).
+    let leaving = matches!(&job.kind, JobKind::ModifyDatabase { modification, .. }
+        if modification.multi_az == Some(false) && !undo);
     let adding = match &job.kind {
         JobKind::AddStandby { standby, .. } => Some(standby.as_str()),
         JobKind::AddReplica { replica, .. } => Some(replica.as_str()),
@@ -795,16 +804,18 @@ fn replication_spec(
         .iter()
         .filter_map(|id| state.instances.get(id))
         .filter(|i| i.role != InstanceRole::Primary && i.fenced_at.is_none())
+        .filter(|i| !(leaving && i.role == InstanceRole::Standby))
         // Undoing an add-standby: the primary as it was, without the new one's slot.
         .filter(|i| !(undo && adding == Some(i.id.as_str())))
         .map(|i| i.id.clone())
         .collect();
-    if !db.spec.multi_az && standbys.is_empty() {
+    if (!db.spec.multi_az || leaving) && standbys.is_empty() {
         return None;
     }
     match instance.role {
         InstanceRole::Primary => Some(ReplicationSpec {
             sync_standby: match adding {
+                _ if leaving => None,
                 Some(new) if !undo && action == TaskAction::SyncStandby => Some(new.to_string()),
                 _ => db.sync_standby.clone(),
             },
@@ -1067,6 +1078,23 @@ mod tests {
         assert_eq!(steps, [("prepare-standby", "i1".into()), ("destroy", "s".into())]);
         let spec = instance_spec(&s, &job, "i1", false, TaskAction::PrepareStandby).unwrap();
         assert_eq!(spec.replication, None, "no slot, no synchronous standby");
+
+        // With a read replica, the primary keeps its slot (and the replica streams on).
+        s.instances.insert(
+            "r".into(),
+            keel_raft_store::Instance {
+                id: "r".into(),
+                database: "orders.acme".into(),
+                role: InstanceRole::Replica,
+                host: "h2".into(),
+                port: 5433,
+                ..keel_raft_store::Instance::default()
+            },
+        );
+        s.databases.get_mut("orders.acme").unwrap().instances.push("r".into());
+        let spec = instance_spec(&s, &job, "i1", false, TaskAction::PrepareStandby).unwrap();
+        let kept = spec.replication.expect("the replica's slot");
+        assert_eq!((kept.standbys, kept.sync_standby), (vec!["r".to_string()], None));
     }
 
     /// A modify job of `orders` in `acme` (the database `state_with_db` makes).

@@ -68,7 +68,9 @@ pub async fn run(t: Term) {
                     due.push(Due::Standby(d.key()));
                 } else if let Some(stale) = replica_due(a, d, now) {
                     due.push(Due::Replica(d.key(), stale));
-                } else if let Some(fenced) = reclaim_due(a, d, now) {
+                }
+                // A reclaim holds no operation slot: it goes beside whatever else is due.
+                if let Some(fenced) = reclaim_due(a, d, now) {
                     due.push(Due::Reclaim(d.key(), fenced));
                 }
             }

@@ -425,8 +425,8 @@ impl AdminState {
             self.conclude_reclaim(std::slice::from_ref(replica), *outcome == Outcome::Succeeded);
             return;
         }
-        if let JobKind::AddReplica { replica, replaces, .. } = kind {
-            self.conclude_add_replica(index, at, &name, replica, replaces.is_some(), outcome.error());
+        if let JobKind::AddReplica { .. } = kind {
+            self.conclude_add_replica(index, at, kind, outcome.error());
             return;
         }
         if let JobKind::FailoverDatabase { .. } = kind {
@@ -516,7 +516,7 @@ impl AdminState {
                         "recovering it failed; `keel db recover` tries again, or delete it"
                     }
                     JobKind::PromoteReplica { .. } => {
-                        "promoting the replica failed; delete this database (its source is unchanged)"
+                        "promoting the replica failed; delete this database (its source runs on without the replica)"
                     }
                     _ => "its instance may be in an unknown state; retry the modify, or delete it",
                 };

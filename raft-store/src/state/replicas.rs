@@ -45,14 +45,19 @@ impl AdminState {
     }
 
     /// Whether replica `i` serves readers: built from its database's current lineage, so it
-    /// follows the primary that takes writes now, and healthy.
+    /// follows the primary that takes writes now, healthy, and on a host that answers.
     pub fn replica_serves(&self, i: &Instance) -> bool {
         let current = self.databases.get(&i.database).map(Database::lineage);
+        let host_up = self
+            .hosts
+            .get(&i.host)
+            .is_some_and(|h| h.health != HostHealth::Unreachable);
         i.role == InstanceRole::Replica
             && i.fenced_at.is_none()
             && i.follows.is_some()
             && i.follows == current
             && i.health == InstanceHealth::Healthy
+            && host_up
     }
 
     /// The zone of `host` (empty if it is not registered).
@@ -125,7 +130,15 @@ impl AdminState {
             .filter_map(|id| self.instances.get(id))
             .map(|i| i.host.as_str())
             .collect();
-        let (host, port) = match self.place_beside(zone.as_deref(), &busy_hosts, Some(primary.port)) {
+        // A rebuild goes back to its old zone if that has room, else anywhere; a zone a
+        // user named is kept to.
+        let placed = self
+            .place_beside(zone.as_deref(), &busy_hosts, Some(primary.port))
+            .or_else(|refused| match (r.zone, r.replaces) {
+                (None, Some(_)) => self.place_beside(None, &busy_hosts, Some(primary.port)),
+                _ => Err(refused),
+            });
+        let (host, port) = match placed {
             Ok(p) => p,
             Err(rejection) => return Response::Rejected { rejection },
         };
@@ -134,6 +147,7 @@ impl AdminState {
             database: r.name.to_string(),
             replica: r.instance_id.to_string(),
             replaces: r.replaces.map(str::to_string),
+            lineage: db.lineage(),
         };
         let job = match self.enqueue(index, at, r.job_id, r.request, kind, &account) {
             Ok(job) => job,
@@ -172,28 +186,34 @@ impl AdminState {
     }
 
     /// An add-replica job ended: the replica serves readers, or (failed) is gone; a failed
-    /// rebuild keeps its record, so the scheduler tries again.
-    pub(super) fn conclude_add_replica(
-        &mut self,
-        index: u64,
-        at: Millis,
-        database: &str,
-        replica: &str,
-        rebuild: bool,
-        error: Option<&str>,
-    ) {
-        let lineage = self.databases.get(database).map(Database::lineage);
+    /// rebuild keeps its record, so the scheduler tries again. A build from a lineage the
+    /// database has left since (a failover overtook it) is recorded as following none, so
+    /// it serves no reader and is rebuilt.
+    pub(super) fn conclude_add_replica(&mut self, index: u64, at: Millis, kind: &JobKind, error: Option<&str>) {
+        let JobKind::AddReplica {
+            database,
+            replica,
+            replaces,
+            lineage: built_from,
+        } = kind
+        else {
+            return;
+        };
+        let (database, replica, rebuild) = (database.as_str(), replica.as_str(), replaces.is_some());
+        let current = self.databases.get(database).map(Database::lineage);
         let place = self
             .instances
             .get(replica)
             .map(|i| (i.host.clone(), self.zone_of(&i.host), i.port));
+        // Removed (fenced) meanwhile: its record stays for the reclaim to destroy it.
+        let fenced = self.instances.get(replica).is_some_and(|i| i.fenced_at.is_some());
         match error {
             None => {
                 if let Some(i) = self.instances.get_mut(replica) {
-                    i.follows = lineage;
+                    i.follows = current.filter(|l| l == built_from);
                 }
             }
-            Some(_) if !rebuild => {
+            Some(_) if !rebuild && !fenced => {
                 self.instances.remove(replica);
                 if let Some(db) = self.databases.get_mut(database) {
                     db.instances.retain(|i| i != replica);
@@ -249,6 +269,17 @@ impl AdminState {
                 "replica",
                 &format!("{replica} of {short} (`keel db replica list {short}` lists them)"),
             );
+        }
+        // One being built is the build's until it ends.
+        let building = db
+            .operation
+            .as_ref()
+            .and_then(|op| self.jobs.get(op))
+            .is_some_and(|j| matches!(&j.kind, JobKind::AddReplica { replica: r, .. } if r == replica));
+        if building {
+            if let Some(refused) = self.busy(db) {
+                return refused;
+            }
         }
         let (account, generation) = (db.account.clone(), db.generation);
         let kind = JobKind::RemoveReplica {
@@ -586,6 +617,47 @@ mod tests {
         s.conclude_preempted(5, 5, &kind, &super::super::databases::Outcome::Succeeded);
         assert!(s.replica_stale(&s.instances["r-j2"]) && !s.replica_serves(&s.instances["r-j2"]));
         assert_eq!(s.databases[DB].operation.as_deref(), Some("f4"));
+    }
+
+    #[test]
+    fn a_build_a_failover_overtook_never_serves_and_one_under_way_cannot_be_removed() {
+        let mut s = state();
+        add(&mut s, 3, "j2", None, None);
+        let remove = Command::RemoveReplica {
+            job_id: "j3".into(),
+            request: None,
+            name: DB.into(),
+            replica: "r-j2".into(),
+        };
+        assert!(refused(s.apply(4, &Proposal::new(4, remove))).contains("busy"));
+        // A failover came and went while it was built from the old lineage.
+        let db = s.databases.get_mut(DB).unwrap();
+        db.lineage = "f9".into();
+        db.operation = None;
+        db.status = DatabaseStatus::Available;
+        finish(&mut s, "j2", None);
+        let r = &s.instances["r-j2"];
+        assert_eq!(r.follows, None, "it follows the old primary: no lineage");
+        assert!(s.replica_stale(r) && !s.replica_serves(r));
+    }
+
+    #[test]
+    fn a_replica_on_a_host_that_stopped_answering_serves_no_reader() {
+        let mut s = state();
+        add(&mut s, 3, "j2", None, None);
+        finish(&mut s, "j2", None);
+        let host = s.instances["r-j2"].host.clone();
+        assert!(s.replica_serves(&s.instances["r-j2"]));
+        let lost = Command::ObserveHost {
+            name: host,
+            reachable: false,
+            capacity: None,
+            problem: Some("gone".into()),
+        };
+        let p = Proposal::new(5, lost);
+        let r = s.apply(5, &p);
+        assert_eq!(s.zone_changes(&p, &r), [DB], "its reader names are republished");
+        assert!(!s.replica_serves(&s.instances["r-j2"]));
     }
 
     fn i_host(s: &AdminState) -> &str {

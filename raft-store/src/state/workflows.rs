@@ -529,7 +529,7 @@ mod tests {
                 instance_id: String::new(),
             },
         );
-        assert_eq!(h.s.zone_change(&create, &Response::Done), Some("db.other"));
+        assert_eq!(h.s.zone_changes(&create, &Response::Done), ["db.other"]);
         assert_eq!(h.s.jobs["j2"].account, "other");
     }
 

@@ -18,6 +18,9 @@ use tokio::sync::Mutex;
 
 use super::{EngineError, Health, InstanceSpec};
 
+/// How long a health probe's kept connection is used before a new one is opened.
+const PROBE_REOPEN: Duration = Duration::from_secs(5);
+
 /// The PostgreSQL engine of one host.
 pub struct Postgres {
     bin_dir: PathBuf,
@@ -26,9 +29,10 @@ pub struct Postgres {
     template_lock: Mutex<()>,
     /// The host's TLS material, for Multi-AZ databases' replication links.
     pub(super) replication_tls: Option<super::replication::ReplicationTls>,
-    /// One open connection per instance for health probes: a probe is then a round trip,
-    /// not a new backend process, so the monitor may probe several times a second.
-    probe_clients: std::sync::Mutex<std::collections::HashMap<String, tokio_postgres::Client>>,
+    /// One open connection per instance for health probes (and when it was opened): a probe
+    /// is then a round trip, not a new backend process, so the monitor may probe several
+    /// times a second.
+    probe_clients: std::sync::Mutex<std::collections::HashMap<String, (tokio_postgres::Client, std::time::Instant)>>,
 }
 
 pub(super) fn io(what: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
@@ -599,29 +603,33 @@ impl Postgres {
             };
         }
         let config = self.superuser(spec, within);
-        // The connection the last good probe left, if it is still open; else a new one. A
-        // probe that fails or times out drops its connection, so the next one reconnects
-        // (and a postmaster that stopped answering is seen as such either way).
+        // The connection the last good probe left, if it is open and young; else a new one.
+        // A kept connection that fails gets one retry on a new one (a restart closed it), and
+        // none is kept past PROBE_REOPEN, so a postmaster that no longer takes connections
+        // is seen even while an old backend still answers.
         let cached = self
             .probe_clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&spec.id)
-            .filter(|c| !c.is_closed());
-        let probe = async {
-            let client = match cached {
-                Some(client) => client,
-                None => {
-                    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-                    tokio::spawn(conn);
-                    client
-                }
-            };
+            .filter(|(c, opened)| !c.is_closed() && opened.elapsed() < PROBE_REOPEN);
+        let ask = |client: tokio_postgres::Client| async move {
             client.simple_query("SELECT 1").await?;
             // Best effort: an answer without the replication views is still an answer.
             let standbys = Self::standbys_status(&client, spec).await.unwrap_or_default();
             let upstream = Self::upstream_status(&client, spec).await.unwrap_or_default();
             Ok::<_, tokio_postgres::Error>((client, standbys, upstream))
+        };
+        let probe = async {
+            if let Some((client, opened)) = cached {
+                if let Ok((client, standbys, upstream)) = ask(client).await {
+                    return Ok(((client, opened), standbys, upstream));
+                }
+            }
+            let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            let (client, standbys, upstream) = ask(client).await?;
+            Ok::<_, tokio_postgres::Error>(((client, std::time::Instant::now()), standbys, upstream))
         };
         match tokio::time::timeout(within, probe).await {
             Ok(Ok((client, standbys, upstream))) => {
