@@ -482,17 +482,32 @@ mod tests {
             .collect()
     }
 
+    fn reader(host: &str, addr: &str, zone: &str) -> crate::Reader {
+        crate::Reader {
+            host: host.into(),
+            addr: addr.parse().unwrap(),
+            port: 5434,
+            zone: zone.into(),
+        }
+    }
+
     #[tokio::test]
     async fn changes_serve_exactly_what_a_whole_table_would() {
+        // `a` loses its replica in zone b (its reader names there and h4's address go);
+        // `c` gains one in zone c.
+        let mut a_before = db("a", "available", Some(("h1", "10.0.0.1")));
+        a_before.readers = vec![reader("h4", "10.0.0.4", "b")];
+        let mut c_after = db("c", "available", Some(("h1", "10.0.0.1")));
+        c_after.readers = vec![reader("h5", "10.0.0.5", "c")];
         let before = vec![
-            db("a", "available", Some(("h1", "10.0.0.1"))),
+            a_before,
             db("b", "available", Some(("h2", "10.0.0.2"))),
             db("c", "creating", None),
             db("e", "available", Some(("h1", "10.0.0.1"))),
         ];
         let after = vec![
             db("a", "available", Some(("h3", "10.0.0.3"))),
-            db("c", "available", Some(("h1", "10.0.0.1"))),
+            c_after,
             db("d", "available", Some(("h1", "10.0.0.1"))),
             db("e", "hibernated", None),
         ];
@@ -529,5 +544,14 @@ mod tests {
         let names: Vec<String> = expected.iter().map(|(k, _)| k.name().to_string()).collect();
         assert!(!names.iter().any(|n| n.starts_with("h2.hosts")), "{names:?}");
         assert!(names.iter().any(|n| n.starts_with("h1.hosts")), "{names:?}");
+        // a's old replica: its zone's reader names and its host's address are gone.
+        assert!(
+            !names.iter().any(|n| n.contains("a.ro.b") || n.starts_with("h4.hosts")),
+            "{names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n.starts_with("c.ro.c")) && names.iter().any(|n| n.starts_with("h5.hosts")),
+            "{names:?}"
+        );
     }
 }

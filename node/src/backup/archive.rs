@@ -37,6 +37,9 @@ const TICK: Duration = Duration::from_millis(200);
 /// Pause before restarting a failed `pg_receivewal`.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
+/// The longest the archive's slot may take to be made before it is tried again.
+const SLOT_WITHIN: Duration = Duration::from_secs(30);
+
 /// How far an instance's archive reaches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Coverage {
@@ -153,12 +156,17 @@ struct Uploaded {
 
 impl Archive {
     async fn run(self, stop: CancellationToken) {
-        if let Err(e) = std::fs::create_dir_all(&self.spool)
+        // Retried, not given up: the host sees this archive as running, and would never
+        // start another for the instance.
+        while let Err(e) = std::fs::create_dir_all(&self.spool)
             .map_err(|e| e.to_string())
             .and_then(|()| self.engine.chown(&self.spool).map_err(|e| e.to_string()))
         {
             self.problem(format!("cannot make the WAL spool {}: {e}", self.spool.display()));
-            return;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(RESTART_PAUSE) => {}
+            }
         }
         // Commits wait for the store: pg_receivewal reaches the engine through the relay.
         let (stored_tx, stored_rx) = watch::channel(0u64);
@@ -226,8 +234,12 @@ impl Archive {
     }
 
     fn problem(&self, why: String) {
-        tracing::debug!(instance = %self.spec.id, problem = %why, "WAL archive is not keeping up.");
-        self.coverage.lock().unwrap_or_else(|p| p.into_inner()).problem = Some(why);
+        let mut c = self.coverage.lock().unwrap_or_else(|p| p.into_inner());
+        // Once per new reason: a post-mortem shows why an archive did not advance.
+        if c.problem.as_deref() != Some(why.as_str()) {
+            tracing::warn!(instance = %self.spec.id, problem = %why, "WAL archive is not keeping up.");
+        }
+        c.problem = Some(why);
     }
 
     /// Commit a heartbeat (if `beat`), store the spool up to what pg_receivewal has
@@ -422,12 +434,20 @@ async fn receive(
             ])
             .arg("--directory")
             .arg(&spool);
-        let created = engine
-            .run("create the archive's replication slot", &mut create, None)
-            .await;
+        // Bounded: a command that hangs must not stop the archive for good (the child is
+        // killed when dropped).
+        let created = tokio::time::timeout(
+            SLOT_WITHIN,
+            engine.run("create the archive's replication slot", &mut create, None),
+        )
+        .await;
         let outcome: Result<(), String> = match created {
-            Err(e) => Err(e.to_string()),
-            Ok(_) => {
+            Err(_) => Err(format!(
+                "creating the archive's slot took over {} s",
+                SLOT_WITHIN.as_secs()
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(_)) => {
                 let mut cmd = engine.command("pg_receivewal");
                 cmd.args([
                     "--dbname",
@@ -458,8 +478,13 @@ async fn receive(
             }
         };
         if let Err(why) = outcome {
-            tracing::debug!(instance = %spec.id, %why, "WAL receiver stopped; restarting it.");
-            coverage.lock().unwrap_or_else(|p| p.into_inner()).problem = Some(why);
+            // Said once per new reason (a receiver that keeps failing the same way would
+            // fill the log), so a post-mortem shows why an archive did not advance.
+            let mut c = coverage.lock().unwrap_or_else(|p| p.into_inner());
+            if c.problem.as_deref() != Some(why.as_str()) {
+                tracing::warn!(instance = %spec.id, %why, "WAL receiver stopped; restarting it.");
+            }
+            c.problem = Some(why);
         }
         tokio::select! {
             _ = stop.cancelled() => return,
