@@ -336,6 +336,11 @@ impl Archive {
                 let Some(start) = wal::segment_start(name) else {
                     continue;
                 };
+                // Completed since the listing: pg_receivewal renamed it to the whole
+                // segment, which the next pass stores (not a failure of this one).
+                if !path.exists() {
+                    continue;
+                }
                 timeline = timeline.max(wal::timeline_of(name).unwrap_or(0));
                 let upto = flushed.saturating_sub(start).min(wal::SEGMENT_BYTES);
                 let entry = up.parts.entry(name.to_string()).or_default();
