@@ -174,7 +174,12 @@ fn refused(e: &tokio_postgres::Error) -> bool {
 }
 
 /// `user`/`password` on `addr:port`, database `postgres`.
-pub async fn connect(addr: &str, port: u16, user: &str, password: &str) -> anyhow::Result<tokio_postgres::Client> {
+pub async fn connect(
+    addr: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::Config::new()
         .host(addr)
         .port(port)
@@ -188,14 +193,20 @@ pub async fn connect(addr: &str, port: u16, user: &str, password: &str) -> anyho
     Ok(client)
 }
 
-/// Which primary `client` is connected to: `addr:port/timeline` (a standby fails: it has no
-/// current WAL position to name).
-async fn target_of(client: &tokio_postgres::Client, addr: &str, port: u16) -> anyhow::Result<String> {
-    let row = client
-        .query_one("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)", &[])
-        .await?;
-    let timeline: String = row.get(0);
-    Ok(format!("{addr}:{port}/{timeline}"))
+/// A connection to the primary at `addr:port`, within 5 s, and its name in histories:
+/// `addr:port/timeline` (a standby fails: it has no current WAL position to name).
+async fn reach(addr: &str, port: u16, user: &str, password: &str) -> anyhow::Result<(tokio_postgres::Client, String)> {
+    let reached = async {
+        let client = connect(addr, port, user, password).await?;
+        let row = client
+            .query_one("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)", &[])
+            .await?;
+        let timeline: String = row.get(0);
+        anyhow::Ok((client, format!("{addr}:{port}/{timeline}")))
+    };
+    tokio::time::timeout(Duration::from_secs(5), reached)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer in 5 s"))?
 }
 
 /// A client inserting ids into table `t` through a database's DNS name.
@@ -241,12 +252,7 @@ impl Writer {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 };
-                let connected = async {
-                    let client = connect(&addr, to.port, &to.user, &to.password).await?;
-                    let target = target_of(&client, &addr, to.port).await?;
-                    anyhow::Ok((client, target))
-                };
-                let Ok(Ok((client, target))) = tokio::time::timeout(Duration::from_secs(5), connected).await else {
+                let Ok((client, target)) = reach(&addr, to.port, &to.user, &to.password).await else {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 };
@@ -299,19 +305,17 @@ impl Writer {
 /// One probe write by `process` to `addr:port` (a server that must not take it, or must):
 /// recorded like a client's insert of `id`.
 pub async fn probe(h: &mut History, process: u32, addr: &str, port: u16, user: &str, password: &str, id: i64) -> bool {
-    let reached = async {
-        let client = connect(addr, port, user, password).await?;
-        let target = target_of(&client, addr, port).await?;
-        anyhow::Ok((client, target))
-    };
-    let (client, target) = match tokio::time::timeout(Duration::from_secs(3), reached).await {
-        Ok(Ok(reached)) => reached,
-        refused => {
-            let why = match refused {
-                Ok(Err(e)) => e.to_string(),
-                _ => "no answer in 3 s".to_string(),
-            };
-            h.push(process, Kind::Fail, "connect", 0, &format!("{addr}:{port}"), Some(why));
+    let (client, target) = match reach(addr, port, user, password).await {
+        Ok(reached) => reached,
+        Err(e) => {
+            h.push(
+                process,
+                Kind::Fail,
+                "connect",
+                0,
+                &format!("{addr}:{port}"),
+                Some(e.to_string()),
+            );
             return false;
         }
     };

@@ -171,6 +171,14 @@ pub fn required_role(method: &axum::http::Method, path: &str) -> Role {
                 | "ListSnapshots"
                 | "DescribeSnapshot"
                 | "DeleteSnapshot"
+                | "Switchover"
+                | "CancelSwitchover"
+                | "ListFailovers"
+                | "StandbyPlan"
+                | "AddReplica"
+                | "ListReplicas"
+                | "RemoveReplica"
+                | "PromoteReplica"
         ),
         None => {
             let read = method == Method::GET;

@@ -149,20 +149,23 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
                 add(TaskAction::Check, &i.host, &i.id);
             }
         }
-        JobKind::AddStandby { standby, .. } => {
-            // The primary keeps the WAL the standby will need (a slot) before the standby
-            // is made from the latest snapshot and the archive up to the slot's start;
-            // then the primary waits for it on every commit once it has caught up.
+        JobKind::AddStandby { standby: follower, .. } | JobKind::AddReplica { replica: follower, .. } => {
+            // The primary keeps the WAL the follower will need (a slot) before it is made
+            // from the latest snapshot and the archive up to the slot's start; then, for a
+            // standby, the primary waits for it on every commit once it has caught up. A
+            // replica a rebuild replaces is fenced already; the scheduler's reclaim destroys it.
             let primary = state
                 .primary_of(name)
-                .ok_or_else(|| format!("database {name} has no primary for a standby to follow"))?;
-            let standby = state
+                .ok_or_else(|| format!("database {name} has no primary to follow"))?;
+            let follower = state
                 .instances
-                .get(standby)
-                .ok_or_else(|| format!("standby {standby} no longer exists"))?;
+                .get(follower)
+                .ok_or_else(|| format!("instance {follower} no longer exists"))?;
             add(TaskAction::PrepareStandby, &primary.host, &primary.id);
-            add(TaskAction::BuildStandby, &standby.host, &standby.id);
-            add(TaskAction::SyncStandby, &primary.host, &primary.id);
+            add(TaskAction::BuildStandby, &follower.host, &follower.id);
+            if matches!(job.kind, JobKind::AddStandby { .. }) {
+                add(TaskAction::SyncStandby, &primary.host, &primary.id);
+            }
         }
         JobKind::ReleaseStandby { standby, .. } => {
             // The release is committed: the primary stops waiting (its spec names no
@@ -194,20 +197,6 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             if let Some(old) = old {
                 add(TaskAction::Destroy, &old.host, &old.id);
             }
-        }
-        JobKind::AddReplica { replica, .. } => {
-            // As a standby's build: the primary keeps the WAL the replica will need (a
-            // slot) before it is made from the latest snapshot and the archive. A replica it
-            // replaces is fenced already; the scheduler's reclaim destroys it.
-            let primary = state
-                .primary_of(name)
-                .ok_or_else(|| format!("database {name} has no primary for a replica to follow"))?;
-            let replica = state
-                .instances
-                .get(replica)
-                .ok_or_else(|| format!("replica {replica} no longer exists"))?;
-            add(TaskAction::PrepareStandby, &primary.host, &primary.id);
-            add(TaskAction::BuildStandby, &replica.host, &replica.id);
         }
         JobKind::RemoveReplica { replica, .. } => {
             // The replica is out of the members: the primary drops its slot (else it keeps

@@ -266,6 +266,19 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         ),
         ("post", "/v1/databases/ledger.alice/recover", Some(json!({}))),
         ("post", "/v1/databases/ledger/recover", Some(json!({}))),
+        // High availability: switchover, its timeline and plan, read replicas.
+        ("post", "/v1/databases/ledger.alice/failover", Some(json!({}))),
+        ("delete", "/v1/databases/ledger.alice/failover", None),
+        ("get", "/v1/databases/ledger.alice/failovers", None),
+        ("get", "/v1/databases/ledger.alice/standby-plan", None),
+        ("get", "/v1/databases/ledger.alice/replicas", None),
+        ("post", "/v1/databases/ledger.alice/replicas", Some(json!({}))),
+        ("delete", "/v1/databases/ledger.alice/replicas/r1", None),
+        (
+            "post",
+            "/v1/databases/ledger.alice/replicas/r1/promote",
+            Some(json!({"to": "stolen"})),
+        ),
     ] {
         let (code, v) = b.call(method, path, body).await;
         assert_eq!(code, 404, "bob {method} {path}: {v}");
@@ -307,6 +320,34 @@ async fn members_see_only_their_accounts_resources_and_no_admin_calls() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let name = || "ledger.alice".to_string();
+    let errs = [
+        bob_grpc
+            .list_replicas(keel_proto::keel::ListReplicasRequest { name: name() })
+            .await
+            .unwrap_err(),
+        bob_grpc
+            .add_replica(keel_proto::keel::AddReplicaRequest {
+                name: name(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        bob_grpc
+            .list_failovers(keel_proto::keel::ListFailoversRequest { name: name() })
+            .await
+            .unwrap_err(),
+        bob_grpc
+            .switchover(keel_proto::keel::SwitchoverRequest {
+                name: name(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+    ];
+    for err in errs {
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    }
     let events = bob_grpc
         .list_events(ListEventsRequest {
             limit: 10_000,

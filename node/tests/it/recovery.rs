@@ -18,17 +18,7 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 pub(crate) async fn connect(addr: &str, port: u64) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(addr)
-        .port(port as u16)
-        .user("app")
-        .password(PASSWORD)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(5))
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(conn);
-    Ok(client)
+    keel_jepsen::history::connect(addr, port as u16, "app", PASSWORD).await
 }
 
 pub(crate) async fn database(c: &Cluster, name: &str) -> Value {

@@ -343,11 +343,8 @@ impl AdminState {
             request,
         } = start;
         // The key says whose database it is even after a delete removed it.
-        let owner = name.split_once('.').map_or("", |(_, account)| account);
-        match self.repeat_of(request, owner, at) {
-            Err(refused) => return refused,
-            Ok(Some(job)) => return self.database_response(&job.clone(), false),
-            Ok(None) => {}
+        if let Some(answer) = self.repeated(request, name, at) {
+            return answer;
         }
         let Some(db) = self.databases.get(name) else {
             return not_found("database", name);

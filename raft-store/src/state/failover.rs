@@ -70,11 +70,8 @@ impl AdminState {
     /// healthy, and in the zone named), then started, or recorded for the maintenance
     /// window.
     pub(super) fn switch_over(&mut self, index: u64, at: Millis, s: SwitchOver) -> Response {
-        let owner = s.name.split_once('.').map_or("", |(_, a)| a);
-        match self.repeat_of(s.request, owner, at) {
-            Err(refused) => return refused,
-            Ok(Some(job)) => return self.database_response(&job.clone(), false),
-            Ok(None) => {}
+        if let Some(answer) = self.repeated(s.request, s.name, at) {
+            return answer;
         }
         let Some(db) = self.databases.get(s.name) else {
             return not_found("database", s.name);

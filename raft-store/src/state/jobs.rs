@@ -48,6 +48,18 @@ impl AdminState {
     /// The job an earlier use of this request id made, if this is a repeat of that request;
     /// a refusal if the id is bound to a different request; `None` for a new (or lapsed) id.
     /// Request ids are `account`'s own: another account's use of the same id is unrelated.
+    /// A retry of `request` on the database keyed `key` (`<name>.<account>`, whose account
+    /// owns the request ids): the original operation's answer, or the refusal of an id
+    /// reused for something else; `None` for a new request.
+    pub(crate) fn repeated(&self, request: Option<&RequestKey>, key: &str, at: Millis) -> Option<Response> {
+        let owner = key.split_once('.').map_or("", |(_, account)| account);
+        match self.repeat_of(request, owner, at) {
+            Err(refused) => Some(refused),
+            Ok(Some(job)) => Some(self.database_response(job, false)),
+            Ok(None) => None,
+        }
+    }
+
     pub(crate) fn repeat_of(
         &self,
         request: Option<&RequestKey>,

@@ -25,11 +25,8 @@ pub(crate) struct Recover<'a> {
 
 impl AdminState {
     pub(super) fn recover_database(&mut self, index: u64, at: Millis, r: Recover) -> Response {
-        let owner = r.name.split_once('.').map_or("", |(_, a)| a);
-        match self.repeat_of(r.request, owner, at) {
-            Err(refused) => return refused,
-            Ok(Some(job)) => return self.database_response(&job.clone(), false),
-            Ok(None) => {}
+        if let Some(answer) = self.repeated(r.request, r.name, at) {
+            return answer;
         }
         let Some(db) = self.databases.get(r.name) else {
             return not_found("database", r.name);

@@ -69,11 +69,8 @@ impl AdminState {
     /// earlier lineage): placed in the zone named, on a host none of the database's
     /// instances use, and built by the job.
     pub(super) fn add_replica(&mut self, index: u64, at: Millis, r: NewReplica) -> Response {
-        let owner = r.name.split_once('.').map_or("", |(_, a)| a);
-        match self.repeat_of(r.request, owner, at) {
-            Err(refused) => return refused,
-            Ok(Some(job)) => return self.database_response(&job.clone(), false),
-            Ok(None) => {}
+        if let Some(answer) = self.repeated(r.request, r.name, at) {
+            return answer;
         }
         let Some(db) = self.databases.get(r.name) else {
             return not_found("database", r.name);
@@ -254,11 +251,8 @@ impl AdminState {
         name: &str,
         replica: &str,
     ) -> Response {
-        let owner = name.split_once('.').map_or("", |(_, a)| a);
-        match self.repeat_of(request, owner, at) {
-            Err(refused) => return refused,
-            Ok(Some(job)) => return self.database_response(&job.clone(), false),
-            Ok(None) => {}
+        if let Some(answer) = self.repeated(request, name, at) {
+            return answer;
         }
         let Some(db) = self.databases.get(name) else {
             return not_found("database", name);
@@ -314,10 +308,8 @@ impl AdminState {
             return not_found("database", p.name);
         };
         let account = account.to_string();
-        match self.repeat_of(p.request, &account, at) {
-            Err(refused) => return refused,
-            Ok(Some(job)) => return self.database_response(&job.clone(), false),
-            Ok(None) => {}
+        if let Some(answer) = self.repeated(p.request, p.name, at) {
+            return answer;
         }
         let Some(source) = self.databases.get(p.name) else {
             return not_found("database", p.name);
