@@ -59,6 +59,14 @@ struct Running {
     lineage: String,
     stop: CancellationToken,
     coverage: Arc<Mutex<Coverage>>,
+    /// The archive's task: one that ended (a panic) is not running, and is started again.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn live(&self) -> bool {
+        !self.stop.is_cancelled() && !self.task.is_finished()
+    }
 }
 
 /// Every archive this host runs, by instance.
@@ -81,7 +89,7 @@ impl Archives {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = running.get(&spec.id) {
             // Already archiving this lineage: nothing to do; another one: replaced.
-            if r.lineage == lineage && !r.stop.is_cancelled() {
+            if r.lineage == lineage && r.live() {
                 return;
             }
             r.stop.cancel();
@@ -99,13 +107,14 @@ impl Archives {
             spool,
             coverage: coverage.clone(),
         };
-        tokio::spawn(archive.run(stop.clone()));
+        let task = tokio::spawn(archive.run(stop.clone()));
         running.insert(
             spec.id.clone(),
             Running {
                 lineage: lineage.to_string(),
                 stop,
                 coverage,
+                task,
             },
         );
     }
@@ -120,9 +129,7 @@ impl Archives {
     /// Whether an instance is being archived for `lineage`.
     pub fn archiving(&self, instance: &str, lineage: &str) -> bool {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running
-            .get(instance)
-            .is_some_and(|r| r.lineage == lineage && !r.stop.is_cancelled())
+        running.get(instance).is_some_and(|r| r.lineage == lineage && r.live())
     }
 
     /// How far an instance's archive reaches.
@@ -141,6 +148,46 @@ struct Archive {
     store: BackupStore,
     spool: PathBuf,
     coverage: Arc<Mutex<Coverage>>,
+}
+
+/// How long the stored position may stand still while the engine has WAL beyond it.
+const STALL_AFTER: Duration = Duration::from_secs(20);
+
+/// Notices an archive that stores nothing new though the engine writes WAL (every tick's
+/// heartbeat is some): the archive must trail by about a second, so 20 s behind and not
+/// moving is a stuck receiver or slot, not load.
+struct Watchdog {
+    stored: u64,
+    moved_at: std::time::Instant,
+}
+
+impl Watchdog {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            stored: 0,
+            moved_at: now,
+        }
+    }
+
+    /// Why the archive is stuck, if it is: `stored` is what it has stored, `head` where
+    /// the engine's WAL is (known on heartbeat ticks only).
+    fn stalled(&mut self, stored: u64, head: Option<u64>, now: std::time::Instant) -> Option<String> {
+        if stored > self.stored || head.is_some_and(|h| h <= stored) {
+            self.stored = self.stored.max(stored);
+            self.moved_at = now;
+            return None;
+        }
+        let head = head?;
+        let still = now.duration_since(self.moved_at);
+        (still >= STALL_AFTER).then(|| {
+            format!(
+                "nothing stored for {} s: the archive reaches {} but the engine's WAL is at {}",
+                still.as_secs(),
+                wal::format_lsn(self.stored),
+                wal::format_lsn(head)
+            )
+        })
+    }
 }
 
 /// What the uploader has stored of the spool.
@@ -181,7 +228,7 @@ impl Archive {
         } else {
             None
         };
-        let receiver = {
+        let mut receiver = {
             let (engine, spec, spool, stop) =
                 (self.engine.clone(), self.spec.clone(), self.spool.clone(), stop.clone());
             let coverage = self.coverage.clone();
@@ -189,6 +236,7 @@ impl Archive {
             tokio::spawn(async move { receive(engine, spec, spool, via, stop, coverage).await })
         };
         let mut received = relay.map(|r| r.received);
+        let mut watchdog = Watchdog::new(std::time::Instant::now());
         let mut uploaded = Uploaded::default();
         let mut client: Option<tokio_postgres::Client> = None;
         // One clock for the ticks, however often new WAL wakes the loop between them.
@@ -198,18 +246,35 @@ impl Archive {
             // Every tick commits a heartbeat; WAL arriving for a synchronous archive is
             // stored at once (without a heartbeat, which would itself be new WAL).
             let beat = tokio::select! {
+                biased;
                 _ = stop.cancelled() => break,
+                // It returns only when stopped: anything else (a panic) ends this archive,
+                // which the host then starts again.
+                ended = &mut receiver => {
+                    self.problem(format!("the WAL receiver ended unexpectedly ({ended:?}); restarting the archive"));
+                    return;
+                }
                 _ = ticks.tick() => true,
                 Ok(()) = async { match received.as_mut() { Some(r) => r.changed().await, None => std::future::pending().await } } => false,
             };
             let reach = received.as_ref().map(|r| *r.borrow());
             match self.tick(&mut client, &mut uploaded, beat, reach).await {
-                Ok(stored) => {
+                Ok((stored, head)) => {
                     stored_tx.send_if_modified(|s| {
                         let moved = stored > *s;
                         *s = (*s).max(stored);
                         moved
                     });
+                    if let Some(why) = watchdog.stalled(stored, head, std::time::Instant::now()) {
+                        // Whatever holds it (a receiver that streams nothing, a slot that
+                        // does not move), a fresh start of the archive is the cure; the
+                        // host starts it again within a second.
+                        let state = self.stream_state(client.as_ref()).await;
+                        self.problem(format!("{why}; restarting the archive ({state})"));
+                        stop.cancel();
+                        let _ = receiver.await;
+                        return;
+                    }
                 }
                 Err(e) => {
                     client = None;
@@ -233,6 +298,32 @@ impl Archive {
         Relay::start(&dir, &self.engine.volume(&self.spec.id), self.spec.port, stored, stop).map_err(|e| e.to_string())
     }
 
+    /// What the engine says of the archive's slot and stream, for a warning.
+    async fn stream_state(&self, client: Option<&tokio_postgres::Client>) -> String {
+        let Some(c) = client else {
+            return "engine not reached".into();
+        };
+        let row = c
+            .query_opt(
+                "SELECT s.active, s.restart_lsn::text, r.state, r.flush_lsn::text \
+                 FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid \
+                 WHERE s.slot_name = $1",
+                &[&SLOT],
+            )
+            .await;
+        match row {
+            Ok(None) => "the slot does not exist".into(),
+            Ok(Some(r)) => format!(
+                "slot active: {}, restart position {}, stream state {}, flushed {}",
+                r.get::<_, bool>(0),
+                r.get::<_, Option<String>>(1).unwrap_or_else(|| "none".into()),
+                r.get::<_, Option<String>>(2).unwrap_or_else(|| "none".into()),
+                r.get::<_, Option<String>>(3).unwrap_or_else(|| "none".into()),
+            ),
+            Err(e) => format!("cannot read the slot: {e}"),
+        }
+    }
+
     fn problem(&self, why: String) {
         let mut c = self.coverage.lock().unwrap_or_else(|p| p.into_inner());
         // Once per new reason: a post-mortem shows why an archive did not advance.
@@ -244,14 +335,14 @@ impl Archive {
 
     /// Commit a heartbeat (if `beat`), store the spool up to what pg_receivewal has
     /// flushed (`received` for a synchronous archive, else the slot's position), and
-    /// return the position now stored.
+    /// return the position now stored and, with a heartbeat, the engine's own position.
     async fn tick(
         &self,
         client: &mut Option<tokio_postgres::Client>,
         up: &mut Uploaded,
         beat: bool,
         received: Option<u64>,
-    ) -> Result<u64, String> {
+    ) -> Result<(u64, Option<u64>), String> {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             let (c, conn) = self
                 .engine
@@ -263,24 +354,29 @@ impl Archive {
             *client = Some(c);
         }
         let c = client.as_ref().expect("connected above");
-        let flushed = if beat {
-            // The heartbeat: a commit stamped after `started`, at a position we then learn.
+        let (flushed, head) = if beat {
+            // The heartbeat: a commit stamped after `started`. Its position is read once it
+            // has committed (a second statement: the first's commit record is written only
+            // after its result), so storing up to there stores the commit itself.
             let started = now_ms();
+            c.query_one("SELECT txid_current()", &[])
+                .await
+                .map_err(|e| format!("heartbeat failed: {e}"))?;
             let row = c
                 .query_one(
-                    "SELECT txid_current(), pg_current_wal_lsn()::text, \
+                    "SELECT pg_current_wal_insert_lsn()::text, \
                      (SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1)",
                     &[&SLOT],
                 )
                 .await
                 .map_err(|e| format!("heartbeat failed: {e}"))?;
-            let beat: String = row.get(1);
-            let flushed: Option<String> = row.get(2);
+            let beat: String = row.get(0);
+            let flushed: Option<String> = row.get(1);
             let beat = wal::parse_lsn(&beat).ok_or("unreadable WAL position")?;
             up.beats.push((started, beat));
-            flushed.as_deref().and_then(wal::parse_lsn).unwrap_or(0)
+            (flushed.as_deref().and_then(wal::parse_lsn).unwrap_or(0), Some(beat))
         } else {
-            0
+            (0, None)
         };
         // What pg_receivewal has flushed (and so written to the spool) by now: the relay
         // knows it first hand; otherwise the slot says (it follows the flush reports).
@@ -305,7 +401,7 @@ impl Archive {
             cov.timeline = timeline;
         }
         cov.problem = None;
-        Ok(flushed)
+        Ok((flushed, head))
     }
 
     /// Upload what the spool holds below `flushed`; returns the newest timeline seen.
@@ -495,5 +591,37 @@ async fn receive(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(RESTART_PAUSE) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn the_watchdog_names_an_archive_that_stores_nothing_while_the_engine_writes() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = Watchdog::new(t0);
+        // Moving: never stalled, however far behind.
+        assert_eq!(w.stalled(100, Some(10_000), at(1)), None);
+        assert_eq!(w.stalled(200, Some(20_000), at(30)), None);
+        // Still, with WAL beyond it: stalled only once STALL_AFTER has passed.
+        assert_eq!(w.stalled(200, Some(30_000), at(49)), None);
+        let why = w.stalled(200, Some(30_000), at(50)).expect("20 s without progress");
+        assert!(
+            why.contains("nothing stored for 20 s") && why.contains("0/7530"),
+            "{why}"
+        );
+        // Ticks without a heartbeat do not know the engine's position: no verdict, no reset.
+        let mut w = Watchdog::new(t0);
+        assert_eq!(w.stalled(0, None, at(25)), None);
+        assert!(w.stalled(0, Some(5), at(25)).is_some());
+        // Nothing to store (the engine is where the archive is): idle, not stuck.
+        let mut w = Watchdog::new(t0);
+        assert_eq!(w.stalled(500, Some(500), at(25)), None);
+        assert_eq!(w.stalled(500, Some(600), at(44)), None);
+        assert!(w.stalled(500, Some(600), at(45)).is_some());
     }
 }

@@ -126,16 +126,21 @@ async fn holds_exactly(what: &str, endpoint: (String, u64), table: &str, log: &[
     k
 }
 
+/// Create database `name` with automatic backups (7 days) and wait until it is made.
+async fn create_with_backups(c: &keel_jepsen::cluster::Cluster, name: &str) {
+    let mut body = create_body(name);
+    body["backup_retention_days"] = json!(7);
+    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
+    assert_eq!(code, 200, "{created}");
+    let op = wait_op(c, created["operation_id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then() {
     let mut c = cluster(&["--scheduler-interval-ms", "500"]).await;
     c.start_hosts(2).await.unwrap();
-    let mut body = create_body("ledger");
-    body["backup_retention_days"] = json!(7);
-    let (code, created) = c.post(1, "/v1/databases", &body).await.unwrap();
-    assert_eq!(code, 200, "{created}");
-    let op = wait_op(&c, created["operation_id"].as_str().unwrap()).await;
-    assert_eq!(op["state"], "succeeded", "{op}");
+    create_with_backups(&c, "ledger").await;
     let (_, db) = c.get(1, "/v1/databases/ledger").await.unwrap();
     let (addr, port) = endpoint(&db);
 
@@ -259,6 +264,63 @@ async fn restores_to_five_random_seconds_hold_exactly_what_was_committed_by_then
         let k = holds_exactly(&format!("ledger-r{i}"), endpoint(&r), "ledger", &log, *t).await;
         eprintln!("restore to {}: {k} rows of {}", timefmt::format_ms(*t), log.len());
     }
+}
+
+/// The streaming `pg_receivewal` processes under this cluster's directory.
+fn wal_receivers(c: &keel_jepsen::cluster::Cluster) -> Vec<i32> {
+    let dir = c.dir().to_string_lossy().into_owned();
+    keel_jepsen::host::pids_with(&[&dir])
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let line = String::from_utf8_lossy(&c).replace('\0', " ");
+                line.contains("pg_receivewal") && line.contains("--synchronous")
+            })
+        })
+        .collect()
+}
+
+/// A WAL receiver that streams nothing (stopped with SIGSTOP: connected, holding the
+/// slot, acknowledging nothing) is noticed and replaced, so the archive moves again
+/// without a person, and the host manager's log says why.
+#[tokio::test]
+async fn a_stuck_wal_receiver_is_replaced_and_the_archive_moves_again() {
+    let mut c = cluster(&["--scheduler-interval-ms", "500"]).await;
+    c.start_hosts(1).await.unwrap();
+    create_with_backups(&c, "ledger").await;
+    let latest = || async {
+        let (_, db) = c.get(1, "/v1/databases/ledger").await?;
+        anyhow::Ok(db["restorable"]["latest_ms"].as_u64().unwrap_or(0))
+    };
+    let started = now_ms();
+    c.wait_for(Duration::from_secs(120), "the archive to move", || async {
+        Ok((latest().await? > started).then_some(()))
+    })
+    .await
+    .unwrap();
+    let receivers = wal_receivers(&c);
+    assert_eq!(receivers.len(), 1, "one archive, one receiver: {receivers:?}");
+    let stuck = receivers[0];
+    // SAFETY: SIGSTOP to a process this test's cluster started.
+    unsafe { libc::kill(stuck, libc::SIGSTOP) };
+    let stopped_at = now_ms();
+    let moved = c
+        .wait_for(Duration::from_secs(90), "the archive to move again", || async {
+            let l = latest().await?;
+            Ok((l > stopped_at + 2_000).then_some(l))
+        })
+        .await;
+    // Whatever happened, the stopped process must not outlive the test.
+    // SAFETY: as above.
+    unsafe { libc::kill(stuck, libc::SIGCONT) };
+    moved.unwrap();
+    assert!(!wal_receivers(&c).contains(&stuck), "the stuck receiver was replaced");
+    let log = std::fs::read_to_string(c.dir().join("host-1.log")).unwrap();
+    assert!(
+        log.contains("nothing stored for") && log.contains("restarting the archive"),
+        "the host manager says why it restarted the archive:\n{}",
+        c.log_tails()
+    );
 }
 
 /// Wait for snapshot `name` to be available, and return it.

@@ -75,6 +75,10 @@ pub struct Snapshot {
     pub start_lsn: String,
     /// WAL position it is consistent at (restorable from here on).
     pub end_lsn: String,
+    /// When the copy ended (consistent by then): its time in the catalog. Not after the
+    /// verification, which takes seconds: a commit in between is not in the snapshot, and
+    /// the catalog would call it restorable while the archive has yet to store it.
+    pub copied_at_ms: u64,
     /// Its files: `base.tar.lz4`, `pg_wal.tar`, `backup_manifest`.
     pub files: Vec<PathBuf>,
 }
@@ -178,6 +182,7 @@ impl Postgres {
             copied = copy => { copied?; }
             () = self.background_walsenders(spec) => unreachable!("it never ends"),
         }
+        let copied_at_ms = crate::clock::now_ms();
         let text = std::fs::read_to_string(out.join("backup_manifest")).map_err(io("read backup manifest"))?;
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| EngineError::Unavailable(format!("the backup manifest is not readable: {e}")))?;
@@ -213,6 +218,7 @@ impl Postgres {
             timeline: range.timeline,
             start_lsn: range.start.clone(),
             end_lsn: range.end.clone(),
+            copied_at_ms,
             files: vec![base, wal, out.join("backup_manifest")],
         })
     }

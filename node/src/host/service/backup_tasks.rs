@@ -30,9 +30,7 @@ impl HostService {
             .zone(&self.config.zone)
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let dir = self.config.root.join("snapshots").join(&spec.id);
-        let taken = self.engine.snapshot(&spec, &dir).await;
-        let taken_at_ms = crate::clock::now_ms();
-        let snap = match taken {
+        let snap = match self.engine.snapshot(&spec, &dir).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -73,7 +71,7 @@ impl HostService {
             snap.end_lsn
         );
         let output = TaskOutput::Snapshot {
-            taken_at_ms,
+            taken_at_ms: snap.copied_at_ms,
             timeline: snap.timeline,
             start_lsn: snap.start_lsn,
             end_lsn: snap.end_lsn,
