@@ -524,6 +524,18 @@ impl Cluster {
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
+    /// PATCH JSON to `path` on node `id`.
+    pub async fn patch(&self, id: u64, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .http
+            .patch(format!("{}{path}", self.url(id)))
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
     /// POST raw bytes with a JSON content type (for malformed-input tests).
     pub async fn post_raw(&self, id: u64, path: &str, body: &str) -> anyhow::Result<(u16, Value)> {
         let resp = self

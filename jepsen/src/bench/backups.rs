@@ -86,6 +86,50 @@ fn dir_bytes(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Give every thread of every process working under `root` (a host manager, its
+/// postmasters, and all their children: backends, walsenders, the startup process keep
+/// no path in their titles) the CPUs `cpus` (`taskset` syntax); processes they start
+/// later inherit it.
+fn pin(root: &Path, cpus: &str) -> anyhow::Result<()> {
+    let parent_of: Vec<(i32, i32)> = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "pid (comm) state ppid …": the name may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut all = crate::host::pids_with(&[&root.to_string_lossy()]);
+    let mut i = 0;
+    while i < all.len() {
+        let children: Vec<i32> = parent_of
+            .iter()
+            .filter(|(pid, ppid)| *ppid == all[i] && !all.contains(pid))
+            .map(|(pid, _)| *pid)
+            .collect();
+        all.extend(children);
+        i += 1;
+    }
+    for pid in all {
+        // A process may end meanwhile: no matter.
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .output();
+    }
+    Ok(())
+}
+
+/// [`pin`] for this process (and so the pgbench it starts from now on).
+fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    sh(
+        "taskset",
+        Command::new("taskset").args(["-a", "-p", "-c", cpus, &std::process::id().to_string()]),
+    )
+    .map(drop)
+}
+
 /// TPS pgbench reports for `-c 4 -j 2 -T seconds` against `conninfo`.
 fn pgbench_tps(pg_bin: &Path, conninfo: &str, seconds: u32) -> anyhow::Result<f64> {
     let out = sh(
@@ -291,7 +335,8 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     let mut c =
         Cluster::start(Spec::new(&bin, 1).args(&["--monitor-interval-ms", "200", "--scheduler-interval-ms", "1000"]))
             .await?;
-    c.start_hosts(1).await?;
+    // A second host, in zone b, takes the Multi-AZ phase's standby.
+    c.start_hosts(2).await?;
     let body = json!({"name": "bench", "engine": "postgres", "class": "medium", "storage_gib": 50,
                       "master_user": "app", "master_password": PASSWORD,
                       "backup_retention_days": 7, "snapshot_interval_min": 1440});
@@ -319,6 +364,14 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
         db["endpoint"]["port"]
     );
     let instance = db["instances"][0]["id"].as_str().unwrap_or_default().to_string();
+    let primary_host = db["instances"][0]["host"].as_str().unwrap_or_default().to_string();
+    let root_of = |name: &str| {
+        c.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.root.clone())
+            .with_context(|| format!("no host {name}"))
+    };
     eprintln!(
         "loading pgbench scale {} into Keel and into pgBackRest's instance…",
         b.scale
@@ -331,7 +384,7 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
             .env("PGPASSWORD", PASSWORD),
     )?;
     let peer = PgBackRest::setup(&b.pg_bin, b.scale)?;
-    let data = c.hosts[0].root.join("volumes").join(&instance).join("data");
+    let data = root_of(&primary_host)?.join("volumes").join(&instance).join("data");
     let bytes = dir_bytes(&data);
 
     // Snapshot and restore through Keel.
@@ -421,6 +474,61 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     }
     drop(peer);
 
+    // Multi-AZ: snapshots are taken from the standby. Each host stands for a machine of
+    // its own: the primary's host and pgbench get CPU 0, the standby's host CPU 1 (on
+    // one 2-core machine a copy anywhere shares the cores pgbench fills), for both
+    // windows of each pair.
+    eprintln!("Multi-AZ: building the standby…");
+    let (code, r) = c.patch(1, "/v1/databases/bench", &json!({"multi_az": true})).await?;
+    if code != 200 {
+        bail!("modify --multi-az refused ({code}): {r}");
+    }
+    op_done(&c, r["operation_id"].as_str().unwrap_or_default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let standby_host = loop {
+        let (_, db) = c.get(1, "/v1/databases/bench").await?;
+        let standby = db["instances"]
+            .as_array()
+            .and_then(|l| l.iter().find(|i| i["role"] == "standby"))
+            .and_then(|i| i["host"].as_str())
+            .map(str::to_string);
+        if let (Some(host), true) = (standby, db["sync_standby"].is_string() && db["operation"].is_null()) {
+            break host;
+        }
+        if Instant::now() > deadline {
+            bail!("no standby in sync within 600 s: {db}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (primary_root, standby_root) = (root_of(&primary_host)?, root_of(&standby_host)?);
+    pin(&primary_root, "0")?;
+    pin(&standby_root, "1")?;
+    pin_self("0")?;
+    let seconds = (keel_snapshot.ceil() as u32).max(10);
+    eprintln!("{pairs} pairs of pgbench -c 4 for {seconds} s without, then during, a Keel snapshot of the standby…");
+    let mut standby_tps = Vec::new();
+    for n in 0..pairs {
+        standby_tps.push(
+            tps_without_and_during(&b.pg_bin, &conninfo, seconds, async {
+                snapshot(["bench-s1", "bench-s2", "bench-s3"][n]).await.map(drop)
+            })
+            .await?,
+        );
+    }
+    let (_, taken) = c.get(1, "/v1/ops?limit=5").await?;
+    let from_standby = taken.as_array().is_some_and(|ops| {
+        ops.iter()
+            .filter(|o| o["kind"] == "snapshot-database")
+            .all(|o| o["tasks"][0]["host"] == standby_host.as_str())
+    });
+    anyhow::ensure!(
+        from_standby,
+        "the Multi-AZ snapshots were not taken on the standby's host: {taken}"
+    );
+    pin(&primary_root, "0,1")?;
+    pin(&standby_root, "0,1")?;
+    pin_self("0,1")?;
+
     // The latest restorable time's lag, as `describe` shows it, under pgbench -c 4.
     eprintln!("lag under pgbench -c 4 for {} s…", b.lag_seconds);
     let load = {
@@ -503,7 +611,14 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
         rate(dd),
         100.0 * dd / keel_restore
     );
-    for (who, tps) in [("a Keel snapshot", &keel_tps), ("a pgBackRest backup", &peer_tps)] {
+    for (who, tps) in [
+        ("a Keel snapshot", &keel_tps),
+        ("a pgBackRest backup", &peer_tps),
+        (
+            "a Keel snapshot of the Multi-AZ standby (hosts on CPUs 0 and 1, pgbench on 0)",
+            &standby_tps,
+        ),
+    ] {
         let ratios: Vec<f64> = tps.iter().map(|(quiet, during)| during / quiet).collect();
         let each: Vec<String> = tps
             .iter()

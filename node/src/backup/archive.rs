@@ -567,12 +567,30 @@ async fn receive(
                 match cmd.spawn() {
                     Err(e) => Err(format!("cannot start pg_receivewal: {e}")),
                     Ok(mut child) => {
+                        // What it says on the way out is the reason: kept for the warning.
+                        let said = child.stderr.take().map(|mut e| {
+                            tokio::spawn(async move {
+                                let mut text = String::new();
+                                let _ = tokio::io::AsyncReadExt::read_to_string(&mut e, &mut text).await;
+                                text
+                            })
+                        });
                         tokio::select! {
                             _ = stop.cancelled() => {
                                 let _ = child.kill().await;
                                 return;
                             }
-                            out = child.wait() => Err(format!("pg_receivewal exited ({})", out.map_or_else(|e| e.to_string(), |s| s.to_string()))),
+                            out = child.wait() => {
+                                let said = match said {
+                                    Some(t) => t.await.unwrap_or_default(),
+                                    None => String::new(),
+                                };
+                                Err(format!(
+                                    "pg_receivewal exited ({}): {}",
+                                    out.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                                    said.lines().last().unwrap_or("it said nothing")
+                                ))
+                            }
                         }
                     }
                 }

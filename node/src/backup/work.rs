@@ -8,12 +8,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "work", rename_all = "kebab-case")]
 pub enum TaskWork {
-    /// Take a snapshot into the host's zone store under `snapshots/<lineage>/<id>/`.
+    /// Take a snapshot into a zone's store under `snapshots/<lineage>/<id>/`.
     Snapshot {
         /// The database's lineage.
         lineage: String,
         /// A name unique to this snapshot (its job id).
         id: String,
+        /// The zone whose store takes it (the primary's, where the archive is; a standby
+        /// in another zone takes it too): the host's own when not given.
+        #[serde(default)]
+        zone: Option<String>,
     },
     /// Make the instance from a snapshot and the archive of its lineage, read from the
     /// first of `sources` that serves whole.

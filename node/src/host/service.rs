@@ -42,9 +42,23 @@ struct Running {
     task_id: String,
     action: TaskAction,
     outcome: watch::Receiver<Option<Outcome>>,
+    /// Cancelled when a task that does not wait for this one arrives ([`preempts`]).
+    yield_to: tokio_util::sync::CancellationToken,
+}
+
+/// Whether `next` stops `running` on the same instance instead of waiting for it. A
+/// snapshot (minutes, on a standby or a primary) yields to a promotion (a failover must
+/// not wait for it), a fence, a stop and a destroy (the instance is leaving).
+fn preempts(next: TaskAction, running: TaskAction) -> bool {
+    running == TaskAction::Snapshot
+        && matches!(
+            next,
+            TaskAction::Promote | TaskAction::Fence | TaskAction::Stop | TaskAction::Destroy
+        )
 }
 
 /// What a RunTask asks to be admitted.
+#[derive(Clone)]
 struct Admit {
     task_id: String,
     instance: String,
@@ -119,6 +133,8 @@ enum Admission {
     Wait(watch::Receiver<Option<Outcome>>),
     /// Another task holds the instance.
     Busy(String),
+    /// Another task holds the instance and was told to stop: admit again once it has.
+    Preempting(watch::Receiver<Option<Outcome>>),
     /// `join_only`, and this host has no record of the task (now recorded as absent).
     Absent,
 }
@@ -459,6 +475,10 @@ impl HostService {
         if let Some(r) = running.get(&a.instance) {
             return Ok(if r.task_id == a.task_id {
                 Admission::Wait(r.outcome.clone())
+            } else if preempts(a.action, r.action) {
+                tracing::warn!(instance = %a.instance, stopped = %r.task_id, by = %a.task_id, action = %a.action, "Stopping a snapshot: the instance is being promoted, fenced, stopped or destroyed.");
+                r.yield_to.cancel();
+                Admission::Preempting(r.outcome.clone())
             } else {
                 Admission::Busy(r.task_id.clone())
             });
@@ -487,12 +507,14 @@ impl HostService {
             }
         }
         let (tx, rx) = watch::channel(None);
+        let yield_to = tokio_util::sync::CancellationToken::new();
         running.insert(
             a.instance.clone(),
             Running {
                 task_id: a.task_id.clone(),
                 action: a.action,
                 outcome: rx.clone(),
+                yield_to: yield_to.clone(),
             },
         );
         let this = self.clone();
@@ -514,15 +536,26 @@ impl HostService {
         // The task runs to the end even if the caller gives up waiting; its outcome is journalled.
         tokio::spawn(async move {
             tracing::info!(task = %task_id, %action, instance = %instance, fence, "Running task.");
-            let work = {
+            let mut work = {
                 let (this, instance) = (this.clone(), instance.clone());
                 tokio::spawn(async move { this.execute(action, &instance, spec, work, generation, progress).await })
             };
-            // A panic in the work is an outcome too, or the instance would stay busy for ever.
-            let outcome = work.await.unwrap_or_else(|e| Outcome::Failed {
-                detail: format!("the task stopped unexpectedly: {e}"),
-                retryable: true,
-            });
+            let outcome = tokio::select! {
+                // A panic in the work is an outcome too, or the instance would stay busy for ever.
+                done = &mut work => done.unwrap_or_else(|e| Outcome::Failed {
+                    detail: format!("the task stopped unexpectedly: {e}"),
+                    retryable: true,
+                }),
+                () = yield_to.cancelled() => {
+                    // Dropping the work kills its child processes, as a deadline does.
+                    work.abort();
+                    let _ = work.await;
+                    Outcome::Failed {
+                        detail: format!("{action} was stopped before it finished: the instance is being promoted, fenced, stopped or destroyed, which does not wait for it"),
+                        retryable: true,
+                    }
+                }
+            };
             this.record(&task_id, &outcome);
             this.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_id);
             tracing::info!(task = %task_id, ?outcome, "Task finished.");
@@ -673,22 +706,31 @@ impl HostManager for HostService {
                     .map_err(|e| Status::invalid_argument(format!("task work is not valid: {e}")))?,
             )
         };
-        let admission = self
-            .admit(Admit {
-                task_id: r.task_id.clone(),
-                instance: r.instance_id.clone(),
-                action,
-                spec,
-                work,
-                fence: r.fence,
-                generation: r.generation,
-                join_only: r.join_only,
-            })
-            .map_err(|e| match e {
+        let admit = Admit {
+            task_id: r.task_id.clone(),
+            instance: r.instance_id.clone(),
+            action,
+            spec,
+            work,
+            fence: r.fence,
+            generation: r.generation,
+            join_only: r.join_only,
+        };
+        let admission = loop {
+            let admission = self.admit(admit.clone()).map_err(|e| match e {
                 FenceError::Stale(s) => Status::failed_precondition(s.to_string()),
                 e @ FenceError::Fenced { .. } => Status::failed_precondition(e.to_string()),
                 FenceError::Io(e) => Status::unavailable(format!("cannot persist the fencing token: {e}")),
             })?;
+            match admission {
+                // Its outcome is sent as it leaves the running table (one lock): admitted
+                // again once it is there.
+                Admission::Preempting(mut stopping) => {
+                    let _ = stopping.wait_for(Option::is_some).await;
+                }
+                other => break other,
+            }
+        };
         match admission {
             Admission::Done(outcome) => Ok(Response::new(reply(&r.task_id, Some(&outcome)))),
             Admission::Wait(rx) => Ok(Response::new(self.wait(&r.task_id, rx).await)),
@@ -703,6 +745,7 @@ impl HostManager for HostService {
                 output_json: String::new(),
             })),
             Admission::Absent => Ok(Response::new(unknown(&r.task_id))),
+            Admission::Preempting(_) => unreachable!("admitted again above until it is not"),
         }
     }
 

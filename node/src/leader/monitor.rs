@@ -241,7 +241,7 @@ pub fn lost_standbys(state: &AdminState, now: u64, down_after_ms: u64) -> Vec<Fa
     state
         .databases
         .iter()
-        .filter(|(_, d)| d.at_rest())
+        .filter(|(_, d)| d.at_rest() || state.only_snapshotting(d))
         .filter_map(|(key, d)| {
             let standby = state.instances.get(d.sync_standby.as_deref()?)?;
             let host_down = state

@@ -141,7 +141,11 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             let primary = state
                 .primary_of(name)
                 .ok_or_else(|| format!("database {name} has no primary instance to snapshot"))?;
-            add(TaskAction::Snapshot, &primary.host, &primary.id);
+            // From the standby while one serves, as RDS does: the copy's reads and its
+            // compression cost the standby's host, not the primary's clients. A failure
+            // pre-empts it there (the host stops a snapshot for a promotion or a fence).
+            let source = state.serving_standby(name).unwrap_or(primary);
+            add(TaskAction::Snapshot, &source.host, &source.id);
         }
         JobKind::RestoreDatabase { .. } => {
             for i in &instances {
@@ -287,9 +291,16 @@ pub fn task_work(
                 .databases
                 .get(database)
                 .ok_or_else(|| format!("database {database} no longer exists"))?;
+            // Into the primary's zone store, beside the archive a restore replays from it,
+            // wherever it is taken.
+            let zone = state
+                .primary_of(database)
+                .and_then(|p| state.hosts.get(&p.host))
+                .map(|h| h.zone.clone());
             Ok(Some(TaskWork::Snapshot {
                 lineage: db.lineage(),
                 id: job.id.clone(),
+                zone,
             }))
         }
         JobKind::DeleteSnapshot { snapshot } => {
@@ -983,6 +994,50 @@ mod tests {
             panic!("refused")
         };
         (s, *job)
+    }
+
+    #[test]
+    fn a_snapshot_is_taken_from_the_serving_standby_into_the_primarys_zone_store() {
+        let (mut s, _) = state_adding_standby();
+        let db = s.databases.get_mut("orders.acme").unwrap();
+        (db.operation, db.status) = (None, keel_raft_store::DatabaseStatus::Available);
+        db.sync_standby = Some("s".into());
+        let standby = s.instances.get_mut("s").unwrap();
+        standby.health = keel_raft_store::InstanceHealth::Healthy;
+        standby.replication = Some(keel_raft_store::Replication {
+            state: "streaming".into(),
+            sync: true,
+            ..keel_raft_store::Replication::default()
+        });
+        let snap = Command::SnapshotDatabase {
+            job_id: "j3".into(),
+            request: None,
+            name: "orders.acme".into(),
+            snapshot: "auto2.acme".into(),
+            kind: keel_raft_store::SnapshotKind::Automatic,
+        };
+        let Response::Database { job, .. } = s.apply(4, &Proposal::new(4, snap)) else {
+            panic!("refused")
+        };
+        let placed = |s: &AdminState| {
+            let tasks = plan(s, &job, "w").unwrap();
+            assert_eq!(tasks.len(), 1);
+            (tasks[0].action, tasks[0].host.clone(), tasks[0].instance.clone())
+        };
+        assert_eq!(placed(&s), (TaskAction::Snapshot, "h2".to_string(), "s".to_string()));
+        // Stored beside the archive, in the primary's zone (a), though taken in zone b.
+        let Some(TaskWork::Snapshot { zone, .. }) =
+            task_work(&s, &job, TaskAction::Snapshot, &ZoneDistances::default()).unwrap()
+        else {
+            panic!("a snapshot's work")
+        };
+        assert_eq!(zone.as_deref(), Some("a"));
+        // A standby that is not streaming in sync, or whose host is not healthy: the primary.
+        s.instances.get_mut("s").unwrap().replication.as_mut().unwrap().state = "catchup".into();
+        assert_eq!(placed(&s), (TaskAction::Snapshot, "h1".to_string(), "i1".to_string()));
+        s.instances.get_mut("s").unwrap().replication.as_mut().unwrap().state = "streaming".into();
+        s.hosts.get_mut("h2").unwrap().health = HostHealth::Unreachable;
+        assert_eq!(placed(&s), (TaskAction::Snapshot, "h1".to_string(), "i1".to_string()));
     }
 
     #[test]

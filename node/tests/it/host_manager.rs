@@ -46,6 +46,8 @@ impl HostProc {
         let child = Command::new(bin())
             .args(["host", "--name", "h1", "--zone", "a", "--addr", addr, "--root"])
             .arg(root)
+            .arg("--backup-dir")
+            .arg(root.with_extension("backups"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -496,4 +498,65 @@ async fn an_online_snapshot_is_verified_while_writes_go_on() {
         assert!(std::fs::metadata(f).unwrap().len() > 0, "{} is empty", f.display());
     }
     pg.shut_down("snap-1").await.unwrap();
+}
+
+/// A snapshot yields to a task that must not wait for it: a stop (as a promotion, a
+/// fence and a destroy do) stops the copy at once and runs; the snapshot fails, saying
+/// why, and leaves no process behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
+    let (_dir, root, addr) = fresh_root();
+    let host = HostProc::start(&root, &addr);
+    let mut c = host.client().await;
+    let port = free_port();
+    let s = spec("inst-1", port, "small");
+    for (id, action) in [("p-1", TaskAction::Provision), ("s-1", TaskAction::Start)] {
+        let r = task(&mut c, id, 1, action, Some(&s)).await.unwrap();
+        assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
+    }
+    // Enough data that the copy takes a while.
+    connect(port)
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g + 1)::text) AS pad FROM generate_series(1, 2000000) g")
+        .await
+        .unwrap();
+    let mut snapshot = request("snap-1", 1, TaskAction::Snapshot, Some(&s));
+    snapshot.work_json = serde_json::to_string(&keel_node::backup::work::TaskWork::Snapshot {
+        lineage: "lineage-1".into(),
+        id: "snap-1".into(),
+        zone: None,
+    })
+    .unwrap();
+    let taking = {
+        let mut c = c.clone();
+        tokio::spawn(async move { c.run_task(snapshot).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !processes_under(&root).iter().any(|p| p.contains("pg_basebackup")) {
+        if taking.is_finished() {
+            panic!("the snapshot ended before its copy was seen: {:?}", taking.await);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the snapshot's copy never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = task(&mut c, "stop-1", 1, TaskAction::Stop, Some(&s)).await.unwrap();
+    assert_eq!(state(&stopped), TaskState::Succeeded, "{stopped:?}");
+    let snap = taking.await.unwrap().unwrap().into_inner();
+    assert_eq!(state(&snap), TaskState::Failed, "{snap:?}");
+    assert!(
+        snap.detail.contains("stopped before it finished") && snap.retryable,
+        "{snap:?}"
+    );
+    let left: Vec<String> = processes_under(&root)
+        .into_iter()
+        .filter(|p| p.contains("pg_basebackup") || p.contains("postgres -D"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "nothing of the snapshot or the instance runs on: {left:?}"
+    );
 }

@@ -153,6 +153,72 @@ async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds
     .await
     .unwrap();
 
+    // Snapshots come from the standby while it serves (the primary's clients do not pay
+    // for the copy), stored in the primary's zone beside its archive; a restore of one is
+    // the database as it was.
+    let op = c
+        .wait_for(Duration::from_secs(60), "a user snapshot to be accepted", || async {
+            let (code, op) = c
+                .post(
+                    1,
+                    "/v1/databases/orders/snapshots",
+                    &json!({"snapshot": "from-standby"}),
+                )
+                .await?;
+            // 409 while an automatic one runs.
+            Ok((code == 200).then_some(op))
+        })
+        .await
+        .unwrap();
+    let done = wait_op(&c, op["operation_id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        (
+            done["tasks"][0]["action"].as_str(),
+            done["tasks"][0]["instance"].as_str()
+        ),
+        (Some("snapshot"), Some(standby.id.as_str())),
+        "{done}"
+    );
+    let (_, snap) = c.get(1, "/v1/snapshots/from-standby").await.unwrap();
+    assert_eq!(snap["zone"], zone(&primary.host).as_str(), "{snap}");
+    let (code, r) = c
+        .post(
+            1,
+            "/v1/databases/orders/restore",
+            &json!({"to": "orders-copy", "snapshot": "from-standby"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{r}");
+    let restored = wait_op(&c, r["operation_id"].as_str().unwrap()).await;
+    assert_eq!(restored["state"], "succeeded", "{restored}");
+    let copy = database(&c, "orders-copy").await;
+    let rows: i64 = connect(
+        copy["endpoint"]["addr"].as_str().unwrap(),
+        copy["endpoint"]["port"].as_u64().unwrap(),
+    )
+    .await
+    .unwrap()
+    .query_one("SELECT count(*) FROM t", &[])
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(rows, 200, "the snapshot taken on the standby, restored");
+    let deleted = c
+        .wait_for(
+            Duration::from_secs(60),
+            "the copy's deletion to be accepted",
+            || async {
+                let (code, op) = c.delete(1, "/v1/databases/orders-copy").await?;
+                // 409 while its own first snapshot runs.
+                Ok((code == 200).then_some(op))
+            },
+        )
+        .await
+        .unwrap();
+    wait_op(&c, deleted["operation_id"].as_str().unwrap()).await;
+
     // The link is TLS, authenticated by the standby host's certificate.
     let on_primary = superuser(&primary.volume, primary.port).await;
     let row = on_primary

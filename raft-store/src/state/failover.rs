@@ -43,18 +43,22 @@ impl AdminState {
     /// changes anything the failover relies on, and each finishes on its own; a replica
     /// the failover caught half built follows no lineage, and is rebuilt from the new one).
     pub fn watched(&self, db: &Database) -> bool {
-        if db.at_rest() {
+        if db.at_rest() || self.only_snapshotting(db) {
             return true;
         }
         let kind = db.operation.as_ref().and_then(|op| self.jobs.get(op)).map(|j| &j.kind);
-        match kind {
-            Some(JobKind::SnapshotDatabase { .. }) => matches!(
+        matches!(kind, Some(JobKind::AddReplica { .. })) && db.status == DatabaseStatus::Modifying
+    }
+
+    /// Whether `db` is busy with a snapshot and nothing else: what a failure of its
+    /// primary or its standby pre-empts.
+    pub fn only_snapshotting(&self, db: &Database) -> bool {
+        let kind = db.operation.as_ref().and_then(|op| self.jobs.get(op)).map(|j| &j.kind);
+        matches!(kind, Some(JobKind::SnapshotDatabase { .. }))
+            && matches!(
                 db.status,
                 DatabaseStatus::Available | DatabaseStatus::StorageFull | DatabaseStatus::BackingUp
-            ),
-            Some(JobKind::AddReplica { .. }) => db.status == DatabaseStatus::Modifying,
-            _ => false,
-        }
+            )
     }
 
     /// The database's failovers, oldest first.
@@ -94,13 +98,7 @@ impl AdminState {
                 "the standby of {short} is in zone {zone}, not {to}: a switchover moves the primary to its standby's zone"
             ));
         }
-        let in_sync = standby
-            .replication
-            .as_ref()
-            .is_some_and(|r| r.sync && r.state == "streaming");
-        let healthy =
-            standby.health == InstanceHealth::Healthy && host.is_some_and(|h| h.health == HostHealth::Healthy);
-        if !(in_sync && healthy) {
+        if self.serving_standby(s.name).is_none() {
             return conflict(format!(
                 "the standby {} of {short} is not healthy and streaming in sync now; a switchover would not be lossless: retry when it is",
                 standby.id

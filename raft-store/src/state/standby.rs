@@ -18,6 +18,24 @@ impl AdminState {
         })
     }
 
+    /// The database's recorded synchronous standby while it serves: healthy on a healthy
+    /// host, streaming in sync. A switchover goes to it; snapshots are taken from it.
+    pub fn serving_standby(&self, database: &str) -> Option<&Instance> {
+        let db = self.databases.get(database)?;
+        let standby = self
+            .instances
+            .get(db.sync_standby.as_deref()?)
+            .filter(|i| i.fenced_at.is_none())?;
+        let in_sync = standby
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.sync && r.state == "streaming");
+        let host = self.hosts.get(&standby.host);
+        let healthy =
+            standby.health == InstanceHealth::Healthy && host.is_some_and(|h| h.health == HostHealth::Healthy);
+        (in_sync && healthy).then_some(standby)
+    }
+
     /// The database's primary instance (not fenced), if it has one.
     pub fn primary_of(&self, database: &str) -> Option<&Instance> {
         self.databases.get(database)?.instances.iter().find_map(|id| {
@@ -146,14 +164,21 @@ impl AdminState {
         let Some(db) = self.databases.get(name) else {
             return not_found("database", name);
         };
-        if let Some(refused) = self.busy(db) {
-            return refused;
+        // A lost standby holds every commit: its release pre-empts a snapshot (which
+        // finishes on its own, touching only the catalog), as a failover does.
+        if !self.only_snapshotting(db) {
+            if let Some(refused) = self.busy(db) {
+                return refused;
+            }
         }
         let short = db.name.clone();
         if db.sync_standby.as_deref() != Some(standby) {
             return conflict(format!("{standby} is not the synchronous standby of {short}"));
         }
-        if !matches!(db.status, DatabaseStatus::Available | DatabaseStatus::StorageFull) {
+        if !matches!(
+            db.status,
+            DatabaseStatus::Available | DatabaseStatus::StorageFull | DatabaseStatus::BackingUp
+        ) {
             return conflict(format!("database {short} is {}", wire_name(&db.status)));
         }
         let (account, generation) = (db.account.clone(), db.generation + 1);
@@ -416,6 +441,42 @@ mod tests {
         assert!(matches!(release(&mut s, 8, "s-j2"), Response::Rejected { .. }), "once");
         s.conclude(9, 9, &s.jobs["r7"].kind.clone(), &Outcome::Succeeded);
         assert_eq!(s.databases[DB].status, DatabaseStatus::Available);
+    }
+
+    #[test]
+    fn a_lost_standby_is_released_while_a_snapshot_runs_not_after_it() {
+        let mut s = state(true, true);
+        add(&mut s, 3, "j2");
+        let job = s.jobs["j2"].kind.clone();
+        s.record_output(4, &job, "p", &TaskOutput::InSync { standby: "s-j2".into() });
+        s.conclude(5, 5, &job, &Outcome::Succeeded);
+        let snap = Command::SnapshotDatabase {
+            job_id: "snap".into(),
+            request: None,
+            name: DB.into(),
+            snapshot: "mine".into(),
+            kind: crate::catalog::SnapshotKind::Automatic,
+        };
+        assert!(matches!(s.apply(6, &Proposal::new(6, snap)), Response::Database { .. }));
+        assert!(s.only_snapshotting(&s.databases[DB]));
+        // Every commit waits for the lost standby: its release does not wait for the
+        // snapshot (which may be being taken on that very standby).
+        let release = Command::ReleaseStandby {
+            job_id: "r7".into(),
+            name: DB.into(),
+            standby: "s-j2".into(),
+            reason: "its host h3 stopped answering".into(),
+        };
+        assert!(matches!(
+            s.apply(7, &Proposal::new(7, release)),
+            Response::Database { created: true, .. }
+        ));
+        assert_eq!(s.databases[DB].operation.as_deref(), Some("r7"));
+        assert_eq!(s.databases[DB].sync_standby, None);
+        // Anything else still waits for the snapshot, as before.
+        s.databases.get_mut(DB).unwrap().operation = Some("snap".into());
+        s.databases.get_mut(DB).unwrap().status = DatabaseStatus::BackingUp;
+        assert!(matches!(add(&mut s, 8, "j8"), Response::Rejected { .. }));
     }
 
     #[test]

@@ -13,21 +13,23 @@ use crate::backup::work::{snapshot_prefix, TaskWork};
 use crate::host::engine::{EngineError, InstanceSpec};
 
 impl HostService {
-    /// Take a snapshot of the running instance, verify it and store it in this zone's
-    /// store; on any failure nothing of it stays in the store.
+    /// Take a snapshot of the running instance (a primary, or a standby), verify it and
+    /// store it in the zone's store the task names; on any failure nothing of it stays in
+    /// the store.
     pub(super) async fn snapshot(
         &self,
         spec: InstanceSpec,
         work: Option<TaskWork>,
     ) -> Result<(String, TaskOutput), EngineError> {
-        let Some(TaskWork::Snapshot { lineage, id }) = work else {
+        let Some(TaskWork::Snapshot { lineage, id, zone }) = work else {
             return Err(EngineError::Unavailable(
                 "a snapshot task needs its lineage and id".into(),
             ));
         };
+        let zone = zone.unwrap_or_else(|| self.config.zone.clone());
         let store = self
             .stores
-            .zone(&self.config.zone)
+            .zone(&zone)
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let dir = self.config.root.join("snapshots").join(&spec.id);
         let snap = match self.engine.snapshot(&spec, &dir).await {
@@ -76,7 +78,7 @@ impl HostService {
             start_lsn: snap.start_lsn,
             end_lsn: snap.end_lsn,
             objects,
-            zone: self.config.zone.clone(),
+            zone,
         };
         Ok((detail, output))
     }
