@@ -114,20 +114,23 @@ fn pin(root: &Path, cpus: &str) -> anyhow::Result<()> {
     }
     for pid in all {
         // A process may end meanwhile: no matter.
-        let _ = Command::new("taskset")
-            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-            .output();
+        let _ = taskset(pid, cpus);
     }
     Ok(())
 }
 
-/// [`pin`] for this process (and so the pgbench it starts from now on).
-fn pin_self(cpus: &str) -> anyhow::Result<()> {
+/// Give every thread of process `pid` the CPUs `cpus`.
+fn taskset(pid: i32, cpus: &str) -> anyhow::Result<()> {
     sh(
         "taskset",
-        Command::new("taskset").args(["-a", "-p", "-c", cpus, &std::process::id().to_string()]),
+        Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid.to_string()]),
     )
     .map(drop)
+}
+
+/// [`pin`] for this process (and so the pgbench it starts from now on).
+fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    taskset(std::process::id() as i32, cpus)
 }
 
 /// TPS pgbench reports for `-c 4 -j 2 -T seconds` against `conninfo`.
@@ -451,22 +454,27 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     // snapshots, then pgBackRest's full backups of its own instance, the peer.
     let pairs = 3;
     let seconds = (keel_snapshot.ceil() as u32).max(10);
-    eprintln!("{pairs} pairs of pgbench -c 4 for {seconds} s without, then during, a Keel snapshot…");
-    let mut keel_tps = Vec::new();
-    for n in 0..pairs {
-        keel_tps.push(
-            tps_without_and_during(&b.pg_bin, &conninfo, seconds, async {
-                snapshot(["bench-2", "bench-3", "bench-4"][n]).await.map(drop)
-            })
-            .await?,
-        );
-    }
-    let seconds = (br_backup.ceil() as u32).max(10);
-    eprintln!("{pairs} pairs of pgbench -c 4 for {seconds} s without, then during, a pgBackRest backup…");
+    // (without, during) TPS for each of Keel's snapshots `names`, one pair each.
+    let snapshot_pairs = |names: [&'static str; 3], of: &'static str| {
+        let (snapshot, pg_bin, conninfo) = (&snapshot, &b.pg_bin, &conninfo);
+        async move {
+            eprintln!("{pairs} pairs of pgbench -c 4 for {seconds} s without, then during, a Keel snapshot{of}…");
+            let mut tps = Vec::new();
+            for name in names {
+                tps.push(
+                    tps_without_and_during(pg_bin, conninfo, seconds, async { snapshot(name).await.map(drop) }).await?,
+                );
+            }
+            anyhow::Ok(tps)
+        }
+    };
+    let keel_tps = snapshot_pairs(["bench-2", "bench-3", "bench-4"], "").await?;
+    let peer_seconds = (br_backup.ceil() as u32).max(10);
+    eprintln!("{pairs} pairs of pgbench -c 4 for {peer_seconds} s without, then during, a pgBackRest backup…");
     let mut peer_tps = Vec::new();
     for _ in 0..pairs {
         peer_tps.push(
-            tps_without_and_during(&b.pg_bin, &peer.conninfo(), seconds, async {
+            tps_without_and_during(&b.pg_bin, &peer.conninfo(), peer_seconds, async {
                 tokio::task::block_in_place(|| peer.backup()).map(drop)
             })
             .await?,
@@ -504,17 +512,7 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     pin(&primary_root, "0")?;
     pin(&standby_root, "1")?;
     pin_self("0")?;
-    let seconds = (keel_snapshot.ceil() as u32).max(10);
-    eprintln!("{pairs} pairs of pgbench -c 4 for {seconds} s without, then during, a Keel snapshot of the standby…");
-    let mut standby_tps = Vec::new();
-    for n in 0..pairs {
-        standby_tps.push(
-            tps_without_and_during(&b.pg_bin, &conninfo, seconds, async {
-                snapshot(["bench-s1", "bench-s2", "bench-s3"][n]).await.map(drop)
-            })
-            .await?,
-        );
-    }
+    let standby_tps = snapshot_pairs(["bench-s1", "bench-s2", "bench-s3"], " of the standby").await?;
     let (_, taken) = c.get(1, "/v1/ops?limit=5").await?;
     let from_standby = taken.as_array().is_some_and(|ops| {
         ops.iter()

@@ -409,9 +409,9 @@ fn instance_changes(
         .filter(|i| i.host == host && i.fenced_at.is_none())
     {
         let watched = state.databases.get(&i.database).is_some_and(|d| {
-            let building = d.operation.as_ref().and_then(|op| state.jobs.get(op)).is_some_and(
-                |j| matches!(&j.kind, keel_raft_store::JobKind::AddReplica { replica, .. } if *replica == i.id),
-            );
+            let building = state
+                .operation_kind(d)
+                .is_some_and(|k| matches!(k, keel_raft_store::JobKind::AddReplica { replica, .. } if *replica == i.id));
             d.at_rest() || (state.watched(d) && !building)
         });
         if !watched {

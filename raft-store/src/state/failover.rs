@@ -46,14 +46,19 @@ impl AdminState {
         if db.at_rest() || self.only_snapshotting(db) {
             return true;
         }
-        let kind = db.operation.as_ref().and_then(|op| self.jobs.get(op)).map(|j| &j.kind);
+        let kind = self.operation_kind(db);
         matches!(kind, Some(JobKind::AddReplica { .. })) && db.status == DatabaseStatus::Modifying
+    }
+
+    /// What the job holding `db`'s operation slot does, if one holds it.
+    pub fn operation_kind(&self, db: &Database) -> Option<&JobKind> {
+        db.operation.as_ref().and_then(|op| self.jobs.get(op)).map(|j| &j.kind)
     }
 
     /// Whether `db` is busy with a snapshot and nothing else: what a failure of its
     /// primary or its standby pre-empts.
     pub fn only_snapshotting(&self, db: &Database) -> bool {
-        let kind = db.operation.as_ref().and_then(|op| self.jobs.get(op)).map(|j| &j.kind);
+        let kind = self.operation_kind(db);
         matches!(kind, Some(JobKind::SnapshotDatabase { .. }))
             && matches!(
                 db.status,

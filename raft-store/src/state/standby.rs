@@ -306,6 +306,14 @@ mod tests {
         s
     }
 
+    /// Standby `s-j2` added (indexes 3–5) and in sync: the database is Multi-AZ at rest.
+    fn in_sync(s: &mut AdminState) {
+        add(s, 3, "j2");
+        let job = s.jobs["j2"].kind.clone();
+        s.record_output(4, &job, "p", &TaskOutput::InSync { standby: "s-j2".into() });
+        s.conclude(5, 5, &job, &Outcome::Succeeded);
+    }
+
     fn add(s: &mut AdminState, index: u64, job: &str) -> Response {
         let cmd = Command::AddStandby {
             job_id: job.into(),
@@ -406,10 +414,7 @@ mod tests {
     #[test]
     fn a_lost_standby_is_released_by_a_committed_generation_before_the_primary_is_told() {
         let mut s = state(true, true);
-        add(&mut s, 3, "j2");
-        let job = s.jobs["j2"].kind.clone();
-        s.record_output(4, &job, "p", &TaskOutput::InSync { standby: "s-j2".into() });
-        s.conclude(5, 5, &job, &Outcome::Succeeded);
+        in_sync(&mut s);
         let release = |s: &mut AdminState, index: u64, standby: &str| {
             let cmd = Command::ReleaseStandby {
                 job_id: format!("r{index}"),
@@ -446,10 +451,7 @@ mod tests {
     #[test]
     fn a_lost_standby_is_released_while_a_snapshot_runs_not_after_it() {
         let mut s = state(true, true);
-        add(&mut s, 3, "j2");
-        let job = s.jobs["j2"].kind.clone();
-        s.record_output(4, &job, "p", &TaskOutput::InSync { standby: "s-j2".into() });
-        s.conclude(5, 5, &job, &Outcome::Succeeded);
+        in_sync(&mut s);
         let snap = Command::SnapshotDatabase {
             job_id: "snap".into(),
             request: None,
@@ -482,10 +484,7 @@ mod tests {
     #[test]
     fn leaving_multi_az_unrecords_the_standby_at_once_and_drops_it_when_done() {
         let mut s = state(true, true);
-        add(&mut s, 3, "j2");
-        let job = s.jobs["j2"].kind.clone();
-        s.record_output(4, &job, "p", &TaskOutput::InSync { standby: "s-j2".into() });
-        s.conclude(5, 5, &job, &Outcome::Succeeded);
+        in_sync(&mut s);
         let modification = Modification {
             multi_az: Some(false),
             ..Modification::default()
