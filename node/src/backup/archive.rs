@@ -27,7 +27,7 @@ use super::store::BackupStore;
 use super::wal::{self, WalObject};
 use super::work::wal_prefix;
 use crate::clock::now_ms;
-use crate::host::engine::postgres::Postgres;
+use crate::host::engine::postgres::{explain, Postgres};
 use crate::host::engine::InstanceSpec;
 
 /// The replication slot the archive streams through.
@@ -320,7 +320,7 @@ impl Archive {
                 r.get::<_, Option<String>>(2).unwrap_or_else(|| "none".into()),
                 r.get::<_, Option<String>>(3).unwrap_or_else(|| "none".into()),
             ),
-            Err(e) => format!("cannot read the slot: {e}"),
+            Err(e) => format!("cannot read the slot: {}", explain(&e)),
         }
     }
 
@@ -334,7 +334,7 @@ impl Archive {
     }
 
     /// Commit a heartbeat (if `beat`), store the spool up to what pg_receivewal has
-    /// flushed (`received` for a synchronous archive, else the slot's position), and
+    /// flushed (`received` for a synchronous archive, else the stream's report), and
     /// return the position now stored and, with a heartbeat, the engine's own position.
     async fn tick(
         &self,
@@ -349,7 +349,7 @@ impl Archive {
                 .superuser(&self.spec, Duration::from_secs(5))
                 .connect(tokio_postgres::NoTls)
                 .await
-                .map_err(|e| format!("cannot reach the engine: {e}"))?;
+                .map_err(|e| format!("cannot reach the engine: {}", explain(&e)))?;
             tokio::spawn(conn);
             *client = Some(c);
         }
@@ -361,15 +361,18 @@ impl Archive {
             let started = now_ms();
             c.query_one("SELECT txid_current()", &[])
                 .await
-                .map_err(|e| format!("heartbeat failed: {e}"))?;
+                .map_err(|e| format!("heartbeat failed: {}", explain(&e)))?;
+            // The receiver's own report of what it flushed: the slot's restart position
+            // is reserved ahead of the receiver, so it is not what the spool holds.
             let row = c
                 .query_one(
                     "SELECT pg_current_wal_insert_lsn()::text, \
-                     (SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1)",
+                     (SELECT r.flush_lsn::text FROM pg_replication_slots s \
+                      JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)",
                     &[&SLOT],
                 )
                 .await
-                .map_err(|e| format!("heartbeat failed: {e}"))?;
+                .map_err(|e| format!("heartbeat failed: {}", explain(&e)))?;
             let beat: String = row.get(0);
             let flushed: Option<String> = row.get(1);
             let beat = wal::parse_lsn(&beat).ok_or("unreadable WAL position")?;
@@ -379,7 +382,7 @@ impl Archive {
             (0, None)
         };
         // What pg_receivewal has flushed (and so written to the spool) by now: the relay
-        // knows it first hand; otherwise the slot says (it follows the flush reports).
+        // knows it first hand; otherwise the engine's view of the stream does.
         let flushed = received.unwrap_or(flushed);
         let timeline = self.upload(flushed, up).await?;
         // Every heartbeat at or below the stored position is stored.
@@ -497,6 +500,57 @@ fn read_range(path: &Path, from: u64, to: u64) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// Make sure the archive's slot exists, reserving WAL from the moment it is made. A slot
+/// made without (as `pg_receivewal --create-slot` makes it) holds nothing until the
+/// receiver's first report: a checkpoint in between (a promotion's come quickly) removes
+/// the segment the receiver is about to ask for and invalidates the slot for good.
+pub async fn ensure_slot(engine: &Postgres, spec: &InstanceSpec) -> Result<(), String> {
+    let (client, conn) = engine
+        .superuser(spec, SLOT_WITHIN)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("cannot reach the engine to make the archive's slot: {}", explain(&e)))?;
+    tokio::spawn(conn);
+    let failed = |e: tokio_postgres::Error| format!("making the archive's slot failed: {}", explain(&e));
+    let status = client
+        .query_opt(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            &[&SLOT],
+        )
+        .await
+        .map_err(failed)?;
+    match status.map(|r| r.get::<_, Option<String>>(0)) {
+        None => {
+            client
+                .execute("SELECT pg_create_physical_replication_slot($1, true)", &[&SLOT])
+                .await
+                .map_err(failed)?;
+            // Reserved from the last checkpoint, which after a promotion lies on the old
+            // timeline: the receiver would then write the new timeline's first segment
+            // from the switch on only, zeros before it, and recovery reads that segment
+            // whole. From the current position it streams the new timeline's segment
+            // as the engine holds it.
+            // (A checkpoint under way may have put the reservation past the flushed
+            // WAL already: then it stays.)
+            client
+                .execute(
+                    "SELECT pg_replication_slot_advance(slot_name, pg_current_wal_flush_lsn()) \
+                     FROM pg_replication_slots WHERE slot_name = $1 AND restart_lsn < pg_current_wal_flush_lsn()",
+                    &[&SLOT],
+                )
+                .await
+                .map(drop)
+                .map_err(failed)
+        }
+        // Never dropped and made again here: the WAL the archive lacks is gone, and an
+        // archive that went on past the gap would offer restores that cannot be made.
+        Some(Some(s)) if s == "lost" => Err(format!(
+            "the archive's replication slot {SLOT} was invalidated: the engine removed WAL before the archive stored it (is max_slot_wal_keep_size set on this instance?), so the archive stops where it is rather than store a gap"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Keep `pg_receivewal` running into `spool` until `stop` (restarted after a pause when it
 /// exits: the engine restarting, a dropped connection).
 async fn receive(
@@ -523,32 +577,15 @@ async fn receive(
         None => conninfo.clone(),
     };
     loop {
-        let mut create = engine.command("pg_receivewal");
-        create
-            .args([
-                "--dbname",
-                &conninfo,
-                "--slot",
-                SLOT,
-                "--create-slot",
-                "--if-not-exists",
-            ])
-            .arg("--directory")
-            .arg(&spool);
-        // Bounded: a command that hangs must not stop the archive for good (the child is
-        // killed when dropped).
-        let created = tokio::time::timeout(
-            SLOT_WITHIN,
-            engine.run("create the archive's replication slot", &mut create, None),
-        )
-        .await;
+        // Bounded: a statement that hangs must not stop the archive for good.
+        let created = tokio::time::timeout(SLOT_WITHIN, ensure_slot(&engine, &spec)).await;
         let outcome: Result<(), String> = match created {
             Err(_) => Err(format!(
-                "creating the archive's slot took over {} s",
+                "making the archive's slot took over {} s",
                 SLOT_WITHIN.as_secs()
             )),
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(_)) => {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => {
                 let mut cmd = engine.command("pg_receivewal");
                 cmd.args([
                     "--dbname",

@@ -560,3 +560,105 @@ async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
         "nothing of the snapshot or the instance runs on: {left:?}"
     );
 }
+
+/// The archive's replication slot holds WAL from the moment it is made, before any
+/// receiver reports (a slot made without reserving, as `pg_receivewal --create-slot`
+/// makes it, was invalidated by a promotion's checkpoints before its receiver's first
+/// report, and the archive never moved again); it starts where the engine's WAL is now;
+/// and a slot the engine invalidated is named as such, not silently replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archives_slot_holds_wal_from_when_it_is_made_and_a_lost_one_is_named() {
+    use keel_node::backup::archive::{ensure_slot, SLOT};
+    use keel_node::host::engine::postgres::Postgres;
+    let (_dir, root, _) = fresh_root();
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let pg = Postgres::new(&root).unwrap();
+    let s = spec("slot-1", free_port(), "small");
+    pg.provision(&s).await.unwrap();
+    pg.start(&s).await.unwrap();
+    // The superuser over the private socket, as the host manager reaches it.
+    let (su, conn) = tokio_postgres::Config::new()
+        .host_path(pg.volume(&s.id))
+        .port(s.port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let slot = || async {
+        let r = su
+            .query_one(
+                "SELECT wal_status, restart_lsn::text, \
+                 (SELECT count(*) FROM pg_ls_waldir() WHERE name = pg_walfile_name(restart_lsn)) \
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&SLOT],
+            )
+            .await
+            .unwrap();
+        (
+            r.get::<_, Option<String>>(0),
+            r.get::<_, Option<String>>(1),
+            r.get::<_, i64>(2),
+        )
+    };
+    let lsn = |t: &str| keel_node::backup::wal::parse_lsn(t).unwrap();
+
+    su.batch_execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+        .await
+        .unwrap();
+    let before: String = su
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    ensure_slot(&pg, &s).await.unwrap();
+    let (status, restart, _) = slot().await;
+    let restart = restart.expect("the slot reserves WAL as it is made");
+    assert_eq!(status.as_deref(), Some("reserved"));
+    assert!(
+        lsn(&restart) >= lsn(&before),
+        "it starts at the engine's WAL now: {restart} < {before}"
+    );
+    // Made again: nothing changes.
+    ensure_slot(&pg, &s).await.unwrap();
+    assert_eq!(slot().await.1.as_deref(), Some(restart.as_str()));
+
+    // Checkpoints over several segments with no receiver yet: the segment the receiver
+    // will ask for is kept.
+    for _ in 0..3 {
+        su.batch_execute("INSERT INTO t SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal(); CHECKPOINT")
+            .await
+            .unwrap();
+    }
+    let (status, again, kept) = slot().await;
+    assert_eq!(again.as_deref(), Some(restart.as_str()));
+    assert_ne!(status.as_deref(), Some("lost"));
+    assert_eq!(kept, 1, "the slot's first segment is still in pg_wal");
+
+    // An engine that drops WAL the slot holds (max_slot_wal_keep_size) invalidates it: the
+    // archive says so and makes no new slot over the gap.
+    su.batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        .await
+        .unwrap();
+    su.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while slot().await.0.as_deref() != Some("lost") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never invalidated: {:?}",
+            slot().await
+        );
+        su.batch_execute("INSERT INTO t SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal(); CHECKPOINT")
+            .await
+            .unwrap();
+    }
+    let why = ensure_slot(&pg, &s).await.expect_err("a lost slot is an error");
+    assert!(
+        why.contains("invalidated") && why.contains("max_slot_wal_keep_size"),
+        "{why}"
+    );
+    assert_eq!(slot().await.0.as_deref(), Some("lost"), "not replaced");
+    pg.shut_down("slot-1").await.unwrap();
+}

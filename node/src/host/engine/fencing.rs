@@ -51,7 +51,7 @@ impl Postgres {
     pub async fn current_wal_lsn(&self, spec: &InstanceSpec) -> Result<String, EngineError> {
         let failed = |e: tokio_postgres::Error| EngineError::Command {
             what: "read the WAL position".into(),
-            detail: e.to_string(),
+            detail: super::postgres::explain(&e),
         };
         let (client, conn) = self
             .superuser(spec, Duration::from_secs(10))

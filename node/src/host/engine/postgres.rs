@@ -531,7 +531,7 @@ impl Postgres {
         let ok: bool = client
             .query_one("SELECT pg_reload_conf()", &[])
             .await
-            .map_err(|e| EngineError::Unavailable(format!("reloading the configuration failed: {e}")))?
+            .map_err(|e| EngineError::Unavailable(format!("reloading the configuration failed: {}", explain(&e))))?
             .get(0);
         if !ok {
             return Err(EngineError::Unavailable(
@@ -559,7 +559,7 @@ impl Postgres {
         client
             .simple_query(&sql)
             .await
-            .map_err(|e| EngineError::Unavailable(format!("setting the master password failed: {e}")))?;
+            .map_err(|e| EngineError::Unavailable(format!("setting the master password failed: {}", explain(&e))))?;
         Ok(())
     }
 
@@ -650,7 +650,7 @@ impl Postgres {
                 running: true,
                 accepting: false,
                 used_bytes,
-                problem: Some(format!("SQL probe failed: {e}")),
+                problem: Some(format!("SQL probe failed: {}", explain(&e))),
                 ..Health::default()
             },
             Err(_) => Health {
@@ -665,6 +665,20 @@ impl Postgres {
 }
 
 /// A SQL identifier, double-quoted.
+/// A driver error with its causes: tokio-postgres says only "db error" or "error
+/// connecting to server" and keeps the engine's own message (or the socket's) as its
+/// source, which is what an operator needs to read.
+pub fn explain(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -168,7 +168,12 @@ impl Postgres {
             .superuser(spec, Duration::from_secs(10))
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| EngineError::Unavailable(format!("cannot reach the engine to {what}: {e}")))?;
+            .map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "cannot reach the engine to {what}: {}",
+                    super::postgres::explain(&e)
+                ))
+            })?;
         tokio::spawn(conn);
         Ok(client)
     }
@@ -180,7 +185,9 @@ impl Postgres {
     pub async fn prepare_standbys(&self, spec: &InstanceSpec) -> Result<Option<String>, EngineError> {
         let client = self.superuser_client(spec, "prepare replication").await?;
         let failed = |what: &'static str| {
-            move |e: tokio_postgres::Error| EngineError::Unavailable(format!("{what} failed: {e}"))
+            move |e: tokio_postgres::Error| {
+                EngineError::Unavailable(format!("{what} failed: {}", super::postgres::explain(&e)))
+            }
         };
         client
             .simple_query(&format!(
@@ -253,7 +260,12 @@ impl Postgres {
         let target: String = client
             .query_one("SELECT pg_current_wal_lsn()::text", &[])
             .await
-            .map_err(|e| EngineError::Unavailable(format!("reading the WAL position failed: {e}")))?
+            .map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "reading the WAL position failed: {}",
+                    super::postgres::explain(&e)
+                ))
+            })?
             .get(0);
         let until = tokio::time::Instant::now() + within;
         let mut seen = String::from("not connected");
@@ -264,7 +276,7 @@ impl Postgres {
                     &[&name, &target],
                 )
                 .await
-                .map_err(|e| EngineError::Unavailable(format!("reading replication state failed: {e}")))?;
+                .map_err(|e| EngineError::Unavailable(format!("reading replication state failed: {}", super::postgres::explain(&e))))?;
             if let Some(row) = row {
                 let (sync, state, caught_up): (String, String, Option<bool>) = (row.get(0), row.get(1), row.get(2));
                 if sync == "sync" && caught_up == Some(true) {
@@ -367,7 +379,12 @@ impl Postgres {
                 &[],
             )
             .await
-            .map_err(|e| EngineError::Unavailable(format!("reading replication state failed: {e}")))?;
+            .map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "reading replication state failed: {}",
+                    super::postgres::explain(&e)
+                ))
+            })?;
         Ok(r.standbys
             .iter()
             .map(|id| {
@@ -408,7 +425,12 @@ impl Postgres {
                 &[],
             )
             .await
-            .map_err(|e| EngineError::Unavailable(format!("reading the WAL receiver failed: {e}")))?;
+            .map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "reading the WAL receiver failed: {}",
+                    super::postgres::explain(&e)
+                ))
+            })?;
         // No receiver at all: it is between connection attempts, hearing nothing.
         Ok(Some(row.map_or(UpstreamStatus::default(), |r| UpstreamStatus {
             streaming: r.get::<_, Option<String>>(0).as_deref() == Some("streaming"),
@@ -423,7 +445,9 @@ impl Postgres {
     pub async fn promote(&self, spec: &InstanceSpec, within: Duration) -> Result<u64, EngineError> {
         let client = self.superuser_client(spec, "promote it").await?;
         let failed = |what: &'static str| {
-            move |e: tokio_postgres::Error| EngineError::Unavailable(format!("{what} failed: {e}"))
+            move |e: tokio_postgres::Error| {
+                EngineError::Unavailable(format!("{what} failed: {}", super::postgres::explain(&e)))
+            }
         };
         let standby: bool = client
             .query_one("SELECT pg_is_in_recovery()", &[])
