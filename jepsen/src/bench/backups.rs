@@ -401,12 +401,14 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
             if code != 200 {
                 bail!("snapshot refused ({code}): {r}");
             }
-            op_done(c, r["operation_id"].as_str().unwrap_or_default()).await?;
-            Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64())
+            let op = op_done(c, r["operation_id"].as_str().unwrap_or_default()).await?;
+            // How long it took, and the host that took it.
+            let host = op["tasks"][0]["host"].as_str().unwrap_or_default().to_string();
+            Ok::<(f64, String), anyhow::Error>((t.elapsed().as_secs_f64(), host))
         }
     };
     eprintln!("Keel snapshot…");
-    let keel_snapshot = snapshot("bench-1").await?;
+    let (keel_snapshot, _) = snapshot("bench-1").await?;
     let (_, snap) = c.get(1, "/v1/snapshots/bench-1").await?;
     let stored = snap["size_bytes"].as_u64().unwrap_or(0);
     eprintln!("Keel restore…");
@@ -454,31 +456,37 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     // snapshots, then pgBackRest's full backups of its own instance, the peer.
     let pairs = 3;
     let seconds = (keel_snapshot.ceil() as u32).max(10);
-    // (without, during) TPS for each of Keel's snapshots `names`, one pair each.
+    // (without, during) TPS for each of Keel's snapshots `names`, one pair each, and the
+    // hosts that took them.
     let snapshot_pairs = |names: [&'static str; 3], of: &'static str| {
         let (snapshot, pg_bin, conninfo) = (&snapshot, &b.pg_bin, &conninfo);
         async move {
             eprintln!("{pairs} pairs of pgbench -c 4 for {seconds} s without, then during, a Keel snapshot{of}…");
-            let mut tps = Vec::new();
+            let (mut tps, mut hosts) = (Vec::new(), Vec::new());
             for name in names {
-                tps.push(
-                    tps_without_and_during(pg_bin, conninfo, seconds, async { snapshot(name).await.map(drop) }).await?,
-                );
+                let pair = tps_without_and_during(pg_bin, conninfo, seconds, async {
+                    hosts.push(snapshot(name).await?.1);
+                    Ok(())
+                })
+                .await?;
+                // Said as it comes: a later phase's failure must not lose it.
+                eprintln!("  {name}: {:.0} TPS without, {:.0} during", pair.0, pair.1);
+                tps.push(pair);
             }
-            anyhow::Ok(tps)
+            anyhow::Ok((tps, hosts))
         }
     };
-    let keel_tps = snapshot_pairs(["bench-2", "bench-3", "bench-4"], "").await?;
+    let (keel_tps, _) = snapshot_pairs(["bench-2", "bench-3", "bench-4"], "").await?;
     let peer_seconds = (br_backup.ceil() as u32).max(10);
     eprintln!("{pairs} pairs of pgbench -c 4 for {peer_seconds} s without, then during, a pgBackRest backup…");
     let mut peer_tps = Vec::new();
     for _ in 0..pairs {
-        peer_tps.push(
-            tps_without_and_during(&b.pg_bin, &peer.conninfo(), peer_seconds, async {
-                tokio::task::block_in_place(|| peer.backup()).map(drop)
-            })
-            .await?,
-        );
+        let pair = tps_without_and_during(&b.pg_bin, &peer.conninfo(), peer_seconds, async {
+            tokio::task::block_in_place(|| peer.backup()).map(drop)
+        })
+        .await?;
+        eprintln!("  pgBackRest: {:.0} TPS without, {:.0} during", pair.0, pair.1);
+        peer_tps.push(pair);
     }
     drop(peer);
 
@@ -512,16 +520,10 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     pin(&primary_root, "0")?;
     pin(&standby_root, "1")?;
     pin_self("0")?;
-    let standby_tps = snapshot_pairs(["bench-s1", "bench-s2", "bench-s3"], " of the standby").await?;
-    let (_, taken) = c.get(1, "/v1/ops?limit=5").await?;
-    let from_standby = taken.as_array().is_some_and(|ops| {
-        ops.iter()
-            .filter(|o| o["kind"] == "snapshot-database")
-            .all(|o| o["tasks"][0]["host"] == standby_host.as_str())
-    });
+    let (standby_tps, hosts) = snapshot_pairs(["bench-s1", "bench-s2", "bench-s3"], " of the standby").await?;
     anyhow::ensure!(
-        from_standby,
-        "the Multi-AZ snapshots were not taken on the standby's host: {taken}"
+        hosts.iter().all(|h| *h == standby_host),
+        "the Multi-AZ snapshots were taken on {hosts:?}, not all on the standby's host {standby_host}"
     );
     pin(&primary_root, "0,1")?;
     pin(&standby_root, "0,1")?;
