@@ -148,21 +148,86 @@ fn pgbench_tps(pg_bin: &Path, conninfo: &str, seconds: u32) -> anyhow::Result<f6
         .with_context(|| format!("no tps in pgbench's output: {out}"))
 }
 
-/// pgbench -c 4 TPS against `conninfo` for `seconds` without, then (at once after)
-/// while `work` runs from the window's start.
+/// The TPS of one of pgbench's `-P 1` progress reports
+/// (`progress: 5.0 s, 1065.9 tps, lat 3.739 ms stddev 1.574, 0 failed`).
+fn progress_tps(line: &str) -> Option<f64> {
+    line.strip_prefix("progress: ")?
+        .split(", ")
+        .nth(1)?
+        .strip_suffix(" tps")?
+        .parse()
+        .ok()
+}
+
+/// The next progress report's TPS.
+async fn next_tps(reports: &mut tokio::sync::mpsc::UnboundedReceiver<f64>) -> anyhow::Result<f64> {
+    reports.recv().await.context("pgbench stopped before the work was done")
+}
+
+/// pgbench -c 4 TPS against `conninfo`: over `seconds` without `work`, then over the
+/// whole time `work` runs (started at once after, under the same pgbench), from its
+/// per-second progress reports. The second window lasts as long as the work does under
+/// load: a fixed one missed a snapshot's end, where its upload's writes landed.
 async fn tps_without_and_during(
     pg_bin: &Path,
     conninfo: &str,
     seconds: u32,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<(f64, f64)> {
-    let load = |pg_bin: PathBuf, conninfo: String| {
-        tokio::task::spawn_blocking(move || pgbench_tps(&pg_bin, &conninfo, seconds))
-    };
-    let quiet = load(pg_bin.to_path_buf(), conninfo.to_string()).await??;
-    let during = load(pg_bin.to_path_buf(), conninfo.to_string());
-    work.await?;
-    Ok((quiet, during.await??))
+    // Long enough for any work: killed when the work is done.
+    let mut child = Command::new(pg_bin.join("pgbench"))
+        .args([
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-P",
+            "1",
+            "-n",
+            "-T",
+            &(seconds + 3600).to_string(),
+        ])
+        .arg(conninfo)
+        .env("PGPASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("start pgbench")?;
+    let stderr = child.stderr.take().context("pgbench's stderr")?;
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(tps) = progress_tps(&line) {
+                if tx.send(tps).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let measured = async {
+        // The first second includes connecting.
+        next_tps(&mut reports).await?;
+        let mut quiet = 0.0;
+        for _ in 0..seconds {
+            quiet += next_tps(&mut reports).await?;
+        }
+        work.await?;
+        // Every second the work touched, the one it ended in too.
+        let mut during = Vec::new();
+        while let Ok(tps) = reports.try_recv() {
+            during.push(tps);
+        }
+        during.push(next_tps(&mut reports).await?);
+        anyhow::Ok((
+            quiet / f64::from(seconds),
+            during.iter().sum::<f64>() / during.len() as f64,
+        ))
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    measured
 }
 
 /// The peer: a stand-alone PostgreSQL with pgBackRest archiving, the same pgbench data,
@@ -451,8 +516,8 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     let br_backup = peer.backup()?;
     let br_restore = peer.restore(&b.pg_bin)?;
 
-    // TPS without and during a backup, each window as long as an unloaded backup takes,
-    // in alternating pairs (the machine's own rate drifts between minutes): Keel's
+    // TPS without a backup (as long as an unloaded one takes) and during one (to its
+    // end), in alternating pairs (the machine's own rate drifts between minutes): Keel's
     // snapshots, then pgBackRest's full backups of its own instance, the peer.
     let pairs = 3;
     let seconds = (keel_snapshot.ceil() as u32).max(10);
@@ -461,7 +526,9 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     let snapshot_pairs = |names: [&'static str; 3], of: &'static str| {
         let (snapshot, pg_bin, conninfo) = (&snapshot, &b.pg_bin, &conninfo);
         async move {
-            eprintln!("{pairs} pairs of pgbench -c 4 for {seconds} s without, then during, a Keel snapshot{of}…");
+            eprintln!(
+                "{pairs} pairs of pgbench -c 4 for {seconds} s without, then during the whole of, a Keel snapshot{of}…"
+            );
             let (mut tps, mut hosts) = (Vec::new(), Vec::new());
             for name in names {
                 let pair = tps_without_and_during(pg_bin, conninfo, seconds, async {
@@ -478,7 +545,9 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     };
     let (keel_tps, _) = snapshot_pairs(["bench-2", "bench-3", "bench-4"], "").await?;
     let peer_seconds = (br_backup.ceil() as u32).max(10);
-    eprintln!("{pairs} pairs of pgbench -c 4 for {peer_seconds} s without, then during, a pgBackRest backup…");
+    eprintln!(
+        "{pairs} pairs of pgbench -c 4 for {peer_seconds} s without, then during the whole of, a pgBackRest backup…"
+    );
     let mut peer_tps = Vec::new();
     for _ in 0..pairs {
         let pair = tps_without_and_during(&b.pg_bin, &peer.conninfo(), peer_seconds, async {
@@ -644,4 +713,28 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
         100.0 * rpo_tps[1] / rpo_tps[0]
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_tps;
+
+    #[test]
+    fn a_progress_report_gives_its_tps_and_other_lines_nothing() {
+        let cases = [
+            (
+                "progress: 5.0 s, 1065.9 tps, lat 3.739 ms stddev 1.574, 0 failed",
+                Some(1065.9),
+            ),
+            (
+                "progress: 12.0 s, 0.0 tps, lat 0.000 ms stddev 0.000, 0 failed",
+                Some(0.0),
+            ),
+            ("pgbench (15.10 (Debian 15.10-0+deb12u1))", None),
+            ("tps = 431.2 (without initial connection time)", None),
+        ];
+        for (line, tps) in cases {
+            assert_eq!(progress_tps(line), tps, "{line}");
+        }
+    }
 }

@@ -496,7 +496,13 @@ async fn an_online_snapshot_is_verified_while_writes_go_on() {
     assert!(snap.start_lsn.contains('/') && snap.end_lsn.contains('/'), "{snap:?}");
     for f in &snap.files {
         assert!(std::fs::metadata(f).unwrap().len() > 0, "{} is empty", f.display());
+        assert!(f.starts_with(snap.spool.path()), "{} is in the spool", f.display());
     }
+    // The spool goes with the snapshot, and the verification's copy is gone already.
+    let spool = snap.spool.path().to_path_buf();
+    drop(snap);
+    assert!(!spool.exists(), "{} is removed", spool.display());
+    assert_eq!(snapshot_scratch("snap-1"), Vec::<String>::new());
     pg.shut_down("snap-1").await.unwrap();
 }
 
@@ -559,6 +565,31 @@ async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
         left.is_empty(),
         "nothing of the snapshot or the instance runs on: {left:?}"
     );
+    // Nor is any of its files left, in shared memory or on the disk.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut files = snapshot_scratch("inst-1");
+        if root.join("snapshots/inst-1").exists() {
+            files.push("snapshots/inst-1".into());
+        }
+        if files.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stopped snapshot left {files:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A snapshot's or its verification's directories for instance `id` in shared memory.
+fn snapshot_scratch(id: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("keel-") && n.ends_with(&format!("-{id}")))
+        .collect()
 }
 
 /// The archive's replication slot holds WAL from the moment it is made, before any

@@ -24,7 +24,7 @@ const PROBE_REOPEN: Duration = Duration::from_secs(5);
 /// The PostgreSQL engine of one host.
 pub struct Postgres {
     bin_dir: PathBuf,
-    root: PathBuf,
+    pub(super) root: PathBuf,
     run_as: Option<(u32, u32)>,
     template_lock: Mutex<()>,
     /// The host's TLS material, for Multi-AZ databases' replication links.
@@ -85,14 +85,16 @@ fn postgres_user() -> Result<Option<(u32, u32)>, EngineError> {
 impl Postgres {
     /// The engine for a host whose volumes live under `root`.
     pub fn new(root: &Path) -> Result<Self, EngineError> {
-        Ok(Self {
+        let engine = Self {
             bin_dir: find_bin_dir()?,
             root: root.to_path_buf(),
             run_as: postgres_user()?,
             template_lock: Mutex::new(()),
             replication_tls: None,
             probe_clients: Default::default(),
-        })
+        };
+        engine.clear_scratch();
+        Ok(engine)
     }
 
     /// The engine, with `tls` for replication links between hosts.
@@ -733,7 +735,8 @@ pub(super) fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn dir_size(path: &Path) -> u64 {
+/// Bytes of the files under `path` (0 where unreadable).
+pub(super) fn dir_size(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else { return 0 };
     entries
         .filter_map(|e| e.ok())

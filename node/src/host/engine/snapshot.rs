@@ -66,8 +66,27 @@ fn background_priority(pid: i32) {
     }
 }
 
-/// A verified snapshot in a work directory, ready to upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A directory of passing files, removed when this is dropped: when the work is done,
+/// failed, or stopped midway (a promotion pre-empts a snapshot by dropping it), so no
+/// copy is left in shared memory or on the disk.
+#[derive(Debug)]
+pub struct Spool(PathBuf);
+
+impl Spool {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A verified snapshot in a spool directory, ready to upload.
+#[derive(Debug)]
 pub struct Snapshot {
     /// Timeline the backup was taken on.
     pub timeline: u32,
@@ -81,6 +100,8 @@ pub struct Snapshot {
     pub copied_at_ms: u64,
     /// Its files: `base.tar.lz4`, `pg_wal.tar`, `backup_manifest`.
     pub files: Vec<PathBuf>,
+    /// The directory holding them, removed when the snapshot is dropped.
+    pub spool: Spool,
 }
 
 /// The part of `backup_manifest` that says which WAL the backup needs.
@@ -98,24 +119,52 @@ struct ManifestFile {
     size: u64,
 }
 
-/// Where a snapshot of `bytes` unpacked is verified: in shared memory (`/dev/shm`) when
-/// that is at most a quarter of the memory available and of the room there, else beside
-/// the snapshot in `work`.
-fn verify_dir(work: &Path, id: &str, bytes: u64) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024);
-    let room = free_bytes(shm).unwrap_or(0);
-    if bytes.saturating_mul(4) <= available.min(room) {
-        shm.join(format!("keel-verify-{id}"))
-    } else {
-        work.join("verify")
+/// Shared memory, where a snapshot's passing files go when they fit easily.
+const SHM: &str = "/dev/shm";
+
+impl Postgres {
+    /// The start of this engine's directory names in [`SHM`]: named for its root, so two
+    /// hosts on one machine never share one and a restart can clear what a crash left.
+    fn scratch_prefix(&self) -> String {
+        use std::os::unix::ffi::OsStrExt;
+        let root = crate::backup::store::sha256_hex(self.root.as_os_str().as_bytes());
+        format!("keel-{}-", &root[..12])
+    }
+
+    /// Remove the scratch directories a crashed run of this engine left in shared memory
+    /// (nothing of this engine runs yet when it is made).
+    pub(super) fn clear_scratch(&self) {
+        let prefix = self.scratch_prefix();
+        let Ok(entries) = std::fs::read_dir(SHM) else { return };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// A directory for `bytes` of a snapshot's passing files: in shared memory
+    /// (`/dev/shm/keel-{root}-{what}-{id}`) when that is at most a quarter of the memory
+    /// available and of the room there, else `fallback`. Files written to the disk beside
+    /// the database's own compete with every commit's WAL flush: the kernel writes them
+    /// back in one burst 30 s later, and commits on the same disk stalled for seconds
+    /// (bench backups).
+    fn scratch_dir(&self, what: &str, id: &str, bytes: u64, fallback: PathBuf) -> PathBuf {
+        let shm = Path::new(SHM);
+        let available = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemAvailable:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .map_or(0, |kib| kib * 1024);
+        let room = free_bytes(shm).unwrap_or(0);
+        if bytes.saturating_mul(4) <= available.min(room) {
+            shm.join(format!("{}{what}-{id}", self.scratch_prefix()))
+        } else {
+            fallback
+        }
     }
 }
 
@@ -143,12 +192,22 @@ struct WalRange {
 }
 
 impl Postgres {
-    /// Snapshot the running instance `spec` into `work` (made empty first), and verify it.
+    /// Snapshot the running instance `spec`, and verify it: its files go to shared memory
+    /// when they fit easily (see [`Self::scratch_dir`]), else into `work`; either is made empty
+    /// first.
     pub async fn snapshot(&self, spec: &InstanceSpec, work: &Path) -> Result<Snapshot, EngineError> {
+        // The compressed copy is smaller than the data directory it comes from.
+        let bound = super::postgres::dir_size(&self.data(&spec.id));
+        let spool = Spool(self.scratch_dir("snapshot", &spec.id, bound, work.to_path_buf()));
         let _ = std::fs::remove_dir_all(work);
-        std::fs::create_dir_all(work).map_err(io("create snapshot directory"))?;
-        self.chown(work)?;
-        let out = work.join("backup");
+        let _ = std::fs::remove_dir_all(spool.path());
+        self.snapshot_into(spec, spool).await
+    }
+
+    async fn snapshot_into(&self, spec: &InstanceSpec, spool: Spool) -> Result<Snapshot, EngineError> {
+        let out = spool.path().join("backup");
+        std::fs::create_dir_all(spool.path()).map_err(io("create snapshot directory"))?;
+        self.chown(spool.path())?;
         let mut basebackup = self.background("pg_basebackup");
         let copy = self.run(
             "pg_basebackup",
@@ -187,28 +246,29 @@ impl Postgres {
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| EngineError::Unavailable(format!("the backup manifest is not readable: {e}")))?;
         // PostgreSQL 15's pg_verifybackup reads the plain format only: unpack it, in memory
-        // when it fits easily (writing it to disk competes with the clients' fsyncs).
+        // when it fits easily.
         let unpacked: u64 = manifest.files.iter().map(|f| f.size).sum();
-        let plain = verify_dir(work, &spec.id, unpacked);
+        // Removed when done, or when the snapshot is stopped midway.
+        let plain = Spool(self.scratch_dir("verify", &spec.id, unpacked, spool.path().join("verify")));
         let (base, wal) = tars(&out)?;
         let verified = async {
-            std::fs::create_dir_all(plain.join("pg_wal")).map_err(io("create verify directory"))?;
-            self.chown(&plain)?;
-            self.chown(&plain.join("pg_wal"))?;
-            self.untar(&base, &plain, true).await?;
-            self.untar(&wal, &plain.join("pg_wal"), true).await?;
+            std::fs::create_dir_all(plain.path().join("pg_wal")).map_err(io("create verify directory"))?;
+            self.chown(plain.path())?;
+            self.chown(&plain.path().join("pg_wal"))?;
+            self.untar(&base, plain.path(), true).await?;
+            self.untar(&wal, &plain.path().join("pg_wal"), true).await?;
             self.run(
                 "pg_verifybackup",
                 self.background("pg_verifybackup")
                     .arg("--manifest-path")
                     .arg(out.join("backup_manifest"))
-                    .arg(&plain),
+                    .arg(plain.path()),
                 None,
             )
             .await
         }
         .await;
-        let _ = std::fs::remove_dir_all(&plain);
+        drop(plain);
         verified?;
         let range = manifest
             .wal_ranges
@@ -220,6 +280,7 @@ impl Postgres {
             end_lsn: range.end.clone(),
             copied_at_ms,
             files: vec![base, wal, out.join("backup_manifest")],
+            spool,
         })
     }
 

@@ -32,13 +32,7 @@ impl HostService {
             .zone(&zone)
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let dir = self.config.root.join("snapshots").join(&spec.id);
-        let snap = match self.engine.snapshot(&spec, &dir).await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        };
+        let snap = self.engine.snapshot(&spec, &dir).await?;
         let prefix = snapshot_prefix(&lineage, &id);
         let mut objects = Vec::new();
         let mut failure = None;
@@ -55,7 +49,6 @@ impl HostService {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
         if let Some(e) = failure {
             for o in &objects {
                 let _ = store.delete(&o.key).await;
