@@ -446,7 +446,12 @@ async fn an_online_snapshot_is_verified_while_writes_go_on() {
     let (_dir, root, _) = fresh_root();
     std::fs::create_dir_all(&root).unwrap();
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).unwrap();
+    // What a host killed with its directory left in shared memory goes when an engine starts.
+    let crashed = std::path::Path::new("/dev/shm/keel-a-crashed-host");
+    std::fs::create_dir_all(crashed.join("snapshot-x")).unwrap();
+    std::fs::write(crashed.join("root"), root.join("gone").display().to_string()).unwrap();
     let pg = Postgres::new(&root).unwrap();
+    assert!(!crashed.exists(), "a gone host's spool is cleared");
     let port = free_port();
     let s = spec("snap-1", port, "small");
     pg.provision(&s).await.unwrap();
@@ -583,12 +588,16 @@ async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
     }
 }
 
-/// A snapshot's or its verification's directories for instance `id` in shared memory.
+/// A snapshot's or its verification's directories for instance `id` in shared memory
+/// (`/dev/shm/keel-<root>/<what>-<id>`).
 fn snapshot_scratch(id: &str) -> Vec<String> {
     std::fs::read_dir("/dev/shm")
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("keel-") && n.ends_with(&format!("-{id}")))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("keel-") && p.is_dir())
+        .flat_map(|p| std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()))
+        .map(|p| p.display().to_string())
+        .filter(|p| p.ends_with(&format!("-{id}")))
         .collect()
 }
 

@@ -122,29 +122,39 @@ struct ManifestFile {
 /// Shared memory, where a snapshot's passing files go when they fit easily.
 const SHM: &str = "/dev/shm";
 
+/// The file in an engine's directory in [`SHM`] that names the engine's root.
+const SCRATCH_OWNER: &str = "root";
+
 impl Postgres {
-    /// The start of this engine's directory names in [`SHM`]: named for its root, so two
-    /// hosts on one machine never share one and a restart can clear what a crash left.
-    fn scratch_prefix(&self) -> String {
+    /// This engine's directory in [`SHM`], named for its root (so two hosts on one machine
+    /// never share one) and holding a file that names the root (so whoever starts next
+    /// can tell what a crash left: see [`Self::clear_scratch`]).
+    fn scratch_base(&self) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;
         let root = crate::backup::store::sha256_hex(self.root.as_os_str().as_bytes());
-        format!("keel-{}-", &root[..12])
+        Path::new(SHM).join(format!("keel-{}", &root[..12]))
     }
 
-    /// Remove the scratch directories a crashed run of this engine left in shared memory
-    /// (nothing of this engine runs yet when it is made).
+    /// Remove what crashed runs left in shared memory: this engine's own directory
+    /// (nothing of it runs yet when it is made), and any other engine's whose root is
+    /// gone (a host killed with its directory, as test clusters and `keel dev --fresh` do).
     pub(super) fn clear_scratch(&self) {
-        let prefix = self.scratch_prefix();
+        let _ = std::fs::remove_dir_all(self.scratch_base());
         let Ok(entries) = std::fs::read_dir(SHM) else { return };
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_dir_all(e.path());
+            if !e.file_name().to_string_lossy().starts_with("keel-") {
+                continue;
+            }
+            if let Ok(root) = std::fs::read_to_string(e.path().join(SCRATCH_OWNER)) {
+                if !Path::new(&root).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
             }
         }
     }
 
     /// A directory for `bytes` of a snapshot's passing files: in shared memory
-    /// (`/dev/shm/keel-{root}-{what}-{id}`) when that is at most a quarter of the memory
+    /// (`/dev/shm/keel-{root}/{what}-{id}`) when that is at most a quarter of the memory
     /// available and of the room there, else `fallback`. Files written to the disk beside
     /// the database's own compete with every commit's WAL flush: the kernel writes them
     /// back in one burst 30 s later, and commits on the same disk stalled for seconds
@@ -160,8 +170,13 @@ impl Postgres {
             })
             .map_or(0, |kib| kib * 1024);
         let room = free_bytes(shm).unwrap_or(0);
-        if bytes.saturating_mul(4) <= available.min(room) {
-            shm.join(format!("{}{what}-{id}", self.scratch_prefix()))
+        let base = self.scratch_base();
+        let owned = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&base)?;
+            std::fs::write(base.join(SCRATCH_OWNER), self.root.as_os_str().as_encoded_bytes())
+        };
+        if bytes.saturating_mul(4) <= available.min(room) && owned().is_ok() {
+            base.join(format!("{what}-{id}"))
         } else {
             fallback
         }
