@@ -219,6 +219,9 @@ async fn tps_without_and_during(
             during.push(tps);
         }
         during.push(next_tps(&mut reports).await?);
+        // Where in the work the cost falls (its start, its copy, its upload) is worth seeing.
+        let each: Vec<String> = during.iter().map(|t| format!("{t:.0}")).collect();
+        eprintln!("    TPS each second during: {}", each.join(" "));
         anyhow::Ok((
             quiet / f64::from(seconds),
             during.iter().sum::<f64>() / during.len() as f64,
