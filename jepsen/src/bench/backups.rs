@@ -148,6 +148,13 @@ fn pgbench_tps(pg_bin: &Path, conninfo: &str, seconds: u32) -> anyhow::Result<f6
         .with_context(|| format!("no tps in pgbench's output: {out}"))
 }
 
+/// Write back everything dirty before a timed step, so that no step pays for an earlier
+/// one's writes (the pgbench loads leave gigabytes for the kernel to write back, which
+/// slowed whichever step came first).
+fn settle() -> anyhow::Result<()> {
+    sh("sync", &mut Command::new("sync")).map(drop)
+}
+
 /// The TPS of one of pgbench's `-P 1` progress reports
 /// (`progress: 5.0 s, 1065.9 tps, lat 3.739 ms stddev 1.574, 0 failed`).
 fn progress_tps(line: &str) -> Option<f64> {
@@ -470,16 +477,19 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
                 bail!("snapshot refused ({code}): {r}");
             }
             let op = op_done(c, r["operation_id"].as_str().unwrap_or_default()).await?;
+            eprintln!("    Keel's snapshot task: {}", op["tasks"][0]["result"]);
             // How long it took, and the host that took it.
             let host = op["tasks"][0]["host"].as_str().unwrap_or_default().to_string();
             Ok::<(f64, String), anyhow::Error>((t.elapsed().as_secs_f64(), host))
         }
     };
     eprintln!("Keel snapshot…");
+    settle()?;
     let (keel_snapshot, _) = snapshot("bench-1").await?;
     let (_, snap) = c.get(1, "/v1/snapshots/bench-1").await?;
     let stored = snap["size_bytes"].as_u64().unwrap_or(0);
     eprintln!("Keel restore…");
+    settle()?;
     let t = Instant::now();
     let (code, r) = c
         .post(
@@ -497,6 +507,7 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
 
     eprintln!("cp -a…");
     let copy = PathBuf::from(format!("/var/tmp/keel-bench-cp-{}", std::process::id()));
+    settle()?;
     let t = Instant::now();
     sh("cp -a", Command::new("cp").arg("-a").arg(&data).arg(&copy))?;
     let cp = t.elapsed().as_secs_f64();
@@ -504,6 +515,7 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     // The disk's own sequential write rate, past the page cache: as many bytes, direct.
     eprintln!("dd oflag=direct…");
     let dd_file = copy.with_extension("dd");
+    settle()?;
     let t = Instant::now();
     sh(
         "dd",
@@ -516,7 +528,9 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&dd_file);
 
     eprintln!("pgBackRest backup and restore…");
+    settle()?;
     let br_backup = peer.backup()?;
+    settle()?;
     let br_restore = peer.restore(&b.pg_bin)?;
 
     // TPS without a backup (as long as an unloaded one takes) and during one (to its

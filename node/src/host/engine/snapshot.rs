@@ -100,6 +100,9 @@ pub struct Snapshot {
     pub copied_at_ms: u64,
     /// Its files: `base.tar.lz4`, `pg_wal.tar`, `backup_manifest`.
     pub files: Vec<PathBuf>,
+    /// How long the copy took, and then its verification (each phase costs the
+    /// database differently: said in the task's result).
+    pub phases: [std::time::Duration; 2],
     /// The directory holding them, removed when the snapshot is dropped.
     pub spool: Spool,
 }
@@ -220,6 +223,7 @@ impl Postgres {
     }
 
     async fn snapshot_into(&self, spec: &InstanceSpec, spool: Spool) -> Result<Snapshot, EngineError> {
+        let started = std::time::Instant::now();
         let out = spool.path().join("backup");
         std::fs::create_dir_all(spool.path()).map_err(io("create snapshot directory"))?;
         self.chown(spool.path())?;
@@ -257,6 +261,7 @@ impl Postgres {
             () = self.background_walsenders(spec) => unreachable!("it never ends"),
         }
         let copied_at_ms = crate::clock::now_ms();
+        let copied = started.elapsed();
         let text = std::fs::read_to_string(out.join("backup_manifest")).map_err(io("read backup manifest"))?;
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| EngineError::Unavailable(format!("the backup manifest is not readable: {e}")))?;
@@ -295,6 +300,7 @@ impl Postgres {
             end_lsn: range.end.clone(),
             copied_at_ms,
             files: vec![base, wal, out.join("backup_manifest")],
+            phases: [copied, started.elapsed() - copied],
             spool,
         })
     }

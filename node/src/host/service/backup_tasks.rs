@@ -34,6 +34,7 @@ impl HostService {
         let dir = self.config.root.join("snapshots").join(&spec.id);
         let snap = self.engine.snapshot(&spec, &dir).await?;
         let prefix = snapshot_prefix(&lineage, &id);
+        let uploading = std::time::Instant::now();
         let mut objects = Vec::new();
         let mut failure = None;
         for file in &snap.files {
@@ -59,11 +60,15 @@ impl HostService {
             });
         }
         let bytes: u64 = objects.iter().map(|o| o.size).sum();
+        let [copy, verify] = snap.phases;
         let detail = format!(
-            "snapshot verified and stored in {} ({bytes} bytes, WAL {} to {})",
+            "snapshot verified and stored in {} ({bytes} bytes, WAL {} to {}): copy {:.1} s, verification {:.1} s, upload {:.1} s",
             store.name(),
             snap.start_lsn,
-            snap.end_lsn
+            snap.end_lsn,
+            copy.as_secs_f64(),
+            verify.as_secs_f64(),
+            uploading.elapsed().as_secs_f64()
         );
         let output = TaskOutput::Snapshot {
             taken_at_ms: snap.copied_at_ms,
