@@ -133,15 +133,19 @@ fn pin_self(cpus: &str) -> anyhow::Result<()> {
     taskset(std::process::id() as i32, cpus)
 }
 
-/// TPS pgbench reports for `-c 4 -j 2 -T seconds` against `conninfo`.
+/// The bench's load: `pgbench -c 4 -j 2 -n -T seconds` with `options` against `conninfo`.
+fn pgbench_load(pg_bin: &Path, conninfo: &str, seconds: u32, options: &[&str]) -> Command {
+    let mut cmd = Command::new(pg_bin.join("pgbench"));
+    cmd.args(["-c", "4", "-j", "2", "-n", "-T", &seconds.to_string()])
+        .args(options)
+        .arg(conninfo)
+        .env("PGPASSWORD", PASSWORD);
+    cmd
+}
+
+/// TPS pgbench reports for [`pgbench_load`] of `seconds`.
 fn pgbench_tps(pg_bin: &Path, conninfo: &str, seconds: u32) -> anyhow::Result<f64> {
-    let out = sh(
-        "pgbench",
-        Command::new(pg_bin.join("pgbench"))
-            .args(["-c", "4", "-j", "2", "-T", &seconds.to_string(), "-n"])
-            .arg(conninfo)
-            .env("PGPASSWORD", PASSWORD),
-    )?;
+    let out = sh("pgbench", &mut pgbench_load(pg_bin, conninfo, seconds, &[]))?;
     out.lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
@@ -182,20 +186,7 @@ async fn tps_without_and_during(
     work: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<(f64, f64)> {
     // Long enough for any work: killed when the work is done.
-    let mut child = Command::new(pg_bin.join("pgbench"))
-        .args([
-            "-c",
-            "4",
-            "-j",
-            "2",
-            "-P",
-            "1",
-            "-n",
-            "-T",
-            &(seconds + 3600).to_string(),
-        ])
-        .arg(conninfo)
-        .env("PGPASSWORD", PASSWORD)
+    let mut child = pgbench_load(pg_bin, conninfo, seconds + 3600, &["-P", "1"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -483,12 +483,11 @@ mod tests {
             b"a stretch of WAL"
         );
         // Written through a staging file that the rename consumed: nothing else is on disk.
-        let on_disk: Vec<_> = std::fs::read_dir(dir.path().join("store/db1"))
+        let mut on_disk: Vec<_> = std::fs::read_dir(dir.path().join("store/db1"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
             .collect();
+        on_disk.sort();
         assert_eq!(on_disk, ["base.tar", "wal"]);
         store.delete("db1/wal/0001").await.unwrap();
         let back = dir.path().join("back.bin");

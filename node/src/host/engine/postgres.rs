@@ -24,7 +24,10 @@ const PROBE_REOPEN: Duration = Duration::from_secs(5);
 /// The PostgreSQL engine of one host.
 pub struct Postgres {
     bin_dir: PathBuf,
-    pub(super) root: PathBuf,
+    root: PathBuf,
+    /// This engine's directory in shared memory for snapshots' passing files, if it could
+    /// be made (see [`super::snapshot::prepare_scratch`]).
+    pub(super) scratch: Option<PathBuf>,
     run_as: Option<(u32, u32)>,
     template_lock: Mutex<()>,
     /// The host's TLS material, for Multi-AZ databases' replication links.
@@ -85,16 +88,15 @@ fn postgres_user() -> Result<Option<(u32, u32)>, EngineError> {
 impl Postgres {
     /// The engine for a host whose volumes live under `root`.
     pub fn new(root: &Path) -> Result<Self, EngineError> {
-        let engine = Self {
+        Ok(Self {
             bin_dir: find_bin_dir()?,
             root: root.to_path_buf(),
+            scratch: super::snapshot::prepare_scratch(root),
             run_as: postgres_user()?,
             template_lock: Mutex::new(()),
             replication_tls: None,
             probe_clients: Default::default(),
-        };
-        engine.clear_scratch();
-        Ok(engine)
+        })
     }
 
     /// The engine, with `tls` for replication links between hosts.

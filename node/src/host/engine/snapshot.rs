@@ -100,9 +100,11 @@ pub struct Snapshot {
     pub copied_at_ms: u64,
     /// Its files: `base.tar.lz4`, `pg_wal.tar`, `backup_manifest`.
     pub files: Vec<PathBuf>,
-    /// How long the copy took, and then its verification (each phase costs the
-    /// database differently: said in the task's result).
-    pub phases: [std::time::Duration; 2],
+    /// How long the copy took (each phase costs the database differently: the task's
+    /// result says both).
+    pub copy_time: std::time::Duration,
+    /// How long its verification took, after the copy.
+    pub verify_time: std::time::Duration,
     /// The directory holding them, removed when the snapshot is dropped.
     pub spool: Spool,
 }
@@ -128,34 +130,34 @@ const SHM: &str = "/dev/shm";
 /// The file in an engine's directory in [`SHM`] that names the engine's root.
 const SCRATCH_OWNER: &str = "root";
 
-impl Postgres {
-    /// This engine's directory in [`SHM`], named for its root (so two hosts on one machine
-    /// never share one) and holding a file that names the root (so whoever starts next
-    /// can tell what a crash left: see [`Self::clear_scratch`]).
-    fn scratch_base(&self) -> PathBuf {
-        use std::os::unix::ffi::OsStrExt;
-        let root = crate::backup::store::sha256_hex(self.root.as_os_str().as_bytes());
-        Path::new(SHM).join(format!("keel-{}", &root[..12]))
-    }
-
-    /// Remove what crashed runs left in shared memory: this engine's own directory
-    /// (nothing of it runs yet when it is made), and any other engine's whose root is
-    /// gone (a host killed with its directory, as test clusters and `keel dev --fresh` do).
-    pub(super) fn clear_scratch(&self) {
-        let _ = std::fs::remove_dir_all(self.scratch_base());
-        let Ok(entries) = std::fs::read_dir(SHM) else { return };
-        for e in entries.flatten() {
-            if !e.file_name().to_string_lossy().starts_with("keel-") {
-                continue;
-            }
-            if let Ok(root) = std::fs::read_to_string(e.path().join(SCRATCH_OWNER)) {
-                if !Path::new(&root).exists() {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
+/// This engine's directory in [`SHM`], made empty: named for its `root` (so two hosts on
+/// one machine never share one) and holding a file that names the root. Clears what
+/// crashed runs left first: its own (nothing of this engine runs yet), and any other
+/// engine's whose root is gone (a host killed with its directory, as test clusters and
+/// `keel dev --fresh` do). None if shared memory cannot be used.
+pub(super) fn prepare_scratch(root: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let base = Path::new(SHM).join(format!(
+        "keel-{}",
+        &crate::backup::store::sha256_hex(root.as_os_str().as_bytes())[..12]
+    ));
+    let _ = std::fs::remove_dir_all(&base);
+    for e in std::fs::read_dir(SHM).ok()?.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("keel-") {
+            continue;
+        }
+        if let Ok(owner) = std::fs::read_to_string(e.path().join(SCRATCH_OWNER)) {
+            if !Path::new(&owner).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
+    std::fs::create_dir_all(&base).ok()?;
+    std::fs::write(base.join(SCRATCH_OWNER), root.as_os_str().as_bytes()).ok()?;
+    Some(base)
+}
 
+impl Postgres {
     /// A directory for `bytes` of a snapshot's passing files: in shared memory
     /// (`/dev/shm/keel-{root}/{what}-{id}`) when that is at most a quarter of the memory
     /// available and of the room there, else `fallback`. Files written to the disk beside
@@ -163,7 +165,7 @@ impl Postgres {
     /// back in one burst 30 s later, and commits on the same disk stalled for seconds
     /// (bench backups).
     fn scratch_dir(&self, what: &str, id: &str, bytes: u64, fallback: PathBuf) -> PathBuf {
-        let shm = Path::new(SHM);
+        let Some(base) = &self.scratch else { return fallback };
         let available = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| {
@@ -172,13 +174,8 @@ impl Postgres {
                     .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             })
             .map_or(0, |kib| kib * 1024);
-        let room = free_bytes(shm).unwrap_or(0);
-        let base = self.scratch_base();
-        let owned = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&base)?;
-            std::fs::write(base.join(SCRATCH_OWNER), self.root.as_os_str().as_encoded_bytes())
-        };
-        if bytes.saturating_mul(4) <= available.min(room) && owned().is_ok() {
+        let room = free_bytes(base).unwrap_or(0);
+        if bytes.saturating_mul(4) <= available.min(room) {
             base.join(format!("{what}-{id}"))
         } else {
             fallback
@@ -300,7 +297,8 @@ impl Postgres {
             end_lsn: range.end.clone(),
             copied_at_ms,
             files: vec![base, wal, out.join("backup_manifest")],
-            phases: [copied, started.elapsed() - copied],
+            copy_time: copied,
+            verify_time: started.elapsed() - copied,
             spool,
         })
     }

@@ -60,14 +60,13 @@ impl HostService {
             });
         }
         let bytes: u64 = objects.iter().map(|o| o.size).sum();
-        let [copy, verify] = snap.phases;
         let detail = format!(
             "snapshot verified and stored in {} ({bytes} bytes, WAL {} to {}): copy {:.1} s, verification {:.1} s, upload {:.1} s",
             store.name(),
             snap.start_lsn,
             snap.end_lsn,
-            copy.as_secs_f64(),
-            verify.as_secs_f64(),
+            snap.copy_time.as_secs_f64(),
+            snap.verify_time.as_secs_f64(),
             uploading.elapsed().as_secs_f64()
         );
         let output = TaskOutput::Snapshot {
