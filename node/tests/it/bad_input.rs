@@ -180,6 +180,13 @@ async fn a_foreign_or_corrupt_data_directory_is_refused() {
     let mut c = cluster(&[]).await;
     let ids = c.ids();
     let victim = ids[2];
+    // The cluster is up once a majority is; the victim must have made its data directory
+    // (it answers its API only after) before it is killed, or there is nothing to refuse.
+    c.wait_for(Duration::from_secs(30), "the victim to serve", || async {
+        Ok(matches!(c.get(victim, "/v1/cluster/status").await, Ok((200, _))).then_some(()))
+    })
+    .await
+    .unwrap();
     c.kill(victim);
 
     // Same directory, another cluster's name.
