@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod dev;
 pub mod files;
+pub mod hex;
 pub mod host;
 pub mod leader;
 pub mod server;

@@ -77,13 +77,9 @@ pub struct NewToken {
     pub secret_sha256: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Hex SHA-256 of a token's secret.
 pub fn secret_hash(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
+    crate::hex::encode(&Sha256::digest(secret.as_bytes()))
 }
 
 /// Make a token from the operating system's randomness (8 bytes of id, 32 of secret).
@@ -92,7 +88,7 @@ pub fn new_token() -> NewToken {
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut id);
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    let (id, secret) = (hex(&id), hex(&secret));
+    let (id, secret) = (crate::hex::encode(&id), crate::hex::encode(&secret));
     NewToken {
         token: format!("{PREFIX}{id}_{secret}"),
         secret_sha256: secret_hash(&secret),

@@ -119,10 +119,7 @@ impl Material {
                 reason: e.to_string(),
             })?;
         use sha2::Digest;
-        let fingerprint = sha2::Sha256::digest(chain[0].as_ref())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let fingerprint = crate::hex::encode(&sha2::Sha256::digest(chain[0].as_ref()));
         Ok(Self {
             identity: Identity::of_certificate(&chain[0]).ok(),
             key: Arc::new(certified),

@@ -509,12 +509,74 @@ async fn an_online_snapshot_is_verified_while_writes_go_on() {
         "{}",
         snap.spool.path().display()
     );
+    // Damage caught by the check, in a copy of the real files: a byte of a data file
+    // (the base is checked as it streams), and a byte of a WAL record the copy needs.
+    let taken = snap.files[0].parent().unwrap().to_path_buf();
+    let damaged = |what: &str| {
+        let d = root.join(format!("damaged-{what}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        // The engine's checks run as its own user.
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        for f in &snap.files {
+            let to = d.join(f.file_name().unwrap());
+            std::fs::copy(f, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        d
+    };
+    let base = damaged("base");
+    let mut tar = lz4(&["-dc"], &std::fs::read(base.join("base.tar.lz4")).unwrap());
+    flip(&mut tar, "PG_VERSION", 0);
+    std::fs::write(base.join("base.tar.lz4"), lz4(&["-c"], &tar)).unwrap();
+    std::fs::set_permissions(base.join("base.tar.lz4"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = pg.verify("snap-1", &base).await.unwrap_err().to_string();
+    assert!(err.contains("PG_VERSION: its CRC-32C is"), "{err}");
+    let wal = damaged("wal");
+    let start = u64::from_str_radix(&snap.start_lsn.replace('/', ""), 16).unwrap();
+    let seg = start >> 24;
+    let name = format!("{:08X}{:08X}{:08X}", snap.timeline, seg >> 8, seg & 0xff);
+    let mut tar = std::fs::read(wal.join("pg_wal.tar")).unwrap();
+    flip(&mut tar, &name, (start & 0xff_ffff) as usize + 30);
+    std::fs::write(wal.join("pg_wal.tar"), tar).unwrap();
+    let err = pg.verify("snap-1", &wal).await.unwrap_err().to_string();
+    assert!(err.contains("verify snapshot WAL failed"), "{err}");
+    pg.verify("snap-1", &taken).await.unwrap();
     // The spool goes with the snapshot, and the verification's copy is gone already.
     let spool = snap.spool.path().to_path_buf();
     drop(snap);
     assert!(!spool.exists(), "{} is removed", spool.display());
     assert_eq!(snapshot_scratch("snap-1"), Vec::<String>::new());
     pg.shut_down("snap-1").await.unwrap();
+}
+
+/// `lz4 args` over `input`.
+fn lz4(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("lz4")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeding = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeding.join().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Flip the byte `at` into the contents of the top-level file `name` in the tar `tar`.
+fn flip(tar: &mut [u8], name: &str, at: usize) {
+    let mut field = name.as_bytes().to_vec();
+    field.push(0);
+    let header = (0..tar.len())
+        .step_by(512)
+        .find(|&h| tar[h..].starts_with(&field) || tar[h..].starts_with(&[b"./", field.as_slice()].concat()))
+        .unwrap_or_else(|| panic!("{name} is not in the tar"));
+    tar[header + 512 + at] ^= 0xff;
 }
 
 /// A snapshot yields to a task that must not wait for it: a stop (as a promotion, a

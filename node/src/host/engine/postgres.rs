@@ -124,7 +124,15 @@ impl Postgres {
     }
 
     pub(crate) fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(if program.contains('/') {
+        let mut cmd = Command::from(self.std_command(program));
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// [`Self::command`] for a caller that drives the process from a thread of its own.
+    fn std_command(&self, program: &str) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(if program.contains('/') {
             PathBuf::from(program)
         } else {
             self.bin_dir.join(program)
@@ -133,7 +141,7 @@ impl Postgres {
             cmd.uid(uid).gid(gid);
         }
         // Engine commands must not inherit our working directory (it may be unreadable to postgres).
-        cmd.current_dir("/").stdin(Stdio::null()).kill_on_drop(true);
+        cmd.current_dir("/").stdin(Stdio::null());
         cmd
     }
 
@@ -141,12 +149,20 @@ impl Postgres {
     /// has it): a snapshot's copy, compression and verification yield to the database's
     /// own work, so clients keep their throughput while it runs.
     pub(crate) fn background(&self, program: &str) -> Command {
+        let mut cmd = Command::from(self.background_std(program));
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// [`Self::background`] for a caller that drives the process from a thread of its own.
+    pub(crate) fn background_std(&self, program: &str) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
         let bin = if program.contains('/') {
             PathBuf::from(program)
         } else {
             self.bin_dir.join(program)
         };
-        let mut cmd = self.command("/usr/bin/nice");
+        let mut cmd = self.std_command("/usr/bin/nice");
         cmd.args(["-n", "15", "/usr/bin/ionice", "-c", "2", "-n", "7"]).arg(bin);
         // With the kernel's autogroups, nice only ranks processes within one session: in
         // the host manager's session the copy would still get a whole share of the CPU

@@ -1,14 +1,33 @@
 //! Online snapshots of a running instance: `pg_basebackup` over the instance's private
-//! socket (tar, lz4, WAL streamed alongside, a SHA-256 manifest), verified with
-//! `pg_verifybackup` before it counts. Writes are never blocked; the checkpoint it starts
+//! socket (tar, lz4, WAL streamed alongside, a CRC-32C manifest), verified before it
+//! counts as `pg_verifybackup` would (see [`super::verify`]). Writes are never blocked; the checkpoint it starts
 //! with is a fast one.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::postgres::{io, Postgres};
-use super::{EngineError, InstanceSpec};
+use super::verify::{Manifest, WalRange};
+use super::{verify, EngineError, InstanceSpec};
+
+/// A snapshot whose copy does not match its manifest.
+fn damaged(detail: impl Into<String>) -> EngineError {
+    EngineError::Command {
+        what: "verify snapshot".into(),
+        detail: detail.into(),
+    }
+}
+
+/// Sets its flag when dropped: a thread checking a snapshot stops when its caller goes.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 impl Postgres {
     /// Until dropped: put the walsenders serving `pg_basebackup` (the data and the WAL
@@ -109,21 +128,6 @@ pub struct Snapshot {
     pub spool: Spool,
 }
 
-/// The part of `backup_manifest` that says which WAL the backup needs.
-#[derive(Deserialize)]
-struct Manifest {
-    #[serde(rename = "WAL-Ranges")]
-    wal_ranges: Vec<WalRange>,
-    #[serde(rename = "Files", default)]
-    files: Vec<ManifestFile>,
-}
-
-#[derive(Deserialize)]
-struct ManifestFile {
-    #[serde(rename = "Size")]
-    size: u64,
-}
-
 /// Shared memory, where a snapshot's passing files go when they fit easily.
 const SHM: &str = "/dev/shm";
 
@@ -196,16 +200,6 @@ fn free_bytes(path: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-#[derive(Deserialize)]
-struct WalRange {
-    #[serde(rename = "Timeline")]
-    timeline: u32,
-    #[serde(rename = "Start-LSN")]
-    start: String,
-    #[serde(rename = "End-LSN")]
-    end: String,
-}
-
 impl Postgres {
     /// Snapshot the running instance `spec`, and verify it: its files go to shared memory
     /// when they fit easily (see [`Self::scratch_dir`]), else into `work`; either is made empty
@@ -259,38 +253,9 @@ impl Postgres {
         }
         let copied_at_ms = crate::clock::now_ms();
         let copied = started.elapsed();
-        let text = std::fs::read_to_string(out.join("backup_manifest")).map_err(io("read backup manifest"))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| EngineError::Unavailable(format!("the backup manifest is not readable: {e}")))?;
-        // PostgreSQL 15's pg_verifybackup reads the plain format only: unpack it, in memory
-        // when it fits easily.
-        let unpacked: u64 = manifest.files.iter().map(|f| f.size).sum();
-        // Removed when done, or when the snapshot is stopped midway.
-        let plain = Spool(self.scratch_dir("verify", &spec.id, unpacked, spool.path().join("verify")));
+        let manifest = self.verify(&spec.id, &out).await?;
         let (base, wal) = tars(&out)?;
-        let verified = async {
-            std::fs::create_dir_all(plain.path().join("pg_wal")).map_err(io("create verify directory"))?;
-            self.chown(plain.path())?;
-            self.chown(&plain.path().join("pg_wal"))?;
-            self.untar(&base, plain.path(), true).await?;
-            self.untar(&wal, &plain.path().join("pg_wal"), true).await?;
-            self.run(
-                "pg_verifybackup",
-                self.background("pg_verifybackup")
-                    .arg("--manifest-path")
-                    .arg(out.join("backup_manifest"))
-                    .arg(plain.path()),
-                None,
-            )
-            .await
-        }
-        .await;
-        drop(plain);
-        verified?;
-        let range = manifest
-            .wal_ranges
-            .first()
-            .ok_or_else(|| EngineError::Unavailable("the backup manifest names no WAL range".into()))?;
+        let range = &manifest.wal_ranges[0];
         Ok(Snapshot {
             timeline: range.timeline,
             start_lsn: range.start.clone(),
@@ -301,6 +266,90 @@ impl Postgres {
             verify_time: started.elapsed() - copied,
             spool,
         })
+    }
+
+    /// Verify the snapshot of instance `id` in `dir` (as `pg_basebackup` wrote it) against
+    /// its manifest, as `pg_verifybackup` would: every file's size and checksum, and the
+    /// WAL it needs; the manifest, if all holds.
+    pub async fn verify(&self, id: &str, dir: &Path) -> Result<Arc<Manifest>, EngineError> {
+        let text = std::fs::read(dir.join("backup_manifest")).map_err(io("read backup manifest"))?;
+        let manifest = Arc::new(Manifest::parse(&text).map_err(damaged)?);
+        let (base, wal) = tars(dir)?;
+        self.check_base(&base, manifest.clone()).await?;
+        self.check_wal(id, &wal, &manifest.wal_ranges, dir).await?;
+        Ok(manifest)
+    }
+
+    /// Check the base tar against `manifest` as `lz4` decompresses it (at background
+    /// priority), in a thread of its own; dropping the future stops it.
+    async fn check_base(&self, base: &Path, manifest: Arc<Manifest>) -> Result<verify::Checked, EngineError> {
+        use std::process::Stdio;
+        if base.extension().and_then(|e| e.to_str()) != Some("lz4") {
+            return Err(damaged(format!(
+                "{} is not lz4, as snapshots are taken",
+                base.display()
+            )));
+        }
+        let mut lz4 = self.background_std("/usr/bin/lz4");
+        lz4.arg("-dc").arg(base).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = lz4.spawn().map_err(io("start lz4 to check the snapshot"))?;
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let stopped = stop.0.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let checked = match child.stdout.take() {
+                Some(out) => manifest.check_base(std::io::BufReader::with_capacity(1 << 20, out), &stopped),
+                None => Err("lz4 has no output to read".into()),
+            };
+            if checked.is_err() {
+                let _ = child.kill();
+            }
+            let lz4 = child.wait_with_output();
+            let _ = tx.send(match (checked, lz4) {
+                (Err(e), _) => Err(damaged(e)),
+                (Ok(_), Ok(out)) if !out.status.success() => Err(damaged(format!(
+                    "lz4 could not decompress the base tar ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))),
+                (Ok(_), Err(e)) => Err(EngineError::Io {
+                    what: "wait for lz4".into(),
+                    source: e,
+                }),
+                (Ok(c), Ok(_)) => Ok(c),
+            });
+        });
+        let checked = rx
+            .await
+            .map_err(|_| EngineError::Unavailable("the snapshot's check ended without an answer".into()))?;
+        drop(stop);
+        checked
+    }
+
+    /// Check that the WAL in `wal` (a tar) covers `ranges` and parses, with `pg_waldump`
+    /// as `pg_verifybackup` does: it reads a directory, so the WAL is unpacked first, in
+    /// memory when it fits easily (the WAL, unlike the base, is the size of its range).
+    async fn check_wal(&self, id: &str, wal: &Path, ranges: &[WalRange], dir: &Path) -> Result<(), EngineError> {
+        let size = std::fs::metadata(wal).map_err(io("read the snapshot's WAL"))?.len();
+        // Removed when done, or when the snapshot is stopped midway.
+        let plain = Spool(self.scratch_dir("verify", id, size, dir.join("verify")));
+        std::fs::create_dir_all(plain.path()).map_err(io("create verify directory"))?;
+        self.chown(plain.path())?;
+        self.untar(wal, plain.path(), true).await?;
+        for r in ranges {
+            self.run(
+                "verify snapshot WAL",
+                self.background("pg_waldump")
+                    .arg("--quiet")
+                    .arg(format!("--path={}", plain.path().display()))
+                    .arg(format!("--timeline={}", r.timeline))
+                    .arg(format!("--start={}", r.start))
+                    .arg(format!("--end={}", r.end)),
+                None,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Unpack `tar` (plain, `.gz` or `.lz4`, by its name) into `into`; at background
