@@ -6,6 +6,7 @@ pub mod postgres;
 pub mod replication;
 pub mod restore;
 pub mod snapshot;
+pub mod unpack;
 pub mod verify;
 
 use serde::{Deserialize, Serialize};

@@ -129,8 +129,13 @@ impl Postgres {
         cmd
     }
 
+    /// The engine's OS user and group, when commands run as it.
+    pub(super) fn owner(&self) -> Option<(u32, u32)> {
+        self.run_as
+    }
+
     /// [`Self::command`] for a caller that drives the process from a thread of its own.
-    fn std_command(&self, program: &str) -> std::process::Command {
+    pub(super) fn std_command(&self, program: &str) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(if program.contains('/') {
             PathBuf::from(program)
