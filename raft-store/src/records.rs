@@ -954,6 +954,10 @@ pub enum TaskAction {
     SetAccess,
     /// Take an online snapshot, verify it and store it in the zone's backup store.
     Snapshot,
+    /// On a primary, before its standby's snapshot: a checkpoint, so the standby can make a
+    /// restartpoint at it and the snapshot carries the WAL from there, not from the
+    /// primary's last scheduled checkpoint (up to a gigabyte under load).
+    Checkpoint,
     /// Make the instance's volume from a snapshot and the WAL archive, replay to the
     /// target and promote it.
     Restore,
@@ -989,7 +993,7 @@ pub enum SuccessCheck {
 
 impl TaskAction {
     /// Every action, for tables and tests.
-    pub const ALL: [TaskAction; 18] = [
+    pub const ALL: [TaskAction; 19] = [
         TaskAction::Provision,
         TaskAction::Start,
         TaskAction::Check,
@@ -1008,6 +1012,7 @@ impl TaskAction {
         TaskAction::BuildStandby,
         TaskAction::SyncStandby,
         TaskAction::Promote,
+        TaskAction::Checkpoint,
     ];
 
     /// Its name on the wire and in listings, e.g. `provision`.
@@ -1031,6 +1036,7 @@ impl TaskAction {
             TaskAction::BuildStandby => "build-standby",
             TaskAction::SyncStandby => "sync-standby",
             TaskAction::Promote => "promote",
+            TaskAction::Checkpoint => "checkpoint",
         }
     }
 
@@ -1043,6 +1049,8 @@ impl TaskAction {
             TaskAction::Start | TaskAction::Restart => 90,
             TaskAction::Check => 30,
             TaskAction::Configure | TaskAction::SetPassword | TaskAction::SetAccess => 30,
+            // Writes the dirty shared buffers: seconds, a minute at worst on a slow disk.
+            TaskAction::Checkpoint => 120,
             TaskAction::Stop | TaskAction::Destroy => 90,
             // Bounded by the data's size: an hour covers hundreds of GiB on local disks.
             TaskAction::Snapshot | TaskAction::Restore | TaskAction::CopyBackup => 3600,
@@ -1100,6 +1108,7 @@ impl TaskAction {
                 | TaskAction::BuildStandby
                 | TaskAction::SyncStandby
                 | TaskAction::Promote
+                | TaskAction::Checkpoint
         )
     }
 }

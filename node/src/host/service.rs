@@ -394,6 +394,10 @@ impl HostService {
                     *output.lock().unwrap_or_else(|p| p.into_inner()) = Some(made);
                     Ok(detail)
                 }
+                TaskAction::Checkpoint => {
+                    let lsn = engine.checkpoint(&need(spec)?).await?;
+                    Ok(format!("checkpoint made; redo at {lsn}"))
+                }
                 TaskAction::DeleteBackup => self.delete_backup(work).await,
                 TaskAction::CopyBackup => {
                     let (detail, made) = self.copy_backup(work).await?;

@@ -25,6 +25,7 @@ pub fn action_to_wire(a: TaskAction) -> i32 {
         TaskAction::BuildStandby => WireAction::BuildStandby,
         TaskAction::SyncStandby => WireAction::SyncStandby,
         TaskAction::Promote => WireAction::Promote,
+        TaskAction::Checkpoint => WireAction::Checkpoint,
     };
     w as i32
 }

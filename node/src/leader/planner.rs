@@ -145,6 +145,11 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             // compression cost the standby's host, not the primary's clients. A failure
             // pre-empts it there (the host stops a snapshot for a promotion or a fence).
             let source = state.serving_standby(name).unwrap_or(primary);
+            // A standby's backup starts at its last restartpoint, which can only be at a
+            // checkpoint of the primary's: one made now keeps the WAL it carries small.
+            if source.id != primary.id {
+                add(TaskAction::Checkpoint, &primary.host, &primary.id);
+            }
             add(TaskAction::Snapshot, &source.host, &source.id);
         }
         JobKind::RestoreDatabase { .. } => {
@@ -1021,10 +1026,14 @@ mod tests {
         };
         let placed = |s: &AdminState| {
             let tasks = plan(s, &job, "w").unwrap();
-            assert_eq!(tasks.len(), 1);
-            (tasks[0].action, tasks[0].host.clone(), tasks[0].instance.clone())
+            let last = tasks.last().unwrap();
+            (last.action, last.host.clone(), last.instance.clone())
         };
         assert_eq!(placed(&s), (TaskAction::Snapshot, "h2".to_string(), "s".to_string()));
+        // The primary checkpoints first, so the standby's copy starts there.
+        let tasks = plan(&s, &job, "w").unwrap();
+        let steps: Vec<_> = tasks.iter().map(|t| (t.action, t.instance.as_str())).collect();
+        assert_eq!(steps, [(TaskAction::Checkpoint, "i1"), (TaskAction::Snapshot, "s")]);
         // Stored beside the archive, in the primary's zone (a), though taken in zone b.
         let Some(TaskWork::Snapshot { zone, .. }) =
             task_work(&s, &job, TaskAction::Snapshot, &ZoneDistances::default()).unwrap()
@@ -1038,6 +1047,8 @@ mod tests {
         s.instances.get_mut("s").unwrap().replication.as_mut().unwrap().state = "streaming".into();
         s.hosts.get_mut("h2").unwrap().health = HostHealth::Unreachable;
         assert_eq!(placed(&s), (TaskAction::Snapshot, "h1".to_string(), "i1".to_string()));
+        // From the primary itself: no separate checkpoint (its backup makes one).
+        assert_eq!(plan(&s, &job, "w").unwrap().len(), 1);
     }
 
     #[test]

@@ -215,6 +215,7 @@ impl MemHosts {
             TaskAction::Configure
             | TaskAction::Check
             | TaskAction::Snapshot
+            | TaskAction::Checkpoint
             | TaskAction::DeleteBackup
             | TaskAction::CopyBackup => {}
             TaskAction::Restore | TaskAction::BuildStandby => {

@@ -172,15 +172,30 @@ async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds
         .unwrap();
     let done = wait_op(&c, op["operation_id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done}");
+    let steps: Vec<_> = done["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["action"].as_str().unwrap(), t["instance"].as_str().unwrap()))
+        .collect();
     assert_eq!(
-        (
-            done["tasks"][0]["action"].as_str(),
-            done["tasks"][0]["instance"].as_str()
-        ),
-        (Some("snapshot"), Some(standby.id.as_str())),
+        steps,
+        [("checkpoint", primary.id.as_str()), ("snapshot", standby.id.as_str())],
         "{done}"
     );
     let (_, snap) = c.get(1, "/v1/snapshots/from-standby").await.unwrap();
+    // The standby's copy starts at the primary's fresh checkpoint (or a later one), not
+    // at an older restartpoint: the WAL it carries is only what came after.
+    let lsn = |text: &str| {
+        let (hi, lo) = text.trim().split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    let result = done["tasks"][0]["result"].as_str().unwrap();
+    let redo = lsn(result.rsplit("redo at ").next().unwrap());
+    assert!(
+        lsn(snap["start_lsn"].as_str().unwrap()) >= redo,
+        "{snap} starts before the checkpoint: {result}"
+    );
     assert_eq!(snap["zone"], zone(&primary.host).as_str(), "{snap}");
     let (code, r) = c
         .post(
