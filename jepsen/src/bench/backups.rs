@@ -468,9 +468,15 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
                 bail!("snapshot refused ({code}): {r}");
             }
             let op = op_done(c, r["operation_id"].as_str().unwrap_or_default()).await?;
-            eprintln!("    Keel's snapshot task: {}", op["tasks"][0]["result"]);
+            // Its last task takes it (a standby's is preceded by the primary's checkpoint).
+            let tasks = op["tasks"].as_array().cloned().unwrap_or_default();
+            let task = tasks.last().cloned().unwrap_or_default();
+            for t in &tasks[..tasks.len().saturating_sub(1)] {
+                eprintln!("    Keel's {} task: {}", t["action"], t["result"]);
+            }
+            eprintln!("    Keel's snapshot task: {}", task["result"]);
             // How long it took, and the host that took it.
-            let host = op["tasks"][0]["host"].as_str().unwrap_or_default().to_string();
+            let host = task["host"].as_str().unwrap_or_default().to_string();
             Ok::<(f64, String), anyhow::Error>((t.elapsed().as_secs_f64(), host))
         }
     };
