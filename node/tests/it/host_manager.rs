@@ -622,6 +622,12 @@ async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The copy is held to the host's rate (128 MiB/s by default), so clients keep theirs.
+    let copying: Vec<String> = processes_under(&root)
+        .into_iter()
+        .filter(|p| p.contains("pg_basebackup"))
+        .collect();
+    assert!(copying.iter().all(|p| p.contains("--max-rate=128M")), "{copying:?}");
     let stopped = task(&mut c, "stop-1", 1, TaskAction::Stop, Some(&s)).await.unwrap();
     assert_eq!(state(&stopped), TaskState::Succeeded, "{stopped:?}");
     let snap = taking.await.unwrap().unwrap().into_inner();

@@ -32,6 +32,8 @@ pub struct Postgres {
     template_lock: Mutex<()>,
     /// The host's TLS material, for Multi-AZ databases' replication links.
     pub(super) replication_tls: Option<super::replication::ReplicationTls>,
+    /// The most a snapshot copies, in MiB/s; 0 for no limit.
+    pub(super) snapshot_max_rate_mib: u32,
     /// One open connection per instance for health probes (and when it was opened): a probe
     /// is then a round trip, not a new backend process, so the monitor may probe several
     /// times a second.
@@ -95,8 +97,15 @@ impl Postgres {
             run_as: postgres_user()?,
             template_lock: Mutex::new(()),
             replication_tls: None,
+            snapshot_max_rate_mib: 0,
             probe_clients: Default::default(),
         })
+    }
+
+    /// The engine, its snapshots copying at most `mib` MiB/s (0: no limit).
+    pub fn with_snapshot_max_rate(mut self, mib: u32) -> Self {
+        self.snapshot_max_rate_mib = mib;
+        self
     }
 
     /// The engine, with `tls` for replication links between hosts.

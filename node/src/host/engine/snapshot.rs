@@ -274,6 +274,10 @@ impl Postgres {
         std::fs::create_dir_all(spool.path()).map_err(io("create snapshot directory"))?;
         self.chown(spool.path())?;
         let mut basebackup = self.background("pg_basebackup");
+        if self.snapshot_max_rate_mib > 0 {
+            // The data files' rate; the WAL streamed beside them is not held back.
+            basebackup.arg(format!("--max-rate={}M", self.snapshot_max_rate_mib));
+        }
         let copy = self.run(
             "pg_basebackup",
             basebackup
