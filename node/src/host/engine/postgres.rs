@@ -169,7 +169,7 @@ impl Postgres {
     }
 
     /// [`Self::background`] for a caller that drives the process from a thread of its own.
-    pub(crate) fn background_std(&self, program: &str) -> std::process::Command {
+    pub(super) fn background_std(&self, program: &str) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let bin = if program.contains('/') {
             PathBuf::from(program)
@@ -595,6 +595,22 @@ impl Postgres {
             .await
             .map_err(|e| EngineError::Unavailable(format!("setting the master password failed: {}", explain(&e))))?;
         Ok(())
+    }
+
+    /// A superuser session on the running instance, for the step `what` (named in the
+    /// error if the engine cannot be reached).
+    pub(super) async fn superuser_client(
+        &self,
+        spec: &InstanceSpec,
+        what: &str,
+    ) -> Result<tokio_postgres::Client, EngineError> {
+        let (client, conn) = self
+            .superuser(spec, Duration::from_secs(10))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("cannot reach the engine to {what}: {}", explain(&e))))?;
+        tokio::spawn(conn);
+        Ok(client)
     }
 
     /// The engine's superuser over the instance's private socket.

@@ -163,21 +163,6 @@ impl Postgres {
         }
     }
 
-    async fn superuser_client(&self, spec: &InstanceSpec, what: &str) -> Result<tokio_postgres::Client, EngineError> {
-        let (client, conn) = self
-            .superuser(spec, Duration::from_secs(10))
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| {
-                EngineError::Unavailable(format!(
-                    "cannot reach the engine to {what}: {}",
-                    super::postgres::explain(&e)
-                ))
-            })?;
-        tokio::spawn(conn);
-        Ok(client)
-    }
-
     /// On a running primary: the replication role, a slot for each of `spec`'s standbys
     /// (made reserving WAL at once) and none for others that are not streaming. Returns
     /// the newest slot's restart position: a standby built now needs WAL from there on

@@ -216,12 +216,7 @@ impl Postgres {
     /// A checkpoint on the running primary `spec` (ahead of its standby's snapshot); its
     /// redo position, where a backup that starts from it starts.
     pub async fn checkpoint(&self, spec: &InstanceSpec) -> Result<String, EngineError> {
-        let (client, conn) = self
-            .superuser(spec, std::time::Duration::from_secs(10))
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| EngineError::Unavailable(format!("cannot reach the engine to checkpoint: {e}")))?;
-        tokio::spawn(conn);
+        let client = self.superuser_client(spec, "checkpoint").await?;
         let failed = |e: tokio_postgres::Error| EngineError::Command {
             what: "checkpoint".into(),
             detail: super::postgres::explain(&e),
@@ -239,14 +234,9 @@ impl Postgres {
     /// effort: a standby that lags only makes a snapshot that carries more WAL. On a
     /// primary, nothing to wait for.
     async fn replay_received(&self, spec: &InstanceSpec) {
-        let Ok((client, conn)) = self
-            .superuser(spec, std::time::Duration::from_secs(5))
-            .connect(tokio_postgres::NoTls)
-            .await
-        else {
+        let Ok(client) = self.superuser_client(spec, "wait for replay").await else {
             return;
         };
-        tokio::spawn(conn);
         let Ok(Some(received)) = client
             .query_one("SELECT pg_last_wal_receive_lsn()::text", &[])
             .await
@@ -351,38 +341,11 @@ impl Postgres {
         }
         let mut lz4 = self.background_std("/usr/bin/lz4");
         lz4.arg("-dc").arg(base).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = lz4.spawn().map_err(io("start lz4 to check the snapshot"))?;
-        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
-        let stopped = stop.0.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let checked = match child.stdout.take() {
-                Some(out) => manifest.check_base(std::io::BufReader::with_capacity(1 << 20, out), &stopped),
-                None => Err("lz4 has no output to read".into()),
-            };
-            if checked.is_err() {
-                let _ = child.kill();
-            }
-            let lz4 = child.wait_with_output();
-            let _ = tx.send(match (checked, lz4) {
-                (Err(e), _) => Err(damaged(e)),
-                (Ok(_), Ok(out)) if !out.status.success() => Err(damaged(format!(
-                    "lz4 could not decompress the base tar ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))),
-                (Ok(_), Err(e)) => Err(EngineError::Io {
-                    what: "wait for lz4".into(),
-                    source: e,
-                }),
-                (Ok(c), Ok(_)) => Ok(c),
-            });
-        });
-        let checked = rx
-            .await
-            .map_err(|_| EngineError::Unavailable("the snapshot's check ended without an answer".into()))?;
-        drop(stop);
-        checked
+        let lz4 = lz4.spawn().map_err(io("start lz4 to check the snapshot"))?;
+        let (done, _stop) = read_lz4(lz4, move |tar, stop| manifest.check_base(tar, stop));
+        done.await
+            .unwrap_or_else(|_| Err("the snapshot's check ended without an answer".into()))
+            .map_err(damaged)
     }
 
     /// Check that the WAL in `wal` (a tar) covers `ranges` and parses, with `pg_waldump`
@@ -462,16 +425,14 @@ impl Postgres {
                 .map(tokio::process::ChildStdin::from_std)
                 .transpose()
                 .map_err(io("feed lz4"))?;
-            let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
-            let (stopped, into, owner) = (stop.0.clone(), into.to_path_buf(), self.owner());
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(unpack_from(lz4, &into, owner, &stopped));
+            let (into, owner) = (into.to_path_buf(), self.owner());
+            let direct = read_lz4(lz4, move |tar, stop| {
+                super::unpack::unpack(tar, &into, owner, stop).map(drop)
             });
             return Ok(Unpacker {
                 stdin,
                 children: Vec::new(),
-                direct: Some((rx, stop)),
+                direct: Some(direct),
             });
         }
         let mut tar = self.command("/bin/tar");
@@ -490,38 +451,53 @@ impl Postgres {
     }
 }
 
-/// Unpack what `lz4` writes, then wait for it: drained to its end when the tar ends first
-/// (its padding), killed when the unpacking fails.
-fn unpack_from(
+/// A thread's reading, stopped when its [`StopOnDrop`] is dropped, and its answer.
+type Reading<T> = (tokio::sync::oneshot::Receiver<Result<T, String>>, StopOnDrop);
+
+/// Run `read` over what the running `lz4` (stdout and stderr piped) writes, in a thread of
+/// its own: then drain lz4's output (a tar ends before its padding does), wait for it and
+/// check it exited well; kill it if the reading failed. Dropping the returned guard stops
+/// the reading, which `read` sees through the flag it is given.
+fn read_lz4<T: Send + 'static>(
     mut lz4: std::process::Child,
-    into: &Path,
-    owner: Option<(u32, u32)>,
-    stop: &AtomicBool,
-) -> Result<super::unpack::Unpacked, String> {
-    let unpacked = match lz4.stdout.as_mut() {
-        Some(out) => {
-            let mut out = std::io::BufReader::with_capacity(1 << 20, out);
-            super::unpack::unpack(&mut out, into, owner, stop).and_then(|u| {
-                std::io::copy(&mut out, &mut std::io::sink())
-                    .map(|_| u)
-                    .map_err(|e| format!("reading lz4's output: {e}"))
-            })
+    read: impl FnOnce(&mut dyn std::io::Read, &AtomicBool) -> Result<T, String> + Send + 'static,
+) -> Reading<T> {
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let stopped = stop.0.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let read = match lz4.stdout.as_mut() {
+            Some(out) => {
+                let mut out = std::io::BufReader::with_capacity(1 << 20, out);
+                read(&mut out, &stopped).and_then(|v| {
+                    std::io::copy(&mut out, &mut std::io::sink())
+                        .map(|_| v)
+                        .map_err(|e| format!("reading lz4's output: {e}"))
+                })
+            }
+            None => Err("lz4 has no output to read".into()),
+        };
+        if read.is_err() {
+            let _ = lz4.kill();
         }
-        None => Err("lz4 has no output to read".into()),
-    };
-    if unpacked.is_err() {
-        let _ = lz4.kill();
-    }
-    let out = lz4.wait_with_output().map_err(|e| format!("waiting for lz4: {e}"))?;
-    let unpacked = unpacked?;
-    if !out.status.success() {
-        return Err(format!(
-            "lz4 failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(unpacked)
+        let answer = lz4
+            .wait_with_output()
+            .map_err(|e| format!("waiting for lz4: {e}"))
+            .and_then(|out| {
+                let v = read?;
+                if out.status.success() {
+                    Ok(v)
+                } else {
+                    Err(format!(
+                        "lz4 failed ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                }
+            });
+        let _ = tx.send(answer);
+    });
+    (rx, stop)
 }
 
 /// The base and WAL tar files of a backup in `dir`, whatever their compression
@@ -554,10 +530,7 @@ pub struct Unpacker {
     pub stdin: Option<tokio::process::ChildStdin>,
     children: Vec<(&'static str, tokio::process::Child)>,
     /// The thread unpacking with direct I/O, if it is one, and what stops it.
-    direct: Option<(
-        tokio::sync::oneshot::Receiver<Result<super::unpack::Unpacked, String>>,
-        StopOnDrop,
-    )>,
+    direct: Option<Reading<()>>,
 }
 
 impl Unpacker {
@@ -570,7 +543,7 @@ impl Unpacker {
         };
         if let Some((done, _stop)) = self.direct {
             return match done.await {
-                Ok(unpacked) => unpacked.map(drop).map_err(failed),
+                Ok(unpacked) => unpacked.map_err(failed),
                 Err(_) => Err(failed("the unpacking ended without an answer".into())),
             };
         }

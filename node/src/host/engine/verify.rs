@@ -134,11 +134,6 @@ impl Manifest {
         })
     }
 
-    /// The bytes of the files it lists.
-    pub fn bytes(&self) -> u64 {
-        self.files.values().map(|f| f.size).sum()
-    }
-
     /// Check the base tar read from `tar` against this manifest: every file it lists is
     /// there, with its size and checksum, and nothing else is (the ignored paths aside).
     /// Every problem is named (up to [`NAMED`]); `stop` ends the check early, as failed.
