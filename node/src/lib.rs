@@ -3,6 +3,7 @@
 //! drive the engines directly; `main.rs` only calls [`cli::main`].
 
 pub mod api;
+pub mod background;
 pub mod backup;
 pub mod classes;
 pub mod cli;

@@ -232,14 +232,19 @@ async fn host_manager_runs_real_postgres() {
 
 /// Processes whose command line names something under `path`.
 fn processes_under(path: &std::path::Path) -> Vec<String> {
+    pids_under(path).into_iter().map(|(_, cmdline)| cmdline).collect()
+}
+
+/// [`processes_under`], with each process's pid.
+fn pids_under(path: &std::path::Path) -> Vec<(u32, String)> {
     let needle = path.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|p| p.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&needle))
+        .filter_map(|p| Some((p.file_name().to_string_lossy().parse::<u32>().ok()?, p.path())))
+        .filter_map(|(pid, p)| Some((pid, std::fs::read(p.join("cmdline")).ok()?)))
+        .map(|(pid, c)| (pid, String::from_utf8_lossy(&c).replace('\0', " ")))
+        .filter(|(_, c)| c.contains(&needle))
         .collect()
 }
 
@@ -628,6 +633,15 @@ async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
         .filter(|p| p.contains("pg_basebackup"))
         .collect();
     assert!(copying.iter().all(|p| p.contains("--max-rate=128M")), "{copying:?}");
+    // And it runs in the idle CPU group, where the machine has one (root, a cgroup CPU
+    // controller: these test machines do), so it never delays a client's wake-up.
+    if keel_node::background::group().is_some() {
+        let outside: Vec<(u32, String)> = pids_under(&root)
+            .into_iter()
+            .filter(|(pid, c)| c.contains("pg_basebackup") && keel_node::background::holds(*pid) == Some(false))
+            .collect();
+        assert!(outside.is_empty(), "copies outside the idle CPU group: {outside:?}");
+    }
     let stopped = task(&mut c, "stop-1", 1, TaskAction::Stop, Some(&s)).await.unwrap();
     assert_eq!(state(&stopped), TaskState::Succeeded, "{stopped:?}");
     let snap = taking.await.unwrap().unwrap().into_inner();

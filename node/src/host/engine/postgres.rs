@@ -90,11 +90,17 @@ fn postgres_user() -> Result<Option<(u32, u32)>, EngineError> {
 impl Postgres {
     /// The engine for a host whose volumes live under `root`.
     pub fn new(root: &Path) -> Result<Self, EngineError> {
+        let run_as = postgres_user()?;
+        if let (Some(group), Some((uid, gid))) = (crate::background::group(), run_as) {
+            if let Err(e) = group.allow(uid, gid) {
+                tracing::info!(error = %e, "The engine's commands cannot enter the idle CPU group: they run niced only.");
+            }
+        }
         Ok(Self {
             bin_dir: find_bin_dir()?,
             root: root.to_path_buf(),
             scratch: super::snapshot::prepare_scratch(root),
-            run_as: postgres_user()?,
+            run_as,
             template_lock: Mutex::new(()),
             replication_tls: None,
             snapshot_max_rate_mib: 0,
@@ -178,18 +184,23 @@ impl Postgres {
         };
         let mut cmd = self.std_command("/usr/bin/nice");
         cmd.args(["-n", "15", "/usr/bin/ionice", "-c", "2", "-n", "7"]).arg(bin);
-        // With the kernel's autogroups, nice only ranks processes within one session: in
-        // the host manager's session the copy would still get a whole share of the CPU
-        // beside the engine's. A session of its own, whose group is niced, yields.
+        // In the idle CPU group where there is one (see crate::background). Else: with the
+        // kernel's autogroups, nice only ranks processes within one session: in the host
+        // manager's session the copy would still get a whole share of the CPU beside the
+        // engine's. A session of its own, whose group is niced, yields somewhat.
+        let idle = crate::background::group().map(|g| g.procs().clone());
         // SAFETY: only async-signal-safe calls (setsid, open, write, close) between fork
-        // and exec, on a static path and buffer.
+        // and exec, on paths and buffers made before the fork.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::setsid();
                 let fd = libc::open(c"/proc/self/autogroup".as_ptr(), libc::O_WRONLY);
                 if fd >= 0 {
                     libc::write(fd, b"19".as_ptr().cast(), 2);
                     libc::close(fd);
+                }
+                if let Some(procs) = &idle {
+                    crate::background::adopt_self(procs);
                 }
                 Ok(())
             });

@@ -68,11 +68,15 @@ impl Postgres {
     }
 }
 
-/// Give process `pid` the priority of [`Postgres::background`]: nice 15 and the lowest
-/// best-effort I/O level. Best effort: a process that has gone is no matter.
+/// Give process `pid` the priority of [`Postgres::background`]: the idle CPU group (see
+/// [`crate::background`]), nice 15 and the lowest best-effort I/O level. Best effort: a
+/// process that has gone is no matter.
 fn background_priority(pid: i32) {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
     const BEST_EFFORT_LOWEST: libc::c_long = (2 << 13) | 7;
+    if let Some(g) = crate::background::group() {
+        let _ = g.adopt(pid);
+    }
     // SAFETY: setpriority and ioprio_set take plain integers and touch no memory of ours.
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 15);
@@ -342,7 +346,12 @@ impl Postgres {
         let mut lz4 = self.background_std("/usr/bin/lz4");
         lz4.arg("-dc").arg(base).stdout(Stdio::piped()).stderr(Stdio::piped());
         let lz4 = lz4.spawn().map_err(io("start lz4 to check the snapshot"))?;
-        let (done, _stop) = read_lz4(lz4, move |tar, stop| manifest.check_base(tar, stop));
+        let (done, _stop) = read_lz4(lz4, move |tar, stop| {
+            // Checking every file's CRC costs a core's worth while it runs (a thread of
+            // its own: it may leave the host manager's group for the idle one).
+            crate::background::enter_current_thread();
+            manifest.check_base(tar, stop)
+        });
         done.await
             .unwrap_or_else(|_| Err("the snapshot's check ended without an answer".into()))
             .map_err(damaged)
