@@ -17,7 +17,6 @@ const GROUP: &str = "keel-background";
 /// The idle CPU group, ready to take processes (and, on cgroup v1, threads).
 #[derive(Debug)]
 pub struct IdleGroup {
-    dir: PathBuf,
     /// Its `cgroup.procs`, for a child between fork and exec (no allocation there).
     procs: CString,
     /// Its `tasks` (cgroup v1 only, where a thread may sit apart from its process).
@@ -62,22 +61,26 @@ impl IdleGroup {
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).map_err(std::io::Error::other)?;
         Ok(Self {
             tasks: v1.then(|| dir.join("tasks")),
-            dir,
             procs,
         })
     }
 
     /// Move process `pid` (all its threads) into the group.
     pub fn adopt(&self, pid: i32) -> std::io::Result<()> {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+        std::fs::write(self.procs_path(), pid.to_string())
+    }
+
+    /// Its `cgroup.procs`, as [`Self::procs`] names it.
+    fn procs_path(&self) -> &Path {
+        use std::os::unix::ffi::OsStrExt;
+        Path::new(std::ffi::OsStr::from_bytes(self.procs.as_bytes()))
     }
 
     /// Let user `uid` (group `gid`) move its own processes in: the engine's commands run
     /// as `postgres`, and a child changes user before it can move itself.
     pub fn allow(&self, uid: u32, gid: u32) -> std::io::Result<()> {
-        let files = [Some(self.dir.join("cgroup.procs")), self.tasks.clone()];
-        for file in files.into_iter().flatten() {
-            std::os::unix::fs::chown(&file, Some(uid), Some(gid))?;
+        for file in [Some(self.procs_path()), self.tasks.as_deref()].into_iter().flatten() {
+            std::os::unix::fs::chown(file, Some(uid), Some(gid))?;
         }
         Ok(())
     }
@@ -130,19 +133,18 @@ mod tests {
             return;
         };
         if g.tasks.is_none() {
+            eprintln!("cgroup v2: a thread cannot sit apart from its process; nothing to check");
             return;
         }
-        let tid = std::thread::spawn(|| {
+        std::thread::spawn(|| {
             assert!(enter_current_thread());
             // SAFETY: gettid has no arguments and no failure.
             let tid = unsafe { libc::gettid() };
             let mine = std::fs::read_to_string(format!("/proc/self/task/{tid}/cgroup")).unwrap();
-            assert!(mine.lines().any(|l| l.ends_with(":/keel-background")), "{mine}");
-            tid
+            assert!(mine.lines().any(|l| l.ends_with(&format!(":/{GROUP}"))), "{mine}");
         })
         .join()
         .unwrap();
-        assert!(tid > 0);
         assert_eq!(holds(std::process::id()), Some(false), "the process stays where it was");
     }
 }
