@@ -30,6 +30,10 @@ pub struct BackupsBench {
     /// Seconds of `pgbench -c 4` for the lag phase.
     #[arg(long, default_value_t = 30)]
     pub lag_seconds: u32,
+    /// Only the Multi-AZ standby's snapshots (TPS without and during): a quicker run
+    /// while working on that one figure.
+    #[arg(long)]
+    pub multi_az_only: bool,
 }
 
 const PASSWORD: &str = "bench pass word 1";
@@ -170,9 +174,76 @@ fn progress_tps(line: &str) -> Option<f64> {
         .ok()
 }
 
-/// The next progress report's TPS.
-async fn next_tps(reports: &mut tokio::sync::mpsc::UnboundedReceiver<f64>) -> anyhow::Result<f64> {
+/// The next progress report: when it came (Unix ms) and its TPS.
+async fn next_tps(reports: &mut tokio::sync::mpsc::UnboundedReceiver<(u64, f64)>) -> anyhow::Result<(u64, f64)> {
     reports.recv().await.context("pgbench stopped before the work was done")
+}
+
+/// A stretch of a piece of work, by wall clock (Unix ms), to say which seconds of a
+/// load it fell in.
+#[derive(Debug, Clone, PartialEq)]
+struct Phase {
+    name: String,
+    start_ms: u64,
+    end_ms: u64,
+}
+
+/// The phases of a finished operation `op`, from its tasks: each task's run, and a
+/// snapshot task's split by what its result says of its copy, verification and upload
+/// (`… copy 8.1 s, verification 3.0 s, upload 2.4 s`), counted back from its end; the
+/// time before its copy is its wait for the standby's replay.
+fn op_phases(op: &Value) -> Vec<Phase> {
+    let mut phases = Vec::new();
+    for t in op["tasks"].as_array().into_iter().flatten() {
+        let (Some(start_ms), Some(end_ms)) = (t["started_at_ms"].as_u64(), t["finished_at_ms"].as_u64()) else {
+            continue;
+        };
+        let action = t["action"].as_str().unwrap_or("task");
+        let result = t["result"].as_str().unwrap_or_default();
+        let seconds = |label: &str| {
+            let at = result.find(&format!("{label} "))? + label.len() + 1;
+            let s: f64 = result[at..].split(' ').next()?.parse().ok()?;
+            Some((s * 1000.0) as u64)
+        };
+        match (seconds("copy"), seconds("verification"), seconds("upload")) {
+            (Some(copy), Some(verify), Some(upload)) if action == "snapshot" => {
+                let mut at = end_ms;
+                let mut split = Vec::new();
+                for (name, ms) in [("upload", upload), ("verify", verify), ("copy", copy)] {
+                    let from = at.saturating_sub(ms).max(start_ms);
+                    split.push(Phase { name: name.into(), start_ms: from, end_ms: at });
+                    at = from;
+                }
+                split.push(Phase { name: "wait".into(), start_ms, end_ms: at });
+                phases.extend(split.into_iter().rev().filter(|p| p.end_ms > p.start_ms));
+            }
+            _ => phases.push(Phase { name: action.into(), start_ms, end_ms }),
+        }
+    }
+    phases
+}
+
+/// Per-second TPS `seconds` (each a report's arrival, Unix ms, ending the second it
+/// covers) grouped under the phase each second's middle fell in (`-` for none):
+/// `checkpoint: 850 | copy: 1100 1150 | upload: 430`.
+fn by_phase(seconds: &[(u64, f64)], phases: &[Phase]) -> String {
+    let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+    for (at, tps) in seconds {
+        let middle = at.saturating_sub(500);
+        let name = phases
+            .iter()
+            .find(|p| p.start_ms <= middle && middle < p.end_ms)
+            .map_or("-", |p| p.name.as_str());
+        match groups.last_mut() {
+            Some((last, each)) if *last == name => each.push(format!("{tps:.0}")),
+            _ => groups.push((name, vec![format!("{tps:.0}")])),
+        }
+    }
+    groups
+        .iter()
+        .map(|(name, each)| format!("{name}: {}", each.join(" ")))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// pgbench -c 4 TPS against `conninfo`: over `seconds` without `work`, then over the
@@ -183,7 +254,7 @@ async fn tps_without_and_during(
     pg_bin: &Path,
     conninfo: &str,
     seconds: u32,
-    work: impl std::future::Future<Output = anyhow::Result<()>>,
+    work: impl std::future::Future<Output = anyhow::Result<Vec<Phase>>>,
 ) -> anyhow::Result<(f64, f64)> {
     // Long enough for any work: killed when the work is done.
     let mut child = pgbench_load(pg_bin, conninfo, seconds + 3600, &["-P", "1"])
@@ -197,7 +268,7 @@ async fn tps_without_and_during(
         use std::io::BufRead;
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(tps) = progress_tps(&line) {
-                if tx.send(tps).is_err() {
+                if tx.send((now_ms(), tps)).is_err() {
                     break;
                 }
             }
@@ -208,27 +279,40 @@ async fn tps_without_and_during(
         next_tps(&mut reports).await?;
         let mut quiet = 0.0;
         for _ in 0..seconds {
-            quiet += next_tps(&mut reports).await?;
+            quiet += next_tps(&mut reports).await?.1;
         }
-        work.await?;
+        let phases = work.await?;
         // Every second the work touched, the one it ended in too.
         let mut during = Vec::new();
-        while let Ok(tps) = reports.try_recv() {
-            during.push(tps);
+        while let Ok(report) = reports.try_recv() {
+            during.push(report);
         }
         during.push(next_tps(&mut reports).await?);
         // Where in the work the cost falls (its start, its copy, its upload) is worth seeing.
-        let each: Vec<String> = during.iter().map(|t| format!("{t:.0}")).collect();
-        eprintln!("    TPS each second during: {}", each.join(" "));
+        eprintln!("    TPS each second during: {}", by_phase(&during, &phases));
         anyhow::Ok((
             quiet / f64::from(seconds),
-            during.iter().sum::<f64>() / during.len() as f64,
+            during.iter().map(|(_, tps)| tps).sum::<f64>() / during.len() as f64,
         ))
     }
     .await;
     let _ = child.kill();
     let _ = child.wait();
     measured
+}
+
+/// Print (without, during) TPS pairs `tps` of load beside `who`, each and the median ratio.
+fn print_pairs(who: &str, tps: &[(f64, f64)]) {
+    let ratios: Vec<f64> = tps.iter().map(|(quiet, during)| during / quiet).collect();
+    let each: Vec<String> = tps
+        .iter()
+        .map(|(quiet, during)| format!("{quiet:.0}→{during:.0} ({:.0}%)", 100.0 * during / quiet))
+        .collect();
+    println!(
+        "pgbench -c 4 TPS without → during {who}: {}; median {:.0}%",
+        each.join(", "),
+        100.0 * quantile(&ratios, 0.5)
+    );
 }
 
 /// The peer: a stand-alone PostgreSQL with pgBackRest archiving, the same pgbench data,
@@ -452,7 +536,11 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
             .arg(&conninfo)
             .env("PGPASSWORD", PASSWORD),
     )?;
-    let peer = PgBackRest::setup(&b.pg_bin, b.scale)?;
+    let peer = if b.multi_az_only {
+        None
+    } else {
+        Some(PgBackRest::setup(&b.pg_bin, b.scale)?)
+    };
     let data = root_of(&primary_host)?.join("volumes").join(&instance).join("data");
     let bytes = dir_bytes(&data);
 
@@ -475,16 +563,46 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
                 eprintln!("    Keel's {} task: {}", t["action"], t["result"]);
             }
             eprintln!("    Keel's snapshot task: {}", task["result"]);
-            // How long it took, and the host that took it.
+            // How long it took, the host that took it, and its phases.
             let host = task["host"].as_str().unwrap_or_default().to_string();
-            Ok::<(f64, String), anyhow::Error>((t.elapsed().as_secs_f64(), host))
+            Ok::<_, anyhow::Error>((t.elapsed().as_secs_f64(), host, op_phases(&op)))
         }
     };
     eprintln!("Keel snapshot…");
     settle()?;
-    let (keel_snapshot, _) = snapshot("bench-1").await?;
+    let (keel_snapshot, _, _) = snapshot("bench-1").await?;
     let (_, snap) = c.get(1, "/v1/snapshots/bench-1").await?;
     let stored = snap["size_bytes"].as_u64().unwrap_or(0);
+    // TPS without a backup (as long as an unloaded one takes) and during one (to its
+    // end), in alternating pairs (the machine's own rate drifts between minutes): Keel's
+    // snapshots, then pgBackRest's full backups of its own instance, the peer.
+    let pairs = 3;
+    let seconds = (keel_snapshot.ceil() as u32).max(10);
+    // (without, during) TPS for each of Keel's snapshots `names`, one pair each, and the
+    // hosts that took them.
+    let snapshot_pairs = |names: [&'static str; 3], of: &'static str| {
+        let (snapshot, pg_bin, conninfo) = (&snapshot, &b.pg_bin, &conninfo);
+        async move {
+            eprintln!(
+                "{pairs} pairs of pgbench -c 4 for {seconds} s without, then during the whole of, a Keel snapshot{of}…"
+            );
+            let (mut tps, mut hosts) = (Vec::new(), Vec::new());
+            for name in names {
+                let pair = tps_without_and_during(pg_bin, conninfo, seconds, async {
+                    let (_, host, phases) = snapshot(name).await?;
+                    hosts.push(host);
+                    Ok(phases)
+                })
+                .await?;
+                // Said as it comes: a later phase's failure must not lose it.
+                eprintln!("  {name}: {:.0} TPS without, {:.0} during", pair.0, pair.1);
+                tps.push(pair);
+            }
+            anyhow::Ok((tps, hosts))
+        }
+    };
+    // Restore, the copies beside it, and the single-AZ TPS pairs beside pgBackRest's.
+    let single_az = if let Some(peer) = &peer {
     eprintln!("Keel restore…");
     settle()?;
     let t = Instant::now();
@@ -530,33 +648,6 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     settle()?;
     let br_restore = peer.restore(&b.pg_bin)?;
 
-    // TPS without a backup (as long as an unloaded one takes) and during one (to its
-    // end), in alternating pairs (the machine's own rate drifts between minutes): Keel's
-    // snapshots, then pgBackRest's full backups of its own instance, the peer.
-    let pairs = 3;
-    let seconds = (keel_snapshot.ceil() as u32).max(10);
-    // (without, during) TPS for each of Keel's snapshots `names`, one pair each, and the
-    // hosts that took them.
-    let snapshot_pairs = |names: [&'static str; 3], of: &'static str| {
-        let (snapshot, pg_bin, conninfo) = (&snapshot, &b.pg_bin, &conninfo);
-        async move {
-            eprintln!(
-                "{pairs} pairs of pgbench -c 4 for {seconds} s without, then during the whole of, a Keel snapshot{of}…"
-            );
-            let (mut tps, mut hosts) = (Vec::new(), Vec::new());
-            for name in names {
-                let pair = tps_without_and_during(pg_bin, conninfo, seconds, async {
-                    hosts.push(snapshot(name).await?.1);
-                    Ok(())
-                })
-                .await?;
-                // Said as it comes: a later phase's failure must not lose it.
-                eprintln!("  {name}: {:.0} TPS without, {:.0} during", pair.0, pair.1);
-                tps.push(pair);
-            }
-            anyhow::Ok((tps, hosts))
-        }
-    };
     let (keel_tps, _) = snapshot_pairs(["bench-2", "bench-3", "bench-4"], "").await?;
     let peer_seconds = (br_backup.ceil() as u32).max(10);
     eprintln!(
@@ -565,12 +656,16 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     let mut peer_tps = Vec::new();
     for _ in 0..pairs {
         let pair = tps_without_and_during(&b.pg_bin, &peer.conninfo(), peer_seconds, async {
-            tokio::task::block_in_place(|| peer.backup()).map(drop)
+            tokio::task::block_in_place(|| peer.backup()).map(|_| Vec::new())
         })
         .await?;
         eprintln!("  pgBackRest: {:.0} TPS without, {:.0} during", pair.0, pair.1);
         peer_tps.push(pair);
     }
+    Some((keel_restore, cp, dd, br_backup, br_restore, keel_tps, peer_tps))
+    } else {
+        None
+    };
     drop(peer);
 
     // Multi-AZ: snapshots are taken from the standby. Each host stands for a machine of
@@ -611,6 +706,11 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     pin(&primary_root, "0,1")?;
     pin(&standby_root, "0,1")?;
     pin_self("0,1")?;
+    const MULTI_AZ: &str = "a Keel snapshot of the Multi-AZ standby (hosts on CPUs 0 and 1, pgbench on 0)";
+    let Some((keel_restore, cp, dd, br_backup, br_restore, keel_tps, peer_tps)) = single_az else {
+        print_pairs(MULTI_AZ, &standby_tps);
+        return Ok(());
+    };
 
     // The latest restorable time's lag, as `describe` shows it, under pgbench -c 4.
     eprintln!("lag under pgbench -c 4 for {} s…", b.lag_seconds);
@@ -697,21 +797,9 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     for (who, tps) in [
         ("a Keel snapshot", &keel_tps),
         ("a pgBackRest backup", &peer_tps),
-        (
-            "a Keel snapshot of the Multi-AZ standby (hosts on CPUs 0 and 1, pgbench on 0)",
-            &standby_tps,
-        ),
+        (MULTI_AZ, &standby_tps),
     ] {
-        let ratios: Vec<f64> = tps.iter().map(|(quiet, during)| during / quiet).collect();
-        let each: Vec<String> = tps
-            .iter()
-            .map(|(quiet, during)| format!("{quiet:.0}→{during:.0} ({:.0}%)", 100.0 * during / quiet))
-            .collect();
-        println!(
-            "pgbench -c 4 TPS without → during {who}: {}; median {:.0}%",
-            each.join(", "),
-            100.0 * quantile(&ratios, 0.5)
-        );
+        print_pairs(who, tps);
     }
     println!(
         "latest restorable lag under pgbench -c 4 ({lag_tps:.0} TPS, {} samples): p50 {:.2} s, p99 {:.2} s, max {:.2} s",
@@ -731,7 +819,46 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::progress_tps;
+    use super::{by_phase, op_phases, progress_tps, Phase};
+    use serde_json::json;
+
+    #[test]
+    fn a_snapshot_task_splits_into_its_phases_counted_back_from_its_end() {
+        let op = json!({"tasks": [
+            {"action": "checkpoint", "result": "checkpoint at 0/5000028", "started_at_ms": 1_000, "finished_at_ms": 2_500},
+            {"action": "snapshot", "started_at_ms": 2_600, "finished_at_ms": 20_000,
+             "result": "snapshot verified and stored in zone-a (5 bytes, WAL 0/1 to 0/2): copy 10.0 s, verification 3.5 s, upload 2.0 s"},
+            {"action": "snapshot", "started_at_ms": 30_000, "finished_at_ms": null, "result": "running"}
+        ]});
+        let phase = |name: &str, start_ms, end_ms| Phase { name: name.into(), start_ms, end_ms };
+        assert_eq!(
+            op_phases(&op),
+            vec![
+                phase("checkpoint", 1_000, 2_500),
+                phase("wait", 2_600, 4_500),
+                phase("copy", 4_500, 14_500),
+                phase("verify", 14_500, 18_000),
+                phase("upload", 18_000, 20_000),
+            ]
+        );
+        // Durations longer than the task's run are cut at its start, and nothing is empty.
+        let op = json!({"tasks": [{"action": "snapshot", "started_at_ms": 10_000, "finished_at_ms": 12_000,
+             "result": "… copy 5.0 s, verification 0.5 s, upload 1.0 s"}]});
+        assert_eq!(
+            op_phases(&op),
+            vec![phase("copy", 10_000, 10_500), phase("verify", 10_500, 11_000), phase("upload", 11_000, 12_000)]
+        );
+    }
+
+    #[test]
+    fn each_second_goes_under_the_phase_its_middle_fell_in() {
+        let phases = [
+            Phase { name: "checkpoint".into(), start_ms: 1_000, end_ms: 2_200 },
+            Phase { name: "copy".into(), start_ms: 2_200, end_ms: 4_000 },
+        ];
+        let seconds = [(1_600, 800.0), (2_600, 900.4), (3_600, 1_100.0), (4_600, 1_000.0), (5_600, 990.0)];
+        assert_eq!(by_phase(&seconds, &phases), "checkpoint: 800 900 | copy: 1100 | -: 1000 990");
+    }
 
     #[test]
     fn a_progress_report_gives_its_tps_and_other_lines_nothing() {
