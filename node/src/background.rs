@@ -106,12 +106,70 @@ pub fn adopt_self(procs: &CString) {
 }
 
 /// Move the calling thread alone into the idle group, where the kernel allows a thread
-/// apart from its process (cgroup v1); whether it moved. Call it only on a thread of its
+/// apart from its process (cgroup v1), and into the idle I/O class; whether it moved
+/// into the group. Call it only on a thread of its
 /// own that ends with the work: it never comes back.
 pub fn enter_current_thread() -> bool {
+    // Its I/O yields too, group or not.
+    set_io_priority(0, IO_IDLE);
     group()
         .and_then(|g| g.tasks.as_ref())
         .is_some_and(|tasks| std::fs::write(tasks, "0").is_ok())
+}
+
+/// The idle I/O class (`ionice -c 3`), as `ioprio_set` takes it: served only when no
+/// other I/O waits, under mq-deadline and bfq; their `prio_aging_expire` (10 s by
+/// default) keeps it from starving. A snapshot's writes, reads and the checkpoint it
+/// starts with queue behind every commit's WAL flush on the same disk.
+pub const IO_IDLE: i32 = 3 << 13;
+
+/// `ioprio_set`'s `which` for one thread (or a single-threaded process).
+const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+
+/// The I/O priority of thread `tid` (0: the calling thread); None if it has gone.
+pub fn io_priority(tid: i32) -> Option<i32> {
+    // SAFETY: ioprio_get takes plain integers and touches no memory of ours.
+    let prio = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, libc::c_long::from(tid)) };
+    (prio >= 0).then_some(prio as i32)
+}
+
+/// Set thread `tid`'s (0: the calling thread's) I/O priority; whether it took.
+pub fn set_io_priority(tid: i32, prio: i32) -> bool {
+    // SAFETY: ioprio_set takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            libc::c_long::from(tid),
+            libc::c_long::from(prio),
+        ) == 0
+    }
+}
+
+/// Until dropped, process `pid` (single-threaded: a PostgreSQL process) does its I/O in
+/// the idle class; then it is back at the kernel's default, as the engine's processes
+/// run (not "the priority it had": of two holds that overlap, the later would restore
+/// the idle class for good). For a process of the engine's own that does a snapshot's
+/// work for a while, as the checkpointer does a snapshot's checkpoint.
+#[derive(Debug)]
+pub struct IdleIo {
+    pid: i32,
+}
+
+/// The kernel's default I/O priority: no class, which follows the CPU nice value.
+const IO_DEFAULT: i32 = 0;
+
+impl IdleIo {
+    /// Put `pid` in the idle I/O class; None if it has gone or may not be changed.
+    pub fn hold(pid: i32) -> Option<Self> {
+        set_io_priority(pid, IO_IDLE).then_some(Self { pid })
+    }
+}
+
+impl Drop for IdleIo {
+    fn drop(&mut self) {
+        set_io_priority(self.pid, IO_DEFAULT);
+    }
 }
 
 /// Whether process `pid`'s CPU group is the idle group (for tests and diagnostics); None
@@ -146,5 +204,21 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(holds(std::process::id()), Some(false), "the process stays where it was");
+    }
+
+    #[test]
+    fn a_thread_held_in_the_idle_io_class_is_back_at_the_default_after() {
+        std::thread::spawn(|| {
+            // SAFETY: gettid has no arguments and no failure.
+            let tid = unsafe { libc::gettid() };
+            let class = |tid| io_priority(tid).expect("our own thread") >> 13;
+            assert_eq!(class(tid), 0, "a thread starts with no class");
+            let held = IdleIo::hold(tid).expect("a thread may lower its own I/O priority");
+            assert_eq!(io_priority(tid), Some(IO_IDLE));
+            drop(held);
+            assert_eq!(class(tid), 0, "no class again");
+        })
+        .join()
+        .unwrap();
     }
 }

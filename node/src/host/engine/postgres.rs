@@ -165,8 +165,8 @@ impl Postgres {
         cmd
     }
 
-    /// An engine command at background priority (`nice`, the lowest best-effort I/O class where the kernel
-    /// has it): a snapshot's copy, compression and verification yield to the database's
+    /// An engine command at background priority (the idle CPU group, else `nice`; the idle
+    /// I/O class): a snapshot's copy, compression and verification yield to the database's
     /// own work, so clients keep their throughput while it runs.
     pub(crate) fn background(&self, program: &str) -> Command {
         let mut cmd = Command::from(self.background_std(program));
@@ -183,7 +183,8 @@ impl Postgres {
             self.bin_dir.join(program)
         };
         let mut cmd = self.std_command("/usr/bin/nice");
-        cmd.args(["-n", "15", "/usr/bin/ionice", "-c", "2", "-n", "7"]).arg(bin);
+        // The idle I/O class: see crate::background::IO_IDLE.
+        cmd.args(["-n", "15", "/usr/bin/ionice", "-c", "3"]).arg(bin);
         // In the idle CPU group where there is one (see crate::background). Else: with the
         // kernel's autogroups, nice only ranks processes within one session: in the host
         // manager's session the copy would still get a whole share of the CPU beside the
@@ -340,6 +341,10 @@ impl Postgres {
                 conf_value(&format!("{}MB", s.effective_cache_size_mb)),
             ),
             ("password_encryption", conf_value("scram-sha-256")),
+            // Full-page images, most of the WAL after each checkpoint, at a fraction of
+            // their size: less for a synchronous standby to write before a commit returns,
+            // for the archive to store and for a snapshot to carry.
+            ("wal_compression", conf_value("lz4")),
         ];
         let mut conf = String::from("# Written by Keel's host manager; changes are overwritten.\n");
         for (name, value) in settings {
