@@ -34,6 +34,9 @@ pub struct BackupsBench {
     /// while working on that one figure.
     #[arg(long)]
     pub multi_az_only: bool,
+    /// Windows with a backup in each TPS series, each between two without.
+    #[arg(long, default_value_t = 3)]
+    pub pairs: usize,
 }
 
 const PASSWORD: &str = "bench pass word 1";
@@ -211,13 +214,25 @@ fn op_phases(op: &Value) -> Vec<Phase> {
                 let mut split = Vec::new();
                 for (name, ms) in [("upload", upload), ("verify", verify), ("copy", copy)] {
                     let from = at.saturating_sub(ms).max(start_ms);
-                    split.push(Phase { name: name.into(), start_ms: from, end_ms: at });
+                    split.push(Phase {
+                        name: name.into(),
+                        start_ms: from,
+                        end_ms: at,
+                    });
                     at = from;
                 }
-                split.push(Phase { name: "wait".into(), start_ms, end_ms: at });
+                split.push(Phase {
+                    name: "wait".into(),
+                    start_ms,
+                    end_ms: at,
+                });
                 phases.extend(split.into_iter().rev().filter(|p| p.end_ms > p.start_ms));
             }
-            _ => phases.push(Phase { name: action.into(), start_ms, end_ms }),
+            _ => phases.push(Phase {
+                name: action.into(),
+                start_ms,
+                end_ms,
+            }),
         }
     }
     phases
@@ -301,18 +316,49 @@ async fn tps_without_and_during(
     measured
 }
 
-/// Print (without, during) TPS pairs `tps` of load beside `who`, each and the median ratio.
-fn print_pairs(who: &str, tps: &[(f64, f64)]) {
-    let ratios: Vec<f64> = tps.iter().map(|(quiet, during)| during / quiet).collect();
+/// (without before, during, without after) TPS from a series of (without, during) pairs
+/// and one window without at the end: each window with work between two without, the one
+/// after it also the next one's before. The machine's own rate drifts by a tenth and more
+/// from one half-minute to the next; against the mean of both sides, a window with work is
+/// not charged for the drift over it.
+fn bracketed(pairs: &[(f64, f64)], last_quiet: f64) -> Vec<(f64, f64, f64)> {
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (before, during))| {
+            let after = pairs.get(i + 1).map_or(last_quiet, |p| p.0);
+            (*before, *during, after)
+        })
+        .collect()
+}
+
+/// A window's TPS with work as a share of the mean of the windows either side.
+fn share(&(before, during, after): &(f64, f64, f64)) -> f64 {
+    during / ((before + after) / 2.0)
+}
+
+/// Print [`bracketed`] TPS `tps` of load beside `who`, each and the median share.
+fn print_pairs(who: &str, tps: &[(f64, f64, f64)]) {
+    let ratios: Vec<f64> = tps.iter().map(share).collect();
     let each: Vec<String> = tps
         .iter()
-        .map(|(quiet, during)| format!("{quiet:.0}→{during:.0} ({:.0}%)", 100.0 * during / quiet))
+        .map(|t| format!("{:.0}→{:.0}←{:.0} ({:.0}%)", t.0, t.1, t.2, 100.0 * share(t)))
         .collect();
     println!(
-        "pgbench -c 4 TPS without → during {who}: {}; median {:.0}%",
+        "pgbench -c 4 TPS without → during ← without {who}: {}; median {:.0}%",
         each.join(", "),
         100.0 * quantile(&ratios, 0.5)
     );
+}
+
+/// pgbench -c 4 TPS against `conninfo` over `seconds`, as [`tps_without_and_during`]
+/// measures its window without.
+async fn quiet_tps(pg_bin: &Path, conninfo: &str, seconds: u32) -> anyhow::Result<f64> {
+    Ok(
+        tps_without_and_during(pg_bin, conninfo, seconds, async { Ok(Vec::new()) })
+            .await?
+            .0,
+    )
 }
 
 /// The peer: a stand-alone PostgreSQL with pgBackRest archiving, the same pgbench data,
@@ -545,8 +591,8 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     let bytes = dir_bytes(&data);
 
     // Snapshot and restore through Keel.
-    let snapshot = |name: &'static str| {
-        let c = &c;
+    let snapshot = |name: &str| {
+        let (c, name) = (&c, name.to_string());
         async move {
             let t = Instant::now();
             let (code, r) = c
@@ -574,22 +620,23 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     let (_, snap) = c.get(1, "/v1/snapshots/bench-1").await?;
     let stored = snap["size_bytes"].as_u64().unwrap_or(0);
     // TPS without a backup (as long as an unloaded one takes) and during one (to its
-    // end), in alternating pairs (the machine's own rate drifts between minutes): Keel's
-    // snapshots, then pgBackRest's full backups of its own instance, the peer.
-    let pairs = 3;
+    // end), alternating, ending without (see `bracketed`): Keel's snapshots, then
+    // pgBackRest's full backups of its own instance, the peer.
+    let pairs = b.pairs;
     let seconds = (keel_snapshot.ceil() as u32).max(10);
-    // (without, during) TPS for each of Keel's snapshots `names`, one pair each, and the
-    // hosts that took them.
-    let snapshot_pairs = |names: [&'static str; 3], of: &'static str| {
+    // Bracketed TPS for `pairs` of Keel's snapshots, named `prefix`1, 2…, and the hosts
+    // that took them.
+    let snapshot_pairs = |prefix: &'static str, of: &'static str| {
         let (snapshot, pg_bin, conninfo) = (&snapshot, &b.pg_bin, &conninfo);
         async move {
             eprintln!(
-                "{pairs} pairs of pgbench -c 4 for {seconds} s without, then during the whole of, a Keel snapshot{of}…"
+                "{pairs} pairs of pgbench -c 4 for {seconds} s without, then during the whole of, a Keel snapshot{of}, then {seconds} s without…"
             );
             let (mut tps, mut hosts) = (Vec::new(), Vec::new());
-            for name in names {
+            for i in 1..=pairs {
+                let name = format!("{prefix}{i}");
                 let pair = tps_without_and_during(pg_bin, conninfo, seconds, async {
-                    let (_, host, phases) = snapshot(name).await?;
+                    let (_, host, phases) = snapshot(&name).await?;
                     hosts.push(host);
                     Ok(phases)
                 })
@@ -598,71 +645,75 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
                 eprintln!("  {name}: {:.0} TPS without, {:.0} during", pair.0, pair.1);
                 tps.push(pair);
             }
+            let last = quiet_tps(pg_bin, conninfo, seconds).await?;
+            eprintln!("  {last:.0} TPS without, last");
+            let tps = bracketed(&tps, last);
             anyhow::Ok((tps, hosts))
         }
     };
     // Restore, the copies beside it, and the single-AZ TPS pairs beside pgBackRest's.
     let single_az = if let Some(peer) = &peer {
-    eprintln!("Keel restore…");
-    settle()?;
-    let t = Instant::now();
-    let (code, r) = c
-        .post(
-            1,
-            "/v1/databases/bench/restore",
-            &json!({"to": "bench-r", "snapshot": "bench-1"}),
-        )
-        .await?;
-    if code != 200 {
-        bail!("restore refused ({code}): {r}");
-    }
-    let restored = op_done(&c, r["operation_id"].as_str().unwrap_or_default()).await?;
-    let keel_restore = t.elapsed().as_secs_f64();
-    eprintln!("Keel's restore task: {}", restored["tasks"][0]["result"]);
+        eprintln!("Keel restore…");
+        settle()?;
+        let t = Instant::now();
+        let (code, r) = c
+            .post(
+                1,
+                "/v1/databases/bench/restore",
+                &json!({"to": "bench-r", "snapshot": "bench-1"}),
+            )
+            .await?;
+        if code != 200 {
+            bail!("restore refused ({code}): {r}");
+        }
+        let restored = op_done(&c, r["operation_id"].as_str().unwrap_or_default()).await?;
+        let keel_restore = t.elapsed().as_secs_f64();
+        eprintln!("Keel's restore task: {}", restored["tasks"][0]["result"]);
 
-    eprintln!("cp -a…");
-    let copy = PathBuf::from(format!("/var/tmp/keel-bench-cp-{}", std::process::id()));
-    settle()?;
-    let t = Instant::now();
-    sh("cp -a", Command::new("cp").arg("-a").arg(&data).arg(&copy))?;
-    let cp = t.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&copy);
-    // The disk's own sequential write rate, past the page cache: as many bytes, direct.
-    eprintln!("dd oflag=direct…");
-    let dd_file = copy.with_extension("dd");
-    settle()?;
-    let t = Instant::now();
-    sh(
-        "dd",
-        Command::new("dd")
-            .arg("if=/dev/zero")
-            .arg(format!("of={}", dd_file.display()))
-            .args(["bs=1M", &format!("count={}", bytes >> 20), "oflag=direct", "conv=fsync"]),
-    )?;
-    let dd = t.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&dd_file);
+        eprintln!("cp -a…");
+        let copy = PathBuf::from(format!("/var/tmp/keel-bench-cp-{}", std::process::id()));
+        settle()?;
+        let t = Instant::now();
+        sh("cp -a", Command::new("cp").arg("-a").arg(&data).arg(&copy))?;
+        let cp = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&copy);
+        // The disk's own sequential write rate, past the page cache: as many bytes, direct.
+        eprintln!("dd oflag=direct…");
+        let dd_file = copy.with_extension("dd");
+        settle()?;
+        let t = Instant::now();
+        sh(
+            "dd",
+            Command::new("dd")
+                .arg("if=/dev/zero")
+                .arg(format!("of={}", dd_file.display()))
+                .args(["bs=1M", &format!("count={}", bytes >> 20), "oflag=direct", "conv=fsync"]),
+        )?;
+        let dd = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(&dd_file);
 
-    eprintln!("pgBackRest backup and restore…");
-    settle()?;
-    let br_backup = peer.backup()?;
-    settle()?;
-    let br_restore = peer.restore(&b.pg_bin)?;
+        eprintln!("pgBackRest backup and restore…");
+        settle()?;
+        let br_backup = peer.backup()?;
+        settle()?;
+        let br_restore = peer.restore(&b.pg_bin)?;
 
-    let (keel_tps, _) = snapshot_pairs(["bench-2", "bench-3", "bench-4"], "").await?;
-    let peer_seconds = (br_backup.ceil() as u32).max(10);
-    eprintln!(
+        let (keel_tps, _) = snapshot_pairs("bench-", "").await?;
+        let peer_seconds = (br_backup.ceil() as u32).max(10);
+        eprintln!(
         "{pairs} pairs of pgbench -c 4 for {peer_seconds} s without, then during the whole of, a pgBackRest backup…"
     );
-    let mut peer_tps = Vec::new();
-    for _ in 0..pairs {
-        let pair = tps_without_and_during(&b.pg_bin, &peer.conninfo(), peer_seconds, async {
-            tokio::task::block_in_place(|| peer.backup()).map(|_| Vec::new())
-        })
-        .await?;
-        eprintln!("  pgBackRest: {:.0} TPS without, {:.0} during", pair.0, pair.1);
-        peer_tps.push(pair);
-    }
-    Some((keel_restore, cp, dd, br_backup, br_restore, keel_tps, peer_tps))
+        let mut peer_tps = Vec::new();
+        for _ in 0..pairs {
+            let pair = tps_without_and_during(&b.pg_bin, &peer.conninfo(), peer_seconds, async {
+                tokio::task::block_in_place(|| peer.backup()).map(|_| Vec::new())
+            })
+            .await?;
+            eprintln!("  pgBackRest: {:.0} TPS without, {:.0} during", pair.0, pair.1);
+            peer_tps.push(pair);
+        }
+        let peer_tps = bracketed(&peer_tps, quiet_tps(&b.pg_bin, &peer.conninfo(), peer_seconds).await?);
+        Some((keel_restore, cp, dd, br_backup, br_restore, keel_tps, peer_tps))
     } else {
         None
     };
@@ -698,7 +749,7 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     pin(&primary_root, "0")?;
     pin(&standby_root, "1")?;
     pin_self("0")?;
-    let (standby_tps, hosts) = snapshot_pairs(["bench-s1", "bench-s2", "bench-s3"], " of the standby").await?;
+    let (standby_tps, hosts) = snapshot_pairs("bench-s", " of the standby").await?;
     anyhow::ensure!(
         hosts.iter().all(|h| *h == standby_host),
         "the Multi-AZ snapshots were taken on {hosts:?}, not all on the standby's host {standby_host}"
@@ -819,7 +870,7 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{by_phase, op_phases, progress_tps, Phase};
+    use super::{bracketed, by_phase, op_phases, progress_tps, share, Phase};
     use serde_json::json;
 
     #[test]
@@ -830,7 +881,11 @@ mod tests {
              "result": "snapshot verified and stored in zone-a (5 bytes, WAL 0/1 to 0/2): copy 10.0 s, verification 3.5 s, upload 2.0 s"},
             {"action": "snapshot", "started_at_ms": 30_000, "finished_at_ms": null, "result": "running"}
         ]});
-        let phase = |name: &str, start_ms, end_ms| Phase { name: name.into(), start_ms, end_ms };
+        let phase = |name: &str, start_ms, end_ms| Phase {
+            name: name.into(),
+            start_ms,
+            end_ms,
+        };
         assert_eq!(
             op_phases(&op),
             vec![
@@ -846,18 +901,49 @@ mod tests {
              "result": "… copy 5.0 s, verification 0.5 s, upload 1.0 s"}]});
         assert_eq!(
             op_phases(&op),
-            vec![phase("copy", 10_000, 10_500), phase("verify", 10_500, 11_000), phase("upload", 11_000, 12_000)]
+            vec![
+                phase("copy", 10_000, 10_500),
+                phase("verify", 10_500, 11_000),
+                phase("upload", 11_000, 12_000)
+            ]
         );
+    }
+
+    #[test]
+    fn each_window_with_work_is_set_between_the_windows_without_either_side() {
+        let pairs = [(100.0, 80.0), (120.0, 110.0)];
+        let series = bracketed(&pairs, 140.0);
+        assert_eq!(series, vec![(100.0, 80.0, 120.0), (120.0, 110.0, 140.0)]);
+        assert_eq!(share(&series[0]), 80.0 / 110.0);
+        assert_eq!(share(&series[1]), 110.0 / 130.0);
+        assert_eq!(bracketed(&[], 5.0), vec![]);
     }
 
     #[test]
     fn each_second_goes_under_the_phase_its_middle_fell_in() {
         let phases = [
-            Phase { name: "checkpoint".into(), start_ms: 1_000, end_ms: 2_200 },
-            Phase { name: "copy".into(), start_ms: 2_200, end_ms: 4_000 },
+            Phase {
+                name: "checkpoint".into(),
+                start_ms: 1_000,
+                end_ms: 2_200,
+            },
+            Phase {
+                name: "copy".into(),
+                start_ms: 2_200,
+                end_ms: 4_000,
+            },
         ];
-        let seconds = [(1_600, 800.0), (2_600, 900.4), (3_600, 1_100.0), (4_600, 1_000.0), (5_600, 990.0)];
-        assert_eq!(by_phase(&seconds, &phases), "checkpoint: 800 900 | copy: 1100 | -: 1000 990");
+        let seconds = [
+            (1_600, 800.0),
+            (2_600, 900.4),
+            (3_600, 1_100.0),
+            (4_600, 1_000.0),
+            (5_600, 990.0),
+        ];
+        assert_eq!(
+            by_phase(&seconds, &phases),
+            "checkpoint: 800 900 | copy: 1100 | -: 1000 990"
+        );
     }
 
     #[test]
