@@ -107,8 +107,8 @@ pub fn adopt_self(procs: &CString) {
 
 /// Move the calling thread alone into the idle group, where the kernel allows a thread
 /// apart from its process (cgroup v1), and into the idle I/O class; whether it moved
-/// into the group. Call it only on a thread of its
-/// own that ends with the work: it never comes back.
+/// into the group. Call it only on a thread of its own that ends with the work: it never
+/// comes back.
 pub fn enter_current_thread() -> bool {
     // Its I/O yields too, group or not.
     set_io_priority(0, IO_IDLE);
