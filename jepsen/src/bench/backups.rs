@@ -698,7 +698,7 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
         settle()?;
         let br_restore = peer.restore(&b.pg_bin)?;
 
-        let (keel_tps, _) = snapshot_pairs("bench-", "").await?;
+        let (keel_tps, _) = snapshot_pairs("bench-p", "").await?;
         let peer_seconds = (br_backup.ceil() as u32).max(10);
         eprintln!(
         "{pairs} pairs of pgbench -c 4 for {peer_seconds} s without, then during the whole of, a pgBackRest backup…"
