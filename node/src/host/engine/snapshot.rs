@@ -245,14 +245,11 @@ impl Postgres {
         Ok(row.get(0))
     }
 
-    /// On a standby: wait (at most 10 s) until it has replayed what it had received when
+    /// On a standby (the instance `client` is connected to): wait (at most 10 s) until it has replayed what it had received when
     /// asked, so a checkpoint its primary just made is one its restartpoint can use. Best
     /// effort: a standby that lags only makes a snapshot that carries more WAL. On a
     /// primary, nothing to wait for.
-    async fn replay_received(&self, spec: &InstanceSpec) {
-        let Ok(client) = self.superuser_client(spec, "wait for replay").await else {
-            return;
-        };
+    async fn replay_received(client: &tokio_postgres::Client) {
         let Ok(Some(received)) = client
             .query_one("SELECT pg_last_wal_receive_lsn()::text", &[])
             .await
@@ -274,11 +271,15 @@ impl Postgres {
     }
 
     async fn snapshot_into(&self, spec: &InstanceSpec, spool: Spool) -> Result<Snapshot, EngineError> {
-        self.replay_received(spec).await;
-        // The copy starts with a checkpoint (on a standby, a restartpoint) that writes every
-        // dirty buffer at once; it yields to the clients' I/O while the copy runs.
+        // Both best effort: an engine this cannot reach fails the copy itself, clearly.
         let yielding = match self.superuser_client(spec, "snapshot").await {
-            Ok(client) => checkpointer_yields(&client).await,
+            Ok(client) => {
+                Self::replay_received(&client).await;
+                // The copy starts with a checkpoint (on a standby, a restartpoint) that
+                // writes every dirty buffer at once; it yields to the clients' I/O while
+                // the copy runs.
+                checkpointer_yields(&client).await
+            }
             Err(_) => None,
         };
         let started = std::time::Instant::now();
