@@ -633,6 +633,20 @@ async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
         .filter(|p| p.contains("pg_basebackup"))
         .collect();
     assert!(copying.iter().all(|p| p.contains("--max-rate=128M")), "{copying:?}");
+    // Its I/O is in the idle class (whatever level `ionice` gives it), behind every
+    // commit's WAL flush.
+    let classes: Vec<(Option<i32>, String)> = pids_under(&root)
+        .into_iter()
+        .filter(|(_, c)| c.contains("pg_basebackup"))
+        .map(|(pid, c)| (keel_node::background::io_priority(pid as i32), c))
+        .collect();
+    assert!(
+        !classes.is_empty()
+            && classes
+                .iter()
+                .all(|(prio, _)| prio.is_none_or(|p| p >> 13 == keel_node::background::IO_IDLE >> 13)),
+        "every running copy in the idle I/O class, and at least one seen: {classes:?}"
+    );
     // And it runs in the idle CPU group, where the machine has one (root, a cgroup CPU
     // controller: these test machines do), so it never delays a client's wake-up.
     if keel_node::background::group().is_some() {
