@@ -337,6 +337,17 @@ fn share(&(before, during, after): &(f64, f64, f64)) -> f64 {
     during / ((before + after) / 2.0)
 }
 
+/// What the full run measures besides the Multi-AZ pairs (seconds, and bracketed TPS).
+struct SingleAz {
+    keel_restore: f64,
+    cp: f64,
+    dd: f64,
+    br_backup: f64,
+    br_restore: f64,
+    keel_tps: Vec<(f64, f64, f64)>,
+    peer_tps: Vec<(f64, f64, f64)>,
+}
+
 /// Print [`bracketed`] TPS `tps` of load beside `who`, each and the median share.
 fn print_pairs(who: &str, tps: &[(f64, f64, f64)]) {
     let ratios: Vec<f64> = tps.iter().map(share).collect();
@@ -713,7 +724,15 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
             peer_tps.push(pair);
         }
         let peer_tps = bracketed(&peer_tps, quiet_tps(&b.pg_bin, &peer.conninfo(), peer_seconds).await?);
-        Some((keel_restore, cp, dd, br_backup, br_restore, keel_tps, peer_tps))
+        Some(SingleAz {
+            keel_restore,
+            cp,
+            dd,
+            br_backup,
+            br_restore,
+            keel_tps,
+            peer_tps,
+        })
     } else {
         None
     };
@@ -758,7 +777,16 @@ pub async fn run(b: BackupsBench) -> anyhow::Result<()> {
     pin(&standby_root, "0,1")?;
     pin_self("0,1")?;
     const MULTI_AZ: &str = "a Keel snapshot of the Multi-AZ standby (hosts on CPUs 0 and 1, pgbench on 0)";
-    let Some((keel_restore, cp, dd, br_backup, br_restore, keel_tps, peer_tps)) = single_az else {
+    let Some(SingleAz {
+        keel_restore,
+        cp,
+        dd,
+        br_backup,
+        br_restore,
+        keel_tps,
+        peer_tps,
+    }) = single_az
+    else {
         print_pairs(MULTI_AZ, &standby_tps);
         return Ok(());
     };
