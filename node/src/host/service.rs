@@ -395,8 +395,8 @@ impl HostService {
                     Ok(detail)
                 }
                 TaskAction::Checkpoint => {
-                    let lsn = engine.checkpoint(&need(spec)?).await?;
-                    Ok(format!("checkpoint made; redo at {lsn}"))
+                    let made = engine.checkpoint(&need(spec)?).await?;
+                    Ok(made.to_string())
                 }
                 TaskAction::DeleteBackup => self.delete_backup(work).await,
                 TaskAction::CopyBackup => {

@@ -146,7 +146,8 @@ pub fn plan(state: &AdminState, job: &Job, workflow_id: &str) -> Result<Vec<Task
             // pre-empts it there (the host stops a snapshot for a promotion or a fence).
             let source = state.serving_standby(name).unwrap_or(primary);
             // A standby's backup starts at its last restartpoint, which can only be at a
-            // checkpoint of the primary's: one made now keeps the WAL it carries small.
+            // checkpoint of the primary's: the primary makes one now unless its last is
+            // recent enough that the WAL carried since stays small (see the host's task).
             if source.id != primary.id {
                 add(TaskAction::Checkpoint, &primary.host, &primary.id);
             }

@@ -695,6 +695,59 @@ async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
     }
 }
 
+/// Ahead of a standby's snapshot the primary checkpoints only when its last checkpoint is
+/// far behind: a recent one is where the standby's copy starts (no immediate checkpoint,
+/// and the full-page images after it, to cost the clients); past the bound, one is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_is_forced_only_when_the_last_is_far_behind() {
+    let (_dir, root, addr) = fresh_root();
+    let host = HostProc::start(&root, &addr);
+    let mut c = host.client().await;
+    let port = free_port();
+    let s = spec("inst-1", port, "small");
+    for (id, action) in [("p-1", TaskAction::Provision), ("s-1", TaskAction::Start)] {
+        let r = task(&mut c, id, 1, action, Some(&s)).await.unwrap();
+        assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
+    }
+    let lsn = |text: &str| {
+        let (hi, lo) = text.trim().split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    let client = connect(port).await.unwrap();
+    let now = || async {
+        let row = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .unwrap();
+        lsn(row.get::<_, &str>(0))
+    };
+    // A new instance's last checkpoint is a few KiB of WAL behind: it serves.
+    let fresh = now().await;
+    let r = task(&mut c, "c-1", 1, TaskAction::Checkpoint, Some(&s)).await.unwrap();
+    assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
+    assert!(r.detail.starts_with("no checkpoint forced: the last, "), "{r:?}");
+    let redo = lsn(r.detail.rsplit("redo at ").next().unwrap());
+    assert!(redo <= fresh, "{r:?}");
+    // More WAL than a snapshot may carry (rows of 1 KiB that do not compress): one is made,
+    // starting after all of it.
+    let rows = (keel_node::host::engine::snapshot::CHECKPOINT_CARRY_BYTES >> 10) + 20_000;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE w AS SELECT g, repeat(md5(g::text), 32) AS pad FROM generate_series(1, {rows}) g"
+        ))
+        .await
+        .unwrap();
+    let written = now().await;
+    assert!(
+        written - redo > keel_node::host::engine::snapshot::CHECKPOINT_CARRY_BYTES,
+        "{written} - {redo}"
+    );
+    let r = task(&mut c, "c-2", 1, TaskAction::Checkpoint, Some(&s)).await.unwrap();
+    assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
+    assert!(r.detail.starts_with("checkpoint made; redo at "), "{r:?}");
+    assert!(lsn(r.detail.rsplit("redo at ").next().unwrap()) >= written, "{r:?}");
+}
+
 /// A snapshot's or its verification's directories for instance `id` in shared memory
 /// (`/dev/shm/keel-<root>/<what>-<id>`).
 fn snapshot_scratch(id: &str) -> Vec<String> {

@@ -68,23 +68,6 @@ impl Postgres {
     }
 }
 
-/// Until dropped, the checkpointer of the instance `client` is connected to does its I/O
-/// in the idle class: an immediate checkpoint writes every dirty buffer at once, and the
-/// commits' WAL flushes on the same disk (a synchronous standby's too) queue behind it.
-/// Not its CPU: in the idle CPU group a checkpoint beside busy clients took 9–19 s
-/// rather than 2, and the clients lost as much throughput all the while (bench backups).
-/// None where it cannot be found or changed.
-async fn checkpointer_yields(client: &tokio_postgres::Client) -> Option<crate::background::IdleIo> {
-    let row = client
-        .query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
-            &[],
-        )
-        .await
-        .ok()??;
-    crate::background::IdleIo::hold(row.get::<_, i32>(0))
-}
-
 /// Give process `pid` the priority of [`Postgres::background`]: the idle CPU group and
 /// the idle I/O class (see [`crate::background`]), and nice 15. Best effort: a process
 /// that has gone is no matter.
@@ -140,6 +123,46 @@ pub struct Snapshot {
     pub verify_time: std::time::Duration,
     /// The directory holding them, removed when the snapshot is dropped.
     pub spool: Spool,
+}
+
+/// A standby's snapshot starts from its primary's last checkpoint when that is at most this
+/// much WAL behind; else the primary checkpoints first. An immediate checkpoint cost a
+/// Multi-AZ primary's clients half their throughput for seconds (its writes, then a
+/// full-page image in the WAL for every page's first change after it, which the
+/// synchronous standby must write before each commit returns: bench backups), and
+/// carrying the WAL costs a restore from the snapshot its replay: a quarter of the
+/// default `max_wal_size`, less than PostgreSQL's own crash recovery may replay.
+pub const CHECKPOINT_CARRY_BYTES: u64 = 256 << 20;
+
+/// The checkpoint a standby's snapshot starts from (see [`Postgres::checkpoint`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Its redo position: where a backup that starts from it starts.
+    pub redo_lsn: String,
+    /// Whether it was made now (else it is the primary's last one).
+    pub forced: bool,
+    /// Bytes of WAL written since its redo position.
+    pub wal_behind: u64,
+    /// Seconds since it was made.
+    pub age_s: f64,
+}
+
+impl std::fmt::Display for Checkpoint {
+    /// The task's result, as `ops describe` shows it; ends with `redo at LSN`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = self.wal_behind as f64 / (1 << 20) as f64;
+        if self.forced {
+            write!(f, "checkpoint made; redo at {}", self.redo_lsn)
+        } else {
+            write!(
+                f,
+                "no checkpoint forced: the last, {:.0} s ago, is {mib:.1} MiB of WAL behind (at most {} MiB is carried); redo at {}",
+                self.age_s,
+                CHECKPOINT_CARRY_BYTES >> 20,
+                self.redo_lsn
+            )
+        }
+    }
 }
 
 /// Shared memory, where a snapshot's passing files go when they fit easily.
@@ -227,22 +250,40 @@ impl Postgres {
         self.snapshot_into(spec, spool).await
     }
 
-    /// A checkpoint on the running primary `spec` (ahead of its standby's snapshot); its
-    /// redo position, where a backup that starts from it starts.
-    pub async fn checkpoint(&self, spec: &InstanceSpec) -> Result<String, EngineError> {
+    /// Ahead of its standby's snapshot, a checkpoint on the running primary `spec` unless
+    /// its last one is at most [`CHECKPOINT_CARRY_BYTES`] of WAL behind: the standby's copy
+    /// starts at the restartpoint that checkpoint allows, carrying the WAL since.
+    pub async fn checkpoint(&self, spec: &InstanceSpec) -> Result<Checkpoint, EngineError> {
         let client = self.superuser_client(spec, "checkpoint").await?;
         let failed = |e: tokio_postgres::Error| EngineError::Command {
             what: "checkpoint".into(),
             detail: super::postgres::explain(&e),
         };
-        let yielding = checkpointer_yields(&client).await;
+        let last = || async {
+            let row = client
+                .query_one(
+                    "SELECT redo_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), redo_lsn)::bigint, \
+                     extract(epoch FROM now() - checkpoint_time)::float8 FROM pg_control_checkpoint()",
+                    &[],
+                )
+                .await
+                .map_err(failed)?;
+            Ok::<_, EngineError>(Checkpoint {
+                redo_lsn: row.get(0),
+                wal_behind: row.get::<_, i64>(1).max(0) as u64,
+                age_s: row.get::<_, f64>(2).max(0.0),
+                forced: false,
+            })
+        };
+        let before = last().await?;
+        if before.wal_behind <= CHECKPOINT_CARRY_BYTES {
+            return Ok(before);
+        }
         client.batch_execute("CHECKPOINT").await.map_err(failed)?;
-        drop(yielding);
-        let row = client
-            .query_one("SELECT redo_lsn::text FROM pg_control_checkpoint()", &[])
-            .await
-            .map_err(failed)?;
-        Ok(row.get(0))
+        Ok(Checkpoint {
+            forced: true,
+            ..last().await?
+        })
     }
 
     /// On a standby (the instance `client` is connected to): wait (at most 10 s) until it has replayed what it had received when
@@ -271,17 +312,10 @@ impl Postgres {
     }
 
     async fn snapshot_into(&self, spec: &InstanceSpec, spool: Spool) -> Result<Snapshot, EngineError> {
-        // Both best effort: an engine this cannot reach fails the copy itself, clearly.
-        let yielding = match self.superuser_client(spec, "snapshot").await {
-            Ok(client) => {
-                Self::replay_received(&client).await;
-                // The copy starts with a checkpoint (on a standby, a restartpoint) that
-                // writes every dirty buffer at once; it yields to the clients' I/O while
-                // the copy runs.
-                checkpointer_yields(&client).await
-            }
-            Err(_) => None,
-        };
+        // Best effort: an engine this cannot reach fails the copy itself, clearly.
+        if let Ok(client) = self.superuser_client(spec, "snapshot").await {
+            Self::replay_received(&client).await;
+        }
         let started = std::time::Instant::now();
         let out = spool.path().join("backup");
         std::fs::create_dir_all(spool.path()).map_err(io("create snapshot directory"))?;
@@ -323,7 +357,6 @@ impl Postgres {
             copied = copy => { copied?; }
             () = self.background_walsenders(spec) => unreachable!("it never ends"),
         }
-        drop(yielding);
         let copied_at_ms = crate::clock::now_ms();
         let copied = started.elapsed();
         let manifest = self.verify(&spec.id, &out).await?;
