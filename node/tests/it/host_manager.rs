@@ -157,6 +157,40 @@ async fn connect(port: u16) -> Result<tokio_postgres::Client, tokio_postgres::Er
     Ok(client)
 }
 
+/// A `keel host` on a fresh root with one small instance, `inst-1`, provisioned and started.
+struct RunningInstance {
+    /// Dropped first (fields drop in order): stops the host and its PostgreSQL before the
+    /// directory goes.
+    _host: HostProc,
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    c: HostManagerClient<Channel>,
+    port: u16,
+    spec: InstanceSpec,
+}
+
+impl RunningInstance {
+    async fn start() -> Self {
+        let (dir, root, addr) = fresh_root();
+        let host = HostProc::start(&root, &addr);
+        let mut c = host.client().await;
+        let port = free_port();
+        let spec = spec("inst-1", port, "small");
+        for (id, action) in [("p-1", TaskAction::Provision), ("s-1", TaskAction::Start)] {
+            let r = task(&mut c, id, 1, action, Some(&spec)).await.unwrap();
+            assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
+        }
+        Self {
+            _host: host,
+            _dir: dir,
+            root,
+            c,
+            port,
+            spec,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_manager_runs_real_postgres() {
     let (_dir, root, addr) = fresh_root();
@@ -589,15 +623,8 @@ fn flip(tar: &mut [u8], name: &str, at: usize) {
 /// why, and leaves no process behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
-    let (_dir, root, addr) = fresh_root();
-    let host = HostProc::start(&root, &addr);
-    let mut c = host.client().await;
-    let port = free_port();
-    let s = spec("inst-1", port, "small");
-    for (id, action) in [("p-1", TaskAction::Provision), ("s-1", TaskAction::Start)] {
-        let r = task(&mut c, id, 1, action, Some(&s)).await.unwrap();
-        assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
-    }
+    let inst = RunningInstance::start().await;
+    let (root, port, s, mut c) = (inst.root.clone(), inst.port, inst.spec.clone(), inst.c.clone());
     // Enough data that the copy takes a while.
     connect(port)
         .await
@@ -700,19 +727,9 @@ async fn a_snapshot_yields_to_a_stop_instead_of_holding_it() {
 /// and the full-page images after it, to cost the clients); past the bound, one is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_is_forced_only_when_the_last_is_far_behind() {
-    let (_dir, root, addr) = fresh_root();
-    let host = HostProc::start(&root, &addr);
-    let mut c = host.client().await;
-    let port = free_port();
-    let s = spec("inst-1", port, "small");
-    for (id, action) in [("p-1", TaskAction::Provision), ("s-1", TaskAction::Start)] {
-        let r = task(&mut c, id, 1, action, Some(&s)).await.unwrap();
-        assert_eq!(state(&r), TaskState::Succeeded, "{r:?}");
-    }
-    let lsn = |text: &str| {
-        let (hi, lo) = text.trim().split_once('/').unwrap();
-        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-    };
+    let inst = RunningInstance::start().await;
+    let (port, s, mut c) = (inst.port, inst.spec.clone(), inst.c.clone());
+    let lsn = |text: &str| keel_node::backup::wal::parse_lsn(text.trim()).unwrap();
     let client = connect(port).await.unwrap();
     let now = || async {
         let row = client

@@ -186,10 +186,7 @@ async fn a_multi_az_standby_is_built_from_the_backups_streams_over_tls_and_holds
     let (_, snap) = c.get(1, "/v1/snapshots/from-standby").await.unwrap();
     // The standby's copy starts at the primary's fresh checkpoint (or a later one), not
     // at an older restartpoint: the WAL it carries is only what came after.
-    let lsn = |text: &str| {
-        let (hi, lo) = text.trim().split_once('/').unwrap();
-        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-    };
+    let lsn = |text: &str| keel_node::backup::wal::parse_lsn(text.trim()).unwrap();
     let result = done["tasks"][0]["result"].as_str().unwrap();
     let redo = lsn(result.rsplit("redo at ").next().unwrap());
     assert!(

@@ -135,7 +135,7 @@ pub struct Snapshot {
 pub const CHECKPOINT_CARRY_BYTES: u64 = 256 << 20;
 
 /// The checkpoint a standby's snapshot starts from (see [`Postgres::checkpoint`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Checkpoint {
     /// Its redo position: where a backup that starts from it starts.
     pub redo_lsn: String,
@@ -286,10 +286,10 @@ impl Postgres {
         })
     }
 
-    /// On a standby (the instance `client` is connected to): wait (at most 10 s) until it has replayed what it had received when
-    /// asked, so a checkpoint its primary just made is one its restartpoint can use. Best
-    /// effort: a standby that lags only makes a snapshot that carries more WAL. On a
-    /// primary, nothing to wait for.
+    /// On a standby (the instance `client` is connected to): wait (at most 10 s) until it
+    /// has replayed what it had received when asked, so the primary's latest checkpoint is
+    /// one its restartpoint can use. Best effort: a standby that lags only makes a snapshot
+    /// that carries more WAL. On a primary, nothing to wait for.
     async fn replay_received(client: &tokio_postgres::Client) {
         let Ok(Some(received)) = client
             .query_one("SELECT pg_last_wal_receive_lsn()::text", &[])
