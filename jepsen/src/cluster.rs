@@ -340,7 +340,21 @@ impl Cluster {
                 bail!("registering host {name} failed ({code}): {reply}");
             }
         }
-        Ok(())
+        // Placement prefers hosts the monitor has seen healthy over those not probed
+        // yet, so a test that creates databases before every host has been probed
+        // would see them land by probe timing rather than by load.
+        self.wait_for(Duration::from_secs(60), "every host to be probed healthy", || async {
+            let (_, hosts) = self.get(1, "/v1/hosts").await?;
+            let hosts = hosts.as_array().cloned().unwrap_or_default();
+            let added = &self.hosts[self.hosts.len() - n..];
+            let healthy = added.iter().all(|a| {
+                hosts
+                    .iter()
+                    .any(|h| h["name"] == a.name.as_str() && h["health"] == "healthy")
+            });
+            Ok(healthy.then_some(()))
+        })
+        .await
     }
 
     /// Start host manager `i` (0-based) again, on its address and root, appending to its log.
